@@ -1,0 +1,145 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "berth",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "berth-agent", targets: ["berth-agent"]),
+        .executable(name: "berth", targets: ["berth"]),
+        .library(name: "BerthModel", targets: ["BerthModel"]),
+        .library(name: "BerthAPI", targets: ["BerthAPI"]),
+        .library(name: "BerthTransport", targets: ["BerthTransport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // Codable + Sendable value types shared by every daemon. Foundation only.
+        .target(name: "BerthModel", swiftSettings: swiftSettings),
+
+        // nghttp2, the HTTP/2 framing library, through pkg-config.
+        .systemLibrary(
+            name: "CNghttp2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+
+        // Generated protobuf and gRPC code, plus conversions to and from BerthModel.
+        .target(
+            name: "BerthAPI",
+            dependencies: [
+                "BerthModel",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Generated/README.md"],
+            swiftSettings: swiftSettings
+        ),
+
+        // gRPC over HTTP/2 framed by nghttp2, on SwiftNIO sockets (TCP and unix).
+        .target(
+            name: "BerthTransport",
+            dependencies: [
+                "CNghttp2",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The agent's core and its thin gRPC service adapters.
+        .target(
+            name: "BerthAgent",
+            dependencies: [
+                "BerthModel",
+                "BerthAPI",
+                "BerthTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The command line, docker's spelling.
+        .target(
+            name: "BerthCLI",
+            dependencies: [
+                "BerthModel",
+                "BerthAPI",
+                "BerthTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "berth-agent",
+            dependencies: [
+                "BerthAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "berth",
+            dependencies: ["BerthCLI"],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(
+            name: "BerthModelTests",
+            dependencies: ["BerthModel"],
+            resources: [.copy("Golden")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthAPITests",
+            dependencies: ["BerthAPI", "BerthModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthTransportTests",
+            dependencies: [
+                "BerthTransport",
+                "CNghttp2",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthAgentTests",
+            dependencies: [
+                "BerthAgent",
+                "BerthAPI",
+                "BerthCLI",
+                "BerthModel",
+                "BerthTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,164 @@
+/// Everything a person asks for when creating a container: `docker run`'s
+/// flags as one value.
+public struct ContainerSpec: Codable, Sendable, Hashable {
+    /// The container's name (`--name`); nil lets the agent choose one.
+    public var name: String?
+    /// The image reference (`busybox`, `busybox:1.36`, `registry:5000/app@sha256:…`).
+    public var image: String
+    /// Overrides the image's entrypoint when non-nil (`--entrypoint`).
+    public var entrypoint: [String]?
+    /// Overrides the image's command when non-empty (the arguments after IMAGE).
+    public var command: [String]
+    /// Environment entries, `KEY=VALUE`, in order (`-e`).
+    public var env: [String]
+    /// Working directory inside the container (`-w`); nil takes the image's.
+    public var workingDir: String?
+    /// `uid[:gid]` or `name[:group]` (`-u`); nil takes the image's.
+    public var user: String?
+    /// Free-form labels (`--label`).
+    public var labels: [String: String]
+    /// The UTS hostname (`-h`); nil means the short container ID.
+    public var hostname: String?
+    /// Limits and weights.
+    public var resources: Resources
+    /// Volumes, binds and tmpfs mounts.
+    public var mounts: [Mount]
+    /// Published ports (`-p`).
+    public var ports: [PortMapping]
+    /// Publish every port the image exposes on a free host port (`-P`).
+    public var publishAll: Bool
+    /// `none`, `host`, `bridge` or a user-defined network name (`--network`).
+    public var network: String
+    /// Extra names on the network (`--network-alias`).
+    public var networkAliases: [String]
+    /// What happens when the main process exits (`--restart`).
+    public var restartPolicy: RestartPolicy
+    /// Sent first by stop (`--stop-signal`); nil takes the image's or SIGTERM.
+    public var stopSignal: Signal?
+    /// Seconds between the stop signal and SIGKILL (`--stop-timeout`); nil means 10.
+    public var stopTimeout: Int?
+    /// Mount the root filesystem read-only (`--read-only`).
+    public var readOnlyRootfs: Bool
+    /// Run a small init as PID 1 that reaps zombies and forwards signals (`--init`).
+    public var initProcess: Bool
+    /// Capabilities added to docker's default set (`--cap-add`).
+    public var capAdd: [String]
+    /// Capabilities removed from docker's default set (`--cap-drop`).
+    public var capDrop: [String]
+    /// `--security-opt` entries, such as `seccomp=unconfined` or `seccomp=FILE`.
+    public var securityOpts: [String]
+    /// Allocate a terminal (`-t`).
+    public var tty: Bool
+    /// Keep stdin open (`-i`).
+    public var openStdin: Bool
+    /// Remove the container when it exits (`--rm`).
+    public var autoRemove: Bool
+
+    public init(
+        name: String? = nil,
+        image: String,
+        entrypoint: [String]? = nil,
+        command: [String] = [],
+        env: [String] = [],
+        workingDir: String? = nil,
+        user: String? = nil,
+        labels: [String: String] = [:],
+        hostname: String? = nil,
+        resources: Resources = Resources(),
+        mounts: [Mount] = [],
+        ports: [PortMapping] = [],
+        publishAll: Bool = false,
+        network: String = "bridge",
+        networkAliases: [String] = [],
+        restartPolicy: RestartPolicy = .no,
+        stopSignal: Signal? = nil,
+        stopTimeout: Int? = nil,
+        readOnlyRootfs: Bool = false,
+        initProcess: Bool = false,
+        capAdd: [String] = [],
+        capDrop: [String] = [],
+        securityOpts: [String] = [],
+        tty: Bool = false,
+        openStdin: Bool = false,
+        autoRemove: Bool = false
+    ) {
+        self.name = name
+        self.image = image
+        self.entrypoint = entrypoint
+        self.command = command
+        self.env = env
+        self.workingDir = workingDir
+        self.user = user
+        self.labels = labels
+        self.hostname = hostname
+        self.resources = resources
+        self.mounts = mounts
+        self.ports = ports
+        self.publishAll = publishAll
+        self.network = network
+        self.networkAliases = networkAliases
+        self.restartPolicy = restartPolicy
+        self.stopSignal = stopSignal
+        self.stopTimeout = stopTimeout
+        self.readOnlyRootfs = readOnlyRootfs
+        self.initProcess = initProcess
+        self.capAdd = capAdd
+        self.capDrop = capDrop
+        self.securityOpts = securityOpts
+        self.tty = tty
+        self.openStdin = openStdin
+        self.autoRemove = autoRemove
+    }
+
+    /// The default grace period between the stop signal and SIGKILL.
+    public static let defaultStopTimeout = 10
+
+    /// Checks the spec on its own and, when given, against the host.
+    ///
+    /// - Throws: `BerthError.invalidArgument` naming the first problem.
+    public func validate(on host: NodeCapacity? = nil) throws {
+        if let name, !ObjectName.isValid(name, minimumLength: 1) {
+            throw BerthError.invalid("container name \"\(name)\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        }
+        if image.trimmingSpaces().isEmpty {
+            throw BerthError.invalid("an image is required")
+        }
+        for entry in env where entry.hasPrefix("=") || entry.isEmpty {
+            throw BerthError.invalid("environment entry \"\(entry)\": expected KEY=VALUE")
+        }
+        if let workingDir, !workingDir.hasPrefix("/") {
+            throw BerthError.invalid("working directory \"\(workingDir)\": must be an absolute path")
+        }
+        if let hostname, !Hostname.isValid(hostname) {
+            throw BerthError.invalid("hostname \"\(hostname)\": expected letters, digits and '-', at most 63 per label")
+        }
+        if let stopTimeout, stopTimeout < -1 {
+            throw BerthError.invalid("stop timeout \(stopTimeout): must be -1 (wait forever) or more")
+        }
+        var targets: Set<String> = []
+        for mount in mounts {
+            guard targets.insert(mount.target).inserted else {
+                throw BerthError.invalid("mount point \(mount.target) is used twice")
+            }
+        }
+        var published: Set<String> = []
+        for port in ports where port.hostPort != 0 {
+            let key = "\(port.hostIP ?? "0.0.0.0"):\(port.hostPort)/\(port.proto.rawValue)"
+            guard published.insert(key).inserted else {
+                throw BerthError.invalid("host port \(key) is published twice")
+            }
+        }
+        try resources.validate(on: host)
+    }
+}
+
+/// Rules for UTS hostnames (RFC 1123 labels).
+enum Hostname {
+    static func isValid(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 253 else { return false }
+        return name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && label.first != "-" && label.last != "-"
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+
+/// The observed state of one container, changed only through the
+/// transitions `ContainerState` allows.
+public struct ContainerStatus: Codable, Sendable, Hashable {
+    public private(set) var state: ContainerState
+    /// The main process's PID in the host's PID namespace while active.
+    public private(set) var pid: Int32?
+    /// The last exit code, once the container has exited.
+    public private(set) var exitCode: Int32?
+    /// The signal that ended the last run, if a signal did.
+    public private(set) var signal: Signal?
+    /// Why the last run ended.
+    public private(set) var reason: ExitReason?
+    /// A failure message (why a start or a removal failed).
+    public private(set) var error: String?
+    public private(set) var createdAt: Date
+    public private(set) var startedAt: Date?
+    public private(set) var finishedAt: Date?
+    /// Restarts made by the restart policy since the last manual start.
+    public private(set) var restartCount: Int
+    /// True when a person stopped or killed the container (restart policies
+    /// then leave it stopped).
+    public private(set) var stoppedByUser: Bool
+
+    /// A fresh container in `created`.
+    public init(createdAt: Date) {
+        self.state = .created
+        self.createdAt = createdAt
+        self.restartCount = 0
+        self.stoppedByUser = false
+    }
+
+    /// True when the last run ended because the cgroup ran out of memory.
+    public var oomKilled: Bool { reason == .oomKilled }
+
+    private mutating func move(to next: ContainerState, _ verb: String) throws {
+        guard state.canTransition(to: next) else {
+            throw BerthError(
+                .failedPrecondition,
+                "cannot \(verb) a container that is \(state) (\(state) → \(next) is not allowed)")
+        }
+        state = next
+    }
+
+    /// created or exited → running.
+    ///
+    /// - Parameter restart: true when a restart policy (not a person) starts it.
+    /// - Throws: `BerthError.failedPrecondition` from any other state.
+    public mutating func markStarted(pid: Int32, at time: Date, restart: Bool = false) throws {
+        try move(to: .running, "start")
+        self.pid = pid
+        self.startedAt = time
+        self.finishedAt = nil
+        self.exitCode = nil
+        self.signal = nil
+        self.reason = nil
+        self.error = nil
+        self.stoppedByUser = false
+        if restart { restartCount += 1 } else { restartCount = 0 }
+    }
+
+    /// created → exited, recording why the process could not be started.
+    public mutating func markStartFailed(_ message: String, exitCode: Int32 = 127, at time: Date) throws {
+        try move(to: .exited, "fail to start")
+        self.pid = nil
+        self.exitCode = exitCode
+        self.signal = nil
+        self.reason = .startFailed
+        self.error = message
+        self.finishedAt = time
+    }
+
+    /// running → paused.
+    public mutating func markPaused() throws { try move(to: .paused, "pause") }
+
+    /// paused → running.
+    public mutating func markResumed() throws { try move(to: .running, "unpause") }
+
+    /// running or paused → exited, with how the process ended.
+    public mutating func markExited(_ exit: ProcessExit, at time: Date) throws {
+        try move(to: .exited, "record the exit of")
+        self.pid = nil
+        self.exitCode = exit.exitCode
+        self.signal = exit.signal
+        self.reason = exit.reason
+        self.finishedAt = time
+    }
+
+    /// Notes that a person asked for this stop or kill, so restart policies
+    /// leave the container stopped.
+    public mutating func noteStopRequested() { stoppedByUser = true }
+
+    /// created or exited → dead, when removal failed half-way.
+    public mutating func markDead(_ message: String) throws {
+        try move(to: .dead, "mark dead")
+        self.error = message
+        self.pid = nil
+    }
+}

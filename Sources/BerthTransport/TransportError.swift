@@ -1,0 +1,26 @@
+/// Failures inside the HTTP/2 transport, before they become gRPC statuses.
+public enum TransportError: Error, CustomStringConvertible, Sendable {
+    /// An nghttp2 call failed with this error code.
+    case nghttp2(String, Int32)
+    /// The address to listen on or connect to cannot be used.
+    case badAddress(String)
+    /// The transport was shut down.
+    case closed
+
+    public var description: String {
+        switch self {
+        case .nghttp2(let op, let rc):
+            return "\(op): \(Self.nghttp2Message(rc))"
+        case .badAddress(let message):
+            return message
+        case .closed:
+            return "the transport is shut down"
+        }
+    }
+
+    static func nghttp2Message(_ rc: Int32) -> String {
+        String(cString: nghttp2_strerror(rc))
+    }
+}
+
+import CNghttp2

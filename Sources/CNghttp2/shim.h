@@ -1,0 +1,4 @@
+#ifndef BERTH_CNGHTTP2_SHIM_H
+#define BERTH_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif
