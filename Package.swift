@@ -91,6 +91,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Helpers shared by tests: a raw HTTP/2 client for hostile input.
+        .target(
+            name: "BerthTesting",
+            dependencies: [
+                "CNghttp2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "berth-agent",
             dependencies: [
@@ -122,6 +133,7 @@ let package = Package(
             name: "BerthTransportTests",
             dependencies: [
                 "BerthTransport",
+                "BerthTesting",
                 "CNghttp2",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -15,6 +15,12 @@ struct RawDeserializer: MessageDeserializer {
 /// Records what handlers saw, for tests to check from outside.
 final class EchoProbe: Sendable {
     private let state = Mutex<(cancelled: Int, started: Int, metadata: [String])>((0, 0, []))
+    private let counters = Mutex<(written: Int, read: Int)>((0, 0))
+
+    func wrote() { counters.withLock { $0.written += 1 } }
+    func read() { counters.withLock { $0.read += 1 } }
+    var writtenCount: Int { counters.withLock { $0.written } }
+    var readCount: Int { counters.withLock { $0.read } }
 
     func started() { state.withLock { $0.started += 1 } }
     func cancelled() { state.withLock { $0.cancelled += 1 } }
@@ -34,6 +40,8 @@ enum Echo {
     static let fail = MethodDescriptor(service: service, method: "Fail")
     static let metadata = MethodDescriptor(service: service, method: "Metadata")
     static let unknown = MethodDescriptor(service: service, method: "DoesNotExist")
+    static let flood = MethodDescriptor(service: service, method: "Flood")
+    static let slowSink = MethodDescriptor(service: service, method: "SlowSink")
 }
 
 /// A service with one method of each kind, written against GRPCCore alone.
@@ -92,6 +100,26 @@ struct EchoService: RegistrableRPCService {
             let parts = text.split(separator: ":", maxSplits: 1)
             let code = RPCError.Code(Status.Code(rawValue: Int(parts[0]) ?? 2) ?? .unknown) ?? .unknown
             throw RPCError(code: code, message: parts.count > 1 ? String(parts[1]) : "", metadata: ["failure-bin": .binary([0, 1, 2, 255])])
+        }
+        // Writes 64 KiB messages as fast as the transport lets it, counting them.
+        router.registerHandler(forMethod: Echo.flood, deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
+            for try await _ in request.messages {}
+            return StreamingServerResponse { writer in
+                let chunk = [UInt8](repeating: 0xAB, count: 64 * 1024)
+                for _ in 0..<100_000 {
+                    try await writer.write(chunk)
+                    probe.wrote()
+                }
+                return [:]
+            }
+        }
+        // Reads one message every 100 ms, counting them.
+        router.registerHandler(forMethod: Echo.slowSink, deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
+            for try await _ in request.messages {
+                probe.read()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return StreamingServerResponse(single: ServerResponse(message: []))
         }
         router.registerHandler(forMethod: Echo.metadata, deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
             for try await _ in request.messages {}

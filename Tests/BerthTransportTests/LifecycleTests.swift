@@ -1,0 +1,158 @@
+import BerthTesting
+import BerthTransport
+import GRPCCore
+import Testing
+
+@Suite("gRPC over nghttp2: deadlines, cancellation, limits, shutdown")
+struct LifecycleTests {
+    @Test("a grpc-timeout deadline ends the call with DEADLINE_EXCEEDED and cancels the handler")
+    func deadline() async throws {
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { client, _, _ in
+            var options = CallOptions.defaults
+            options.timeout = .milliseconds(200)
+            let start = ContinuousClock.now
+            do {
+                _ = try await client.unary(
+                    request: ClientRequest(message: []), descriptor: Echo.hang,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: options
+                ) { try $0.message }
+                Issue.record("expected DEADLINE_EXCEEDED")
+            } catch let error as RPCError {
+                #expect(error.code == .deadlineExceeded)
+            }
+            #expect(ContinuousClock.now - start < .seconds(2))
+            // The server side noticed too: its handler was cancelled.
+            let deadline = ContinuousClock.now + .seconds(5)
+            while probe.cancelledCount == 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(probe.cancelledCount == 1)
+        }
+    }
+
+    @Test("the server enforces grpc-timeout itself, even for a client that keeps waiting")
+    func serverSideDeadline() async throws {
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { _, _, address in
+            guard case .tcp(_, let port) = address else { return }
+            let raw = try await RawHTTP2Client(port: port)
+            defer { Task { await raw.close() } }
+            let id = try await raw.grpcRequest(path: "/berth.test.Echo/Hang", extra: [("grpc-timeout", "150m")], body: [0, 0, 0, 0, 0])
+            let answered = await raw.wait { $0.streams[id]?.header("grpc-status") != nil }
+            #expect(answered)
+            #expect(raw.observed.streams[id]?.header("grpc-status") == "4")
+            #expect(probe.cancelledCount == 1 || probe.startedCount == 1)
+        }
+    }
+
+    @Test("a client cancelling a call resets the stream and cancels the server handler")
+    func clientCancellation() async throws {
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { client, _, _ in
+            let call = Task {
+                try await client.unary(
+                    request: ClientRequest(message: []), descriptor: Echo.hang,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { try $0.message }
+            }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while probe.startedCount == 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            call.cancel()
+            await #expect(throws: (any Error).self) { try await call.value }
+            while probe.cancelledCount == 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(probe.cancelledCount == 1)
+        }
+    }
+
+    @Test("a server resetting a stream fails the client's call")
+    func serverReset() async throws {
+        // A message over the server's limit makes the server end the call.
+        var limits = TransportLimits()
+        limits.maxReceiveMessageSize = 1024
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: EchoProbe())], limits: limits) { client, _, _ in
+            do {
+                _ = try await client.unary(
+                    request: ClientRequest(message: [UInt8](repeating: 7, count: 4096)), descriptor: Echo.get,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { try $0.message }
+                Issue.record("expected RESOURCE_EXHAUSTED")
+            } catch let error as RPCError {
+                #expect(error.code == .resourceExhausted)
+                #expect(error.message.contains("4096 bytes"))
+            }
+            // The connection is still good for the next call.
+            let reply = try await client.unary(
+                request: ClientRequest(message: [1, 2, 3]), descriptor: Echo.get,
+                serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+            ) { try $0.message }
+            #expect(reply == [1, 2, 3])
+        }
+    }
+
+    @Test("messages up to 4 MiB pass by default; a larger response is refused by the client")
+    func defaultMessageLimit() async throws {
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: EchoProbe())]) { client, _, _ in
+            let big = [UInt8](repeating: 42, count: 4 * 1024 * 1024)
+            let reply = try await client.unary(
+                request: ClientRequest(message: big), descriptor: Echo.get,
+                serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+            ) { try $0.message }
+            #expect(reply.count == big.count)
+            // One byte more is refused.
+            await #expect(throws: RPCError.self) {
+                _ = try await client.unary(
+                    request: ClientRequest(message: big + [1]), descriptor: Echo.get,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { try $0.message }
+            }
+        }
+        var clientLimits = TransportLimits()
+        clientLimits.maxReceiveMessageSize = 100
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: EchoProbe())], clientLimits: clientLimits) {
+            client, _, _ in
+            do {
+                _ = try await client.unary(
+                    request: ClientRequest(message: [UInt8](repeating: 1, count: 200)), descriptor: Echo.get,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { try $0.message }
+                Issue.record("expected RESOURCE_EXHAUSTED")
+            } catch let error as RPCError {
+                #expect(error.code == .resourceExhausted)
+            }
+        }
+    }
+
+    @Test("graceful shutdown lets in-flight calls finish and refuses new ones")
+    func gracefulShutdown() async throws {
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { client, server, address in
+            // A long server stream in flight…
+            let inflight = Task {
+                try await client.serverStreaming(
+                    request: ClientRequest(message: bigEndian(2000) + bigEndian(1000)), descriptor: Echo.expand,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { response in
+                    var n = 0
+                    for try await _ in response.messages {
+                        n += 1
+                        if n % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                    }
+                    return n
+                }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            server.beginGracefulShutdown()
+            // …finishes completely.
+            let count = try await inflight.value
+            #expect(count == 2000)
+            // A new connection is refused once the listener is closed.
+            guard case .tcp(_, let port) = address else { return }
+            await #expect(throws: (any Error).self) { _ = try await RawHTTP2Client(port: port) }
+        }
+    }
+}
