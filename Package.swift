@@ -64,14 +64,30 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The one Swift layer that calls the kernel.
+        .target(
+            name: "BerthLinux",
+            swiftSettings: swiftSettings
+        ),
+
+        // Cgroup drivers (v1, v2) behind one protocol, and mode detection.
+        .target(
+            name: "BerthCgroups",
+            dependencies: ["BerthModel", "BerthLinux"],
+            swiftSettings: swiftSettings
+        ),
+
         // The agent's core and its thin gRPC service adapters.
         .target(
             name: "BerthAgent",
             dependencies: [
                 "BerthModel",
                 "BerthAPI",
+                "BerthCgroups",
+                "BerthLinux",
                 "BerthTransport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -109,6 +125,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

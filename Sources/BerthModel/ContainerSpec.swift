@@ -143,7 +143,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         }
         var published: Set<String> = []
         for port in ports where port.hostPort != 0 {
-            let key = "\(port.hostIP ?? "0.0.0.0"):\(port.hostPort)/\(port.proto.rawValue)"
+            let key = "\(port.hostIP ?? "0.0.0.0"):\(port.hostPort)/\(port.transport.rawValue)"
             guard published.insert(key).inserted else {
                 throw BerthError.invalid("host port \(key) is published twice")
             }

@@ -31,6 +31,25 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
         self.stoppedByUser = false
     }
 
+    /// Restores a status exactly as it was recorded (from the state store or
+    /// the wire); no transition is checked.
+    public init(
+        restoring state: ContainerState, pid: Int32?, exitCode: Int32?, signal: Signal?, reason: ExitReason?,
+        error: String?, createdAt: Date, startedAt: Date?, finishedAt: Date?, restartCount: Int, stoppedByUser: Bool
+    ) {
+        self.state = state
+        self.pid = pid
+        self.exitCode = exitCode
+        self.signal = signal
+        self.reason = reason
+        self.error = error
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.restartCount = restartCount
+        self.stoppedByUser = stoppedByUser
+    }
+
     /// True when the last run ended because the cgroup ran out of memory.
     public var oomKilled: Bool { reason == .oomKilled }
 

@@ -84,7 +84,8 @@ public struct Mount: Codable, Sendable, Hashable {
         self.init(kind: .tmpfs, target: target, readOnly: readOnly, tmpfsSize: size)
     }
 
-    static func checkTarget(_ target: String, in text: String) throws {
+    /// Throws unless `target` is an absolute container path without `..`.
+    public static func checkTarget(_ target: String, in text: String) throws {
         guard target.hasPrefix("/") else {
             throw BerthError.invalid("mount \"\(text)\": the container path \"\(target)\" must be absolute")
         }

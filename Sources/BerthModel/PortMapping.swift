@@ -13,13 +13,13 @@ public struct PortMapping: Codable, Sendable, Hashable, CustomStringConvertible 
     /// The port inside the container.
     public var containerPort: UInt16
     /// TCP or UDP.
-    public var proto: PortProtocol
+    public var transport: PortProtocol
 
-    public init(hostIP: String? = nil, hostPort: UInt16, containerPort: UInt16, proto: PortProtocol = .tcp) {
+    public init(hostIP: String? = nil, hostPort: UInt16, containerPort: UInt16, transport: PortProtocol = .tcp) {
         self.hostIP = hostIP
         self.hostPort = hostPort
         self.containerPort = containerPort
-        self.proto = proto
+        self.transport = transport
     }
 
     /// Parses docker's `-p` syntax: `80`, `8080:80`, `127.0.0.1:8080:80`,
@@ -55,10 +55,10 @@ public struct PortMapping: Codable, Sendable, Hashable, CustomStringConvertible 
         }
         switch parts.count {
         case 1:
-            self.init(hostIP: hostIP, hostPort: 0, containerPort: try port(parts[0], "container", allowZero: false), proto: proto)
+            self.init(hostIP: hostIP, hostPort: 0, containerPort: try port(parts[0], "container", allowZero: false), transport: proto)
         case 2:
             let host = parts[0].isEmpty ? 0 : try port(parts[0], "host", allowZero: false)
-            self.init(hostIP: hostIP, hostPort: host, containerPort: try port(parts[1], "container", allowZero: false), proto: proto)
+            self.init(hostIP: hostIP, hostPort: host, containerPort: try port(parts[1], "container", allowZero: false), transport: proto)
         case 3 where hostIP == nil:
             guard IPAddressText.isValid(parts[0]) else {
                 throw BerthError.invalid("published port \"\(text)\": \"\(parts[0])\" is not an IP address")
@@ -66,7 +66,7 @@ public struct PortMapping: Codable, Sendable, Hashable, CustomStringConvertible 
             let host = parts[1].isEmpty ? 0 : try port(parts[1], "host", allowZero: false)
             self.init(
                 hostIP: String(parts[0]), hostPort: host,
-                containerPort: try port(parts[2], "container", allowZero: false), proto: proto)
+                containerPort: try port(parts[2], "container", allowZero: false), transport: proto)
         default:
             throw BerthError.invalid("published port \"\(text)\": \(expected)")
         }
@@ -80,7 +80,7 @@ public struct PortMapping: Codable, Sendable, Hashable, CustomStringConvertible 
         if let hostIP { text += hostIP.contains(":") ? "[\(hostIP)]:" : "\(hostIP):" }
         if hostPort != 0 || hostIP != nil { text += hostPort == 0 ? ":" : "\(hostPort):" }
         if text.hasSuffix("::") { text.removeLast() }
-        return text + "\(containerPort)/\(proto.rawValue)"
+        return text + "\(containerPort)/\(transport.rawValue)"
     }
 }
 

@@ -5,9 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
+import Foundation
 
 /// gRPC's server transport on HTTP/2 sessions framed by nghttp2, over
 /// SwiftNIO sockets (TCP or unix-domain). Plain HTTP/1.1 requests on the same
@@ -187,10 +185,11 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         case .unix(let path):
             try await Self.prepareUnixSocketPath(path, group: group)
             let channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
-            if chmod(path, mode_t(config.unixSocketMode)) != 0 {
-                let message = String(cString: strerror(errno))
+            do {
+                try FileManager.default.setAttributes([.posixPermissions: Int(config.unixSocketMode)], ofItemAtPath: path)
+            } catch {
                 try? await channel.close()
-                throw TransportError.badAddress("chmod \(path): \(message)")
+                throw TransportError.badAddress("cannot set the mode of \(path): \(error.localizedDescription)")
             }
             return channel
         }
@@ -199,9 +198,8 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
     /// Removes a stale socket file left by a process that is gone; refuses to
     /// touch a live socket or anything that is not a socket.
     static func prepareUnixSocketPath(_ path: String, group: any EventLoopGroup) async throws {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }
-        guard info.st_mode & S_IFMT == S_IFSOCK else {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return }
+        guard attributes[.type] as? FileAttributeType == .typeSocket else {
             throw TransportError.badAddress("\(path) exists and is not a socket; remove it or choose another --socket")
         }
         do {
@@ -212,8 +210,10 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
             throw error
         } catch {
             // Nobody answers: the file is left over from a process that is gone.
-            if unlink(path) != 0 && errno != ENOENT {
-                throw TransportError.badAddress("\(path): cannot remove the stale socket: \(String(cString: strerror(errno)))")
+            do {
+                try FileManager.default.removeItem(atPath: path)
+            } catch {
+                throw TransportError.badAddress("\(path): cannot remove the stale socket: \(error.localizedDescription)")
             }
         }
     }

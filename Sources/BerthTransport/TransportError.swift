@@ -24,3 +24,9 @@ public enum TransportError: Error, CustomStringConvertible, Sendable {
 }
 
 import CNghttp2
+
+/// Facts about the nghttp2 library in use.
+public enum NGHTTP2Info {
+    /// nghttp2's version string, e.g. "1.52.0".
+    public static var version: String { NGHTTP2Session.libraryVersion }
+}

@@ -1,0 +1,271 @@
+public import BerthModel
+import Foundation
+import SwiftProtobuf
+
+extension Resources {
+    public var proto: Berth_Agent_V1_Resources {
+        var p = Berth_Agent_V1_Resources()
+        if let memory { p.memoryBytes = memory.bytes }
+        if let memorySwap { p.memorySwapBytes = memorySwap.bytes }
+        if let cpus { p.nanoCpus = cpus.nanoCPUs }
+        if let cpuShares { p.cpuShares = Int32(clamping: cpuShares) }
+        if let cpusetCPUs { p.cpusetCpus = cpusetCPUs.description }
+        if let cpusetMems { p.cpusetMems = cpusetMems.description }
+        if let pidsLimit { p.pidsLimit = pidsLimit }
+        if let ioWeight { p.ioWeight = Int32(clamping: ioWeight) }
+        return p
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for a malformed cpuset.
+    public init(proto p: Berth_Agent_V1_Resources) throws {
+        self.init(
+            memory: p.hasMemoryBytes ? ByteSize(bytes: p.memoryBytes) : nil,
+            memorySwap: p.hasMemorySwapBytes ? ByteSize(bytes: p.memorySwapBytes) : nil,
+            cpus: p.hasNanoCpus ? CPUQuantity(nanoCPUs: p.nanoCpus) : nil,
+            cpuShares: p.hasCpuShares ? Int(p.cpuShares) : nil,
+            cpusetCPUs: p.hasCpusetCpus ? try CPUSet(parsing: p.cpusetCpus, for: "cpuset-cpus") : nil,
+            cpusetMems: p.hasCpusetMems ? try CPUSet(parsing: p.cpusetMems, for: "cpuset-mems") : nil,
+            pidsLimit: p.hasPidsLimit ? p.pidsLimit : nil,
+            ioWeight: p.hasIoWeight ? Int(p.ioWeight) : nil)
+    }
+}
+
+extension Mount {
+    public var proto: Berth_Agent_V1_Mount {
+        .with {
+            switch kind {
+            case .volume: $0.kind = .volume
+            case .bind: $0.kind = .bind
+            case .tmpfs: $0.kind = .tmpfs
+            }
+            $0.source = source
+            $0.target = target
+            $0.readOnly = readOnly
+            if let tmpfsSize { $0.tmpfsSizeBytes = tmpfsSize.bytes }
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for an unset kind or a relative target.
+    public init(proto p: Berth_Agent_V1_Mount) throws {
+        let kind: Kind
+        switch p.kind {
+        case .volume: kind = .volume
+        case .bind: kind = .bind
+        case .tmpfs: kind = .tmpfs
+        default: throw BerthError.invalid("mount \(p.target): the kind (volume, bind or tmpfs) is not set")
+        }
+        try Mount.checkTarget(p.target, in: p.target)
+        self.init(
+            kind: kind, source: p.source, target: p.target, readOnly: p.readOnly,
+            tmpfsSize: p.hasTmpfsSizeBytes ? ByteSize(bytes: p.tmpfsSizeBytes) : nil)
+    }
+}
+
+extension PortMapping {
+    public var proto: Berth_Agent_V1_PortMapping {
+        .with {
+            $0.hostIp = hostIP ?? ""
+            $0.hostPort = UInt32(hostPort)
+            $0.containerPort = UInt32(containerPort)
+            $0.protocol = transport == .udp ? .udp : .tcp
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for ports outside 0...65535.
+    public init(proto p: Berth_Agent_V1_PortMapping) throws {
+        guard let host = UInt16(exactly: p.hostPort), let container = UInt16(exactly: p.containerPort), container > 0 else {
+            throw BerthError.invalid("published port \(p.hostPort):\(p.containerPort): ports run from 1 to 65535")
+        }
+        let transport: PortProtocol = p.protocol == .udp ? .udp : .tcp
+        self.init(hostIP: p.hostIp.isEmpty ? nil : p.hostIp, hostPort: host, containerPort: container, transport: transport)
+    }
+}
+
+extension ContainerSpec {
+    public var proto: Berth_Agent_V1_ContainerSpec {
+        var p = Berth_Agent_V1_ContainerSpec()
+        p.name = name ?? ""
+        p.image = image
+        if let entrypoint { p.entrypoint = .with { $0.values = entrypoint } }
+        p.command = command
+        p.env = env
+        if let workingDir { p.workingDir = workingDir }
+        if let user { p.user = user }
+        p.labels = labels
+        if let hostname { p.hostname = hostname }
+        p.resources = resources.proto
+        p.mounts = mounts.map(\.proto)
+        p.ports = ports.map(\.proto)
+        p.publishAll = publishAll
+        p.network = network
+        p.networkAliases = networkAliases
+        p.restartPolicy = restartPolicy.description
+        p.stopSignal = stopSignal?.name ?? ""
+        if let stopTimeout { p.stopTimeoutSeconds = Int32(clamping: stopTimeout) }
+        p.readOnlyRootfs = readOnlyRootfs
+        p.init_p = initProcess
+        p.capAdd = capAdd
+        p.capDrop = capDrop
+        p.securityOpts = securityOpts
+        p.tty = tty
+        p.openStdin = openStdin
+        p.autoRemove = autoRemove
+        return p
+    }
+
+    /// - Throws: `BerthError.invalidArgument` naming the first malformed field.
+    public init(proto p: Berth_Agent_V1_ContainerSpec) throws {
+        self.init(
+            name: p.name.isEmpty ? nil : p.name,
+            image: p.image,
+            entrypoint: p.hasEntrypoint ? p.entrypoint.values : nil,
+            command: p.command,
+            env: p.env,
+            workingDir: p.hasWorkingDir ? p.workingDir : nil,
+            user: p.hasUser ? p.user : nil,
+            labels: p.labels,
+            hostname: p.hasHostname ? p.hostname : nil,
+            resources: try Resources(proto: p.resources),
+            mounts: try p.mounts.map(Mount.init(proto:)),
+            ports: try p.ports.map(PortMapping.init(proto:)),
+            publishAll: p.publishAll,
+            network: p.network.isEmpty ? "bridge" : p.network,
+            networkAliases: p.networkAliases,
+            restartPolicy: try RestartPolicy(parsing: p.restartPolicy),
+            stopSignal: p.stopSignal.isEmpty ? nil : try Signal(parsing: p.stopSignal),
+            stopTimeout: p.hasStopTimeoutSeconds ? Int(p.stopTimeoutSeconds) : nil,
+            readOnlyRootfs: p.readOnlyRootfs,
+            initProcess: p.init_p,
+            capAdd: p.capAdd,
+            capDrop: p.capDrop,
+            securityOpts: p.securityOpts,
+            tty: p.tty,
+            openStdin: p.openStdin,
+            autoRemove: p.autoRemove)
+    }
+}
+
+extension ContainerState {
+    public var proto: Berth_Agent_V1_ContainerState {
+        switch self {
+        case .created: return .created
+        case .running: return .running
+        case .paused: return .paused
+        case .exited: return .exited
+        case .dead: return .dead
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for an unset state.
+    public init(proto: Berth_Agent_V1_ContainerState) throws {
+        switch proto {
+        case .created: self = .created
+        case .running: self = .running
+        case .paused: self = .paused
+        case .exited: self = .exited
+        case .dead: self = .dead
+        default: throw BerthError.invalid("container state is not set")
+        }
+    }
+}
+
+extension Date {
+    var proto: Google_Protobuf_Timestamp { Google_Protobuf_Timestamp(date: self) }
+}
+
+extension ContainerStatus {
+    public var proto: Berth_Agent_V1_ContainerStatus {
+        var p = Berth_Agent_V1_ContainerStatus()
+        p.state = state.proto
+        p.pid = pid ?? 0
+        if let exitCode { p.exitCode = exitCode }
+        p.signal = signal?.name ?? ""
+        p.reason = reason?.rawValue ?? ""
+        p.error = error ?? ""
+        p.createdAt = createdAt.proto
+        if let startedAt { p.startedAt = startedAt.proto }
+        if let finishedAt { p.finishedAt = finishedAt.proto }
+        p.restartCount = Int32(clamping: restartCount)
+        p.stoppedByUser = stoppedByUser
+        return p
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for an unset state or an unknown reason.
+    public init(proto p: Berth_Agent_V1_ContainerStatus) throws {
+        var reason: ExitReason?
+        if !p.reason.isEmpty {
+            guard let r = ExitReason(rawValue: p.reason) else { throw BerthError.invalid("unknown exit reason \"\(p.reason)\"") }
+            reason = r
+        }
+        self.init(
+            restoring: try ContainerState(proto: p.state), pid: p.pid == 0 ? nil : p.pid,
+            exitCode: p.hasExitCode ? p.exitCode : nil,
+            signal: p.signal.isEmpty ? nil : try Signal(parsing: p.signal), reason: reason,
+            error: p.error.isEmpty ? nil : p.error, createdAt: p.createdAt.date,
+            startedAt: p.hasStartedAt ? p.startedAt.date : nil, finishedAt: p.hasFinishedAt ? p.finishedAt.date : nil,
+            restartCount: Int(p.restartCount), stoppedByUser: p.stoppedByUser)
+    }
+}
+
+extension Container {
+    public var proto: Berth_Agent_V1_Container {
+        .with {
+            $0.id = id.rawValue
+            $0.name = name
+            $0.spec = spec.proto
+            $0.imageID = imageID
+            $0.status = status.proto
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` naming the first malformed field.
+    public init(proto p: Berth_Agent_V1_Container) throws {
+        self.init(
+            id: try ContainerID(p.id), name: p.name, spec: try ContainerSpec(proto: p.spec), imageID: p.imageID,
+            status: try ContainerStatus(proto: p.status))
+    }
+}
+
+extension EventType {
+    public var proto: Berth_Agent_V1_EventType {
+        switch self {
+        case .container: return .container
+        case .image: return .image
+        case .volume: return .volume
+        case .network: return .network
+        case .node: return .node
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for an unset type.
+    public init(proto: Berth_Agent_V1_EventType) throws {
+        switch proto {
+        case .container: self = .container
+        case .image: self = .image
+        case .volume: self = .volume
+        case .network: self = .network
+        case .node: self = .node
+        default: throw BerthError.invalid("event type is not set")
+        }
+    }
+}
+
+extension Event {
+    public var proto: Berth_Agent_V1_Event {
+        .with {
+            $0.revision = revision
+            $0.time = time.proto
+            $0.type = type.proto
+            $0.action = action.rawValue
+            $0.actorID = actorID
+            $0.attributes = attributes
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for an unset type.
+    public init(proto p: Berth_Agent_V1_Event) throws {
+        self.init(
+            revision: p.revision, time: p.time.date, type: try EventType(proto: p.type),
+            action: EventAction(rawValue: p.action), actorID: p.actorID, attributes: p.attributes)
+    }
+}

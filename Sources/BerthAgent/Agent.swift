@@ -1,0 +1,118 @@
+import BerthAPI
+import BerthModel
+import BerthLinux
+public import BerthTransport
+import GRPCCore
+public import Logging
+public import ServiceLifecycle
+
+/// How an agent is set up: where it listens and keeps its state.
+public struct AgentConfiguration: Sendable {
+    /// The local control socket (mode 0600).
+    public var socketPath: String = "/run/berth/agent.sock"
+    /// An optional TCP listener.
+    public var listen: TransportAddress?
+    /// Persistent state: the node ID, later images and containers.
+    public var rootDir: String = "/var/lib/berth"
+    /// Runtime state: sockets, shim state, mount points.
+    public var stateDir: String = "/run/berth"
+    public var labels: [String: String] = [:]
+    public var limits = TransportLimits()
+
+    public init() {}
+
+    /// Checks the configuration before anything is created.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for relative paths, or a TCP
+    ///   listener that is not on loopback (remote control needs mutual TLS).
+    public func validate() throws {
+        for (flag, path) in [("--socket", socketPath), ("--root", rootDir), ("--state", stateDir)] where !path.hasPrefix("/") {
+            throw BerthError.invalid("\(flag) \"\(path)\": must be an absolute path")
+        }
+        if let listen {
+            guard case .tcp(let host, _) = listen else {
+                throw BerthError.invalid("--listen \(listen): expected HOST:PORT")
+            }
+            guard Self.isLoopback(host) else {
+                throw BerthError.invalid(
+                    "--listen \(listen): a TCP listener without TLS would let anyone who reaches \(host) control this host; "
+                        + "listen on a loopback address (127.0.0.1 or ::1), or use the unix socket")
+            }
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "::1" || host == "localhost" || host.hasPrefix("127.")
+    }
+}
+
+/// The agent: its services served on the unix socket and, optionally, TCP,
+/// until a graceful shutdown (SIGTERM, SIGINT) lets in-flight calls finish.
+public final class Agent: Service, Sendable {
+    public let configuration: AgentConfiguration
+    public let node: NodeDirectory
+    private let logger: Logger
+
+    /// Prepares the directories and the node's identity.
+    ///
+    /// - Throws: `BerthError` when the configuration is invalid or the
+    ///   directories cannot be made.
+    public init(configuration: AgentConfiguration, logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        do {
+            try Directories.create(configuration.rootDir, mode: 0o700)
+            try Directories.create(configuration.stateDir, mode: 0o700)
+            let socketDir = String(configuration.socketPath[..<(configuration.socketPath.lastIndex(of: "/") ?? configuration.socketPath.startIndex)])
+            if !socketDir.isEmpty { try Directories.create(socketDir, mode: 0o711) }
+        } catch let error as SystemError {
+            throw BerthError(.permissionDenied, "cannot prepare the agent's directories: \(error)")
+        }
+        self.node = try NodeDirectory(rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels)
+    }
+
+    /// Every service the agent answers.
+    public var services: [any RegistrableRPCService] {
+        let later = "it arrives with container support in a later release"
+        return [
+            NodeService(node: node),
+            PendingService(methods: Berth_Agent_V1_Containers.Method.descriptors, reason: later),
+            PendingService(methods: Berth_Agent_V1_Images.Method.descriptors, reason: later),
+            PendingService(methods: Berth_Agent_V1_Volumes.Method.descriptors, reason: later),
+            PendingService(methods: Berth_Agent_V1_Networks.Method.descriptors, reason: later),
+            PendingService(methods: Berth_Agent_V1_Events.Method.descriptors, reason: later),
+        ]
+    }
+
+    /// Plain HTTP on the same listeners.
+    public var routes: HTTPRoutes { .standard }
+
+    public func run() async throws {
+        var addresses: [TransportAddress] = [.unix(path: configuration.socketPath)]
+        if let listen = configuration.listen { addresses.append(listen) }
+        let servers = addresses.map { address in
+            GRPCServer(
+                transport: NGHTTP2ServerTransport(
+                    config: .init(address: address, limits: configuration.limits, routes: routes), logger: logger),
+                services: services)
+        }
+        logger.info(
+            "agent starting",
+            metadata: [
+                "node.id": "\(node.id)", "socket": "\(configuration.socketPath)", "root": "\(configuration.rootDir)",
+                "state": "\(configuration.stateDir)",
+            ])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                for server in servers {
+                    group.addTask { try await server.serve() }
+                }
+            }
+        } onGracefulShutdown: { [logger] in
+            logger.info("agent shutting down")
+            for server in servers { server.beginGracefulShutdown() }
+        }
+        logger.info("agent stopped")
+    }
+}

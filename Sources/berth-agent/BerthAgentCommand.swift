@@ -1,0 +1,77 @@
+import ArgumentParser
+import BerthAgent
+import BerthModel
+import BerthTransport
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// `berth-agent`: runs containers on this host and answers Berth's API.
+@main
+struct BerthAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "berth-agent",
+        abstract: "Run containers on this host and serve Berth's gRPC API.",
+        version: BuildInfo.version)
+
+    @Option(help: "The local control socket (mode 0600).")
+    var socket = "/run/berth/agent.sock"
+
+    @Option(help: "Also listen on TCP HOST:PORT (loopback only until mutual TLS is configured).")
+    var listen: String?
+
+    @Option(help: "Directory for persistent state.")
+    var root = "/var/lib/berth"
+
+    @Option(help: "Directory for runtime state (sockets, mounts).")
+    var state = "/run/berth"
+
+    @Option(name: .customLong("label"), help: "A node label KEY=VALUE (repeatable).")
+    var labels: [String] = []
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "berth.agent")
+
+        var configuration = AgentConfiguration()
+        configuration.socketPath = socket
+        configuration.rootDir = root
+        configuration.stateDir = state
+        do {
+            configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
+            for label in labels {
+                let parts = label.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2, !parts[0].isEmpty else {
+                    throw BerthError.invalid("--label \"\(label)\": expected KEY=VALUE")
+                }
+                configuration.labels[String(parts[0])] = String(parts[1])
+            }
+            let agent = try Agent(configuration: configuration, logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+            try await group.run()
+        } catch let error as BerthError {
+            FileHandle.standardError.write(Data("berth-agent: \(error)\n".utf8))
+            throw ExitCode(1)
+        } catch let error as TransportError {
+            FileHandle.standardError.write(Data("berth-agent: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+
