@@ -214,17 +214,26 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
         } catch let error as RPCError {
             throw error
         } catch {
-            throw RPCError(code: .unavailable, message: "cannot connect to \(config.address): \(Self.describe(error))", cause: error)
+            throw RPCError(code: .unavailable, message: "cannot connect to \(config.address): \(Self.describe(error))", cause: ConnectFailure(reason: Self.describe(error)))
         }
     }
 
     static func describe(_ error: any Error) -> String {
-        if let io = error as? IOError { return io.description }
-        if let connect = error as? NIOConnectionError {
-            return connect.connectionErrors.map { "\($0.error)" }.first ?? "\(connect)"
+        if let io = error as? IOError { return reason(io.description) }
+        if let connect = error as? NIOConnectionError, let first = connect.connectionErrors.first {
+            return describe(first.error)
         }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "connection timed out" }
+        if let channel = error as? ChannelError, case .connectTimeout = channel { return "connection timed out" }
         return "\(error)"
+    }
+
+    /// "connect(descriptor:addr:size:): No such file or directory) (errno: 2)" → "No such file or directory".
+    static func reason(_ description: String) -> String {
+        var text = Substring(description)
+        if let range = text.ranges(of: " (errno:").last { text = text[..<range.lowerBound] }
+        while text.hasSuffix(")") { text = text.dropLast() }
+        if let range = text.ranges(of: ": ").last { text = text[range.upperBound...] }
+        return String(text)
     }
 
     private func makeConnection() -> EventLoopFuture<Connection> {
@@ -287,4 +296,10 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
         }
         return result
     }
+}
+
+/// Why a connection could not be made, in a few words (`No such file or directory`).
+public struct ConnectFailure: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public var description: String { reason }
 }

@@ -1,0 +1,45 @@
+import BerthAPI
+import BerthModel
+import BerthTransport
+import Foundation
+import GRPCCore
+import Logging
+
+/// How the CLI reaches an agent: `-H`, then `BERTH_HOST`, then the default socket.
+struct AgentConnection {
+    static let defaultHost = "unix:///run/berth/agent.sock"
+
+    let address: TransportAddress
+    let hostText: String
+
+    /// - Throws: `BerthError.invalidArgument` for an address that does not parse.
+    init(host: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let text = host ?? environment["BERTH_HOST"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultHost
+        do {
+            self.address = try TransportAddress(parsing: text)
+        } catch {
+            throw BerthError.invalid("host \"\(text)\": expected unix:///PATH or tcp://HOST:PORT")
+        }
+        self.hostText = text
+    }
+
+    /// Runs `body` with a connected client; maps transport and RPC failures
+    /// to `BerthError`s a person can act on.
+    func withClient<R: Sendable>(_ body: @Sendable (GRPCClient<NGHTTP2ClientTransport>) async throws -> R) async throws -> R {
+        var logger = Logger(label: "berth.cli")
+        logger.logLevel = .critical
+        let transport = NGHTTP2ClientTransport(config: .init(address: address, connectTimeout: .seconds(5)), logger: logger)
+        do {
+            return try await withGRPCClient(transport: transport) { client in try await body(client) }
+        } catch let error as RPCError where error.code == .unavailable {
+            if let failure = error.cause as? ConnectFailure {
+                throw BerthError(
+                    .unavailable,
+                    "cannot connect to the Berth agent at \(address) (\(failure.reason)). Is berth-agent running, and may you use its socket?")
+            }
+            throw BerthError(.unavailable, "the Berth agent at \(address) is unavailable: \(error.message)")
+        } catch let error as RPCError {
+            throw BerthError(error)
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import BerthAPI
+import BerthModel
+import Foundation
+import GRPCCore
+
+/// Options every command that talks to an agent takes.
+struct AgentOptions: ParsableArguments {
+    @Option(name: [.customShort("H"), .long], help: "The agent to talk to: unix:///PATH or tcp://HOST:PORT (default $BERTH_HOST, then unix:///run/berth/agent.sock).")
+    var host: String?
+
+    func connection() throws -> AgentConnection { try AgentConnection(host: host) }
+}
+
+/// `berth`: the command line for Berth, with docker's spelling.
+public struct BerthCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "berth",
+        abstract: "Run and manage containers on Berth agents.",
+        version: CLIVersion.version,
+        subcommands: [VersionCommand.self, InfoCommand.self])
+
+    public init() {}
+
+    /// Runs the command line and exits with a status a script can test:
+    /// 0 on success, 1 on a reported error, 2 on a usage error.
+    public static func runAndExit() async -> Never {
+        do {
+            let arguments = Self.movingGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            exit(withError: nil)
+        } catch let error as BerthError {
+            Console.error("berth: \(error)")
+            Foundation.exit(1)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+extension BerthCommand {
+    /// Options that docker takes before the command name (`berth -H unix:///x.sock ps`).
+    static let globalOptions: Set<String> = ["-H", "--host"]
+
+    /// Moves global options written before the command path to just after
+    /// it, where each command declares them, leaving the command's own
+    /// arguments (which may include a container's command line) untouched.
+    static func movingGlobalOptions(_ arguments: [String]) -> [String] {
+        var globals: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first, first.hasPrefix("-") {
+            if globalOptions.contains(first), rest.count >= 2 {
+                globals += rest.prefix(2)
+                rest = rest.dropFirst(2)
+            } else if let equals = first.firstIndex(of: "="), globalOptions.contains(String(first[..<equals])) {
+                globals.append(first)
+                rest = rest.dropFirst()
+            } else {
+                break
+            }
+        }
+        guard !globals.isEmpty else { return arguments }
+        // Walk the subcommand tree as far as the arguments name it.
+        var path: [String] = []
+        var commands = configuration.subcommands
+        while let next = rest.first, let match = commands.first(where: { Self.names(of: $0).contains(next) }) {
+            path.append(next)
+            rest = rest.dropFirst()
+            commands = match.configuration.subcommands
+        }
+        return path + globals + rest
+    }
+
+    private static func names(of command: any ParsableCommand.Type) -> [String] {
+        let configuration = command.configuration
+        return [configuration.commandName ?? String(describing: command).lowercased()] + configuration.aliases
+    }
+}
+
+enum CLIVersion {
+    static let version = "0.1.0"
+}
