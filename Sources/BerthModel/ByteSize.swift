@@ -56,6 +56,16 @@ public struct ByteSize: Codable, Sendable, Hashable, Comparable, CustomStringCon
 
     public static func < (a: ByteSize, b: ByteSize) -> Bool { a.bytes < b.bytes }
 
+    /// JSON carries the number of bytes.
+    public init(from decoder: any Decoder) throws {
+        self.bytes = try decoder.singleValueContainer().decode(Int64.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(bytes)
+    }
+
     /// The size in docker's short form, using the largest unit that divides it
     /// exactly (`64m`, `1g`, `1536k`, `100`).
     public var description: String {

@@ -42,6 +42,16 @@ public struct CPUQuantity: Codable, Sendable, Hashable, Comparable, CustomString
 
     public static func < (a: CPUQuantity, b: CPUQuantity) -> Bool { a.nanoCPUs < b.nanoCPUs }
 
+    /// JSON carries the exact decimal form, as `--cpus` takes it: "0.5".
+    public init(from decoder: any Decoder) throws {
+        try self.init(parsing: decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
     /// The shortest decimal form: `0.5`, `2`, `1.25`.
     public var description: String {
         let whole = nanoCPUs / 1_000_000_000

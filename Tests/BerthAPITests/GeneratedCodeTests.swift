@@ -1,0 +1,36 @@
+import Foundation
+import Testing
+
+/// The generated Swift under Sources/BerthAPI/Generated must be exactly what
+/// scripts/generate-protos makes from proto/ today.
+@Suite("Generated protobuf code")
+struct GeneratedCodeTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    @Test("the committed code is not stale", .timeLimit(.minutes(20)))
+    func notStale() throws {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("berth-generated-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: output) }
+        let process = Process()
+        process.executableURL = Self.root.appendingPathComponent("scripts/generate-protos")
+        process.arguments = [output.path]
+        process.currentDirectoryURL = Self.root
+        let log = Pipe()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        let text = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "scripts/generate-protos failed:\n\(text.suffix(2000))")
+
+        let committed = Self.root.appendingPathComponent("Sources/BerthAPI/Generated")
+        let fresh = try Set(FileManager.default.contentsOfDirectory(atPath: output.path).filter { $0.hasSuffix(".swift") })
+        let existing = try Set(FileManager.default.contentsOfDirectory(atPath: committed.path).filter { $0.hasSuffix(".swift") })
+        #expect(fresh == existing, "generated files differ: run scripts/generate-protos")
+        for name in fresh.intersection(existing).sorted() {
+            let a = try Data(contentsOf: output.appendingPathComponent(name))
+            let b = try Data(contentsOf: committed.appendingPathComponent(name))
+            #expect(a == b, "\(name) is stale: run scripts/generate-protos and commit the result")
+        }
+    }
+}
