@@ -163,10 +163,13 @@ let package = Package(
             dependencies: [
                 "BerthAgent",
                 "BerthAPI",
-                "BerthCLI",
+                "BerthCgroups",
                 "BerthModel",
+                "BerthTesting",
                 "BerthTransport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,6 +1,7 @@
 import BerthAPI
 import BerthModel
 import BerthLinux
+import Foundation
 public import BerthTransport
 import GRPCCore
 public import Logging
@@ -113,6 +114,9 @@ public final class Agent: Service, Sendable {
             logger.info("agent shutting down")
             for server in servers { server.beginGracefulShutdown() }
         }
+        // The socket file would outlive the process; the next agent would
+        // have to find out it is stale.
+        try? FileManager.default.removeItem(atPath: configuration.socketPath)
         logger.info("agent stopped")
     }
 }
