@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "BerthModel", targets: ["BerthModel"]),
         .library(name: "BerthAPI", targets: ["BerthAPI"]),
         .library(name: "BerthTransport", targets: ["BerthTransport"]),
+        .library(name: "BerthAgent", targets: ["BerthAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
