@@ -142,7 +142,7 @@ public final class RawHTTP2Client: Sendable {
     /// Waits until `condition` holds for what was observed, or `timeout` passes.
     /// - Returns: whether the condition held.
     @discardableResult
-    public func wait(timeout: Duration = .seconds(10), until condition: @Sendable (Record) -> Bool) async -> Bool {
+    public func wait(timeout: Duration = .seconds(30), until condition: @Sendable (Record) -> Bool) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if condition(observed) { return true }

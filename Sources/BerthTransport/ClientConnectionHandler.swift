@@ -348,32 +348,13 @@ final class ClientConnectionState: Sendable {
         var scheduler: ConnectionScheduler?
         var draining = false
         var closed = false
-        var waiters: [CheckedContinuation<ConnectionScheduler, any Error>] = []
     }
 
     private let s = Mutex(S())
 
-    func ready(scheduler: ConnectionScheduler) {
-        let waiters = s.withLock { s in
-            s.scheduler = scheduler
-            let w = s.waiters
-            s.waiters.removeAll()
-            return w
-        }
-        for w in waiters { w.resume(returning: scheduler) }
-    }
-
+    func ready(scheduler: ConnectionScheduler) { s.withLock { $0.scheduler = scheduler } }
     func drain() { s.withLock { $0.draining = true } }
-
-    func closed() {
-        let waiters = s.withLock { s in
-            s.closed = true
-            let w = s.waiters
-            s.waiters.removeAll()
-            return w
-        }
-        for w in waiters { w.resume(throwing: RPCError(code: .unavailable, message: "the connection was closed")) }
-    }
+    func closed() { s.withLock { $0.closed = true } }
 
     var isDraining: Bool { s.withLock { $0.draining || $0.closed } }
     var isUsable: Bool { s.withLock { !$0.draining && !$0.closed } }

@@ -210,11 +210,27 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
             return connecting
         }
         do {
-            return try await future.get()
+            return try await Self.value(of: future)
+        } catch is CancellationError {
+            throw RPCError(code: .cancelled, message: "the call was cancelled while connecting to \(config.address)")
         } catch let error as RPCError {
             throw error
         } catch {
             throw RPCError(code: .unavailable, message: "cannot connect to \(config.address): \(Self.describe(error))", cause: ConnectFailure(reason: Self.describe(error)))
+        }
+    }
+
+    /// Waits for a future, but stops waiting (with `CancellationError`) when
+    /// the task is cancelled: a call's deadline must not wait out a connect.
+    static func value<T: Sendable>(of future: EventLoopFuture<T>) async throws -> T {
+        let box = ContinuationBox<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                box.set(continuation)
+                future.whenComplete { box.resume(with: $0) }
+            }
+        } onCancel: {
+            box.resume(with: .failure(CancellationError()))
         }
     }
 
@@ -302,4 +318,35 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
 public struct ConnectFailure: Error, Sendable, CustomStringConvertible {
     public var reason: String
     public var description: String { reason }
+}
+
+/// A continuation resumed at most once, by whichever comes first.
+final class ContinuationBox<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, early: Result<T, any Error>?, done: Bool)>((nil, nil, false))
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) {
+        let early: Result<T, any Error>? = state.withLock { s in
+            if let early = s.early {
+                s.early = nil
+                return early
+            }
+            s.continuation = continuation
+            return nil
+        }
+        if let early { continuation.resume(with: early) }
+    }
+
+    func resume(with result: Result<T, any Error>) {
+        let continuation: CheckedContinuation<T, any Error>? = state.withLock { s in
+            if s.done { return nil }
+            s.done = true
+            guard let c = s.continuation else {
+                s.early = result
+                return nil
+            }
+            s.continuation = nil
+            return c
+        }
+        continuation?.resume(with: result)
+    }
 }

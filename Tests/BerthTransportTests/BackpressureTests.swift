@@ -50,6 +50,9 @@ struct BackpressureTests {
                     descriptor: Echo.slowSink, serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
                 ) { _ in () }
             }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while probe.readCount == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            // Give the client every chance to run ahead of the slow reader.
             try await Task.sleep(for: .milliseconds(700))
             let ahead = written.writtenCount - probe.readCount
             call.cancel()
