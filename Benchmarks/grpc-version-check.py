@@ -56,9 +56,17 @@ def main():
     node_grpc = importlib.import_module("berth.agent.v1.node_pb2_grpc")
 
     with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+        except grpc.FutureTimeoutError:
+            print(f"FAIL {address}: cannot connect")
+            return 1
         stub = node_grpc.NodeStub(channel)
-        response, call = stub.Version.with_call(node_pb2.GetVersionRequest(), timeout=TIMEOUT)
+        try:
+            response, call = stub.Version.with_call(node_pb2.GetVersionRequest(), timeout=TIMEOUT)
+        except grpc.RpcError as error:
+            print(f"FAIL {address} status={error.code()} {error.details()}")
+            return 1
         if call.code() != grpc.StatusCode.OK:
             print(f"FAIL {address} status={call.code()}")
             return 1

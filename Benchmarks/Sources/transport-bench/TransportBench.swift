@@ -49,8 +49,13 @@ struct Serve: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
-        let root = try self.root ?? Self.temporaryDirectory()
-        let node = try NodeDirectory(rootDir: root, stateDir: state ?? root)
+        let root = self.root ?? NSTemporaryDirectory() + "transport-bench-\(getpid())"
+        let state = self.state ?? root
+        for directory in [root, state] {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        let node = try NodeDirectory(rootDir: root, stateDir: state)
         let services: [any RegistrableRPCService] = [NodeService(node: node)]
 
         switch transport {
@@ -85,13 +90,6 @@ struct Serve: AsyncParsableCommand {
     }
 
     static func announce(_ port: Int) {
-        print("listening \(port)")
-        fflush(stdout)
-    }
-
-    static func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "transport-bench-\(getpid())"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
+        FileHandle.standardOutput.write(Data("listening \(port)\n".utf8))
     }
 }
