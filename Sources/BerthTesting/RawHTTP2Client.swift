@@ -90,6 +90,12 @@ public final class RawHTTP2Client: Sendable {
     /// `count` requests each followed at once by RST_STREAM(CANCEL). HPACK is
     /// written by hand (literals without indexing), so no session is needed.
     public static func rapidResetBytes(count: Int, path: String) -> [UInt8] {
+        openStreamsBytes(count: count, path: path, reset: true)
+    }
+
+    /// The connection preface and `count` requests left open (no END_STREAM),
+    /// each reset at once when `reset` is set.
+    public static func openStreamsBytes(count: Int, path: String, reset: Bool = false) -> [UInt8] {
         var bytes = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
         bytes += frame(type: 4, flags: 0, stream: 0, payload: [])
         var block: [UInt8] = [0x83, 0x86]  // :method POST, :scheme http
@@ -99,7 +105,7 @@ public final class RawHTTP2Client: Sendable {
         for i in 0..<count {
             let stream = UInt32(2 * i + 1)
             bytes += frame(type: 1, flags: 0x4, stream: stream, payload: block)
-            bytes += frame(type: 3, flags: 0, stream: stream, payload: [0, 0, 0, 8])
+            if reset { bytes += frame(type: 3, flags: 0, stream: stream, payload: [0, 0, 0, 8]) }
         }
         return bytes
     }

@@ -34,18 +34,17 @@ final class ConnectionScheduler: StreamIOOwner {
     }
 
     func streamNeedsFlush(_ key: Int) {
-        let schedule = pending.withLock { p in
-            p.flush.append(key)
-            if p.scheduled { return false }
-            p.scheduled = true
-            return true
-        }
-        if schedule { eventLoop.execute { self.run() } }
+        request { $0.flush.append(key) }
     }
 
     func streamNeedsCredit(_ key: Int) {
+        request { $0.credit.append(key) }
+    }
+
+    /// Records a request; the first one since the last run schedules the run.
+    private func request(_ record: (inout Pending) -> Void) {
         let schedule = pending.withLock { p in
-            p.credit.append(key)
+            record(&p)
             if p.scheduled { return false }
             p.scheduled = true
             return true

@@ -154,3 +154,68 @@ struct HostileInputTests {
         }
     }
 }
+
+@Suite("gRPC over nghttp2: stream limits and resets")
+struct StreamLimitTests {
+    @Test("streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused, the rest are served")
+    func concurrentStreamLimit() async throws {
+        var limits = TransportLimits()
+        limits.maxConcurrentStreams = 10
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)], limits: limits) { client, _, address in
+            guard case .tcp(_, let port) = address else { return }
+            let raw = try await RawHTTP2Client(port: port, http2: false)
+            // 15 requests that stay open (Hang waits for its end of stream).
+            try await raw.sendRaw(RawHTTP2Client.openStreamsBytes(count: 15, path: "/berth.test.Echo/Hang"))
+            let refused = await raw.wait {
+                RawHTTP2Client.frames(in: $0.rawReceived).filter { $0.type == 3 }.count >= 5
+            }
+            #expect(refused, "the 5 streams over the limit are reset")
+            let resets = RawHTTP2Client.frames(in: raw.observed.rawReceived).filter { $0.type == 3 }
+            #expect(resets.allSatisfy { $0.stream > 19 }, "only streams after the first 10 are reset")
+            let deadline = ContinuousClock.now + .seconds(30)
+            while probe.startedCount < 10 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(probe.startedCount == 10)
+            await raw.close()
+            // Other connections are unaffected.
+            try await HostileInputTests.stillServes(client)
+        }
+    }
+
+    @Test("a stream reset by the server fails the client's call with a mapped status", arguments: [
+        (UInt32(8), RPCError.Code.cancelled), (UInt32(7), .unavailable), (UInt32(11), .resourceExhausted), (UInt32(2), .internalError),
+    ])
+    func serverReset(errorCode: UInt32, expected: RPCError.Code) async throws {
+        let server = try await ResettingHTTP2Server(errorCode: errorCode)
+        let transport = NGHTTP2ClientTransport(config: .init(address: .tcp(host: "127.0.0.1", port: server.port)))
+        do {
+            try await withGRPCClient(transport: transport) { client in
+                do {
+                    _ = try await client.unary(
+                        request: ClientRequest(message: [1]), descriptor: Echo.get,
+                        serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                    ) { try $0.message }
+                    Issue.record("expected the reset to fail the call")
+                } catch let error as RPCError {
+                    #expect(error.code == expected)
+                    #expect(error.message.contains("the server reset the stream"))
+                }
+            }
+        }
+        await server.close()
+    }
+
+    @Test("a connection open during graceful shutdown receives GOAWAY(NO_ERROR)")
+    func goAwayOnShutdown() async throws {
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: EchoProbe())]) { _, server, address in
+            guard case .tcp(_, let port) = address else { return }
+            let raw = try await RawHTTP2Client(port: port)
+            _ = try await raw.grpcRequest(path: "/berth.test.Echo/Get", body: [0, 0, 0, 0, 1, 7])
+            #expect(await raw.wait { !$0.streams.isEmpty && $0.streams.values.allSatisfy { $0.closed != nil } })
+            server.beginGracefulShutdown()
+            #expect(await raw.wait { $0.goAway != nil })
+            #expect(raw.observed.goAway?.errorCode == 0)
+            #expect(await raw.wait { $0.connectionClosed })
+        }
+    }
+}
