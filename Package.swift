@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "berth-agent", targets: ["berth-agent"]),
         .executable(name: "berth", targets: ["berth"]),
+        .executable(name: "berth-shim", targets: ["berth-shim"]),
         .library(name: "BerthModel", targets: ["BerthModel"]),
         .library(name: "BerthAPI", targets: ["BerthAPI"]),
         .library(name: "BerthTransport", targets: ["BerthTransport"]),
@@ -63,6 +64,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
+        ),
+
+        // The C side of starting a container: clone3, mounts, pivot_root,
+        // capabilities, seccomp load, execve. The child runs syscalls only.
+        .target(name: "CBerthLinux"),
+
+        // The agent↔shim formats: Foundation-free, so the shim stays small.
+        .target(name: "BerthShimProtocol", swiftSettings: swiftSettings),
+
+        // One small supervisor per container; outlives the agent.
+        .executableTarget(
+            name: "berth-shim",
+            dependencies: ["BerthShimProtocol", "CBerthLinux"],
+            swiftSettings: swiftSettings,
+            linkerSettings: [.unsafeFlags(["-static-stdlib"])]
         ),
 
         // The one Swift layer that calls the kernel.
@@ -140,6 +156,11 @@ let package = Package(
             name: "BerthModelTests",
             dependencies: ["BerthModel"],
             resources: [.copy("Golden")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthCgroupsTests",
+            dependencies: ["BerthCgroups", "BerthModel"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

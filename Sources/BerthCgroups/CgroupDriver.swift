@@ -1,0 +1,115 @@
+public import BerthModel
+
+/// Resource use of one cgroup, as the kernel counts it.
+public struct CgroupStats: Sendable, Hashable {
+    /// Total CPU time, nanoseconds.
+    public var cpuUsageNanos: UInt64 = 0
+    public var cpuUserNanos: UInt64 = 0
+    public var cpuSystemNanos: UInt64 = 0
+    /// CFS enforcement periods, how many were throttled, and for how long.
+    public var cpuPeriods: UInt64 = 0
+    public var cpuThrottledPeriods: UInt64 = 0
+    public var cpuThrottledNanos: UInt64 = 0
+    /// Memory charged to the cgroup (page cache included).
+    public var memoryUsage: UInt64 = 0
+    /// Usage minus inactive file cache: what the OOM killer weighs.
+    public var memoryWorkingSet: UInt64 = 0
+    public var memoryRSS: UInt64 = 0
+    public var memoryCache: UInt64 = 0
+    /// 0 when unlimited.
+    public var memoryLimit: UInt64 = 0
+    public var memorySwap: UInt64 = 0
+    /// Times the limit was hit (v2 memory.events `oom`; v1 memory.failcnt).
+    public var oomEvents: UInt64 = 0
+    /// Processes the OOM killer killed in this cgroup.
+    public var oomKills: UInt64 = 0
+    public var pidsCurrent: UInt64 = 0
+    /// 0 when unlimited.
+    public var pidsLimit: UInt64 = 0
+    public var ioReadBytes: UInt64 = 0
+    public var ioWriteBytes: UInt64 = 0
+
+    public init() {}
+}
+
+/// One way of placing containers in cgroups and holding them to limits.
+/// Drivers work under their own subtree (`berth/` by default) of a root
+/// that is a parameter, so tests run them on temporary trees.
+///
+/// Every method names the container's cgroup by a name (its ID); nothing
+/// outside the driver's subtree is ever written.
+public protocol CgroupDriver: Sendable {
+    /// v1, v2 or hybrid (v1 controllers).
+    var mode: CgroupMode { get }
+
+    /// Creates the cgroup and applies the limits.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for a limit this host cannot
+    ///   enforce; `BerthError.internal` naming the file the kernel refused.
+    ///   A failed create leaves nothing behind.
+    func create(_ name: String, resources: Resources) throws
+
+    /// Changes limits of an existing cgroup (only those given).
+    func update(_ name: String, resources: Resources) throws
+
+    /// The `cgroup.procs` files a process writes its PID to, to join.
+    func procsFiles(_ name: String) -> [String]
+
+    /// The file holding the `oom_kill` counter.
+    func oomCounterFile(_ name: String) -> String
+
+    /// Stops every process of the cgroup (pause); returns once frozen.
+    func freeze(_ name: String) throws
+    func thaw(_ name: String) throws
+    func isFrozen(_ name: String) throws -> Bool
+
+    /// PIDs in the cgroup.
+    func processes(_ name: String) throws -> [Int32]
+
+    func stats(_ name: String) throws -> CgroupStats
+
+    /// Removes the cgroup, retrying while the kernel says EBUSY.
+    ///
+    /// - Throws: `BerthError.failedPrecondition` if processes remain.
+    func remove(_ name: String) throws
+
+    func exists(_ name: String) -> Bool
+}
+
+extension CgroupDriver {
+    /// Picks the driver for this host.
+    ///
+    /// - Throws: `BerthError.unavailable` when cgroups are not mounted.
+    public static func detect(root: String = "/sys/fs/cgroup", parent: String = "berth") throws -> any CgroupDriver {
+        switch try CgroupModeDetector.detectHost() {
+        case .v2: return try CgroupV2Driver(root: root, parent: parent)
+        case .v1: return try CgroupV1Driver(root: root, parent: parent, mode: .v1)
+        case .hybrid: return try CgroupV1Driver(root: root, parent: parent, mode: .hybrid)
+        }
+    }
+}
+
+/// Parsing the kernel's flat key/value files (memory.stat, cpu.stat…).
+enum KernelFormat {
+    static func keyValues(_ text: String) -> [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let v = UInt64(parts[1]) { result[String(parts[0])] = v }
+        }
+        return result
+    }
+
+    static func number(_ text: String) -> UInt64? {
+        UInt64(text.trimmingWhitespace())
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,246 @@
+public import BerthModel
+import BerthLinux
+
+/// Cgroup v1: one hierarchy per controller (`memory`, `cpu`, `cpuacct`,
+/// `cpuset`, `pids`, `freezer`, `blkio`, `devices`), each holding
+/// `<parent>/<name>`. Used on v1 and hybrid hosts.
+public struct CgroupV1Driver: CgroupDriver {
+    public let mode: CgroupMode
+    public let root: String
+    public let parent: String
+    /// Controllers whose hierarchy is mounted under the root.
+    public let controllers: [String]
+    private let testTree: Bool
+
+    static let known = ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices"]
+    static let required = ["memory", "cpu", "cpuacct", "pids", "freezer"]
+
+    /// - Parameters:
+    ///   - root: where the hierarchies are mounted (`/sys/fs/cgroup`).
+    ///   - parent: Berth's subtree in each hierarchy.
+    ///   - testTree: the root is a plain directory standing in for cgroupfs:
+    ///     interface files are created as they are written.
+    /// - Throws: `BerthError.unavailable` when a required controller is not mounted.
+    public init(root: String, parent: String, mode: CgroupMode = .v1, testTree: Bool = false) throws {
+        self.root = root
+        self.parent = parent
+        self.mode = mode
+        self.testTree = testTree
+        self.controllers = Self.known.filter { FileIO.isDirectory("\(root)/\($0)") }
+        let missing = Self.required.filter { !controllers.contains($0) }
+        guard missing.isEmpty else {
+            throw BerthError(.unavailable, "cgroup v1 controllers not mounted under \(root): \(missing.joined(separator: ", "))")
+        }
+        for controller in controllers {
+            do {
+                try FileIO.makeDirectory("\(root)/\(controller)/\(parent)")
+            } catch {
+                throw BerthError(.unavailable, "cannot create Berth's cgroup in the \(controller) hierarchy", underlying: error)
+            }
+        }
+        if controllers.contains("cpuset") {
+            // A new cpuset is empty; Berth's own subtree inherits the root's sets.
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let mine = "\(root)/cpuset/\(parent)/\(file)"
+                if ((try? FileIO.read(mine)) ?? "").trimmingWhitespace().isEmpty {
+                    let inherited = ((try? FileIO.read("\(root)/cpuset/\(file)")) ?? "").trimmingWhitespace()
+                    try? FileIO.write(inherited, to: mine, create: testTree)
+                }
+            }
+        }
+    }
+
+    func path(_ controller: String, _ name: String) -> String { "\(root)/\(controller)/\(parent)/\(name)" }
+
+    private func write(_ value: String, _ controller: String, _ name: String, _ file: String) throws {
+        do {
+            try FileIO.write(value, to: "\(path(controller, name))/\(file)", create: testTree)
+        } catch let error as SystemError {
+            throw BerthError(.internal, "cgroup \(controller)/\(parent)/\(name): \(file) refused \"\(value)\" (\(error.errnoName))")
+        }
+    }
+
+    private func read(_ controller: String, _ name: String, _ file: String) -> String? {
+        try? FileIO.read("\(path(controller, name))/\(file)")
+    }
+
+    public func exists(_ name: String) -> Bool {
+        FileIO.isDirectory(path("memory", name))
+    }
+
+    public func create(_ name: String, resources: Resources) throws {
+        do {
+            for controller in controllers { try FileIO.makeDirectory(path(controller, name)) }
+            if controllers.contains("cpuset") {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let inherited = ((try? FileIO.read("\(root)/cpuset/\(parent)/\(file)")) ?? "").trimmingWhitespace()
+                    try write(inherited, "cpuset", name, file)
+                }
+            }
+            if controllers.contains("devices") { try restrictDevices(name) }
+            try update(name, resources: resources)
+        } catch {
+            try? remove(name)
+            throw error
+        }
+    }
+
+    /// Docker's default device rules: nothing but the standard nodes and
+    /// terminals may be read or written; any may be created (mknod), none
+    /// used unless listed.
+    static let allowedDevices = [
+        "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+    ]
+
+    private func restrictDevices(_ name: String) throws {
+        try write("a", "devices", name, "devices.deny")
+        for rule in Self.allowedDevices { try write(rule, "devices", name, "devices.allow") }
+    }
+
+    public func update(_ name: String, resources r: Resources) throws {
+        if let memory = r.memory {
+            let swap: Int64
+            if let memorySwap = r.memorySwap { swap = memorySwap.bytes } else { swap = memory.bytes * 2 }
+            let hasMemsw = testTree || read("memory", name, "memory.memsw.limit_in_bytes") != nil
+            if hasMemsw {
+                // The kernel keeps limit <= memsw: order the two writes so that holds at every step.
+                do {
+                    try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+                    try write(String(swap), "memory", name, "memory.memsw.limit_in_bytes")
+                } catch {
+                    try write(String(swap), "memory", name, "memory.memsw.limit_in_bytes")
+                    try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+                }
+            } else {
+                if let memorySwap = r.memorySwap, memorySwap.bytes != -1, memorySwap != memory {
+                    throw BerthError.invalid("memory-swap \(memorySwap): this host has no swap accounting (memory.memsw.* is missing)")
+                }
+                try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+            }
+        } else if let swap = r.memorySwap, swap.bytes == -1, read("memory", name, "memory.memsw.limit_in_bytes") != nil {
+            try write("-1", "memory", name, "memory.memsw.limit_in_bytes")
+        }
+        if let cpus = r.cpus {
+            try write("100000", "cpu", name, "cpu.cfs_period_us")
+            try write(String(cpus.quotaMicroseconds(period: 100_000)), "cpu", name, "cpu.cfs_quota_us")
+        }
+        if let shares = r.cpuShares { try write(String(shares), "cpu", name, "cpu.shares") }
+        if r.cpusetCPUs != nil || r.cpusetMems != nil {
+            guard controllers.contains("cpuset") else {
+                throw BerthError.invalid("cpuset: the cpuset controller is not mounted on this host")
+            }
+            if let set = r.cpusetCPUs { try write(set.description, "cpuset", name, "cpuset.cpus") }
+            if let set = r.cpusetMems { try write(set.description, "cpuset", name, "cpuset.mems") }
+        }
+        if let pids = r.pidsLimit {
+            try write(pids > 0 ? String(pids) : "max", "pids", name, "pids.max")
+        }
+        if let weight = r.ioWeight {
+            guard controllers.contains("blkio") else {
+                throw BerthError.invalid("blkio-weight: the blkio controller is not mounted on this host")
+            }
+            if testTree || read("blkio", name, "blkio.weight") != nil {
+                try write(String(weight), "blkio", name, "blkio.weight")
+            } else if read("blkio", name, "blkio.bfq.weight") != nil {
+                try write(String(weight), "blkio", name, "blkio.bfq.weight")
+            } else {
+                throw BerthError.invalid(
+                    "blkio-weight \(weight): this host's I/O scheduler offers no weights (no blkio.weight or blkio.bfq.weight)")
+            }
+        }
+    }
+
+    public func procsFiles(_ name: String) -> [String] {
+        controllers.map { "\(path($0, name))/cgroup.procs" }
+    }
+
+    public func oomCounterFile(_ name: String) -> String { "\(path("memory", name))/memory.oom_control" }
+
+    public func freeze(_ name: String) throws {
+        try write("FROZEN", "freezer", name, "freezer.state")
+        for attempt in 0..<500 {
+            if try isFrozen(name) { return }
+            Pause.milliseconds(min(10, 1 + attempt))
+            if attempt % 50 == 49 { try write("FROZEN", "freezer", name, "freezer.state") }
+        }
+        throw BerthError(.internal, "cgroup \(parent)/\(name) did not freeze within 5 s")
+    }
+
+    public func thaw(_ name: String) throws {
+        try write("THAWED", "freezer", name, "freezer.state")
+    }
+
+    public func isFrozen(_ name: String) throws -> Bool {
+        (read("freezer", name, "freezer.state") ?? "").trimmingWhitespace() == "FROZEN"
+    }
+
+    public func processes(_ name: String) throws -> [Int32] {
+        (read("pids", name, "cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    public func stats(_ name: String) throws -> CgroupStats {
+        guard exists(name) else { throw BerthError.notFound("cgroup", "\(parent)/\(name)") }
+        var s = CgroupStats()
+        s.cpuUsageNanos = read("cpuacct", name, "cpuacct.usage").flatMap(KernelFormat.number) ?? 0
+        let ticks = KernelFormat.keyValues(read("cpuacct", name, "cpuacct.stat") ?? "")
+        // cpuacct.stat counts USER_HZ (100 per second on Linux) ticks.
+        s.cpuUserNanos = (ticks["user"] ?? 0) * 10_000_000
+        s.cpuSystemNanos = (ticks["system"] ?? 0) * 10_000_000
+        let cpu = KernelFormat.keyValues(read("cpu", name, "cpu.stat") ?? "")
+        s.cpuPeriods = cpu["nr_periods"] ?? 0
+        s.cpuThrottledPeriods = cpu["nr_throttled"] ?? 0
+        s.cpuThrottledNanos = cpu["throttled_time"] ?? 0
+        s.memoryUsage = read("memory", name, "memory.usage_in_bytes").flatMap(KernelFormat.number) ?? 0
+        let memory = KernelFormat.keyValues(read("memory", name, "memory.stat") ?? "")
+        let inactiveFile = memory["total_inactive_file"] ?? memory["inactive_file"] ?? 0
+        s.memoryWorkingSet = s.memoryUsage > inactiveFile ? s.memoryUsage - inactiveFile : 0
+        s.memoryRSS = memory["total_rss"] ?? memory["rss"] ?? 0
+        s.memoryCache = memory["total_cache"] ?? memory["cache"] ?? 0
+        let limit = read("memory", name, "memory.limit_in_bytes").flatMap(KernelFormat.number) ?? 0
+        // The kernel reports "no limit" as a page-rounded LONG_MAX.
+        s.memoryLimit = limit >= 0x7FFF_FFFF_FFFF_0000 ? 0 : limit
+        if let memsw = read("memory", name, "memory.memsw.usage_in_bytes").flatMap(KernelFormat.number) {
+            s.memorySwap = memsw > s.memoryUsage ? memsw - s.memoryUsage : 0
+        }
+        let oom = KernelFormat.keyValues(read("memory", name, "memory.oom_control") ?? "")
+        s.oomKills = oom["oom_kill"] ?? 0
+        s.oomEvents = s.oomKills
+        s.pidsCurrent = read("pids", name, "pids.current").flatMap(KernelFormat.number) ?? 0
+        s.pidsLimit = read("pids", name, "pids.max").flatMap(KernelFormat.number) ?? 0
+        for line in (read("blkio", name, "blkio.throttle.io_service_bytes_recursive") ?? "").split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count == 3, let v = UInt64(f[2]) else { continue }
+            if f[1] == "Read" { s.ioReadBytes += v }
+            if f[1] == "Write" { s.ioWriteBytes += v }
+        }
+        return s
+    }
+
+    public func remove(_ name: String) throws {
+        for controller in controllers {
+            let dir = path(controller, name)
+            var delay = 1
+            while true {
+                do {
+                    try FileIO.removeDirectory(dir)
+                    break
+                } catch let error as SystemError where error.errno == 16 /* EBUSY */ {
+                    if delay > 512 {
+                        throw BerthError(.failedPrecondition, "cgroup \(controller)/\(parent)/\(name) still has processes; cannot remove it")
+                    }
+                    Pause.milliseconds(delay)
+                    delay *= 2
+                } catch {
+                    if testTree {
+                        // Plain directories hold the stand-in interface files.
+                        for file in (try? FileIO.list(dir)) ?? [] { try? FileIO.removeFile("\(dir)/\(file)") }
+                        try FileIO.removeDirectory(dir)
+                        break
+                    }
+                    throw BerthError(.internal, "cannot remove cgroup \(controller)/\(parent)/\(name)", underlying: error)
+                }
+            }
+        }
+    }
+}

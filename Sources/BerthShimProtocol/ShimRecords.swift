@@ -1,0 +1,151 @@
+/// How the container's process ended, as the shim records it in `exit` in
+/// the bundle and reports it on its socket.
+public struct ShimExit: Sendable, Hashable {
+    /// The shell-style exit code: the process's own, or 128 + signal.
+    public var code: Int32
+    /// The signal that ended it, 0 for none.
+    public var signal: Int32
+    /// True when the cgroup's OOM-kill counter rose during the run.
+    public var oomKilled: Bool
+    /// Nanoseconds since the epoch.
+    public var finishedAt: Int64
+
+    public init(code: Int32, signal: Int32, oomKilled: Bool, finishedAt: Int64) {
+        self.code = code
+        self.signal = signal
+        self.oomKilled = oomKilled
+        self.finishedAt = finishedAt
+    }
+
+    public var record: LineRecord {
+        var r = LineRecord()
+        r.add("code", code)
+        r.add("signal", signal)
+        r.add("oom", oomKilled)
+        r.add("finished", finishedAt)
+        return r
+    }
+
+    public init(record r: LineRecord) throws(LineRecordError) {
+        guard let code = r.int("code"), let signal = r.int("signal"), let finished = r["finished"].flatMap({ Int64($0) }) else {
+            throw LineRecordError(line: 0, reason: "malformed exit record")
+        }
+        self.init(code: Int32(code), signal: Int32(signal), oomKilled: r.bool("oom"), finishedAt: finished)
+    }
+}
+
+/// The outcome of starting, written once to the ready pipe (and to `state`).
+public enum ShimStart: Sendable, Hashable {
+    case started(pid: Int32, startedAt: Int64, warnings: [String])
+    case failed(stage: String, errno: Int32, errnoName: String, detail: String)
+
+    public var record: LineRecord {
+        var r = LineRecord()
+        switch self {
+        case .started(let pid, let startedAt, let warnings):
+            r.add("result", "started")
+            r.add("pid", pid)
+            r.add("started", startedAt)
+            r.add("warning", warnings)
+        case .failed(let stage, let errno, let name, let detail):
+            r.add("result", "failed")
+            r.add("stage", stage)
+            r.add("errno", errno)
+            r.add("errno_name", name)
+            r.add("detail", detail)
+        }
+        return r
+    }
+
+    public init(record r: LineRecord) throws(LineRecordError) {
+        switch r["result"] {
+        case "started":
+            guard let pid = r.int("pid"), let started = r["started"].flatMap({ Int64($0) }) else {
+                throw LineRecordError(line: 0, reason: "malformed start record")
+            }
+            self = .started(pid: Int32(pid), startedAt: started, warnings: r.all("warning"))
+        case "failed":
+            self = .failed(
+                stage: r["stage"] ?? "", errno: Int32(r.int("errno") ?? 0), errnoName: r["errno_name"] ?? "",
+                detail: r["detail"] ?? "")
+        default:
+            throw LineRecordError(line: 0, reason: "malformed start record")
+        }
+    }
+}
+
+/// The shim's control socket speaks one request line and one reply line
+/// (a `LineRecord` on one line, fields separated by tabs).
+public enum ShimRequest: Sendable, Hashable {
+    /// Reply: `state=running pid=…` or `state=exited …` (the exit record).
+    case state
+    /// Sends a signal to the container's first process. Reply: `ok=1` or `error=…`.
+    case signal(Int32)
+    /// Blocks until the process exits. Reply: the exit record.
+    case wait
+    /// Kills the process if it still runs, then the shim exits. Reply: `ok=1`.
+    case delete
+
+    public var line: String {
+        switch self {
+        case .state: return "state"
+        case .signal(let s): return "signal \(s)"
+        case .wait: return "wait"
+        case .delete: return "delete"
+        }
+    }
+
+    public init?(line: Substring) {
+        let parts = line.split(separator: " ")
+        switch parts.first {
+        case "state": self = .state
+        case "wait": self = .wait
+        case "delete": self = .delete
+        case "signal":
+            guard parts.count == 2, let s = Int32(parts[1]) else { return nil }
+            self = .signal(s)
+        default: return nil
+        }
+    }
+}
+
+extension LineRecord {
+    /// One line: entries separated by tabs (values are escaped, so no tab or
+    /// newline survives unescaped... tabs are escaped here as \t).
+    public var singleLine: String {
+        text.split(separator: "\n").map { String($0).replacingTabs() }.joined(separator: "\t")
+    }
+
+    public init(singleLine: String) throws(LineRecordError) {
+        let text = singleLine.split(separator: "\t").map { String($0).restoringTabs() }.joined(separator: "\n")
+        try self.init(parsing: text)
+    }
+}
+
+extension String {
+    func replacingTabs() -> String {
+        var out = ""
+        for ch in unicodeScalars {
+            if ch == "\t" { out += "\\t" } else { out.unicodeScalars.append(ch) }
+        }
+        return out
+    }
+
+    func restoringTabs() -> String {
+        guard contains("\\t") else { return self }
+        var out = ""
+        var escaped = false
+        for ch in unicodeScalars {
+            if escaped {
+                if ch == "t" { out += "\t" } else { out += "\\"; out.unicodeScalars.append(ch) }
+                escaped = false
+            } else if ch == "\\" {
+                escaped = true
+            } else {
+                out.unicodeScalars.append(ch)
+            }
+        }
+        if escaped { out += "\\" }
+        return out
+    }
+}

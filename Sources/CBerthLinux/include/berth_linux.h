@@ -1,0 +1,130 @@
+/*
+ * The C side of starting a container: clone3 into new namespaces, then, in
+ * the child, mounts, pivot_root, identity, limits, capabilities, seccomp and
+ * execve. The child runs system calls only (no allocation, no locks): it is a
+ * fork of a multi-threaded process.
+ */
+#ifndef BERTH_LINUX_H
+#define BERTH_LINUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* How a mount entry is applied. */
+enum berth_mount_kind {
+    BERTH_MOUNT_FILESYSTEM = 0, /* mount(source, target, fstype, flags, data) */
+    BERTH_MOUNT_BIND = 1,       /* bind source (a host path) onto target; file or directory */
+};
+
+struct berth_mount {
+    int kind;
+    const char *source;
+    const char *target;   /* absolute path inside the container */
+    const char *fstype;
+    const char *data;
+    unsigned long flags;  /* MS_* flags; MS_RDONLY on a bind remounts it read-only */
+    int propagation_private;
+};
+
+struct berth_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct berth_container_spec {
+    /* Namespaces to create (CLONE_NEW*); a cgroup namespace is entered after
+     * the parent placed the child in its cgroups. */
+    uint64_t clone_flags;
+    int new_cgroup_namespace;
+
+    /* The directory that becomes '/': overlay is mounted there when
+     * overlay_data is set ("lowerdir=…,upperdir=…,workdir=…"), otherwise it
+     * is bind-mounted onto itself. */
+    const char *rootfs;
+    const char *overlay_data;
+    int readonly_rootfs;
+
+    const struct berth_mount *mounts;
+    size_t mount_count;
+    const char *const *masked_paths;
+    size_t masked_count;
+    const char *const *readonly_paths;
+    size_t readonly_count;
+    int create_devices; /* populate /dev (a tmpfs in mounts) with the standard nodes */
+
+    const char *hostname;
+
+    /* Files the parent writes the child's PID to before letting it go on. */
+    const char *const *cgroup_procs;
+    size_t cgroup_count;
+
+    /* The process. */
+    const char *const *argv;  /* NULL-terminated */
+    const char *const *envp;  /* NULL-terminated */
+    const char *path;         /* $PATH for finding argv[0]; NULL uses a default */
+    const char *cwd;
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t group_count;
+
+    const struct berth_rlimit *rlimits;
+    size_t rlimit_count;
+
+    uint64_t cap_bounding;
+    uint64_t cap_effective;
+    uint64_t cap_permitted;
+    uint64_t cap_inheritable;
+    uint64_t cap_ambient;
+    int cap_last; /* from /proc/sys/kernel/cap_last_cap */
+    int no_new_privs;
+
+    /* A compiled seccomp BPF program (struct sock_filter[]), or NULL. */
+    const void *seccomp_program;
+    size_t seccomp_program_length; /* in bytes */
+
+    int stdin_fd;  /* -1 for /dev/null */
+    int stdout_fd;
+    int stderr_fd;
+
+    /* PID 1 stays a small init that reaps zombies and forwards signals to
+     * the process, which runs as its child. */
+    int init;
+};
+
+#define BERTH_STAGE_MAX 48
+#define BERTH_WARNINGS_MAX 1024
+
+struct berth_start_result {
+    pid_t pid;
+    int pidfd;
+    /* On failure: the stage that failed ("pivot_root", "exec", "mount /proc")
+     * and its errno. */
+    char stage[BERTH_STAGE_MAX];
+    int error;
+    /* Non-fatal notes, one per line (rlimits that could not be applied). */
+    char warnings[BERTH_WARNINGS_MAX];
+};
+
+/*
+ * Starts the container process. Returns 0 with pid and pidfd set once the
+ * process has called execve; -1 with stage and error set when the child
+ * failed before that (the child is reaped then), or when clone3 failed.
+ */
+int berth_container_start(const struct berth_container_spec *spec, struct berth_start_result *result);
+
+/* Small wrappers for system calls glibc 2.36 does not wrap. */
+int berth_pidfd_open(pid_t pid);
+int berth_pidfd_send_signal(int pidfd, int signal);
+/* waitid(P_PIDFD): 0 with *status (wait status, as waitpid gives it), or -1. */
+int berth_pidfd_wait(int pidfd, int *code, int *status, int options);
+
+/* GNU extensions the Swift Glibc module does not show. */
+int berth_pipe2_cloexec(int fds[2]);
+int berth_accept_cloexec_nonblock(int listener);
+/* "EINVAL", or NULL for an unknown errno. */
+const char *berth_errno_name(int error);
+
+#endif

@@ -1,0 +1,70 @@
+import Glibc
+
+struct SystemCallError: Error, CustomStringConvertible {
+    var operation: String
+    var errno: Int32
+    var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+}
+
+enum Files {
+    static func read(_ path: String, limit: Int = 64 << 20) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemCallError(operation: "open \(path)", errno: errno) }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while out.count < limit {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemCallError(operation: "read \(path)", errno: errno)
+            }
+            if n == 0 { break }
+            out += buffer[0..<n]
+        }
+        return out
+    }
+
+    static func readText(_ path: String) throws -> String {
+        String(decoding: try read(path), as: UTF8.self)
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            offset += n
+        }
+    }
+
+    /// Temp file, fsync, rename: a crash leaves the old file or the new.
+    static func writeAtomically(_ text: String, to path: String) throws {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SystemCallError(operation: "open \(temporary)", errno: errno) }
+        writeAll(fd, Array(text.utf8))
+        fsync(fd)
+        close(fd)
+        guard rename(temporary, path) == 0 else { throw SystemCallError(operation: "rename \(path)", errno: errno) }
+    }
+
+    static func nowNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// The `oom_kill N` value of memory.oom_control (v1) or memory.events (v2).
+    static func oomKills(_ path: String) -> UInt64 {
+        guard !path.isEmpty, let text = try? readText(path) else { return 0 }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, parts[0] == "oom_kill", let n = UInt64(parts[1]) { return n }
+        }
+        return 0
+    }
+}

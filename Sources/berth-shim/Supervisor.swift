@@ -1,0 +1,325 @@
+import BerthShimProtocol
+import CBerthLinux
+import Glibc
+
+/// Starts one container and watches it until the agent deletes it.
+final class Supervisor {
+    let bundle: String
+    let config: ShimConfig
+    private var pidfd: Int32 = -1
+    private var pid: Int32 = 0
+    private var exitRecord: ShimExit?
+    private var oomBaseline: UInt64 = 0
+    private var splitters: [StreamSplitter] = []
+    private var log: LogWriter?
+    private var listener: Int32 = -1
+    private var clients: [Int32: [UInt8]] = [:]
+    private var waiters: [Int32] = []
+    private var deleteRequested: Int32?
+    private var keep: [UnsafeMutableRawPointer] = []
+
+    init(bundle: String) throws {
+        self.bundle = bundle
+        self.config = try ShimConfig(record: LineRecord(parsing: Files.readText(bundle + "/config")))
+    }
+
+    // MARK: Start
+
+    private func cString(_ s: String) -> UnsafePointer<CChar> {
+        let p = strdup(s)!
+        keep.append(UnsafeMutableRawPointer(p))
+        return UnsafePointer(p)
+    }
+
+    private func cStringArray(_ items: [String], nullTerminated: Bool) -> UnsafeMutablePointer<UnsafePointer<CChar>?> {
+        let array = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: items.count + 1)
+        for (i, item) in items.enumerated() { array[i] = cString(item) }
+        array[items.count] = nil
+        keep.append(UnsafeMutableRawPointer(array))
+        return array
+    }
+
+    func start() -> ShimStart {
+        var seccomp: [UInt8] = []
+        if !config.seccompFile.isEmpty {
+            do {
+                seccomp = try Files.read(config.seccompFile)
+            } catch {
+                return .failed(stage: "read seccomp program", errno: 0, errnoName: "", detail: "\(error)")
+            }
+        }
+        let logWriter: LogWriter
+        do {
+            logWriter = try LogWriter(path: config.logFile, maxBytes: config.logMaxBytes, maxFiles: config.logMaxFiles)
+        } catch {
+            return .failed(stage: "open log", errno: 0, errnoName: "", detail: "\(error)")
+        }
+        log = logWriter
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
+        guard berth_pipe2_cloexec(&outPipe) == 0, berth_pipe2_cloexec(&errPipe) == 0 else {
+            return .failed(stage: "pipe", errno: errno, errnoName: Self.errnoName(errno), detail: "")
+        }
+        oomBaseline = Files.oomKills(config.oomCounterFile)
+
+        let mounts = UnsafeMutablePointer<berth_mount>.allocate(capacity: max(1, config.mounts.count))
+        for (i, m) in config.mounts.enumerated() {
+            mounts[i] = berth_mount(
+                kind: m.kind == .bind ? Int32(BERTH_MOUNT_BIND.rawValue) : Int32(BERTH_MOUNT_FILESYSTEM.rawValue),
+                source: cString(m.source), target: cString(m.target), fstype: m.fstype.isEmpty ? nil : cString(m.fstype),
+                data: m.data.isEmpty ? nil : cString(m.data), flags: m.flags, propagation_private: 0)
+        }
+        let rlimits = UnsafeMutablePointer<berth_rlimit>.allocate(capacity: max(1, config.rlimits.count))
+        for (i, l) in config.rlimits.enumerated() {
+            rlimits[i] = berth_rlimit(resource: l.resource, soft: l.soft, hard: l.hard)
+        }
+        let groups = UnsafeMutablePointer<gid_t>.allocate(capacity: max(1, config.groups.count))
+        for (i, g) in config.groups.enumerated() { groups[i] = g }
+
+        var spec = berth_container_spec()
+        spec.clone_flags = config.cloneFlags
+        spec.new_cgroup_namespace = config.newCgroupNamespace ? 1 : 0
+        spec.rootfs = cString(config.rootfs)
+        spec.overlay_data = config.overlayData.isEmpty ? nil : cString(config.overlayData)
+        spec.readonly_rootfs = config.readonlyRootfs ? 1 : 0
+        spec.mounts = UnsafePointer(mounts)
+        spec.mount_count = config.mounts.count
+        spec.masked_paths = UnsafePointer(cStringArray(config.maskedPaths, nullTerminated: false))
+        spec.masked_count = config.maskedPaths.count
+        spec.readonly_paths = UnsafePointer(cStringArray(config.readonlyPaths, nullTerminated: false))
+        spec.readonly_count = config.readonlyPaths.count
+        spec.create_devices = config.createDevices ? 1 : 0
+        spec.hostname = config.hostname.isEmpty ? nil : cString(config.hostname)
+        spec.cgroup_procs = UnsafePointer(cStringArray(config.cgroupProcs, nullTerminated: false))
+        spec.cgroup_count = config.cgroupProcs.count
+        spec.argv = UnsafePointer(cStringArray(config.args, nullTerminated: true))
+        spec.envp = UnsafePointer(cStringArray(config.env, nullTerminated: true))
+        spec.path = config.path.isEmpty ? nil : cString(config.path)
+        spec.cwd = cString(config.cwd)
+        spec.uid = config.uid
+        spec.gid = config.gid
+        spec.groups = UnsafePointer(groups)
+        spec.group_count = config.groups.count
+        spec.rlimits = UnsafePointer(rlimits)
+        spec.rlimit_count = config.rlimits.count
+        spec.cap_bounding = config.capBounding
+        spec.cap_effective = config.capEffective
+        spec.cap_permitted = config.capPermitted
+        spec.cap_inheritable = config.capInheritable
+        spec.cap_ambient = config.capAmbient
+        spec.cap_last = Self.lastCapability()
+        spec.no_new_privs = config.noNewPrivileges ? 1 : 0
+        spec.stdin_fd = -1
+        spec.stdout_fd = outPipe[1]
+        spec.stderr_fd = errPipe[1]
+        spec.`init` = config.initProcess ? 1 : 0
+
+        var result = berth_start_result()
+        let rc = seccomp.withUnsafeBytes { program -> Int32 in
+            spec.seccomp_program = seccomp.isEmpty ? nil : program.baseAddress
+            spec.seccomp_program_length = program.count
+            return berth_container_start(&spec, &result)
+        }
+        close(outPipe[1])
+        close(errPipe[1])
+        if rc != 0 {
+            close(outPipe[0])
+            close(errPipe[0])
+            let stage = withUnsafeBytes(of: result.stage) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            return .failed(stage: stage, errno: result.error, errnoName: Self.errnoName(result.error), detail: "")
+        }
+        pid = result.pid
+        pidfd = result.pidfd
+        let startedAt = Files.nowNanos()
+        for fd in [outPipe[0], errPipe[0]] {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        splitters = [
+            StreamSplitter(stream: "stdout", fd: outPipe[0], log: logWriter),
+            StreamSplitter(stream: "stderr", fd: errPipe[0], log: logWriter),
+        ]
+        let warnings = withUnsafeBytes(of: result.warnings) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            .split(separator: "\n").map(String.init)
+        do {
+            try listen()
+        } catch {
+            _ = berth_pidfd_send_signal(pidfd, SIGKILL)
+            return .failed(stage: "control socket", errno: 0, errnoName: "", detail: "\(error)")
+        }
+        return .started(pid: pid, startedAt: startedAt, warnings: warnings)
+    }
+
+    static func lastCapability() -> Int32 {
+        guard let text = try? Files.readText("/proc/sys/kernel/cap_last_cap"),
+            let n = Int32(text.split(separator: "\n").first ?? "")
+        else { return 40 }
+        return n
+    }
+
+    static func errnoName(_ e: Int32) -> String {
+        guard e != 0, let name = berth_errno_name(e) else { return "" }
+        return String(cString: name)
+    }
+
+    private func listen() throws {
+        let path = bundle + "/shim.sock"
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw SystemCallError(operation: "socket", errno: errno) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SystemCallError(operation: "socket path too long", errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { throw SystemCallError(operation: "bind \(path)", errno: errno) }
+        chmod(path, 0o600)
+        guard Glibc.listen(fd, 16) == 0 else { throw SystemCallError(operation: "listen", errno: errno) }
+        listener = fd
+    }
+
+    // MARK: Supervise
+
+    func run() {
+        while true {
+            var fds: [pollfd] = []
+            if pidfd >= 0 && exitRecord == nil { fds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
+            for s in splitters { fds.append(pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0)) }
+            if listener >= 0 { fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0)) }
+            for fd in clients.keys { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
+            let n = poll(&fds, nfds_t(fds.count), -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                fatal("poll: \(String(cString: strerror(errno)))")
+            }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == pidfd && exitRecord == nil {
+                    reap()
+                } else if entry.fd == listener {
+                    accept()
+                } else if let index = splitters.firstIndex(where: { $0.fd == entry.fd }) {
+                    if !splitters[index].drain() {
+                        close(splitters[index].fd)
+                        splitters.remove(at: index)
+                    }
+                } else if clients[entry.fd] != nil {
+                    serve(entry.fd)
+                }
+            }
+            if exitRecord == nil, pidfd >= 0, splitters.isEmpty {
+                // Output closed before the exit was seen: wait for it now.
+                reap()
+            }
+            if exitRecord != nil && splitters.isEmpty { finishExit() }
+            if let requester = deleteRequested, exitRecord != nil, splitters.isEmpty {
+                reply(requester, "ok=1")
+                unlink(bundle + "/shim.sock")
+                return
+            }
+        }
+    }
+
+    private func reap() {
+        var code: Int32 = 0
+        var status: Int32 = 0
+        guard berth_pidfd_wait(pidfd, &code, &status, 0) == 0 else { return }
+        let finished = Files.nowNanos()
+        var exit = ShimExit(code: 0, signal: 0, oomKilled: false, finishedAt: finished)
+        if code == CLD_EXITED {
+            exit.code = status
+        } else {
+            exit.signal = status
+            exit.code = 128 + status
+        }
+        exit.oomKilled = Files.oomKills(config.oomCounterFile) > oomBaseline
+        exitRecord = exit
+        close(pidfd)
+        pidfd = -1
+    }
+
+    private var exitWritten = false
+
+    private func finishExit() {
+        guard !exitWritten, let exit = exitRecord else { return }
+        exitWritten = true
+        log?.sync()
+        try? Files.writeAtomically(exit.record.text, to: bundle + "/exit")
+        for fd in waiters { reply(fd, exit.record.singleLine) }
+        waiters.removeAll()
+    }
+
+    private func accept() {
+        let fd = berth_accept_cloexec_nonblock(listener)
+        if fd >= 0 { clients[fd] = [] }
+    }
+
+    private func serve(_ fd: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 {
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            drop(fd)
+            return
+        }
+        clients[fd, default: []] += buffer[0..<n]
+        guard let newline = clients[fd]!.firstIndex(of: UInt8(ascii: "\n")) else {
+            if clients[fd]!.count > 4096 { drop(fd) }
+            return
+        }
+        let line = String(decoding: clients[fd]![..<newline], as: UTF8.self)
+        clients[fd]!.removeFirst(newline + 1)
+        guard let request = ShimRequest(line: Substring(line)) else {
+            reply(fd, "error=unknown request")
+            return
+        }
+        switch request {
+        case .state:
+            if let exit = exitRecord, exitWritten {
+                var r = exit.record
+                r.add("state", "exited")
+                reply(fd, r.singleLine)
+            } else {
+                var r = LineRecord()
+                r.add("state", "running")
+                r.add("pid", pid)
+                reply(fd, r.singleLine)
+            }
+        case .signal(let signal):
+            if exitRecord != nil {
+                reply(fd, "error=the container is not running")
+            } else if berth_pidfd_send_signal(pidfd, signal) == 0 {
+                reply(fd, "ok=1")
+            } else {
+                reply(fd, "error=\(String(cString: strerror(errno)))")
+            }
+        case .wait:
+            if let exit = exitRecord, exitWritten {
+                reply(fd, exit.record.singleLine)
+            } else {
+                waiters.append(fd)
+            }
+        case .delete:
+            if exitRecord == nil, pidfd >= 0 { _ = berth_pidfd_send_signal(pidfd, SIGKILL) }
+            deleteRequested = fd
+        }
+    }
+
+    private func reply(_ fd: Int32, _ line: String) {
+        // Replies are short; a blocking write on a fresh non-blocking socket
+        // fits in the socket buffer.
+        Files.writeAll(fd, Array((line + "\n").utf8))
+    }
+
+    private func drop(_ fd: Int32) {
+        clients.removeValue(forKey: fd)
+        waiters.removeAll { $0 == fd }
+        if deleteRequested == fd { deleteRequested = nil }
+        close(fd)
+    }
+}

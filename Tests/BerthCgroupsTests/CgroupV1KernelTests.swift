@@ -1,0 +1,104 @@
+import BerthCgroups
+import BerthModel
+import Foundation
+import Testing
+
+/// The v1 driver against this machine's real kernel (root only). Each test
+/// works under its own parent cgroup and removes it, even when it fails.
+@Suite("cgroup v1 driver on the real kernel (root)", .enabled(if: KernelCgroups.v1Available))
+struct CgroupV1KernelTests {
+    let parent = "berth-test-\(UUID().uuidString.prefix(8))"
+
+    func withDriver(_ body: (CgroupV1Driver) throws -> Void) throws {
+        let driver = try CgroupV1Driver(root: "/sys/fs/cgroup", parent: parent, mode: .hybrid)
+        defer {
+            for controller in driver.controllers {
+                let dir = "/sys/fs/cgroup/\(controller)/\(parent)"
+                for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where !child.contains(".") && child != "tasks" && child != "notify_on_release" && child != "release_agent" {
+                    rmdir("\(dir)/\(child)")
+                }
+                rmdir(dir)
+            }
+        }
+        try body(driver)
+    }
+
+    func read(_ path: String) throws -> String {
+        try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("limits are applied to the kernel's files and read back")
+    func limits() throws {
+        try withDriver { driver in
+            let resources = Resources(
+                memory: .mebibytes(64), cpus: try CPUQuantity(parsing: "0.5"), cpuShares: 512, cpusetCPUs: CPUSet([0]),
+                pidsLimit: 20)
+            try driver.create("c1", resources: resources)
+            let base = "/sys/fs/cgroup"
+            #expect(try read("\(base)/memory/\(parent)/c1/memory.limit_in_bytes") == "67108864")
+            #expect(try read("\(base)/memory/\(parent)/c1/memory.memsw.limit_in_bytes") == "134217728")
+            #expect(try read("\(base)/cpu/\(parent)/c1/cpu.cfs_quota_us") == "50000")
+            #expect(try read("\(base)/cpu/\(parent)/c1/cpu.shares") == "512")
+            #expect(try read("\(base)/cpuset/\(parent)/c1/cpuset.cpus") == "0")
+            #expect(try read("\(base)/pids/\(parent)/c1/pids.max") == "20")
+            #expect(try read("\(base)/devices/\(parent)/c1/devices.list").contains("c 1:3 rwm"))
+            // Lowering memory below the current swap limit and raising it above both work.
+            try driver.update("c1", resources: Resources(memory: .mebibytes(256), memorySwap: .mebibytes(512)))
+            #expect(try read("\(base)/memory/\(parent)/c1/memory.limit_in_bytes") == "268435456")
+            try driver.update("c1", resources: Resources(memory: .mebibytes(16), memorySwap: .mebibytes(16)))
+            #expect(try read("\(base)/memory/\(parent)/c1/memory.memsw.limit_in_bytes") == "16777216")
+            try driver.remove("c1")
+            #expect(!driver.exists("c1"))
+        }
+    }
+
+    @Test("an impossible limit is refused by name and nothing is left behind")
+    func refused() throws {
+        try withDriver { driver in
+            #expect(throws: BerthError.self) {
+                try driver.create("c2", resources: Resources(cpusetCPUs: CPUSet([63])))
+            }
+            #expect(!driver.exists("c2"))
+            #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cpuset/\(parent)/c2"))
+        }
+    }
+
+    @Test("a process joins, is frozen and thawed, shows in stats, and the cgroup is removed after it exits")
+    func processLifecycle() throws {
+        try withDriver { driver in
+            try driver.create("c3", resources: Resources(memory: .mebibytes(32), pidsLimit: 5))
+            let sleeper = Process()
+            sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+            sleeper.arguments = ["30"]
+            try sleeper.run()
+            defer {
+                if sleeper.isRunning {
+                    kill(sleeper.processIdentifier, SIGKILL)
+                    sleeper.waitUntilExit()
+                }
+            }
+            for file in driver.procsFiles("c3") {
+                try String(sleeper.processIdentifier).write(toFile: file, atomically: false, encoding: .utf8)
+            }
+            #expect(try driver.processes("c3") == [sleeper.processIdentifier])
+            try driver.freeze("c3")
+            #expect(try driver.isFrozen("c3"))
+            try driver.thaw("c3")
+            #expect(try !driver.isFrozen("c3"))
+            let stats = try driver.stats("c3")
+            #expect(stats.pidsCurrent == 1)
+            #expect(stats.pidsLimit == 5)
+            #expect(stats.memoryLimit == 32 << 20)
+            kill(sleeper.processIdentifier, SIGKILL)
+            sleeper.waitUntilExit()
+            try driver.remove("c3")
+            #expect(!driver.exists("c3"))
+        }
+    }
+}
+
+enum KernelCgroups {
+    static var v1Available: Bool {
+        getuid() == 0 && FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    }
+}
