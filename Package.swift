@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // Codable + Sendable value types shared by every daemon. Foundation only.
@@ -84,6 +86,7 @@ let package = Package(
         // The one Swift layer that calls the kernel.
         .target(
             name: "BerthLinux",
+            dependencies: ["CBerthLinux"],
             swiftSettings: swiftSettings
         ),
 
@@ -91,6 +94,17 @@ let package = Package(
         .target(
             name: "BerthCgroups",
             dependencies: ["BerthModel", "BerthLinux"],
+            swiftSettings: swiftSettings
+        ),
+
+        // Images: content store, safe layer unpack, import.
+        .target(
+            name: "BerthImages",
+            dependencies: [
+                "BerthModel",
+                "BerthLinux",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
 
@@ -161,6 +175,11 @@ let package = Package(
         .testTarget(
             name: "BerthCgroupsTests",
             dependencies: ["BerthCgroups", "BerthModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthImagesTests",
+            dependencies: ["BerthImages", "BerthLinux", "BerthModel"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+import CBerthLinux
 import Glibc
 
 /// Small whole-file reads and writes, for kernel interfaces (cgroup files,
@@ -97,5 +98,64 @@ extension FileIO {
     /// - Throws: `SystemError` for anything but ENOENT.
     public static func removeFile(_ path: String) throws {
         if unlink(path) != 0 && errno != ENOENT { throw SystemError("unlink", path: path, errno: errno) }
+    }
+}
+
+/// What lstat(2) says about a file.
+public struct FileStatus: Sendable, Hashable {
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: Int64
+    public var mtime: Int64
+    public var inode: UInt64
+    public var device: UInt64
+    public var links: UInt64
+    public var rdevMajor: UInt32
+    public var rdevMinor: UInt32
+
+    public var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
+    public var isRegular: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
+    public var isSymlink: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFLNK) }
+    public var isCharacterDevice: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFCHR) }
+    public var isBlockDevice: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFBLK) }
+    public var isFIFO: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFIFO) }
+    public var isSocket: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFSOCK) }
+}
+
+extension FileIO {
+    /// lstat(2).
+    ///
+    /// - Throws: `SystemError` naming the path.
+    public static func status(_ path: String) throws -> FileStatus {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { throw SystemError("stat", path: path, errno: errno) }
+        return FileStatus(
+            mode: st.st_mode, uid: st.st_uid, gid: st.st_gid, size: Int64(st.st_size), mtime: Int64(st.st_mtim.tv_sec),
+            inode: UInt64(st.st_ino), device: UInt64(st.st_dev), links: UInt64(st.st_nlink),
+            rdevMajor: UInt32((st.st_rdev >> 8) & 0xFFF) | UInt32((st.st_rdev >> 32) & ~0xFFF),
+            rdevMinor: UInt32(st.st_rdev & 0xFF) | UInt32((st.st_rdev >> 12) & ~0xFF))
+    }
+
+    /// readlink(2).
+    public static func readLink(_ path: String) throws -> String {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = readlink(path, &buffer, 4096)
+        guard n >= 0 else { throw SystemError("readlink", path: path, errno: errno) }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// rename(2).
+    public static func rename(_ from: String, to: String) throws {
+        guard Glibc.rename(from, to) == 0 else { throw SystemError("rename", path: "\(from) → \(to)", errno: errno) }
+    }
+}
+
+extension FileIO {
+    /// An extended attribute of `path` (not following a final symlink); nil when absent.
+    public static func xattr(_ path: String, name: String) -> [UInt8]? {
+        var value = [UInt8](repeating: 0, count: 4096)
+        let n = value.withUnsafeMutableBytes { berth_lgetxattr(path, name, $0.baseAddress, $0.count) }
+        return n >= 0 ? Array(value[0..<n]) : nil
     }
 }

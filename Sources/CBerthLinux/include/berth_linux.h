@@ -124,6 +124,17 @@ int berth_pidfd_wait(int pidfd, int *code, int *status, int options);
 /* GNU extensions the Swift Glibc module does not show. */
 int berth_pipe2_cloexec(int fds[2]);
 int berth_accept_cloexec_nonblock(int listener);
+/* GNU flag values the Swift Glibc module does not show. */
+enum { BERTH_O_PATH = 010000000, BERTH_AT_EMPTY_PATH = 0x1000 };
+
+/* openat2 with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `path` cannot leave `dirfd`. */
+int berth_openat2_in_root(int dirfd, const char *path, int flags, unsigned long long mode);
+unsigned long long berth_makedev(unsigned int major, unsigned int minor);
+/* lsetxattr on the file an O_PATH descriptor refers to. */
+int berth_fsetxattr_path(int opath_fd, const char *name, const void *value, size_t size);
+
+ssize_t berth_lgetxattr(const char *path, const char *name, void *value, size_t size);
+
 /* "EINVAL", or NULL for an unknown errno. */
 const char *berth_errno_name(int error);
 

@@ -1,0 +1,280 @@
+public import BerthModel
+import BerthLinux
+import Foundation
+import Glibc
+import Synchronization
+
+/// Where image records are kept (the agent's database).
+public protocol ImageIndex: Sendable {
+    func allImages() throws -> [Image]
+    /// Inserts or replaces the image with this ID.
+    func save(_ image: Image) throws
+    func deleteImage(id: String) throws
+}
+
+/// Images of one agent: blobs in a content store, layers unpacked once per
+/// chain ID under `layers/`, records in an `ImageIndex`.
+public final class ImageStore: Sendable {
+    public let root: String
+    public let content: ContentStore
+    private let index: any ImageIndex
+    private let lock = Mutex(())
+
+    /// - Throws: `BerthError` when the directories cannot be made.
+    public init(root: String, index: any ImageIndex) throws {
+        self.root = root
+        self.index = index
+        do {
+            self.content = try ContentStore(root: "\(root)/content")
+            try Directories.create("\(root)/layers", mode: 0o700)
+        } catch {
+            throw BerthError(.internal, "cannot prepare the image store under \(root)", underlying: error)
+        }
+    }
+
+    /// The chain ID of each layer: chain(0) = diff(0); chain(n) = sha256(chain(n-1) + " " + diff(n)).
+    public static func chainIDs(_ diffIDs: [Digest]) -> [Digest] {
+        var chains: [Digest] = []
+        for diff in diffIDs {
+            if let last = chains.last {
+                chains.append(Digest.of(Data("\(last) \(diff)".utf8)))
+            } else {
+                chains.append(diff)
+            }
+        }
+        return chains
+    }
+
+    public func layerPath(_ chainID: Digest) -> String { "\(root)/layers/\(chainID.hex)" }
+
+    /// The overlay lowerdirs of an image: top layer first, as overlayfs wants them.
+    public func lowerDirectories(of image: Image) throws -> [String] {
+        let diffs = try image.layers.map { try Digest($0) }
+        let dirs = Self.chainIDs(diffs).map(layerPath)
+        for dir in dirs where !FileIO.isDirectory(dir) {
+            throw BerthError(.internal, "image \(image.shortID): layer \(dir) is missing; remove the image and import it again")
+        }
+        return dirs.reversed()
+    }
+
+    // MARK: Lookup
+
+    public func list() throws -> [Image] {
+        try index.allImages().sorted { $0.createdAt > $1.createdAt }
+    }
+
+    /// Finds an image by name (`busybox`, `busybox:1`), full ID, `sha256:` ID,
+    /// or an unambiguous ID prefix of at least 4 hex digits.
+    ///
+    /// - Throws: `BerthError.notFound`, or `invalidArgument` for an ambiguous prefix.
+    public func resolve(_ text: String) throws -> Image {
+        let images = try index.allImages()
+        if let reference = try? ImageReference(parsing: text), let match = images.first(where: { $0.names.contains(reference.canonical) }) {
+            return match
+        }
+        let hex = text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text
+        if hex.count >= 4, hex.allSatisfy(\.isHexDigit) {
+            let matches = images.filter { $0.id.dropFirst(7).hasPrefix(hex.lowercased()) }
+            if matches.count == 1 { return matches[0] }
+            if matches.count > 1 { throw BerthError.invalid("image ID prefix \"\(text)\" matches \(matches.count) images; give more digits") }
+        }
+        throw BerthError.notFound("image", text)
+    }
+
+    // MARK: Import
+
+    /// What an import made.
+    public struct ImportResult: Sendable {
+        public var image: Image
+        public var warnings: [String]
+    }
+
+    /// Imports a root filesystem (a tar archive or a directory) as a
+    /// single-layer image named `reference`, as `docker import` does.
+    ///
+    /// - Throws: `BerthError` for a missing or unreadable source, a malformed
+    ///   or hostile archive; nothing is left behind then, and images already
+    ///   stored are untouched.
+    public func importRootfs(from path: String, reference: ImageReference, config: ImageConfig = ImageConfig()) throws -> ImportResult {
+        let status: FileStatus
+        do {
+            status = try FileIO.status(path)
+        } catch {
+            throw BerthError(.notFound, "cannot import \(path): no such file or directory")
+        }
+        let writer = try content.ingest()
+        let blob: Digest
+        do {
+            if status.isDirectory {
+                var tar = TarWriter { bytes in try bytes.withUnsafeBytes { try writer.append($0) } }
+                try DirectoryArchiver.archive(path, into: &tar)
+            } else {
+                try copy(path, into: writer)
+            }
+            blob = try writer.commit()
+        } catch let error as BerthError {
+            writer.abandon()
+            throw error
+        } catch {
+            writer.abandon()
+            throw BerthError(.invalidArgument, "cannot read \(path)", underlying: error)
+        }
+        let layerSize = writer.bytesWritten
+        let diffID = blob
+        var warnings: [String] = []
+        let chain = Self.chainIDs([diffID])[0]
+        do {
+            warnings = try unpackLayer(blob: blob, chainID: chain)
+        } catch {
+            // A layer that did not unpack is not kept in the store either.
+            try? content.delete(blob)
+            throw error
+        }
+
+        var imageConfig = config
+        if imageConfig.env.isEmpty { imageConfig.env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] }
+        let created = Date()
+        let oci = OCIImageConfig(
+            image: imageConfig, diffIDs: [diffID], architecture: Platform.architecture, os: "linux", created: created,
+            comment: "imported from \(status.isDirectory ? "a directory" : "a tar archive")")
+        let configBytes = try OCIImageConfig.encoder().encode(oci)
+        let configDigest = try content.write(configBytes)
+        let manifest = OCIManifest(
+            config: .init(mediaType: "application/vnd.oci.image.config.v1+json", digest: configDigest.description, size: Int64(configBytes.count)),
+            layers: [.init(mediaType: "application/vnd.oci.image.layer.v1.tar", digest: blob.description, size: layerSize)])
+        let manifestBytes = try OCIImageConfig.encoder().encode(manifest)
+        let manifestDigest = try content.write(manifestBytes)
+
+        let image = Image(
+            id: configDigest.description, names: [reference.canonical], digest: manifestDigest.description, sizeBytes: layerSize,
+            layers: [diffID.description], os: "linux", architecture: Platform.architecture, config: oci.imageConfig, createdAt: created)
+        try lock.withLock { _ in try assign(reference, to: image) }
+        return ImportResult(image: try resolve(image.id), warnings: warnings)
+    }
+
+    /// Records `image`, moving the name from any other image that held it
+    /// (an image left without names stays, like docker's dangling images).
+    private func assign(_ reference: ImageReference, to image: Image) throws {
+        var existing = try index.allImages()
+        for var other in existing where other.id != image.id && other.names.contains(reference.canonical) {
+            other.names.removeAll { $0 == reference.canonical }
+            try index.save(other)
+        }
+        existing = try index.allImages()
+        var record = existing.first { $0.id == image.id } ?? image
+        if !record.names.contains(reference.canonical) { record.names.append(reference.canonical) }
+        try index.save(record)
+    }
+
+    private func copy(_ path: String, into writer: BlobWriter) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            try buffer.withUnsafeBytes { try writer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+    }
+
+    /// Unpacks a layer blob once: into a temporary directory, renamed into
+    /// place only when complete.
+    func unpackLayer(blob: Digest, chainID: Digest) throws -> [String] {
+        let target = layerPath(chainID)
+        if FileIO.isDirectory(target) { return [] }
+        let temporary = "\(root)/layers/.tmp-\(UUID().uuidString)"
+        do {
+            try FileIO.makeDirectory(temporary, mode: 0o755)
+            let fd = open(content.path(blob), O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw SystemError("open", path: content.path(blob), errno: errno) }
+            defer { close(fd) }
+            var reader = TarReader(FileByteSource(fd: fd))
+            let report = try LayerUnpacker.unpack(&reader, into: temporary)
+            do {
+                try FileIO.rename(temporary, to: target)
+            } catch let error as SystemError where error.errno == EEXIST || error.errno == ENOTEMPTY {
+                // Another import unpacked the same layer meanwhile.
+                try? RootedDirectory(path: "\(root)/layers").remove(String(temporary.split(separator: "/").last!))
+            }
+            return report.warnings
+        } catch {
+            try? RootedDirectory(path: "\(root)/layers").remove(String(temporary.split(separator: "/").last!))
+            if let hostile = error as? LayerUnpacker.HostileEntry {
+                throw BerthError.invalid("refused a hostile layer: \(hostile)")
+            }
+            if let malformed = error as? TarError {
+                throw BerthError.invalid("not a valid layer: \(malformed)")
+            }
+            throw BerthError(.internal, "cannot unpack layer \(blob.short)", underlying: error)
+        }
+    }
+
+    // MARK: Removal
+
+    /// Removes a name, or the image with all its names when given an ID.
+    /// The image's layers and blobs go with its last name unless a container
+    /// uses it.
+    ///
+    /// - Parameter inUse: whether a container uses the image ID.
+    /// - Throws: `BerthError.failedPrecondition` when a container uses the
+    ///   image and `force` is not set.
+    public func remove(_ text: String, force: Bool, inUse: (String) -> Bool) throws -> (untagged: [String], deleted: [String]) {
+        try lock.withLock { _ in
+            var image = try resolve(text)
+            var untagged: [String] = []
+            let byName = (try? ImageReference(parsing: text)).map { image.names.contains($0.canonical) } ?? false
+            if byName && image.names.count > 1, let reference = try? ImageReference(parsing: text) {
+                image.names.removeAll { $0 == reference.canonical }
+                try index.save(image)
+                return ([reference.familiar], [])
+            }
+            if inUse(image.id) && !force {
+                throw BerthError(
+                    .failedPrecondition,
+                    "image \(image.names.first.flatMap { try? ImageReference(parsing: $0).familiar } ?? image.shortID) is used by a container; remove the container first or use --force"
+                )
+            }
+            untagged = image.names.compactMap { try? ImageReference(parsing: $0).familiar }
+            try index.deleteImage(id: image.id)
+            var deleted = [image.id]
+            if !inUse(image.id) {
+                deleted += try collectGarbage()
+            }
+            return (untagged, deleted)
+        }
+    }
+
+    /// Deletes blobs and layers no image refers to. Returns what went.
+    public func collectGarbage() throws -> [String] {
+        let images = try index.allImages()
+        var keepBlobs = Set<String>()
+        var keepLayers = Set<String>()
+        for image in images {
+            keepBlobs.insert(image.id)
+            keepBlobs.insert(image.digest)
+            let diffs = image.layers.compactMap { try? Digest($0) }
+            keepBlobs.formUnion(diffs.map(\.description))
+            keepLayers.formUnion(Self.chainIDs(diffs).map(\.hex))
+        }
+        var removed: [String] = []
+        for digest in try content.all() where !keepBlobs.contains(digest.description) {
+            try content.delete(digest)
+            removed.append(digest.description)
+        }
+        let layers = try RootedDirectory(path: "\(root)/layers")
+        for name in try FileIO.list("\(root)/layers") where !keepLayers.contains(name) {
+            try layers.remove(name)
+        }
+        return removed
+    }
+
+    /// Adds a name to an image.
+    public func tag(_ text: String, as reference: ImageReference) throws {
+        try lock.withLock { _ in try assign(reference, to: try resolve(text)) }
+    }
+}

@@ -1,0 +1,135 @@
+import BerthLinux
+import Glibc
+
+/// Unpacks an image layer (a tar stream) into a directory without letting
+/// any entry reach outside it: names with `..` are refused, every path is
+/// resolved beneath the directory by the kernel (so a symlink planted by an
+/// earlier entry cannot redirect a later write), hard links resolve inside
+/// the layer only, and overlay whiteouts become what overlayfs expects.
+public struct LayerUnpacker {
+    public struct Options: Sendable {
+        /// Create character and block devices from the layer. Off by default:
+        /// device nodes are skipped with a warning.
+        public var allowDeviceNodes = false
+        public init() {}
+    }
+
+    /// What an unpack did.
+    public struct Report: Sendable {
+        public var entries = 0
+        public var bytes: Int64 = 0
+        public var warnings: [String] = []
+    }
+
+    /// A layer that tries to do what a layer may not.
+    public struct HostileEntry: Error, Sendable, CustomStringConvertible {
+        public var name: String
+        public var reason: String
+        public var description: String { "layer entry \"\(name)\": \(reason)" }
+    }
+
+    /// The cleaned, relative form of an entry name; throws for `..`.
+    static func clean(_ name: String) throws -> String {
+        var parts: [Substring] = []
+        for part in name.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == ".." { throw HostileEntry(name: name, reason: "the name climbs out of the layer with \"..\"") }
+            parts.append(part)
+        }
+        return parts.joined(separator: "/")
+    }
+
+    /// Unpacks every entry of `reader` into `directory` (which must exist).
+    ///
+    /// - Throws: `TarError` for a malformed archive, `HostileEntry` for an
+    ///   entry that tries to leave the layer, `SystemError` for the kernel's
+    ///   refusals. The caller discards the directory on any error.
+    public static func unpack<S: ByteSource>(_ reader: inout TarReader<S>, into directory: String, options: Options = Options()) throws -> Report {
+        let root = try RootedDirectory(path: directory)
+        var report = Report()
+        var directories: [(String, TarEntry)] = []
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        while let entry = try reader.next() {
+            report.entries += 1
+            let path = try clean(entry.name)
+            if path.isEmpty { continue }  // the layer's root itself
+            let (parent, base) = RootedDirectory.split(path)
+            let parentPath = parent == "." ? "" : parent
+
+            if base == ".wh..wh..opq" {
+                try root.createDirectories(parentPath)
+                try root.setXattr(parentPath.isEmpty ? "." : parentPath, name: "trusted.overlay.opaque", value: Array("y".utf8))
+                continue
+            }
+            if base.hasPrefix(".wh..wh.") { continue }  // aufs bookkeeping
+            if base.hasPrefix(".wh.") {
+                let hidden = String(base.dropFirst(4))
+                guard !hidden.isEmpty, hidden != ".", hidden != ".." else {
+                    throw HostileEntry(name: entry.name, reason: "a whiteout must name a file")
+                }
+                let target = parentPath.isEmpty ? hidden : parentPath + "/" + hidden
+                try root.makeNode(target, mode: S_IFCHR | 0, major: 0, minor: 0)
+                continue
+            }
+
+            var mode: mode_t? = mode_t(entry.mode & 0o7777)
+            switch entry.kind {
+            case .directory:
+                try root.makeDirectory(path, mode: 0o755)
+                directories.append((path, entry))
+                continue
+            case .file:
+                let fd = try root.createFile(path, mode: 0o600)
+                defer { close(fd) }
+                var left = entry.size
+                while left > 0 {
+                    let n = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
+                    if n == 0 { break }
+                    try buffer.withUnsafeBytes { try writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                    left -= Int64(n)
+                }
+                report.bytes += entry.size
+            case .symlink:
+                try root.symlink(path, target: entry.linkName)
+                mode = nil
+            case .hardlink:
+                let existing = try clean(entry.linkName)
+                guard !existing.isEmpty else { throw HostileEntry(name: entry.name, reason: "a hard link to the layer's root") }
+                do {
+                    try root.hardlink(path, to: existing)
+                } catch let error as SystemError where error.errno == ENOENT {
+                    throw HostileEntry(name: entry.name, reason: "hard link to \"\(entry.linkName)\", which is not in this layer")
+                }
+                continue  // a link shares its target's attributes
+            case .characterDevice, .blockDevice:
+                guard options.allowDeviceNodes else {
+                    report.warnings.append("skipped device node \(path) (\(entry.devMajor):\(entry.devMinor))")
+                    continue
+                }
+                let type = entry.kind == .characterDevice ? S_IFCHR : S_IFBLK
+                try root.makeNode(path, mode: type | 0o600, major: entry.devMajor, minor: entry.devMinor)
+            case .fifo:
+                try root.makeNode(path, mode: S_IFIFO | 0o600, major: 0, minor: 0)
+            }
+            try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: mode, mtime: entry.mtime)
+            try applyXattrs(entry, path: path, root: root, report: &report)
+        }
+        // Directory times last: adding children changed them.
+        for (path, entry) in directories.reversed() {
+            try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: mode_t(entry.mode & 0o7777), mtime: entry.mtime)
+            try applyXattrs(entry, path: path, root: root, report: &report)
+        }
+        return report
+    }
+
+    private static func applyXattrs(_ entry: TarEntry, path: String, root: RootedDirectory, report: inout Report) throws {
+        for (name, value) in entry.xattrs.sorted(by: { $0.key < $1.key }) {
+            // trusted.* (overlay's own markers among them) are never taken from a layer.
+            guard name.hasPrefix("user.") || name.hasPrefix("security.") else {
+                report.warnings.append("ignored extended attribute \(name) on \(path)")
+                continue
+            }
+            try root.setXattr(path, name: name, value: value)
+        }
+    }
+}
