@@ -41,6 +41,13 @@ let package = Package(
             providers: [.apt(["libnghttp2-dev"])]
         ),
 
+        // libseccomp, which compiles seccomp profiles to BPF.
+        .systemLibrary(
+            name: "CSeccomp",
+            pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]
+        ),
+
         // Generated protobuf and gRPC code, plus conversions to and from BerthModel.
         .target(
             name: "BerthAPI",
@@ -104,6 +111,22 @@ let package = Package(
                 "BerthModel",
                 "BerthLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The container runtime: planning a container's start (mounts,
+        // identity, capabilities), seccomp compiled with libseccomp, the shim.
+        .target(
+            name: "BerthRuntime",
+            dependencies: [
+                "BerthModel",
+                "BerthLinux",
+                "BerthCgroups",
+                "BerthShimProtocol",
+                "CSeccomp",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

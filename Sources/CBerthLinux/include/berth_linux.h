@@ -135,6 +135,9 @@ int berth_fsetxattr_path(int opath_fd, const char *name, const void *value, size
 
 ssize_t berth_lgetxattr(const char *path, const char *name, void *value, size_t size);
 
+/* posix_spawn in a new session; `pass_fd` becomes the child's fd 3. */
+pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp[], int pass_fd, int stderr_fd);
+
 /* "EINVAL", or NULL for an unknown errno. */
 const char *berth_errno_name(int error);
 

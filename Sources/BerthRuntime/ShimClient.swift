@@ -1,0 +1,84 @@
+import BerthModel
+public import BerthShimProtocol
+import BerthLinux
+import Dispatch
+import NIOCore
+import NIOPosix
+
+/// The agent's side of one `berth-shim`: starting it, and asking it for
+/// state, signals, the exit, and deletion over its control socket.
+public struct ShimClient: Sendable {
+    public let bundleDir: String
+    public var socketPath: String { "\(bundleDir)/shim.sock" }
+
+    public init(bundleDir: String) {
+        self.bundleDir = bundleDir
+    }
+
+    /// Writes the config into the bundle, starts the shim, and waits for it
+    /// to report the container's process started (or why it did not).
+    ///
+    /// - Returns: the shim's pid and the start outcome.
+    /// - Throws: `BerthError` when the shim cannot be started or reports nothing.
+    public func start(config: ShimConfig, shimExecutable: String) async throws -> (shimPID: Int32, start: ShimStart) {
+        try AtomicFile.write(Array(config.record.text.utf8), to: "\(bundleDir)/config", mode: 0o600)
+        let spawned: Processes.Spawned
+        do {
+            spawned = try Processes.spawnSession(
+                executable: shimExecutable, arguments: ["--bundle", bundleDir, "--ready-fd", "3"],
+                environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                stderrPath: "\(bundleDir)/shim.log")
+        } catch {
+            throw BerthError(.internal, "cannot start berth-shim (\(shimExecutable))", underlying: error)
+        }
+        let bytes = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8], Never>) in
+            DispatchQueue.global().async { continuation.resume(returning: Processes.readToEnd(spawned.pipe)) }
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        do {
+            return (spawned.pid, try ShimStart(record: LineRecord(parsing: text)))
+        } catch {
+            Processes.reap(spawned.pid)
+            let log = (try? FileIO.read("\(bundleDir)/shim.log")) ?? ""
+            throw BerthError(.internal, "berth-shim exited without reporting a start\(log.isEmpty ? "" : ": \(log.suffix(500))")")
+        }
+    }
+
+    /// Sends one request and returns the reply (which for `wait` comes when
+    /// the process exits).
+    ///
+    /// - Throws: `BerthError.unavailable` when the shim does not answer.
+    public func request(_ request: ShimRequest) async throws -> LineRecord {
+        let path = socketPath
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(unixDomainSocketPath: path) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            return try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: request.line + "\n"))
+                var buffer = ByteBuffer()
+                for try await var chunk in inbound {
+                    buffer.writeBuffer(&chunk)
+                    if let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = buffer.readString(length: newline - buffer.readerIndex) ?? ""
+                        return try LineRecord(singleLine: line)
+                    }
+                }
+                throw BerthError(.unavailable, "the shim closed its socket without answering")
+            }
+        } catch let error as BerthError {
+            throw error
+        } catch {
+            throw BerthError(.unavailable, "the container's shim does not answer at \(path)", underlying: error)
+        }
+    }
+
+    /// The exit recorded in the bundle, if the process has exited.
+    public func recordedExit() -> ShimExit? {
+        guard let text = try? FileIO.read("\(bundleDir)/exit") else { return nil }
+        return try? ShimExit(record: LineRecord(parsing: text))
+    }
+}
