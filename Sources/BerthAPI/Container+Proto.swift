@@ -110,6 +110,7 @@ extension ContainerSpec {
         p.tty = tty
         p.openStdin = openStdin
         p.autoRemove = autoRemove
+        p.ulimits = ulimits.map { u in .with { $0.name = u.name; $0.soft = u.soft; $0.hard = u.hard } }
         return p
     }
 
@@ -141,7 +142,8 @@ extension ContainerSpec {
             securityOpts: p.securityOpts,
             tty: p.tty,
             openStdin: p.openStdin,
-            autoRemove: p.autoRemove)
+            autoRemove: p.autoRemove,
+            ulimits: try p.ulimits.map { u in try Ulimit(parsing: "\(u.name)=\(u.soft):\(u.hard)") })
     }
 }
 

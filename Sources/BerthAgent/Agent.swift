@@ -1,5 +1,7 @@
 import BerthAPI
 import BerthModel
+import BerthCgroups
+import BerthImages
 import BerthLinux
 import Foundation
 public import BerthTransport
@@ -19,6 +21,10 @@ public struct AgentConfiguration: Sendable {
     public var stateDir: String = "/run/berth"
     public var labels: [String: String] = [:]
     public var limits = TransportLimits()
+    /// The berth-shim executable; by default the one beside the agent's own.
+    public var shimExecutable: String?
+    /// Berth's subtree in each cgroup hierarchy.
+    public var cgroupParent = "berth"
 
     public init() {}
 
@@ -52,6 +58,10 @@ public struct AgentConfiguration: Sendable {
 public final class Agent: Service, Sendable {
     public let configuration: AgentConfiguration
     public let node: NodeDirectory
+    public let database: AgentDatabase
+    public let images: ImageStore
+    public let supervisor: ContainerSupervisor
+    let environment: RuntimeEnvironment
     private let logger: Logger
 
     /// Prepares the directories and the node's identity.
@@ -71,15 +81,29 @@ public final class Agent: Service, Sendable {
             throw BerthError(.permissionDenied, "cannot prepare the agent's directories: \(error)")
         }
         self.node = try NodeDirectory(rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels)
+        let shim = configuration.shimExecutable
+            ?? (Processes.currentExecutable as NSString).deletingLastPathComponent + "/berth-shim"
+        guard FileManager.default.isExecutableFile(atPath: shim) else {
+            throw BerthError(.unavailable, "berth-shim not found at \(shim); install it beside berth-agent or pass --shim PATH")
+        }
+        self.environment = RuntimeEnvironment(rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim)
+        self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db")
+        self.images = try ImageStore(root: configuration.rootDir, index: database)
+        let cgroups = try CgroupV1Driver.detectDriver(parent: configuration.cgroupParent)
+        let info = node.info()
+        self.supervisor = try ContainerSupervisor(
+            database: database, images: images, cgroups: cgroups, environment: environment, host: info.capacity, logger: logger)
     }
 
     /// Every service the agent answers.
     public var services: [any RegistrableRPCService] {
-        let later = "it arrives with container support in a later release"
+        let later = "it arrives in a later release"
+        let supervisor = self.supervisor
+        let images = self.images
         return [
-            NodeService(node: node),
-            PendingService(methods: Berth_Agent_V1_Containers.Method.descriptors, reason: later),
-            PendingService(methods: Berth_Agent_V1_Images.Method.descriptors, reason: later),
+            NodeService(node: node, counts: { (await supervisor.counts, (try? images.list().count) ?? 0) }),
+            ContainersService(supervisor: supervisor, environment: environment),
+            ImagesService(images: images, supervisor: supervisor, database: database),
             PendingService(methods: Berth_Agent_V1_Volumes.Method.descriptors, reason: later),
             PendingService(methods: Berth_Agent_V1_Networks.Method.descriptors, reason: later),
             PendingService(methods: Berth_Agent_V1_Events.Method.descriptors, reason: later),
@@ -104,6 +128,7 @@ public final class Agent: Service, Sendable {
                 "node.id": "\(node.id)", "socket": "\(configuration.socketPath)", "root": "\(configuration.rootDir)",
                 "state": "\(configuration.stateDir)",
             ])
+        await supervisor.restore()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 for server in servers {

@@ -1,5 +1,5 @@
 import BerthAPI
-import BerthModel
+public import BerthModel
 public import GRPCCore
 import Foundation
 import SwiftProtobuf
@@ -7,9 +7,12 @@ import SwiftProtobuf
 /// `berth.agent.v1.Node`: the agent's build, its host, and live host usage.
 public struct NodeService: Berth_Agent_V1_Node.SimpleServiceProtocol {
     private let node: NodeDirectory
+    private let counts: @Sendable () async -> (ContainerCounts, Int)
 
-    public init(node: NodeDirectory) {
+    /// - Parameter counts: containers by state and the number of images, now.
+    public init(node: NodeDirectory, counts: @escaping @Sendable () async -> (ContainerCounts, Int) = { (ContainerCounts(), 0) }) {
         self.node = node
+        self.counts = counts
     }
 
     public func version(
@@ -21,7 +24,8 @@ public struct NodeService: Berth_Agent_V1_Node.SimpleServiceProtocol {
     public func info(
         request: Berth_Agent_V1_GetNodeInfoRequest, context: ServerContext
     ) async throws -> Berth_Agent_V1_GetNodeInfoResponse {
-        .with { $0.info = node.info().proto }
+        let (containers, images) = await counts()
+        return .with { $0.info = node.info(containers: containers, images: images).proto }
     }
 
     public func watchUsage(

@@ -18,7 +18,11 @@ public struct BerthCommand: AsyncParsableCommand {
         commandName: "berth",
         abstract: "Run and manage containers on Berth agents.",
         version: CLIVersion.version,
-        subcommands: [VersionCommand.self, InfoCommand.self])
+        subcommands: [
+            RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, KillCommand.self, PauseCommand.self,
+            UnpauseCommand.self, RemoveCommand.self, PsCommand.self, InspectCommand.self, WaitCommand.self, UpdateCommand.self,
+            LogsCommand.self, ImageCommand.self, ImagesAlias.self, VersionCommand.self, InfoCommand.self,
+        ])
 
     public init() {}
 
@@ -80,6 +84,25 @@ extension BerthCommand {
         let configuration = command.configuration
         return [configuration.commandName ?? String(describing: command).lowercased()] + configuration.aliases
     }
+}
+
+/// `berth images`: docker's short form of `berth image ls`.
+struct ImagesAlias: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "images", abstract: "List images (same as image ls).")
+    @OptionGroup var list: ImageListOptions
+    func run() async throws {
+        var command = ImageList()
+        command.agent = list.agent
+        command.format = list.format
+        command.quiet = list.quiet
+        try await command.run()
+    }
+}
+
+struct ImageListOptions: ParsableArguments {
+    @OptionGroup var agent: AgentOptions
+    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Flag(name: .shortAndLong, help: "Only show image IDs.") var quiet = false
 }
 
 enum CLIVersion {

@@ -74,13 +74,25 @@ public protocol CgroupDriver: Sendable {
     func remove(_ name: String) throws
 
     func exists(_ name: String) -> Bool
+
+    /// What to mount at /sys/fs/cgroup inside a container (in its cgroup
+    /// namespace, read-only): the container sees its own cgroup as the root.
+    var containerMounts: [CgroupMount] { get }
 }
 
-extension CgroupDriver {
-    /// Picks the driver for this host.
+/// One filesystem to mount inside a container for its cgroups.
+public struct CgroupMount: Sendable, Hashable {
+    public var fstype: String
+    public var target: String
+    public var data: String
+    public var readOnly: Bool
+}
+
+extension CgroupV1Driver {
+    /// Picks the driver for this host's cgroup mode.
     ///
     /// - Throws: `BerthError.unavailable` when cgroups are not mounted.
-    public static func detect(root: String = "/sys/fs/cgroup", parent: String = "berth") throws -> any CgroupDriver {
+    public static func detectDriver(root: String = "/sys/fs/cgroup", parent: String = "berth") throws -> any CgroupDriver {
         switch try CgroupModeDetector.detectHost() {
         case .v2: return try CgroupV2Driver(root: root, parent: parent)
         case .v1: return try CgroupV1Driver(root: root, parent: parent, mode: .v1)

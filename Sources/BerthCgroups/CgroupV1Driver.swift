@@ -151,6 +151,11 @@ public struct CgroupV1Driver: CgroupDriver {
         }
     }
 
+    public var containerMounts: [CgroupMount] {
+        [CgroupMount(fstype: "tmpfs", target: "/sys/fs/cgroup", data: "mode=755", readOnly: false)]
+            + controllers.map { CgroupMount(fstype: "cgroup", target: "/sys/fs/cgroup/\($0)", data: $0, readOnly: true) }
+    }
+
     public func procsFiles(_ name: String) -> [String] {
         controllers.map { "\(path($0, name))/cgroup.procs" }
     }

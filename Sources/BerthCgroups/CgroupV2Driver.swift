@@ -96,6 +96,10 @@ public struct CgroupV2Driver: CgroupDriver {
 
     public func procsFiles(_ name: String) -> [String] { ["\(path(name))/cgroup.procs"] }
 
+    public var containerMounts: [CgroupMount] {
+        [CgroupMount(fstype: "cgroup2", target: "/sys/fs/cgroup", data: "", readOnly: true)]
+    }
+
     public func oomCounterFile(_ name: String) -> String { "\(path(name))/memory.events" }
 
     public func freeze(_ name: String) throws {

@@ -53,6 +53,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     public var openStdin: Bool
     /// Remove the container when it exits (`--rm`).
     public var autoRemove: Bool
+    /// Process limits (`--ulimit`); limits not given are inherited from the agent.
+    public var ulimits: [Ulimit]
 
     public init(
         name: String? = nil,
@@ -80,7 +82,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         securityOpts: [String] = [],
         tty: Bool = false,
         openStdin: Bool = false,
-        autoRemove: Bool = false
+        autoRemove: Bool = false,
+        ulimits: [Ulimit] = []
     ) {
         self.name = name
         self.image = image
@@ -108,6 +111,45 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.tty = tty
         self.openStdin = openStdin
         self.autoRemove = autoRemove
+        self.ulimits = ulimits
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
+        case network, networkAliases, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
+        case securityOpts, tty, openStdin, autoRemove, ulimits
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            name: try c.decodeIfPresent(String.self, forKey: .name),
+            image: try c.decode(String.self, forKey: .image),
+            entrypoint: try c.decodeIfPresent([String].self, forKey: .entrypoint),
+            command: try c.decodeIfPresent([String].self, forKey: .command) ?? [],
+            env: try c.decodeIfPresent([String].self, forKey: .env) ?? [],
+            workingDir: try c.decodeIfPresent(String.self, forKey: .workingDir),
+            user: try c.decodeIfPresent(String.self, forKey: .user),
+            labels: try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:],
+            hostname: try c.decodeIfPresent(String.self, forKey: .hostname),
+            resources: try c.decodeIfPresent(Resources.self, forKey: .resources) ?? Resources(),
+            mounts: try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? [],
+            ports: try c.decodeIfPresent([PortMapping].self, forKey: .ports) ?? [],
+            publishAll: try c.decodeIfPresent(Bool.self, forKey: .publishAll) ?? false,
+            network: try c.decodeIfPresent(String.self, forKey: .network) ?? "bridge",
+            networkAliases: try c.decodeIfPresent([String].self, forKey: .networkAliases) ?? [],
+            restartPolicy: try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .no,
+            stopSignal: try c.decodeIfPresent(Signal.self, forKey: .stopSignal),
+            stopTimeout: try c.decodeIfPresent(Int.self, forKey: .stopTimeout),
+            readOnlyRootfs: try c.decodeIfPresent(Bool.self, forKey: .readOnlyRootfs) ?? false,
+            initProcess: try c.decodeIfPresent(Bool.self, forKey: .initProcess) ?? false,
+            capAdd: try c.decodeIfPresent([String].self, forKey: .capAdd) ?? [],
+            capDrop: try c.decodeIfPresent([String].self, forKey: .capDrop) ?? [],
+            securityOpts: try c.decodeIfPresent([String].self, forKey: .securityOpts) ?? [],
+            tty: try c.decodeIfPresent(Bool.self, forKey: .tty) ?? false,
+            openStdin: try c.decodeIfPresent(Bool.self, forKey: .openStdin) ?? false,
+            autoRemove: try c.decodeIfPresent(Bool.self, forKey: .autoRemove) ?? false,
+            ulimits: try c.decodeIfPresent([Ulimit].self, forKey: .ulimits) ?? [])
     }
 
     /// The default grace period between the stop signal and SIGKILL.

@@ -95,3 +95,44 @@ public struct Resources: Codable, Sendable, Hashable {
         }
     }
 }
+
+/// A process limit (`--ulimit nofile=1024:2048`).
+public struct Ulimit: Codable, Sendable, Hashable, CustomStringConvertible {
+    /// The limits Linux knows, by docker's names.
+    public static let names: [String: Int32] = [
+        "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7, "memlock": 8, "as": 9,
+        "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14, "rttime": 15,
+    ]
+
+    public var name: String
+    public var soft: Int64
+    public var hard: Int64
+
+    public init(name: String, soft: Int64, hard: Int64) {
+        self.name = name
+        self.soft = soft
+        self.hard = hard
+    }
+
+    /// Parses `name=soft[:hard]`; -1 means unlimited.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for an unknown name or soft above hard.
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let resource = Ulimit.names[parts[0]] else {
+            throw BerthError.invalid("ulimit \"\(text)\": expected NAME=SOFT[:HARD] with NAME one of \(Ulimit.names.keys.sorted().joined(separator: ", "))")
+        }
+        _ = resource
+        let values = parts[1].split(separator: ":", maxSplits: 1).map { Int64($0) }
+        guard let soft = values.first ?? nil, let hard = values.count == 2 ? values[1] : soft else {
+            throw BerthError.invalid("ulimit \"\(text)\": the limits must be whole numbers")
+        }
+        if hard != -1 && (soft == -1 || soft > hard) {
+            throw BerthError.invalid("ulimit \"\(text)\": the soft limit \(soft) is above the hard limit \(hard)")
+        }
+        self.init(name: parts[0], soft: soft, hard: hard)
+    }
+
+    public var resource: Int32 { Ulimit.names[name] ?? -1 }
+    public var description: String { "\(name)=\(soft):\(hard)" }
+}

@@ -1,3 +1,4 @@
+public import BerthCgroups
 public import BerthModel
 public import BerthShimProtocol
 import Foundation
@@ -17,11 +18,14 @@ public struct RuntimePaths: Sendable {
     public var logFile: String
     public var logMaxBytes: Int
     public var logMaxFiles: Int
+    /// The container's view of its cgroups, mounted under /sys/fs/cgroup.
+    public var cgroupMounts: [CgroupMount]
 
     public init(
         containerDir: String, bundleDir: String, lowerDirs: [String], cgroupProcs: [String], oomCounterFile: String,
-        seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3
+        seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3, cgroupMounts: [CgroupMount] = []
     ) {
+        self.cgroupMounts = cgroupMounts
         self.containerDir = containerDir
         self.bundleDir = bundleDir
         self.lowerDirs = lowerDirs
@@ -49,7 +53,6 @@ public enum RuntimePlanner {
     static let msNodev: UInt = 4
     static let msNoexec: UInt = 8
     static let msStrictatime: UInt = 1 << 24
-    static let rlimitNofile: Int32 = 7
 
     public static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -126,6 +129,11 @@ public enum RuntimePlanner {
             M(kind: .filesystem, source: "mqueue", target: "/dev/mqueue", fstype: "mqueue", flags: msNosuid | msNoexec | msNodev),
             M(kind: .filesystem, source: "sysfs", target: "/sys", fstype: "sysfs", flags: msNosuid | msNoexec | msNodev | msRdonly),
         ]
+        for cgroup in paths.cgroupMounts {
+            mounts.append(
+                M(kind: .filesystem, source: cgroup.fstype, target: cgroup.target, fstype: cgroup.fstype, data: cgroup.data,
+                  flags: msNosuid | msNodev | msNoexec | (cgroup.readOnly ? msRdonly : 0)))
+        }
         for file in ["hostname", "hosts", "resolv.conf"] {
             mounts.append(M(kind: .bind, source: "\(paths.containerDir)/\(file)", target: "/etc/\(file)", flags: msNosuid | msNodev | msNoexec))
         }
@@ -167,7 +175,10 @@ public enum RuntimePlanner {
             uid: user.uid,
             gid: user.gid,
             groups: user.additionalGroups,
-            rlimits: [ShimConfig.Rlimit(resource: rlimitNofile, soft: 1_048_576, hard: 1_048_576)],
+            rlimits: spec.ulimits.map { u in
+                ShimConfig.Rlimit(
+                    resource: u.resource, soft: u.soft < 0 ? UInt64.max : UInt64(u.soft), hard: u.hard < 0 ? UInt64.max : UInt64(u.hard))
+            },
             capBounding: capabilities,
             capEffective: isRoot ? capabilities : 0,
             capPermitted: isRoot ? capabilities : 0,

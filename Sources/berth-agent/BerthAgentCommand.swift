@@ -33,6 +33,12 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @Option(help: "The berth-shim executable (default: beside berth-agent).")
+    var shim: String?
+
+    @Option(help: "Berth's subtree in each cgroup hierarchy.")
+    var cgroupParent = "berth"
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -48,6 +54,8 @@ struct BerthAgentCommand: AsyncParsableCommand {
         configuration.socketPath = socket
         configuration.rootDir = root
         configuration.stateDir = state
+        configuration.shimExecutable = shim
+        configuration.cgroupParent = cgroupParent
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             for label in labels {

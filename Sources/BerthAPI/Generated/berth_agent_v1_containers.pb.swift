@@ -278,11 +278,33 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
     set {_uniqueStorage()._autoRemove = newValue}
   }
 
+  public var ulimits: [Berth_Agent_V1_Ulimit] {
+    get {_storage._ulimits}
+    set {_uniqueStorage()._ulimits = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A process limit; -1 means unlimited.
+public nonisolated struct Berth_Agent_V1_Ulimit: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var soft: Int64 = 0
+
+  public var hard: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Berth_Agent_V1_StringList: Sendable {
@@ -471,6 +493,9 @@ public nonisolated struct Berth_Agent_V1_StartContainerResponse: Sendable {
   public var hasContainer: Bool {self._container != nil}
   /// Clears the value of `container`. Subsequent reads from it will return its default value.
   public mutating func clearContainer() {self._container = nil}
+
+  /// Non-fatal notes, such as rlimits that could not be applied.
+  public var warnings: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1213,7 +1238,7 @@ nonisolated extension Berth_Agent_V1_LogStream: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1242,6 +1267,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _tty: Bool = false
     var _openStdin: Bool = false
     var _autoRemove: Bool = false
+    var _ulimits: [Berth_Agent_V1_Ulimit] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1278,6 +1304,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _tty = source._tty
       _openStdin = source._openStdin
       _autoRemove = source._autoRemove
+      _ulimits = source._ulimits
     }
   }
 
@@ -1322,6 +1349,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 24: try { try decoder.decodeSingularBoolField(value: &_storage._tty) }()
         case 25: try { try decoder.decodeSingularBoolField(value: &_storage._openStdin) }()
         case 26: try { try decoder.decodeSingularBoolField(value: &_storage._autoRemove) }()
+        case 27: try { try decoder.decodeRepeatedMessageField(value: &_storage._ulimits) }()
         default: break
         }
       }
@@ -1412,6 +1440,9 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       if _storage._autoRemove != false {
         try visitor.visitSingularBoolField(value: _storage._autoRemove, fieldNumber: 26)
       }
+      if !_storage._ulimits.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._ulimits, fieldNumber: 27)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1447,10 +1478,51 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._tty != rhs_storage._tty {return false}
         if _storage._openStdin != rhs_storage._openStdin {return false}
         if _storage._autoRemove != rhs_storage._autoRemove {return false}
+        if _storage._ulimits != rhs_storage._ulimits {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_Ulimit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Ulimit"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}soft\0\u{1}hard\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.soft) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.hard) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.soft != 0 {
+      try visitor.visitSingularInt64Field(value: self.soft, fieldNumber: 2)
+    }
+    if self.hard != 0 {
+      try visitor.visitSingularInt64Field(value: self.hard, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_Ulimit, rhs: Berth_Agent_V1_Ulimit) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.soft != rhs.soft {return false}
+    if lhs.hard != rhs.hard {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1769,7 +1841,7 @@ nonisolated extension Berth_Agent_V1_StartContainerRequest: SwiftProtobuf.Messag
 
 nonisolated extension Berth_Agent_V1_StartContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StartContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}container\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}container\0\u{1}warnings\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1778,6 +1850,7 @@ nonisolated extension Berth_Agent_V1_StartContainerResponse: SwiftProtobuf.Messa
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._container) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.warnings) }()
       default: break
       }
     }
@@ -1791,11 +1864,15 @@ nonisolated extension Berth_Agent_V1_StartContainerResponse: SwiftProtobuf.Messa
     try { if let v = self._container {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.warnings.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.warnings, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Agent_V1_StartContainerResponse, rhs: Berth_Agent_V1_StartContainerResponse) -> Bool {
     if lhs._container != rhs._container {return false}
+    if lhs.warnings != rhs.warnings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

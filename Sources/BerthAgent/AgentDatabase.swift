@@ -1,0 +1,193 @@
+public import BerthImages
+public import BerthModel
+import Foundation
+import GRDB
+
+/// The agent's records in `<root>/agent.db` (SQLite, WAL): containers,
+/// images and the event log. Every change is a transaction: a crash at any
+/// moment leaves the database as it was before or after the change.
+public final class AgentDatabase: ImageIndex, Sendable {
+    private let pool: DatabasePool
+    public let path: String
+
+    /// Opens (creating and migrating as needed) the database.
+    ///
+    /// - Throws: `BerthError.internal` when the file cannot be opened.
+    public init(path: String) throws {
+        self.path = path
+        do {
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(10)
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw BerthError(.internal, "cannot open the agent database \(path)", underlying: error)
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.create(table: "container") { t in
+                t.column("id", .text).primaryKey()
+                t.column("name", .text).notNull().unique()
+                t.column("record", .blob).notNull()
+            }
+            try db.create(table: "image") { t in
+                t.column("id", .text).primaryKey()
+                t.column("record", .blob).notNull()
+            }
+            try db.create(table: "event") { t in
+                t.autoIncrementedPrimaryKey("revision")
+                t.column("time", .double).notNull()
+                t.column("type", .text).notNull()
+                t.column("action", .text).notNull()
+                t.column("actor", .text).notNull()
+                t.column("attributes", .blob).notNull()
+            }
+        }
+        return m
+    }
+
+    private static let encoder = BerthJSON.encoder(pretty: false)
+    private static let decoder = BerthJSON.decoder()
+
+    private func wrap<T>(_ what: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as BerthError {
+            throw error
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw BerthError(.alreadyExists, "\(what): \(error.message ?? "constraint failed")")
+        } catch {
+            throw BerthError(.internal, "agent database: \(what)", underlying: error)
+        }
+    }
+
+    // MARK: Containers
+
+    public func allContainers() throws -> [Container] {
+        try wrap("read containers") {
+            try pool.read { db in
+                try Data.fetchAll(db, sql: "SELECT record FROM container").map { try Self.decoder.decode(Container.self, from: $0) }
+            }
+        }
+    }
+
+    /// Inserts a new container, and appends events in the same transaction.
+    ///
+    /// - Throws: `BerthError.alreadyExists` when the name is taken.
+    @discardableResult
+    public func insert(_ container: Container, events: [PendingEvent] = []) throws -> [Event] {
+        let data = try Self.encoder.encode(container)
+        return try wrap("container name \"\(container.name)\" is already in use") {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO container (id, name, record) VALUES (?, ?, ?)", arguments: [container.id.rawValue, container.name, data])
+                return try events.map { try Self.append($0, db) }
+            }
+        }
+    }
+
+    /// Replaces a container's record, and appends events in the same transaction.
+    @discardableResult
+    public func update(_ container: Container, events: [PendingEvent] = []) throws -> [Event] {
+        let data = try Self.encoder.encode(container)
+        return try wrap("update container") {
+            try pool.write { db in
+                try db.execute(sql: "UPDATE container SET name = ?, record = ? WHERE id = ?", arguments: [container.name, data, container.id.rawValue])
+                return try events.map { try Self.append($0, db) }
+            }
+        }
+    }
+
+    /// Removes a container's record, and appends events in the same transaction.
+    @discardableResult
+    public func delete(container id: ContainerID, events: [PendingEvent] = []) throws -> [Event] {
+        try wrap("delete container") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM container WHERE id = ?", arguments: [id.rawValue])
+                return try events.map { try Self.append($0, db) }
+            }
+        }
+    }
+
+    // MARK: Images
+
+    public func allImages() throws -> [Image] {
+        try wrap("read images") {
+            try pool.read { db in
+                try Data.fetchAll(db, sql: "SELECT record FROM image").map { try Self.decoder.decode(Image.self, from: $0) }
+            }
+        }
+    }
+
+    public func save(_ image: Image) throws {
+        let data = try Self.encoder.encode(image)
+        try wrap("save image") {
+            try pool.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO image (id, record) VALUES (?, ?)", arguments: [image.id, data])
+            }
+        }
+    }
+
+    public func deleteImage(id: String) throws {
+        try wrap("delete image") {
+            try pool.write { db in try db.execute(sql: "DELETE FROM image WHERE id = ?", arguments: [id]) }
+        }
+    }
+
+    // MARK: Events
+
+    /// An event before the log gives it a revision.
+    public struct PendingEvent: Sendable {
+        public var type: EventType
+        public var action: EventAction
+        public var actorID: String
+        public var attributes: [String: String]
+        public var time: Date
+
+        public init(type: EventType, action: EventAction, actorID: String, attributes: [String: String] = [:], time: Date = Date()) {
+            self.type = type
+            self.action = action
+            self.actorID = actorID
+            self.attributes = attributes
+            self.time = time
+        }
+    }
+
+    static func append(_ event: PendingEvent, _ db: GRDB.Database) throws -> Event {
+        let attributes = try encoder.encode(event.attributes)
+        try db.execute(
+            sql: "INSERT INTO event (time, type, action, actor, attributes) VALUES (?, ?, ?, ?, ?)",
+            arguments: [event.time.timeIntervalSince1970, event.type.rawValue, event.action.rawValue, event.actorID, attributes])
+        return Event(
+            revision: UInt64(db.lastInsertedRowID), time: event.time, type: event.type, action: event.action, actorID: event.actorID,
+            attributes: event.attributes)
+    }
+
+    /// Appends events on their own.
+    @discardableResult
+    public func append(_ events: [PendingEvent]) throws -> [Event] {
+        try wrap("append events") {
+            try pool.write { db in try events.map { try Self.append($0, db) } }
+        }
+    }
+
+    /// Events after `revision`, oldest first, at most `limit`.
+    public func events(after revision: UInt64, limit: Int = 10_000) throws -> [Event] {
+        try wrap("read events") {
+            try pool.read { db in
+                try Row.fetchAll(
+                    db, sql: "SELECT revision, time, type, action, actor, attributes FROM event WHERE revision > ? ORDER BY revision LIMIT ?",
+                    arguments: [Int64(revision), limit]
+                ).map { row in
+                    let attributes: Data = row["attributes"]
+                    return Event(
+                        revision: UInt64(row["revision"] as Int64), time: Date(timeIntervalSince1970: row["time"]),
+                        type: EventType(rawValue: row["type"]) ?? .container, action: EventAction(rawValue: row["action"]),
+                        actorID: row["actor"], attributes: (try? Self.decoder.decode([String: String].self, from: attributes)) ?? [:])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,649 @@
+import BerthCgroups
+import BerthImages
+import BerthLinux
+public import BerthModel
+import BerthRuntime
+import BerthShimProtocol
+import Foundation
+public import Logging
+
+/// Where the agent keeps things, and how it starts shims.
+public struct RuntimeEnvironment: Sendable {
+    public var rootDir: String
+    public var stateDir: String
+    public var shimExecutable: String
+    public var logMaxBytes: Int
+    public var logMaxFiles: Int
+
+    public init(rootDir: String, stateDir: String, shimExecutable: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3) {
+        self.rootDir = rootDir
+        self.stateDir = stateDir
+        self.shimExecutable = shimExecutable
+        self.logMaxBytes = logMaxBytes
+        self.logMaxFiles = logMaxFiles
+    }
+
+    func containerDir(_ id: ContainerID) -> String { "\(rootDir)/containers/\(id.rawValue)" }
+    func bundleDir(_ id: ContainerID) -> String { "\(stateDir)/containers/\(id.rawValue)" }
+    func logFile(_ id: ContainerID) -> String { "\(containerDir(id))/logs/container.log" }
+}
+
+/// Owns every container of this host: their records, their shims, their
+/// cgroups, and every state transition (each one persisted with its event).
+///
+/// State is re-checked after every `await`: other calls may have run.
+public actor ContainerSupervisor {
+    private struct Live {
+        var shimPID: Int32?
+        var monitor: Task<Void, Never>?
+        var restart: Task<Void, Never>?
+    }
+
+    let database: AgentDatabase
+    let images: ImageStore
+    let cgroups: any CgroupDriver
+    let environment: RuntimeEnvironment
+    let host: NodeCapacity
+    let logger: Logger
+    private var containers: [ContainerID: Container] = [:]
+    private var live: [ContainerID: Live] = [:]
+    private var waiters: [ContainerID: [CheckedContinuation<Container?, Never>]] = [:]
+    private var listeners: [UUID: @Sendable ([Event]) -> Void] = [:]
+
+    /// - Throws: `BerthError` when the records cannot be read.
+    public init(
+        database: AgentDatabase, images: ImageStore, cgroups: any CgroupDriver, environment: RuntimeEnvironment, host: NodeCapacity,
+        logger: Logger
+    ) throws {
+        self.database = database
+        self.images = images
+        self.cgroups = cgroups
+        self.environment = environment
+        self.host = host
+        self.logger = logger
+        for container in try database.allContainers() { containers[container.id] = container }
+        try Directories.create("\(environment.rootDir)/containers", mode: 0o700)
+        try Directories.create("\(environment.stateDir)/containers", mode: 0o700)
+    }
+
+    // MARK: Events
+
+    /// Calls `listener` with every event recorded from now on; returns a token to stop.
+    public func subscribe(_ listener: @escaping @Sendable ([Event]) -> Void) -> UUID {
+        let id = UUID()
+        listeners[id] = listener
+        return id
+    }
+
+    public func unsubscribe(_ id: UUID) { listeners.removeValue(forKey: id) }
+
+    private func publish(_ events: [Event]) {
+        guard !events.isEmpty else { return }
+        for listener in listeners.values { listener(events) }
+    }
+
+    private func event(_ action: EventAction, _ container: Container, _ extra: [String: String] = [:]) -> AgentDatabase.PendingEvent {
+        var attributes = ["name": container.name, "image": container.spec.image]
+        attributes.merge(extra) { _, new in new }
+        return AgentDatabase.PendingEvent(type: .container, action: action, actorID: container.id.rawValue, attributes: attributes)
+    }
+
+    /// Persists a container and its events together, then tells listeners.
+    private func commit(_ container: Container, _ events: [AgentDatabase.PendingEvent] = []) throws {
+        let recorded = try database.update(container, events: events)
+        containers[container.id] = container
+        publish(recorded)
+    }
+
+    // MARK: Lookup
+
+    /// Finds a container by ID, unique ID prefix, or name.
+    ///
+    /// - Throws: `BerthError.notFound`, or `invalidArgument` for an ambiguous prefix.
+    public func find(_ reference: String) throws -> Container {
+        if let byName = containers.values.first(where: { $0.name == reference || "/" + $0.name == reference }) { return byName }
+        let matches = containers.values.filter { $0.id.rawValue.hasPrefix(reference) }
+        if matches.count == 1 { return matches[0] }
+        if matches.count > 1 { throw BerthError.invalid("container ID prefix \"\(reference)\" matches \(matches.count) containers") }
+        throw BerthError.notFound("container", reference)
+    }
+
+    public func list(all: Bool) -> [Container] {
+        containers.values.filter { all || $0.status.state.isActive }.sorted { $0.status.createdAt > $1.status.createdAt }
+    }
+
+    public func inspect(_ reference: String) throws -> Container { try find(reference) }
+
+    public var counts: ContainerCounts {
+        var c = ContainerCounts()
+        for container in containers.values {
+            c.total += 1
+            switch container.status.state {
+            case .running: c.running += 1
+            case .paused: c.paused += 1
+            default: c.stopped += 1
+            }
+        }
+        return c
+    }
+
+    /// Image IDs used by any container.
+    public var imagesInUse: Set<String> { Set(containers.values.map(\.imageID)) }
+
+    // MARK: Create
+
+    /// Creates a container (state `created`) from a present image.
+    ///
+    /// - Returns: the container and warnings for the person.
+    /// - Throws: `BerthError` for an invalid spec, an unknown image, a taken
+    ///   name; nothing is left behind then.
+    public func create(_ requested: ContainerSpec) throws -> (Container, [String]) {
+        var spec = requested
+        try spec.validate(on: host)
+        let image = try images.resolve(spec.image)
+        if let name = spec.name, containers.values.contains(where: { $0.name == name }) {
+            throw BerthError(.alreadyExists, "container name \"\(name)\" is already in use; remove that container or choose another name")
+        }
+        let name = spec.name ?? NameGenerator.make(avoiding: Set(containers.values.map(\.name)))
+        spec.name = name
+        for mount in spec.mounts {
+            switch mount.kind {
+            case .bind:
+                guard FileIO.exists(mount.source) else {
+                    throw BerthError.invalid("bind source path does not exist: \(mount.source)")
+                }
+            case .volume:
+                throw BerthError(.unimplemented, "volume mounts (\(mount.target)) are not supported by this agent yet")
+            case .tmpfs:
+                break
+            }
+        }
+        _ = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
+        _ = try SecurityOptions(spec.securityOpts)
+        let layers = try images.lowerDirectories(of: image)
+        _ = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
+        _ = try RuntimePlanner.command(spec: spec, image: image.config)
+
+        let id = ContainerID.random()
+        let container = Container(id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()))
+        let dir = environment.containerDir(id)
+        do {
+            for sub in ["", "/upper", "/work", "/rootfs", "/logs"] { try Directories.create(dir + sub, mode: 0o700) }
+            let hostname = spec.hostname ?? id.short
+            try AtomicFile.write(Array("\(hostname)\n".utf8), to: "\(dir)/hostname")
+            try AtomicFile.write(Array(RuntimePlanner.hostsFile(hostname: hostname).utf8), to: "\(dir)/hosts")
+            let resolv = (try? FileIO.read("/etc/resolv.conf")) ?? ""
+            try AtomicFile.write(Array(RuntimePlanner.resolvConf(host: resolv).utf8), to: "\(dir)/resolv.conf")
+            let recorded = try database.insert(container, events: [event(.create, container)])
+            containers[id] = container
+            publish(recorded)
+        } catch {
+            try? RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)
+            throw error
+        }
+        return (container, [])
+    }
+
+    // MARK: Start
+
+    /// created or exited → running.
+    ///
+    /// - Returns: the container and warnings (limits that could not be applied).
+    /// - Throws: `BerthError.failedPrecondition` from another state; the
+    ///   child's stage and errno when the process cannot be started (the
+    ///   container is then `exited` with reason StartFailed).
+    public func start(_ reference: String) async throws -> (Container, [String]) {
+        let container = try find(reference)
+        guard container.status.state == .created || container.status.state == .exited else {
+            throw BerthError(.failedPrecondition, "container \(container.name) is \(container.status.state); only a created or exited container can be started")
+        }
+        live[container.id]?.restart?.cancel()
+        return try await launch(container.id, restart: false)
+    }
+
+    private func launch(_ id: ContainerID, restart: Bool) async throws -> (Container, [String]) {
+        guard var container = containers[id] else { throw BerthError.notFound("container", id.short) }
+        let image = try images.resolve(container.imageID)
+        let spec = container.spec
+        let bundle = environment.bundleDir(id)
+        let shim = ShimClient(bundleDir: bundle)
+        let config: ShimConfig
+        do {
+            try? RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
+            try Directories.create(bundle, mode: 0o700)
+            if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
+            try cgroups.create(id.rawValue, resources: spec.resources)
+            let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
+            let security = try SecurityOptions(spec.securityOpts)
+            var seccompPath: String?
+            if let profile = try security.seccompProfile() {
+                seccompPath = "\(bundle)/seccomp.bpf"
+                try SeccompCompiler.compile(
+                    profile, capabilities: Capabilities.names(in: capabilities), to: seccompPath!, kernel: Processes.kernelRelease)
+            }
+            let layers = try images.lowerDirectories(of: image)
+            let user = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
+            let paths = RuntimePaths(
+                containerDir: environment.containerDir(id), bundleDir: bundle, lowerDirs: layers,
+                cgroupProcs: cgroups.procsFiles(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
+                seccompProgram: seccompPath, logFile: environment.logFile(id), logMaxBytes: environment.logMaxBytes,
+                logMaxFiles: environment.logMaxFiles, cgroupMounts: cgroups.containerMounts)
+            config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
+        } catch {
+            try? cgroups.remove(id.rawValue)
+            throw error
+        }
+        let (shimPID, outcome) = try await shim.start(config: config, shimExecutable: environment.shimExecutable)
+        // Other calls may have run while the shim started.
+        guard let current = containers[id] else {
+            _ = try? await shim.request(.delete)
+            throw BerthError.notFound("container", id.short)
+        }
+        container = current
+        switch outcome {
+        case .failed(let stage, let errno, let name, let detail):
+            Processes.reap(shimPID)
+            try? cgroups.remove(id.rawValue)
+            let message = Self.startFailure(stage: stage, errno: errno, errnoName: name, detail: detail, command: config.args)
+            try container.status.markStartFailed(message, exitCode: errno == 2 ? 127 : 126, at: Date())
+            try commit(container, [event(.die, container, ["exitCode": String(container.status.exitCode ?? 127), "reason": "StartFailed", "error": message])])
+            resumeWaiters(id)
+            throw BerthError(.failedPrecondition, message)
+        case .started(let pid, let startedAt, let warnings):
+            try container.status.markStarted(pid: pid, at: Date(timeIntervalSince1970: Double(startedAt) / 1e9), restart: restart)
+            var events = [event(.start, container)]
+            if restart { events.insert(event(.restart, container, ["restartCount": String(container.status.restartCount)]), at: 0) }
+            try commit(container, events)
+            live[id, default: Live()].shimPID = shimPID
+            monitor(id, shim: shim)
+            for warning in warnings { logger.warning("container limit not applied", metadata: ["container.id": "\(id.short)", "warning": "\(warning)"]) }
+            return (container, warnings)
+        }
+    }
+
+    /// docker's wording for start failures where docker has one.
+    static func startFailure(stage: String, errno: Int32, errnoName: String, detail: String, command: [String]) -> String {
+        let program = command.first ?? ""
+        if stage.hasPrefix("exec") {
+            if errno == 2 {
+                return program.contains("/")
+                    ? "exec: \"\(program)\": no such file or directory"
+                    : "exec: \"\(program)\": executable file not found in $PATH"
+            }
+            if errno == 13 { return "exec: \"\(program)\": permission denied" }
+        }
+        let what = detail.isEmpty ? stage : "\(stage) (\(detail))"
+        return "\(what): \(errnoName.isEmpty ? "errno \(errno)" : errnoName)"
+    }
+
+    /// Waits on the shim for the process's exit, then records it.
+    private func monitor(_ id: ContainerID, shim: ShimClient) {
+        live[id, default: Live()].monitor = Task { [weak self] in
+            var attempts = 0
+            while !Task.isCancelled {
+                do {
+                    let reply = try await shim.request(.wait)
+                    let exit = try ShimExit(record: reply)
+                    await self?.exited(id, exit: exit)
+                    return
+                } catch {
+                    // The shim may be gone; it leaves its exit record behind if the process ended.
+                    if let exit = shim.recordedExit() {
+                        await self?.exited(id, exit: exit)
+                        return
+                    }
+                    attempts += 1
+                    if attempts > 5 {
+                        await self?.lost(id, reason: "its shim stopped answering (\(error))")
+                        return
+                    }
+                    try? await Task.sleep(for: .milliseconds(200 * attempts))
+                }
+            }
+        }
+    }
+
+    /// The shim vanished without an exit record (host reboot, kill -9 of the shim).
+    private func lost(_ id: ContainerID, reason: String) {
+        guard var container = containers[id], container.status.state.isActive else { return }
+        logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
+        try? container.status.markExited(ProcessExit(exitCode: 255), at: Date())
+        try? commit(container, [event(.die, container, ["exitCode": "255", "error": reason])])
+        try? cgroups.remove(id.rawValue)
+        live[id]?.monitor = nil
+        resumeWaiters(id)
+    }
+
+    private func exited(_ id: ContainerID, exit: ShimExit) async {
+        guard var container = containers[id], container.status.state.isActive else { return }
+        let signal = exit.signal > 0 ? Signal(number: exit.signal) : nil
+        let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: exit.oomKilled)
+        if container.status.state == .paused { try? cgroups.thaw(id.rawValue) }
+        do {
+            try container.status.markExited(processExit, at: Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9))
+        } catch {
+            logger.error("exit could not be recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+            return
+        }
+        var events: [AgentDatabase.PendingEvent] = []
+        if exit.oomKilled { events.append(event(.oom, container)) }
+        var attributes = ["exitCode": String(exit.code), "reason": processExit.reason.rawValue]
+        if let signal { attributes["signal"] = signal.name }
+        events.append(event(.die, container, attributes))
+        do {
+            try commit(container, events)
+        } catch {
+            logger.error("exit could not be persisted", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
+        let shim = ShimClient(bundleDir: environment.bundleDir(id))
+        _ = try? await shim.request(.delete)
+        if let pid = live[id]?.shimPID { reap(pid) }
+        live[id]?.shimPID = nil
+        live[id]?.monitor = nil
+        do {
+            try cgroups.remove(id.rawValue)
+        } catch {
+            logger.warning("cgroup not removed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
+        resumeWaiters(id)
+        scheduleRestartIfNeeded(id)
+    }
+
+    private func reap(_ pid: Int32) {
+        Task.detached {
+            for _ in 0..<100 {
+                if Processes.reap(pid) { return }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    private func scheduleRestartIfNeeded(_ id: ContainerID) {
+        guard let container = containers[id], container.status.state == .exited else { return }
+        let policy = container.spec.restartPolicy
+        let status = container.status
+        if policy.shouldRestart(exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser) {
+            let delay = RestartPolicy.backoff(attempt: status.restartCount)
+            live[id, default: Live()].restart = Task { [weak self] in
+                try? await Task.sleep(for: delay)
+                guard !Task.isCancelled else { return }
+                await self?.restartAfterExit(id)
+            }
+        } else if container.spec.autoRemove {
+            Task { [weak self] in try? await self?.remove(id.rawValue, force: false) }
+        }
+    }
+
+    private func restartAfterExit(_ id: ContainerID) async {
+        guard let container = containers[id], container.status.state == .exited, !container.status.stoppedByUser else { return }
+        do {
+            _ = try await launch(id, restart: true)
+        } catch {
+            logger.error("restart failed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+            scheduleRestartIfNeeded(id)
+        }
+    }
+
+    // MARK: Stop, kill, pause
+
+    /// Sends the stop signal, waits the grace period, then SIGKILL.
+    ///
+    /// - Parameter timeout: seconds; nil uses the container's (10 by default); -1 waits forever.
+    public func stop(_ reference: String, timeout: Int? = nil) async throws -> Container {
+        var container = try find(reference)
+        let id = container.id
+        live[id]?.restart?.cancel()
+        guard container.status.state.isActive else {
+            if container.status.state == .exited && !container.status.stoppedByUser {
+                container.status.noteStopRequested()
+                try commit(container)
+            }
+            return container
+        }
+        container.status.noteStopRequested()
+        let image = try? images.resolve(container.imageID)
+        let signal = try container.spec.stopSignal ?? (image.flatMap { $0.config.stopSignal.isEmpty ? nil : try Signal(parsing: $0.config.stopSignal) }) ?? .terminate
+        let grace = timeout ?? container.spec.stopTimeout ?? ContainerSpec.defaultStopTimeout
+        try commit(container, [event(.kill, container, ["signal": signal.name])])
+        try await sendSignal(id, signal)
+        let exitedInTime = await waitForExit(id, timeout: grace < 0 ? nil : .seconds(grace))
+        if !exitedInTime {
+            if let current = containers[id], current.status.state.isActive {
+                try? commit(current, [event(.kill, current, ["signal": "SIGKILL"])])
+                try await sendSignal(id, .kill)
+                _ = await waitForExit(id, timeout: .seconds(30))
+            }
+        }
+        guard let final = containers[id] else { throw BerthError.notFound("container", reference) }
+        try commit(final, [event(.stop, final)])
+        return final
+    }
+
+    private func sendSignal(_ id: ContainerID, _ signal: Signal) async throws {
+        let shim = ShimClient(bundleDir: environment.bundleDir(id))
+        let reply = try await shim.request(.signal(signal.number))
+        if let error = reply["error"], containers[id]?.status.state.isActive == true {
+            throw BerthError(.internal, "cannot send \(signal.name): \(error)")
+        }
+        // A frozen process handles signals only once thawed.
+        if containers[id]?.status.state == .paused, signal == .kill || signal == .terminate || signal == .interrupt {
+            try? cgroups.thaw(id.rawValue)
+        }
+    }
+
+    /// Sends a signal (SIGKILL by default).
+    public func kill(_ reference: String, signal: Signal = .kill) async throws {
+        var container = try find(reference)
+        guard container.status.state.isActive else {
+            throw BerthError(.failedPrecondition, "container \(container.name) is not running")
+        }
+        container.status.noteStopRequested()
+        try commit(container, [event(.kill, container, ["signal": signal.name])])
+        try await sendSignal(container.id, signal)
+    }
+
+    public func pause(_ reference: String) throws {
+        var container = try find(reference)
+        guard container.status.state == .running else {
+            throw BerthError(.failedPrecondition, "container \(container.name) is \(container.status.state); only a running container can be paused")
+        }
+        try cgroups.freeze(container.id.rawValue)
+        try container.status.markPaused()
+        try commit(container, [event(.pause, container)])
+    }
+
+    public func resume(_ reference: String) throws {
+        var container = try find(reference)
+        guard container.status.state == .paused else {
+            throw BerthError(.failedPrecondition, "container \(container.name) is not paused")
+        }
+        try cgroups.thaw(container.id.rawValue)
+        try container.status.markResumed()
+        try commit(container, [event(.unpause, container)])
+    }
+
+    // MARK: Wait
+
+    private func resumeWaiters(_ id: ContainerID) {
+        let container = containers[id]
+        for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume(returning: container) }
+    }
+
+    /// Waits until the container is not active; true when it happened within `timeout`.
+    private func waitForExit(_ id: ContainerID, timeout: Duration?) async -> Bool {
+        if containers[id]?.status.state.isActive != true { return true }
+        if let timeout {
+            let finished = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    _ = await self.exitRecord(id)
+                    return true
+                }
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            return finished || containers[id]?.status.state.isActive != true
+        }
+        _ = await exitRecord(id)
+        return true
+    }
+
+    /// The container as it was when it stopped running (nil if it was removed first).
+    private func exitRecord(_ id: ContainerID) async -> Container? {
+        await withCheckedContinuation { continuation in
+            if let container = containers[id], !container.status.state.isActive {
+                continuation.resume(returning: container)
+            } else if containers[id] == nil {
+                continuation.resume(returning: nil)
+            } else {
+                waiters[id, default: []].append(continuation)
+            }
+        }
+    }
+
+    /// Blocks until the container is no longer running (it may never have
+    /// started), then returns it as it was at that moment, even if it was
+    /// removed right after (`--rm`).
+    public func wait(_ reference: String) async throws -> Container {
+        let container = try find(reference)
+        return await exitRecord(container.id) ?? container
+    }
+
+    // MARK: Update
+
+    public func update(_ reference: String, resources: Resources, restartPolicy: RestartPolicy?) throws -> Container {
+        var container = try find(reference)
+        var merged = container.spec.resources
+        if let v = resources.memory { merged.memory = v }
+        if let v = resources.memorySwap { merged.memorySwap = v }
+        if let v = resources.cpus { merged.cpus = v }
+        if let v = resources.cpuShares { merged.cpuShares = v }
+        if let v = resources.cpusetCPUs { merged.cpusetCPUs = v }
+        if let v = resources.cpusetMems { merged.cpusetMems = v }
+        if let v = resources.pidsLimit { merged.pidsLimit = v }
+        if let v = resources.ioWeight { merged.ioWeight = v }
+        try merged.validate(on: host)
+        if container.status.state.isActive {
+            try cgroups.update(container.id.rawValue, resources: resources)
+        }
+        container.spec.resources = merged
+        if let restartPolicy { container.spec.restartPolicy = restartPolicy }
+        try commit(container, [event(.update, container)])
+        return container
+    }
+
+    // MARK: Remove
+
+    /// Removes a container that is not active (with `force`, kills it first).
+    ///
+    /// - Throws: `BerthError.failedPrecondition` for an active container without
+    ///   force; a removal that fails half-way leaves the container `dead`.
+    public func remove(_ reference: String, force: Bool) async throws {
+        let container = try find(reference)
+        let id = container.id
+        live[id]?.restart?.cancel()
+        if container.status.state.isActive {
+            guard force else {
+                throw BerthError(.failedPrecondition, "cannot remove container \(container.name): it is \(container.status.state); stop it first or use --force")
+            }
+            var stopping = container
+            stopping.status.noteStopRequested()
+            try commit(stopping, [event(.kill, stopping, ["signal": "SIGKILL"])])
+            try? await sendSignal(id, .kill)
+            if !(await waitForExit(id, timeout: .seconds(30))) {
+                throw BerthError(.internal, "container \(container.name) did not exit after SIGKILL")
+            }
+        }
+        guard var current = containers[id] else { return }
+        do {
+            _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete)
+            if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
+            try RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
+            try RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)
+            let recorded = try database.delete(container: id, events: [event(.destroy, current)])
+            containers.removeValue(forKey: id)
+            live.removeValue(forKey: id)
+            for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume(returning: current) }
+            publish(recorded)
+        } catch {
+            let message = "removal failed: \(error)"
+            if (try? current.status.markDead(message)) != nil {
+                try? commit(current, [event(.die, current, ["error": message])])
+            }
+            throw BerthError(.internal, "cannot remove container \(current.name)", underlying: error)
+        }
+    }
+
+    // MARK: Live restore
+
+    /// Re-adopts the shims of containers that ran while the agent was away,
+    /// records exits that happened meanwhile, and starts containers whose
+    /// restart policy asks for it.
+    public func restore() async {
+        for container in containers.values where container.status.state.isActive {
+            let shim = ShimClient(bundleDir: environment.bundleDir(container.id))
+            do {
+                let state = try await shim.request(.state)
+                if state["state"] == "exited" {
+                    await exited(container.id, exit: try ShimExit(record: state))
+                } else {
+                    logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(state["pid"] ?? "?")"])
+                    monitor(container.id, shim: shim)
+                }
+            } catch {
+                if let exit = shim.recordedExit() {
+                    await exited(container.id, exit: exit)
+                } else {
+                    lost(container.id, reason: "its shim is gone (was the host restarted?)")
+                }
+            }
+        }
+        for container in containers.values where container.status.state == .exited {
+            let policy = container.spec.restartPolicy
+            if (policy == .always || policy == .unlessStopped) && !container.status.stoppedByUser {
+                _ = try? await launch(container.id, restart: true)
+            }
+        }
+    }
+}
+
+/// `--security-opt` values Berth understands.
+struct SecurityOptions {
+    enum Seccomp {
+        case defaultProfile
+        case unconfined
+        case file(String)
+    }
+
+    var seccomp: Seccomp = .defaultProfile
+
+    /// - Throws: `BerthError.invalidArgument` for an option Berth does not know.
+    init(_ options: [String]) throws {
+        for option in options {
+            let parts = option.split(separator: option.contains("=") ? "=" : ":", maxSplits: 1).map(String.init)
+            switch (parts.first, parts.count) {
+            case ("seccomp", 2):
+                seccomp = parts[1] == "unconfined" ? .unconfined : .file(parts[1])
+                if case .file(let path) = seccomp { _ = try SeccompProfile.load(path: path) }
+            case ("no-new-privileges", _):
+                if parts.count == 2 && parts[1] == "false" {
+                    throw BerthError.invalid("--security-opt no-new-privileges=false: Berth always sets no_new_privs")
+                }
+            default:
+                throw BerthError.invalid("--security-opt \"\(option)\": supported are seccomp=unconfined, seccomp=PROFILE.json and no-new-privileges")
+            }
+        }
+    }
+
+    func seccompProfile() throws -> SeccompProfile? {
+        switch seccomp {
+        case .defaultProfile: return .default
+        case .unconfined: return nil
+        case .file(let path): return try SeccompProfile.load(path: path)
+        }
+    }
+}

@@ -1,0 +1,135 @@
+import BerthAPI
+import BerthModel
+public import GRPCCore
+import Foundation
+import SwiftProtobuf
+
+/// `berth.agent.v1.Containers`: a thin adapter from the wire to the supervisor.
+public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol {
+    let supervisor: ContainerSupervisor
+    let environment: RuntimeEnvironment
+
+    public init(supervisor: ContainerSupervisor, environment: RuntimeEnvironment) {
+        self.supervisor = supervisor
+        self.environment = environment
+    }
+
+    public func create(request: Berth_Agent_V1_CreateContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_CreateContainerResponse {
+        let (container, warnings) = try await supervisor.create(try ContainerSpec(proto: request.spec))
+        return .with {
+            $0.id = container.id.rawValue
+            $0.warnings = warnings
+        }
+    }
+
+    public func start(request: Berth_Agent_V1_StartContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_StartContainerResponse {
+        let (container, warnings) = try await supervisor.start(request.container)
+        return .with {
+            $0.container = container.proto
+            $0.warnings = warnings
+        }
+    }
+
+    public func stop(request: Berth_Agent_V1_StopContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_StopContainerResponse {
+        let container = try await supervisor.stop(request.container, timeout: request.hasTimeoutSeconds ? Int(request.timeoutSeconds) : nil)
+        return .with { $0.container = container.proto }
+    }
+
+    public func kill(request: Berth_Agent_V1_KillContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_KillContainerResponse {
+        let signal = request.signal.isEmpty ? Signal.kill : try Signal(parsing: request.signal)
+        try await supervisor.kill(request.container, signal: signal)
+        return .init()
+    }
+
+    public func pause(request: Berth_Agent_V1_PauseContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_PauseContainerResponse {
+        try await supervisor.pause(request.container)
+        return .init()
+    }
+
+    public func resume(request: Berth_Agent_V1_ResumeContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_ResumeContainerResponse {
+        try await supervisor.resume(request.container)
+        return .init()
+    }
+
+    public func remove(request: Berth_Agent_V1_RemoveContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveContainerResponse {
+        try await supervisor.remove(request.container, force: request.force)
+        return .init()
+    }
+
+    public func wait(request: Berth_Agent_V1_WaitContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_WaitContainerResponse {
+        let container = try await supervisor.wait(request.container)
+        return .with {
+            $0.exitCode = container.status.exitCode ?? 0
+            $0.signal = container.status.signal?.name ?? ""
+            $0.reason = container.status.reason?.rawValue ?? ""
+            $0.error = container.status.error ?? ""
+        }
+    }
+
+    public func inspect(request: Berth_Agent_V1_InspectContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_InspectContainerResponse {
+        let container = try await supervisor.inspect(request.container)
+        return .with { $0.container = container.proto }
+    }
+
+    public func list(request: Berth_Agent_V1_ListContainersRequest, context: ServerContext) async throws -> Berth_Agent_V1_ListContainersResponse {
+        var containers = await supervisor.list(all: request.all)
+        for filter in request.filters {
+            containers = try containers.filter { c in
+                switch filter.key {
+                case "name": return filter.values.contains { c.name.contains($0) }
+                case "id": return filter.values.contains { c.id.rawValue.hasPrefix($0) }
+                case "status": return filter.values.contains(c.status.state.rawValue)
+                case "label":
+                    return filter.values.contains { v in
+                        let kv = v.split(separator: "=", maxSplits: 1).map(String.init)
+                        return kv.count == 2 ? c.spec.labels[kv[0]] == kv[1] : c.spec.labels[kv[0]] != nil
+                    }
+                default: throw BerthError.invalid("filter \"\(filter.key)\": supported filters are name, id, status and label")
+                }
+            }
+        }
+        return .with { $0.containers = containers.map(\.proto) }
+    }
+
+    public func update(request: Berth_Agent_V1_UpdateContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_UpdateContainerResponse {
+        let policy = request.restartPolicy.isEmpty ? nil : try RestartPolicy(parsing: request.restartPolicy)
+        let container = try await supervisor.update(request.container, resources: try Resources(proto: request.resources), restartPolicy: policy)
+        return .with { $0.container = container.proto }
+    }
+
+    public func exec(
+        request: RPCAsyncSequence<Berth_Agent_V1_ExecRequest, any Error>, response: RPCWriter<Berth_Agent_V1_ExecResponse>,
+        context: ServerContext
+    ) async throws {
+        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Containers/Exec is not implemented by this agent yet")
+    }
+
+    public func logs(
+        request: Berth_Agent_V1_ContainerLogsRequest, response: RPCWriter<Berth_Agent_V1_ContainerLogsResponse>, context: ServerContext
+    ) async throws {
+        let container = try await supervisor.inspect(request.container)
+        let reader = ContainerLogReader(path: environment.logFile(container.id))
+        let supervisor = self.supervisor
+        let id = container.id.rawValue
+        try await reader.stream(
+            tail: request.hasTail ? Int(request.tail) : nil, since: request.hasSince ? request.since.date : nil,
+            until: request.hasUntil ? request.until.date : nil, follow: request.follow,
+            isRunning: { (try? await supervisor.inspect(id).status.state.isActive) ?? false }
+        ) { lines in
+            try await response.write(
+                contentsOf: lines.map { line in
+                    .with {
+                        $0.stream = line.stream == .stdout ? .stdout : .stderr
+                        $0.time = Google_Protobuf_Timestamp(date: line.time)
+                        $0.line = Data(line.text + (line.complete ? [UInt8(ascii: "\n")] : []))
+                    }
+                })
+        }
+    }
+
+    public func stats(
+        request: Berth_Agent_V1_ContainerStatsRequest, response: RPCWriter<Berth_Agent_V1_ContainerStatsResponse>, context: ServerContext
+    ) async throws {
+        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Containers/Stats is not implemented by this agent yet")
+    }
+}

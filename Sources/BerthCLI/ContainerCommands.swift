@@ -1,0 +1,369 @@
+import ArgumentParser
+import BerthAPI
+import BerthModel
+import Dispatch
+import Foundation
+import GRPCCore
+import SwiftProtobuf
+import BerthTransport
+
+
+
+/// `berth run`: create, start, and (unless -d) stream the output and exit
+/// with the container's exit code.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Create and run a new container from an image.")
+
+    @OptionGroup var agent: AgentOptions
+    @OptionGroup var flags: ContainerFlags
+    @Flag(name: [.customShort("d"), .long], help: "Run in the background and print the container ID.") var detach = false
+    @Argument(help: "The image.") var image: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String] = []
+
+    func run() async throws {
+        var spec = try flags.spec(image: image, command: command, environment: ProcessInfo.processInfo.environment)
+        let detach = self.detach
+        // Attached, this command removes the container itself once its output
+        // is read; detached, the agent does.
+        let removeAfter = spec.autoRemove && !detach
+        if removeAfter { spec.autoRemove = false }
+        let request = spec
+        let code: Int32 = try await agent.connection().withClient { grpc in
+            let containers = Berth_Agent_V1_Containers.Client(wrapping: grpc)
+            let created = try await containers.create(.with { $0.spec = request.proto })
+            created.warnings.forEach { Console.error("WARNING: \($0)") }
+            let id = created.id
+            do {
+                let started = try await containers.start(.with { $0.container = id })
+                started.warnings.forEach { Console.error("WARNING: \($0)") }
+            } catch {
+                // Like docker: a command that cannot be started exits 127 (not found) or 126.
+                let status = try? await containers.inspect(.with { $0.container = id }).container.status
+                if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true }) }
+                if let status, status.reason == "StartFailed", status.hasExitCode {
+                    Console.error("berth: \(status.error)")
+                    return status.exitCode
+                }
+                throw error
+            }
+            if detach {
+                Console.print(id)
+                return 0
+            }
+            let forwarding = SignalForwarder(containers: containers, id: id)
+            defer { forwarding.cancel() }
+            try await LogsCommand.stream(containers: containers, id: id, follow: true, tail: nil, timestamps: false, since: nil)
+            var options = CallOptions.defaults
+            options.timeout = nil
+            let result = try await containers.wait(.with { $0.container = id }, options: options)
+            if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true }) }
+            return result.exitCode
+        }
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+/// Forwards Ctrl-C and SIGTERM to the container while `run` is attached.
+final class SignalForwarder {
+    private let sources: [any DispatchSourceSignal]
+
+    init(containers: Berth_Agent_V1_Containers.Client<some ClientTransport>, id: String) {
+        var sources: [any DispatchSourceSignal] = []
+        for (signal, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
+            Foundation.signal(signal, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+            source.setEventHandler {
+                Task { _ = try? await containers.kill(.with { $0.container = id; $0.signal = name }) }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
+}
+
+struct CreateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a new container.")
+    @OptionGroup var agent: AgentOptions
+    @OptionGroup var flags: ContainerFlags
+    @Argument var image: String
+    @Argument(parsing: .captureForPassthrough) var command: [String] = []
+
+    func run() async throws {
+        let spec = try flags.spec(image: image, command: command, environment: ProcessInfo.processInfo.environment)
+        let created = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Containers.Client(wrapping: grpc).create(.with { $0.spec = spec.proto })
+        }
+        created.warnings.forEach { Console.error("WARNING: \($0)") }
+        Console.print(created.id)
+    }
+}
+
+/// Runs one call per named container, printing the name on success, as docker does.
+struct EachContainer {
+    static func run(_ agent: AgentOptions, _ names: [String], _ call: @escaping @Sendable (Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>, String) async throws -> Void) async throws {
+        var failed = false
+        for name in names {
+            do {
+                try await agent.connection().withClient { grpc in
+                    try await call(Berth_Agent_V1_Containers.Client(wrapping: grpc), name)
+                }
+                Console.print(name)
+            } catch let error as BerthError {
+                Console.error("berth: \(error)")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct StartCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "start", abstract: "Start stopped containers.")
+    @OptionGroup var agent: AgentOptions
+    @Argument var containers: [String]
+    func run() async throws {
+        try await EachContainer.run(agent, containers) { c, name in
+            let r = try await c.start(.with { $0.container = name })
+            r.warnings.forEach { Console.error("WARNING: \($0)") }
+        }
+    }
+}
+
+struct StopCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop running containers (the stop signal, then SIGKILL).")
+    @OptionGroup var agent: AgentOptions
+    @Option(name: [.customShort("t"), .long], help: "Seconds to wait before killing.") var time: Int32?
+    @Argument var containers: [String]
+    func run() async throws {
+        let time = self.time
+        try await EachContainer.run(agent, containers) { c, name in
+            _ = try await c.stop(.with {
+                $0.container = name
+                if let time { $0.timeoutSeconds = time }
+            })
+        }
+    }
+}
+
+struct KillCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Send a signal to containers (SIGKILL by default).")
+    @OptionGroup var agent: AgentOptions
+    @Option(name: [.customShort("s"), .long], help: "Signal to send.") var signal = "KILL"
+    @Argument var containers: [String]
+    func run() async throws {
+        _ = try Signal(parsing: signal)
+        let signal = self.signal
+        try await EachContainer.run(agent, containers) { c, name in
+            _ = try await c.kill(.with {
+                $0.container = name
+                $0.signal = signal
+            })
+        }
+    }
+}
+
+struct PauseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Freeze every process of containers.")
+    @OptionGroup var agent: AgentOptions
+    @Argument var containers: [String]
+    func run() async throws {
+        try await EachContainer.run(agent, containers) { c, name in _ = try await c.pause(.with { $0.container = name }) }
+    }
+}
+
+struct UnpauseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unpause", abstract: "Thaw paused containers.")
+    @OptionGroup var agent: AgentOptions
+    @Argument var containers: [String]
+    func run() async throws {
+        try await EachContainer.run(agent, containers) { c, name in _ = try await c.resume(.with { $0.container = name }) }
+    }
+}
+
+struct RemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove containers.")
+    @OptionGroup var agent: AgentOptions
+    @Flag(name: .shortAndLong, help: "Kill a running container first.") var force = false
+    @Flag(name: .shortAndLong, help: "Remove anonymous volumes too.") var volumes = false
+    @Argument var containers: [String]
+    func run() async throws {
+        let (force, volumes) = (self.force, self.volumes)
+        try await EachContainer.run(agent, containers) { c, name in
+            _ = try await c.remove(.with {
+                $0.container = name
+                $0.force = force
+                $0.removeVolumes = volumes
+            })
+        }
+    }
+}
+
+struct WaitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "wait", abstract: "Block until containers stop, then print their exit codes.")
+    @OptionGroup var agent: AgentOptions
+    @Argument var containers: [String]
+    func run() async throws {
+        for name in containers {
+            let r = try await agent.connection().withClient { grpc in
+                try await Berth_Agent_V1_Containers.Client(wrapping: grpc).wait(.with { $0.container = name })
+            }
+            Console.print(String(r.exitCode))
+        }
+    }
+}
+
+struct InspectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show containers in detail (JSON).")
+    @OptionGroup var agent: AgentOptions
+    @Argument var containers: [String]
+    func run() async throws {
+        var found: [Container] = []
+        for name in containers {
+            found.append(try await agent.connection().withClient { grpc in
+                try Container(proto: try await Berth_Agent_V1_Containers.Client(wrapping: grpc).inspect(.with { $0.container = name }).container)
+            })
+        }
+        try Console.json(found)
+    }
+}
+
+struct PsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List containers.")
+    @OptionGroup var agent: AgentOptions
+    @Flag(name: .shortAndLong, help: "Show all containers (default shows just running).") var all = false
+    @Flag(name: .shortAndLong, help: "Only display container IDs.") var quiet = false
+    @Flag(help: "Don't truncate output.") var noTrunc = false
+    @Option(name: .shortAndLong, help: "Filter (name=, id=, status=, label=).") var filter: [String] = []
+    @Option(help: "Output format: json, or table (the default).") var format: String?
+
+    func run() async throws {
+        let format = try OutputFormat(format)
+        let all = self.all
+        let filters = try filter.map { f -> Berth_Agent_V1_Filter in
+            let kv = f.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw BerthError.invalid("filter \"\(f)\": expected KEY=VALUE") }
+            return .with {
+                $0.key = kv[0]
+                $0.values = [kv[1]]
+            }
+        }
+        let containers = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Containers.Client(wrapping: grpc).list(.with {
+                $0.all = all
+                $0.filters = filters
+            }).containers.map(Container.init(proto:))
+        }
+        if quiet {
+            containers.forEach { Console.print(noTrunc ? $0.id.rawValue : $0.id.short) }
+            return
+        }
+        switch format {
+        case .json: try Console.json(containers)
+        case .human:
+            var rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+            for c in containers {
+                let command = ((c.spec.entrypoint ?? []) + c.spec.command).joined(separator: " ")
+                rows.append([
+                    noTrunc ? c.id.rawValue : c.id.short, c.spec.image,
+                    "\"" + (noTrunc ? command : Human.truncate(command, 20)) + "\"", Human.ago(c.status.createdAt),
+                    Human.status(c.status), "", c.name,
+                ])
+            }
+            Console.print(Table(rows: rows).text)
+        }
+    }
+}
+
+struct UpdateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "update", abstract: "Change limits of containers, live.")
+    @OptionGroup var agent: AgentOptions
+    @Option(name: [.customShort("m"), .long]) var memory: String?
+    @Option var memorySwap: String?
+    @Option var cpus: String?
+    @Option(name: [.customShort("c"), .long]) var cpuShares: Int?
+    @Option var cpusetCpus: String?
+    @Option var cpusetMems: String?
+    @Option var pidsLimit: Int64?
+    @Option var blkioWeight: Int?
+    @Option var restart: String?
+    @Argument var containers: [String]
+
+    func run() async throws {
+        var r = Resources()
+        if let memory { r.memory = try ByteSize(parsing: memory, for: "memory limit") }
+        if let memorySwap { r.memorySwap = memorySwap == "-1" ? ByteSize(bytes: -1) : try ByteSize(parsing: memorySwap, for: "memory-swap") }
+        if let cpus { r.cpus = try CPUQuantity(parsing: cpus) }
+        r.cpuShares = cpuShares
+        if let cpusetCpus { r.cpusetCPUs = try CPUSet(parsing: cpusetCpus, for: "cpuset-cpus") }
+        if let cpusetMems { r.cpusetMems = try CPUSet(parsing: cpusetMems, for: "cpuset-mems") }
+        r.pidsLimit = pidsLimit
+        r.ioWeight = blkioWeight
+        if let restart { _ = try RestartPolicy(parsing: restart) }
+        let resources = r
+        let restart = self.restart
+        try await EachContainer.run(agent, containers) { c, name in
+            _ = try await c.update(.with {
+                $0.container = name
+                $0.resources = resources.proto
+                if let restart { $0.restartPolicy = restart }
+            })
+        }
+    }
+}
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Show a container's output.")
+    @OptionGroup var agent: AgentOptions
+    @Flag(name: .shortAndLong, help: "Follow the output.") var follow = false
+    @Flag(name: .shortAndLong, help: "Show timestamps.") var timestamps = false
+    @Option(name: [.customShort("n"), .long], help: "Number of lines from the end.") var tail: String?
+    @Option(help: "Only lines since a time (RFC 3339, or a duration like 10m).") var since: String?
+    @Argument var container: String
+
+    func run() async throws {
+        let tailCount: UInt32? = try tail.flatMap { t in
+            if t == "all" { return nil }
+            guard let n = UInt32(t) else { throw BerthError.invalid("--tail \"\(t)\": expected a number or all") }
+            return n
+        }
+        let sinceDate = try since.map { try Self.parseTime($0) }
+        let (container, follow, timestamps) = (self.container, self.follow, self.timestamps)
+        try await agent.connection().withClient { grpc in
+            try await Self.stream(
+                containers: Berth_Agent_V1_Containers.Client(wrapping: grpc), id: container, follow: follow, tail: tailCount,
+                timestamps: timestamps, since: sinceDate)
+        }
+    }
+
+    static func parseTime(_ text: String) throws -> Date {
+        if let date = RFC3339.parse(text) { return date }
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (unit, scale) in units where text.hasSuffix(unit) {
+            if let n = Double(text.dropLast(unit.count)) { return Date().addingTimeInterval(-n * scale) }
+        }
+        throw BerthError.invalid("time \"\(text)\": expected RFC 3339 (2026-01-02T03:04:05Z) or a duration like 10m")
+    }
+
+    static func stream(
+        containers: Berth_Agent_V1_Containers.Client<some ClientTransport>, id: String, follow: Bool, tail: UInt32?, timestamps: Bool, since: Date?
+    ) async throws {
+        let request = Berth_Agent_V1_ContainerLogsRequest.with {
+            $0.container = id
+            $0.follow = follow
+            if let tail { $0.tail = tail }
+            if let since { $0.since = Google_Protobuf_Timestamp(date: since) }
+        }
+        var options = CallOptions.defaults
+        options.timeout = nil
+        try await containers.logs(request, options: options) { response in
+            for try await line in response.messages {
+                var data = line.line
+                if timestamps { data = Data((RFC3339.format(line.time.date) + " ").utf8) + data }
+                (line.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(data)
+            }
+        }
+    }
+}

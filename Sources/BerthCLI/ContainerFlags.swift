@@ -1,0 +1,72 @@
+import ArgumentParser
+import BerthModel
+
+/// The flags `run` and `create` share, with docker's spelling.
+struct ContainerFlags: ParsableArguments {
+    @Option(help: "Assign a name to the container.") var name: String?
+    @Option(name: [.customShort("m"), .long], help: "Memory limit (e.g. 64m, 1g).") var memory: String?
+    @Option(help: "Memory plus swap limit; -1 for unlimited swap.") var memorySwap: String?
+    @Option(help: "Number of CPUs (e.g. 0.5).") var cpus: String?
+    @Option(name: [.customShort("c"), .long], help: "CPU shares (relative weight).") var cpuShares: Int?
+    @Option(help: "CPUs in which to allow execution (0-3, 0,1).") var cpusetCpus: String?
+    @Option(help: "Memory nodes in which to allow execution (0-3, 0,1).") var cpusetMems: String?
+    @Option(help: "Tune the container's pids limit (-1 for unlimited).") var pidsLimit: Int64?
+    @Option(help: "Block I/O weight (10-1000).") var blkioWeight: Int?
+    @Option(name: [.customShort("e"), .long], help: "Set an environment variable (KEY=VALUE, or KEY to take it from here).") var env: [String] = []
+    @Option(name: [.customShort("w"), .long], help: "Working directory inside the container.") var workdir: String?
+    @Option(name: [.customShort("u"), .long], help: "Username or UID (format: <name|uid>[:<group|gid>]).") var user: String?
+    @Option(name: [.customShort("h"), .long], help: "Container host name.") var hostname: String?
+    @Option(name: [.customShort("l"), .long], help: "Set a label (KEY=VALUE).") var label: [String] = []
+    @Option(help: "Overwrite the image's entrypoint.") var entrypoint: String?
+    @Option(name: [.customShort("v"), .long], help: "Bind mount a host path: /host:/container[:ro].") var volume: [String] = []
+    @Option(help: "Mount a tmpfs: /path[:size=64m].") var tmpfs: [String] = []
+    @Flag(help: "Mount the container's root filesystem as read only.") var readOnly = false
+    @Flag(help: "Run an init inside the container that forwards signals and reaps processes.") var `init` = false
+    @Option(help: "Restart policy: no, on-failure[:N], always, unless-stopped.") var restart: String = "no"
+    @Option(help: "Signal to stop the container (default SIGTERM).") var stopSignal: String?
+    @Option(help: "Seconds to wait for the stop signal before SIGKILL.") var stopTimeout: Int?
+    @Option(help: "Add a Linux capability.") var capAdd: [String] = []
+    @Option(help: "Drop a Linux capability.") var capDrop: [String] = []
+    @Option(help: "Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.") var securityOpt: [String] = []
+    @Option(help: "Network mode (containers get their own network namespace; networks arrive in a later release).") var network: String = "bridge"
+    @Flag(name: [.customShort("t"), .long], help: "Allocate a pseudo-TTY (not supported yet).") var tty = false
+    @Flag(name: [.customShort("i"), .long], help: "Keep STDIN open (not supported yet).") var interactive = false
+    @Flag(help: "Automatically remove the container when it exits.") var rm = false
+    @Option(help: "A process limit, NAME=SOFT[:HARD] (e.g. nofile=1024:2048).") var ulimit: [String] = []
+
+    /// - Throws: `BerthError.invalidArgument` with docker-like wording for a malformed flag.
+    func spec(image: String, command: [String], environment: [String: String]) throws -> ContainerSpec {
+        if tty || interactive {
+            throw BerthError(.unimplemented, "-t and -i need an attached terminal, which this release does not offer yet; run without them (output is streamed)")
+        }
+        var resources = Resources()
+        if let memory { resources.memory = try ByteSize(parsing: memory, for: "memory limit") }
+        if let memorySwap {
+            resources.memorySwap = memorySwap == "-1" ? ByteSize(bytes: -1) : try ByteSize(parsing: memorySwap, for: "memory-swap")
+        }
+        if let cpus { resources.cpus = try CPUQuantity(parsing: cpus) }
+        resources.cpuShares = cpuShares
+        if let cpusetCpus { resources.cpusetCPUs = try CPUSet(parsing: cpusetCpus, for: "cpuset-cpus") }
+        if let cpusetMems { resources.cpusetMems = try CPUSet(parsing: cpusetMems, for: "cpuset-mems") }
+        resources.pidsLimit = pidsLimit
+        resources.ioWeight = blkioWeight
+        var labels: [String: String] = [:]
+        for l in label {
+            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
+            labels[kv[0]] = kv.count > 1 ? kv[1] : ""
+        }
+        let envs = env.map { entry -> String in
+            if entry.contains("=") { return entry }
+            return environment[entry].map { "\(entry)=\($0)" } ?? entry
+        }.filter { $0.contains("=") }
+        var mounts = try volume.map { try Mount(parsingVolume: $0) }
+        mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
+        return ContainerSpec(
+            name: name, image: image, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, command: command, env: envs,
+            workingDir: workdir, user: user, labels: labels, hostname: hostname, resources: resources, mounts: mounts,
+            network: network, restartPolicy: try RestartPolicy(parsing: restart),
+            stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
+            initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
+            ulimits: try ulimit.map { try Ulimit(parsing: $0) })
+    }
+}

@@ -1,0 +1,170 @@
+import ArgumentParser
+import BerthAPI
+import BerthModel
+import Foundation
+import GRPCCore
+import SwiftProtobuf
+
+/// `berth image …`
+struct ImageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image", abstract: "Manage images.",
+        subcommands: [ImageImport.self, ImageList.self, ImageRemove.self, ImageTag.self, ImageInspect.self])
+}
+
+struct ImageImport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import", abstract: "Import a root filesystem (a tar archive or a directory) as a single-layer image.")
+
+    @OptionGroup var agent: AgentOptions
+    @Option(name: .shortAndLong, help: "Set an image setting, as docker import does: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL (repeatable).")
+    var change: [String] = []
+    @Argument(help: "A tar archive or a directory on the agent's host.") var source: String
+    @Argument(help: "NAME[:TAG]") var reference: String
+
+    func run() async throws {
+        let path = source.hasPrefix("/") ? source : FileManager.default.currentDirectoryPath + "/" + source
+        _ = try ImageReference(parsing: reference)
+        let config = try ImageChanges.parse(change)
+        let response = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Images.Client(wrapping: grpc).importImage(
+                .with {
+                    $0.path = path
+                    $0.reference = reference
+                    $0.config = config.proto
+                })
+        }
+        for image in response.images { Console.print(image.id) }
+    }
+}
+
+/// `--change` instructions of docker import.
+enum ImageChanges {
+    static func parse(_ changes: [String]) throws -> ImageConfig {
+        var config = ImageConfig()
+        for change in changes {
+            let parts = change.split(separator: " ", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw BerthError.invalid("--change \"\(change)\": expected INSTRUCTION VALUE") }
+            let value = parts[1]
+            func list() -> [String] {
+                if value.hasPrefix("["), let data = value.data(using: .utf8), let array = try? JSONDecoder().decode([String].self, from: data) {
+                    return array
+                }
+                return ["/bin/sh", "-c", value]
+            }
+            switch parts[0].uppercased() {
+            case "CMD": config.cmd = list()
+            case "ENTRYPOINT": config.entrypoint = list()
+            case "ENV": config.env.append(value.contains("=") ? value : value.replacingOccurrences(of: " ", with: "=", options: [], range: value.range(of: " ")))
+            case "WORKDIR": config.workingDir = value
+            case "USER": config.user = value
+            case "EXPOSE": config.exposedPorts.append(value.contains("/") ? value : value + "/tcp")
+            case "STOPSIGNAL": config.stopSignal = value
+            case "LABEL":
+                let kv = value.split(separator: "=", maxSplits: 1).map(String.init)
+                config.labels[kv[0]] = kv.count > 1 ? kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) : ""
+            case "VOLUME": config.volumes.append(value)
+            default: throw BerthError.invalid("--change \"\(change)\": \(parts[0]) is not an instruction import takes")
+            }
+        }
+        return config
+    }
+}
+
+struct ImageList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List images.", aliases: ["list"])
+
+    @OptionGroup var agent: AgentOptions
+    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Flag(name: .shortAndLong, help: "Only show image IDs.") var quiet = false
+
+    func run() async throws {
+        let format = try OutputFormat(format)
+        let images = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Images.Client(wrapping: grpc).list(.init()).images.map(Image.init(proto:))
+        }
+        if quiet {
+            images.forEach { Console.print($0.shortID) }
+            return
+        }
+        switch format {
+        case .json: try Console.json(images)
+        case .human:
+            var rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+            for image in images {
+                let references = image.names.compactMap { try? ImageReference(parsing: $0) }
+                if references.isEmpty {
+                    rows.append(["<none>", "<none>", image.shortID, Human.ago(image.createdAt), Human.size(image.sizeBytes)])
+                }
+                for r in references {
+                    let familiar = r.familiar
+                    let repository = r.tag.map { String(familiar.dropLast($0.count + 1)) } ?? familiar
+                    rows.append([repository, r.tag ?? "<none>", image.shortID, Human.ago(image.createdAt), Human.size(image.sizeBytes)])
+                }
+            }
+            Console.print(Table(rows: rows).text)
+        }
+    }
+}
+
+struct ImageRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove images.", aliases: ["remove"])
+
+    @OptionGroup var agent: AgentOptions
+    @Flag(name: .shortAndLong, help: "Remove even if a container uses it.") var force = false
+    @Argument var images: [String]
+
+    func run() async throws {
+        let force = self.force
+        var failed = false
+        for image in images {
+            do {
+                let r = try await agent.connection().withClient { grpc in
+                    try await Berth_Agent_V1_Images.Client(wrapping: grpc).remove(.with {
+                        $0.image = image
+                        $0.force = force
+                    })
+                }
+                r.untagged.forEach { Console.print("Untagged: \($0)") }
+                r.deleted.forEach { Console.print("Deleted: \($0)") }
+            } catch let error as BerthError {
+                Console.error("berth: \(error)")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct ImageTag: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tag", abstract: "Give an image another name.")
+    @OptionGroup var agent: AgentOptions
+    @Argument var source: String
+    @Argument var target: String
+
+    func run() async throws {
+        let (source, target) = (self.source, self.target)
+        _ = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Images.Client(wrapping: grpc).tag(.with {
+                $0.image = source
+                $0.reference = target
+            })
+        }
+    }
+}
+
+struct ImageInspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show images in detail (JSON).")
+    @OptionGroup var agent: AgentOptions
+    @Argument var images: [String]
+
+    func run() async throws {
+        var found: [Image] = []
+        for name in images {
+            found.append(try await agent.connection().withClient { grpc in
+                Image(proto: try await Berth_Agent_V1_Images.Client(wrapping: grpc).inspect(.with { $0.image = name }).image)
+            })
+        }
+        try Console.json(found)
+    }
+}
