@@ -202,7 +202,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BerthCgroupsTests",
-            dependencies: ["BerthCgroups", "BerthModel"],
+            dependencies: ["BerthCgroups", "BerthLinux", "BerthModel"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -212,7 +212,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BerthAPITests",
-            dependencies: ["BerthAPI", "BerthModel"],
+            dependencies: ["BerthAPI", "BerthLinux", "BerthModel"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -233,8 +233,10 @@ let package = Package(
                 "BerthAgent",
                 "BerthAPI",
                 "BerthCgroups",
+                "BerthLinux",
                 "BerthModel",
                 "BerthTesting",
+                "CBerthLinux",
                 "BerthTransport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

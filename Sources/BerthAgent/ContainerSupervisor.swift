@@ -47,7 +47,7 @@ public actor ContainerSupervisor {
     let logger: Logger
     private var containers: [ContainerID: Container] = [:]
     private var live: [ContainerID: Live] = [:]
-    private var waiters: [ContainerID: [CheckedContinuation<Container?, Never>]] = [:]
+    private var waiters: [ContainerID: [UUID: CheckedContinuation<Container?, Never>]] = [:]
     private var listeners: [UUID: @Sendable ([Event]) -> Void] = [:]
 
     /// - Throws: `BerthError` when the records cannot be read.
@@ -168,7 +168,11 @@ public actor ContainerSupervisor {
         let container = Container(id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()))
         let dir = environment.containerDir(id)
         do {
-            for sub in ["", "/upper", "/work", "/rootfs", "/logs"] { try Directories.create(dir + sub, mode: 0o700) }
+            // The upper directory is the container's "/": others must be able to enter it.
+            try Directories.create(dir, mode: 0o711)
+            for (sub, mode) in [("/upper", 0o755), ("/work", 0o700), ("/rootfs", 0o755), ("/logs", 0o700)] {
+                try Directories.create(dir + sub, mode: mode_t(mode))
+            }
             let hostname = spec.hostname ?? id.short
             try AtomicFile.write(Array("\(hostname)\n".utf8), to: "\(dir)/hostname")
             try AtomicFile.write(Array(RuntimePlanner.hostsFile(hostname: hostname).utf8), to: "\(dir)/hosts")
@@ -272,6 +276,7 @@ public actor ContainerSupervisor {
             }
             if errno == 13 { return "exec: \"\(program)\": permission denied" }
         }
+        if errno == 0 { return detail.isEmpty ? stage : "\(stage): \(detail)" }
         let what = detail.isEmpty ? stage : "\(stage) (\(detail))"
         return "\(what): \(errnoName.isEmpty ? "errno \(errno)" : errnoName)"
     }
@@ -466,7 +471,7 @@ public actor ContainerSupervisor {
 
     private func resumeWaiters(_ id: ContainerID) {
         let container = containers[id]
-        for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume(returning: container) }
+        for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: container) }
     }
 
     /// Waits until the container is not active; true when it happened within `timeout`.
@@ -474,10 +479,7 @@ public actor ContainerSupervisor {
         if containers[id]?.status.state.isActive != true { return true }
         if let timeout {
             let finished = await withTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    _ = await self.exitRecord(id)
-                    return true
-                }
+                group.addTask { await self.exitRecord(id) != nil }
                 group.addTask {
                     try? await Task.sleep(for: timeout)
                     return false
@@ -492,17 +494,29 @@ public actor ContainerSupervisor {
         return true
     }
 
-    /// The container as it was when it stopped running (nil if it was removed first).
+    /// The container as it was when it stopped running (nil if it was
+    /// removed first, or if the waiting task was cancelled).
     private func exitRecord(_ id: ContainerID) async -> Container? {
-        await withCheckedContinuation { continuation in
-            if let container = containers[id], !container.status.state.isActive {
-                continuation.resume(returning: container)
-            } else if containers[id] == nil {
-                continuation.resume(returning: nil)
-            } else {
-                waiters[id, default: []].append(continuation)
+        let token = UUID()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume(returning: nil)
+                } else if let container = containers[id], !container.status.state.isActive {
+                    continuation.resume(returning: container)
+                } else if containers[id] == nil {
+                    continuation.resume(returning: nil)
+                } else {
+                    waiters[id, default: [:]][token] = continuation
+                }
             }
+        } onCancel: {
+            Task { await self.cancelWaiter(id, token) }
         }
+    }
+
+    private func cancelWaiter(_ id: ContainerID, _ token: UUID) {
+        waiters[id]?.removeValue(forKey: token)?.resume(returning: nil)
     }
 
     /// Blocks until the container is no longer running (it may never have
@@ -567,7 +581,7 @@ public actor ContainerSupervisor {
             let recorded = try database.delete(container: id, events: [event(.destroy, current)])
             containers.removeValue(forKey: id)
             live.removeValue(forKey: id)
-            for waiter in waiters.removeValue(forKey: id) ?? [] { waiter.resume(returning: current) }
+            for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: current) }
             publish(recorded)
         } catch {
             let message = "removal failed: \(error)"

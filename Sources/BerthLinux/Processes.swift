@@ -1,4 +1,5 @@
 import CBerthLinux
+import Foundation
 import Glibc
 
 /// Starting, signalling and reaping processes.
@@ -43,6 +44,98 @@ public enum Processes {
             throw SystemError("spawn", path: executable, errno: errno)
         }
         return Spawned(pid: pid, pipe: fds[0])
+    }
+
+    /// What a finished command did.
+    public struct Output: Sendable {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+    }
+
+    /// Starts `executable` with stdio on the given descriptors (-1: /dev/null)
+    /// and no other descriptor of this process.
+    ///
+    /// - Throws: `SystemError` from posix_spawn.
+    public static func spawn(
+        executable: String, arguments: [String], environment: [String], stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
+        newSession: Bool = false
+    ) throws -> Int32 {
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        let pid = berth_spawn(executable, argv, envp, stdin, stdout, stderr, newSession ? 1 : 0)
+        guard pid > 0 else { throw SystemError("spawn", path: executable, errno: errno) }
+        return pid
+    }
+
+    /// Runs a command to completion, collecting its output, without holding
+    /// a Swift concurrency thread while it runs; killed after `timeout`.
+    ///
+    /// - Throws: `SystemError` when it cannot be started.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String], timeout: Duration = .seconds(120)
+    ) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(with: Result { try runBlocking(executable, arguments, environment: environment, timeout: timeout) })
+            }
+            thread.start()
+        }
+    }
+
+    /// Runs a command to completion on the calling thread; killed after `timeout`.
+    ///
+    /// - Throws: `SystemError` when it cannot be started.
+    public static func runBlocking(_ executable: String, _ arguments: [String], environment: [String], timeout: Duration = .seconds(120)) throws -> Output {
+        var out: [Int32] = [0, 0]
+        var err: [Int32] = [0, 0]
+        guard berth_pipe2_cloexec(&out) == 0 else { throw SystemError("pipe2", errno: errno) }
+        guard berth_pipe2_cloexec(&err) == 0 else {
+            close(out[0])
+            close(out[1])
+            throw SystemError("pipe2", errno: errno)
+        }
+        let pid: Int32
+        do {
+            pid = try spawn(executable: executable, arguments: arguments, environment: environment, stdout: out[1], stderr: err[1])
+        } catch {
+            [out[0], out[1], err[0], err[1]].forEach { close($0) }
+            throw error
+        }
+        close(out[1])
+        close(err[1])
+        var collected: [[UInt8]] = [[], []]
+        var open = [out[0], err[0]]
+        let deadline = time(nil) + Int(timeout.components.seconds)
+        var killed = false
+        while open.contains(where: { $0 >= 0 }) {
+            var fds = open.filter { $0 >= 0 }.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let remaining = killed ? -1 : Int32(max(0, deadline - time(nil)) * 1000)
+            let n = poll(&fds, nfds_t(fds.count), remaining)
+            if n == 0 && !killed {
+                kill(pid, SIGKILL)
+                killed = true
+                continue
+            }
+            for entry in fds where entry.revents != 0 {
+                let index = entry.fd == open[0] ? 0 : 1
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                let r = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
+                if r > 0 {
+                    collected[index] += buffer[0..<r]
+                } else if r == 0 || errno != EINTR {
+                    close(entry.fd)
+                    open[index] = -1
+                }
+            }
+        }
+        var status: Int32 = 0
+        let code = berth_wait_status(pid, &status) == 0 ? berth_wexitstatus(status) : -1
+        return Output(status: code, stdout: String(decoding: collected[0], as: UTF8.self), stderr: String(decoding: collected[1], as: UTF8.self))
     }
 
     /// Reads everything from `fd` until end of file, then closes it.

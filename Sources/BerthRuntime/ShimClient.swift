@@ -2,6 +2,7 @@ import BerthModel
 public import BerthShimProtocol
 import BerthLinux
 import Dispatch
+import Glibc
 import NIOCore
 import NIOPosix
 
@@ -49,7 +50,14 @@ public struct ShimClient: Sendable {
     ///
     /// - Throws: `BerthError.unavailable` when the shim does not answer.
     public func request(_ request: ShimRequest) async throws -> LineRecord {
-        let path = socketPath
+        var path = socketPath
+        // sun_path holds 107 bytes; reach a long path through a descriptor of its directory.
+        var dirfd: Int32 = -1
+        if path.utf8.count > 100 {
+            dirfd = open(bundleDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dirfd >= 0 { path = "/proc/self/fd/\(dirfd)/shim.sock" }
+        }
+        defer { if dirfd >= 0 { close(dirfd) } }
         do {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(unixDomainSocketPath: path) { channel in
@@ -72,7 +80,7 @@ public struct ShimClient: Sendable {
         } catch let error as BerthError {
             throw error
         } catch {
-            throw BerthError(.unavailable, "the container's shim does not answer at \(path)", underlying: error)
+            throw BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: error)
         }
     }
 

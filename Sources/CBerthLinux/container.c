@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/close_range.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
 #include <linux/sched.h>
@@ -472,6 +473,13 @@ __attribute__((noreturn)) static void become_process(int status_fd, const struct
     if (spec->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(status_fd, "prctl PR_SET_NO_NEW_PRIVS", NULL);
     reset_signals();
     umask(022);
+    /* No descriptor of the shim's survives the exec: mark them all close-on-exec. */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        for (int fd = 3; fd < 1024; fd++) {
+            int flags = fcntl(fd, F_GETFD);
+            if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+        }
+    }
     if (spec->seccomp_program) {
         struct sock_fprog prog = {(unsigned short)(spec->seccomp_program_length / sizeof(struct sock_filter)),
                                   (struct sock_filter *)spec->seccomp_program};
@@ -493,6 +501,11 @@ __attribute__((noreturn)) static void run_init(int status_fd, const struct berth
         become_process(status_fd, spec);
     }
     close(status_fd);
+    /* The init holds none of the shim's descriptors (its ready pipe among
+     * them): it never execs, so close-on-exec would not close them. */
+    if (syscall(SYS_close_range, 3U, ~0U, 0) < 0) {
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+    }
     /* The init keeps no privilege it does not need. */
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     for (;;) {

@@ -45,6 +45,7 @@ ssize_t berth_lgetxattr(const char *path, const char *name, void *value, size_t 
 
 #include <signal.h>
 #include <spawn.h>
+#include <sys/wait.h>
 
 /* Starts `path` in a new session with stdin and stdout on /dev/null,
  * stderr on `stderr_fd` (or /dev/null), `pass_fd` as its fd 3, default
@@ -64,6 +65,8 @@ pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp
     else
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
     if (pass_fd >= 0) posix_spawn_file_actions_adddup2(&actions, pass_fd, 3);
+    /* Nothing else of the caller's leaks into the child. */
+    posix_spawn_file_actions_addclosefrom_np(&actions, pass_fd >= 0 ? 4 : 3);
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
@@ -80,3 +83,46 @@ pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp
     }
     return pid;
 }
+
+/* Starts `path` with fds 0, 1, 2 taken from the given descriptors (or
+ * /dev/null for -1) and every other descriptor closed; in a new session when
+ * `new_session`. Returns the pid or -1. */
+pid_t berth_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd, int new_session) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    if (posix_spawn_file_actions_init(&actions) != 0) return -1;
+    if (posix_spawnattr_init(&attr) != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return -1;
+    }
+    int fds[3] = {in_fd, out_fd, err_fd};
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] >= 0)
+            posix_spawn_file_actions_adddup2(&actions, fds[i], i);
+        else
+            posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+    }
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (new_session) flags |= POSIX_SPAWN_SETSID;
+    posix_spawnattr_setflags(&attr, flags);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return pid;
+}
+
+int berth_wait_status(pid_t pid, int *status) { return waitpid(pid, status, 0) == pid ? 0 : -1; }
+int berth_wexitstatus(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+int berth_exit_code(int status) { return berth_wexitstatus(status); }

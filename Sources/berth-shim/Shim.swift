@@ -22,6 +22,7 @@ struct Shim {
             }
         }
         guard let bundle else { fatal("usage: berth-shim --bundle DIR --ready-fd N") }
+        if readyFD >= 0 { _ = fcntl(readyFD, F_SETFD, FD_CLOEXEC) }
         signal(SIGPIPE, SIG_IGN)
         let supervisor: Supervisor
         do {

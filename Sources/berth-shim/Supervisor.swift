@@ -162,8 +162,15 @@ final class Supervisor {
     }
 
     private func listen() throws {
-        let path = bundle + "/shim.sock"
-        unlink(path)
+        unlink(bundle + "/shim.sock")
+        // sun_path holds 107 bytes; a long bundle path is reached through a
+        // descriptor of its directory instead.
+        var path = bundle + "/shim.sock"
+        if path.utf8.count > 100 {
+            let dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard dirfd >= 0 else { throw SystemCallError(operation: "open \(bundle)", errno: errno) }
+            path = "/proc/self/fd/\(dirfd)/shim.sock"
+        }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SystemCallError(operation: "socket", errno: errno) }
         var address = sockaddr_un()
@@ -179,7 +186,7 @@ final class Supervisor {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else { throw SystemCallError(operation: "bind \(path)", errno: errno) }
-        chmod(path, 0o600)
+        chmod(bundle + "/shim.sock", 0o600)
         guard Glibc.listen(fd, 16) == 0 else { throw SystemCallError(operation: "listen", errno: errno) }
         listener = fd
     }

@@ -1,3 +1,4 @@
+import BerthLinux
 import Foundation
 import Testing
 
@@ -8,20 +9,16 @@ struct GeneratedCodeTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     @Test("the committed code is not stale", .timeLimit(.minutes(20)))
-    func notStale() throws {
+    func notStale() async throws {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("berth-generated-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: output) }
-        let process = Process()
-        process.executableURL = Self.root.appendingPathComponent("scripts/generate-protos")
-        process.arguments = [output.path]
-        process.currentDirectoryURL = Self.root
-        let log = Pipe()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        let text = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "scripts/generate-protos failed:\n\(text.suffix(2000))")
+        // Foundation's Process would park a thread of the shared pool for good;
+        // Berth's own spawner does not.
+        let environment = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" }
+        let result = try await Processes.run(
+            "/bin/bash", ["-c", "cd \"$0\" && scripts/generate-protos \"$1\"", Self.root.path, output.path], environment: environment,
+            timeout: .seconds(1200))
+        try #require(result.status == 0, "scripts/generate-protos failed:\n\((result.stdout + result.stderr).suffix(2000))")
 
         let committed = Self.root.appendingPathComponent("Sources/BerthAPI/Generated")
         let fresh = try Set(FileManager.default.contentsOfDirectory(atPath: output.path).filter { $0.hasSuffix(".swift") })

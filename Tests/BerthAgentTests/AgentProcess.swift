@@ -1,4 +1,6 @@
+import BerthLinux
 import BerthTransport
+import CBerthLinux
 import Foundation
 import GRPCCore
 import Logging
@@ -39,11 +41,13 @@ final class AgentProcess: @unchecked Sendable {
     let root: String
     let state: String
     private(set) var tcpPort: Int?
-    let process: Process
+    let process: ChildProcess
     let logURL: URL
+    /// This agent's own subtree in each cgroup hierarchy, removed at cleanup.
+    let cgroupParent: String
 
     /// Starts the agent and waits until it answers on its socket.
-    init(extraArguments: [String] = [], tcp: Bool = true, directory: URL? = nil) async throws {
+    init(extraArguments: [String] = [], tcp: Bool = true, directory: URL? = nil, cgroupParent: String? = nil) async throws {
         let dir = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("berth-agent-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         self.directory = dir
@@ -51,25 +55,24 @@ final class AgentProcess: @unchecked Sendable {
         self.root = dir.appendingPathComponent("root").path
         self.state = dir.appendingPathComponent("state").path
         self.logURL = dir.appendingPathComponent("agent-\(UUID().uuidString.prefix(4)).log")
-        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        let log = try FileHandle(forWritingTo: logURL)
-        process = Process()
-        process.executableURL = try BuildProducts.executable("berth-agent")
-        var arguments = ["--socket", socketPath, "--root", root, "--state", state]
+        self.cgroupParent = cgroupParent ?? "berth-test-\(UUID().uuidString.prefix(8).lowercased())"
+        let logFD = open(logURL.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard logFD >= 0 else { throw HarnessError("cannot create \(logURL.path)") }
+        defer { close(logFD) }
+        var arguments = ["--socket", socketPath, "--root", root, "--state", state, "--cgroup-parent", self.cgroupParent]
         if tcp { arguments += ["--listen", "127.0.0.1:0"] }
-        process.arguments = arguments + extraArguments
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        try log.close()
+        process = ChildProcess(
+            pid: try Processes.spawn(
+                executable: try BuildProducts.executable("berth-agent").path, arguments: arguments + extraArguments,
+                environment: ProcessInfo.processInfo.environment.map { "\($0)=\($1)" }, stdout: logFD, stderr: logFD))
         try await waitUntilReady(tcp: tcp)
     }
 
     var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
 
     private func waitUntilReady(tcp: Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if !process.isRunning {
                 throw HarnessError("berth-agent exited with \(process.terminationStatus):\n\(log)")
@@ -84,7 +87,7 @@ final class AgentProcess: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         stop()
-        throw HarnessError("berth-agent did not start listening within 20 s:\n\(log)")
+        throw HarnessError("berth-agent did not start listening within 60 s:\n\(log)")
     }
 
     /// Sends SIGTERM and waits; SIGKILL after `grace`. Returns the exit status.
@@ -101,10 +104,44 @@ final class AgentProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    /// Stops the agent and removes its directory.
+    /// Removes every container (killing shims by their PID if the agent is
+    /// gone), stops the agent, removes its cgroup subtree and its directory.
     func cleanUp() {
+        if process.isRunning, let berth = try? BuildProducts.executable("berth").path {
+            let host = ["BERTH_HOST=unix://\(socketPath)", "PATH=/usr/bin:/bin"]
+            if let ids = try? Processes.runBlocking(berth, ["ps", "-aq", "--no-trunc"], environment: host, timeout: .seconds(30)) {
+                let list = ids.stdout.split(separator: "\n").map(String.init)
+                if !list.isEmpty { _ = try? Processes.runBlocking(berth, ["rm", "-f"] + list, environment: host, timeout: .seconds(60)) }
+            }
+        }
         stop()
+        AgentProcess.killShims(under: state)
+        AgentProcess.removeCgroups(parent: cgroupParent)
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Kills, by PID, any shim whose bundle lives under `state`, and its container.
+    static func killShims(under state: String) {
+        for pid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let n = Int32(pid), let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { continue }
+            if cmd.contains("berth-shim") && cmd.contains(state) { kill(n, SIGKILL) }
+        }
+    }
+
+    /// Removes a test's cgroup subtree in every hierarchy (children first).
+    static func removeCgroups(parent: String) {
+        let roots = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)" }
+        for root in roots + ["/sys/fs/cgroup"] {
+            let dir = "\(root)/\(parent)"
+            guard FileManager.default.fileExists(atPath: dir) else { continue }
+            for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                var isDir: ObjCBool = false
+                if FileManager.default.fileExists(atPath: "\(dir)/\(child)", isDirectory: &isDir), isDir.boolValue {
+                    for _ in 0..<50 where rmdir("\(dir)/\(child)") != 0 { usleep(20_000) }
+                }
+            }
+            for _ in 0..<250 where rmdir(dir) != 0 && errno != ENOENT { usleep(20_000) }
+        }
     }
 
     /// Resident memory in bytes, from /proc.
@@ -135,36 +172,39 @@ struct CommandResult {
     var stderr: String
 }
 
-func runCommand(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(120)) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    if let environment { process.environment = environment }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // Read both pipes concurrently so neither fills up.
-    let group = DispatchGroup()
-    nonisolated(unsafe) var outData = Data()
-    nonisolated(unsafe) var errData = Data()
-    group.enter()
-    DispatchQueue.global().async {
-        outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
+/// Runs a command to completion without holding a Swift concurrency thread.
+func runCommand(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(120)) async throws -> CommandResult {
+    let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0)=\($1)" }
+    let output = try await Processes.run(executable.path, arguments, environment: env, timeout: timeout)
+    return CommandResult(status: output.status, stdout: output.stdout, stderr: output.stderr)
+}
+
+/// A child process, known by its PID, reaped once.
+final class ChildProcess: @unchecked Sendable {
+    let pid: Int32
+    private var status: Int32?
+    private let lock = NSLock()
+
+    init(pid: Int32) { self.pid = pid }
+
+    var isRunning: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if status != nil { return false }
+        var raw: Int32 = 0
+        if waitpid(pid, &raw, WNOHANG) == pid {
+            status = berth_exit_code(raw)
+            return false
+        }
+        return true
     }
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
+
+    var terminationStatus: Int32 {
+        _ = isRunning
+        return lock.withLock { status ?? -1 }
     }
-    let seconds = Double(timeout.components.seconds)
-    if group.wait(timeout: .now() + seconds) == .timedOut {
-        kill(process.processIdentifier, SIGKILL)
-        throw HarnessError("\(executable.lastPathComponent) \(arguments) did not finish within \(seconds) s")
+
+    func waitUntilExit() {
+        while isRunning { usleep(5_000) }
     }
-    process.waitUntilExit()
-    return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
 }

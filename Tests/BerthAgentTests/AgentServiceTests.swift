@@ -6,7 +6,7 @@ import GRPCCore
 import SwiftProtobuf
 import Testing
 
-@Suite("berth-agent: Node service and process behaviour")
+@Suite("berth-agent: Node service and process behaviour", .timeLimit(.minutes(5)))
 struct AgentServiceTests {
     @Test("Version and Info describe this host, on the unix socket and on TCP")
     func versionAndInfo() async throws {
@@ -69,7 +69,9 @@ struct AgentServiceTests {
         defer { agent.cleanUp() }
         try await agent.withClient { client in
             let calls: [(String, () async throws -> Void)] = [
-                ("berth.agent.v1.Containers/List", { _ = try await Berth_Agent_V1_Containers.Client(wrapping: client).list(.init()) }),
+                ("berth.agent.v1.Containers/Stats", {
+                    try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.init()) { r in for try await _ in r.messages {} }
+                }),
                 ("berth.agent.v1.Images/Pull", {
                     try await Berth_Agent_V1_Images.Client(wrapping: client).pull(.init()) { r in for try await _ in r.messages {} }
                 }),
@@ -100,7 +102,7 @@ struct AgentServiceTests {
         #expect(first.stop() == 0)
         // The agent removes its socket on the way out.
         #expect(!FileManager.default.fileExists(atPath: first.socketPath))
-        let second = try await AgentProcess(tcp: false, directory: first.directory)
+        let second = try await AgentProcess(tcp: false, directory: first.directory, cgroupParent: first.cgroupParent)
         defer { second.cleanUp() }
         let id2 = try await second.withClient { try await Berth_Agent_V1_Node.Client(wrapping: $0).info(.init()).info.id }
         #expect(id1 == id2)
@@ -111,8 +113,9 @@ struct AgentServiceTests {
         let first = try await AgentProcess(tcp: false)
         defer { first.cleanUp() }
         let agent = try BuildProducts.executable("berth-agent")
-        let refused = try runCommand(
-            agent, ["--socket", first.socketPath, "--root", first.root + "-2", "--state", first.state + "-2"], timeout: .seconds(30))
+        let refused = try await runCommand(
+            agent, ["--socket", first.socketPath, "--root", first.root + "-2", "--state", first.state + "-2", "--cgroup-parent", first.cgroupParent],
+            timeout: .seconds(30))
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("another process is already listening on \(first.socketPath)"), "\(refused.stderr)")
         // The first agent is unharmed.
@@ -122,7 +125,7 @@ struct AgentServiceTests {
         kill(first.pid, SIGKILL)
         first.process.waitUntilExit()
         #expect(FileManager.default.fileExists(atPath: first.socketPath))
-        let next = try await AgentProcess(tcp: false, directory: first.directory)
+        let next = try await AgentProcess(tcp: false, directory: first.directory, cgroupParent: first.cgroupParent)
         defer { next.cleanUp() }
         _ = try await next.withClient { try await Berth_Agent_V1_Node.Client(wrapping: $0).version(.init()) }
     }
@@ -133,10 +136,10 @@ struct AgentServiceTests {
         (["--listen", "nonsense"], "expected unix:///PATH or tcp://HOST:PORT"),
         (["--log-level", "loud"], "--log-level loud"),
     ])
-    func badConfiguration(arguments: [String], expected: String) throws {
+    func badConfiguration(arguments: [String], expected: String) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-bad-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let result = try runCommand(
+        let result = try await runCommand(
             try BuildProducts.executable("berth-agent"),
             ["--socket", dir.appendingPathComponent("a.sock").path, "--root", dir.appendingPathComponent("root").path,
              "--state", dir.appendingPathComponent("state").path] + arguments, timeout: .seconds(30))
@@ -151,7 +154,7 @@ struct AgentServiceTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("root"), withIntermediateDirectories: true)
         try "not an id\n".write(to: dir.appendingPathComponent("root/node-id"), atomically: true, encoding: .utf8)
-        let result = try runCommand(
+        let result = try await runCommand(
             try BuildProducts.executable("berth-agent"),
             ["--socket", dir.appendingPathComponent("a.sock").path, "--root", dir.appendingPathComponent("root").path,
              "--state", dir.appendingPathComponent("state").path], timeout: .seconds(30))

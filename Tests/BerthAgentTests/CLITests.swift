@@ -2,13 +2,13 @@ import BerthModel
 import Foundation
 import Testing
 
-@Suite("berth CLI against a running agent")
+@Suite("berth CLI against a running agent", .timeLimit(.minutes(5)))
 struct CLITests {
-    static func berth(_ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
+    static func berth(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "BERTH_HOST")
         for (k, v) in environment { env[k] = v }
-        return try runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: .seconds(60))
+        return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: .seconds(60))
     }
 
     @Test("version and info, with -H before or after the command, BERTH_HOST, and --format json")
@@ -17,47 +17,47 @@ struct CLITests {
         defer { agent.cleanUp() }
         let host = "unix://\(agent.socketPath)"
 
-        let version = try Self.berth(["-H", host, "version"])
+        let version = try await Self.berth(["-H", host, "version"])
         #expect(version.status == 0, "\(version.stderr)")
         #expect(version.stdout.contains("Client:") && version.stdout.contains("Server:"))
         #expect(version.stdout.contains("nghttp2:       1."))
 
-        let info = try Self.berth(["info"], environment: ["BERTH_HOST": "tcp://127.0.0.1:\(agent.tcpPort!)"])
+        let info = try await Self.berth(["info"], environment: ["BERTH_HOST": "tcp://127.0.0.1:\(agent.tcpPort!)"])
         #expect(info.status == 0, "\(info.stderr)")
         #expect(info.stdout.contains(" Berth Root Dir: \(agent.root)"))
         #expect(info.stdout.contains(" CPUs: "))
 
-        let json = try Self.berth(["info", "--format", "json", "--host", host])
+        let json = try await Self.berth(["info", "--format", "json", "--host", host])
         #expect(json.status == 0)
         let decoded = try BerthJSON.decoder().decode(NodeInfo.self, from: Data(json.stdout.utf8))
         #expect(decoded.rootDir == agent.root)
         #expect(decoded.capacity.cpus > 0)
 
-        let versionJSON = try Self.berth(["--host=\(host)", "version", "--format", "json"])
+        let versionJSON = try await Self.berth(["--host=\(host)", "version", "--format", "json"])
         #expect(versionJSON.status == 0)
         #expect(versionJSON.stdout.contains("\"nghttp2Version\""))
     }
 
     @Test("errors are clear and exit non-zero")
     func errors() async throws {
-        let missing = try Self.berth(["-H", "unix:///nonexistent/berth.sock", "info"])
+        let missing = try await Self.berth(["-H", "unix:///nonexistent/berth.sock", "info"])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("cannot connect to the Berth agent at unix:///nonexistent/berth.sock (No such file or directory)"))
 
-        let refused = try Self.berth(["-H", "tcp://127.0.0.1:1", "version"])
+        let refused = try await Self.berth(["-H", "tcp://127.0.0.1:1", "version"])
         #expect(refused.status == 1)
         #expect(refused.stdout.contains("Client:"))
         #expect(refused.stderr.contains("Connection refused"))
 
-        let badHost = try Self.berth(["-H", "ftp://x", "info"])
+        let badHost = try await Self.berth(["-H", "ftp://x", "info"])
         #expect(badHost.status == 1)
         #expect(badHost.stderr.contains("expected unix:///PATH or tcp://HOST:PORT"))
 
-        let badFormat = try Self.berth(["info", "--format", "yaml", "-H", "unix:///nonexistent.sock"])
+        let badFormat = try await Self.berth(["info", "--format", "yaml", "-H", "unix:///nonexistent.sock"])
         #expect(badFormat.status == 1)
         #expect(badFormat.stderr.contains("supported formats are json and table"))
 
-        let usage = try Self.berth(["frobnicate"])
+        let usage = try await Self.berth(["frobnicate"])
         #expect(usage.status != 0)
     }
 }

@@ -1,4 +1,5 @@
 import BerthCgroups
+import BerthLinux
 import BerthModel
 import Foundation
 import Testing
@@ -67,20 +68,19 @@ struct CgroupV1KernelTests {
     func processLifecycle() throws {
         try withDriver { driver in
             try driver.create("c3", resources: Resources(memory: .mebibytes(32), pidsLimit: 5))
-            let sleeper = Process()
-            sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
-            sleeper.arguments = ["30"]
-            try sleeper.run()
+            let sleeper = try Processes.spawn(executable: "/bin/sleep", arguments: ["30"], environment: [])
+            var reaped = false
             defer {
-                if sleeper.isRunning {
-                    kill(sleeper.processIdentifier, SIGKILL)
-                    sleeper.waitUntilExit()
+                if !reaped {
+                    kill(sleeper, SIGKILL)
+                    var status: Int32 = 0
+                    waitpid(sleeper, &status, 0)
                 }
             }
             for file in driver.procsFiles("c3") {
-                try String(sleeper.processIdentifier).write(toFile: file, atomically: false, encoding: .utf8)
+                try String(sleeper).write(toFile: file, atomically: false, encoding: .utf8)
             }
-            #expect(try driver.processes("c3") == [sleeper.processIdentifier])
+            #expect(try driver.processes("c3") == [sleeper])
             try driver.freeze("c3")
             #expect(try driver.isFrozen("c3"))
             try driver.thaw("c3")
@@ -89,8 +89,10 @@ struct CgroupV1KernelTests {
             #expect(stats.pidsCurrent == 1)
             #expect(stats.pidsLimit == 5)
             #expect(stats.memoryLimit == 32 << 20)
-            kill(sleeper.processIdentifier, SIGKILL)
-            sleeper.waitUntilExit()
+            kill(sleeper, SIGKILL)
+            var status: Int32 = 0
+            waitpid(sleeper, &status, 0)
+            reaped = true
             try driver.remove("c3")
             #expect(!driver.exists("c3"))
         }

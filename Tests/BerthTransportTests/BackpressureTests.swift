@@ -4,7 +4,7 @@ import Testing
 
 /// A slow reader on either side holds the writer back through HTTP/2 flow
 /// control; nothing buffers without bound.
-@Suite("gRPC over nghttp2: flow control and backpressure")
+@Suite("gRPC over nghttp2: flow control and backpressure", .timeLimit(.minutes(5)))
 struct BackpressureTests {
     /// 64 KiB messages the writer may be ahead of the reader: the peer's
     /// stream window (1 MiB), the reader's queue (256 KiB) and the writer's

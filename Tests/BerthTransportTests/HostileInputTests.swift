@@ -5,7 +5,7 @@ import Testing
 
 /// Bad input gets the right HTTP/2 or gRPC error, and the server goes on
 /// serving everyone else.
-@Suite("gRPC over nghttp2: hostile input")
+@Suite("gRPC over nghttp2: hostile input", .timeLimit(.minutes(5)))
 struct HostileInputTests {
     static func port(_ address: TransportAddress) -> Int {
         if case .tcp(_, let port) = address { return port }
@@ -155,7 +155,7 @@ struct HostileInputTests {
     }
 }
 
-@Suite("gRPC over nghttp2: stream limits and resets")
+@Suite("gRPC over nghttp2: stream limits and resets", .timeLimit(.minutes(5)))
 struct StreamLimitTests {
     @Test("streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused, the rest are served")
     func concurrentStreamLimit() async throws {

@@ -2,7 +2,7 @@ import BerthTransport
 import GRPCCore
 import Testing
 
-@Suite("gRPC over nghttp2: calls")
+@Suite("gRPC over nghttp2: calls", .timeLimit(.minutes(5)))
 struct CallTests {
     static let raw = (RawSerializer(), RawDeserializer())
 

@@ -138,6 +138,13 @@ ssize_t berth_lgetxattr(const char *path, const char *name, void *value, size_t 
 /* posix_spawn in a new session; `pass_fd` becomes the child's fd 3. */
 pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp[], int pass_fd, int stderr_fd);
 
+/* posix_spawn with fds 0-2 given (-1: /dev/null) and all others closed. */
+pid_t berth_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd, int new_session);
+int berth_wait_status(pid_t pid, int *status);
+/* The exit code, or 128 + the signal that ended the process. */
+int berth_wexitstatus(int status);
+int berth_exit_code(int status);
+
 /* "EINVAL", or NULL for an unknown errno. */
 const char *berth_errno_name(int error);
 

@@ -13,7 +13,7 @@ source tree), then calls the agent and checks:
   - Node.Info reports cpus > 0 and a cgroup mode other than UNSPECIFIED;
   - Node.WatchUsage(count=3, interval_ms=100) streams exactly 3 messages,
     sequence 1, 2, 3, then ends with OK;
-  - Containers.List fails with UNIMPLEMENTED;
+  - Volumes.List fails with UNIMPLEMENTED;
   - Node.WatchUsage(count=0) with a 300 ms deadline ends with
     DEADLINE_EXCEEDED.
 
@@ -78,8 +78,8 @@ def check(condition, what):
 def run(address):
     node_pb2 = importlib.import_module("berth.agent.v1.node_pb2")
     node_grpc = importlib.import_module("berth.agent.v1.node_pb2_grpc")
-    containers_pb2 = importlib.import_module("berth.agent.v1.containers_pb2")
-    containers_grpc = importlib.import_module("berth.agent.v1.containers_pb2_grpc")
+    volumes_pb2 = importlib.import_module("berth.agent.v1.volumes_pb2")
+    volumes_grpc = importlib.import_module("berth.agent.v1.volumes_pb2_grpc")
 
     with grpc.insecure_channel(address) as channel:
         try:
@@ -87,7 +87,7 @@ def run(address):
         except grpc.FutureTimeoutError:
             raise CheckFailed(f"cannot connect to {address}") from None
         node = node_grpc.NodeStub(channel)
-        containers = containers_grpc.ContainersStub(channel)
+        volumes = volumes_grpc.VolumesStub(channel)
 
         # Node.Version
         response = node.Version(node_pb2.GetVersionRequest(), timeout=TIMEOUT_SECONDS)
@@ -124,17 +124,17 @@ def run(address):
         check(sequences == [1, 2, 3], f"WatchUsage: sequences {sequences}, want [1, 2, 3]")
         print(f"ok   Node.WatchUsage count=3 sequences={sequences}")
 
-        # Containers.List: not implemented yet
+        # Volumes.List: not implemented yet
         try:
-            containers.List(containers_pb2.ListContainersRequest(), timeout=TIMEOUT_SECONDS)
+            volumes.List(volumes_pb2.ListVolumesRequest(), timeout=TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             check(
                 error.code() == grpc.StatusCode.UNIMPLEMENTED,
-                f"Containers.List: status {error.code()}, want UNIMPLEMENTED",
+                f"Volumes.List: status {error.code()}, want UNIMPLEMENTED",
             )
-            print(f"ok   Containers.List status=UNIMPLEMENTED message={error.details()}")
+            print(f"ok   Volumes.List status=UNIMPLEMENTED message={error.details()}")
         else:
-            raise CheckFailed("Containers.List succeeded, want UNIMPLEMENTED")
+            raise CheckFailed("Volumes.List succeeded, want UNIMPLEMENTED")
 
         # Node.WatchUsage, count=0 (endless), 300 ms deadline
         started = time.monotonic()

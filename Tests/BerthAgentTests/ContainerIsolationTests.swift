@@ -1,0 +1,168 @@
+import BerthModel
+import Foundation
+import Testing
+
+/// Real containers on the real kernel (root): isolation, limits, security.
+@Suite("containers: isolation and limits (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+struct ContainerIsolationTests {
+    @Test("the container is PID 1, sees no host process, has its own hostname and mounts")
+    func isolation() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let r = try await host.berth(["run", "--rm", "-h", "box1", "busybox", "sh", "-c", "echo pid=$$; ps -o pid | tail -n +2 | wc -l; hostname; cat /proc/mounts"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "pid=1")
+        // sh and ps (and wc/tail): nothing of the host.
+        #expect(Int(lines[1].trimmingCharacters(in: .whitespaces)) ?? 99 <= 4)
+        #expect(lines[2] == "box1")
+        #expect(r.stdout.contains("overlay / overlay"))
+        #expect(r.stdout.contains("proc /proc proc"))
+        #expect(!r.stdout.contains(" /work "), "the host's mounts do not show")
+        // Masked and read-only paths.
+        let masked = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "cat /proc/kcore | wc -c; echo 1 > /proc/sys/vm/drop_caches; echo rc=$?"])
+        #expect(masked.stdout.contains("0\n"))
+        #expect(masked.stdout.contains("rc=1") || masked.stderr.contains("Read-only"))
+    }
+
+    @Test("a memory limit exceeded: exit 137, state exited, reason OOMKilled")
+    func oom() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let r = try await host.berth(["run", "--name", "hog", "-m", "16m", "--memory-swap", "16m", "busybox", "sh", "-c", "x=$(yes | head -c 200000000); echo survived"])
+        #expect(r.status == 137, "status \(r.status): \(r.stderr)")
+        #expect(!r.stdout.contains("survived"))
+        let c = try await host.inspect("hog")
+        #expect(c.status.state == .exited)
+        #expect(c.status.exitCode == 137)
+        #expect(c.status.reason == .oomKilled)
+        #expect(c.status.signal == .kill)
+    }
+
+    @Test("a plain SIGKILL is Killed, not OOMKilled")
+    func killedNotOOM() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "sleeper", "-m", "64m", "busybox", "sleep", "300"]).status == 0)
+        #expect(try await host.berth(["kill", "sleeper"]).status == 0)
+        let c = try await host.waitFor("sleeper") { $0.status.state == .exited }
+        #expect(c.status.exitCode == 137)
+        #expect(c.status.reason == .killed)
+        #expect(!c.status.oomKilled)
+    }
+
+    @Test("--cpus 0.2 throttles a busy loop to about 0.2 CPU")
+    func cpuQuota() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "spin", "--cpus", "0.2", "busybox", "sh", "-c", "while :; do :; done"]).status == 0)
+        let c = try await host.inspect("spin")
+        func usage() throws -> Double { Double(try String(contentsOfFile: host.cgroupFile(c, "cpuacct", "cpuacct.usage"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))! / 1e9 }
+        func throttled() throws -> Int {
+            let text = try String(contentsOfFile: host.cgroupFile(c, "cpu", "cpu.stat"), encoding: .utf8)
+            return Int(text.split(separator: "\n").first { $0.hasPrefix("nr_throttled ") }!.split(separator: " ")[1])!
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let (u0, t0, clock0) = (try usage(), try throttled(), ContinuousClock.now)
+        try await Task.sleep(for: .seconds(3))
+        let (u1, t1, clock1) = (try usage(), try throttled(), ContinuousClock.now)
+        let elapsed = Double((clock1 - clock0).components.seconds) + Double((clock1 - clock0).components.attoseconds) / 1e18
+        let rate = (u1 - u0) / elapsed
+        #expect(t1 > t0, "throttled periods grow")
+        #expect(rate > 0.1 && rate < 0.3, "CPU use was \(rate) CPU/s")
+    }
+
+    @Test("--pids-limit stops forks")
+    func pidsLimit() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let r = try await host.berth(["run", "--rm", "--pids-limit", "5", "busybox", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait; echo done"])
+        #expect(r.stderr.contains("can't fork") || r.stdout.contains("can't fork"), "\(r.stdout)\n\(r.stderr)")
+    }
+
+    @Test("the default seccomp profile blocks unshare, keyctl and mount; unconfined lets unshare and keyctl through")
+    func seccomp() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let probe = try TestImage.probe.get()
+        let confined = try await host.berth(["run", "--rm", "-v", "\(probe):/probe:ro", "busybox", "/probe", "unshare", "keyctl", "mount", "clone3"])
+        #expect(confined.status == 0, "\(confined.stderr)")
+        #expect(confined.stdout.contains("unshare: EPERM"))
+        #expect(confined.stdout.contains("keyctl: EPERM"))
+        #expect(confined.stdout.contains("mount: EPERM"))
+        #expect(confined.stdout.contains("clone3: ENOSYS"))
+        let unconfined = try await host.berth(["run", "--rm", "--security-opt", "seccomp=unconfined", "-v", "\(probe):/probe:ro", "busybox", "/probe", "unshare", "keyctl"])
+        #expect(!unconfined.stdout.contains("keyctl: EPERM"), "\(unconfined.stdout)")
+        #expect(unconfined.stdout.contains("unshare: OK"), "\(unconfined.stdout)")
+    }
+
+    @Test("a custom seccomp profile file is honoured, and a broken one refused")
+    func seccompFile() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let dir = host.agent.directory
+        let profile = dir.appendingPathComponent("deny-mkdir.json")
+        try #"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#
+            .write(to: profile, atomically: true, encoding: .utf8)
+        let r = try await host.berth(["run", "--rm", "--security-opt", "seccomp=\(profile.path)", "busybox", "sh", "-c", "mkdir /tmp/x; echo rc=$?"])
+        #expect(r.stdout.contains("rc=1"))
+        #expect(r.stderr.contains("Permission denied"))
+        try "{ not json".write(to: profile, atomically: true, encoding: .utf8)
+        let bad = try await host.berth(["run", "--rm", "--security-opt", "seccomp=\(profile.path)", "busybox", "true"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("not a docker seccomp profile"))
+    }
+
+    @Test("a dropped capability is really gone")
+    func capabilities() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let kept = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "touch /tmp/f; chown nobody /tmp/f && echo chowned; grep CapEff /proc/self/status"])
+        #expect(kept.stdout.contains("chowned"))
+        #expect(kept.stdout.contains("00000000a80425fb"))
+        let dropped = try await host.berth(["run", "--rm", "--cap-drop", "CHOWN", "busybox", "sh", "-c", "touch /tmp/f; chown nobody /tmp/f && echo chowned; grep CapEff /proc/self/status"])
+        #expect(!dropped.stdout.contains("chowned"))
+        #expect(dropped.stderr.contains("Operation not permitted"))
+        #expect(dropped.stdout.contains("00000000a80425fa"))
+        let none = try await host.berth(["run", "--rm", "--cap-drop", "ALL", "busybox", "grep", "Cap", "/proc/self/status"])
+        #expect(none.stdout.contains("CapEff:\t0000000000000000"))
+        #expect(none.stdout.contains("CapBnd:\t0000000000000000"))
+        let bad = try await host.berth(["run", "--rm", "--cap-add", "FLY", "busybox", "true"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("--cap-add \"FLY\": not a Linux capability"))
+    }
+
+    @Test("user, working directory, environment and a read-only root are honoured")
+    func processSettings() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let r = try await host.berth(["run", "--rm", "-u", "www-data", "-w", "/var/www", "-e", "GREETING=hi there", "busybox", "sh", "-c", "id -u; id -g; pwd; echo $GREETING; echo $HOME"])
+        #expect(r.stdout == "33\n33\n/var/www\nhi there\n/var/www\n", "\(r.stdout)")
+        let numeric = try await host.berth(["run", "--rm", "-u", "1234:5678", "busybox", "sh", "-c", "id -u; id -g"])
+        #expect(numeric.stdout == "1234\n5678\n")
+        let unknown = try await host.berth(["run", "--rm", "-u", "nosuchuser", "busybox", "true"])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("unable to find user nosuchuser"))
+        let ro = try await host.berth(["run", "--rm", "--read-only", "busybox", "sh", "-c", "touch /x; echo rc=$?; touch /tmp/y; echo tmp=$?"])
+        #expect(ro.stdout.contains("rc=1"))
+        #expect(ro.stderr.contains("Read-only file system"))
+        let created = try await host.berth(["run", "--rm", "-w", "/does/not/exist", "busybox", "pwd"])
+        #expect(created.stdout == "/does/not/exist\n")
+    }
+
+    @Test("--ulimit: what can be applied is, what cannot is reported, and the container runs")
+    func ulimits() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let low = try await host.berth(["run", "--rm", "--ulimit", "nofile=100:200", "busybox", "sh", "-c", "ulimit -n; ulimit -Hn"])
+        #expect(low.stdout == "100\n200\n")
+        // Above the agent's own hard limit: this host's root lacks CAP_SYS_RESOURCE.
+        let high = try await host.berth(["run", "--rm", "--ulimit", "nofile=1048576:1048576", "busybox", "sh", "-c", "ulimit -n"])
+        #expect(high.status == 0)
+        if high.stderr.contains("could not be applied") {
+            #expect(high.stderr.contains("RLIMIT_NOFILE 1048576:1048576 could not be applied"))
+        } else {
+            #expect(high.stdout == "1048576\n")
+        }
+    }
+}

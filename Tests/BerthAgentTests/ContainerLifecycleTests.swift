@@ -1,0 +1,182 @@
+import BerthModel
+import Foundation
+import Testing
+
+/// Container lifecycle on the real kernel (root): stop, pause, restart
+/// policies, removal, live restore, bad input.
+@Suite("containers: lifecycle (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+struct ContainerLifecycleTests {
+    @Test("files written in the container vanish at rm; the image is untouched")
+    func writableLayer() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "--name", "writer", "busybox", "sh", "-c", "echo data > /written.txt; rm /etc/group"]).status == 0)
+        let c = try await host.inspect("writer")
+        let upper = "\(host.agent.root)/containers/\(c.id.rawValue)/upper"
+        #expect(FileManager.default.fileExists(atPath: "\(upper)/written.txt"))
+        #expect(try await host.berth(["rm", "writer"]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: upper))
+        let fresh = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "ls /written.txt; cat /etc/group | head -1"])
+        #expect(fresh.stderr.contains("No such file"))
+        #expect(fresh.stdout == "root:x:0:\n")
+    }
+
+    @Test("stop sends SIGTERM; a process that ignores it is killed after the grace period")
+    func stop() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "polite", "busybox", "sh", "-c", "trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.1; done"]).status == 0)
+        _ = try await host.waitFor("polite") { $0.status.state == .running }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await host.berth(["stop", "polite"]).status == 0)
+        let polite = try await host.inspect("polite")
+        #expect(polite.status.exitCode == 3)
+        #expect(polite.status.stoppedByUser)
+        #expect(try await host.berth(["logs", "polite"]).stdout.contains("got TERM"))
+
+        #expect(try await host.berth(["run", "-d", "--name", "stubborn", "busybox", "sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"]).status == 0)
+        _ = try await host.waitFor("stubborn") { $0.status.state == .running }
+        let start = ContinuousClock.now
+        #expect(try await host.berth(["stop", "-t", "1", "stubborn"]).status == 0)
+        let stubborn = try await host.inspect("stubborn")
+        #expect(stubborn.status.exitCode == 137)
+        #expect(stubborn.status.signal == .kill)
+        #expect(ContinuousClock.now - start >= .seconds(1), "SIGKILL came only after the grace period")
+    }
+
+    @Test("--init reaps and forwards: the process is PID 2 and a stop ends it with SIGTERM's code")
+    func initProcess() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let r = try await host.berth(["run", "--rm", "--init", "busybox", "sh", "-c", "echo $$; (sleep 0.1 &) ; sleep 0.3; ps -o stat,comm | grep -c Z || true"])
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.first == "2")
+        #expect(lines.last == "0", "no zombies left: \(r.stdout)")
+        #expect(try await host.berth(["run", "-d", "--init", "--name", "inited", "busybox", "sleep", "300"]).status == 0)
+        _ = try await host.waitFor("inited") { $0.status.state == .running }
+        #expect(try await host.berth(["stop", "-t", "5", "inited"]).status == 0)
+        #expect(try await host.inspect("inited").status.exitCode == 143)
+    }
+
+    @Test("pause freezes every process; unpause thaws them")
+    func pause() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "busy", "busybox", "sh", "-c", "while :; do :; done"]).status == 0)
+        let c = try await host.waitFor("busy") { $0.status.state == .running }
+        func usage() throws -> UInt64 { UInt64(try String(contentsOfFile: host.cgroupFile(c, "cpuacct", "cpuacct.usage"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))! }
+        #expect(try await host.berth(["pause", "busy"]).status == 0)
+        #expect(try await host.inspect("busy").status.state == .paused)
+        #expect(try String(contentsOfFile: host.cgroupFile(c, "freezer", "freezer.state"), encoding: .utf8).hasPrefix("FROZEN"))
+        let frozen = try usage()
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try usage() == frozen, "no CPU time while frozen")
+        // Illegal: pausing twice, unpausing a running container.
+        let again = try await host.berth(["pause", "busy"])
+        #expect(again.status == 1 && again.stderr.contains("only a running container can be paused"))
+        #expect(try await host.berth(["unpause", "busy"]).status == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try usage() > frozen)
+        let illegal = try await host.berth(["unpause", "busy"])
+        #expect(illegal.status == 1)
+        #expect(illegal.stderr.contains("is not paused"))
+        #expect(try await host.berth(["rm", "-f", "busy"]).status == 0)
+    }
+
+    @Test("restart policy on-failure:2 restarts twice, then leaves the container exited")
+    func restartPolicy() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"]).status == 0)
+        let c = try await host.waitFor("flaky", timeout: .seconds(30)) { $0.status.restartCount == 2 && $0.status.state == .exited }
+        #expect(c.status.restartCount == 2)
+        #expect(c.status.state == .exited)
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await host.inspect("flaky").status.restartCount == 2, "no third restart")
+        // always: restarts after a success too, and a stop keeps it stopped.
+        #expect(try await host.berth(["run", "-d", "--name", "loop", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2"]).status == 0)
+        _ = try await host.waitFor("loop", timeout: .seconds(30)) { $0.status.restartCount >= 2 }
+        #expect(try await host.berth(["stop", "loop"]).status == 0)
+        let stopped = try await host.inspect("loop").status.restartCount
+        try await Task.sleep(for: .seconds(1))
+        let after = try await host.inspect("loop")
+        #expect(after.status.state == .exited && after.status.restartCount == stopped)
+    }
+
+    @Test("live limit changes with update reach the cgroup")
+    func update() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "u", "-m", "64m", "busybox", "sleep", "300"]).status == 0)
+        let c = try await host.waitFor("u") { $0.status.state == .running }
+        #expect(try await host.berth(["update", "-m", "128m", "--memory-swap", "256m", "--pids-limit", "50", "u"]).status == 0)
+        #expect(try String(contentsOfFile: host.cgroupFile(c, "memory", "memory.limit_in_bytes"), encoding: .utf8) == "134217728\n")
+        #expect(try String(contentsOfFile: host.cgroupFile(c, "pids", "pids.max"), encoding: .utf8) == "50\n")
+        #expect(try await host.inspect("u").spec.resources.memory == .mebibytes(128))
+        let bad = try await host.berth(["update", "-m", "1k", "u"])
+        #expect(bad.status == 1 && bad.stderr.contains("minimum memory limit"))
+        #expect(try await host.inspect("u").spec.resources.memory == .mebibytes(128))
+    }
+
+    @Test("bad input gets a clear error and leaves nothing behind")
+    func badInput() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let cases: [([String], String)] = [
+            (["run", "nosuchimage"], "no such image: nosuchimage"),
+            (["run", "-m", "64x", "busybox", "true"], "memory limit \"64x\": expected a size like 64m or 1g"),
+            (["run", "--cpus", "64", "busybox", "true"], "cpus 64: the host has only"),
+            (["run", "--restart", "sometimes", "busybox", "true"], "restart policy \"sometimes\""),
+            (["run", "-v", "/no/such/dir:/x", "busybox", "true"], "bind source path does not exist: /no/such/dir"),
+        ]
+        for (args, message) in cases {
+            let r = try await host.berth(args)
+            #expect(r.status == 1, "\(args)")
+            #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        let missing = try await host.berth(["run", "--name", "nocmd", "busybox", "foo"])
+        #expect(missing.status == 127)
+        #expect(missing.stderr.contains("exec: \"foo\": executable file not found in $PATH"))
+        #expect(try await host.inspect("nocmd").status.reason == .startFailed)
+        #expect(try await host.berth(["run", "-d", "--name", "dup", "busybox", "sleep", "300"]).status == 0)
+        let duplicate = try await host.berth(["run", "--name", "dup", "busybox", "true"])
+        #expect(duplicate.status == 1 && duplicate.stderr.contains("container name \"dup\" is already in use"))
+        let running = try await host.berth(["rm", "dup"])
+        #expect(running.status == 1 && running.stderr.contains("stop it first or use --force"))
+        #expect(try await host.berth(["rm", "-f", "dup", "nocmd"]).status == 0)
+        // Nothing left: no containers, no cgroups, no bundles.
+        #expect(try await host.berth(["ps", "-aq"]).stdout.isEmpty)
+        let cgroups = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/\(host.agent.cgroupParent)")) ?? []
+        #expect(!cgroups.contains { $0.count == 64 }, "no container cgroup remains: \(cgroups)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: "\(host.agent.state)/containers")) ?? []).isEmpty)
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: "\(host.agent.root)/containers")) ?? []).isEmpty)
+    }
+
+    @Test("live restore: kill -9 of the agent leaves containers running; the new agent re-adopts them and records exits it missed")
+    func liveRestore() async throws {
+        let first = try await ContainerHost()
+        defer { first.cleanUp() }
+        #expect(try await first.berth(["run", "-d", "--name", "long", "busybox", "sleep", "300"]).status == 0)
+        #expect(try await first.berth(["run", "-d", "--name", "short", "busybox", "sh", "-c", "sleep 2; exit 4"]).status == 0)
+        let long = try await first.waitFor("long") { $0.status.state == .running }
+        let pid = try #require(long.status.pid)
+        kill(first.agent.pid, SIGKILL)
+        first.agent.process.waitUntilExit()
+        // The container lives on without the agent.
+        #expect(kill(pid, 0) == 0)
+        try await Task.sleep(for: .seconds(3))
+        let second = try await AgentProcess(tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
+        defer { second.cleanUp() }
+        var env = ProcessInfo.processInfo.environment
+        env["BERTH_HOST"] = "unix://\(second.socketPath)"
+        func berth(_ args: [String]) async throws -> CommandResult { try await runCommand(try BuildProducts.executable("berth"), args, environment: env) }
+        let ps = try await berth(["inspect", "long", "short"])
+        let records = try BerthJSON.decoder().decode([Container].self, from: Data(ps.stdout.utf8))
+        #expect(records[0].status.state == .running && records[0].status.pid == pid)
+        #expect(records[1].status.state == .exited && records[1].status.exitCode == 4)
+        // The re-adopted container is fully controllable.
+        #expect(try await berth(["stop", "-t", "1", "long"]).status == 0)
+        #expect(kill(pid, 0) != 0)
+        #expect(try await berth(["rm", "long", "short"]).status == 0)
+    }
+}
