@@ -38,10 +38,23 @@ public struct ContainerLogReader: Sendable {
 
     /// Every line logged so far.
     public func lines() -> [LogLine] {
-        files.flatMap { file -> [LogLine] in
-            guard let data = FileManager.default.contents(atPath: file) else { return [] }
-            return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap(Self.parse)
+        snapshot().lines
+    }
+
+    /// The lines of the rotated files and the live one, and how far into
+    /// the live file (its inode and offset) they reach.
+    func snapshot() -> (lines: [LogLine], inode: Int, offset: Int, pending: Data) {
+        var all: [LogLine] = []
+        for file in files.dropLast() {
+            guard let data = FileManager.default.contents(atPath: file) else { continue }
+            all += String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap(Self.parse)
         }
+        let inode = (try? FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int) ?? 0
+        let data = FileManager.default.contents(atPath: path) ?? Data()
+        // Only whole lines count; a trailing partial line is kept for later.
+        let end = data.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? data.startIndex
+        all += String(decoding: data[data.startIndex..<end], as: UTF8.self).split(separator: "\n").compactMap(Self.parse)
+        return (all, inode, data.count, data[end...])
     }
 
     /// Streams lines, then (with `follow`) new ones until `isRunning` turns
@@ -50,16 +63,17 @@ public struct ContainerLogReader: Sendable {
         tail: Int?, since: Date?, until: Date?, follow: Bool, isRunning: @escaping @Sendable () async -> Bool,
         emit: ([LogLine]) async throws -> Void
     ) async throws {
-        var existing = lines()
+        let snapshot = self.snapshot()
+        var existing = snapshot.lines
         if let since { existing = existing.filter { $0.time >= since } }
         if let until { existing = existing.filter { $0.time <= until } }
         if let tail { existing = Array(existing.suffix(tail)) }
         if !existing.isEmpty { try await emit(existing) }
         guard follow else { return }
-        // Continue from the current end of the live file.
-        var offset = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        var inode = (try? FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int) ?? 0
-        var pending = Data()
+        // Continue exactly where the snapshot stopped.
+        var offset = snapshot.offset
+        var inode = snapshot.inode
+        var pending = Data(snapshot.pending)
         while true {
             let running = await isRunning()
             let attributes = try? FileManager.default.attributesOfItem(atPath: path)

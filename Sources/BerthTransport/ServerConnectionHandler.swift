@@ -47,6 +47,7 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         var finishedWriting = false
         var endSent = false
         var deadline: Scheduled<Void>?
+        var deadlineAt: NIODeadline?
         var descriptor: MethodDescriptor?
 
         init(id: Int32, maxMessageSize: Int) {
@@ -180,6 +181,7 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         if endStream { io.finishInbound() }
         if let timeout = stream.timeout, let context {
             let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            stream.deadlineAt = .now() + .nanoseconds(max(0, nanos))
             stream.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(0, nanos))) { [weak self] in
                 self?.deadlineExpired(streamID)
             }
@@ -351,7 +353,12 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
                 GRPCMessageFramer.frame(bytes.buffer, into: &stream.body.data)
             case .status(let status, let metadata):
                 guard stream.trailers == nil else { continue }
-                stream.trailers = status.trailerFields(metadata: metadata)
+                if status.code == .ok || status.code == .cancelled, let deadline = stream.deadlineAt, NIODeadline.now() >= deadline {
+                    // A handler that finished (or was cancelled) after the deadline did not answer in time.
+                    stream.trailers = Status(code: .deadlineExceeded, message: "the deadline set by grpc-timeout expired").trailerFields(metadata: [:])
+                } else {
+                    stream.trailers = status.trailerFields(metadata: metadata)
+                }
             }
         }
         if dropped > 0 { io.outboundSent(dropped) }
