@@ -59,8 +59,12 @@ public struct ContainerLogReader: Sendable {
 
     /// Streams lines, then (with `follow`) new ones until `isRunning` turns
     /// false and everything written is read.
+    ///
+    /// - Parameter waitForChange: suspends until new output may be there or
+    ///   the container may have stopped (a short timer, or sooner when told).
     public func stream(
         tail: Int?, since: Date?, until: Date?, follow: Bool, isRunning: @escaping @Sendable () async -> Bool,
+        waitForChange: @escaping @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(50)) },
         emit: ([LogLine]) async throws -> Void
     ) async throws {
         let snapshot = self.snapshot()
@@ -101,7 +105,8 @@ public struct ContainerLogReader: Sendable {
                 continue
             }
             if !running { return }
-            try await Task.sleep(for: .milliseconds(50))
+            try Task.checkCancellation()
+            await waitForChange()
         }
     }
 }

@@ -114,6 +114,12 @@ public actor ContainerSupervisor {
 
     public func inspect(_ reference: String) throws -> Container { try find(reference) }
 
+    /// Waits until the container stops running or `timeout` passes,
+    /// whichever is first (for followers of its output).
+    public func waitForStop(_ id: ContainerID, timeout: Duration) async {
+        _ = await waitForExit(id, timeout: timeout)
+    }
+
     public var counts: ContainerCounts {
         var c = ContainerCounts()
         for container in containers.values {
@@ -221,9 +227,7 @@ public actor ContainerSupervisor {
             let security = try SecurityOptions(spec.securityOpts)
             var seccompPath: String?
             if let profile = try security.seccompProfile() {
-                seccompPath = "\(bundle)/seccomp.bpf"
-                try SeccompCompiler.compile(
-                    profile, capabilities: Capabilities.names(in: capabilities), to: seccompPath!, kernel: Processes.kernelRelease)
+                seccompPath = try seccompProgram(profile, key: security.profileKey, capabilities: capabilities)
             }
             let layers = try images.lowerDirectories(of: image)
             let user = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
@@ -263,6 +267,20 @@ public actor ContainerSupervisor {
             for warning in warnings { logger.warning("container limit not applied", metadata: ["container.id": "\(id.short)", "warning": "\(warning)"]) }
             return (container, warnings)
         }
+    }
+
+    /// The compiled program for a profile and a capability set, compiled
+    /// once and kept under the state directory (compiling costs milliseconds
+    /// on every start otherwise).
+    private func seccompProgram(_ profile: SeccompProfile, key: String, capabilities: UInt64) throws -> String {
+        let dir = "\(environment.stateDir)/seccomp"
+        let path = "\(dir)/\(key)-\(String(capabilities, radix: 16)).bpf"
+        if FileIO.exists(path) { return path }
+        try Directories.create(dir, mode: 0o700)
+        let temporary = path + ".\(UUID().uuidString)"
+        try SeccompCompiler.compile(profile, capabilities: Capabilities.names(in: capabilities), to: temporary, kernel: Processes.kernelRelease)
+        try FileIO.rename(temporary, to: path)
+        return path
     }
 
     /// docker's wording for start failures where docker has one.
@@ -634,6 +652,17 @@ struct SecurityOptions {
     }
 
     var seccomp: Seccomp = .defaultProfile
+
+    /// Names the profile's content, for caching its compiled form.
+    var profileKey: String {
+        switch seccomp {
+        case .defaultProfile: return "default"
+        case .unconfined: return "unconfined"
+        case .file(let path):
+            let data = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
+            return "file-" + Digest.of(data).hex
+        }
+    }
 
     /// - Throws: `BerthError.invalidArgument` for an option Berth does not know.
     init(_ options: [String]) throws {

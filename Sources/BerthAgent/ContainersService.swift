@@ -110,11 +110,12 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let container = try await supervisor.inspect(request.container)
         let reader = ContainerLogReader(path: environment.logFile(container.id))
         let supervisor = self.supervisor
-        let id = container.id.rawValue
+        let id = container.id
         try await reader.stream(
             tail: request.hasTail ? Int(request.tail) : nil, since: request.hasSince ? request.since.date : nil,
             until: request.hasUntil ? request.until.date : nil, follow: request.follow,
-            isRunning: { (try? await supervisor.inspect(id).status.state.isActive) ?? false }
+            isRunning: { (try? await supervisor.inspect(id.rawValue).status.state.isActive) ?? false },
+            waitForChange: { await supervisor.waitForStop(id, timeout: .milliseconds(50)) }
         ) { lines in
             try await response.write(
                 contentsOf: lines.map { line in
