@@ -1,5 +1,5 @@
 public import BerthModel
-import Foundation
+import FoundationEssentials
 import SwiftProtobuf
 
 extension ImageConfig {

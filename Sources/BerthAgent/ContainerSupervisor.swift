@@ -45,6 +45,9 @@ public actor ContainerSupervisor {
     let environment: RuntimeEnvironment
     let host: NodeCapacity
     let logger: Logger
+    /// Removed containers' directories, deleted in the background.
+    private let rootTrash: Trash
+    private let stateTrash: Trash
     private var containers: [ContainerID: Container] = [:]
     private var live: [ContainerID: Live] = [:]
     private var waiters: [ContainerID: [UUID: CheckedContinuation<Container?, Never>]] = [:]
@@ -64,6 +67,10 @@ public actor ContainerSupervisor {
         for container in try database.allContainers() { containers[container.id] = container }
         try Directories.create("\(environment.rootDir)/containers", mode: 0o700)
         try Directories.create("\(environment.stateDir)/containers", mode: 0o700)
+        rootTrash = try Trash(dir: "\(environment.rootDir)/trash", logger: logger)
+        stateTrash = try Trash(dir: "\(environment.stateDir)/trash", logger: logger)
+        rootTrash.empty()
+        stateTrash.empty()
     }
 
     // MARK: Events
@@ -179,11 +186,6 @@ public actor ContainerSupervisor {
             for (sub, mode) in [("/upper", 0o755), ("/work", 0o700), ("/rootfs", 0o755), ("/logs", 0o700)] {
                 try Directories.create(dir + sub, mode: mode_t(mode))
             }
-            let hostname = spec.hostname ?? id.short
-            try AtomicFile.write(Array("\(hostname)\n".utf8), to: "\(dir)/hostname")
-            try AtomicFile.write(Array(RuntimePlanner.hostsFile(hostname: hostname).utf8), to: "\(dir)/hosts")
-            let resolv = (try? FileIO.read("/etc/resolv.conf")) ?? ""
-            try AtomicFile.write(Array(RuntimePlanner.resolvConf(host: resolv).utf8), to: "\(dir)/resolv.conf")
             let recorded = try database.insert(container, events: [event(.create, container)])
             containers[id] = container
             publish(recorded)
@@ -218,9 +220,12 @@ public actor ContainerSupervisor {
         let bundle = environment.bundleDir(id)
         let shim = ShimClient(bundleDir: bundle)
         let config: ShimConfig
+        let clock = ContinuousClock()
+        let began = clock.now
         do {
             try? RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
             try Directories.create(bundle, mode: 0o700)
+            try writeNameFiles(container)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try cgroups.create(id.rawValue, resources: spec.resources)
             let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
@@ -233,7 +238,7 @@ public actor ContainerSupervisor {
             let user = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
             let paths = RuntimePaths(
                 containerDir: environment.containerDir(id), bundleDir: bundle, lowerDirs: layers,
-                cgroupProcs: cgroups.procsFiles(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
+                cgroup: cgroups.placement(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
                 seccompProgram: seccompPath, logFile: environment.logFile(id), logMaxBytes: environment.logMaxBytes,
                 logMaxFiles: environment.logMaxFiles, cgroupMounts: cgroups.containerMounts)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
@@ -241,7 +246,9 @@ public actor ContainerSupervisor {
             try? cgroups.remove(id.rawValue)
             throw error
         }
+        let prepared = clock.now
         let (shimPID, outcome) = try await shim.start(config: config, shimExecutable: environment.shimExecutable)
+        let shimReported = clock.now
         // Other calls may have run while the shim started.
         guard let current = containers[id] else {
             _ = try? await shim.request(.delete)
@@ -264,8 +271,27 @@ public actor ContainerSupervisor {
             try commit(container, events)
             live[id, default: Live()].shimPID = shimPID
             monitor(id, shim: shim)
+            logger.debug("container started", metadata: [
+                "container.id": "\(id.short)", "prepare": "\(prepared - began)",
+                "shim": "\(shimReported - prepared)", "record": "\(clock.now - shimReported)",
+            ])
             for warning in warnings { logger.warning("container limit not applied", metadata: ["container.id": "\(id.short)", "warning": "\(warning)"]) }
             return (container, warnings)
+        }
+    }
+
+    /// /etc/hostname, /etc/hosts and /etc/resolv.conf of the container,
+    /// written afresh at every start as docker does (the host's resolvers may
+    /// have changed). Regenerated, so not fsynced.
+    private func writeNameFiles(_ container: Container) throws {
+        let dir = environment.containerDir(container.id)
+        let hostname = container.spec.hostname ?? container.id.short
+        let resolv = (try? FileIO.read("/etc/resolv.conf")) ?? ""
+        for (file, text) in [
+            ("hostname", "\(hostname)\n"), ("hosts", RuntimePlanner.hostsFile(hostname: hostname)),
+            ("resolv.conf", RuntimePlanner.resolvConf(host: resolv)),
+        ] {
+            try AtomicFile.write(Array(text.utf8), to: "\(dir)/\(file)", durable: false)
         }
     }
 
@@ -594,8 +620,8 @@ public actor ContainerSupervisor {
         do {
             _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
-            try RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
-            try RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)
+            try stateTrash.discard(id.rawValue, from: "\(environment.stateDir)/containers")
+            try rootTrash.discard(id.rawValue, from: "\(environment.rootDir)/containers")
             let recorded = try database.delete(container: id, events: [event(.destroy, current)])
             containers.removeValue(forKey: id)
             live.removeValue(forKey: id)

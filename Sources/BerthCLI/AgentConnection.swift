@@ -1,7 +1,7 @@
 import BerthAPI
 import BerthModel
 import BerthTransport
-import Foundation
+import FoundationEssentials
 import GRPCCore
 import Logging
 

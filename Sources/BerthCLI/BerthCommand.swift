@@ -1,7 +1,8 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
-import Foundation
+import FoundationEssentials
+import Glibc
 import GRPCCore
 
 /// Options every command that talks to an agent takes.
@@ -40,7 +41,7 @@ public struct BerthCommand: AsyncParsableCommand {
             exit(withError: nil)
         } catch let error as BerthError {
             Console.error("berth: \(error)")
-            Foundation.exit(1)
+            Glibc.exit(1)
         } catch {
             exit(withError: error)
         }

@@ -2,7 +2,8 @@ import ArgumentParser
 import BerthAPI
 import BerthModel
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import GRPCCore
 import SwiftProtobuf
 import BerthTransport
@@ -52,10 +53,12 @@ struct RunCommand: AsyncParsableCommand {
             }
             let forwarding = SignalForwarder(containers: containers, id: id)
             defer { forwarding.cancel() }
-            try await LogsCommand.stream(containers: containers, id: id, follow: true, tail: nil, timestamps: false, since: nil)
             var options = CallOptions.defaults
             options.timeout = nil
-            let result = try await containers.wait(.with { $0.container = id }, options: options)
+            // Asked at once, so that the exit is known when the output ends.
+            async let exited = containers.wait(.with { $0.container = id }, options: options)
+            try await LogsCommand.stream(containers: containers, id: id, follow: true, tail: nil, timestamps: false, since: nil)
+            let result = try await exited
             if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true }) }
             return result.exitCode
         }
@@ -70,7 +73,7 @@ final class SignalForwarder {
     init(containers: Berth_Agent_V1_Containers.Client<some ClientTransport>, id: String) {
         var sources: [any DispatchSourceSignal] = []
         for (signal, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
-            Foundation.signal(signal, SIG_IGN)
+            Glibc.signal(signal, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
             source.setEventHandler {
                 Task { _ = try? await containers.kill(.with { $0.container = id; $0.signal = name }) }
@@ -362,7 +365,7 @@ struct LogsCommand: AsyncParsableCommand {
             for try await line in response.messages {
                 var data = line.line
                 if timestamps { data = Data((RFC3339.format(line.time.date) + " ").utf8) + data }
-                (line.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(data)
+                Console.write(line.stream == .stderr ? STDERR_FILENO : STDOUT_FILENO, Array(data))
             }
         }
     }

@@ -1,5 +1,5 @@
 import BerthModel
-import Foundation
+import FoundationEssentials
 
 /// Docker-style human output.
 enum Human {
@@ -47,8 +47,20 @@ enum Human {
             i += 1
         }
         if i == 0 { return "\(bytes)B" }
-        let text = value >= 100 ? String(Int(value.rounded())) : String(format: "%.3g", value)
-        return text + units[i]
+        return significant3(value) + units[i]
+    }
+
+    /// `value` (1 ≤ value < 1000) with three significant digits and no
+    /// trailing zeros, as printf's "%.3g" writes it: 4.26, 42.6, 426, 4.1.
+    static func significant3(_ value: Double) -> String {
+        if value >= 100 { return String(Int(value.rounded())) }
+        let decimals = value >= 10 ? 1 : 2
+        let scale = decimals == 1 ? 10.0 : 100.0
+        let scaled = Int((value * scale).rounded())
+        var text = String(scaled / Int(scale)) + "." + String(scaled % Int(scale)).leftPadded(to: decimals)
+        while text.hasSuffix("0") { text.removeLast() }
+        if text.hasSuffix(".") { text.removeLast() }
+        return text
     }
 
     static func truncate(_ text: String, _ width: Int) -> String {
@@ -68,8 +80,15 @@ struct Table {
         }
         return rows.map { row in
             row.enumerated().map { i, cell in
-                i == row.count - 1 ? cell : cell.padding(toLength: widths[i] + 3, withPad: " ", startingAt: 0)
+                i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] + 3 - cell.count)
             }.joined()
         }.joined(separator: "\n")
+    }
+}
+
+extension String {
+    /// Zeros in front up to `width` characters.
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
-import Foundation
+import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
 
@@ -55,14 +55,20 @@ enum ImageChanges {
             switch parts[0].uppercased() {
             case "CMD": config.cmd = list()
             case "ENTRYPOINT": config.entrypoint = list()
-            case "ENV": config.env.append(value.contains("=") ? value : value.replacingOccurrences(of: " ", with: "=", options: [], range: value.range(of: " ")))
+            case "ENV":
+                // The legacy form "ENV KEY VALUE" means KEY=VALUE.
+                if !value.contains("="), let space = value.firstIndex(of: " ") {
+                    config.env.append(value[..<space] + "=" + value[value.index(after: space)...])
+                } else {
+                    config.env.append(value)
+                }
             case "WORKDIR": config.workingDir = value
             case "USER": config.user = value
             case "EXPOSE": config.exposedPorts.append(value.contains("/") ? value : value + "/tcp")
             case "STOPSIGNAL": config.stopSignal = value
             case "LABEL":
                 let kv = value.split(separator: "=", maxSplits: 1).map(String.init)
-                config.labels[kv[0]] = kv.count > 1 ? kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) : ""
+                config.labels[kv[0]] = kv.count > 1 ? String(kv[1].drop { $0 == "\"" }.reversed().drop { $0 == "\"" }.reversed()) : ""
             case "VOLUME": config.volumes.append(value)
             default: throw BerthError.invalid("--change \"\(change)\": \(parts[0]) is not an instruction import takes")
             }

@@ -1,5 +1,6 @@
 import BerthModel
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// `--format` as the CLI takes it: the default human layout, or `json`.
 enum OutputFormat: String {
@@ -20,11 +21,25 @@ enum OutputFormat: String {
 /// Writes to standard output and standard error.
 enum Console {
     static func print(_ text: String) {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        write(STDOUT_FILENO, Array((text + "\n").utf8))
     }
 
     static func error(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        write(STDERR_FILENO, Array((text + "\n").utf8))
+    }
+
+    /// Writes all of `bytes` (a closed pipe ends the attempt quietly, as
+    /// docker's CLI does).
+    static func write(_ fd: Int32, _ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            offset += n
+        }
     }
 
     static func json<T: Encodable>(_ value: T) throws {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
-import Foundation
+import FoundationEssentials
 import GRPCCore
 
 /// `berth version`: the client's build and the agent's.

@@ -38,6 +38,22 @@ public struct CgroupStats: Sendable, Hashable {
 ///
 /// Every method names the container's cgroup by a name (its ID); nothing
 /// outside the driver's subtree is ever written.
+/// How a new process enters a container's cgroup without being migrated by
+/// PID: a migration by PID takes the kernel's global threadgroup lock for
+/// writing, which waits for an RCU grace period (milliseconds) each time.
+public struct CgroupPlacement: Sendable, Equatable {
+    /// cgroup v2: the directory to clone the process into (CLONE_INTO_CGROUP).
+    public var cloneInto: String?
+    /// cgroup v1: one `tasks` file per hierarchy; the process writes "0"
+    /// (itself) to each before it does anything else.
+    public var selfJoinTasks: [String]
+
+    public init(cloneInto: String? = nil, selfJoinTasks: [String] = []) {
+        self.cloneInto = cloneInto
+        self.selfJoinTasks = selfJoinTasks
+    }
+}
+
 public protocol CgroupDriver: Sendable {
     /// v1, v2 or hybrid (v1 controllers).
     var mode: CgroupMode { get }
@@ -52,8 +68,8 @@ public protocol CgroupDriver: Sendable {
     /// Changes limits of an existing cgroup (only those given).
     func update(_ name: String, resources: Resources) throws
 
-    /// The `cgroup.procs` files a process writes its PID to, to join.
-    func procsFiles(_ name: String) -> [String]
+    /// How a container's first process gets into the cgroup.
+    func placement(_ name: String) -> CgroupPlacement
 
     /// The file holding the `oom_kill` counter.
     func oomCounterFile(_ name: String) -> String

@@ -156,8 +156,8 @@ public struct CgroupV1Driver: CgroupDriver {
             + controllers.map { CgroupMount(fstype: "cgroup", target: "/sys/fs/cgroup/\($0)", data: $0, readOnly: true) }
     }
 
-    public func procsFiles(_ name: String) -> [String] {
-        controllers.map { "\(path($0, name))/cgroup.procs" }
+    public func placement(_ name: String) -> CgroupPlacement {
+        CgroupPlacement(selfJoinTasks: controllers.map { "\(path($0, name))/tasks" })
     }
 
     public func oomCounterFile(_ name: String) -> String { "\(path("memory", name))/memory.oom_control" }

@@ -94,7 +94,7 @@ public struct CgroupV2Driver: CgroupDriver {
         }
     }
 
-    public func procsFiles(_ name: String) -> [String] { ["\(path(name))/cgroup.procs"] }
+    public func placement(_ name: String) -> CgroupPlacement { CgroupPlacement(cloneInto: path(name)) }
 
     public var containerMounts: [CgroupMount] {
         [CgroupMount(fstype: "cgroup2", target: "/sys/fs/cgroup", data: "", readOnly: true)]

@@ -8,8 +8,12 @@ public enum AtomicFile {
     ///   - bytes: the new content.
     ///   - path: the file to replace or create.
     ///   - mode: permissions of the new file.
+    ///   - durable: fsync the file and its directory, so that the new content
+    ///     survives a power loss. Without it the replacement is still atomic
+    ///     for every process (the rename), which is all that files living for
+    ///     one boot (the state directory) or regenerated on each start need.
     /// - Throws: `SystemError` naming the step that failed; the target is untouched then.
-    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, durable: Bool = true) throws {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         let temporary = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
@@ -25,13 +29,14 @@ public enum AtomicFile {
             }
             offset += n
         }
-        if failure == nil && fsync(fd) != 0 { failure = SystemError("fsync", path: temporary, errno: errno) }
+        if failure == nil && durable && fsync(fd) != 0 { failure = SystemError("fsync", path: temporary, errno: errno) }
         close(fd)
         if failure == nil && rename(temporary, path) != 0 { failure = SystemError("rename", path: path, errno: errno) }
         if let failure {
             unlink(temporary)
             throw failure
         }
+        guard durable else { return }
         let dirfd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirfd >= 0 {
             fsync(dirfd)

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The JSON form Berth writes everywhere (`--format json`, golden files,
 /// the state store): sorted keys, RFC 3339 UTC timestamps with nanoseconds.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// One container as the agent records it: identity, what was asked, what is.
 public struct Container: Codable, Sendable, Hashable, Identifiable {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The observed state of one container, changed only through the
 /// transitions `ContainerState` allows.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// What kind of object an event is about.
 public enum EventType: String, Codable, Sendable, Hashable, CaseIterable {

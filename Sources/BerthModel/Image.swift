@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The parts of an image's configuration that shape a container
 /// (the OCI image config's `config` object).

@@ -11,7 +11,7 @@ public struct RuntimePaths: Sendable {
     /// `<state>/containers/<id>`: the shim's bundle (config, sockets, state).
     public var bundleDir: String
     public var lowerDirs: [String]
-    public var cgroupProcs: [String]
+    public var cgroup: CgroupPlacement
     public var oomCounterFile: String
     /// The compiled BPF program, or nil for `seccomp=unconfined`.
     public var seccompProgram: String?
@@ -22,14 +22,14 @@ public struct RuntimePaths: Sendable {
     public var cgroupMounts: [CgroupMount]
 
     public init(
-        containerDir: String, bundleDir: String, lowerDirs: [String], cgroupProcs: [String], oomCounterFile: String,
+        containerDir: String, bundleDir: String, lowerDirs: [String], cgroup: CgroupPlacement, oomCounterFile: String,
         seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3, cgroupMounts: [CgroupMount] = []
     ) {
         self.cgroupMounts = cgroupMounts
         self.containerDir = containerDir
         self.bundleDir = bundleDir
         self.lowerDirs = lowerDirs
-        self.cgroupProcs = cgroupProcs
+        self.cgroup = cgroup
         self.oomCounterFile = oomCounterFile
         self.seccompProgram = seccompProgram
         self.logFile = logFile
@@ -166,7 +166,7 @@ public enum RuntimePlanner {
             readonlyPaths: readonlyPaths,
             createDevices: true,
             hostname: hostname,
-            cgroupProcs: paths.cgroupProcs,
+            cgroupDir: paths.cgroup.cloneInto ?? "", cgroupTasks: paths.cgroup.selfJoinTasks,
             oomCounterFile: paths.oomCounterFile,
             args: args,
             env: env,

@@ -22,7 +22,8 @@ public struct ShimClient: Sendable {
     /// - Returns: the shim's pid and the start outcome.
     /// - Throws: `BerthError` when the shim cannot be started or reports nothing.
     public func start(config: ShimConfig, shimExecutable: String) async throws -> (shimPID: Int32, start: ShimStart) {
-        try AtomicFile.write(Array(config.record.text.utf8), to: "\(bundleDir)/config", mode: 0o600)
+        // The bundle lives in the state directory, for one boot: no fsync.
+        try AtomicFile.write(Array(config.record.text.utf8), to: "\(bundleDir)/config", mode: 0o600, durable: false)
         let spawned: Processes.Spawned
         do {
             spawned = try Processes.spawnSession(

@@ -4,6 +4,8 @@
 /// `\\`, `\n`, `\r`.
 public struct LineRecord: Sendable, Hashable {
     public private(set) var entries: [(key: String, value: String)] = []
+    /// Positions in `entries` of each key, for lookups in constant time.
+    private var positions: [String: [Int]] = [:]
 
     public init() {}
 
@@ -19,29 +21,30 @@ public struct LineRecord: Sendable, Hashable {
     }
 
     public mutating func add(_ key: String, _ value: String) {
+        positions[key, default: []].append(entries.count)
         entries.append((key, value))
     }
 
     public mutating func add(_ key: String, _ value: some BinaryInteger) {
-        entries.append((key, String(value)))
+        add(key, String(value))
     }
 
     public mutating func add(_ key: String, _ value: Bool) {
-        entries.append((key, value ? "1" : "0"))
+        add(key, value ? "1" : "0")
     }
 
     public mutating func add(_ key: String, _ values: [String]) {
-        for value in values { entries.append((key, value)) }
+        for value in values { add(key, value) }
     }
 
     /// The first value of `key`.
     public subscript(key: String) -> String? {
-        entries.first { $0.key == key }?.value
+        positions[key]?.first.map { entries[$0].value }
     }
 
     /// Every value of `key`, in order.
     public func all(_ key: String) -> [String] {
-        entries.filter { $0.key == key }.map(\.value)
+        (positions[key] ?? []).map { entries[$0].value }
     }
 
     public func int(_ key: String) -> Int? { self[key].flatMap { Int($0) } }
@@ -49,53 +52,63 @@ public struct LineRecord: Sendable, Hashable {
 
     /// The text form.
     public var text: String {
-        var out = ""
+        var out: [UInt8] = []
         for (key, value) in entries {
-            out += key
-            out += "="
-            for ch in value.unicodeScalars {
-                switch ch {
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                default: out.unicodeScalars.append(ch)
+            out += key.utf8
+            out.append(UInt8(ascii: "="))
+            for byte in value.utf8 {
+                switch byte {
+                case UInt8(ascii: "\\"): out += "\\\\".utf8
+                case UInt8(ascii: "\n"): out += "\\n".utf8
+                case UInt8(ascii: "\r"): out += "\\r".utf8
+                default: out.append(byte)
                 }
             }
-            out += "\n"
+            out.append(UInt8(ascii: "\n"))
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Parses the text form.
     ///
     /// - Throws: `LineRecordError` naming the line that does not parse.
     public init(parsing text: String) throws(LineRecordError) {
+        // Works on UTF-8 bytes: '=', '\\' and '\n' are ASCII, so they never
+        // occur inside a multi-byte character; a value without escapes is
+        // taken whole.
         var number = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+        for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
             number += 1
-            guard let equals = line.firstIndex(of: "=") else {
+            guard let equals = line.firstIndex(of: UInt8(ascii: "=")) else {
                 throw LineRecordError(line: number, reason: "expected key=value")
             }
-            let key = String(line[..<equals])
-            var value = ""
+            let key = String(decoding: line[..<equals], as: UTF8.self)
+            let raw = line[line.index(after: equals)...]
+            guard raw.contains(UInt8(ascii: "\\")) else {
+                add(key, String(decoding: raw, as: UTF8.self))
+                continue
+            }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(raw.count)
             var escaped = false
-            for ch in line[line.index(after: equals)...].unicodeScalars {
+            for byte in raw {
                 if escaped {
-                    switch ch {
-                    case "n": value += "\n"
-                    case "r": value += "\r"
-                    case "\\": value += "\\"
-                    default: throw LineRecordError(line: number, reason: "unknown escape \\\(ch)")
+                    switch byte {
+                    case UInt8(ascii: "n"): bytes.append(UInt8(ascii: "\n"))
+                    case UInt8(ascii: "r"): bytes.append(UInt8(ascii: "\r"))
+                    case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\"))
+                    default:
+                        throw LineRecordError(line: number, reason: "unknown escape \\\(Unicode.Scalar(byte))")
                     }
                     escaped = false
-                } else if ch == "\\" {
+                } else if byte == UInt8(ascii: "\\") {
                     escaped = true
                 } else {
-                    value.unicodeScalars.append(ch)
+                    bytes.append(byte)
                 }
             }
             if escaped { throw LineRecordError(line: number, reason: "dangling escape") }
-            entries.append((key, value))
+            add(key, String(decoding: bytes, as: UTF8.self))
         }
     }
 }

@@ -46,8 +46,10 @@ public struct ShimConfig: Sendable, Hashable {
     public var readonlyPaths: [String]
     public var createDevices: Bool
     public var hostname: String
-    /// cgroup.procs files the container's first process joins.
-    public var cgroupProcs: [String]
+    /// cgroup v2: the directory the process is cloned into ("" for none).
+    public var cgroupDir: String
+    /// cgroup v1: the `tasks` files the process writes itself to, first thing.
+    public var cgroupTasks: [String]
     /// File and key of the cgroup's OOM-kill counter (memory.oom_control or
     /// memory.events, key oom_kill).
     public var oomCounterFile: String
@@ -77,7 +79,7 @@ public struct ShimConfig: Sendable, Hashable {
     public init(
         id: String, cloneFlags: UInt64, newCgroupNamespace: Bool, rootfs: String, overlayData: String,
         readonlyRootfs: Bool, mounts: [MountEntry], maskedPaths: [String], readonlyPaths: [String],
-        createDevices: Bool, hostname: String, cgroupProcs: [String], oomCounterFile: String, args: [String],
+        createDevices: Bool, hostname: String, cgroupDir: String, cgroupTasks: [String], oomCounterFile: String, args: [String],
         env: [String], path: String, cwd: String, uid: UInt32, gid: UInt32, groups: [UInt32], rlimits: [Rlimit],
         capBounding: UInt64, capEffective: UInt64, capPermitted: UInt64, capInheritable: UInt64,
         capAmbient: UInt64, noNewPrivileges: Bool, seccompFile: String, initProcess: Bool, logFile: String,
@@ -94,7 +96,8 @@ public struct ShimConfig: Sendable, Hashable {
         self.readonlyPaths = readonlyPaths
         self.createDevices = createDevices
         self.hostname = hostname
-        self.cgroupProcs = cgroupProcs
+        self.cgroupDir = cgroupDir
+        self.cgroupTasks = cgroupTasks
         self.oomCounterFile = oomCounterFile
         self.args = args
         self.env = env
@@ -132,7 +135,8 @@ public struct ShimConfig: Sendable, Hashable {
         r.add("readonly", readonlyPaths)
         r.add("create_devices", createDevices)
         r.add("hostname", hostname)
-        r.add("cgroup_procs", cgroupProcs)
+        r.add("cgroup_dir", cgroupDir)
+        r.add("cgroup_tasks", cgroupTasks)
         r.add("oom_counter", oomCounterFile)
         r.add("arg", args)
         r.add("env", env)
@@ -227,7 +231,7 @@ public struct ShimConfig: Sendable, Hashable {
             newCgroupNamespace: r.bool("new_cgroup_namespace"), rootfs: try required("rootfs"),
             overlayData: r["overlay"] ?? "", readonlyRootfs: r.bool("readonly_rootfs"), mounts: mounts,
             maskedPaths: r.all("masked"), readonlyPaths: r.all("readonly"), createDevices: r.bool("create_devices"),
-            hostname: r["hostname"] ?? "", cgroupProcs: r.all("cgroup_procs"), oomCounterFile: r["oom_counter"] ?? "",
+            hostname: r["hostname"] ?? "", cgroupDir: r["cgroup_dir"] ?? "", cgroupTasks: r.all("cgroup_tasks"), oomCounterFile: r["oom_counter"] ?? "",
             args: r.all("arg"), env: r.all("env"), path: r["path"] ?? "", cwd: r["cwd"] ?? "/",
             uid: try number("uid", UInt32.self), gid: try number("gid", UInt32.self), groups: groups, rlimits: rlimits,
             capBounding: try number("cap_bounding", UInt64.self), capEffective: try number("cap_effective", UInt64.self),

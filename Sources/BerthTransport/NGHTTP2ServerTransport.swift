@@ -5,7 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-import Foundation
+import FoundationEssentials
 
 /// gRPC's server transport on HTTP/2 sessions framed by nghttp2, over
 /// SwiftNIO sockets (TCP or unix-domain). Plain HTTP/1.1 requests on the same
@@ -189,7 +189,7 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
                 try FileManager.default.setAttributes([.posixPermissions: Int(config.unixSocketMode)], ofItemAtPath: path)
             } catch {
                 try? await channel.close()
-                throw TransportError.badAddress("cannot set the mode of \(path): \(error.localizedDescription)")
+                throw TransportError.badAddress("cannot set the mode of \(path): \(error)")
             }
             return channel
         }
@@ -213,7 +213,7 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
             do {
                 try FileManager.default.removeItem(atPath: path)
             } catch {
-                throw TransportError.badAddress("\(path): cannot remove the stale socket: \(error.localizedDescription)")
+                throw TransportError.badAddress("\(path): cannot remove the stale socket: \(error)")
             }
         }
     }

@@ -527,14 +527,24 @@ __attribute__((noreturn)) static void run_init(int status_fd, const struct berth
     }
 }
 
-__attribute__((noreturn)) static void child_main(const struct berth_container_spec *spec, int go_fd, int status_fd) {
-    char go = 0;
-    ssize_t n;
-    do {
-        n = read(go_fd, &go, 1);
-    } while (n < 0 && errno == EINTR);
-    if (n != 1 || go != 'g') _exit(126); /* the parent gave up */
-    close(go_fd);
+/* Moves the calling thread (the child is single-threaded) into each v1
+ * hierarchy's cgroup. Writing "0" to `tasks` names the caller itself, for
+ * which the kernel skips the global threadgroup write lock. */
+static void join_cgroups(int status_fd, const struct berth_container_spec *spec) {
+    for (size_t i = 0; i < spec->cgroup_tasks_count; i++) {
+        int fd = open(spec->cgroup_tasks[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0) fail(status_fd, "join cgroup", spec->cgroup_tasks[i]);
+        ssize_t w;
+        do {
+            w = write(fd, "0", 1);
+        } while (w < 0 && errno == EINTR);
+        if (w != 1) fail(status_fd, "join cgroup", spec->cgroup_tasks[i]);
+        close(fd);
+    }
+}
+
+__attribute__((noreturn)) static void child_main(const struct berth_container_spec *spec, int status_fd) {
+    join_cgroups(status_fd, spec);
     umask(0);
     if (spec->new_cgroup_namespace && unshare(CLONE_NEWCGROUP) < 0) fail(status_fd, "unshare", "cgroup namespace");
     set_up_root(status_fd, spec);
@@ -549,34 +559,26 @@ static void copy_text(char *dst, size_t cap, const char *src) {
     s_append(dst, cap, src);
 }
 
-static int write_pid(const char *path, pid_t pid) {
-    char text[24] = {0};
-    s_append_u64(text, sizeof text, (uint64_t)pid);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t w = write(fd, text, s_len(text));
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return w < 0 ? -1 : 0;
-}
-
 int berth_container_start(const struct berth_container_spec *spec, struct berth_start_result *result) {
     memset(result, 0, sizeof *result);
     result->pid = -1;
     result->pidfd = -1;
-    int go[2], status[2];
-    if (pipe2(go, O_CLOEXEC) < 0) {
+    int status[2];
+    if (pipe2(status, O_CLOEXEC) < 0) {
         result->error = errno;
         copy_text(result->stage, sizeof result->stage, "pipe");
         return -1;
     }
-    if (pipe2(status, O_CLOEXEC) < 0) {
-        result->error = errno;
-        copy_text(result->stage, sizeof result->stage, "pipe");
-        close(go[0]);
-        close(go[1]);
-        return -1;
+    int cgroup_fd = -1;
+    if (spec->cgroup_dir) {
+        cgroup_fd = open(spec->cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cgroup_fd < 0) {
+            result->error = errno;
+            copy_text(result->stage, sizeof result->stage, "open cgroup");
+            close(status[0]);
+            close(status[1]);
+            return -1;
+        }
     }
     int pidfd = -1;
     struct clone_args args;
@@ -584,39 +586,27 @@ int berth_container_start(const struct berth_container_spec *spec, struct berth_
     args.flags = CLONE_PIDFD | spec->clone_flags;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
     long pid = syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0) {
         result->error = errno;
-        copy_text(result->stage, sizeof result->stage, "clone3");
-        close(go[0]);
-        close(go[1]);
+        copy_text(result->stage, sizeof result->stage, cgroup_fd >= 0 ? "clone3 into cgroup" : "clone3");
+        if (cgroup_fd >= 0) close(cgroup_fd);
         close(status[0]);
         close(status[1]);
         return -1;
     }
     if (pid == 0) {
-        close(go[1]);
         close(status[0]);
-        child_main(spec, go[0], status[1]);
+        child_main(spec, status[1]);
     }
-    close(go[0]);
+    if (cgroup_fd >= 0) close(cgroup_fd);
     close(status[1]);
 
     int failed = 0;
-    for (size_t i = 0; i < spec->cgroup_count; i++) {
-        if (write_pid(spec->cgroup_procs[i], (pid_t)pid) < 0) {
-            result->error = errno;
-            copy_text(result->stage, sizeof result->stage, "join cgroup");
-            failed = 1;
-            break;
-        }
-    }
-    if (!failed) {
-        ssize_t w = write(go[1], "g", 1);
-        (void)w;
-    }
-    close(go[1]);
-
     /* Read records until the child execs (EOF through O_CLOEXEC) or fails. */
     struct record r;
     for (;;) {

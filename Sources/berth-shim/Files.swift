@@ -41,13 +41,14 @@ enum Files {
         }
     }
 
-    /// Temp file, fsync, rename: a crash leaves the old file or the new.
+    /// Temp file, rename: whoever reads the file (the agent, after a crash
+    /// of either) sees the old content or the new. Not fsynced: the bundle
+    /// lives in the state directory, for one boot, like the shim itself.
     static func writeAtomically(_ text: String, to path: String) throws {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw SystemCallError(operation: "open \(temporary)", errno: errno) }
         writeAll(fd, Array(text.utf8))
-        fsync(fd)
         close(fd)
         guard rename(temporary, path) == 0 else { throw SystemCallError(operation: "rename \(path)", errno: errno) }
     }

@@ -90,8 +90,9 @@ final class Supervisor {
         spec.readonly_count = config.readonlyPaths.count
         spec.create_devices = config.createDevices ? 1 : 0
         spec.hostname = config.hostname.isEmpty ? nil : cString(config.hostname)
-        spec.cgroup_procs = UnsafePointer(cStringArray(config.cgroupProcs, nullTerminated: false))
-        spec.cgroup_count = config.cgroupProcs.count
+        spec.cgroup_dir = config.cgroupDir.isEmpty ? nil : cString(config.cgroupDir)
+        spec.cgroup_tasks = UnsafePointer(cStringArray(config.cgroupTasks, nullTerminated: false))
+        spec.cgroup_tasks_count = config.cgroupTasks.count
         spec.argv = UnsafePointer(cStringArray(config.args, nullTerminated: true))
         spec.envp = UnsafePointer(cStringArray(config.env, nullTerminated: true))
         spec.path = config.path.isEmpty ? nil : cString(config.path)
@@ -255,10 +256,11 @@ final class Supervisor {
     private func finishExit() {
         guard !exitWritten, let exit = exitRecord else { return }
         exitWritten = true
-        log?.sync()
         try? Files.writeAtomically(exit.record.text, to: bundle + "/exit")
         for fd in waiters { reply(fd, exit.record.singleLine) }
         waiters.removeAll()
+        // The log is complete; make it durable once the exit is reported.
+        log?.sync()
     }
 
     private func accept() {

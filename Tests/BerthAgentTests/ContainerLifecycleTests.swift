@@ -16,6 +16,14 @@ struct ContainerLifecycleTests {
         #expect(FileManager.default.fileExists(atPath: "\(upper)/written.txt"))
         #expect(try await host.berth(["rm", "writer"]).status == 0)
         #expect(!FileManager.default.fileExists(atPath: upper))
+        // rm moves the directory aside at once; its files are deleted in the background.
+        var trashed = ["?"]
+        for _ in 0..<100 {
+            trashed = try FileManager.default.contentsOfDirectory(atPath: "\(host.agent.root)/trash")
+            if trashed.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(trashed.isEmpty, "the removed container's files were deleted")
         let fresh = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "ls /written.txt; cat /etc/group | head -1"])
         #expect(fresh.stderr.contains("No such file"))
         #expect(fresh.stdout == "root:x:0:\n")

@@ -77,7 +77,8 @@ struct CgroupV1KernelTests {
                     waitpid(sleeper, &status, 0)
                 }
             }
-            for file in driver.procsFiles("c3") {
+            for file in driver.placement("c3").selfJoinTasks {
+                #expect(file.hasSuffix("/c3/tasks"))
                 try String(sleeper).write(toFile: file, atomically: false, encoding: .utf8)
             }
             #expect(try driver.processes("c3") == [sleeper])

@@ -34,8 +34,8 @@ struct berth_rlimit {
 };
 
 struct berth_container_spec {
-    /* Namespaces to create (CLONE_NEW*); a cgroup namespace is entered after
-     * the parent placed the child in its cgroups. */
+    /* Namespaces to create (CLONE_NEW*); a cgroup namespace is entered once
+     * the child is in its cgroups. */
     uint64_t clone_flags;
     int new_cgroup_namespace;
 
@@ -56,9 +56,15 @@ struct berth_container_spec {
 
     const char *hostname;
 
-    /* Files the parent writes the child's PID to before letting it go on. */
-    const char *const *cgroup_procs;
-    size_t cgroup_count;
+    /* How the child gets into its cgroups, before anything else it does:
+     * cgroup v2: cloned straight into this directory (CLONE_INTO_CGROUP);
+     * cgroup v1: it writes "0" (itself) to each hierarchy's `tasks` file.
+     * Either way no process is migrated by PID, which would take the
+     * kernel's global threadgroup lock for writing and wait for an RCU
+     * grace period (milliseconds) on every start. */
+    const char *cgroup_dir;
+    const char *const *cgroup_tasks;
+    size_t cgroup_tasks_count;
 
     /* The process. */
     const char *const *argv;  /* NULL-terminated */
