@@ -203,7 +203,7 @@ let package = Package(
             // Foundation's thousands of protocol conformances are loaded and
             // searched. lld, because it links FoundationEssentials' archive
             // without gold's link-time warnings.
-            linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld"]), .linkedLibrary("_FoundationCollections"), .linkedLibrary("_FoundationCShims")]
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xclang-linker", "-no-pie"]), .linkedLibrary("_FoundationCollections"), .linkedLibrary("_FoundationCShims")]
         ),
 
         .testTarget(
