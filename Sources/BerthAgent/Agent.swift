@@ -139,6 +139,7 @@ public final class Agent: Service, Sendable {
             logger.info("agent shutting down")
             for server in servers { server.beginGracefulShutdown() }
         }
+        supervisor.shutdown()
         // The socket file would outlive the process; the next agent would
         // have to find out it is stale.
         try? FileManager.default.removeItem(atPath: configuration.socketPath)

@@ -45,6 +45,8 @@ public actor ContainerSupervisor {
     let environment: RuntimeEnvironment
     let host: NodeCapacity
     let logger: Logger
+    /// Starts shims, one kept ready ahead of need.
+    let launcher: ShimLauncher
     /// Removed containers' directories, deleted in the background.
     private let rootTrash: Trash
     private let stateTrash: Trash
@@ -71,6 +73,13 @@ public actor ContainerSupervisor {
         stateTrash = try Trash(dir: "\(environment.stateDir)/trash", logger: logger)
         rootTrash.empty()
         stateTrash.empty()
+        launcher = ShimLauncher(executable: environment.shimExecutable, bundles: "\(environment.stateDir)/containers")
+        launcher.prepare()
+    }
+
+    /// Lets the standby shim go; containers and their shims stay.
+    public nonisolated func shutdown() {
+        launcher.shutdown()
     }
 
     // MARK: Events
@@ -247,7 +256,7 @@ public actor ContainerSupervisor {
             throw error
         }
         let prepared = clock.now
-        let (shimPID, outcome) = try await shim.start(config: config, shimExecutable: environment.shimExecutable)
+        let (shimPID, outcome) = try await shim.start(config: config, launcher: launcher)
         let shimReported = clock.now
         // Other calls may have run while the shim started.
         guard let current = containers[id] else {

@@ -16,9 +16,28 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
 
     public func create(request: Berth_Agent_V1_CreateContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_CreateContainerResponse {
         let (container, warnings) = try await supervisor.create(try ContainerSpec(proto: request.spec))
-        return .with {
-            $0.id = container.id.rawValue
-            $0.warnings = warnings
+        guard request.start else {
+            return .with {
+                $0.id = container.id.rawValue
+                $0.warnings = warnings
+            }
+        }
+        do {
+            let (started, startWarnings) = try await supervisor.start(container.id.rawValue)
+            return .with {
+                $0.id = container.id.rawValue
+                $0.warnings = warnings + startWarnings
+                $0.container = started.proto
+            }
+        } catch {
+            // The container exists: say so, with why it did not start.
+            let current = (try? await supervisor.inspect(container.id.rawValue)) ?? container
+            return .with {
+                $0.id = container.id.rawValue
+                $0.warnings = warnings
+                $0.container = current.proto
+                $0.startError = (error as? BerthError)?.message ?? "\(error)"
+            }
         }
     }
 

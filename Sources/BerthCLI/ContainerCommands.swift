@@ -31,21 +31,20 @@ struct RunCommand: AsyncParsableCommand {
         let request = spec
         let code: Int32 = try await agent.connection().withClient { grpc in
             let containers = Berth_Agent_V1_Containers.Client(wrapping: grpc)
-            let created = try await containers.create(.with { $0.spec = request.proto })
+            // Created and started in one call.
+            let created = try await containers.create(.with {
+                $0.spec = request.proto
+                $0.start = true
+            })
             created.warnings.forEach { Console.error("WARNING: \($0)") }
             let id = created.id
-            do {
-                let started = try await containers.start(.with { $0.container = id })
-                started.warnings.forEach { Console.error("WARNING: \($0)") }
-            } catch {
-                // Like docker: a command that cannot be started exits 127 (not found) or 126.
-                let status = try? await containers.inspect(.with { $0.container = id }).container.status
+            if !created.startError.isEmpty {
                 if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true }) }
-                if let status, status.reason == "StartFailed", status.hasExitCode {
-                    Console.error("berth: \(status.error)")
-                    return status.exitCode
-                }
-                throw error
+                Console.error("berth: \(created.startError)")
+                // Like docker: a command that cannot be started exits 127
+                // (not found) or 126; any other failure to start, 125.
+                let status = created.container.status
+                return status.reason == "StartFailed" && status.hasExitCode ? status.exitCode : 125
             }
             if detach {
                 Console.print(id)

@@ -10,26 +10,39 @@ public enum Processes {
         public var pid: Int32
         /// The read end of the child's fd 3.
         public var pipe: Int32
+        /// With `input`: the write end of a pipe the child reads as fd 4.
+        public var input: Int32?
     }
 
     /// Starts `executable` detached from the caller's session (it survives
-    /// the caller), with stderr appended to `stderrPath`.
+    /// the caller), with stderr appended to `stderrPath` (nil: /dev/null).
     ///
+    /// - Parameter input: also give the child a pipe to read as fd 4.
     /// - Throws: `SystemError` from pipe, open or posix_spawn.
-    public static func spawnSession(executable: String, arguments: [String], environment: [String], stderrPath: String?) throws -> Spawned {
+    public static func spawnSession(
+        executable: String, arguments: [String], environment: [String], stderrPath: String?, input: Bool = false
+    ) throws -> Spawned {
         var fds: [Int32] = [0, 0]
         guard berth_pipe2_cloexec(&fds) == 0 else { throw SystemError("pipe2", errno: errno) }
+        var inputFDs: [Int32] = [-1, -1]
+        if input && berth_pipe2_cloexec(&inputFDs) != 0 {
+            let saved = errno
+            close(fds[0])
+            close(fds[1])
+            throw SystemError("pipe2", errno: saved)
+        }
         var logFD: Int32 = -1
         if let stderrPath {
             logFD = open(stderrPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
             if logFD < 0 {
-                close(fds[0])
-                close(fds[1])
-                throw SystemError("open", path: stderrPath, errno: errno)
+                let saved = errno
+                for fd in fds + inputFDs where fd >= 0 { close(fd) }
+                throw SystemError("open", path: stderrPath, errno: saved)
             }
         }
         defer {
             close(fds[1])
+            if inputFDs[0] >= 0 { close(inputFDs[0]) }
             if logFD >= 0 { close(logFD) }
         }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -38,12 +51,15 @@ public enum Processes {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
-        let pid = berth_spawn_session(executable, argv, envp, fds[1], logFD)
+        let passed = input ? [fds[1], inputFDs[0]] : [fds[1]]
+        let pid = berth_spawn_session(executable, argv, envp, passed, Int32(passed.count), logFD)
         guard pid > 0 else {
+            let saved = errno
             close(fds[0])
-            throw SystemError("spawn", path: executable, errno: errno)
+            if inputFDs[1] >= 0 { close(inputFDs[1]) }
+            throw SystemError("spawn", path: executable, errno: saved)
         }
-        return Spawned(pid: pid, pipe: fds[0])
+        return Spawned(pid: pid, pipe: fds[0], input: input ? inputFDs[1] : nil)
     }
 
     /// What a finished command did.

@@ -21,26 +21,20 @@ public struct ShimClient: Sendable {
     ///
     /// - Returns: the shim's pid and the start outcome.
     /// - Throws: `BerthError` when the shim cannot be started or reports nothing.
-    public func start(config: ShimConfig, shimExecutable: String) async throws -> (shimPID: Int32, start: ShimStart) {
+    public func start(config: ShimConfig, launcher: ShimLauncher) async throws -> (shimPID: Int32, start: ShimStart) {
         // The bundle lives in the state directory, for one boot: no fsync.
         try AtomicFile.write(Array(config.record.text.utf8), to: "\(bundleDir)/config", mode: 0o600, durable: false)
-        let spawned: Processes.Spawned
-        do {
-            spawned = try Processes.spawnSession(
-                executable: shimExecutable, arguments: ["--bundle", bundleDir, "--ready-fd", "3"],
-                environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                stderrPath: "\(bundleDir)/shim.log")
-        } catch {
-            throw BerthError(.internal, "cannot start berth-shim (\(shimExecutable))", underlying: error)
-        }
+        let shim = try launcher.launch(bundleDir: bundleDir)
         let bytes = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8], Never>) in
-            DispatchQueue.global().async { continuation.resume(returning: Processes.readToEnd(spawned.pipe)) }
+            DispatchQueue.global().async { continuation.resume(returning: Processes.readToEnd(shim.report)) }
         }
+        // The next container's shim starts while this one's start is recorded.
+        DispatchQueue.global().async { launcher.prepare() }
         let text = String(decoding: bytes, as: UTF8.self)
         do {
-            return (spawned.pid, try ShimStart(record: LineRecord(parsing: text)))
+            return (shim.pid, try ShimStart(record: LineRecord(parsing: text)))
         } catch {
-            Processes.reap(spawned.pid)
+            Processes.reap(shim.pid)
             let log = (try? FileIO.read("\(bundleDir)/shim.log")) ?? ""
             throw BerthError(.internal, "berth-shim exited without reporting a start\(log.isEmpty ? "" : ": \(log.suffix(500))")")
         }

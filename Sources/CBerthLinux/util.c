@@ -48,35 +48,58 @@ ssize_t berth_lgetxattr(const char *path, const char *name, void *value, size_t 
 #include <sys/wait.h>
 
 /* Starts `path` in a new session with stdin and stdout on /dev/null,
- * stderr on `stderr_fd` (or /dev/null), `pass_fd` as its fd 3, default
- * signal handling and an empty signal mask. Returns the pid or -1. */
-pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp[], int pass_fd, int stderr_fd) {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    if (posix_spawn_file_actions_init(&actions) != 0) return -1;
-    if (posix_spawnattr_init(&attr) != 0) {
-        posix_spawn_file_actions_destroy(&actions);
+ * stderr on `stderr_fd` (or /dev/null), pass_fds[i] as its fd 3 + i,
+ * default signal handling and an empty signal mask. Returns the pid or -1. */
+pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp[], const int *pass_fds, int pass_count, int stderr_fd) {
+    if (pass_count < 0 || pass_count > 8) {
+        errno = EINVAL;
         return -1;
     }
+    /* The file actions run in order: a descriptor numbered below the
+     * targets could be overwritten before it is moved, so move such ones
+     * above the targets first (in the caller, closed again below). */
+    int moved[8];
+    int sources[8];
+    for (int i = 0; i < pass_count; i++) {
+        moved[i] = -1;
+        sources[i] = pass_fds[i];
+        if (pass_fds[i] < 3 + pass_count) {
+            moved[i] = fcntl(pass_fds[i], F_DUPFD_CLOEXEC, 3 + pass_count);
+            if (moved[i] < 0) {
+                for (int j = 0; j < i; j++)
+                    if (moved[j] >= 0) close(moved[j]);
+                return -1;
+            }
+            sources[i] = moved[i];
+        }
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    pid_t pid = -1;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc == 0 && (rc = posix_spawnattr_init(&attr)) != 0) posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) goto done;
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
     if (stderr_fd >= 0)
         posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
     else
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-    if (pass_fd >= 0) posix_spawn_file_actions_adddup2(&actions, pass_fd, 3);
+    for (int i = 0; i < pass_count; i++) posix_spawn_file_actions_adddup2(&actions, sources[i], 3 + i);
     /* Nothing else of the caller's leaks into the child. */
-    posix_spawn_file_actions_addclosefrom_np(&actions, pass_fd >= 0 ? 4 : 3);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3 + pass_count);
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
+done:
+    for (int i = 0; i < pass_count; i++)
+        if (moved[i] >= 0) close(moved[i]);
     if (rc != 0) {
         errno = rc;
         return -1;

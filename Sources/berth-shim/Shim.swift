@@ -7,23 +7,42 @@ import Glibc
 /// output to the log, waits on its pidfd, records how it ended (with the
 /// cgroup's OOM counter), and answers on DIR/shim.sock. It outlives the
 /// agent; it leaves when the agent asks it to (`delete`).
+///
+/// `berth-shim --standby --bundles DIR --command-fd M --ready-fd N`: the
+/// same, but started ahead of need: it waits for `bundle=PATH` (a bundle
+/// under DIR) on fd M, then goes on as above. The end of fd M without a
+/// bundle (the agent stopped or died) ends it quietly. The agent keeps one
+/// such shim ready, so that starting a container does not wait for a
+/// process to be executed and initialised.
 @main
 struct Shim {
+    static let usage = "usage: berth-shim --bundle DIR --ready-fd N | --standby --bundles DIR --command-fd M --ready-fd N"
+
     static func main() {
         var bundle: String?
         var readyFD: Int32 = -1
+        var commandFD: Int32 = -1
+        var standby = false
+        var bundles: String?
         var arguments = CommandLine.arguments.dropFirst()
         while let arg = arguments.popFirst() {
             switch arg {
             case "--bundle": bundle = arguments.popFirst()
             case "--ready-fd": readyFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
+            case "--command-fd": commandFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
+            case "--bundles": bundles = arguments.popFirst()
+            case "--standby": standby = true
             default:
-                fatal("unknown argument \(arg); usage: berth-shim --bundle DIR --ready-fd N")
+                fatal("unknown argument \(arg); \(usage)")
             }
         }
-        guard let bundle else { fatal("usage: berth-shim --bundle DIR --ready-fd N") }
         if readyFD >= 0 { _ = fcntl(readyFD, F_SETFD, FD_CLOEXEC) }
         signal(SIGPIPE, SIG_IGN)
+        if standby {
+            guard let bundles, commandFD >= 0 else { fatal(usage) }
+            bundle = awaitBundle(commandFD: commandFD, under: bundles)
+        }
+        guard let bundle else { fatal(usage) }
         let supervisor: Supervisor
         do {
             supervisor = try Supervisor(bundle: bundle)
@@ -36,6 +55,34 @@ struct Shim {
         guard case .started = start else { exit(1) }
         supervisor.run()
         exit(0)
+    }
+
+    /// Waits for the agent to hand over a bundle; on the way, does the work
+    /// that is the same for every container (the runtime's first use of
+    /// the types that read a config). Leaves when no bundle comes.
+    static func awaitBundle(commandFD: Int32, under bundles: String) -> String {
+        _ = try? LineRecord(parsing: "warm=1\nwarm=2\n").all("warm")
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while line.count < 8192 {
+            let n = read(commandFD, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 || byte == UInt8(ascii: "\n") { break }
+            line.append(byte)
+        }
+        close(commandFD)
+        guard !line.isEmpty else { exit(0) }
+        guard let record = try? LineRecord(parsing: String(decoding: line, as: UTF8.self)), let bundle = record["bundle"],
+            bundle.hasPrefix(bundles + "/"), !bundle.split(separator: "/").contains("..")
+        else { fatal("standby: expected bundle=PATH under \(bundles)") }
+        // From here on, diagnostics go to the bundle's shim.log, as for a
+        // shim started for this container.
+        let log = open(bundle + "/shim.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        if log >= 0 {
+            dup2(log, 2)
+            close(log)
+        }
+        return bundle
     }
 
     static func report(_ start: ShimStart, readyFD: Int32, bundle: String) {

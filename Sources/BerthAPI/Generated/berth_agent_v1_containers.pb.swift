@@ -445,6 +445,9 @@ public nonisolated struct Berth_Agent_V1_CreateContainerRequest: Sendable {
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {self._spec = nil}
 
+  /// Also start the container, in the same call (what `berth run` does).
+  public var start: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -462,9 +465,27 @@ public nonisolated struct Berth_Agent_V1_CreateContainerResponse: Sendable {
   /// Non-fatal notes, such as rlimits that could not be applied.
   public var warnings: [String] = []
 
+  /// With `start`: the container after the start, or after the attempt.
+  public var container: Berth_Agent_V1_Container {
+    get {_container ?? Berth_Agent_V1_Container()}
+    set {_container = newValue}
+  }
+  /// Returns true if `container` has been explicitly set.
+  public var hasContainer: Bool {self._container != nil}
+  /// Clears the value of `container`. Subsequent reads from it will return its default value.
+  public mutating func clearContainer() {self._container = nil}
+
+  /// With `start`: why the start failed, empty when it did not. The call
+  /// still succeeds, since the container exists: it is left `created`, or
+  /// `exited` with reason StartFailed when its process could not be started
+  /// (a missing command exits 127, as with docker).
+  public var startError: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _container: Berth_Agent_V1_Container? = nil
 }
 
 /// Containers are named by ID, unique ID prefix, or name.
@@ -1742,7 +1763,7 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Berth_Agent_V1_CreateContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{1}start\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1751,6 +1772,7 @@ nonisolated extension Berth_Agent_V1_CreateContainerRequest: SwiftProtobuf.Messa
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.start) }()
       default: break
       }
     }
@@ -1764,11 +1786,15 @@ nonisolated extension Berth_Agent_V1_CreateContainerRequest: SwiftProtobuf.Messa
     try { if let v = self._spec {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if self.start != false {
+      try visitor.visitSingularBoolField(value: self.start, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Agent_V1_CreateContainerRequest, rhs: Berth_Agent_V1_CreateContainerRequest) -> Bool {
     if lhs._spec != rhs._spec {return false}
+    if lhs.start != rhs.start {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1776,7 +1802,7 @@ nonisolated extension Berth_Agent_V1_CreateContainerRequest: SwiftProtobuf.Messa
 
 nonisolated extension Berth_Agent_V1_CreateContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}warnings\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}warnings\0\u{1}container\0\u{3}start_error\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1786,17 +1812,29 @@ nonisolated extension Berth_Agent_V1_CreateContainerResponse: SwiftProtobuf.Mess
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.warnings) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._container) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.startError) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
     if !self.warnings.isEmpty {
       try visitor.visitRepeatedStringField(value: self.warnings, fieldNumber: 2)
+    }
+    try { if let v = self._container {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.startError.isEmpty {
+      try visitor.visitSingularStringField(value: self.startError, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1804,6 +1842,8 @@ nonisolated extension Berth_Agent_V1_CreateContainerResponse: SwiftProtobuf.Mess
   public static func ==(lhs: Berth_Agent_V1_CreateContainerResponse, rhs: Berth_Agent_V1_CreateContainerResponse) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.warnings != rhs.warnings {return false}
+    if lhs._container != rhs._container {return false}
+    if lhs.startError != rhs.startError {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -141,8 +141,9 @@ int berth_fsetxattr_path(int opath_fd, const char *name, const void *value, size
 
 ssize_t berth_lgetxattr(const char *path, const char *name, void *value, size_t size);
 
-/* posix_spawn in a new session; `pass_fd` becomes the child's fd 3. */
-pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp[], int pass_fd, int stderr_fd);
+/* posix_spawn in a new session; pass_fds[i] becomes the child's fd 3 + i,
+ * stdin and stdout are /dev/null, stderr is `stderr_fd` (-1: /dev/null). */
+pid_t berth_spawn_session(const char *path, char *const argv[], char *const envp[], const int *pass_fds, int pass_count, int stderr_fd);
 
 /* posix_spawn with fds 0-2 given (-1: /dev/null) and all others closed. */
 pid_t berth_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd, int new_session);
