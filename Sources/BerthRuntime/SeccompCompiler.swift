@@ -88,6 +88,13 @@ public enum SeccompCompiler {
         defer { seccomp_release(ctx) }
         // The container's first process sets no_new_privs itself.
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        // A binary tree of syscall numbers rather than a list: every syscall
+        // is decided in a few comparisons instead of hundreds, and the
+        // kernel's load of the filter (which runs it once for every syscall
+        // number to build its allow cache) takes a fraction of the time.
+        guard seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2) == 0 else {
+            throw BerthError(.internal, "libseccomp cannot build a binary-tree filter (SCMP_FLTATR_CTL_OPTIMIZE)")
+        }
         for arch in subArchitectures {
             let token = seccomp_arch_resolve_name(arch == "x86" ? "x86" : arch)
             if token != 0 {
