@@ -82,7 +82,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         let data = try Self.encoder.encode(container)
         return try wrap("container name \"\(container.name)\" is already in use") {
             try pool.write { db in
-                try db.execute(sql: "INSERT INTO container (id, name, record) VALUES (?, ?, ?)", arguments: [container.id.rawValue, container.name, data])
+                try db.cachedStatement(sql: "INSERT INTO container (id, name, record) VALUES (?, ?, ?)").execute(arguments: [container.id.rawValue, container.name, data])
                 return try events.map { try Self.append($0, db) }
             }
         }
@@ -94,7 +94,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         let data = try Self.encoder.encode(container)
         return try wrap("update container") {
             try pool.write { db in
-                try db.execute(sql: "UPDATE container SET name = ?, record = ? WHERE id = ?", arguments: [container.name, data, container.id.rawValue])
+                try db.cachedStatement(sql: "UPDATE container SET name = ?, record = ? WHERE id = ?").execute(arguments: [container.name, data, container.id.rawValue])
                 return try events.map { try Self.append($0, db) }
             }
         }
@@ -105,7 +105,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
     public func delete(container id: ContainerID, events: [PendingEvent] = []) throws -> [Event] {
         try wrap("delete container") {
             try pool.write { db in
-                try db.execute(sql: "DELETE FROM container WHERE id = ?", arguments: [id.rawValue])
+                try db.cachedStatement(sql: "DELETE FROM container WHERE id = ?").execute(arguments: [id.rawValue])
                 return try events.map { try Self.append($0, db) }
             }
         }
@@ -157,9 +157,9 @@ public final class AgentDatabase: ImageIndex, Sendable {
 
     static func append(_ event: PendingEvent, _ db: GRDB.Database) throws -> Event {
         let attributes = try encoder.encode(event.attributes)
-        try db.execute(
-            sql: "INSERT INTO event (time, type, action, actor, attributes) VALUES (?, ?, ?, ?, ?)",
-            arguments: [event.time.timeIntervalSince1970, event.type.rawValue, event.action.rawValue, event.actorID, attributes])
+        // Statements prepared once per connection: these run on every state change.
+        try db.cachedStatement(sql: "INSERT INTO event (time, type, action, actor, attributes) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [event.time.timeIntervalSince1970, event.type.rawValue, event.action.rawValue, event.actorID, attributes])
         return Event(
             revision: UInt64(db.lastInsertedRowID), time: event.time, type: event.type, action: event.action, actorID: event.actorID,
             attributes: event.attributes)
