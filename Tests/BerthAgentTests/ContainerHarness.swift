@@ -78,8 +78,46 @@ final class ContainerHost: @unchecked Sendable {
     }
 
     /// A cgroup file of a container (v1 hierarchy `controller`).
+    /// True on a pure cgroup v2 host (one hierarchy at /sys/fs/cgroup).
+    static let unifiedHierarchy = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+
+    /// The test agent's cgroup parent in `controller`'s hierarchy (v1), or
+    /// in the one hierarchy (v2).
+    func cgroupParentDir(_ controller: String) -> String {
+        Self.unifiedHierarchy ? "/sys/fs/cgroup/\(agent.cgroupParent)" : "/sys/fs/cgroup/\(controller)/\(agent.cgroupParent)"
+    }
+
     func cgroupFile(_ container: Container, _ controller: String, _ file: String) -> String {
-        "/sys/fs/cgroup/\(controller)/\(agent.cgroupParent)/\(container.id.rawValue)/\(file)"
+        "\(cgroupParentDir(controller))/\(container.id.rawValue)/\(file)"
+    }
+
+    /// A number from a `key value` file of the container's cgroup.
+    func cgroupValue(_ container: Container, _ controller: String, _ file: String, _ key: String) throws -> Double {
+        let text = try String(contentsOfFile: cgroupFile(container, controller, file), encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("\(key) ") }), let value = Double(line.split(separator: " ")[1]) else {
+            throw BerthError.invalid("no \(key) in \(file)")
+        }
+        return value
+    }
+
+    /// CPU seconds the container used, from the kernel's own counter:
+    /// cpuacct.usage (ns) on v1, usage_usec of cpu.stat on v2.
+    func cpuSeconds(_ container: Container) throws -> Double {
+        if Self.unifiedHierarchy { return try cgroupValue(container, "cpu", "cpu.stat", "usage_usec") / 1e6 }
+        let text = try String(contentsOfFile: cgroupFile(container, "cpuacct", "cpuacct.usage"), encoding: .utf8)
+        return Double(text.trimmingCharacters(in: .whitespacesAndNewlines))! / 1e9
+    }
+
+    /// Whether the kernel reports the container's cgroup frozen.
+    func isFrozen(_ container: Container) throws -> Bool {
+        if Self.unifiedHierarchy { return try cgroupValue(container, "", "cgroup.events", "frozen") == 1 }
+        return try String(contentsOfFile: cgroupFile(container, "freezer", "freezer.state"), encoding: .utf8).hasPrefix("FROZEN")
+    }
+
+    /// The memory limit in bytes, as the kernel holds it.
+    func memoryLimit(_ container: Container) throws -> String {
+        let file = Self.unifiedHierarchy ? "memory.max" : "memory.limit_in_bytes"
+        return try String(contentsOfFile: cgroupFile(container, "memory", file), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func cleanUp() { agent.cleanUp() }

@@ -57,11 +57,8 @@ struct ContainerIsolationTests {
         defer { host.cleanUp() }
         #expect(try await host.berth(["run", "-d", "--name", "spin", "--cpus", "0.2", "busybox", "sh", "-c", "while :; do :; done"]).status == 0)
         let c = try await host.inspect("spin")
-        func usage() throws -> Double { Double(try String(contentsOfFile: host.cgroupFile(c, "cpuacct", "cpuacct.usage"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))! / 1e9 }
-        func throttled() throws -> Int {
-            let text = try String(contentsOfFile: host.cgroupFile(c, "cpu", "cpu.stat"), encoding: .utf8)
-            return Int(text.split(separator: "\n").first { $0.hasPrefix("nr_throttled ") }!.split(separator: " ")[1])!
-        }
+        func usage() throws -> Double { try host.cpuSeconds(c) }
+        func throttled() throws -> Int { Int(try host.cgroupValue(c, "cpu", "cpu.stat", "nr_throttled")) }
         try await Task.sleep(for: .milliseconds(500))
         let (u0, t0, clock0) = (try usage(), try throttled(), ContinuousClock.now)
         try await Task.sleep(for: .seconds(3))

@@ -72,10 +72,10 @@ struct ContainerLifecycleTests {
         defer { host.cleanUp() }
         #expect(try await host.berth(["run", "-d", "--name", "busy", "busybox", "sh", "-c", "while :; do :; done"]).status == 0)
         let c = try await host.waitFor("busy") { $0.status.state == .running }
-        func usage() throws -> UInt64 { UInt64(try String(contentsOfFile: host.cgroupFile(c, "cpuacct", "cpuacct.usage"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))! }
+        func usage() throws -> Double { try host.cpuSeconds(c) }
         #expect(try await host.berth(["pause", "busy"]).status == 0)
         #expect(try await host.inspect("busy").status.state == .paused)
-        #expect(try String(contentsOfFile: host.cgroupFile(c, "freezer", "freezer.state"), encoding: .utf8).hasPrefix("FROZEN"))
+        #expect(try host.isFrozen(c))
         let frozen = try usage()
         try await Task.sleep(for: .milliseconds(500))
         #expect(try usage() == frozen, "no CPU time while frozen")
@@ -118,7 +118,7 @@ struct ContainerLifecycleTests {
         #expect(try await host.berth(["run", "-d", "--name", "u", "-m", "64m", "busybox", "sleep", "300"]).status == 0)
         let c = try await host.waitFor("u") { $0.status.state == .running }
         #expect(try await host.berth(["update", "-m", "128m", "--memory-swap", "256m", "--pids-limit", "50", "u"]).status == 0)
-        #expect(try String(contentsOfFile: host.cgroupFile(c, "memory", "memory.limit_in_bytes"), encoding: .utf8) == "134217728\n")
+        #expect(try host.memoryLimit(c) == "134217728")
         #expect(try String(contentsOfFile: host.cgroupFile(c, "pids", "pids.max"), encoding: .utf8) == "50\n")
         #expect(try await host.inspect("u").spec.resources.memory == .mebibytes(128))
         let bad = try await host.berth(["update", "-m", "1k", "u"])
@@ -154,7 +154,7 @@ struct ContainerLifecycleTests {
         #expect(try await host.berth(["rm", "-f", "dup", "nocmd"]).status == 0)
         // Nothing left: no containers, no cgroups, no bundles.
         #expect(try await host.berth(["ps", "-aq"]).stdout.isEmpty)
-        let cgroups = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/\(host.agent.cgroupParent)")) ?? []
+        let cgroups = (try? FileManager.default.contentsOfDirectory(atPath: host.cgroupParentDir("memory"))) ?? []
         #expect(!cgroups.contains { $0.count == 64 }, "no container cgroup remains: \(cgroups)")
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: "\(host.agent.state)/containers")) ?? []).isEmpty)
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: "\(host.agent.root)/containers")) ?? []).isEmpty)
