@@ -174,7 +174,10 @@ let package = Package(
         .target(
             name: "BerthTesting",
             dependencies: [
+                "BerthTransport",
                 "CNghttp2",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -25,6 +25,8 @@ public struct AgentConfiguration: Sendable {
     public var shimExecutable: String?
     /// Berth's subtree in each cgroup hierarchy.
     public var cgroupParent = "berth"
+    /// How many events the event log keeps.
+    public var eventRetention = 100_000
 
     public init() {}
 
@@ -35,6 +37,9 @@ public struct AgentConfiguration: Sendable {
     public func validate() throws {
         for (flag, path) in [("--socket", socketPath), ("--root", rootDir), ("--state", stateDir)] where !path.hasPrefix("/") {
             throw BerthError.invalid("\(flag) \"\(path)\": must be an absolute path")
+        }
+        guard eventRetention >= 1 else {
+            throw BerthError.invalid("--event-retention \(eventRetention): the event log keeps at least one event")
         }
         if let listen {
             guard case .tcp(let host, _) = listen else {
@@ -87,7 +92,7 @@ public final class Agent: Service, Sendable {
             throw BerthError(.unavailable, "berth-shim not found at \(shim); install it beside berth-agent or pass --shim PATH")
         }
         self.environment = RuntimeEnvironment(rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim)
-        self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db")
+        self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db", eventRetention: configuration.eventRetention)
         self.images = try ImageStore(root: configuration.rootDir, index: database)
         let cgroups = try CgroupV1Driver.detectDriver(parent: configuration.cgroupParent)
         let info = node.info()
@@ -106,7 +111,7 @@ public final class Agent: Service, Sendable {
             ImagesService(images: images, supervisor: supervisor, database: database),
             PendingService(methods: Berth_Agent_V1_Volumes.Method.descriptors, reason: later),
             PendingService(methods: Berth_Agent_V1_Networks.Method.descriptors, reason: later),
-            PendingService(methods: Berth_Agent_V1_Events.Method.descriptors, reason: later),
+            EventsService(database: database),
         ]
     }
 

@@ -2,6 +2,7 @@ public import BerthImages
 public import BerthModel
 import Foundation
 import GRDB
+import Synchronization
 
 /// The agent's records in `<root>/agent.db` (SQLite, WAL): containers,
 /// images and the event log. Every change is a transaction: a crash at any
@@ -9,12 +10,18 @@ import GRDB
 public final class AgentDatabase: ImageIndex, Sendable {
     private let pool: DatabasePool
     public let path: String
+    /// How many events the log keeps; older ones are deleted as new ones
+    /// arrive (revisions are never reused).
+    public let eventRetention: Int
+    /// Wakes the event log's watchers after each append.
+    public let eventSignal = EventSignal()
 
     /// Opens (creating and migrating as needed) the database.
     ///
     /// - Throws: `BerthError.internal` when the file cannot be opened.
-    public init(path: String) throws {
+    public init(path: String, eventRetention: Int = 100_000) throws {
         self.path = path
+        self.eventRetention = max(1, eventRetention)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(10)
@@ -83,7 +90,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         return try wrap("container name \"\(container.name)\" is already in use") {
             try pool.write { db in
                 try db.cachedStatement(sql: "INSERT INTO container (id, name, record) VALUES (?, ?, ?)").execute(arguments: [container.id.rawValue, container.name, data])
-                return try events.map { try Self.append($0, db) }
+                return try appendAll(events, db)
             }
         }
     }
@@ -95,7 +102,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         return try wrap("update container") {
             try pool.write { db in
                 try db.cachedStatement(sql: "UPDATE container SET name = ?, record = ? WHERE id = ?").execute(arguments: [container.name, data, container.id.rawValue])
-                return try events.map { try Self.append($0, db) }
+                return try appendAll(events, db)
             }
         }
     }
@@ -106,7 +113,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         try wrap("delete container") {
             try pool.write { db in
                 try db.cachedStatement(sql: "DELETE FROM container WHERE id = ?").execute(arguments: [id.rawValue])
-                return try events.map { try Self.append($0, db) }
+                return try appendAll(events, db)
             }
         }
     }
@@ -165,11 +172,36 @@ public final class AgentDatabase: ImageIndex, Sendable {
             attributes: event.attributes)
     }
 
+    /// Appends events in the caller's transaction, trims the log to its
+    /// retention, and wakes watchers once the transaction has committed.
+    private func appendAll(_ events: [PendingEvent], _ db: GRDB.Database) throws -> [Event] {
+        guard !events.isEmpty else { return [] }
+        let appended = try events.map { try Self.append($0, db) }
+        if let last = appended.last?.revision, last > UInt64(eventRetention) {
+            try db.cachedStatement(sql: "DELETE FROM event WHERE revision <= ?").execute(arguments: [Int64(last - UInt64(eventRetention))])
+        }
+        let signal = eventSignal
+        db.afterNextTransaction(onCommit: { _ in signal.notify() })
+        return appended
+    }
+
+    /// The oldest revision the log still holds (nil when it holds none)
+    /// and the latest revision ever given (0 before the first event).
+    public func eventBounds() throws -> (oldest: UInt64?, latest: UInt64) {
+        try wrap("read event bounds") {
+            try pool.read { db in
+                let oldest = try Int64.fetchOne(db, sql: "SELECT MIN(revision) FROM event")
+                let latest = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event'") ?? 0
+                return (oldest.map { UInt64($0) }, UInt64(latest))
+            }
+        }
+    }
+
     /// Appends events on their own.
     @discardableResult
     public func append(_ events: [PendingEvent]) throws -> [Event] {
         try wrap("append events") {
-            try pool.write { db in try events.map { try Self.append($0, db) } }
+            try pool.write { db in try appendAll(events, db) }
         }
     }
 
@@ -188,6 +220,45 @@ public final class AgentDatabase: ImageIndex, Sendable {
                         actorID: row["actor"], attributes: (try? Self.decoder.decode([String: String].self, from: attributes)) ?? [:])
                 }
             }
+        }
+    }
+}
+
+/// A wake-up for the event log's watchers: each append bumps a generation;
+/// a watcher that found nothing new waits until the generation moves past
+/// the one it read before looking. Nothing is buffered here: the log is the
+/// buffer, so a slow watcher never holds up the agent.
+public final class EventSignal: Sendable {
+    private let state = Mutex<(generation: UInt64, waiters: [UUID: CheckedContinuation<Void, Never>])>((0, [:]))
+
+    public init() {}
+
+    public var generation: UInt64 { state.withLock { $0.generation } }
+
+    func notify() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.generation &+= 1
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns when the generation is no longer `seen` (at once if it has
+    /// moved already), or when the task is cancelled.
+    public func wait(after seen: UInt64) async {
+        let id = UUID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.generation != seen || Task.isCancelled { return true }
+                    s.waiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 }

@@ -130,6 +130,15 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let reader = ContainerLogReader(path: environment.logFile(container.id))
         let supervisor = self.supervisor
         let id = container.id
+        try await untilRPCCancelled {
+            try await Self.streamLogs(reader: reader, request: request, supervisor: supervisor, id: id, response: response)
+        }
+    }
+
+    private static func streamLogs(
+        reader: ContainerLogReader, request: Berth_Agent_V1_ContainerLogsRequest, supervisor: ContainerSupervisor, id: ContainerID,
+        response: RPCWriter<Berth_Agent_V1_ContainerLogsResponse>
+    ) async throws {
         try await reader.stream(
             tail: request.hasTail ? Int(request.tail) : nil, since: request.hasSince ? request.since.date : nil,
             until: request.hasUntil ? request.until.date : nil, follow: request.follow,

@@ -39,6 +39,9 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "Berth's subtree in each cgroup hierarchy.")
     var cgroupParent = "berth"
 
+    @Option(help: "How many events the event log keeps; a watch from an older revision is refused.")
+    var eventRetention = 100_000
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -56,6 +59,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         configuration.stateDir = state
         configuration.shimExecutable = shim
         configuration.cgroupParent = cgroupParent
+        configuration.eventRetention = eventRetention
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             for label in labels {

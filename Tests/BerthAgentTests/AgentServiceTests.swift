@@ -77,9 +77,6 @@ struct AgentServiceTests {
                 }),
                 ("berth.agent.v1.Volumes/Create", { _ = try await Berth_Agent_V1_Volumes.Client(wrapping: client).create(.init()) }),
                 ("berth.agent.v1.Networks/Create", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).create(.init()) }),
-                ("berth.agent.v1.Events/Watch", {
-                    try await Berth_Agent_V1_Events.Client(wrapping: client).watch(.init()) { r in for try await _ in r.messages {} }
-                }),
             ]
             for (method, call) in calls {
                 do {

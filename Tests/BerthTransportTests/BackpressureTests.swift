@@ -1,6 +1,7 @@
 import BerthTransport
 import GRPCCore
 import Testing
+import BerthTesting
 
 /// A slow reader on either side holds the writer back through HTTP/2 flow
 /// control; nothing buffers without bound.

@@ -1,6 +1,7 @@
 import BerthTransport
 import GRPCCore
 import Testing
+import BerthTesting
 
 @Suite("gRPC over nghttp2: calls", .timeLimit(.minutes(5)))
 struct CallTests {

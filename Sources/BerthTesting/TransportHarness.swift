@@ -1,24 +1,24 @@
-import BerthTransport
+public import BerthTransport
 import Foundation
-import GRPCCore
+public import GRPCCore
 import Logging
 
 /// Runs a real server transport on a loopback port or a temporary unix
 /// socket and a real client transport against it, for one test body.
-enum TransportHarness {
-    enum Kind: CaseIterable, Sendable {
+public enum TransportHarness {
+    public enum Kind: CaseIterable, Sendable {
         case tcp
         case unix
     }
 
-    static func temporarySocketPath() -> String {
+    public static func temporarySocketPath() -> String {
         let dir = FileManager.default.temporaryDirectory.path
         return "\(dir)/berth-test-\(UUID().uuidString.prefix(8)).sock"
     }
 
     /// Starts a server with `services`, connects a client, runs `body`,
     /// then shuts both down.
-    static func withServerAndClient<R: Sendable>(
+    public static func withServerAndClient<R: Sendable>(
         _ kind: Kind = .tcp,
         services: [any RegistrableRPCService],
         limits: TransportLimits = TransportLimits(),
