@@ -323,6 +323,9 @@ final class StreamIO<Inbound: Sendable, Outbound: Sendable>: Sendable {
                 let result: Result<Void, any Error>? = state.withLock { s in
                     if let error = s.outboundError { return .failure(error) }
                     if s.outboundQueuedBytes <= watermarks.outboundLow { return .success(()) }
+                    // A cancellation that came before this point found no
+                    // writer to resume: see it here, under the same lock.
+                    if Task.isCancelled { return .failure(CancellationError()) }
                     s.writer = continuation
                     return nil
                 }
