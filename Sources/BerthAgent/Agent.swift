@@ -75,6 +75,10 @@ public final class Agent: Service, Sendable {
     ///   directories cannot be made.
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         try configuration.validate()
+        // A peer that has gone (a standby shim killed before its bundle
+        // came, a closed pipe or socket) must be an error to handle, never
+        // a signal that ends the agent.
+        signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
         self.logger = logger
         do {

@@ -29,6 +29,27 @@ struct ContainerLifecycleTests {
         #expect(fresh.stdout == "root:x:0:\n")
     }
 
+    @Test("a standby shim killed before it is used: the next container starts anyway and the agent lives on")
+    func standbyShimGone() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "--rm", "busybox", "true"]).status == 0)
+        var killed = 0
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = Int32(entry), let cmd = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
+                cmd.contains("--standby"), cmd.contains(host.agent.state)
+            else { continue }
+            // Only a shim still waiting for its bundle: it has no container child.
+            let children = (try? String(contentsOfFile: "/proc/\(entry)/task/\(entry)/children", encoding: .utf8)) ?? ""
+            if children.trimmingCharacters(in: .whitespaces).isEmpty, kill(pid, SIGKILL) == 0 { killed += 1 }
+        }
+        #expect(killed == 1, "one standby shim was waiting")
+        try await Task.sleep(for: .milliseconds(100))
+        let r = try await host.berth(["run", "--rm", "busybox", "echo", "still here"])
+        #expect(r.status == 0 && r.stdout == "still here\n", "\(r.stderr)")
+        #expect(kill(host.agent.pid, 0) == 0, "the agent is alive")
+    }
+
     @Test("stop sends SIGTERM; a process that ignores it is killed after the grace period")
     func stop() async throws {
         let host = try await ContainerHost()
