@@ -161,6 +161,7 @@ let package = Package(
             name: "BerthCLI",
             dependencies: [
                 "BerthModel",
+                "CBerthLinux",
                 "BerthAPI",
                 "BerthTransport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -282,29 +282,13 @@ struct PsCommand: AsyncParsableCommand {
 struct UpdateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "update", abstract: "Change limits of containers, live.")
     @OptionGroup var agent: AgentOptions
-    @Option(name: [.customShort("m"), .long]) var memory: String?
-    @Option var memorySwap: String?
-    @Option var cpus: String?
-    @Option(name: [.customShort("c"), .long]) var cpuShares: Int?
-    @Option var cpusetCpus: String?
-    @Option var cpusetMems: String?
-    @Option var pidsLimit: Int64?
-    @Option var blkioWeight: Int?
+    @OptionGroup var limits: ResourceFlags
     @Option var restart: String?
     @Argument var containers: [String]
 
     func run() async throws {
-        var r = Resources()
-        if let memory { r.memory = try ByteSize(parsing: memory, for: "memory limit") }
-        if let memorySwap { r.memorySwap = memorySwap == "-1" ? ByteSize(bytes: -1) : try ByteSize(parsing: memorySwap, for: "memory-swap") }
-        if let cpus { r.cpus = try CPUQuantity(parsing: cpus) }
-        r.cpuShares = cpuShares
-        if let cpusetCpus { r.cpusetCPUs = try CPUSet(parsing: cpusetCpus, for: "cpuset-cpus") }
-        if let cpusetMems { r.cpusetMems = try CPUSet(parsing: cpusetMems, for: "cpuset-mems") }
-        r.pidsLimit = pidsLimit
-        r.ioWeight = blkioWeight
+        let resources = try limits.resources()
         if let restart { _ = try RestartPolicy(parsing: restart) }
-        let resources = r
         let restart = self.restart
         try await EachContainer.run(agent, containers) { c, name in
             _ = try await c.update(.with {

@@ -1,9 +1,8 @@
 import ArgumentParser
 import BerthModel
 
-/// The flags `run` and `create` share, with docker's spelling.
-struct ContainerFlags: ParsableArguments {
-    @Option(help: "Assign a name to the container.") var name: String?
+/// The limit flags `run`, `create` and `update` share, with docker's spelling.
+struct ResourceFlags: ParsableArguments {
     @Option(name: [.customShort("m"), .long], help: "Memory limit (e.g. 64m, 1g).") var memory: String?
     @Option(help: "Memory plus swap limit; -1 for unlimited swap.") var memorySwap: String?
     @Option(help: "Number of CPUs (e.g. 0.5).") var cpus: String?
@@ -12,6 +11,28 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Memory nodes in which to allow execution (0-3, 0,1).") var cpusetMems: String?
     @Option(help: "Tune the container's pids limit (-1 for unlimited).") var pidsLimit: Int64?
     @Option(help: "Block I/O weight (10-1000).") var blkioWeight: Int?
+
+    /// - Throws: `BerthError.invalidArgument` with docker-like wording for a malformed limit.
+    func resources() throws -> Resources {
+        var resources = Resources()
+        if let memory { resources.memory = try ByteSize(parsing: memory, for: "memory limit") }
+        if let memorySwap {
+            resources.memorySwap = memorySwap == "-1" ? ByteSize(bytes: -1) : try ByteSize(parsing: memorySwap, for: "memory-swap")
+        }
+        if let cpus { resources.cpus = try CPUQuantity(parsing: cpus) }
+        resources.cpuShares = cpuShares
+        if let cpusetCpus { resources.cpusetCPUs = try CPUSet(parsing: cpusetCpus, for: "cpuset-cpus") }
+        if let cpusetMems { resources.cpusetMems = try CPUSet(parsing: cpusetMems, for: "cpuset-mems") }
+        resources.pidsLimit = pidsLimit
+        resources.ioWeight = blkioWeight
+        return resources
+    }
+}
+
+/// The flags `run` and `create` share, with docker's spelling.
+struct ContainerFlags: ParsableArguments {
+    @Option(help: "Assign a name to the container.") var name: String?
+    @OptionGroup var limits: ResourceFlags
     @Option(name: [.customShort("e"), .long], help: "Set an environment variable (KEY=VALUE, or KEY to take it from here).") var env: [String] = []
     @Option(name: [.customShort("w"), .long], help: "Working directory inside the container.") var workdir: String?
     @Option(name: [.customShort("u"), .long], help: "Username or UID (format: <name|uid>[:<group|gid>]).") var user: String?
@@ -39,17 +60,7 @@ struct ContainerFlags: ParsableArguments {
         if tty || interactive {
             throw BerthError(.unimplemented, "-t and -i need an attached terminal, which this release does not offer yet; run without them (output is streamed)")
         }
-        var resources = Resources()
-        if let memory { resources.memory = try ByteSize(parsing: memory, for: "memory limit") }
-        if let memorySwap {
-            resources.memorySwap = memorySwap == "-1" ? ByteSize(bytes: -1) : try ByteSize(parsing: memorySwap, for: "memory-swap")
-        }
-        if let cpus { resources.cpus = try CPUQuantity(parsing: cpus) }
-        resources.cpuShares = cpuShares
-        if let cpusetCpus { resources.cpusetCPUs = try CPUSet(parsing: cpusetCpus, for: "cpuset-cpus") }
-        if let cpusetMems { resources.cpusetMems = try CPUSet(parsing: cpusetMems, for: "cpuset-mems") }
-        resources.pidsLimit = pidsLimit
-        resources.ioWeight = blkioWeight
+        let resources = try limits.resources()
         var labels: [String: String] = [:]
         for l in label {
             let kv = l.split(separator: "=", maxSplits: 1).map(String.init)

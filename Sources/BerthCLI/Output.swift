@@ -1,4 +1,5 @@
 import BerthModel
+import CBerthLinux
 import FoundationEssentials
 import Glibc
 
@@ -31,15 +32,7 @@ enum Console {
     /// Writes all of `bytes` (a closed pipe ends the attempt quietly, as
     /// docker's CLI does).
     static func write(_ fd: Int32, _ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += n
-        }
+        _ = bytes.withUnsafeBytes { berth_write_all(fd, $0.baseAddress, $0.count) }
     }
 
     static func json<T: Encodable>(_ value: T) throws {

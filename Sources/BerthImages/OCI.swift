@@ -78,15 +78,3 @@ struct OCIManifest: Codable {
     var layers: [Descriptor]
 }
 
-/// The host's platform as OCI names it.
-enum Platform {
-    static var architecture: String {
-        #if arch(x86_64)
-        return "amd64"
-        #elseif arch(arm64)
-        return "arm64"
-        #else
-        return "unknown"
-        #endif
-    }
-}

@@ -1,3 +1,4 @@
+import CBerthLinux
 import Glibc
 
 /// Writes files so that a crash at any moment leaves either the old content
@@ -19,15 +20,8 @@ public enum AtomicFile {
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("open", path: temporary, errno: errno) }
         var failure: SystemError?
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = SystemError("write", path: temporary, errno: errno)
-                break
-            }
-            offset += n
+        if bytes.withUnsafeBytes({ berth_write_all(fd, $0.baseAddress, $0.count) }) != 0 {
+            failure = SystemError("write", path: temporary, errno: errno)
         }
         if failure == nil && durable && fsync(fd) != 0 { failure = SystemError("fsync", path: temporary, errno: errno) }
         close(fd)

@@ -226,13 +226,5 @@ public final class RootedDirectory {
 
 /// Writes all of `bytes` to `fd`.
 public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
-    var offset = 0
-    while offset < bytes.count {
-        let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw SystemError("write", errno: errno)
-        }
-        offset += n
-    }
+    guard berth_write_all(fd, bytes.baseAddress, bytes.count) == 0 else { throw SystemError("write", errno: errno) }
 }

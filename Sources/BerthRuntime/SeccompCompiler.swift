@@ -6,17 +6,6 @@ import Foundation
 /// Compiles a `SeccompProfile` to a BPF program with libseccomp, before any
 /// container process exists; the container's first process only loads it.
 public enum SeccompCompiler {
-    /// The host's architecture as docker profiles name it.
-    static var nativeArch: String {
-        #if arch(x86_64)
-        return "amd64"
-        #elseif arch(arm64)
-        return "arm64"
-        #else
-        return "unknown"
-        #endif
-    }
-
     /// Architectures a native program may also run as (their system calls
     /// must be filtered too).
     static var subArchitectures: [String] {
@@ -64,7 +53,7 @@ public enum SeccompCompiler {
     }
 
     static func applies(_ rule: SeccompProfile.Rule, capabilities: Set<String>, kernel: String) -> Bool {
-        let arch = nativeArch
+        let arch = Platform.architecture
         if let inc = rule.includes {
             if let caps = inc.caps, !caps.allSatisfy(capabilities.contains) { return false }
             if let arches = inc.arches, !arches.contains(arch) { return false }

@@ -7,6 +7,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+int berth_write_all(int fd, const void *bytes, size_t length) {
+    const char *p = bytes;
+    while (length > 0) {
+        ssize_t n = write(fd, p, length);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += n;
+        length -= (size_t)n;
+    }
+    return 0;
+}
+
 int berth_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int berth_accept_cloexec_nonblock(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }

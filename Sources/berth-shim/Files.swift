@@ -1,3 +1,4 @@
+import CBerthLinux
 import Glibc
 
 struct SystemCallError: Error, CustomStringConvertible {
@@ -29,16 +30,9 @@ enum Files {
         String(decoding: try read(path), as: UTF8.self)
     }
 
+    /// Writes all of `bytes`; a peer that is gone ends the attempt quietly.
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += n
-        }
+        _ = bytes.withUnsafeBytes { berth_write_all(fd, $0.baseAddress, $0.count) }
     }
 
     /// Temp file, rename: whoever reads the file (the agent, after a crash

@@ -127,6 +127,10 @@ int berth_pidfd_send_signal(int pidfd, int signal);
 /* waitid(P_PIDFD): 0 with *status (wait status, as waitpid gives it), or -1. */
 int berth_pidfd_wait(int pidfd, int *code, int *status, int options);
 
+/* write(2) until all `length` bytes are written, retrying on EINTR:
+ * 0, or -1 with errno from the write that failed. */
+int berth_write_all(int fd, const void *bytes, size_t length);
+
 /* GNU extensions the Swift Glibc module does not show. */
 int berth_pipe2_cloexec(int fds[2]);
 int berth_accept_cloexec_nonblock(int listener);
