@@ -130,6 +130,10 @@ public actor ContainerSupervisor {
 
     public func inspect(_ reference: String) throws -> Container { try find(reference) }
 
+    /// Reads containers' figures from the kernel. It works outside the
+    /// actor: reading a cgroup takes longer than any change of state.
+    public nonisolated var statsReader: StatsReader { StatsReader(cgroups: cgroups) }
+
     /// Waits until the container stops running or `timeout` passes,
     /// whichever is first (for followers of its output).
     public func waitForStop(_ id: ContainerID, timeout: Duration) async {

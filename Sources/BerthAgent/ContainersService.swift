@@ -1,4 +1,5 @@
 import BerthAPI
+import BerthCgroups
 import BerthModel
 public import GRPCCore
 import Foundation
@@ -159,6 +160,69 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     public func stats(
         request: Berth_Agent_V1_ContainerStatsRequest, response: RPCWriter<Berth_Agent_V1_ContainerStatsResponse>, context: ServerContext
     ) async throws {
-        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Containers/Stats is not implemented by this agent yet")
+        let container = try await supervisor.inspect(request.container)
+        let reader = supervisor.statsReader
+        guard request.stream else {
+            try await response.write(reader.sample(container).proto)
+            return
+        }
+        let interval = Duration.milliseconds(request.intervalMs == 0 ? 1000 : max(100, Int(request.intervalMs)))
+        let supervisor = self.supervisor
+        let id = container.id.rawValue
+        try await untilRPCCancelled {
+            while true {
+                // The stream ends when the container is removed.
+                guard let current = try? await supervisor.inspect(id) else { return }
+                try await response.write(reader.sample(current).proto)
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+}
+
+extension ContainerSample {
+    var proto: Berth_Agent_V1_ContainerStatsResponse {
+        .with {
+            $0.id = container.id.rawValue
+            $0.name = container.name
+            $0.time = Google_Protobuf_Timestamp(date: time)
+            $0.cpu = .with {
+                $0.usageNanos = cgroup.cpuUsageNanos
+                $0.userNanos = cgroup.cpuUserNanos
+                $0.systemNanos = cgroup.cpuSystemNanos
+                $0.periods = cgroup.cpuPeriods
+                $0.throttledPeriods = cgroup.cpuThrottledPeriods
+                $0.throttledNanos = cgroup.cpuThrottledNanos
+                $0.onlineCpus = UInt32(onlineCPUs)
+                $0.systemUsageNanos = hostCPUNanos
+            }
+            $0.memory = .with {
+                $0.usageBytes = cgroup.memoryUsage
+                $0.workingSetBytes = cgroup.memoryWorkingSet
+                $0.rssBytes = cgroup.memoryRSS
+                $0.cacheBytes = cgroup.memoryCache
+                $0.limitBytes = cgroup.memoryLimit
+                $0.oomEvents = cgroup.oomEvents
+                $0.oomKills = cgroup.oomKills
+                $0.swapBytes = cgroup.memorySwap
+            }
+            $0.pids = .with {
+                $0.current = cgroup.pidsCurrent
+                $0.limit = cgroup.pidsLimit
+            }
+            $0.networks = networks.map { n in
+                .with {
+                    $0.interface = n.name
+                    $0.rxBytes = n.rxBytes
+                    $0.rxPackets = n.rxPackets
+                    $0.txBytes = n.txBytes
+                    $0.txPackets = n.txPackets
+                }
+            }
+            $0.blockIo = .with {
+                $0.readBytes = cgroup.ioReadBytes
+                $0.writeBytes = cgroup.ioWriteBytes
+            }
+        }
     }
 }

@@ -39,25 +39,45 @@ enum Human {
 
     /// Decimal units, as `docker images` shows sizes: "4.26MB".
     static func size(_ bytes: Int64) -> String {
-        let units = ["B", "kB", "MB", "GB", "TB"]
-        var value = Double(bytes)
-        var i = 0
-        while value >= 1000 && i < units.count - 1 {
-            value /= 1000
-            i += 1
-        }
-        if i == 0 { return "\(bytes)B" }
-        return significant3(value) + units[i]
+        scaled(Double(bytes), base: 1000, units: ["B", "kB", "MB", "GB", "TB"], digits: 3)
     }
 
-    /// `value` (1 ≤ value < 1000) with three significant digits and no
-    /// trailing zeros, as printf's "%.3g" writes it: 4.26, 42.6, 426, 4.1.
-    static func significant3(_ value: Double) -> String {
-        if value >= 100 { return String(Int(value.rounded())) }
-        let decimals = value >= 10 ? 1 : 2
-        let scale = decimals == 1 ? 10.0 : 100.0
-        let scaled = Int((value * scale).rounded())
-        var text = String(scaled / Int(scale)) + "." + String(scaled % Int(scale)).leftPadded(to: decimals)
+    /// Binary units, as `docker stats` shows memory: "1.523MiB".
+    static func binarySize(_ bytes: UInt64) -> String {
+        scaled(Double(bytes), base: 1024, units: ["B", "KiB", "MiB", "GiB", "TiB"], digits: 4)
+    }
+
+    /// "12.34%".
+    static func percent(_ value: Double) -> String {
+        let hundredths = Int((value * 100).rounded())
+        return "\(hundredths / 100).\(String(hundredths % 100).leftPadded(to: 2))%"
+    }
+
+    private static func scaled(_ bytes: Double, base: Double, units: [String], digits: Int) -> String {
+        var value = bytes
+        var i = 0
+        while value >= base && i < units.count - 1 {
+            value /= base
+            i += 1
+        }
+        if i == 0 { return "\(Int(bytes))B" }
+        return significant(value, digits: digits) + units[i]
+    }
+
+    /// `value` (1 ≤ value < 10000) with `digits` significant digits and no
+    /// trailing zeros, as printf's "%.3g" or "%.4g" writes it: 4.26, 42.6, 426, 4.1.
+    static func significant(_ value: Double, digits: Int) -> String {
+        var decimals = digits - 1
+        var magnitude = 10.0
+        while decimals > 0 && value >= magnitude {
+            decimals -= 1
+            magnitude *= 10
+        }
+        var scale = 1
+        for _ in 0..<decimals { scale *= 10 }
+        let scaled = Int((value * Double(scale)).rounded())
+        if decimals == 0 { return String(scaled) }
+        var text = String(scaled / scale) + "." + String(scaled % scale).leftPadded(to: decimals)
         while text.hasSuffix("0") { text.removeLast() }
         if text.hasSuffix(".") { text.removeLast() }
         return text

@@ -1,6 +1,10 @@
+import BerthAPI
 import BerthLinux
 import BerthModel
 import Foundation
+import GRPCCore
+import Synchronization
+import SwiftProtobuf
 import Testing
 
 /// The busybox test image, built once per test run from Debian's busybox-static.
@@ -121,4 +125,27 @@ final class ContainerHost: @unchecked Sendable {
     }
 
     func cleanUp() { agent.cleanUp() }
+}
+
+/// Events a watcher has seen, shared with the test.
+final class SeenEvents: Sendable {
+    private let events = Mutex<[Berth_Agent_V1_Event]>([])
+    func withLock<R>(_ body: (inout [Berth_Agent_V1_Event]) -> R) -> R { events.withLock { body(&$0) } }
+    var all: [Berth_Agent_V1_Event] { withLock { $0 } }
+}
+
+extension AgentProcess {
+    /// Watches the agent's events from revision `from` into `seen`, until
+    /// `enough` says stop (or the agent goes away).
+    func watchEvents(
+        from: UInt64, into seen: SeenEvents, until enough: @escaping @Sendable ([Berth_Agent_V1_Event]) -> Bool
+    ) async throws {
+        try await withClient { client in
+            try await Berth_Agent_V1_Events.Client(wrapping: client).watch(.with { $0.fromRevision = from }) { response in
+                for try await message in response.messages {
+                    if seen.withLock({ $0.append(message.event); return enough($0) }) { break }
+                }
+            }
+        }
+    }
 }

@@ -1,3 +1,4 @@
+import BerthAPI
 import BerthModel
 import Foundation
 import Testing
@@ -25,7 +26,7 @@ struct ContainerIsolationTests {
         #expect(masked.stdout.contains("rc=1") || masked.stderr.contains("Read-only"))
     }
 
-    @Test("a memory limit exceeded: exit 137, state exited, reason OOMKilled")
+    @Test("a memory limit exceeded: exit 137, state exited, reason OOMKilled; exactly one oom event, then die with OOMKilled")
     func oom() async throws {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
@@ -37,6 +38,17 @@ struct ContainerIsolationTests {
         #expect(c.status.exitCode == 137)
         #expect(c.status.reason == .oomKilled)
         #expect(c.status.signal == .kill)
+        // Every event of the container, from its create to its destroy.
+        #expect(try await host.berth(["rm", "hog"]).status == 0)
+        let seen = SeenEvents()
+        try await host.agent.watchEvents(from: 0, into: seen) { events in
+            events.contains { $0.action == "destroy" && $0.attributes["name"] == "hog" }
+        }
+        let events = seen.all.filter { $0.attributes["name"] == "hog" }
+        #expect(events.map(\.action) == ["create", "start", "oom", "die", "destroy"], "\(events.map(\.action))")
+        let die = try #require(events.first { $0.action == "die" })
+        #expect(die.attributes["exitCode"] == "137")
+        #expect(die.attributes["reason"] == "OOMKilled")
     }
 
     @Test("a plain SIGKILL is Killed, not OOMKilled")

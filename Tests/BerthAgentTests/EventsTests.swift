@@ -143,33 +143,14 @@ struct EventsTests {
 
 @Suite("events: across an agent restart (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct EventsRestartTests {
-    /// Revisions a watch from `from` sees until `enough` says stop.
-    /// Events a watcher has seen, shared with the test.
-    final class Seen: Sendable {
-        private let events = Mutex<[Berth_Agent_V1_Event]>([])
-        func withLock<R>(_ body: (inout [Berth_Agent_V1_Event]) -> R) -> R { events.withLock { body(&$0) } }
-    }
-
-    static func watch(
-        _ agent: AgentProcess, from: UInt64, into seen: Seen, until enough: @escaping @Sendable ([Berth_Agent_V1_Event]) -> Bool
-    ) async throws {
-        try await agent.withClient { client in
-            try await Berth_Agent_V1_Events.Client(wrapping: client).watch(.with { $0.fromRevision = from }) { response in
-                for try await message in response.messages {
-                    if seen.withLock({ $0.append(message.event); return enough($0) }) { break }
-                }
-            }
-        }
-    }
-
     @Test("kill -9 of the agent mid-watch: the watcher resumes from its last revision with no gap and no duplicate")
     func resume() async throws {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
-        let seen = Seen()
+        let seen = SeenEvents()
         let agent = host.agent
         // Watch from the start while a container comes and goes; the agent then dies under the watch.
-        let watcher = Task { try await Self.watch(agent, from: 0, into: seen, until: { _ in false }) }
+        let watcher = Task { try await agent.watchEvents(from: 0, into: seen, until: { _ in false }) }
         #expect(try await host.berth(["run", "--rm", "--name", "one", "busybox", "true"]).status == 0)
         for _ in 0..<100 where !seen.withLock({ $0.contains { $0.action == "destroy" } }) { try await Task.sleep(for: .milliseconds(50)) }
         kill(agent.pid, SIGKILL)
@@ -188,7 +169,7 @@ struct EventsRestartTests {
         env["BERTH_HOST"] = "unix://\(second.socketPath)"
         #expect(try await runCommand(try BuildProducts.executable("berth"), ["run", "--rm", "--name", "two", "busybox", "true"], environment: env).status == 0)
         let last = try #require(beforeCrash.last?.revision)
-        try await Self.watch(second, from: last, into: seen) { events in
+        try await second.watchEvents(from: last, into: seen) { events in
             events.contains { $0.action == "destroy" && $0.attributes["name"] == "two" }
         }
         let revisions = seen.withLock { $0.map(\.revision) }

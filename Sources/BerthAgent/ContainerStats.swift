@@ -1,0 +1,82 @@
+public import BerthCgroups
+import BerthLinux
+public import BerthModel
+import Foundation
+
+/// The counters of one network interface in a container's namespace.
+public struct InterfaceCounters: Sendable, Hashable {
+    public var name: String
+    public var rxBytes: UInt64 = 0
+    public var rxPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+}
+
+/// One container's resource use at one moment, as the kernel counts it.
+public struct ContainerSample: Sendable {
+    public var container: Container
+    public var time: Date
+    /// Zero for a container that is not running or paused (docker's way).
+    public var cgroup: CgroupStats
+    /// The container's interfaces except loopback.
+    public var networks: [InterfaceCounters]
+    /// Processes in the container's cgroup.
+    public var processes: Int
+    /// Cumulative CPU time of the whole host and its online CPUs: docker's
+    /// CPU % is the container's share of the host's time between samples.
+    public var hostCPUNanos: UInt64
+    public var onlineCPUs: Int
+}
+
+/// Reads a container's figures from the kernel: its cgroup and its network
+/// namespace (`/proc/PID/net/dev` shows the interfaces of PID's namespace).
+public struct StatsReader: Sendable {
+    let cgroups: any CgroupDriver
+    var proc = "/proc"
+
+    public func sample(_ container: Container) -> ContainerSample {
+        var sample = ContainerSample(
+            container: container, time: Date(), cgroup: CgroupStats(), networks: [], processes: 0,
+            hostCPUNanos: hostCPUNanos(), onlineCPUs: Self.onlineCPUs)
+        guard container.status.state.isActive else { return sample }
+        let name = container.id.rawValue
+        // A container that exits while it is read reads as zero, not as an error.
+        sample.cgroup = (try? cgroups.stats(name)) ?? CgroupStats()
+        sample.processes = (try? cgroups.processes(name).count) ?? 0
+        if let pid = container.status.pid { sample.networks = networks(pid: pid) }
+        return sample
+    }
+
+    static let onlineCPUs = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+
+    /// The host's total CPU time: the "cpu" line of /proc/stat, in USER_HZ
+    /// (100 per second) ticks.
+    func hostCPUNanos() -> UInt64 {
+        guard let text = try? FileIO.read("\(proc)/stat", limit: 4096), let line = text.split(separator: "\n").first,
+            line.hasPrefix("cpu ")
+        else { return 0 }
+        let ticks = line.split(separator: " ").dropFirst().compactMap { UInt64($0) }.reduce(0, +)
+        return ticks * 10_000_000
+    }
+
+    /// The interfaces of the process's network namespace, loopback left out.
+    func networks(pid: Int32) -> [InterfaceCounters] {
+        guard let text = try? FileIO.read("\(proc)/\(pid)/net/dev", limit: 1 << 20) else { return [] }
+        return Self.parseNetDev(text)
+    }
+
+    /// `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets
+    /// errs drop fifo frame compressed multicast tx_bytes tx_packets …`.
+    static func parseNetDev(_ text: String) -> [InterfaceCounters] {
+        var result: [InterfaceCounters] = []
+        for line in text.split(separator: "\n").dropFirst(2) {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].trimmingCharacters(in: .whitespaces)
+            guard name != "lo" else { continue }
+            let f = line[line.index(after: colon)...].split(separator: " ").compactMap { UInt64($0) }
+            guard f.count >= 10 else { continue }
+            result.append(InterfaceCounters(name: name, rxBytes: f[0], rxPackets: f[1], txBytes: f[8], txPackets: f[9]))
+        }
+        return result
+    }
+}

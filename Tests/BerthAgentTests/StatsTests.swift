@@ -1,0 +1,118 @@
+import BerthAPI
+import BerthModel
+import Foundation
+import GRPCCore
+import SwiftProtobuf
+import Testing
+
+/// `Containers.Stats` and `berth stats` against the kernel's own files.
+@Suite("stats (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+struct StatsTests {
+    /// A number from a one-value cgroup file of the container.
+    static func number(_ host: ContainerHost, _ c: Container, _ controller: String, _ file: String) throws -> UInt64 {
+        let text = try String(contentsOfFile: host.cgroupFile(c, controller, file), encoding: .utf8)
+        return try #require(UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)), "\(file): \(text)")
+    }
+
+    @Test("berth stats memory is the cgroup's usage minus inactive_file; limit and pids are the cgroup's")
+    func memoryMatchesCgroup() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        // About 8 MB held in a shell variable while the shell waits.
+        let started = try await host.berth([
+            "run", "-d", "--name", "holder", "-m", "96m", "--pids-limit", "40", "busybox", "sh", "-c",
+            "x=$(head -c 8000000 /dev/zero | tr '\\0' a); sleep 1000; echo ${#x}",
+        ])
+        #expect(started.status == 0, "\(started.stderr)")
+        var c = try await host.inspect("holder")
+        // Ready once the memory settles: two reads a while apart agree.
+        let usageFile = ContainerHost.unifiedHierarchy ? "memory.current" : "memory.usage_in_bytes"
+        var last: UInt64 = 0
+        for _ in 0..<50 {
+            try await Task.sleep(for: .milliseconds(200))
+            let now = try Self.number(host, c, "memory", usageFile)
+            if now > 4_000_000 && now == last { break }
+            last = now
+        }
+        c = try await host.inspect("holder")
+
+        let result = try await host.berth(["stats", "--no-stream", "--format", "json", "holder"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let usage = try Self.number(host, c, "memory", usageFile)
+        let inactive = try host.cgroupValue(c, "memory", "memory.stat", ContainerHost.unifiedHierarchy ? "inactive_file" : "total_inactive_file")
+        let row = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
+        let shown = try #require(row["memoryUsage"] as? Int)
+        let expected = Int(usage) - Int(inactive)
+        #expect(abs(shown - expected) <= 64 * 1024, "stats \(shown), cgroup \(usage) − \(Int(inactive)) = \(expected)")
+        #expect(shown > 8_000_000, "the 8 MB the shell holds are counted: \(shown)")
+        #expect(row["memoryLimit"] as? Int == 96 << 20)
+        #expect(row["pids"] as? Int == Int(try Self.number(host, c, "pids", "pids.current")))
+        #expect(row["name"] as? String == "holder")
+
+        // The unary RPC gives the same figures, and the pids limit.
+        let sample = try await host.agent.withClient { client in
+            try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.with { $0.container = "holder" }) { response in
+                var all: [Berth_Agent_V1_ContainerStatsResponse] = []
+                for try await message in response.messages { all.append(message) }
+                return all
+            }
+        }
+        #expect(sample.count == 1, "unary: one sample")
+        #expect(sample.first?.memory.limitBytes == 96 << 20)
+        #expect(sample.first?.pids.limit == 40)
+        #expect(abs(Int(sample.first?.memory.workingSetBytes ?? 0) - expected) <= 64 * 1024)
+
+        // The human table shows docker's columns.
+        let table = try await host.berth(["stats", "--no-stream", "holder"])
+        #expect(table.stdout.hasPrefix("CONTAINER ID   NAME     CPU %"), "\(table.stdout)")
+        #expect(table.stdout.contains("/ 96MiB"), "\(table.stdout)")
+    }
+
+    @Test("a busy loop under --cpus 0.5 shows about 50% CPU and throttled periods")
+    func cpu() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "spin", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done"]).status == 0)
+        try await Task.sleep(for: .milliseconds(500))
+        let result = try await host.berth(["stats", "--no-stream", "--format", "json", "spin"])
+        let row = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
+        let percent = try #require(row["cpuPercent"] as? Double)
+        #expect(percent > 30 && percent < 70, "CPU % \(percent)")
+        let sample = try await host.agent.withClient { client in
+            try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.with { $0.container = "spin" }) { response in
+                var last = Berth_Agent_V1_ContainerStatsResponse()
+                for try await message in response.messages { last = message }
+                return last
+            }
+        }
+        #expect(sample.cpu.throttledPeriods > 0 && sample.cpu.periods >= sample.cpu.throttledPeriods)
+        #expect(sample.cpu.throttledNanos > 0)
+    }
+
+    @Test("streamed stats keep coming at the interval; an unknown container is a clear error")
+    func streamAndErrors() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "-d", "--name", "idle", "busybox", "sleep", "1000"]).status == 0)
+        let start = ContinuousClock.now
+        let times = try await host.agent.withClient { client in
+            try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.with {
+                $0.container = "idle"
+                $0.stream = true
+                $0.intervalMs = 200
+            }) { response in
+                var times: [Date] = []
+                for try await message in response.messages {
+                    times.append(message.time.date)
+                    if times.count == 4 { break }
+                }
+                return times
+            }
+        }
+        #expect(times.count == 4)
+        #expect(ContinuousClock.now - start >= .milliseconds(550), "four samples 200 ms apart")
+        let missing = try await host.berth(["stats", "--no-stream", "nosuch"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("nosuch"), "\(missing.stderr)")
+    }
+}
