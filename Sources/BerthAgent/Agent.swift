@@ -15,6 +15,10 @@ public struct AgentConfiguration: Sendable {
     public var socketPath: String = "/run/berth/agent.sock"
     /// An optional TCP listener.
     public var listen: TransportAddress?
+    /// An optional plain-HTTP listener for `/metrics` and `/healthz` only:
+    /// it answers no gRPC, so it may face the network a Prometheus server
+    /// scrapes from.
+    public var metricsListen: TransportAddress?
     /// Persistent state: the node ID, later images and containers.
     public var rootDir: String = "/var/lib/berth"
     /// Runtime state: sockets, shim state, mount points.
@@ -41,6 +45,9 @@ public struct AgentConfiguration: Sendable {
         guard eventRetention >= 1 else {
             throw BerthError.invalid("--event-retention \(eventRetention): the event log keeps at least one event")
         }
+        if let metricsListen, case .unix = metricsListen {
+            throw BerthError.invalid("--metrics-listen \(metricsListen): expected HOST:PORT")
+        }
         if let listen {
             guard case .tcp(let host, _) = listen else {
                 throw BerthError.invalid("--listen \(listen): expected HOST:PORT")
@@ -66,6 +73,7 @@ public final class Agent: Service, Sendable {
     public let database: AgentDatabase
     public let images: ImageStore
     public let supervisor: ContainerSupervisor
+    public let metrics = AgentMetrics()
     let environment: RuntimeEnvironment
     private let logger: Logger
 
@@ -115,22 +123,33 @@ public final class Agent: Service, Sendable {
             ImagesService(images: images, supervisor: supervisor, database: database),
             PendingService(methods: Berth_Agent_V1_Volumes.Method.descriptors, reason: later),
             PendingService(methods: Berth_Agent_V1_Networks.Method.descriptors, reason: later),
-            EventsService(database: database),
+            EventsService(database: database, metrics: metrics),
         ]
     }
 
-    /// Plain HTTP on the same listeners.
-    public var routes: HTTPRoutes { .standard }
+    /// Plain HTTP on the same listeners: `/healthz` and `/metrics`.
+    public var routes: HTTPRoutes {
+        var routes = HTTPRoutes.standard
+        let endpoint = MetricsEndpoint(supervisor: supervisor, database: database, metrics: metrics, cgroupParent: configuration.cgroupParent)
+        routes.add("/metrics") { HTTPResponse(contentType: MetricsEndpoint.contentType, bytes: await endpoint.render()) }
+        return routes
+    }
 
     public func run() async throws {
         var addresses: [TransportAddress] = [.unix(path: configuration.socketPath)]
         if let listen = configuration.listen { addresses.append(listen) }
-        let servers = addresses.map { address in
+        var listeners = addresses.map { address in
             GRPCServer(
                 transport: NGHTTP2ServerTransport(
                     config: .init(address: address, limits: configuration.limits, routes: routes), logger: logger),
-                services: services)
+                services: services, interceptors: [metrics.interceptor])
         }
+        if let metricsListen = configuration.metricsListen {
+            var config = NGHTTP2ServerTransport.Config(address: metricsListen, limits: configuration.limits, routes: routes)
+            config.serveGRPC = false
+            listeners.append(GRPCServer(transport: NGHTTP2ServerTransport(config: config, logger: logger), services: []))
+        }
+        let servers = listeners
         logger.info(
             "agent starting",
             metadata: [

@@ -34,10 +34,11 @@ public struct StatsReader: Sendable {
     let cgroups: any CgroupDriver
     var proc = "/proc"
 
-    public func sample(_ container: Container) -> ContainerSample {
+    /// - Parameter hostCPU: also read the host's CPU time (for CPU %).
+    public func sample(_ container: Container, hostCPU: Bool = true) -> ContainerSample {
         var sample = ContainerSample(
             container: container, time: Date(), cgroup: CgroupStats(), networks: [], processes: 0,
-            hostCPUNanos: hostCPUNanos(), onlineCPUs: Self.onlineCPUs)
+            hostCPUNanos: hostCPU ? hostCPUNanos() : 0, onlineCPUs: Self.onlineCPUs)
         guard container.status.state.isActive else { return sample }
         let name = container.id.rawValue
         // A container that exits while it is read reads as zero, not as an error.

@@ -130,6 +130,9 @@ public actor ContainerSupervisor {
 
     public func inspect(_ reference: String) throws -> Container { try find(reference) }
 
+    /// The shims of active containers.
+    public var shimPIDs: [Int32] { live.values.compactMap(\.shimPID) }
+
     /// Reads containers' figures from the kernel. It works outside the
     /// actor: reading a cgroup takes longer than any change of state.
     public nonisolated var statsReader: StatsReader { StatsReader(cgroups: cgroups) }

@@ -11,10 +11,12 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
     let database: AgentDatabase
     /// Events read from the log per query.
     let page: Int
+    let metrics: AgentMetrics?
 
-    public init(database: AgentDatabase, page: Int = 1_000) {
+    public init(database: AgentDatabase, page: Int = 1_000, metrics: AgentMetrics? = nil) {
         self.database = database
         self.page = page
+        self.metrics = metrics
     }
 
     public func watch(
@@ -23,13 +25,23 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
         let filter = try EventFilter(request.filters.map { ($0.key, $0.values) })
         let bounds = try database.eventBounds()
         let start = request.liveOnly ? bounds.latest : request.fromRevision
+        guard start <= bounds.latest else {
+            throw RPCError(
+                code: .outOfRange,
+                message: "revision \(start) is in the future: the latest revision is \(bounds.latest)")
+        }
         // From 0 the replay starts at the oldest event kept; after any other
         // revision, the next one must still be in the log.
         let gapless = request.liveOnly || request.fromRevision > 0
         let database = self.database
         let page = self.page
-        try await untilRPCCancelled {
-            try await Self.follow(database: database, page: page, after: start, gapless: gapless, filter: filter, response: response)
+        do {
+            try await untilRPCCancelled {
+                try await Self.follow(database: database, page: page, after: start, gapless: gapless, filter: filter, response: response)
+            }
+        } catch let error as RPCError where error.code == .failedPrecondition {
+            metrics?.watchGapped()
+            throw error
         }
     }
 

@@ -161,6 +161,24 @@ public final class RawHTTP2Client: Sendable {
         try? await channel.close()
     }
 
+    /// A plain HTTP/1.0 GET (the server closes the connection after the
+    /// response, and sends no chunked encoding): the status and the body.
+    public static func get(port: Int? = nil, unixPath: String? = nil, path: String) async throws -> (status: Int, body: String) {
+        let client = try await RawHTTP2Client(port: port, unixPath: unixPath, http2: false)
+        defer { Task { await client.close() } }
+        try await client.sendRaw(Array("GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n".utf8))
+        await client.wait { $0.connectionClosed }
+        let text = String(decoding: client.observed.rawReceived, as: UTF8.self)
+        guard let statusLine = text.split(separator: "\r\n", maxSplits: 1).first, statusLine.split(separator: " ").count >= 2,
+            let status = Int(statusLine.split(separator: " ")[1]), let bodyStart = text.range(of: "\r\n\r\n")
+        else { throw NotHTTP(description: "not an HTTP response to GET \(path): \(text.prefix(200))") }
+        return (status, String(text[bodyStart.upperBound...]))
+    }
+
+    public struct NotHTTP: Error, CustomStringConvertible {
+        public var description: String
+    }
+
     private func onLoop<T: Sendable>(_ body: @escaping @Sendable (Handler) throws -> T) async throws -> T {
         let handler = self.handler
         return try await channel.eventLoop.submit { try body(handler.value) }.get()

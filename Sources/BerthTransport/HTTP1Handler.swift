@@ -5,12 +5,16 @@ import NIOHTTP1
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var contentType: String
-    public var body: String
+    public var body: [UInt8]
 
     public init(status: Int = 200, contentType: String = "text/plain; charset=utf-8", body: String) {
+        self.init(status: status, contentType: contentType, bytes: Array(body.utf8))
+    }
+
+    public init(status: Int = 200, contentType: String, bytes: [UInt8]) {
         self.status = status
         self.contentType = contentType
-        self.body = body
+        self.body = bytes
     }
 }
 
@@ -86,14 +90,13 @@ final class HTTP1Handler: ChannelInboundHandler {
     private func write(_ response: HTTPResponse, keepAlive: Bool, headOnly: Bool, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: response.contentType)
-        headers.add(name: "content-length", value: String(response.body.utf8.count))
+        headers.add(name: "content-length", value: String(response.body.count))
         if !keepAlive { headers.add(name: "connection", value: "close") }
         let head = HTTPResponseHead(
             version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if !headOnly {
-            var body = context.channel.allocator.buffer(capacity: response.body.utf8.count)
-            body.writeString(response.body)
+            let body = context.channel.allocator.buffer(bytes: response.body)
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))

@@ -23,6 +23,9 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         /// Adds handlers in front of the protocol detection for each accepted
         /// connection (TLS goes here).
         public var connectionInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)?
+        /// False for a plain HTTP listener (`--metrics-listen`): only the
+        /// routes answer, an HTTP/2 connection is closed.
+        public var serveGRPC: Bool = true
 
         public init(
             address: TransportAddress, limits: TransportLimits = TransportLimits(), routes: HTTPRoutes = .standard,
@@ -224,12 +227,14 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         let local = Self.peerDescription(channel.localAddress)
         let limits = config.limits
         let routes = config.routes
+        let serveGRPC = config.serveGRPC
         let logger = self.logger
         let acceptor = Acceptor(continuation: streamsContinuation)
         let makeSniffer = { @Sendable [weak self] in ProtocolSniffer { [weak self] decision, context in
             let pipeline = context.pipeline.syncOperations
             switch decision {
             case .http2:
+                guard serveGRPC else { throw TransportError.closed }
                 let key = ObjectIdentifier(context.channel)
                 let handler = ServerConnectionHandler(
                     limits: limits, logger: logger, acceptor: acceptor, remotePeer: remote, localPeer: local,

@@ -21,6 +21,9 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "Also listen on TCP HOST:PORT (loopback only until mutual TLS is configured).")
     var listen: String?
 
+    @Option(help: "Also serve /metrics and /healthz, plain HTTP only, on HOST:PORT (for a Prometheus server elsewhere).")
+    var metricsListen: String?
+
     @Option(help: "Directory for persistent state.")
     var root = "/var/lib/berth"
 
@@ -62,6 +65,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         configuration.eventRetention = eventRetention
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
+            configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }
             for label in labels {
                 let parts = label.split(separator: "=", maxSplits: 1)
                 guard parts.count == 2, !parts[0].isEmpty else {

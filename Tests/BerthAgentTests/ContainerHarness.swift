@@ -47,8 +47,8 @@ enum Privileges {
 final class ContainerHost: @unchecked Sendable {
     let agent: AgentProcess
 
-    init() async throws {
-        agent = try await AgentProcess(tcp: false)
+    init(extraArguments: [String] = []) async throws {
+        agent = try await AgentProcess(extraArguments: extraArguments, tcp: false)
         let imported = try await berth(["image", "import", try TestImage.tar.get(), "busybox"])
         guard imported.status == 0 else {
             agent.cleanUp()

@@ -63,14 +63,15 @@ struct EventsTests {
         }
     }
 
-    @Test("a revision older than the log keeps is refused naming the oldest kept; from 0 starts at the oldest; live_only sees only new events")
+    @Test("a revision older than the log keeps is refused naming the oldest kept; a future one is refused; from 0 starts at the oldest; live_only sees only new events")
     func retention() async throws {
         let (db, dir) = try Self.database(retention: 100)
         defer { try? FileManager.default.removeItem(at: dir) }
         try db.append(Self.pending(300))
         let bounds = try db.eventBounds()
         #expect(bounds.oldest == 201 && bounds.latest == 300)
-        try await TransportHarness.withServerAndClient(.unix, services: [EventsService(database: db)]) { client, _, _ in
+        let metrics = AgentMetrics()
+        try await TransportHarness.withServerAndClient(.unix, services: [EventsService(database: db, metrics: metrics)]) { client, _, _ in
             let events = Berth_Agent_V1_Events.Client(wrapping: client)
             do {
                 try await events.watch(.with { $0.fromRevision = 50 }) { response in for try await _ in response.messages {} }
@@ -78,6 +79,14 @@ struct EventsTests {
             } catch let error as RPCError {
                 #expect(error.code == .failedPrecondition)
                 #expect(error.message.contains("the oldest revision kept is 201"), "\(error.message)")
+            }
+            #expect(metrics.text.contains("berth_event_watches_behind_total 1"), "the cut-off watch is counted")
+            do {
+                try await events.watch(.with { $0.fromRevision = 301 }) { response in for try await _ in response.messages {} }
+                Issue.record("a future revision was accepted")
+            } catch let error as RPCError {
+                #expect(error.code == .outOfRange)
+                #expect(error.message == "revision 301 is in the future: the latest revision is 300", "\(error.message)")
             }
             func first(_ request: Berth_Agent_V1_WatchEventsRequest, count: Int) async throws -> [UInt64] {
                 try await events.watch(request) { response in
