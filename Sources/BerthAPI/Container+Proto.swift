@@ -111,6 +111,12 @@ extension ContainerSpec {
         p.openStdin = openStdin
         p.autoRemove = autoRemove
         p.ulimits = ulimits.map { u in .with { $0.name = u.name; $0.soft = u.soft; $0.hard = u.hard } }
+        if let log {
+            p.log = .with { l in
+                if let size = log.maxSize { l.maxSizeBytes = size.bytes }
+                if let files = log.maxFiles { l.maxFiles = Int32(clamping: files) }
+            }
+        }
         return p
     }
 
@@ -143,7 +149,11 @@ extension ContainerSpec {
             tty: p.tty,
             openStdin: p.openStdin,
             autoRemove: p.autoRemove,
-            ulimits: try p.ulimits.map { u in try Ulimit(parsing: "\(u.name)=\(u.soft):\(u.hard)") })
+            ulimits: try p.ulimits.map { u in try Ulimit(parsing: "\(u.name)=\(u.soft):\(u.hard)") },
+            log: p.hasLog
+                ? LogConfig(
+                    maxSize: p.log.hasMaxSizeBytes ? ByteSize(bytes: p.log.maxSizeBytes) : nil,
+                    maxFiles: p.log.hasMaxFiles ? Int(p.log.maxFiles) : nil) : nil)
     }
 }
 

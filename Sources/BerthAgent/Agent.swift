@@ -31,6 +31,8 @@ public struct AgentConfiguration: Sendable {
     public var cgroupParent = "berth"
     /// How many events the event log keeps.
     public var eventRetention = 100_000
+    /// Containers' log rotation, unless a container sets its own.
+    public var log = LogConfig(maxSize: .mebibytes(10), maxFiles: 3)
 
     public init() {}
 
@@ -41,6 +43,11 @@ public struct AgentConfiguration: Sendable {
     public func validate() throws {
         for (flag, path) in [("--socket", socketPath), ("--root", rootDir), ("--state", stateDir)] where !path.hasPrefix("/") {
             throw BerthError.invalid("\(flag) \"\(path)\": must be an absolute path")
+        }
+        do {
+            try log.validate()
+        } catch let error as BerthError {
+            throw BerthError.invalid("--log-max-size/--log-max-file: \(error.message)")
         }
         guard eventRetention >= 1 else {
             throw BerthError.invalid("--event-retention \(eventRetention): the event log keeps at least one event")
@@ -103,7 +110,9 @@ public final class Agent: Service, Sendable {
         guard FileManager.default.isExecutableFile(atPath: shim) else {
             throw BerthError(.unavailable, "berth-shim not found at \(shim); install it beside berth-agent or pass --shim PATH")
         }
-        self.environment = RuntimeEnvironment(rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim)
+        self.environment = RuntimeEnvironment(
+            rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim,
+            logMaxBytes: Int(configuration.log.maxSize?.bytes ?? 10 << 20), logMaxFiles: configuration.log.maxFiles ?? 3)
         self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db", eventRetention: configuration.eventRetention)
         self.images = try ImageStore(root: configuration.rootDir, index: database)
         let cgroups = try CgroupV1Driver.detectDriver(parent: configuration.cgroupParent)

@@ -255,8 +255,9 @@ public actor ContainerSupervisor {
             let paths = RuntimePaths(
                 containerDir: environment.containerDir(id), bundleDir: bundle, lowerDirs: layers,
                 cgroup: cgroups.placement(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
-                seccompProgram: seccompPath, logFile: environment.logFile(id), logMaxBytes: environment.logMaxBytes,
-                logMaxFiles: environment.logMaxFiles, cgroupMounts: cgroups.containerMounts)
+                seccompProgram: seccompPath, logFile: environment.logFile(id),
+                logMaxBytes: spec.log?.maxSize.map { Int($0.bytes) } ?? environment.logMaxBytes,
+                logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
         } catch {
             try? cgroups.remove(id.rawValue)

@@ -54,6 +54,7 @@ struct ContainerFlags: ParsableArguments {
     @Flag(name: [.customShort("i"), .long], help: "Keep STDIN open (not supported yet).") var interactive = false
     @Flag(help: "Automatically remove the container when it exits.") var rm = false
     @Option(help: "A process limit, NAME=SOFT[:HARD] (e.g. nofile=1024:2048).") var ulimit: [String] = []
+    @Option(help: "Log rotation: max-size=SIZE (e.g. 10m), max-file=N.") var logOpt: [String] = []
 
     /// - Throws: `BerthError.invalidArgument` with docker-like wording for a malformed flag.
     func spec(image: String, command: [String], environment: [String: String]) throws -> ContainerSpec {
@@ -78,6 +79,7 @@ struct ContainerFlags: ParsableArguments {
             network: network, restartPolicy: try RestartPolicy(parsing: restart),
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
-            ulimits: try ulimit.map { try Ulimit(parsing: $0) })
+            ulimits: try ulimit.map { try Ulimit(parsing: $0) },
+            log: logOpt.isEmpty ? nil : try LogConfig(parsingOptions: logOpt))
     }
 }

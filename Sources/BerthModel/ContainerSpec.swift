@@ -55,6 +55,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     public var autoRemove: Bool
     /// Process limits (`--ulimit`); limits not given are inherited from the agent.
     public var ulimits: [Ulimit]
+    /// Log rotation (`--log-opt`); nil takes the agent's.
+    public var log: LogConfig?
 
     public init(
         name: String? = nil,
@@ -83,7 +85,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         tty: Bool = false,
         openStdin: Bool = false,
         autoRemove: Bool = false,
-        ulimits: [Ulimit] = []
+        ulimits: [Ulimit] = [],
+        log: LogConfig? = nil
     ) {
         self.name = name
         self.image = image
@@ -112,12 +115,13 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.openStdin = openStdin
         self.autoRemove = autoRemove
         self.ulimits = ulimits
+        self.log = log
     }
 
     enum CodingKeys: String, CodingKey {
         case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
         case network, networkAliases, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
-        case securityOpts, tty, openStdin, autoRemove, ulimits
+        case securityOpts, tty, openStdin, autoRemove, ulimits, log
     }
 
     public init(from decoder: any Decoder) throws {
@@ -149,7 +153,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
             tty: try c.decodeIfPresent(Bool.self, forKey: .tty) ?? false,
             openStdin: try c.decodeIfPresent(Bool.self, forKey: .openStdin) ?? false,
             autoRemove: try c.decodeIfPresent(Bool.self, forKey: .autoRemove) ?? false,
-            ulimits: try c.decodeIfPresent([Ulimit].self, forKey: .ulimits) ?? [])
+            ulimits: try c.decodeIfPresent([Ulimit].self, forKey: .ulimits) ?? [],
+            log: try c.decodeIfPresent(LogConfig.self, forKey: .log))
     }
 
     /// The default grace period between the stop signal and SIGKILL.
@@ -190,6 +195,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
                 throw BerthError.invalid("host port \(key) is published twice")
             }
         }
+        try log?.validate()
         try resources.validate(on: host)
     }
 }

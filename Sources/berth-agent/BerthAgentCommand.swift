@@ -45,6 +45,12 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "How many events the event log keeps; a watch from an older revision is refused.")
     var eventRetention = 100_000
 
+    @Option(help: "Rotate a container's log when it would grow past this size (containers may set their own with --log-opt).")
+    var logMaxSize = "10m"
+
+    @Option(help: "Log files kept per container, the live one included.")
+    var logMaxFile = 3
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -66,6 +72,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }
+            configuration.log = LogConfig(maxSize: try ByteSize(parsing: logMaxSize, for: "--log-max-size"), maxFiles: logMaxFile)
             for label in labels {
                 let parts = label.split(separator: "=", maxSplits: 1)
                 guard parts.count == 2, !parts[0].isEmpty else {

@@ -283,11 +283,56 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
     set {_uniqueStorage()._ulimits = newValue}
   }
 
+  /// Log rotation for this container; unset fields take the agent's.
+  public var log: Berth_Agent_V1_LogConfig {
+    get {_storage._log ?? Berth_Agent_V1_LogConfig()}
+    set {_uniqueStorage()._log = newValue}
+  }
+  /// Returns true if `log` has been explicitly set.
+  public var hasLog: Bool {_storage._log != nil}
+  /// Clears the value of `log`. Subsequent reads from it will return its default value.
+  public mutating func clearLog() {_uniqueStorage()._log = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How a container's output log is rotated (docker's --log-opt max-size and
+/// max-file).
+public nonisolated struct Berth_Agent_V1_LogConfig: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Rotate when the file would grow past this size.
+  public var maxSizeBytes: Int64 {
+    get {_maxSizeBytes ?? 0}
+    set {_maxSizeBytes = newValue}
+  }
+  /// Returns true if `maxSizeBytes` has been explicitly set.
+  public var hasMaxSizeBytes: Bool {self._maxSizeBytes != nil}
+  /// Clears the value of `maxSizeBytes`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxSizeBytes() {self._maxSizeBytes = nil}
+
+  /// How many files to keep, the live one included.
+  public var maxFiles: Int32 {
+    get {_maxFiles ?? 0}
+    set {_maxFiles = newValue}
+  }
+  /// Returns true if `maxFiles` has been explicitly set.
+  public var hasMaxFiles: Bool {self._maxFiles != nil}
+  /// Clears the value of `maxFiles`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxFiles() {self._maxFiles = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _maxSizeBytes: Int64? = nil
+  fileprivate var _maxFiles: Int32? = nil
 }
 
 /// A process limit; -1 means unlimited.
@@ -1259,7 +1304,7 @@ nonisolated extension Berth_Agent_V1_LogStream: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1289,6 +1334,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _openStdin: Bool = false
     var _autoRemove: Bool = false
     var _ulimits: [Berth_Agent_V1_Ulimit] = []
+    var _log: Berth_Agent_V1_LogConfig? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1326,6 +1372,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _openStdin = source._openStdin
       _autoRemove = source._autoRemove
       _ulimits = source._ulimits
+      _log = source._log
     }
   }
 
@@ -1371,6 +1418,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 25: try { try decoder.decodeSingularBoolField(value: &_storage._openStdin) }()
         case 26: try { try decoder.decodeSingularBoolField(value: &_storage._autoRemove) }()
         case 27: try { try decoder.decodeRepeatedMessageField(value: &_storage._ulimits) }()
+        case 28: try { try decoder.decodeSingularMessageField(value: &_storage._log) }()
         default: break
         }
       }
@@ -1464,6 +1512,9 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       if !_storage._ulimits.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._ulimits, fieldNumber: 27)
       }
+      try { if let v = _storage._log {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1500,10 +1551,50 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._openStdin != rhs_storage._openStdin {return false}
         if _storage._autoRemove != rhs_storage._autoRemove {return false}
         if _storage._ulimits != rhs_storage._ulimits {return false}
+        if _storage._log != rhs_storage._log {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_LogConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LogConfig"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_size_bytes\0\u{3}max_files\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self._maxSizeBytes) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self._maxFiles) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._maxSizeBytes {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._maxFiles {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_LogConfig, rhs: Berth_Agent_V1_LogConfig) -> Bool {
+    if lhs._maxSizeBytes != rhs._maxSizeBytes {return false}
+    if lhs._maxFiles != rhs._maxFiles {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
