@@ -83,7 +83,7 @@ let package = Package(
         .target(name: "CBerthLinux"),
 
         // The agent↔shim formats: Foundation-free, so the shim stays small.
-        .target(name: "BerthShimProtocol", swiftSettings: swiftSettings),
+        .target(name: "BerthShimProtocol", dependencies: ["CBerthLinux"], swiftSettings: swiftSettings),
 
         // One small supervisor per container; outlives the agent.
         .executableTarget(

@@ -130,6 +130,33 @@ public actor ContainerSupervisor {
 
     public func inspect(_ reference: String) throws -> Container { try find(reference) }
 
+    /// The container an exec goes into and its main process's PID: it must
+    /// be running (a paused container's processes are frozen).
+    ///
+    /// - Throws: `BerthError.notFound`, or `failedPrecondition` for a
+    ///   container that is paused or not running.
+    public func execTarget(_ reference: String) throws -> (Container, Int32) {
+        let container = try find(reference)
+        switch container.status.state {
+        case .running:
+            guard let pid = container.status.pid else { break }
+            return (container, pid)
+        case .paused:
+            throw BerthError(.failedPrecondition, "container \(container.name) is paused; unpause it before exec")
+        default: break
+        }
+        throw BerthError(.failedPrecondition, "container \(container.name) is not running (it is \(container.status.state))")
+    }
+
+    /// Records an exec's start or end in the event log.
+    public func recordExec(_ action: EventAction, _ container: Container, _ attributes: [String: String]) {
+        do {
+            publish(try database.append([event(action, container, attributes)]))
+        } catch {
+            logger.error("exec event not recorded", metadata: ["container.id": "\(container.id.short)", "error": "\(error)"])
+        }
+    }
+
     /// The shims of active containers.
     public var shimPIDs: [Int32] { live.values.compactMap(\.shimPID) }
 

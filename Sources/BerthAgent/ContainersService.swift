@@ -1,6 +1,8 @@
 import BerthAPI
 import BerthCgroups
+import BerthLinux
 import BerthModel
+import BerthShimProtocol
 public import GRPCCore
 import Foundation
 import SwiftProtobuf
@@ -121,7 +123,77 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         request: RPCAsyncSequence<Berth_Agent_V1_ExecRequest, any Error>, response: RPCWriter<Berth_Agent_V1_ExecResponse>,
         context: ServerContext
     ) async throws {
-        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Containers/Exec is not implemented by this agent yet")
+        let requests = RequestIterator(request.makeAsyncIterator())
+        guard let first = try await requests.next(), case .start(let start)? = first.request else {
+            throw RPCError(code: .invalidArgument, message: "the first message of an exec must be its start (ExecSpec)")
+        }
+        let spec = ExecRequestSpec(
+            command: start.command, env: start.env, workingDir: start.hasWorkingDir ? start.workingDir : nil,
+            user: start.hasUser ? start.user : nil, tty: start.tty, attachStdin: start.attachStdin,
+            rows: UInt16(clamping: start.ttyRows), columns: UInt16(clamping: start.ttyColumns))
+        for entry in spec.env where !entry.contains("=") || entry.hasPrefix("=") {
+            throw BerthError.invalid("environment entry \"\(entry)\": expected KEY=VALUE")
+        }
+        let (container, targetPID) = try await supervisor.execTarget(start.container)
+        let config: ShimConfig
+        do {
+            config = try ShimConfig(record: LineRecord(parsing: FileIO.read(environment.bundleDir(container.id) + "/config")))
+        } catch {
+            throw BerthError(.failedPrecondition, "container \(container.name) has no runtime configuration to exec with: \(error)")
+        }
+        let process = try ExecProcess.start(request: spec, config: config, targetPID: targetPID)
+        let command = spec.command.joined(separator: " ")
+        await supervisor.recordExec(.execStart, container, ["execID": process.id, "command": command])
+        let supervisor = self.supervisor
+        do {
+            try await untilRPCCancelled {
+                try await withTaskCancellationHandler {
+                    try await Self.relay(process, requests: requests, response: response)
+                } onCancel: {
+                    process.kill()
+                }
+            }
+        } catch {
+            // The client went away, or the stream broke: the process ends with it.
+            process.kill()
+            let code = await process.exitCode()
+            await supervisor.recordExec(.execDie, container, ["execID": process.id, "command": command, "exitCode": String(code)])
+            throw error
+        }
+        let code = await process.exitCode()
+        await supervisor.recordExec(.execDie, container, ["execID": process.id, "command": command, "exitCode": String(code)])
+        try await response.write(.with { $0.exitCode = code })
+    }
+
+    /// Client messages to the process (stdin, its end, terminal size), the
+    /// process's output to the client, until the process has ended.
+    private static func relay(
+        _ process: ExecProcess, requests: RequestIterator<Berth_Agent_V1_ExecRequest>, response: RPCWriter<Berth_Agent_V1_ExecResponse>
+    ) async throws {
+        try await response.write(.with { $0.execID = process.id })
+        let output = process.output()
+        let input = Task {
+            while let message = try await requests.next() {
+                switch message.request {
+                case .stdin(let bytes): try await process.write([UInt8](bytes))
+                case .closeStdin: process.closeInput()
+                case .resize(let size): process.resize(rows: UInt16(clamping: size.rows), columns: UInt16(clamping: size.columns))
+                case .start, nil: throw RPCError(code: .invalidArgument, message: "an exec is started once, by its first message")
+                }
+            }
+            // The client has nothing more to send: the process's stdin ends.
+            process.closeInput()
+        }
+        defer { input.cancel() }
+        for await chunk in output {
+            switch chunk {
+            case .stdout(let bytes): try await response.write(.with { $0.stdout = Data(bytes) })
+            case .stderr(let bytes): try await response.write(.with { $0.stderr = Data(bytes) })
+            case .exit: return
+            }
+        }
+        // The output ended without the exit: the relay was cancelled.
+        throw CancellationError()
     }
 
     public func logs(
@@ -178,6 +250,17 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
             }
         }
     }
+}
+
+/// A client stream's iterator, handed from the handler (which reads the
+/// first message) to the one task that reads the rest: never used by two
+/// tasks at once.
+final class RequestIterator<Message: Sendable>: @unchecked Sendable {
+    private var iterator: RPCAsyncSequence<Message, any Error>.AsyncIterator
+
+    init(_ iterator: RPCAsyncSequence<Message, any Error>.AsyncIterator) { self.iterator = iterator }
+
+    func next() async throws -> Message? { try await iterator.next() }
 }
 
 extension ContainerSample {

@@ -20,7 +20,9 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -414,6 +416,27 @@ __attribute__((noreturn)) static void exec_process(int status_fd, const struct b
     fail(status_fd, "exec", file);
 }
 
+/* fds 0, 1 and 2 from the spec (/dev/null for -1), in a new session; a
+ * terminal on stdin becomes the controlling terminal when asked. */
+static void set_up_stdio(int status_fd, const struct berth_container_spec *spec) {
+    int fds[3] = {spec->stdin_fd, spec->stdout_fd, spec->stderr_fd};
+    for (int i = 0; i < 3; i++) {
+        int fd = fds[i];
+        if (fd < 0) {
+            fd = open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
+            if (fd < 0) fail(status_fd, "open", "/dev/null");
+        }
+        if (fd != i) {
+            if (dup2(fd, i) < 0) fail(status_fd, "dup2", NULL);
+        } else {
+            int flags = fcntl(fd, F_GETFD);
+            fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+        }
+    }
+    if (setsid() < 0) fail(status_fd, "setsid", NULL);
+    if (spec->controlling_tty && ioctl(0, TIOCSCTTY, 0) < 0) fail(status_fd, "set controlling terminal", NULL);
+}
+
 /* Everything after the namespaces exist, up to (not including) the identity change. */
 static void set_up_root(int status_fd, const struct berth_container_spec *spec) {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(status_fd, "make mounts private", NULL);
@@ -440,21 +463,7 @@ static void set_up_root(int status_fd, const struct berth_container_spec *spec) 
     if (spec->readonly_rootfs && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
         fail(status_fd, "remount / read-only", NULL);
 
-    int fds[3] = {spec->stdin_fd, spec->stdout_fd, spec->stderr_fd};
-    for (int i = 0; i < 3; i++) {
-        int fd = fds[i];
-        if (fd < 0) {
-            fd = open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
-            if (fd < 0) fail(status_fd, "open", "/dev/null");
-        }
-        if (fd != i) {
-            if (dup2(fd, i) < 0) fail(status_fd, "dup2", NULL);
-        } else {
-            int flags = fcntl(fd, F_GETFD);
-            fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
-        }
-    }
-    if (setsid() < 0) fail(status_fd, "setsid", NULL);
+    set_up_stdio(status_fd, spec);
 }
 
 static void enter_working_directory(int status_fd, const struct berth_container_spec *spec) {
@@ -637,6 +646,169 @@ int berth_container_start(const struct berth_container_spec *spec, struct berth_
     }
     result->pid = (pid_t)pid;
     result->pidfd = pidfd;
+    return 0;
+}
+
+/* ---- exec ---- */
+
+enum { RECORD_PID = 'P' };
+
+/* The helper: in the container's cgroups and namespaces, it starts the
+ * process as a sibling (a child of the caller) and reports its PID. */
+__attribute__((noreturn)) static void exec_helper(const struct berth_container_spec *spec, int target_pidfd, int status_fd) {
+    join_cgroups(status_fd, spec);
+    int namespaces = CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWCGROUP;
+    if (setns(target_pidfd, namespaces) < 0) fail(status_fd, "enter the container's namespaces", NULL);
+    close(target_pidfd);
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_PARENT;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0) fail(status_fd, "clone3", "(exec)");
+    if (pid == 0) {
+        umask(0);
+        set_up_stdio(status_fd, spec);
+        become_process(status_fd, spec);
+    }
+    send_record(status_fd, RECORD_PID, (int)pid, "pid", NULL);
+    _exit(0);
+}
+
+int berth_exec_start(const struct berth_container_spec *spec, int target_pidfd, struct berth_start_result *result) {
+    memset(result, 0, sizeof *result);
+    result->pid = -1;
+    result->pidfd = -1;
+    int status[2];
+    if (pipe2(status, O_CLOEXEC) < 0) {
+        result->error = errno;
+        copy_text(result->stage, sizeof result->stage, "pipe");
+        return -1;
+    }
+    int cgroup_fd = -1;
+    if (spec->cgroup_dir) {
+        cgroup_fd = open(spec->cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cgroup_fd < 0) {
+            result->error = errno;
+            copy_text(result->stage, sizeof result->stage, "open cgroup");
+            close(status[0]);
+            close(status[1]);
+            return -1;
+        }
+    }
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.exit_signal = SIGCHLD;
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
+    long helper = syscall(SYS_clone3, &args, sizeof args);
+    if (helper < 0) {
+        result->error = errno;
+        copy_text(result->stage, sizeof result->stage, cgroup_fd >= 0 ? "clone3 into cgroup" : "clone3");
+        if (cgroup_fd >= 0) close(cgroup_fd);
+        close(status[0]);
+        close(status[1]);
+        return -1;
+    }
+    if (helper == 0) {
+        close(status[0]);
+        exec_helper(spec, target_pidfd, status[1]);
+    }
+    if (cgroup_fd >= 0) close(cgroup_fd);
+    close(status[1]);
+
+    pid_t pid = -1;
+    int failed = 0;
+    /* Records from the helper (the PID) and the process (warnings, or the
+     * stage that failed), in any order, until the process execs (EOF). */
+    struct record r;
+    for (;;) {
+        ssize_t n = read(status[0], &r, sizeof r);
+        if (n < 0 && errno == EINTR) continue;
+        if (n != (ssize_t)sizeof r) break;
+        if (r.type == RECORD_PID) {
+            pid = (pid_t)r.error;
+        } else if (r.type == RECORD_WARNING) {
+            s_append(result->warnings, sizeof result->warnings, r.text);
+            s_append(result->warnings, sizeof result->warnings, "\n");
+        } else if (!failed) {
+            failed = 1;
+            result->error = r.error;
+            copy_text(result->stage, sizeof result->stage, r.text);
+        }
+    }
+    close(status[0]);
+    int ignored;
+    while (waitpid((pid_t)helper, &ignored, 0) < 0 && errno == EINTR) {
+    }
+    if (!failed && pid <= 0) {
+        failed = 1;
+        result->error = ECHILD;
+        copy_text(result->stage, sizeof result->stage, "exec helper");
+    }
+    if (failed) {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
+            }
+        }
+        return -1;
+    }
+    result->pid = pid;
+    result->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return 0;
+}
+
+int berth_open_pty(int rootfd, int *master, int *slave, unsigned short rows, unsigned short columns) {
+    int m;
+    if (rootfd >= 0) {
+        /* The container's own devpts: its /dev/ptmx, resolved inside its root. */
+        m = (int)sys_openat2(rootfd, "dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+        if (m < 0) return -1;
+        struct stat st;
+        if (fstat(m, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2) {
+            close(m);
+            errno = ENOTTY;
+            return -1;
+        }
+    } else {
+        m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (m < 0) return -1;
+    }
+    int unlock = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0) {
+        int e = errno;
+        close(m);
+        errno = e;
+        return -1;
+    }
+    int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) {
+        int e = errno;
+        close(m);
+        errno = e;
+        return -1;
+    }
+    if (rows && columns) berth_set_window_size(m, rows, columns);
+    *master = m;
+    *slave = s;
+    return 0;
+}
+
+int berth_set_window_size(int fd, unsigned short rows, unsigned short columns) {
+    struct winsize size;
+    memset(&size, 0, sizeof size);
+    size.ws_row = rows;
+    size.ws_col = columns;
+    return ioctl(fd, TIOCSWINSZ, &size);
+}
+
+int berth_get_window_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize size;
+    if (ioctl(fd, TIOCGWINSZ, &size) < 0) return -1;
+    *rows = size.ws_row;
+    *columns = size.ws_col;
     return 0;
 }
 

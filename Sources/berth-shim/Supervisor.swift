@@ -16,7 +16,6 @@ final class Supervisor {
     private var clients: [Int32: [UInt8]] = [:]
     private var waiters: [Int32] = []
     private var deleteRequested: Int32?
-    private var keep: [UnsafeMutableRawPointer] = []
 
     init(bundle: String) throws {
         self.bundle = bundle
@@ -25,19 +24,8 @@ final class Supervisor {
 
     // MARK: Start
 
-    private func cString(_ s: String) -> UnsafePointer<CChar> {
-        let p = strdup(s)!
-        keep.append(UnsafeMutableRawPointer(p))
-        return UnsafePointer(p)
-    }
-
-    private func cStringArray(_ items: [String], nullTerminated: Bool) -> UnsafeMutablePointer<UnsafePointer<CChar>?> {
-        let array = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: items.count + 1)
-        for (i, item) in items.enumerated() { array[i] = cString(item) }
-        array[items.count] = nil
-        keep.append(UnsafeMutableRawPointer(array))
-        return array
-    }
+    /// The C strings of the process spec, kept while the shim runs.
+    private let arena = CArena()
 
     func start() -> ShimStart {
         var seccomp: [UInt8] = []
@@ -62,65 +50,9 @@ final class Supervisor {
         }
         oomBaseline = Files.oomKills(config.oomCounterFile)
 
-        let mounts = UnsafeMutablePointer<berth_mount>.allocate(capacity: max(1, config.mounts.count))
-        for (i, m) in config.mounts.enumerated() {
-            mounts[i] = berth_mount(
-                kind: m.kind == .bind ? Int32(BERTH_MOUNT_BIND.rawValue) : Int32(BERTH_MOUNT_FILESYSTEM.rawValue),
-                source: cString(m.source), target: cString(m.target), fstype: m.fstype.isEmpty ? nil : cString(m.fstype),
-                data: m.data.isEmpty ? nil : cString(m.data), flags: m.flags, propagation_private: 0)
-        }
-        let rlimits = UnsafeMutablePointer<berth_rlimit>.allocate(capacity: max(1, config.rlimits.count))
-        for (i, l) in config.rlimits.enumerated() {
-            rlimits[i] = berth_rlimit(resource: l.resource, soft: l.soft, hard: l.hard)
-        }
-        let groups = UnsafeMutablePointer<gid_t>.allocate(capacity: max(1, config.groups.count))
-        for (i, g) in config.groups.enumerated() { groups[i] = g }
-
-        var spec = berth_container_spec()
-        spec.clone_flags = config.cloneFlags
-        spec.new_cgroup_namespace = config.newCgroupNamespace ? 1 : 0
-        spec.rootfs = cString(config.rootfs)
-        spec.overlay_data = config.overlayData.isEmpty ? nil : cString(config.overlayData)
-        spec.readonly_rootfs = config.readonlyRootfs ? 1 : 0
-        spec.mounts = UnsafePointer(mounts)
-        spec.mount_count = config.mounts.count
-        spec.masked_paths = UnsafePointer(cStringArray(config.maskedPaths, nullTerminated: false))
-        spec.masked_count = config.maskedPaths.count
-        spec.readonly_paths = UnsafePointer(cStringArray(config.readonlyPaths, nullTerminated: false))
-        spec.readonly_count = config.readonlyPaths.count
-        spec.create_devices = config.createDevices ? 1 : 0
-        spec.hostname = config.hostname.isEmpty ? nil : cString(config.hostname)
-        spec.cgroup_dir = config.cgroupDir.isEmpty ? nil : cString(config.cgroupDir)
-        spec.cgroup_tasks = UnsafePointer(cStringArray(config.cgroupTasks, nullTerminated: false))
-        spec.cgroup_tasks_count = config.cgroupTasks.count
-        spec.argv = UnsafePointer(cStringArray(config.args, nullTerminated: true))
-        spec.envp = UnsafePointer(cStringArray(config.env, nullTerminated: true))
-        spec.path = config.path.isEmpty ? nil : cString(config.path)
-        spec.cwd = cString(config.cwd)
-        spec.uid = config.uid
-        spec.gid = config.gid
-        spec.groups = UnsafePointer(groups)
-        spec.group_count = config.groups.count
-        spec.rlimits = UnsafePointer(rlimits)
-        spec.rlimit_count = config.rlimits.count
-        spec.cap_bounding = config.capBounding
-        spec.cap_effective = config.capEffective
-        spec.cap_permitted = config.capPermitted
-        spec.cap_inheritable = config.capInheritable
-        spec.cap_ambient = config.capAmbient
-        spec.cap_last = Self.lastCapability()
-        spec.no_new_privs = config.noNewPrivileges ? 1 : 0
-        spec.stdin_fd = -1
-        spec.stdout_fd = outPipe[1]
-        spec.stderr_fd = errPipe[1]
-        spec.`init` = config.initProcess ? 1 : 0
-
+        var spec = config.processSpec(in: arena, seccomp: seccomp, stdin: -1, stdout: outPipe[1], stderr: errPipe[1])
         var result = berth_start_result()
-        let rc = seccomp.withUnsafeBytes { program -> Int32 in
-            spec.seccomp_program = seccomp.isEmpty ? nil : program.baseAddress
-            spec.seccomp_program_length = program.count
-            return berth_container_start(&spec, &result)
-        }
+        let rc = berth_container_start(&spec, &result)
         close(outPipe[1])
         close(errPipe[1])
         if rc != 0 {
@@ -148,13 +80,6 @@ final class Supervisor {
             return .failed(stage: "control socket", errno: 0, errnoName: "", detail: "\(error)")
         }
         return .started(pid: pid, startedAt: startedAt, warnings: warnings)
-    }
-
-    static func lastCapability() -> Int32 {
-        guard let text = try? Files.readText("/proc/sys/kernel/cap_last_cap"),
-            let n = Int32(text.split(separator: "\n").first ?? "")
-        else { return 40 }
-        return n
     }
 
     static func errnoName(_ e: Int32) -> String {

@@ -98,6 +98,10 @@ struct berth_container_spec {
     /* PID 1 stays a small init that reaps zombies and forwards signals to
      * the process, which runs as its child. */
     int init;
+
+    /* stdin is a terminal that becomes the process's controlling terminal
+     * (exec -t). */
+    int controlling_tty;
 };
 
 #define BERTH_STAGE_MAX 48
@@ -120,6 +124,27 @@ struct berth_start_result {
  * failed before that (the child is reaped then), or when clone3 failed.
  */
 int berth_container_start(const struct berth_container_spec *spec, struct berth_start_result *result);
+
+/*
+ * Starts a process inside the running container whose PID 1 `target_pidfd`
+ * refers to (exec): it joins the container's cgroups and its ipc, uts, net,
+ * pid, mount and cgroup namespaces, then takes the identity, limits,
+ * capabilities, no_new_privs and seccomp filter of `spec` and executes
+ * spec->argv. Only the cgroup, process and stdio fields of `spec` are used.
+ * The process is a child of the caller (CLONE_PARENT through a short-lived
+ * helper that entered the namespaces). Returns as berth_container_start does.
+ */
+int berth_exec_start(const struct berth_container_spec *spec, int target_pidfd, struct berth_start_result *result);
+
+/* A pseudo-terminal pair: the master (O_RDWR | O_CLOEXEC | O_NOCTTY) and the
+ * opened slave; 0, or -1 with errno. With `rootfd` >= 0 (a container's root
+ * directory) it comes from that root's /dev/ptmx, the container's own devpts,
+ * so that the process sees its terminal as /dev/pts/N; -1 uses the host's. */
+int berth_open_pty(int rootfd, int *master, int *slave, unsigned short rows, unsigned short columns);
+/* TIOCSWINSZ on a terminal. */
+int berth_set_window_size(int fd, unsigned short rows, unsigned short columns);
+/* TIOCGWINSZ; 0, or -1 when fd is not a terminal. */
+int berth_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
 
 /* Small wrappers for system calls glibc 2.36 does not wrap. */
 int berth_pidfd_open(pid_t pid);

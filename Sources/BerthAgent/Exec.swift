@@ -1,0 +1,337 @@
+import BerthLinux
+import BerthModel
+import BerthRuntime
+import BerthShimProtocol
+import CBerthLinux
+import Foundation
+import Synchronization
+
+/// What `berth exec` asks for.
+public struct ExecRequestSpec: Sendable {
+    public var command: [String]
+    /// KEY=VALUE entries that override the container's.
+    public var env: [String]
+    public var workingDir: String?
+    public var user: String?
+    public var tty: Bool
+    public var attachStdin: Bool
+    public var rows: UInt16
+    public var columns: UInt16
+
+    public init(
+        command: [String], env: [String] = [], workingDir: String? = nil, user: String? = nil, tty: Bool = false,
+        attachStdin: Bool = false, rows: UInt16 = 0, columns: UInt16 = 0
+    ) {
+        self.command = command
+        self.env = env
+        self.workingDir = workingDir
+        self.user = user
+        self.tty = tty
+        self.attachStdin = attachStdin
+        self.rows = rows
+        self.columns = columns
+    }
+}
+
+/// One output chunk of an exec'd process, or its end.
+enum ExecOutput: Sendable {
+    case stdout([UInt8])
+    case stderr([UInt8])
+    case exit(Int32)
+}
+
+/// A process running inside a container (exec): it joined the container's
+/// cgroups and namespaces and took the identity, capabilities, limits,
+/// no_new_privs and seccomp filter the container's process has. The agent
+/// holds its stdio: pipes, or the master side of a pseudo-terminal.
+final class ExecProcess: Sendable {
+    let id: String
+    let pid: Int32
+    /// -1 once the process is reaped.
+    private let pidfd: Mutex<Int32>
+    /// The process's stdin (a pipe, or the terminal's master); -1 when closed.
+    private let input: Mutex<Int32>
+    /// The terminal's master (its own descriptor), for resizing; -1 once closed.
+    private let terminal: Mutex<Int32>
+    private let outputs: [(fd: Int32, stream: Int)]
+    /// The exit code once known, and who waits for it.
+    private let ending = Mutex<(code: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+
+    private init(id: String, pid: Int32, pidfd: Int32, input: Int32, terminal: Int32?, outputs: [(fd: Int32, stream: Int)]) {
+        self.id = id
+        self.pid = pid
+        self.pidfd = Mutex(pidfd)
+        self.input = Mutex(input)
+        self.terminal = Mutex(terminal ?? -1)
+        self.outputs = outputs
+    }
+
+    /// Starts `request` in the container whose main process is `targetPID`,
+    /// as the container's own process was started (`config`, from its bundle).
+    ///
+    /// - Throws: `BerthError` naming the stage that failed; the missing
+    ///   program as docker words it.
+    static func start(request: ExecRequestSpec, config: ShimConfig, targetPID: Int32) throws -> ExecProcess {
+        guard let program = request.command.first, !program.isEmpty else {
+            throw BerthError.invalid("exec needs a command")
+        }
+        var process = config
+        process.args = request.command
+        process.env = Self.merge(config.env, request.env)
+        process.path = process.env.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? config.path
+        if let dir = request.workingDir {
+            guard dir.hasPrefix("/") else { throw BerthError.invalid("working directory \"\(dir)\": must be an absolute path") }
+            process.cwd = dir
+        }
+        if let user = request.user, !user.isEmpty {
+            let resolved = try UserDatabase(layers: ["/proc/\(targetPID)/root"]).resolve(user)
+            process.uid = resolved.uid
+            process.gid = resolved.gid
+            process.groups = resolved.additionalGroups
+            if !process.env.contains(where: { $0.hasPrefix("HOME=") }) { process.env.append("HOME=\(resolved.home)") }
+        }
+        let seccomp = config.seccompFile.isEmpty ? [] : [UInt8](try Data(contentsOf: URL(fileURLWithPath: config.seccompFile)))
+
+        // stdio: a terminal, or three pipes (stdin only when attached).
+        var parentEnds: [Int32] = []
+        var childEnds: [Int32] = []
+        defer { childEnds.forEach { close($0) } }
+        func pipePair() throws -> (read: Int32, write: Int32) {
+            var fds: [Int32] = [0, 0]
+            guard berth_pipe2_cloexec(&fds) == 0 else {
+                let e = errno
+                parentEnds.forEach { close($0) }
+                throw SystemError("pipe", errno: e)
+            }
+            return (fds[0], fds[1])
+        }
+        let stdio: (stdin: Int32, stdout: Int32, stderr: Int32)
+        let input: Int32
+        let terminal: Int32?
+        let outputs: [(fd: Int32, stream: Int)]
+        if request.tty {
+            var master: Int32 = -1
+            var slave: Int32 = -1
+            let root = open("/proc/\(targetPID)/root", Int32(BERTH_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+            let opened = berth_open_pty(root, &master, &slave, request.rows, request.columns)
+            let e = errno
+            if root >= 0 { close(root) }
+            guard root >= 0, opened == 0 else {
+                throw BerthError(.failedPrecondition, "cannot open a terminal in the container's /dev/pts: \(SystemError("open", errno: root < 0 ? errno : e).errnoName)")
+            }
+            parentEnds = [master]
+            childEnds = [slave]
+            stdio = (slave, slave, slave)
+            input = request.attachStdin ? fcntl(master, F_DUPFD_CLOEXEC, 0) : -1
+            terminal = fcntl(master, F_DUPFD_CLOEXEC, 0)
+            outputs = [(master, 1)]
+        } else {
+            let out = try pipePair()
+            parentEnds.append(out.read)
+            childEnds.append(out.write)
+            let err = try pipePair()
+            parentEnds.append(err.read)
+            childEnds.append(err.write)
+            var stdinChild: Int32 = -1
+            var stdinParent: Int32 = -1
+            if request.attachStdin {
+                let pipe = try pipePair()
+                stdinChild = pipe.read
+                stdinParent = pipe.write
+                childEnds.append(pipe.read)
+                parentEnds.append(pipe.write)
+            }
+            stdio = (stdinChild, out.write, err.write)
+            input = stdinParent
+            terminal = nil
+            outputs = [(out.read, 1), (err.read, 2)]
+        }
+
+        let arena = CArena()
+        var spec = process.processSpec(in: arena, seccomp: seccomp, stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr)
+        spec.controlling_tty = request.tty ? 1 : 0
+        let targetFD = berth_pidfd_open(targetPID)
+        guard targetFD >= 0 else {
+            let e = errno
+            parentEnds.forEach { close($0) }
+            throw BerthError(.failedPrecondition, "the container's process \(targetPID) is gone (\(SystemError("pidfd_open", errno: e).errnoName))")
+        }
+        defer { close(targetFD) }
+        var result = berth_start_result()
+        guard berth_exec_start(&spec, targetFD, &result) == 0 else {
+            parentEnds.forEach { close($0) }
+            let stage = withUnsafeBytes(of: result.stage) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if stage.hasPrefix("exec") {
+                // docker's words for a program that is missing or not executable.
+                switch result.error {
+                case ENOENT where program.contains("/"):
+                    throw BerthError(.notFound, "exec: \"\(program)\": no such file or directory")
+                case ENOENT: throw BerthError(.notFound, "exec: \"\(program)\": executable file not found in $PATH")
+                case EACCES: throw BerthError(.permissionDenied, "exec: \"\(program)\": permission denied")
+                default: break
+                }
+            }
+            throw BerthError(.internal, "exec failed at \(stage): \(SystemError(stage, errno: result.error).errnoName)")
+        }
+        if let master = outputs.first?.fd, request.tty { _ = fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK) }
+        return ExecProcess(
+            id: ContainerID.random().rawValue, pid: result.pid, pidfd: result.pidfd, input: input, terminal: terminal,
+            outputs: outputs)
+    }
+
+    /// The container's environment with `overrides` (KEY=VALUE) replacing
+    /// or adding entries.
+    static func merge(_ base: [String], _ overrides: [String]) -> [String] {
+        var result = base
+        for entry in overrides {
+            let key = entry.prefix { $0 != "=" }
+            result.removeAll { $0.prefix { $0 != "=" } == key }
+            result.append(entry)
+        }
+        return result
+    }
+
+    /// Writes to the process's stdin, waiting (without holding a thread)
+    /// while the pipe or terminal is full.
+    func write(_ bytes: [UInt8]) async throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = input.withLock { fd -> Int in
+                guard fd >= 0 else { return -2 }
+                return bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            }
+            if written == -2 { return }
+            if written < 0 {
+                if errno == EAGAIN || errno == EINTR {
+                    try await Task.sleep(for: .milliseconds(2))
+                    continue
+                }
+                // The process closed its stdin (or exited): the rest is dropped, as a pipe would.
+                return
+            }
+            offset += written
+        }
+    }
+
+    func closeInput() {
+        input.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
+
+    func resize(rows: UInt16, columns: UInt16) {
+        terminal.withLock { fd in
+            if fd >= 0 { _ = berth_set_window_size(fd, rows, columns) }
+        }
+    }
+
+    func kill() {
+        pidfd.withLock { fd in
+            if fd >= 0 { _ = berth_pidfd_send_signal(fd, SIGKILL) }
+        }
+    }
+
+    /// Waits for the process to end (it is reaped then); its exit code, or
+    /// 128 + the signal that ended it.
+    private func reap(block: Bool) -> Int32? {
+        pidfd.withLock { fd -> Int32? in
+            guard fd >= 0 else { return nil }
+            var code: Int32 = 0
+            var status: Int32 = 0
+            let rc = berth_pidfd_wait(fd, &code, &status, block ? 0 : WNOHANG)
+            guard rc == 0 || (rc < 0 && block) else { return nil }
+            close(fd)
+            fd = -1
+            return rc < 0 ? -1 : (code == CLD_EXITED ? status : 128 + status)
+        }
+    }
+
+    /// The process's output, then its exit code. A thread of its own polls
+    /// the descriptors; at most `window` chunks wait for the consumer, so a
+    /// slow client slows the process's output instead of growing memory.
+    func output(window: Int = 16) -> AsyncStream<ExecOutput> {
+        let (stream, continuation) = AsyncStream<ExecOutput>.makeStream()
+        let credits = DispatchSemaphore(value: window)
+        let thread = Thread { [self] in
+            self.pump(continuation, credits: credits)
+        }
+        thread.name = "berth-exec-\(id.prefix(12))"
+        thread.start()
+        return AsyncStream { () async -> ExecOutput? in
+            var iterator = stream.makeAsyncIterator()
+            let next = await iterator.next()
+            credits.signal()
+            return next
+        }
+    }
+
+    private func pump(_ continuation: AsyncStream<ExecOutput>.Continuation, credits: DispatchSemaphore) {
+        var open = outputs
+        var exitCode: Int32?
+        var drainDeadline: ContinuousClock.Instant?
+        var buffer = [UInt8](repeating: 0, count: 32 << 10)
+        while !open.isEmpty {
+            var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            let processFD = exitCode == nil ? pidfd.withLock { $0 } : -1
+            if processFD >= 0 { fds.append(pollfd(fd: processFD, events: Int16(POLLIN), revents: 0)) }
+            // Once the process has exited, output still in flight is read;
+            // descriptors a background process keeps open are not waited for long.
+            let timeout: Int32 = drainDeadline == nil ? -1 : 50
+            let ready = poll(&fds, nfds_t(fds.count), timeout)
+            if ready < 0 && errno == EINTR { continue }
+            if processFD >= 0, let last = fds.last, last.fd == processFD, last.revents != 0, let code = reap(block: false) {
+                exitCode = code
+                drainDeadline = .now + .seconds(1)
+            }
+            var closed: [Int32] = []
+            for (i, entry) in open.enumerated() where fds[i].revents != 0 {
+                let n = read(entry.fd, &buffer, buffer.count)
+                if n > 0 {
+                    credits.wait()
+                    let chunk = Array(buffer[..<n])
+                    continuation.yield(entry.stream == 1 ? .stdout(chunk) : .stderr(chunk))
+                } else if n == 0 || (errno != EAGAIN && errno != EINTR) {
+                    // EOF; a terminal whose last writer is gone says EIO.
+                    closed.append(entry.fd)
+                }
+            }
+            for fd in closed {
+                close(fd)
+                open.removeAll { $0.fd == fd }
+            }
+            if let deadline = drainDeadline, ready == 0 || ContinuousClock.now > deadline {
+                for entry in open { close(entry.fd) }
+                open = []
+            }
+        }
+        if exitCode == nil { exitCode = reap(block: true) }
+        closeInput()
+        terminal.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+        let code = exitCode ?? -1
+        let waiters = ending.withLock { state in
+            state.code = code
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: code) }
+        continuation.yield(.exit(code))
+        continuation.finish()
+    }
+
+    /// The process's exit code (or 128 + the signal that ended it), once
+    /// it has ended and its output has been read.
+    func exitCode() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let known = ending.withLock { state -> Int32? in
+                if let code = state.code { return code }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let known { continuation.resume(returning: known) }
+        }
+    }
+}
