@@ -117,6 +117,7 @@ public actor ContainerSupervisor {
     ///
     /// - Throws: `BerthError.notFound`, or `invalidArgument` for an ambiguous prefix.
     public func find(_ reference: String) throws -> Container {
+        guard !reference.isEmpty else { throw BerthError.invalid("a container name or ID is required") }
         if let byName = containers.values.first(where: { $0.name == reference || "/" + $0.name == reference }) { return byName }
         let matches = containers.values.filter { $0.id.rawValue.hasPrefix(reference) }
         if matches.count == 1 { return matches[0] }

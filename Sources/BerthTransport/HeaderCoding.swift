@@ -2,13 +2,18 @@ import GRPCCore
 
 /// Encodings that the gRPC HTTP/2 protocol uses inside header values.
 enum HeaderCoding {
-    /// Percent-encodes a status message: bytes outside 0x20...0x7E, and '%', become %XX.
+    /// Percent-encodes a status message: bytes outside 0x20...0x7E, and '%',
+    /// become %XX; so do spaces at either end, which HTTP/2 forbids in a
+    /// header value (a peer resets the stream with PROTOCOL_ERROR).
     static func percentEncode(_ message: String) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(message.utf8.count)
         let hex = Array("0123456789ABCDEF".utf8)
-        for byte in message.utf8 {
-            if byte >= 0x20 && byte <= 0x7E && byte != UInt8(ascii: "%") {
+        let bytes = Array(message.utf8)
+        let first = bytes.firstIndex { $0 != UInt8(ascii: " ") } ?? bytes.count
+        let last = bytes.lastIndex { $0 != UInt8(ascii: " ") } ?? -1
+        for (i, byte) in bytes.enumerated() {
+            if byte >= 0x20 && byte <= 0x7E && byte != UInt8(ascii: "%") && (byte != UInt8(ascii: " ") || (i > first && i < last)) {
                 out.append(byte)
             } else {
                 out.append(UInt8(ascii: "%"))

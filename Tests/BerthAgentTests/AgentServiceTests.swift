@@ -68,10 +68,22 @@ struct AgentServiceTests {
         let agent = try await AgentProcess(tcp: false)
         defer { agent.cleanUp() }
         try await agent.withClient { client in
+            // A stats call that names no container is refused as such.
+            do {
+                try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.init()) { r in for try await _ in r.messages {} }
+                Issue.record("stats of no container should fail")
+            } catch let error as RPCError {
+                #expect(error.code == .invalidArgument, "\(error)")
+            }
+            // A message with spaces at its ends (not allowed in an HTTP/2 header) still arrives.
+            do {
+                _ = try await Berth_Agent_V1_Containers.Client(wrapping: client).inspect(.with { $0.container = "nosuch " })
+                Issue.record("inspect of a missing container should fail")
+            } catch let error as RPCError {
+                #expect(error.code == .notFound, "\(error)")
+                #expect(error.message.hasSuffix("nosuch "), "\(error.message)")
+            }
             let calls: [(String, () async throws -> Void)] = [
-                ("berth.agent.v1.Containers/Stats", {
-                    try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.init()) { r in for try await _ in r.messages {} }
-                }),
                 ("berth.agent.v1.Images/Pull", {
                     try await Berth_Agent_V1_Images.Client(wrapping: client).pull(.init()) { r in for try await _ in r.messages {} }
                 }),
