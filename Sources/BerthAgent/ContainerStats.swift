@@ -62,21 +62,26 @@ public struct StatsReader: Sendable {
 
     /// The interfaces of the process's network namespace, loopback left out.
     func networks(pid: Int32) -> [InterfaceCounters] {
-        guard let text = try? FileIO.read("\(proc)/\(pid)/net/dev", limit: 1 << 20) else { return [] }
+        guard let text = KernelText("\(proc)/\(pid)/net/dev") else { return [] }
         return Self.parseNetDev(text)
     }
 
     /// `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets
     /// errs drop fifo frame compressed multicast tx_bytes tx_packets …`.
-    static func parseNetDev(_ text: String) -> [InterfaceCounters] {
+    static func parseNetDev(_ text: KernelText) -> [InterfaceCounters] {
         var result: [InterfaceCounters] = []
-        for line in text.split(separator: "\n").dropFirst(2) {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = line[..<colon].trimmingCharacters(in: .whitespaces)
-            guard name != "lo" else { continue }
-            let f = line[line.index(after: colon)...].split(separator: " ").compactMap { UInt64($0) }
-            guard f.count >= 10 else { continue }
-            result.append(InterfaceCounters(name: name, rxBytes: f[0], rxPackets: f[1], txBytes: f[8], txPackets: f[9]))
+        var line = 0
+        text.forEachLine { fields in
+            line += 1
+            guard line > 2, let first = fields.first, let colon = first.firstIndex(of: UInt8(ascii: ":")) else { return }
+            let name = String(decoding: first[..<colon], as: UTF8.self)
+            guard name != "lo" else { return }
+            // "eth0:123" when the first counter is wide enough to touch the colon.
+            let rest = first[(colon + 1)...]
+            let numbers = ((rest.isEmpty ? [] : [rest]) + fields.dropFirst()).compactMap(KernelText.decimal)
+            guard numbers.count >= 10 else { return }
+            result.append(
+                InterfaceCounters(name: name, rxBytes: numbers[0], rxPackets: numbers[1], txBytes: numbers[8], txPackets: numbers[9]))
         }
         return result
     }

@@ -140,6 +140,8 @@ struct MetricsEndpoint: Sendable {
         let labels = samples.map { s in
             [("id", "/\(cgroupParent)/\(s.container.id.rawValue)"), ("name", s.container.name), ("image", s.container.spec.image)]
         }
+        // Each container's label set, escaped once for all its series.
+        let blocks = labels.map(PrometheusText.labelBlock)
         func family(_ name: String, _ type: String, _ help: String, _ value: (ContainerSample) -> Double?) {
             var wroteHeader = false
             for (i, sample) in samples.enumerated() {
@@ -148,7 +150,7 @@ struct MetricsEndpoint: Sendable {
                     text.header(name, type, help)
                     wroteHeader = true
                 }
-                text.sample(name, labels[i], v)
+                text.sample(name, block: blocks[i], v)
             }
         }
         func seconds(_ nanos: UInt64) -> Double { Double(nanos) / 1e9 }
@@ -251,25 +253,13 @@ struct PrometheusText {
     }
 
     mutating func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        sample(name, block: Self.labelBlock(labels), value)
+    }
+
+    /// `name{…} value` with a label block made by `labelBlock`.
+    mutating func sample(_ name: String, block: [UInt8], _ value: Double) {
         bytes += name.utf8
-        if !labels.isEmpty {
-            bytes.append(UInt8(ascii: "{"))
-            for (i, (key, labelValue)) in labels.enumerated() {
-                if i > 0 { bytes.append(UInt8(ascii: ",")) }
-                bytes += key.utf8
-                bytes += "=\"".utf8
-                for byte in labelValue.utf8 {
-                    switch byte {
-                    case UInt8(ascii: "\\"): bytes += "\\\\".utf8
-                    case UInt8(ascii: "\""): bytes += "\\\"".utf8
-                    case UInt8(ascii: "\n"): bytes += "\\n".utf8
-                    default: bytes.append(byte)
-                    }
-                }
-                bytes.append(UInt8(ascii: "\""))
-            }
-            bytes.append(UInt8(ascii: "}"))
-        }
+        bytes += block
         bytes.append(UInt8(ascii: " "))
         if value == value.rounded(), abs(value) < 1e15 {
             bytes += String(Int64(value)).utf8
@@ -277,5 +267,27 @@ struct PrometheusText {
             bytes += "\(value)".utf8
         }
         bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// `{key="value",…}` with \, " and newline escaped; empty for no labels.
+    static func labelBlock(_ labels: [(String, String)]) -> [UInt8] {
+        guard !labels.isEmpty else { return [] }
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        for (i, (key, labelValue)) in labels.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes += key.utf8
+            bytes += "=\"".utf8
+            for byte in labelValue.utf8 {
+                switch byte {
+                case UInt8(ascii: "\\"): bytes += "\\\\".utf8
+                case UInt8(ascii: "\""): bytes += "\\\"".utf8
+                case UInt8(ascii: "\n"): bytes += "\\n".utf8
+                default: bytes.append(byte)
+                }
+            }
+            bytes.append(UInt8(ascii: "\""))
+        }
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
     }
 }

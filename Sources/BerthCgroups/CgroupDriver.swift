@@ -1,4 +1,5 @@
 public import BerthModel
+import BerthLinux
 
 /// Resource use of one cgroup, as the kernel counts it.
 public struct CgroupStats: Sendable, Hashable {
@@ -117,19 +118,66 @@ extension CgroupV1Driver {
     }
 }
 
-/// Parsing the kernel's flat key/value files (memory.stat, cpu.stat…).
-enum KernelFormat {
-    static func keyValues(_ text: String) -> [String: UInt64] {
-        var result: [String: UInt64] = [:]
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            if parts.count >= 2, let v = UInt64(parts[1]) { result[String(parts[0])] = v }
-        }
-        return result
+/// A kernel interface file's bytes (memory.stat, cpu.stat, pids.max…),
+/// parsed where they lie: a stats read for hundreds of containers builds no
+/// strings and no dictionaries.
+public struct KernelText: Sendable {
+    public let bytes: [UInt8]
+
+    /// nil when the file cannot be read (a controller this host lacks).
+    public init?(_ path: String) {
+        guard let bytes = try? FileIO.readBytes(path) else { return nil }
+        self.bytes = bytes
     }
 
-    static func number(_ text: String) -> UInt64? {
-        UInt64(text.trimmingWhitespace())
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    /// The file as one decimal number ("max" and the like give nil).
+    public var number: UInt64? { Self.decimal(bytes[...].drop { $0 == 32 || $0 == 10 }) }
+
+    /// The value of the `key value` line for `key`.
+    public func value(_ key: StaticString) -> UInt64? {
+        let k = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        var lineStart = 0
+        let n = bytes.count
+        while lineStart < n {
+            var lineEnd = lineStart
+            while lineEnd < n && bytes[lineEnd] != 10 { lineEnd += 1 }
+            if lineEnd - lineStart > k.count && bytes[lineStart + k.count] == 32 {
+                var same = true
+                for i in 0..<k.count where bytes[lineStart + i] != k[i] {
+                    same = false
+                    break
+                }
+                if same { return Self.decimal(bytes[(lineStart + k.count + 1)..<lineEnd]) }
+            }
+            lineStart = lineEnd + 1
+        }
+        return nil
+    }
+
+    /// The file's lines, each split at spaces, as byte slices.
+    public func forEachLine(_ body: ([ArraySlice<UInt8>]) -> Void) {
+        for line in bytes.split(separator: 10) { body(line.split(separator: 32)) }
+    }
+
+    /// Leading decimal digits; nil when there are none.
+    public static func decimal(_ digits: ArraySlice<UInt8>) -> UInt64? {
+        var value: UInt64 = 0
+        var any = false
+        for byte in digits {
+            guard byte >= 48 && byte <= 57 else { break }
+            let (times, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times.addingReportingOverflow(UInt64(byte - 48))
+            if overflow1 || overflow2 { return nil }
+            value = sum
+            any = true
+        }
+        return any ? value : nil
+    }
+
+    public static func equals(_ slice: ArraySlice<UInt8>, _ text: StaticString) -> Bool {
+        slice.count == text.utf8CodeUnitCount && slice.elementsEqual(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 }
 

@@ -181,43 +181,49 @@ public struct CgroupV1Driver: CgroupDriver {
     }
 
     public func processes(_ name: String) throws -> [Int32] {
-        (read("pids", name, "cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
+        var pids: [Int32] = []
+        text("pids", name, "cgroup.procs")?.forEachLine { fields in
+            if let first = fields.first, let pid = KernelText.decimal(first) { pids.append(Int32(truncatingIfNeeded: pid)) }
+        }
+        return pids
+    }
+
+    private func text(_ controller: String, _ name: String, _ file: String) -> KernelText? {
+        KernelText("\(path(controller, name))/\(file)")
     }
 
     public func stats(_ name: String) throws -> CgroupStats {
         guard exists(name) else { throw BerthError.notFound("cgroup", "\(parent)/\(name)") }
         var s = CgroupStats()
-        s.cpuUsageNanos = read("cpuacct", name, "cpuacct.usage").flatMap(KernelFormat.number) ?? 0
-        let ticks = KernelFormat.keyValues(read("cpuacct", name, "cpuacct.stat") ?? "")
+        s.cpuUsageNanos = text("cpuacct", name, "cpuacct.usage")?.number ?? 0
+        let ticks = text("cpuacct", name, "cpuacct.stat")
         // cpuacct.stat counts USER_HZ (100 per second on Linux) ticks.
-        s.cpuUserNanos = (ticks["user"] ?? 0) * 10_000_000
-        s.cpuSystemNanos = (ticks["system"] ?? 0) * 10_000_000
-        let cpu = KernelFormat.keyValues(read("cpu", name, "cpu.stat") ?? "")
-        s.cpuPeriods = cpu["nr_periods"] ?? 0
-        s.cpuThrottledPeriods = cpu["nr_throttled"] ?? 0
-        s.cpuThrottledNanos = cpu["throttled_time"] ?? 0
-        s.memoryUsage = read("memory", name, "memory.usage_in_bytes").flatMap(KernelFormat.number) ?? 0
-        let memory = KernelFormat.keyValues(read("memory", name, "memory.stat") ?? "")
-        let inactiveFile = memory["total_inactive_file"] ?? memory["inactive_file"] ?? 0
+        s.cpuUserNanos = (ticks?.value("user") ?? 0) * 10_000_000
+        s.cpuSystemNanos = (ticks?.value("system") ?? 0) * 10_000_000
+        let cpu = text("cpu", name, "cpu.stat")
+        s.cpuPeriods = cpu?.value("nr_periods") ?? 0
+        s.cpuThrottledPeriods = cpu?.value("nr_throttled") ?? 0
+        s.cpuThrottledNanos = cpu?.value("throttled_time") ?? 0
+        s.memoryUsage = text("memory", name, "memory.usage_in_bytes")?.number ?? 0
+        let memory = text("memory", name, "memory.stat")
+        let inactiveFile = memory?.value("total_inactive_file") ?? memory?.value("inactive_file") ?? 0
         s.memoryWorkingSet = s.memoryUsage > inactiveFile ? s.memoryUsage - inactiveFile : 0
-        s.memoryRSS = memory["total_rss"] ?? memory["rss"] ?? 0
-        s.memoryCache = memory["total_cache"] ?? memory["cache"] ?? 0
-        let limit = read("memory", name, "memory.limit_in_bytes").flatMap(KernelFormat.number) ?? 0
+        s.memoryRSS = memory?.value("total_rss") ?? memory?.value("rss") ?? 0
+        s.memoryCache = memory?.value("total_cache") ?? memory?.value("cache") ?? 0
+        let limit = text("memory", name, "memory.limit_in_bytes")?.number ?? 0
         // The kernel reports "no limit" as a page-rounded LONG_MAX.
         s.memoryLimit = limit >= 0x7FFF_FFFF_FFFF_0000 ? 0 : limit
-        if let memsw = read("memory", name, "memory.memsw.usage_in_bytes").flatMap(KernelFormat.number) {
+        if let memsw = text("memory", name, "memory.memsw.usage_in_bytes")?.number {
             s.memorySwap = memsw > s.memoryUsage ? memsw - s.memoryUsage : 0
         }
-        let oom = KernelFormat.keyValues(read("memory", name, "memory.oom_control") ?? "")
-        s.oomKills = oom["oom_kill"] ?? 0
+        s.oomKills = text("memory", name, "memory.oom_control")?.value("oom_kill") ?? 0
         s.oomEvents = s.oomKills
-        s.pidsCurrent = read("pids", name, "pids.current").flatMap(KernelFormat.number) ?? 0
-        s.pidsLimit = read("pids", name, "pids.max").flatMap(KernelFormat.number) ?? 0
-        for line in (read("blkio", name, "blkio.throttle.io_service_bytes_recursive") ?? "").split(separator: "\n") {
-            let f = line.split(separator: " ")
-            guard f.count == 3, let v = UInt64(f[2]) else { continue }
-            if f[1] == "Read" { s.ioReadBytes += v }
-            if f[1] == "Write" { s.ioWriteBytes += v }
+        s.pidsCurrent = text("pids", name, "pids.current")?.number ?? 0
+        s.pidsLimit = text("pids", name, "pids.max")?.number ?? 0
+        text("blkio", name, "blkio.throttle.io_service_bytes_recursive")?.forEachLine { f in
+            guard f.count == 3, let v = KernelText.decimal(f[2]) else { return }
+            if KernelText.equals(f[1], "Read") { s.ioReadBytes += v }
+            if KernelText.equals(f[1], "Write") { s.ioWriteBytes += v }
         }
         return s
     }

@@ -114,45 +114,52 @@ public struct CgroupV2Driver: CgroupDriver {
     public func thaw(_ name: String) throws { try write("0", name, "cgroup.freeze") }
 
     public func isFrozen(_ name: String) throws -> Bool {
-        KernelFormat.keyValues(read(name, "cgroup.events") ?? "")["frozen"] == 1
+        text(name, "cgroup.events")?.value("frozen") == 1
     }
 
     /// Kills every process of the cgroup at once (cgroup.kill).
     public func kill(_ name: String) throws { try write("1", name, "cgroup.kill") }
 
     public func processes(_ name: String) throws -> [Int32] {
-        (read(name, "cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
+        var pids: [Int32] = []
+        text(name, "cgroup.procs")?.forEachLine { fields in
+            if let first = fields.first, let pid = KernelText.decimal(first) { pids.append(Int32(truncatingIfNeeded: pid)) }
+        }
+        return pids
+    }
+
+    private func text(_ name: String, _ file: String) -> KernelText? {
+        KernelText("\(path(name))/\(file)")
     }
 
     public func stats(_ name: String) throws -> CgroupStats {
         guard exists(name) else { throw BerthError.notFound("cgroup", "\(parent)/\(name)") }
         var s = CgroupStats()
-        let cpu = KernelFormat.keyValues(read(name, "cpu.stat") ?? "")
-        s.cpuUsageNanos = (cpu["usage_usec"] ?? 0) * 1000
-        s.cpuUserNanos = (cpu["user_usec"] ?? 0) * 1000
-        s.cpuSystemNanos = (cpu["system_usec"] ?? 0) * 1000
-        s.cpuPeriods = cpu["nr_periods"] ?? 0
-        s.cpuThrottledPeriods = cpu["nr_throttled"] ?? 0
-        s.cpuThrottledNanos = (cpu["throttled_usec"] ?? 0) * 1000
-        s.memoryUsage = read(name, "memory.current").flatMap(KernelFormat.number) ?? 0
-        let memory = KernelFormat.keyValues(read(name, "memory.stat") ?? "")
-        let inactiveFile = memory["inactive_file"] ?? 0
+        let cpu = text(name, "cpu.stat")
+        s.cpuUsageNanos = (cpu?.value("usage_usec") ?? 0) * 1000
+        s.cpuUserNanos = (cpu?.value("user_usec") ?? 0) * 1000
+        s.cpuSystemNanos = (cpu?.value("system_usec") ?? 0) * 1000
+        s.cpuPeriods = cpu?.value("nr_periods") ?? 0
+        s.cpuThrottledPeriods = cpu?.value("nr_throttled") ?? 0
+        s.cpuThrottledNanos = (cpu?.value("throttled_usec") ?? 0) * 1000
+        s.memoryUsage = text(name, "memory.current")?.number ?? 0
+        let memory = text(name, "memory.stat")
+        let inactiveFile = memory?.value("inactive_file") ?? 0
         s.memoryWorkingSet = s.memoryUsage > inactiveFile ? s.memoryUsage - inactiveFile : 0
-        s.memoryRSS = memory["anon"] ?? 0
-        s.memoryCache = memory["file"] ?? 0
-        s.memoryLimit = read(name, "memory.max").flatMap(KernelFormat.number) ?? 0
-        s.memorySwap = read(name, "memory.swap.current").flatMap(KernelFormat.number) ?? 0
-        let events = KernelFormat.keyValues(read(name, "memory.events") ?? "")
-        s.oomEvents = events["oom"] ?? 0
-        s.oomKills = events["oom_kill"] ?? 0
-        s.pidsCurrent = read(name, "pids.current").flatMap(KernelFormat.number) ?? 0
-        s.pidsLimit = read(name, "pids.max").flatMap(KernelFormat.number) ?? 0
-        for line in (read(name, "io.stat") ?? "").split(separator: "\n") {
-            for field in line.split(separator: " ").dropFirst() {
-                let kv = field.split(separator: "=")
-                guard kv.count == 2, let v = UInt64(kv[1]) else { continue }
-                if kv[0] == "rbytes" { s.ioReadBytes += v }
-                if kv[0] == "wbytes" { s.ioWriteBytes += v }
+        s.memoryRSS = memory?.value("anon") ?? 0
+        s.memoryCache = memory?.value("file") ?? 0
+        s.memoryLimit = text(name, "memory.max")?.number ?? 0
+        s.memorySwap = text(name, "memory.swap.current")?.number ?? 0
+        let events = text(name, "memory.events")
+        s.oomEvents = events?.value("oom") ?? 0
+        s.oomKills = events?.value("oom_kill") ?? 0
+        s.pidsCurrent = text(name, "pids.current")?.number ?? 0
+        s.pidsLimit = text(name, "pids.max")?.number ?? 0
+        text(name, "io.stat")?.forEachLine { fields in
+            for field in fields.dropFirst() {
+                guard let eq = field.firstIndex(of: 61), let v = KernelText.decimal(field[(eq + 1)...]) else { continue }
+                if KernelText.equals(field[..<eq], "rbytes") { s.ioReadBytes += v }
+                if KernelText.equals(field[..<eq], "wbytes") { s.ioWriteBytes += v }
             }
         }
         return s

@@ -25,6 +25,32 @@ public enum FileIO {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Reads a whole small file as bytes: kernel interface files, where a
+    /// read is cheap and every allocation shows on a busy scrape.
+    ///
+    /// - Throws: `SystemError` naming the file.
+    public static func readBytes(_ path: String, limit: Int = 1 << 20) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        defer { close(fd) }
+        var capacity = 4096
+        var out = [UInt8]()
+        while true {
+            var failure: Int32 = 0
+            let chunk = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+                let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+                if n < 0 { failure = errno }
+                count = max(0, n)
+            }
+            if failure == EINTR { continue }
+            if failure != 0 { throw SystemError("read", path: path, errno: failure) }
+            if chunk.isEmpty { return out }
+            if out.isEmpty { out = chunk } else { out += chunk }
+            if out.count >= limit { return out }
+            capacity = min(capacity * 2, 1 << 16)
+        }
+    }
+
     /// Writes `value` to an existing file in one write(2), as kernel
     /// interfaces expect. With `create`, a missing file is created and an
     /// existing one truncated (for test trees that stand in for the kernel's).

@@ -1,3 +1,5 @@
+@testable import BerthAgent
+import BerthCgroups
 import BerthAPI
 import BerthModel
 import Foundation
@@ -114,5 +116,38 @@ struct StatsTests {
         let missing = try await host.berth(["stats", "--no-stream", "nosuch"])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("nosuch"), "\(missing.stderr)")
+    }
+}
+
+/// The kernel's formats the stats and metrics parse, without a kernel.
+@Suite("stats: kernel formats")
+struct StatsFormatTests {
+    @Test("/proc/PID/net/dev: every interface but loopback, wide counters that touch the colon included")
+    func netDev() {
+        let text = """
+            Inter-|   Receive                                                |  Transmit
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+                lo:     840      10    0    0    0     0          0         0      840      10    0    0    0     0       0          0
+              eth0:1234567890123 4567    0    0    0     0          0         0   98765      43    0    0    0     0       0          0
+            veth1a2b:    100       2    0    0    0     0          0         0      200       3    0    0    0     0       0          0
+
+            """
+        let interfaces = StatsReader.parseNetDev(KernelText(bytes: Array(text.utf8)))
+        #expect(interfaces.map(\.name) == ["eth0", "veth1a2b"])
+        #expect(interfaces.first?.rxBytes == 1_234_567_890_123 && interfaces.first?.rxPackets == 4567)
+        #expect(interfaces.first?.txBytes == 98765 && interfaces.first?.txPackets == 43)
+        #expect(interfaces.last?.rxBytes == 100 && interfaces.last?.txPackets == 3)
+    }
+
+    @Test("key/value files: the exact key, not one it prefixes; numbers; \"max\"")
+    func keyValues() {
+        let stat = KernelText(bytes: Array("rss 4096\nrss_huge 0\ntotal_rss 8192\ncache 12\n".utf8))
+        #expect(stat.value("rss") == 4096)
+        #expect(stat.value("total_rss") == 8192)
+        #expect(stat.value("cache") == 12)
+        #expect(stat.value("swap") == nil)
+        #expect(KernelText(bytes: Array("67108864\n".utf8)).number == 67_108_864)
+        #expect(KernelText(bytes: Array("max\n".utf8)).number == nil)
+        #expect(KernelText(bytes: Array("99999999999999999999999\n".utf8)).number == nil, "an overflow is no number")
     }
 }
