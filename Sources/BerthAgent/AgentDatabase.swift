@@ -14,7 +14,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
     /// arrive (revisions are never reused).
     public let eventRetention: Int
     /// Wakes the event log's watchers after each append.
-    public let eventSignal = EventSignal()
+    public let eventSignal: EventSignal
 
     /// Opens (creating and migrating as needed) the database.
     ///
@@ -22,6 +22,8 @@ public final class AgentDatabase: ImageIndex, Sendable {
     public init(path: String, eventRetention: Int = 100_000) throws {
         self.path = path
         self.eventRetention = max(1, eventRetention)
+        // Memory holds no event the log no longer keeps.
+        self.eventSignal = EventSignal(keeping: min(4096, self.eventRetention))
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(10)
@@ -181,7 +183,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
             try db.cachedStatement(sql: "DELETE FROM event WHERE revision <= ?").execute(arguments: [Int64(last - UInt64(eventRetention))])
         }
         let signal = eventSignal
-        db.afterNextTransaction(onCommit: { _ in signal.notify() })
+        db.afterNextTransaction(onCommit: { _ in signal.notify(appended) })
         return appended
     }
 
@@ -229,19 +231,48 @@ public final class AgentDatabase: ImageIndex, Sendable {
 /// the one it read before looking. Nothing is buffered here: the log is the
 /// buffer, so a slow watcher never holds up the agent.
 public final class EventSignal: Sendable {
-    private let state = Mutex<(generation: UInt64, waiters: [UUID: CheckedContinuation<Void, Never>])>((0, [:]))
+    private struct State {
+        var generation: UInt64 = 0
+        var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+        /// The latest committed events, in revision order and without a gap:
+        /// a watcher that has caught up takes new events from here instead
+        /// of reading them back from the database.
+        var recent: [Event] = []
+    }
 
-    public init() {}
+    private let state = Mutex(State())
+    /// How many committed events stay in memory.
+    let recentLimit: Int
+
+    public init(keeping recentLimit: Int = 4096) { self.recentLimit = recentLimit }
 
     public var generation: UInt64 { state.withLock { $0.generation } }
 
-    func notify() {
+    /// Called once a transaction that appended `events` has committed.
+    /// Commits are serialized, so events arrive in revision order.
+    func notify(_ events: [Event] = []) {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.generation &+= 1
+            if let first = events.first {
+                if let last = s.recent.last, last.revision + 1 != first.revision { s.recent = [] }
+                s.recent += events
+                if s.recent.count > recentLimit { s.recent.removeFirst(s.recent.count - recentLimit) }
+            }
             defer { s.waiters = [:] }
             return Array(s.waiters.values)
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Committed events after `revision` (at most `limit`) from memory; nil
+    /// when memory does not hold all of them (the database does).
+    func recent(after revision: UInt64, limit: Int) -> [Event]? {
+        state.withLock { s -> [Event]? in
+            guard let first = s.recent.first, let last = s.recent.last, first.revision <= revision + 1 else { return nil }
+            if revision >= last.revision { return [] }
+            let start = Int(revision + 1 - first.revision)
+            return Array(s.recent[start..<min(s.recent.count, start + limit)])
+        }
     }
 
     /// Returns when the generation is no longer `seen` (at once if it has

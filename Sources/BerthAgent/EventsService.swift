@@ -53,7 +53,8 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
         var gapless = gapless
         while !Task.isCancelled {
             let generation = database.eventSignal.generation
-            let events = try database.events(after: last, limit: page)
+            // Caught up: new events come from memory; behind: from the log.
+            let events = try database.eventSignal.recent(after: last, limit: page) ?? database.events(after: last, limit: page)
             guard let first = events.first, let newest = events.last else {
                 await database.eventSignal.wait(after: generation)
                 continue
