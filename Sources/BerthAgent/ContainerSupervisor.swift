@@ -54,6 +54,11 @@ public actor ContainerSupervisor {
     private var live: [ContainerID: Live] = [:]
     private var waiters: [ContainerID: [UUID: CheckedContinuation<Container?, Never>]] = [:]
     private var listeners: [UUID: @Sendable ([Event]) -> Void] = [:]
+    /// OOM kills in each running container's cgroup already recorded as
+    /// `oom` events (the counter's value when watching began, then after
+    /// each report).
+    private var oomKillsReported: [ContainerID: UInt64] = [:]
+    private let oomWatcher: OOMWatcher?
 
     /// - Throws: `BerthError` when the records cannot be read.
     public init(
@@ -75,6 +80,7 @@ public actor ContainerSupervisor {
         stateTrash.empty()
         launcher = ShimLauncher(executable: environment.shimExecutable, bundles: "\(environment.stateDir)/containers")
         launcher.prepare()
+        oomWatcher = OOMWatcher(unified: cgroups.mode == .v2)
     }
 
     /// Lets the standby shim go; containers and their shims stay.
@@ -316,6 +322,7 @@ public actor ContainerSupervisor {
             try commit(container, events)
             live[id, default: Live()].shimPID = shimPID
             monitor(id, shim: shim)
+            watchMemory(id)
             logger.debug("container started", metadata: [
                 "container.id": "\(id.short)", "prepare": "\(prepared - began)",
                 "shim": "\(shimReported - prepared)", "record": "\(clock.now - shimReported)",
@@ -370,6 +377,48 @@ public actor ContainerSupervisor {
         return "\(what): \(errnoName.isEmpty ? "errno \(errno)" : errnoName)"
     }
 
+    // MARK: OOM kills
+
+    /// The cgroup's OOM-kill counter.
+    private func oomKills(_ id: ContainerID) -> UInt64? {
+        KernelText(cgroups.oomCounterFile(id.rawValue))?.value("oom_kill")
+    }
+
+    /// Starts counting the OOM kills of a running container from now.
+    private func watchMemory(_ id: ContainerID) {
+        oomWatcher?.onPressure { [weak self] id in Task { await self?.memoryPressure(id) } }
+        oomKillsReported[id] = oomKills(id) ?? 0
+        do {
+            try oomWatcher?.watch(id, counterFile: cgroups.oomCounterFile(id.rawValue))
+        } catch {
+            logger.warning("OOM kills are reported at exit only", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
+    }
+
+    /// `oom` events for kills the counter shows and no event has reported
+    /// yet: one per kill, at most 16 at once.
+    private func unreportedOOMKills(_ container: Container) -> [AgentDatabase.PendingEvent] {
+        guard let reported = oomKillsReported[container.id], let count = oomKills(container.id), count > reported else { return [] }
+        oomKillsReported[container.id] = count
+        return (0..<min(count - reported, 16)).map { _ in event(.oom, container) }
+    }
+
+    /// The kernel reported memory pressure in a container's cgroup: a
+    /// process may have been OOM-killed while the container runs on.
+    private func memoryPressure(_ id: ContainerID) async {
+        // A kill of the container's own process is its exit's to report
+        // (as OOMKilled); the shim's word of it comes within this time.
+        try? await Task.sleep(for: .milliseconds(250))
+        guard let container = containers[id], container.status.state.isActive else { return }
+        let events = unreportedOOMKills(container)
+        guard !events.isEmpty else { return }
+        do {
+            publish(try database.append(events))
+        } catch {
+            logger.error("oom event not recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
+    }
+
     /// Waits on the shim for the process's exit, then records it.
     private func monitor(_ id: ContainerID, shim: ShimClient) {
         live[id, default: Live()].monitor = Task { [weak self] in
@@ -411,7 +460,17 @@ public actor ContainerSupervisor {
     private func exited(_ id: ContainerID, exit: ShimExit) async {
         guard var container = containers[id], container.status.state.isActive else { return }
         let signal = exit.signal > 0 ? Signal(number: exit.signal) : nil
-        let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: exit.oomKilled)
+        // The shim counts every OOM kill in the cgroup since the start. Kills
+        // of other processes were reported as they happened, so the
+        // container's own process was OOM-killed only when a kill not yet
+        // reported came with its exit. Without a count (no watch), the shim's word.
+        let watched = oomKillsReported[id] != nil
+        var events = unreportedOOMKills(container)
+        let oomKilled = watched ? exit.oomKilled && !events.isEmpty : exit.oomKilled
+        if !watched && exit.oomKilled { events.append(event(.oom, container)) }
+        oomWatcher?.unwatch(id)
+        oomKillsReported.removeValue(forKey: id)
+        let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: oomKilled)
         if container.status.state == .paused { try? cgroups.thaw(id.rawValue) }
         do {
             try container.status.markExited(processExit, at: Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9))
@@ -419,8 +478,6 @@ public actor ContainerSupervisor {
             logger.error("exit could not be recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
             return
         }
-        var events: [AgentDatabase.PendingEvent] = []
-        if exit.oomKilled { events.append(event(.oom, container)) }
         var attributes = ["exitCode": String(exit.code), "reason": processExit.reason.rawValue]
         if let signal { attributes["signal"] = signal.name }
         events.append(event(.die, container, attributes))
@@ -696,6 +753,7 @@ public actor ContainerSupervisor {
                 } else {
                     logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(state["pid"] ?? "?")"])
                     monitor(container.id, shim: shim)
+                    watchMemory(container.id)
                 }
             } catch {
                 if let exit = shim.recordedExit() {

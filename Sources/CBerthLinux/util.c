@@ -163,3 +163,97 @@ int berth_wait_status(pid_t pid, int *status) { return waitpid(pid, status, 0) =
 int berth_wexitstatus(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
 
 int berth_exit_code(int status) { return berth_wexitstatus(status); }
+
+/* ---- memory-pressure notifications (OOM kills) ---- */
+
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+
+int berth_watch_open(int *inotify_fd) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return -1;
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (in < 0) {
+        int e = errno;
+        close(ep);
+        errno = e;
+        return -1;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u64 = (uint64_t)1 << 40;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, in, &ev) < 0) {
+        int e = errno;
+        close(in);
+        close(ep);
+        errno = e;
+        return -1;
+    }
+    *inotify_fd = in;
+    return ep;
+}
+
+int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_control, int *control_fd) {
+    int ofd = open(oom_control, O_RDONLY | O_CLOEXEC);
+    if (ofd < 0) return -1;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) {
+        int e = errno;
+        close(ofd);
+        errno = e;
+        return -1;
+    }
+    int cfd = open(event_control, O_WRONLY | O_CLOEXEC);
+    char line[64];
+    int n = snprintf(line, sizeof line, "%d %d", efd, ofd);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u64 = (uint64_t)efd;
+    if (cfd < 0 || write(cfd, line, (size_t)n) != n || epoll_ctl(epfd, EPOLL_CTL_ADD, efd, &ev) < 0) {
+        int e = errno;
+        if (cfd >= 0) close(cfd);
+        close(efd);
+        close(ofd);
+        errno = e;
+        return -1;
+    }
+    close(cfd);
+    *control_fd = ofd;
+    return efd;
+}
+
+int berth_watch_wait(int epfd, int inotify_fd, int64_t *keys, int max) {
+    struct epoll_event events[32];
+    int n = epoll_wait(epfd, events, 32, -1);
+    if (n < 0) return errno == EINTR ? 0 : -1;
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t key = events[i].data.u64;
+        if (key == ((uint64_t)1 << 40)) {
+            /* inotify: one key per watch descriptor that fired. */
+            char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+            ssize_t len;
+            while ((len = read(inotify_fd, buffer, sizeof buffer)) > 0) {
+                for (char *p = buffer; p < buffer + len;) {
+                    struct inotify_event *event = (struct inotify_event *)p;
+                    if (count < max) keys[count++] = -(int64_t)event->wd;
+                    p += sizeof(struct inotify_event) + event->len;
+                }
+            }
+        } else {
+            uint64_t value;
+            ssize_t ignored = read((int)key, &value, sizeof value);
+            (void)ignored;
+            if (count < max) keys[count++] = (int64_t)key;
+        }
+    }
+    return count;
+}
+
+int berth_watch_v2_file(int inotify_fd, const char *path) { return inotify_add_watch(inotify_fd, path, IN_MODIFY); }
+
+int berth_unwatch_v2_file(int inotify_fd, int wd) { return inotify_rm_watch(inotify_fd, wd); }

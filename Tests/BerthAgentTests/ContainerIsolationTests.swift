@@ -51,6 +51,45 @@ struct ContainerIsolationTests {
         #expect(die.attributes["reason"] == "OOMKilled")
     }
 
+    @Test("an OOM kill of a process in a container that keeps running is an oom event as it happens; the container runs on")
+    func oomInRunningContainer() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let started = try await host.berth([
+            "run", "-d", "--name", "survivor", "-m", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
+            "(x=$(yes | head -c 200000000)); echo child-gone; exec sleep 1000",
+        ])
+        #expect(started.status == 0, "\(started.stderr)")
+        // Stops at the oom event, or at a sentinel created if none comes within 30 s.
+        let sentinel = Task {
+            try await Task.sleep(for: .seconds(30))
+            _ = try await host.berth(["create", "--name", "sentinel", "busybox", "true"])
+        }
+        defer { sentinel.cancel() }
+        let seen = SeenEvents()
+        try await host.agent.watchEvents(from: 0, into: seen) { events in
+            events.contains { ($0.action == "oom" && $0.attributes["name"] == "survivor") || $0.attributes["name"] == "sentinel" }
+        }
+        #expect(seen.all.contains { $0.action == "oom" && $0.attributes["name"] == "survivor" }, "\(seen.all.map(\.action))")
+        let c = try await host.waitFor("survivor") { _ in true }
+        #expect(c.status.state == .running, "the container's own process was not the one killed")
+        for _ in 0..<100 where !(try await host.berth(["logs", "survivor"])).stdout.contains("child-gone") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await host.berth(["logs", "survivor"]).stdout.contains("child-gone"))
+        // Removing it: a die that is not OOMKilled, and no further oom event.
+        #expect(try await host.berth(["rm", "-f", "survivor"]).status == 0)
+        let all = SeenEvents()
+        try await host.agent.watchEvents(from: 0, into: all) { events in
+            events.contains { $0.action == "destroy" && $0.attributes["name"] == "survivor" }
+        }
+        let mine = all.all.filter { $0.attributes["name"] == "survivor" }
+        let die = try #require(mine.first { $0.action == "die" })
+        #expect(die.attributes["reason"] != "OOMKilled")
+        let ooms = mine.filter { $0.action == "oom" }
+        #expect(!ooms.isEmpty && ooms.allSatisfy { $0.revision < die.revision })
+    }
+
     @Test("a plain SIGKILL is Killed, not OOMKilled")
     func killedNotOOM() async throws {
         let host = try await ContainerHost()

@@ -146,6 +146,24 @@ int berth_set_window_size(int fd, unsigned short rows, unsigned short columns);
 /* TIOCGWINSZ; 0, or -1 when fd is not a terminal. */
 int berth_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
 
+/*
+ * Notifications of memory pressure in cgroups, for OOM kills of processes
+ * in containers that keep running. One epoll set holds a v1 eventfd per
+ * cgroup (memory.oom_control through cgroup.event_control) and one inotify
+ * descriptor watching v2 memory.events files.
+ */
+/* The epoll set (and the inotify descriptor in it); -1 with errno. */
+int berth_watch_open(int *inotify_fd);
+/* v1: an eventfd registered for oom_control's events, in the set (its key is
+ * the eventfd); *control_fd is the oom_control descriptor to close with it. */
+int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_control, int *control_fd);
+/* v2: a watch descriptor for modifications of `path` (its key is -wd). */
+int berth_watch_v2_file(int inotify_fd, const char *path);
+int berth_unwatch_v2_file(int inotify_fd, int wd);
+/* Blocks until something fires; the keys of what fired (eventfds drained);
+ * their count, 0 on EINTR, -1 on error. */
+int berth_watch_wait(int epfd, int inotify_fd, int64_t *keys, int max);
+
 /* Small wrappers for system calls glibc 2.36 does not wrap. */
 int berth_pidfd_open(pid_t pid);
 int berth_pidfd_send_signal(int pidfd, int signal);
