@@ -33,8 +33,10 @@ struct HostileClientTests {
                 let node = Berth_Agent_V1_Node.Client(wrapping: client)
                 while !stop.withLock({ $0 }) {
                     do {
+                        // Generous: the whole suite runs in parallel on two
+                        // cores; a stall of this length would still fail.
                         var options = CallOptions.defaults
-                        options.timeout = .seconds(5)
+                        options.timeout = .seconds(15)
                         _ = try await node.version(.init(), options: options)
                         monitor.record(nil)
                     } catch {
