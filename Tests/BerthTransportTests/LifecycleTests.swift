@@ -1,6 +1,7 @@
 import BerthTesting
 import BerthTransport
 import GRPCCore
+import Synchronization
 import Testing
 
 @Suite("gRPC over nghttp2: deadlines, cancellation, limits, shutdown", .timeLimit(.minutes(5)))
@@ -74,6 +75,44 @@ struct LifecycleTests {
                 try await Task.sleep(for: .milliseconds(5))
             }
             #expect(probe.cancelledCount == 1)
+        }
+    }
+
+    @Test("cancelling a bidirectional call whose request producer still waits ends the call")
+    func bidirectionalCancellation() async throws {
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: EchoProbe())]) { client, _, _ in
+            let echoed = Mutex(0)
+            let call = Task {
+                try await client.bidirectionalStreaming(
+                    request: StreamingClientRequest { writer in
+                        try await writer.write(Array("first".utf8))
+                        try await Task.sleep(for: .seconds(600))
+                    },
+                    descriptor: Echo.update, serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { response in
+                    for try await _ in response.messages { echoed.withLock { $0 += 1 } }
+                }
+            }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while echoed.withLock({ $0 }) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(echoed.withLock { $0 } == 1)
+            let start = ContinuousClock.now
+            call.cancel()
+            // Whichever comes first: the call's end, or 10 s.
+            let elapsed = await withTaskGroup(of: Duration?.self) { group in
+                group.addTask {
+                    _ = try? await call.value
+                    return ContinuousClock.now - start
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(10))
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
+            #expect(elapsed.map { $0 < .seconds(5) } == true, "the cancelled call ended after \(String(describing: elapsed))")
         }
     }
 
