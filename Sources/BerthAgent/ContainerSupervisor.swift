@@ -58,6 +58,8 @@ public actor ContainerSupervisor {
     /// `oom` events (the counter's value when watching began, then after
     /// each report).
     private var oomKillsReported: [ContainerID: UInt64] = [:]
+    /// When the last `oom` event of a running container was recorded.
+    private var lastOOMReport: [ContainerID: Date] = [:]
     private let oomWatcher: OOMWatcher?
 
     /// - Throws: `BerthError` when the records cannot be read.
@@ -407,11 +409,15 @@ public actor ContainerSupervisor {
     /// process may have been OOM-killed while the container runs on.
     private func memoryPressure(_ id: ContainerID) async {
         // A kill of the container's own process is its exit's to report
-        // (as OOMKilled); the shim's word of it comes within this time.
-        try? await Task.sleep(for: .milliseconds(250))
-        guard let container = containers[id], container.status.state.isActive else { return }
+        // (as OOMKilled): give the victim time to die, and leave the count
+        // alone when the container's process is the one gone.
+        try? await Task.sleep(for: .milliseconds(100))
+        guard let container = containers[id], container.status.state.isActive, let pid = container.status.pid,
+            Processes.isRunning(pid)
+        else { return }
         let events = unreportedOOMKills(container)
         guard !events.isEmpty else { return }
+        lastOOMReport[id] = Date()
         do {
             publish(try database.append(events))
         } catch {
@@ -464,12 +470,18 @@ public actor ContainerSupervisor {
         // of other processes were reported as they happened, so the
         // container's own process was OOM-killed only when a kill not yet
         // reported came with its exit. Without a count (no watch), the shim's word.
+        // With --init the victim is the init's child and the init exits 137:
+        // a kill reported just before such an exit counts as the container's.
         let watched = oomKillsReported[id] != nil
         var events = unreportedOOMKills(container)
-        let oomKilled = watched ? exit.oomKilled && !events.isEmpty : exit.oomKilled
+        let finished = Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9)
+        let killedJustAfterReport =
+            (exit.signal == SIGKILL || exit.code == 137) && lastOOMReport[id].map { finished.timeIntervalSince($0) < 2 } == true
+        let oomKilled = watched ? exit.oomKilled && (!events.isEmpty || killedJustAfterReport) : exit.oomKilled
         if !watched && exit.oomKilled { events.append(event(.oom, container)) }
         oomWatcher?.unwatch(id)
         oomKillsReported.removeValue(forKey: id)
+        lastOOMReport.removeValue(forKey: id)
         let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: oomKilled)
         if container.status.state == .paused { try? cgroups.thaw(id.rawValue) }
         do {

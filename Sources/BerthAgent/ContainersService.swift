@@ -172,28 +172,40 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     ) async throws {
         try await response.write(.with { $0.execID = process.id })
         let output = process.output()
-        let input = Task {
-            while let message = try await requests.next() {
-                switch message.request {
-                case .stdin(let bytes): try await process.write([UInt8](bytes))
-                case .closeStdin: process.closeInput()
-                case .resize(let size): process.resize(rows: UInt16(clamping: size.rows), columns: UInt16(clamping: size.columns))
-                case .start, nil: throw RPCError(code: .invalidArgument, message: "an exec is started once, by its first message")
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                while let message = try await requests.next() {
+                    switch message.request {
+                    case .stdin(let bytes): try await process.write([UInt8](bytes))
+                    case .closeStdin: process.closeInput()
+                    case .resize(let size): process.resize(rows: UInt16(clamping: size.rows), columns: UInt16(clamping: size.columns))
+                    case .start, nil: throw RPCError(code: .invalidArgument, message: "an exec is started once, by its first message")
+                    }
+                }
+                // The client has nothing more to send: the process's stdin ends.
+                process.closeInput()
+                return false
+            }
+            group.addTask {
+                for await chunk in output {
+                    switch chunk {
+                    case .stdout(let bytes): try await response.write(.with { $0.stdout = Data(bytes) })
+                    case .stderr(let bytes): try await response.write(.with { $0.stderr = Data(bytes) })
+                    case .exit: return true
+                    }
+                }
+                // The output ended without the exit: the relay was cancelled.
+                throw CancellationError()
+            }
+            // Done when the process has ended and its output is sent; a bad
+            // client message ends the exec at once.
+            while let outputDone = try await group.next() {
+                if outputDone {
+                    group.cancelAll()
+                    return
                 }
             }
-            // The client has nothing more to send: the process's stdin ends.
-            process.closeInput()
         }
-        defer { input.cancel() }
-        for await chunk in output {
-            switch chunk {
-            case .stdout(let bytes): try await response.write(.with { $0.stdout = Data(bytes) })
-            case .stderr(let bytes): try await response.write(.with { $0.stderr = Data(bytes) })
-            case .exit: return
-            }
-        }
-        // The output ended without the exit: the relay was cancelled.
-        throw CancellationError()
     }
 
     public func logs(

@@ -180,6 +180,14 @@ public enum Processes {
         kill(pid, 0) == 0 || errno == EPERM
     }
 
+    /// Whether a process exists and is running: not gone, not a zombie or
+    /// dying (its state in /proc/PID/stat is not Z or X).
+    public static func isRunning(_ pid: Int32) -> Bool {
+        guard let text = try? FileIO.read("/proc/\(pid)/stat", limit: 4096), let close = text.lastIndex(of: ")") else { return false }
+        let state = text[text.index(after: close)...].drop { $0 == " " }.first
+        return state != nil && state != "Z" && state != "X"
+    }
+
     /// The kernel's start time of a process (clock ticks since boot), to tell
     /// a process from a later one that reuses its pid.
     public static func startTime(_ pid: Int32) -> UInt64? {
