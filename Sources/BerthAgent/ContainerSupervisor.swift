@@ -397,12 +397,18 @@ public actor ContainerSupervisor {
         }
     }
 
-    /// `oom` events for kills the counter shows and no event has reported
-    /// yet: one per kill, at most 16 at once.
-    private func unreportedOOMKills(_ container: Container) -> [AgentDatabase.PendingEvent] {
-        guard let reported = oomKillsReported[container.id], let count = oomKills(container.id), count > reported else { return [] }
-        oomKillsReported[container.id] = count
-        return (0..<min(count - reported, 16)).map { _ in event(.oom, container) }
+    /// OOM kills the counter shows that no event has reported yet; from
+    /// now on they count as reported.
+    private func newOOMKills(_ id: ContainerID) -> UInt64 {
+        guard let reported = oomKillsReported[id], let count = oomKills(id), count > reported else { return 0 }
+        oomKillsReported[id] = count
+        return count - reported
+    }
+
+    /// One `oom` event per out-of-memory episode, with how many processes
+    /// the kernel killed in it.
+    private func oomEvent(_ container: Container, kills: UInt64) -> AgentDatabase.PendingEvent {
+        event(.oom, container, ["kills": String(kills)])
     }
 
     /// The kernel reported memory pressure in a container's cgroup: a
@@ -415,11 +421,11 @@ public actor ContainerSupervisor {
         guard let container = containers[id], container.status.state.isActive, let pid = container.status.pid,
             Processes.isRunning(pid)
         else { return }
-        let events = unreportedOOMKills(container)
-        guard !events.isEmpty else { return }
+        let kills = newOOMKills(id)
+        guard kills > 0 else { return }
         lastOOMReport[id] = Date()
         do {
-            publish(try database.append(events))
+            publish(try database.append([oomEvent(container, kills: kills)]))
         } catch {
             logger.error("oom event not recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }
@@ -471,14 +477,18 @@ public actor ContainerSupervisor {
         // container's own process was OOM-killed only when a kill not yet
         // reported came with its exit. Without a count (no watch), the shim's word.
         // With --init the victim is the init's child and the init exits 137:
-        // a kill reported just before such an exit counts as the container's.
+        // a kill reported just before such an exit counts as the container's,
+        // and kills at the exit that follow a report just before it belong
+        // to the same episode (one event).
         let watched = oomKillsReported[id] != nil
-        var events = unreportedOOMKills(container)
+        let kills = newOOMKills(id)
         let finished = Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9)
-        let killedJustAfterReport =
-            (exit.signal == SIGKILL || exit.code == 137) && lastOOMReport[id].map { finished.timeIntervalSince($0) < 2 } == true
-        let oomKilled = watched ? exit.oomKilled && (!events.isEmpty || killedJustAfterReport) : exit.oomKilled
-        if !watched && exit.oomKilled { events.append(event(.oom, container)) }
+        let reportedJustBefore = lastOOMReport[id].map { finished.timeIntervalSince($0) < 2 } == true
+        let killedJustAfterReport = (exit.signal == SIGKILL || exit.code == 137) && reportedJustBefore
+        let oomKilled = watched ? exit.oomKilled && (kills > 0 || killedJustAfterReport) : exit.oomKilled
+        var events: [AgentDatabase.PendingEvent] = []
+        if kills > 0 && !reportedJustBefore { events.append(oomEvent(container, kills: kills)) }
+        if !watched && exit.oomKilled { events.append(oomEvent(container, kills: 1)) }
         oomWatcher?.unwatch(id)
         oomKillsReported.removeValue(forKey: id)
         lastOOMReport.removeValue(forKey: id)

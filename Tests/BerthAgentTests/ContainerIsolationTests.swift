@@ -52,6 +52,8 @@ struct ContainerIsolationTests {
         let die = try #require(events.first { $0.action == "die" })
         #expect(die.attributes["exitCode"] == "137")
         #expect(die.attributes["reason"] == "OOMKilled")
+        let kills = Int(events.first { $0.action == "oom" }?.attributes["kills"] ?? "") ?? 0
+        #expect(kills >= 1, "the oom event says how many processes were killed")
     }
 
     @Test("an OOM kill of a process in a container that keeps running is an oom event as it happens; the container runs on")
