@@ -145,6 +145,12 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let command = spec.command.joined(separator: " ")
         await supervisor.recordExec(.execStart, container, ["execID": process.id, "command": command])
         let supervisor = self.supervisor
+        /// The process's end, in the event log; its exit code.
+        func ended() async -> Int32 {
+            let code = await process.exitCode()
+            await supervisor.recordExec(.execDie, container, ["execID": process.id, "command": command, "exitCode": String(code)])
+            return code
+        }
         do {
             try await untilRPCCancelled {
                 try await withTaskCancellationHandler {
@@ -156,12 +162,10 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         } catch {
             // The client went away, or the stream broke: the process ends with it.
             process.kill()
-            let code = await process.exitCode()
-            await supervisor.recordExec(.execDie, container, ["execID": process.id, "command": command, "exitCode": String(code)])
+            _ = await ended()
             throw error
         }
-        let code = await process.exitCode()
-        await supervisor.recordExec(.execDie, container, ["execID": process.id, "command": command, "exitCode": String(code)])
+        let code = await ended()
         try await response.write(.with { $0.exitCode = code })
     }
 

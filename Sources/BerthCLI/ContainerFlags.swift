@@ -67,10 +67,7 @@ struct ContainerFlags: ParsableArguments {
             let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
             labels[kv[0]] = kv.count > 1 ? kv[1] : ""
         }
-        let envs = env.map { entry -> String in
-            if entry.contains("=") { return entry }
-            return environment[entry].map { "\(entry)=\($0)" } ?? entry
-        }.filter { $0.contains("=") }
+        let envs = EnvironmentFlag.resolve(env, from: environment)
         var mounts = try volume.map { try Mount(parsingVolume: $0) }
         mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
         return ContainerSpec(
@@ -81,5 +78,15 @@ struct ContainerFlags: ParsableArguments {
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },
             log: logOpt.isEmpty ? nil : try LogConfig(parsingOptions: logOpt))
+    }
+}
+
+/// `-e` as docker takes it: KEY=VALUE as given; a bare KEY takes this
+/// process's value, and is left out when it has none.
+enum EnvironmentFlag {
+    static func resolve(_ entries: [String], from environment: [String: String]) -> [String] {
+        entries.compactMap { entry in
+            entry.contains("=") ? entry : environment[entry].map { "\(entry)=\($0)" }
+        }
     }
 }

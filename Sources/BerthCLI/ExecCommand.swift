@@ -34,9 +34,7 @@ struct ExecCommand: AsyncParsableCommand {
         let start = Berth_Agent_V1_ExecSpec.with {
             $0.container = container
             $0.command = command
-            $0.env = env.compactMap { entry in
-                entry.contains("=") ? entry : environment[entry].map { "\(entry)=\($0)" }
-            }
+            $0.env = EnvironmentFlag.resolve(env, from: environment)
             if let workdir { $0.workingDir = workdir }
             if let user { $0.user = user }
             $0.tty = tty

@@ -41,7 +41,8 @@
 
 /* ---- records sent from the child to the parent ---- */
 
-enum { RECORD_ERROR = 'E', RECORD_WARNING = 'W' };
+/* An error (stage and errno), a warning, or (from exec's helper) the PID it cloned. */
+enum { RECORD_ERROR = 'E', RECORD_WARNING = 'W', RECORD_PID = 'P' };
 
 struct record {
     char type;
@@ -568,10 +569,24 @@ static void copy_text(char *dst, size_t cap, const char *src) {
     s_append(dst, cap, src);
 }
 
-int berth_container_start(const struct berth_container_spec *spec, struct berth_start_result *result) {
+/* The child's side of a start: it reports on `status_fd` and never returns. */
+typedef void (*child_entry)(const struct berth_container_spec *spec, int target_pidfd, int status_fd);
+
+/*
+ * The parent's side of every start: clones a child (straight into spec's v2
+ * cgroup when there is one) that runs `entry`, then reads its records until
+ * the status pipe closes (the last holder execs or exits). Warnings are
+ * collected; the first error record sets *failed with its stage and errno; a
+ * PID record (exec's helper reports the process it cloned) sets *reported.
+ * Returns the child's PID, or -1 with the stage and errno when no child was
+ * started.
+ */
+static long start_child(const struct berth_container_spec *spec, uint64_t flags, int *pidfd, child_entry entry,
+                        int target_pidfd, pid_t *reported, struct berth_start_result *result, int *failed) {
     memset(result, 0, sizeof *result);
     result->pid = -1;
     result->pidfd = -1;
+    *failed = 0;
     int status[2];
     if (pipe2(status, O_CLOEXEC) < 0) {
         result->error = errno;
@@ -589,11 +604,10 @@ int berth_container_start(const struct berth_container_spec *spec, struct berth_
             return -1;
         }
     }
-    int pidfd = -1;
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = CLONE_PIDFD | spec->clone_flags;
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.flags = flags;
+    if (pidfd) args.pidfd = (uint64_t)(uintptr_t)pidfd;
     args.exit_signal = SIGCHLD;
     if (cgroup_fd >= 0) {
         args.flags |= CLONE_INTO_CGROUP;
@@ -610,38 +624,56 @@ int berth_container_start(const struct berth_container_spec *spec, struct berth_
     }
     if (pid == 0) {
         close(status[0]);
-        child_main(spec, status[1]);
+        entry(spec, target_pidfd, status[1]);
+        _exit(127);
     }
     if (cgroup_fd >= 0) close(cgroup_fd);
     close(status[1]);
 
-    int failed = 0;
-    /* Read records until the child execs (EOF through O_CLOEXEC) or fails. */
     struct record r;
     for (;;) {
         ssize_t n = read(status[0], &r, sizeof r);
         if (n < 0 && errno == EINTR) continue;
         if (n != (ssize_t)sizeof r) break;
-        if (r.type == RECORD_WARNING) {
+        if (r.type == RECORD_PID && reported) {
+            *reported = (pid_t)r.error;
+        } else if (r.type == RECORD_WARNING) {
             s_append(result->warnings, sizeof result->warnings, r.text);
             s_append(result->warnings, sizeof result->warnings, " (");
             s_append(result->warnings, sizeof result->warnings, strerrorname_np(r.error) ? strerrorname_np(r.error) : "error");
             s_append(result->warnings, sizeof result->warnings, ")\n");
-        } else if (!failed) {
-            failed = 1;
+        } else if (r.type == RECORD_ERROR && !*failed) {
+            *failed = 1;
             result->error = r.error;
             copy_text(result->stage, sizeof result->stage, r.text);
         }
     }
     close(status[0]);
+    return pid;
+}
+
+static void reap_child(pid_t pid) {
+    int ignored;
+    while (waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
+    }
+}
+
+static void container_child(const struct berth_container_spec *spec, int target_pidfd, int status_fd) {
+    (void)target_pidfd;
+    child_main(spec, status_fd);
+}
+
+int berth_container_start(const struct berth_container_spec *spec, struct berth_start_result *result) {
+    int pidfd = -1;
+    int failed;
+    long pid = start_child(spec, CLONE_PIDFD | spec->clone_flags, &pidfd, container_child, -1, NULL, result, &failed);
+    if (pid < 0) return -1;
     if (failed) {
         if (pidfd >= 0) {
             syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
             close(pidfd);
         }
-        int ignored;
-        while (waitpid((pid_t)pid, &ignored, 0) < 0 && errno == EINTR) {
-        }
+        reap_child((pid_t)pid);
         return -1;
     }
     result->pid = (pid_t)pid;
@@ -650,8 +682,6 @@ int berth_container_start(const struct berth_container_spec *spec, struct berth_
 }
 
 /* ---- exec ---- */
-
-enum { RECORD_PID = 'P' };
 
 /* The helper: in the container's cgroups and namespaces, it starts the
  * process as a sibling (a child of the caller) and reports its PID. */
@@ -675,73 +705,13 @@ __attribute__((noreturn)) static void exec_helper(const struct berth_container_s
 }
 
 int berth_exec_start(const struct berth_container_spec *spec, int target_pidfd, struct berth_start_result *result) {
-    memset(result, 0, sizeof *result);
-    result->pid = -1;
-    result->pidfd = -1;
-    int status[2];
-    if (pipe2(status, O_CLOEXEC) < 0) {
-        result->error = errno;
-        copy_text(result->stage, sizeof result->stage, "pipe");
-        return -1;
-    }
-    int cgroup_fd = -1;
-    if (spec->cgroup_dir) {
-        cgroup_fd = open(spec->cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cgroup_fd < 0) {
-            result->error = errno;
-            copy_text(result->stage, sizeof result->stage, "open cgroup");
-            close(status[0]);
-            close(status[1]);
-            return -1;
-        }
-    }
-    struct clone_args args;
-    memset(&args, 0, sizeof args);
-    args.exit_signal = SIGCHLD;
-    if (cgroup_fd >= 0) {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)cgroup_fd;
-    }
-    long helper = syscall(SYS_clone3, &args, sizeof args);
-    if (helper < 0) {
-        result->error = errno;
-        copy_text(result->stage, sizeof result->stage, cgroup_fd >= 0 ? "clone3 into cgroup" : "clone3");
-        if (cgroup_fd >= 0) close(cgroup_fd);
-        close(status[0]);
-        close(status[1]);
-        return -1;
-    }
-    if (helper == 0) {
-        close(status[0]);
-        exec_helper(spec, target_pidfd, status[1]);
-    }
-    if (cgroup_fd >= 0) close(cgroup_fd);
-    close(status[1]);
-
+    /* Records come from the helper (the PID) and the process (warnings, or
+     * the stage that failed), in any order, until the process execs. */
     pid_t pid = -1;
-    int failed = 0;
-    /* Records from the helper (the PID) and the process (warnings, or the
-     * stage that failed), in any order, until the process execs (EOF). */
-    struct record r;
-    for (;;) {
-        ssize_t n = read(status[0], &r, sizeof r);
-        if (n < 0 && errno == EINTR) continue;
-        if (n != (ssize_t)sizeof r) break;
-        if (r.type == RECORD_PID) {
-            pid = (pid_t)r.error;
-        } else if (r.type == RECORD_WARNING) {
-            s_append(result->warnings, sizeof result->warnings, r.text);
-            s_append(result->warnings, sizeof result->warnings, "\n");
-        } else if (!failed) {
-            failed = 1;
-            result->error = r.error;
-            copy_text(result->stage, sizeof result->stage, r.text);
-        }
-    }
-    close(status[0]);
-    int ignored;
-    while (waitpid((pid_t)helper, &ignored, 0) < 0 && errno == EINTR) {
-    }
+    int failed;
+    long helper = start_child(spec, 0, NULL, exec_helper, target_pidfd, &pid, result, &failed);
+    if (helper < 0) return -1;
+    reap_child((pid_t)helper);
     if (!failed && pid <= 0) {
         failed = 1;
         result->error = ECHILD;
@@ -750,8 +720,7 @@ int berth_exec_start(const struct berth_container_spec *spec, int target_pidfd, 
     if (failed) {
         if (pid > 0) {
             kill(pid, SIGKILL);
-            while (waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
-            }
+            reap_child(pid);
         }
         return -1;
     }

@@ -104,6 +104,18 @@ final class ContainerHost: @unchecked Sendable {
         return value
     }
 
+    /// A one-number cgroup file of the container (pids.current, memory.max…).
+    func cgroupNumber(_ container: Container, _ controller: String, _ file: String) throws -> UInt64 {
+        let text = try String(contentsOfFile: cgroupFile(container, controller, file), encoding: .utf8)
+        guard let value = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw HarnessError("\(file): \(text)") }
+        return value
+    }
+
+    /// Memory charged to the container's cgroup, as the kernel counts it.
+    func memoryUsage(_ container: Container) throws -> UInt64 {
+        try cgroupNumber(container, "memory", Self.unifiedHierarchy ? "memory.current" : "memory.usage_in_bytes")
+    }
+
     /// CPU seconds the container used, from the kernel's own counter:
     /// cpuacct.usage (ns) on v1, usage_usec of cpu.stat on v2.
     func cpuSeconds(_ container: Container) throws -> Double {

@@ -55,9 +55,7 @@ struct MetricsTests {
         #expect(Self.value(text, "container_spec_cpu_quota", labels) == 50_000)
         #expect(Self.value(text, "container_spec_cpu_period", labels) == 100_000)
         #expect(Self.value(text, "container_processes", labels) == 1)
-        let usageFile = ContainerHost.unifiedHierarchy ? "memory.current" : "memory.usage_in_bytes"
-        let usage = Double(try String(contentsOfFile: host.cgroupFile(web, "memory", usageFile), encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let usage = Double(try host.memoryUsage(web))
         let shown = try #require(Self.value(text, "container_memory_usage_bytes", labels))
         #expect(abs(shown - usage) <= 64 * 1024, "metrics \(shown), cgroup \(usage)")
         let cpu = try #require(Self.value(text, "container_cpu_usage_seconds_total", labels))

@@ -10,12 +10,6 @@ import Testing
 /// `Containers.Stats` and `berth stats` against the kernel's own files.
 @Suite("stats (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct StatsTests {
-    /// A number from a one-value cgroup file of the container.
-    static func number(_ host: ContainerHost, _ c: Container, _ controller: String, _ file: String) throws -> UInt64 {
-        let text = try String(contentsOfFile: host.cgroupFile(c, controller, file), encoding: .utf8)
-        return try #require(UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)), "\(file): \(text)")
-    }
-
     @Test("berth stats memory is the cgroup's usage minus inactive_file; limit and pids are the cgroup's")
     func memoryMatchesCgroup() async throws {
         let host = try await ContainerHost()
@@ -28,11 +22,10 @@ struct StatsTests {
         #expect(started.status == 0, "\(started.stderr)")
         var c = try await host.inspect("holder")
         // Ready once the memory settles: two reads a while apart agree.
-        let usageFile = ContainerHost.unifiedHierarchy ? "memory.current" : "memory.usage_in_bytes"
         var last: UInt64 = 0
         for _ in 0..<50 {
             try await Task.sleep(for: .milliseconds(200))
-            let now = try Self.number(host, c, "memory", usageFile)
+            let now = try host.memoryUsage(c)
             if now > 4_000_000 && now == last { break }
             last = now
         }
@@ -40,7 +33,7 @@ struct StatsTests {
 
         let result = try await host.berth(["stats", "--no-stream", "--format", "json", "holder"])
         #expect(result.status == 0, "\(result.stderr)")
-        let usage = try Self.number(host, c, "memory", usageFile)
+        let usage = try host.memoryUsage(c)
         let inactive = try host.cgroupValue(c, "memory", "memory.stat", ContainerHost.unifiedHierarchy ? "inactive_file" : "total_inactive_file")
         let row = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
         let shown = try #require(row["memoryUsage"] as? Int)
@@ -48,7 +41,7 @@ struct StatsTests {
         #expect(abs(shown - expected) <= 64 * 1024, "stats \(shown), cgroup \(usage) − \(Int(inactive)) = \(expected)")
         #expect(shown > 8_000_000, "the 8 MB the shell holds are counted: \(shown)")
         #expect(row["memoryLimit"] as? Int == 96 << 20)
-        #expect(row["pids"] as? Int == Int(try Self.number(host, c, "pids", "pids.current")))
+        #expect(row["pids"] as? Int == Int(try host.cgroupNumber(c, "pids", "pids.current")))
         #expect(row["name"] as? String == "holder")
 
         // The unary RPC gives the same figures, and the pids limit.
