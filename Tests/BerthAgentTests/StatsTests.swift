@@ -68,18 +68,29 @@ struct StatsTests {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
         #expect(try await host.berth(["run", "-d", "--name", "spin", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done"]).status == 0)
-        try await Task.sleep(for: .milliseconds(500))
-        let result = try await host.berth(["stats", "--no-stream", "--format", "json", "spin"])
-        let row = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
-        let percent = try #require(row["cpuPercent"] as? Double)
-        #expect(percent > 30 && percent < 70, "CPU % \(percent)")
-        let sample = try await host.agent.withClient { client in
-            try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.with { $0.container = "spin" }) { response in
-                var last = Berth_Agent_V1_ContainerStatsResponse()
-                for try await message in response.messages { last = message }
-                return last
+        // The loop gets its half CPU only when the host has one to give; on a
+        // host busy with other work it gets less, and is then never throttled.
+        // Sample until the host lets it reach its limit (other suites running
+        // in parallel finish well within the deadline), and check the figures
+        // of that sample.
+        var percent = 0.0
+        var sample = Berth_Agent_V1_ContainerStatsResponse()
+        let deadline = ContinuousClock.now + .seconds(90)
+        repeat {
+            let result = try await host.berth(["stats", "--no-stream", "--format", "json", "spin"])
+            let row = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
+            percent = try #require(row["cpuPercent"] as? Double)
+            // Never more than the limit, whatever the host's load.
+            #expect(percent < 70, "CPU % \(percent) under --cpus 0.5")
+            sample = try await host.agent.withClient { client in
+                try await Berth_Agent_V1_Containers.Client(wrapping: client).stats(.with { $0.container = "spin" }) { response in
+                    var last = Berth_Agent_V1_ContainerStatsResponse()
+                    for try await message in response.messages { last = message }
+                    return last
+                }
             }
-        }
+        } while !(percent > 30 && sample.cpu.throttledPeriods > 0) && ContinuousClock.now < deadline
+        #expect(percent > 30 && percent < 70, "CPU % \(percent)")
         #expect(sample.cpu.throttledPeriods > 0 && sample.cpu.periods >= sample.cpu.throttledPeriods)
         #expect(sample.cpu.throttledNanos > 0)
     }
