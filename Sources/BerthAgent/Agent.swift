@@ -33,6 +33,9 @@ public struct AgentConfiguration: Sendable {
     public var eventRetention = 100_000
     /// Containers' log rotation, unless a container sets its own.
     public var log = LogConfig(maxSize: .mebibytes(10), maxFiles: 3)
+    /// Registries (`host[:port]`) that may be pulled from over plain HTTP
+    /// (those on loopback always may).
+    public var insecureRegistries: Set<String> = []
 
     public init() {}
 
@@ -114,7 +117,9 @@ public final class Agent: Service, Sendable {
             rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim,
             logMaxBytes: Int(configuration.log.maxSize?.bytes ?? 10 << 20), logMaxFiles: configuration.log.maxFiles ?? 3)
         self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db", eventRetention: configuration.eventRetention)
-        self.images = try ImageStore(root: configuration.rootDir, index: database)
+        var registry = RegistryClient.Options()
+        registry.insecureRegistries = configuration.insecureRegistries
+        self.images = try ImageStore(root: configuration.rootDir, index: database, registryOptions: registry)
         let cgroups = try CgroupV1Driver.detectDriver(parent: configuration.cgroupParent)
         let info = node.info()
         self.supervisor = try ContainerSupervisor(

@@ -3,6 +3,7 @@ import BerthImages
 import BerthModel
 public import GRPCCore
 import SwiftProtobuf
+import Synchronization
 
 /// `berth.agent.v1.Images`: a thin adapter from the wire to the image store.
 public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
@@ -17,7 +18,53 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     }
 
     public func pull(request: Berth_Agent_V1_PullImageRequest, response: RPCWriter<Berth_Agent_V1_PullImageResponse>, context: ServerContext) async throws {
-        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Images/Pull is not implemented by this agent yet; import a root filesystem with ImportImage")
+        let reference = try ImageReference(parsing: request.reference)
+        let platform = request.platform.isEmpty ? nil : try ImagePlatform(parsing: request.platform)
+        let credentials =
+            request.hasCredentials && !request.credentials.username.isEmpty
+            ? RegistryCredentials(username: request.credentials.username, password: request.credentials.password) : nil
+        let (updates, continuation) = AsyncStream<PullProgress>.makeStream()
+        let throttle = ProgressThrottle()
+        let images = self.images
+        let image = try await withThrowingTaskGroup(of: Image?.self) { group in
+            group.addTask {
+                for await update in updates {
+                    try await response.write(.init(update))
+                }
+                return nil
+            }
+            group.addTask {
+                defer { continuation.finish() }
+                return try await images.pull(reference, platform: platform, credentials: credentials) { update in
+                    if throttle.admit(update) { continuation.yield(update) }
+                }
+            }
+            var pulled: Image?
+            while let result = try await group.next() {
+                if let result { pulled = result }
+            }
+            return pulled!
+        }
+        try database.append([.init(type: .image, action: .pull, actorID: image.id, attributes: ["name": reference.familiar])])
+        try await response.write(.with { $0.image = image.proto })
+    }
+
+    public func checkLogin(request: Berth_Agent_V1_CheckLoginRequest, context: ServerContext) async throws -> Berth_Agent_V1_CheckLoginResponse {
+        let registry = request.registry.isEmpty ? ImageReference.defaultRegistry : request.registry
+        guard !request.credentials.username.isEmpty else { throw BerthError.invalid("login needs a user name") }
+        // Any repository name will do: the check is of the registry's /v2/.
+        let reference = try ImageReference(parsing: "\(registry)/login/check")
+        let client = RegistryClient(
+            reference: reference, credentials: RegistryCredentials(username: request.credentials.username, password: request.credentials.password),
+            options: images.registryOptions)
+        do {
+            try await client.checkLogin()
+            await client.shutdown()
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        return .init()
     }
 
     public func importImage(request: Berth_Agent_V1_ImportImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_ImportImageResponse {
@@ -58,6 +105,47 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         return .with {
             $0.untagged = untagged
             $0.deleted = deleted
+        }
+    }
+}
+
+/// Lets through every phase change of a layer, and its download progress
+/// at most every 100 ms.
+final class ProgressThrottle: Sendable {
+    private let last = Mutex<[String: ContinuousClock.Instant]>([:])
+
+    func admit(_ update: PullProgress) -> Bool {
+        guard case .layer(let digest, .downloading, let current, let total) = update, current < total else { return true }
+        let now = ContinuousClock.now
+        return last.withLock {
+            if let previous = $0[digest], now - previous < .milliseconds(100) { return false }
+            $0[digest] = now
+            return true
+        }
+    }
+}
+
+extension Berth_Agent_V1_PullImageResponse {
+    init(_ update: PullProgress) {
+        switch update {
+        case .status(let text):
+            self = .with { $0.status = text }
+        case .layer(let digest, let phase, let current, let total):
+            self = .with {
+                $0.progress = .with {
+                    $0.digest = digest
+                    $0.currentBytes = current
+                    $0.totalBytes = total
+                    switch phase {
+                    case .waiting: $0.phase = .waiting
+                    case .downloading: $0.phase = .downloading
+                    case .verifying: $0.phase = .verifying
+                    case .extracting: $0.phase = .extracting
+                    case .done: $0.phase = .done
+                    case .alreadyExists: $0.phase = .alreadyExists
+                    }
+                }
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ struct AgentConnection {
         let transport = NGHTTP2ClientTransport(config: .init(address: address, connectTimeout: .seconds(5)), logger: logger)
         do {
             return try await withGRPCClient(transport: transport) { client in try await body(client) }
-        } catch let error as RPCError where error.code == .unavailable {
+        } catch let error as RPCError where error.code == .unavailable && error.metadata[stringValues: "berth-error-code"].first(where: { _ in true }) == nil {
             if let failure = error.cause as? ConnectFailure {
                 throw BerthError(
                     .unavailable,

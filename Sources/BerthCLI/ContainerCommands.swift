@@ -32,10 +32,12 @@ struct RunCommand: AsyncParsableCommand {
         let code: Int32 = try await agent.connection().withClient { grpc in
             let containers = Berth_Agent_V1_Containers.Client(wrapping: grpc)
             // Created and started in one call.
-            let created = try await containers.create(.with {
-                $0.spec = request.proto
-                $0.start = true
-            })
+            let created = try await PullCommand.creating(image, policy: flags.pull, platform: flags.platform, agent: agent) {
+                try await containers.create(.with {
+                    $0.spec = request.proto
+                    $0.start = true
+                })
+            }
             created.warnings.forEach { Console.error("WARNING: \($0)") }
             let id = created.id
             if !created.startError.isEmpty {
@@ -96,7 +98,9 @@ struct CreateCommand: AsyncParsableCommand {
     func run() async throws {
         let spec = try flags.spec(image: image, command: command, environment: ProcessInfo.processInfo.environment)
         let created = try await agent.connection().withClient { grpc in
-            try await Berth_Agent_V1_Containers.Client(wrapping: grpc).create(.with { $0.spec = spec.proto })
+            try await PullCommand.creating(image, policy: flags.pull, platform: flags.platform, agent: agent) {
+                try await Berth_Agent_V1_Containers.Client(wrapping: grpc).create(.with { $0.spec = spec.proto })
+            }
         }
         created.warnings.forEach { Console.error("WARNING: \($0)") }
         Console.print(created.id)

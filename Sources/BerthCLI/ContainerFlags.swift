@@ -32,6 +32,8 @@ struct ResourceFlags: ParsableArguments {
 /// The flags `run` and `create` share, with docker's spelling.
 struct ContainerFlags: ParsableArguments {
     @Option(help: "Assign a name to the container.") var name: String?
+    @Option(help: "Pull the image before creating: missing (when the agent lacks it), always, or never.") var pull = "missing"
+    @Option(help: "The platform to pull (OS/ARCH[/VARIANT]).") var platform: String?
     @OptionGroup var limits: ResourceFlags
     @Option(name: [.customShort("e"), .long], help: "Set an environment variable (KEY=VALUE, or KEY to take it from here).") var env: [String] = []
     @Option(name: [.customShort("w"), .long], help: "Working directory inside the container.") var workdir: String?

@@ -9,7 +9,7 @@ import SwiftProtobuf
 struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "image", abstract: "Manage images.",
-        subcommands: [ImageImport.self, ImageList.self, ImageRemove.self, ImageTag.self, ImageInspect.self])
+        subcommands: [ImageImport.self, ImagePull.self, ImageList.self, ImageRemove.self, ImageTag.self, ImageInspect.self])
 }
 
 struct ImageImport: AsyncParsableCommand {
@@ -115,7 +115,18 @@ struct ImageList: AsyncParsableCommand {
 
 struct ImageRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove images.", aliases: ["remove"])
+    @OptionGroup var options: ImageRemoveOptions
+    func run() async throws { try await options.run() }
+}
 
+/// `berth rmi`, the same as `berth image rm`.
+struct RmiCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rmi", abstract: "Remove images (same as image rm).")
+    @OptionGroup var options: ImageRemoveOptions
+    func run() async throws { try await options.run() }
+}
+
+struct ImageRemoveOptions: ParsableArguments {
     @OptionGroup var agent: AgentOptions
     @Flag(name: .shortAndLong, help: "Remove even if a container uses it.") var force = false
     @Argument var images: [String]

@@ -175,3 +175,95 @@ public final class BlobWriter {
         if !done { abandon() }
     }
 }
+
+/// A blob fetched for a known digest, kept in `ingest/<hex>.partial`
+/// between attempts so that an interrupted download resumes where it
+/// stopped. Its digest is checked at `commit`; a wrong blob is thrown away,
+/// never stored. One writer at a time holds the file's lock.
+public final class ResumableIngest {
+    public let expected: Digest
+    let store: ContentStore
+    let path: String
+    private var fd: Int32
+    private var hasher = DigestingHasher()
+
+    /// Opens (or creates) the partial file and takes its lock.
+    ///
+    /// - Returns: nil when another pull holds the lock.
+    public init?(store: ContentStore, expected: Digest) throws {
+        self.store = store
+        self.expected = expected
+        self.path = "\(store.root)/ingest/\(expected.hex).partial"
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw BerthError(.internal, "cannot open \(path)", underlying: SystemError("open", path: path, errno: errno)) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            fd = -1
+            return nil
+        }
+        // What an earlier attempt left is hashed again: the digest covers it too.
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BerthError(.internal, "cannot read \(path)", underlying: SystemError("read", path: path, errno: errno))
+            }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+    }
+
+    /// The bytes held, from this attempt and earlier ones.
+    public var bytesHeld: Int64 { hasher.count }
+
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                throw BerthError(
+                    e == ENOSPC || e == EDQUOT ? .resourceExhausted : .internal, "cannot write \(path)",
+                    underlying: SystemError("write", path: path, errno: e))
+            }
+            done += n
+        }
+        hasher.update(bytes)
+    }
+
+    /// Starts again from nothing (the server ignored a range request).
+    public func restart() throws {
+        guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
+            throw BerthError(.internal, "cannot truncate \(path)", underlying: SystemError("ftruncate", path: path, errno: errno))
+        }
+        hasher = DigestingHasher()
+    }
+
+    /// Throws away what is held: it cannot be the blob.
+    public func discard() throws {
+        try restart()
+        unlink(path)
+    }
+
+    /// Verifies the digest, syncs, and moves the blob under its digest.
+    ///
+    /// - Throws: `BerthError.invalidArgument` when the content's digest is
+    ///   not the expected one; the partial file is removed then.
+    public func commit() throws {
+        let digest = hasher.finalize()
+        guard digest == expected else {
+            try? discard()
+            throw BerthError.invalid("content digest mismatch: expected \(expected), got \(digest) (\(hasher.count) bytes); the blob was discarded")
+        }
+        guard fsync(fd) == 0 else { throw BerthError(.internal, "cannot sync \(path)", underlying: SystemError("fsync", path: path, errno: errno)) }
+        guard rename(path, store.path(expected)) == 0 else {
+            throw BerthError(.internal, "cannot store blob \(expected)", underlying: SystemError("rename", path: store.path(expected), errno: errno))
+        }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }  // releases the lock; a partial file stays for the next attempt
+    }
+}

@@ -70,21 +70,3 @@ enum DirectoryArchiver {
     }
 }
 
-/// Reads a file through a descriptor, for `TarReader`.
-struct FileByteSource: ByteSource {
-    let fd: Int32
-
-    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        var total = 0
-        while total < buffer.count {
-            let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", errno: errno)
-            }
-            if n == 0 { break }
-            total += n
-        }
-        return total
-    }
-}

@@ -17,16 +17,27 @@ public protocol ImageIndex: Sendable {
 public final class ImageStore: Sendable {
     public let root: String
     public let content: ContentStore
+    /// How pulls reach registries.
+    public let registryOptions: RegistryClient.Options
     private let index: any ImageIndex
     private let lock = Mutex(())
+    /// Blobs and layers (by chain ID hex) that pulls under way hold: not
+    /// yet named by an image, and not to be collected.
+    private let pinned = Mutex<[String: Int]>([:])
 
     /// - Throws: `BerthError` when the directories cannot be made.
-    public init(root: String, index: any ImageIndex) throws {
+    public init(root: String, index: any ImageIndex, registryOptions: RegistryClient.Options = .init()) throws {
         self.root = root
         self.index = index
+        self.registryOptions = registryOptions
         do {
             self.content = try ContentStore(root: "\(root)/content")
             try Directories.create("\(root)/layers", mode: 0o700)
+            // Unpacks a crash interrupted: no pull runs yet.
+            let layers = try RootedDirectory(path: "\(root)/layers")
+            for name in try FileIO.list("\(root)/layers") where name.hasPrefix(".tmp-") {
+                try layers.remove(name)
+            }
         } catch {
             throw BerthError(.internal, "cannot prepare the image store under \(root)", underlying: error)
         }
@@ -148,7 +159,7 @@ public final class ImageStore: Sendable {
         let image = Image(
             id: configDigest.description, names: [reference.canonical], digest: manifestDigest.description, sizeBytes: layerSize,
             layers: [diffID.description], os: "linux", architecture: Platform.architecture, config: oci.imageConfig, createdAt: created)
-        try lock.withLock { _ in try assign(reference, to: image) }
+        try record(image, as: reference)
         return ImportResult(image: try resolve(image.id), warnings: warnings)
     }
 
@@ -183,8 +194,10 @@ public final class ImageStore: Sendable {
     }
 
     /// Unpacks a layer blob once: into a temporary directory, renamed into
-    /// place only when complete.
-    func unpackLayer(blob: Digest, chainID: Digest) throws -> [String] {
+    /// place only when complete. The blob may be a plain, gzip or zstd tar
+    /// (told by its first bytes); when `diffID` is given, the uncompressed
+    /// stream must have that digest, or nothing is kept.
+    func unpackLayer(blob: Digest, chainID: Digest, diffID: Digest? = nil) throws -> [String] {
         let target = layerPath(chainID)
         if FileIO.isDirectory(target) { return [] }
         let temporary = "\(root)/layers/.tmp-\(UUID().uuidString)"
@@ -193,8 +206,15 @@ public final class ImageStore: Sendable {
             let fd = open(content.path(blob), O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw SystemError("open", path: content.path(blob), errno: errno) }
             defer { close(fd) }
-            var reader = TarReader(FileByteSource(fd: fd))
-            let report = try LayerUnpacker.unpack(&reader, into: temporary)
+            var magic = [UInt8](repeating: 0, count: 4)
+            let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
+            let file = FileByteSource(fd: fd)
+            let report: LayerUnpacker.Report
+            switch LayerCompression.detect(magic.prefix(max(0, n))) {
+            case .none: report = try Self.unpack(file, into: temporary, diffID: diffID)
+            case .gzip: report = try Self.unpack(GzipByteSource(file), into: temporary, diffID: diffID)
+            case .zstd: report = try Self.unpack(ZstdByteSource(file), into: temporary, diffID: diffID)
+            }
             do {
                 try FileIO.rename(temporary, to: target)
             } catch let error as SystemError where error.errno == EEXIST || error.errno == ENOTEMPTY {
@@ -210,8 +230,43 @@ public final class ImageStore: Sendable {
             if let malformed = error as? TarError {
                 throw BerthError.invalid("not a valid layer: \(malformed)")
             }
+            if let error = error as? BerthError { throw error }
             throw BerthError(.internal, "cannot unpack layer \(blob.short)", underlying: error)
         }
+    }
+
+    private static func unpack<S: ByteSource>(_ source: S, into directory: String, diffID: Digest?) throws -> LayerUnpacker.Report {
+        let digesting = DigestingByteSource(source)
+        let digest = digesting.digest
+        var reader = TarReader(digesting)
+        let report = try LayerUnpacker.unpack(&reader, into: directory)
+        if let diffID {
+            try reader.readToEnd()
+            guard digest() == diffID else {
+                throw BerthError.invalid("layer content does not match the image config: its diff ID is \(digest()), the config says \(diffID)")
+            }
+        }
+        return report
+    }
+
+    /// Keeps `keys` (blob digests, chain ID hexes) from garbage collection
+    /// while `body` runs.
+    func pinning<T>(_ keys: [String], _ body: () async throws -> T) async throws -> T {
+        pinned.withLock { for key in keys { $0[key, default: 0] += 1 } }
+        defer {
+            pinned.withLock {
+                for key in keys {
+                    $0[key, default: 1] -= 1
+                    if $0[key] == 0 { $0[key] = nil }
+                }
+            }
+        }
+        return try await body()
+    }
+
+    /// Records a complete image under `reference`'s name.
+    func record(_ image: Image, as reference: ImageReference) throws {
+        try lock.withLock { _ in try assign(reference, to: image) }
     }
 
     // MARK: Removal
@@ -250,24 +305,41 @@ public final class ImageStore: Sendable {
     }
 
     /// Deletes blobs and layers no image refers to. Returns what went.
+    ///
+    /// An image keeps its config, its manifest (or index, and the manifests
+    /// it lists that are stored), every blob those manifests name, and the
+    /// unpacked layers of its diff IDs.
     public func collectGarbage() throws -> [String] {
         let images = try index.allImages()
         var keepBlobs = Set<String>()
         var keepLayers = Set<String>()
         for image in images {
             keepBlobs.insert(image.id)
-            keepBlobs.insert(image.digest)
             let diffs = image.layers.compactMap { try? Digest($0) }
             keepBlobs.formUnion(diffs.map(\.description))
             keepLayers.formUnion(Self.chainIDs(diffs).map(\.hex))
+            var pending = [image.digest]
+            while let next = pending.popLast() {
+                guard let digest = try? Digest(next), keepBlobs.insert(digest.description).inserted || next == image.digest,
+                    content.contains(digest), let bytes = try? content.read(digest),
+                    let document = try? ManifestDocument(bytes: Array(bytes), mediaType: "", what: next)
+                else { continue }
+                switch document {
+                case .index(let index): pending += index.manifests.map(\.digest)
+                case .manifest(let manifest): keepBlobs.formUnion([manifest.config.digest] + manifest.layers.map(\.digest))
+                }
+            }
         }
+        let pinned = self.pinned.withLock { Set($0.keys) }
+        keepBlobs.formUnion(pinned)
+        keepLayers.formUnion(pinned)
         var removed: [String] = []
         for digest in try content.all() where !keepBlobs.contains(digest.description) {
             try content.delete(digest)
             removed.append(digest.description)
         }
         let layers = try RootedDirectory(path: "\(root)/layers")
-        for name in try FileIO.list("\(root)/layers") where !keepLayers.contains(name) {
+        for name in try FileIO.list("\(root)/layers") where !keepLayers.contains(name) && !name.hasPrefix(".tmp-") {
             try layers.remove(name)
         }
         return removed

@@ -88,6 +88,19 @@ public struct TarReader<Source: ByteSource> {
         }
     }
 
+    /// Reads and discards what follows the archive's end (its trailing zero
+    /// blocks), so that a digest taken of the stream covers all of it.
+    public mutating func readToEnd() throws {
+        remaining = 0
+        padding = 0
+        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = try scratch.withUnsafeMutableBytes { try source.read(into: $0) }
+            offset += Int64(n)
+            if n == 0 { return }
+        }
+    }
+
     /// Reads up to `buffer.count` bytes of the current entry's data; 0 at its end.
     public mutating func readData(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard remaining > 0 else { return 0 }

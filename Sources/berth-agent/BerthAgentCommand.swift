@@ -51,6 +51,9 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "Log files kept per container, the live one included.")
     var logMaxFile = 3
 
+    @Option(name: .customLong("insecure-registry"), help: "A registry (HOST[:PORT]) that may be pulled from over plain HTTP; registries on loopback always may. Repeatable.")
+    var insecureRegistries: [String] = []
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -69,6 +72,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         configuration.shimExecutable = shim
         configuration.cgroupParent = cgroupParent
         configuration.eventRetention = eventRetention
+        configuration.insecureRegistries = Set(insecureRegistries)
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }

@@ -25,6 +25,12 @@ enum TestImage {
         return .success(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
     }()
 
+    /// The test image's root filesystem as a directory.
+    static func rootfs() throws -> String {
+        _ = try tar.get()
+        return directory.appendingPathComponent("busybox-rootfs").path
+    }
+
     /// A static helper that reports which system calls the kernel lets through.
     static let probe: Result<String, HarnessError> = {
         let out = directory.appendingPathComponent("syscall-probe").path
@@ -56,8 +62,8 @@ final class ContainerHost: @unchecked Sendable {
         }
     }
 
-    func berth(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> CommandResult {
-        var env = ProcessInfo.processInfo.environment
+    func berth(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> CommandResult {
+        var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         env["BERTH_HOST"] = "unix://\(agent.socketPath)"
         return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: timeout)
     }

@@ -100,6 +100,19 @@ public enum Berth_Agent_V1_Images: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CheckLogin" metadata.
+        public enum CheckLogin: Sendable {
+            /// Request type for "CheckLogin".
+            public typealias Input = Berth_Agent_V1_CheckLoginRequest
+            /// Response type for "CheckLogin".
+            public typealias Output = Berth_Agent_V1_CheckLoginResponse
+            /// Descriptor for "CheckLogin".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.agent.v1.Images"),
+                method: "CheckLogin",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "berth.agent.v1.Images" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Pull.descriptor,
@@ -107,7 +120,8 @@ public enum Berth_Agent_V1_Images: Sendable {
             List.descriptor,
             Inspect.descriptor,
             Tag.descriptor,
-            Remove.descriptor
+            Remove.descriptor,
+            CheckLogin.descriptor
         ]
     }
 }
@@ -238,6 +252,25 @@ extension Berth_Agent_V1_Images {
             request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_RemoveImageRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RemoveImageResponse>
+
+        /// Handle the "CheckLogin" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks credentials against a registry, as `berth login` does. The agent
+        /// > keeps nothing; clients send credentials with each Pull.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Agent_V1_CheckLoginRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_CheckLoginResponse` messages.
+        func checkLogin(
+            request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_CheckLoginRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_CheckLoginResponse>
     }
 
     /// Service protocol for the "berth.agent.v1.Images" service.
@@ -352,6 +385,25 @@ extension Berth_Agent_V1_Images {
             request: GRPCCore.ServerRequest<Berth_Agent_V1_RemoveImageRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_RemoveImageResponse>
+
+        /// Handle the "CheckLogin" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks credentials against a registry, as `berth login` does. The agent
+        /// > keeps nothing; clients send credentials with each Pull.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_CheckLoginRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Berth_Agent_V1_CheckLoginResponse` message.
+        func checkLogin(
+            request: GRPCCore.ServerRequest<Berth_Agent_V1_CheckLoginRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_CheckLoginResponse>
     }
 
     /// Simple service protocol for the "berth.agent.v1.Images" service.
@@ -465,6 +517,25 @@ extension Berth_Agent_V1_Images {
             request: Berth_Agent_V1_RemoveImageRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Berth_Agent_V1_RemoveImageResponse
+
+        /// Handle the "CheckLogin" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks credentials against a registry, as `berth login` does. The agent
+        /// > keeps nothing; clients send credentials with each Pull.
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Agent_V1_CheckLoginRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Berth_Agent_V1_CheckLoginResponse` to respond with.
+        func checkLogin(
+            request: Berth_Agent_V1_CheckLoginRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Berth_Agent_V1_CheckLoginResponse
     }
 }
 
@@ -538,6 +609,17 @@ extension Berth_Agent_V1_Images.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Berth_Agent_V1_Images.Method.CheckLogin.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_CheckLoginRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_CheckLoginResponse>(),
+            handler: { request, context in
+                try await self.checkLogin(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -604,6 +686,17 @@ extension Berth_Agent_V1_Images.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RemoveImageResponse> {
         let response = try await self.remove(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func checkLogin(
+        request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_CheckLoginRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_CheckLoginResponse> {
+        let response = try await self.checkLogin(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -689,6 +782,19 @@ extension Berth_Agent_V1_Images.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_RemoveImageResponse> {
         return GRPCCore.ServerResponse<Berth_Agent_V1_RemoveImageResponse>(
             message: try await self.remove(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func checkLogin(
+        request: GRPCCore.ServerRequest<Berth_Agent_V1_CheckLoginRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_CheckLoginResponse> {
+        return GRPCCore.ServerResponse<Berth_Agent_V1_CheckLoginResponse>(
+            message: try await self.checkLogin(
                 request: request.message,
                 context: context
             ),
@@ -839,6 +945,30 @@ extension Berth_Agent_V1_Images {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_RemoveImageResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_RemoveImageResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CheckLogin" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks credentials against a registry, as `berth login` does. The agent
+        /// > keeps nothing; clients send credentials with each Pull.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_CheckLoginRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_CheckLoginRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_CheckLoginResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func checkLogin<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_CheckLoginRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_CheckLoginRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_CheckLoginResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_CheckLoginResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1056,6 +1186,41 @@ extension Berth_Agent_V1_Images {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CheckLogin" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks credentials against a registry, as `berth login` does. The agent
+        /// > keeps nothing; clients send credentials with each Pull.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_CheckLoginRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_CheckLoginRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_CheckLoginResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func checkLogin<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_CheckLoginRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_CheckLoginRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_CheckLoginResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_CheckLoginResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Berth_Agent_V1_Images.Method.CheckLogin.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1226,6 +1391,36 @@ extension Berth_Agent_V1_Images.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_RemoveImageRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_RemoveImageResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CheckLogin" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Checks credentials against a registry, as `berth login` does. The agent
+    /// > keeps nothing; clients send credentials with each Pull.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Agent_V1_CheckLoginRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func checkLogin<Result>(
+        request: GRPCCore.ClientRequest<Berth_Agent_V1_CheckLoginRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_CheckLoginResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.checkLogin(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_CheckLoginRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_CheckLoginResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1422,6 +1617,40 @@ extension Berth_Agent_V1_Images.ClientProtocol {
             metadata: metadata
         )
         return try await self.remove(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CheckLogin" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Checks credentials against a registry, as `berth login` does. The agent
+    /// > keeps nothing; clients send credentials with each Pull.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func checkLogin<Result>(
+        _ message: Berth_Agent_V1_CheckLoginRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_CheckLoginResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Agent_V1_CheckLoginRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.checkLogin(
             request: request,
             options: options,
             onResponse: handleResponse
