@@ -1,4 +1,6 @@
 import BerthAPI
+import Foundation
+import Glibc
 import BerthImages
 import BerthModel
 public import GRPCCore
@@ -67,17 +69,47 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         return .init()
     }
 
+    public func save(request: Berth_Agent_V1_SaveImagesRequest, response: RPCWriter<Berth_Agent_V1_SaveImagesResponse>, context: ServerContext) async throws {
+        // Written to a file under the agent's root first, then streamed: the
+        // archive's writer is synchronous, the stream is not.
+        let images = self.images
+        let path = "\(images.root)/tmp-save-\(UUID().uuidString).tar"
+        defer { unlink(path) }
+        try await Task.detached {
+            guard let out = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) ? FileHandle(forWritingAtPath: path) : nil) else {
+                throw BerthError(.internal, "cannot create \(path)")
+            }
+            defer { try? out.close() }
+            var tar = TarWriter { bytes in try out.write(contentsOf: bytes) }
+            try images.save(request.images, into: &tar)
+        }.value
+        guard let input = FileHandle(forReadingAtPath: path) else { throw BerthError(.internal, "cannot read \(path)") }
+        defer { try? input.close() }
+        while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+            try await response.write(.with { $0.data = chunk })
+        }
+    }
+
     public func importImage(request: Berth_Agent_V1_ImportImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_ImportImageResponse {
-        guard !request.reference.isEmpty else { throw BerthError.invalid("import needs a NAME[:TAG] for the image") }
-        let reference = try ImageReference(parsing: request.reference)
         guard request.path.hasPrefix("/") else { throw BerthError.invalid("import path \"\(request.path)\" must be absolute on the agent's host") }
+        let reference = try request.reference.isEmpty ? nil : ImageReference(parsing: request.reference)
         let images = self.images
         let config = ImageConfig(proto: request.config)
-        let result = try await Task.detached { try images.importRootfs(from: request.path, reference: reference, config: config) }.value
-        try database.append([
-            .init(type: .image, action: .import, actorID: result.image.id, attributes: ["name": reference.familiar])
-        ])
-        return .with { $0.images = [result.image.proto] }
+        let results = try await Task.detached { () throws -> [ImageStore.ImportResult] in
+            let kind = try ImageStore.kind(of: request.path)
+            if kind == .rootfs {
+                guard let reference else { throw BerthError.invalid("importing a root filesystem needs a NAME[:TAG] for the image") }
+                return [try images.importRootfs(from: request.path, reference: reference, config: config)]
+            }
+            if request.hasConfig && config != ImageConfig() {
+                throw BerthError.invalid("image settings (--change) apply to root filesystems; \(request.path) is an image archive with its own")
+            }
+            return try images.importArchive(from: request.path, kind: kind, reference: reference)
+        }.value
+        try database.append(results.map {
+            .init(type: .image, action: .import, actorID: $0.image.id, attributes: ["name": $0.image.names.first.flatMap { try? ImageReference(parsing: $0).familiar } ?? ""])
+        })
+        return .with { $0.images = results.map(\.image.proto) }
     }
 
     public func list(request: Berth_Agent_V1_ListImagesRequest, context: ServerContext) async throws -> Berth_Agent_V1_ListImagesResponse {

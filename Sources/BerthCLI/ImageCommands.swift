@@ -1,7 +1,9 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
+import CBerthLinux
 import FoundationEssentials
+import Glibc
 import GRPCCore
 import SwiftProtobuf
 
@@ -14,27 +16,55 @@ struct ImageCommand: AsyncParsableCommand {
 
 struct ImageImport: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "import", abstract: "Import a root filesystem (a tar archive or a directory) as a single-layer image.")
+        commandName: "import",
+        abstract: "Import an image: a root filesystem (a tar archive or a directory) as a single-layer image, or an OCI layout or docker archive with its images.")
 
     @OptionGroup var agent: AgentOptions
     @Option(name: .shortAndLong, help: "Set an image setting, as docker import does: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL (repeatable).")
     var change: [String] = []
     @Argument(help: "A tar archive or a directory on the agent's host.") var source: String
-    @Argument(help: "NAME[:TAG]") var reference: String
+    @Argument(help: "NAME[:TAG]; required for a root filesystem.") var reference: String?
 
     func run() async throws {
+        if let reference { _ = try ImageReference(parsing: reference) }
+        let images = try await ImageLoading.load(source, reference: reference, config: try ImageChanges.parse(change), agent: agent)
+        for image in images { Console.print(image.id) }
+    }
+}
+
+/// `berth load`: the images of an OCI layout or a docker archive, as docker load does.
+struct LoadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load", abstract: "Load images from an OCI layout or a docker archive (docker save output) on the agent's host.")
+
+    @OptionGroup var agent: AgentOptions
+    @Option(name: .shortAndLong, help: "The archive or layout directory.") var input: String
+    @Flag(name: .shortAndLong, help: "Print nothing.") var quiet = false
+
+    func run() async throws {
+        let images = try await ImageLoading.load(input, reference: nil, config: ImageConfig(), agent: agent)
+        guard !quiet else { return }
+        for image in images {
+            if image.names.isEmpty {
+                Console.print("Loaded image ID: \(image.id)")
+            }
+            for name in image.names { Console.print("Loaded image: \((try? ImageReference(parsing: name).familiar) ?? name)") }
+        }
+    }
+}
+
+enum ImageLoading {
+    static func load(_ source: String, reference: String?, config: ImageConfig, agent: AgentOptions) async throws -> [Berth_Agent_V1_Image] {
         let path = source.hasPrefix("/") ? source : FileManager.default.currentDirectoryPath + "/" + source
-        _ = try ImageReference(parsing: reference)
-        let config = try ImageChanges.parse(change)
         let response = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Images.Client(wrapping: grpc).importImage(
                 .with {
                     $0.path = path
-                    $0.reference = reference
+                    $0.reference = reference ?? ""
                     $0.config = config.proto
                 })
         }
-        for image in response.images { Console.print(image.id) }
+        return response.images
     }
 }
 
@@ -183,5 +213,52 @@ struct ImageInspect: AsyncParsableCommand {
             })
         }
         try Console.json(found)
+    }
+}
+
+/// `berth save`: images as an OCI image layout archive, to a file or stdout.
+struct SaveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "save", abstract: "Save images to an OCI image layout archive (a tar), written to a file or standard output.")
+
+    @OptionGroup var agent: AgentOptions
+    @Option(name: .shortAndLong, help: "Write to this file instead of standard output.") var output: String?
+    @Argument(help: "Images, by name or ID.") var images: [String]
+
+    func run() async throws {
+        if output == nil && isatty(STDOUT_FILENO) != 0 {
+            throw BerthError.invalid("refusing to write an archive to a terminal; use -o FILE or redirect standard output")
+        }
+        let temporary = output.map { $0 + ".berth-partial" }
+        let fd = try temporary.map { path -> Int32 in
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot write \(path): \(String(cString: strerror(errno)))") }
+            return fd
+        } ?? STDOUT_FILENO
+        let images = self.images
+        do {
+            try await agent.connection().withClient { grpc in
+                var options = CallOptions.defaults
+                options.timeout = nil
+                try await Berth_Agent_V1_Images.Client(wrapping: grpc).save(.with { $0.images = images }, options: options) { response in
+                    for try await message in response.messages {
+                        let written = message.data.withUnsafeBytes { berth_write_all(fd, $0.baseAddress, $0.count) }
+                        guard written == 0 else { throw BerthError(.internal, "cannot write the archive: \(String(cString: strerror(errno)))") }
+                    }
+                }
+            }
+        } catch {
+            if let temporary {
+                close(fd)
+                unlink(temporary)
+            }
+            throw error
+        }
+        if let temporary, let output {
+            guard fsync(fd) == 0, close(fd) == 0, rename(temporary, output) == 0 else {
+                unlink(temporary)
+                throw BerthError(.internal, "cannot write \(output): \(String(cString: strerror(errno)))")
+            }
+        }
     }
 }

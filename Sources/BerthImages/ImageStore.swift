@@ -264,6 +264,14 @@ public final class ImageStore: Sendable {
         return try await body()
     }
 
+    /// Records a complete image that has no name (or keeps the names it has).
+    func recordUnnamed(_ image: Image) throws {
+        try lock.withLock { _ in
+            if try index.allImages().contains(where: { $0.id == image.id }) { return }
+            try index.save(image)
+        }
+    }
+
     /// Records a complete image under `reference`'s name.
     func record(_ image: Image, as reference: ImageReference) throws {
         try lock.withLock { _ in try assign(reference, to: image) }
@@ -298,7 +306,7 @@ public final class ImageStore: Sendable {
             try index.deleteImage(id: image.id)
             var deleted = [image.id]
             if !inUse(image.id) {
-                deleted += try collectGarbage()
+                deleted += try collectGarbage().filter { $0 != image.id }
             }
             return (untagged, deleted)
         }

@@ -321,6 +321,8 @@ public struct TarWriter {
 
     /// Adds an entry; `data` is the content of a regular file.
     public mutating func append(_ entry: TarEntry, data: [UInt8] = []) throws {
+        var entry = entry
+        if entry.kind == .file { entry.size = Int64(data.count) }
         try appendHeader(entry)
         if entry.kind == .file && !data.isEmpty {
             try emit(data)

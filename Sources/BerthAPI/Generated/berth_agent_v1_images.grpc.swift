@@ -113,6 +113,19 @@ public enum Berth_Agent_V1_Images: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Save" metadata.
+        public enum Save: Sendable {
+            /// Request type for "Save".
+            public typealias Input = Berth_Agent_V1_SaveImagesRequest
+            /// Response type for "Save".
+            public typealias Output = Berth_Agent_V1_SaveImagesResponse
+            /// Descriptor for "Save".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.agent.v1.Images"),
+                method: "Save",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "berth.agent.v1.Images" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Pull.descriptor,
@@ -121,7 +134,8 @@ public enum Berth_Agent_V1_Images: Sendable {
             Inspect.descriptor,
             Tag.descriptor,
             Remove.descriptor,
-            CheckLogin.descriptor
+            CheckLogin.descriptor,
+            Save.descriptor
         ]
     }
 }
@@ -271,6 +285,24 @@ extension Berth_Agent_V1_Images {
             request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_CheckLoginRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_CheckLoginResponse>
+
+        /// Handle the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Agent_V1_SaveImagesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_SaveImagesResponse` messages.
+        func save(
+            request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_SaveImagesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_SaveImagesResponse>
     }
 
     /// Service protocol for the "berth.agent.v1.Images" service.
@@ -404,6 +436,24 @@ extension Berth_Agent_V1_Images {
             request: GRPCCore.ServerRequest<Berth_Agent_V1_CheckLoginRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_CheckLoginResponse>
+
+        /// Handle the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_SaveImagesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_SaveImagesResponse` messages.
+        func save(
+            request: GRPCCore.ServerRequest<Berth_Agent_V1_SaveImagesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_SaveImagesResponse>
     }
 
     /// Simple service protocol for the "berth.agent.v1.Images" service.
@@ -536,6 +586,25 @@ extension Berth_Agent_V1_Images {
             request: Berth_Agent_V1_CheckLoginRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Berth_Agent_V1_CheckLoginResponse
+
+        /// Handle the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Agent_V1_SaveImagesRequest` message.
+        ///   - response: A response stream of `Berth_Agent_V1_SaveImagesResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func save(
+            request: Berth_Agent_V1_SaveImagesRequest,
+            response: GRPCCore.RPCWriter<Berth_Agent_V1_SaveImagesResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -615,6 +684,17 @@ extension Berth_Agent_V1_Images.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_CheckLoginResponse>(),
             handler: { request, context in
                 try await self.checkLogin(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Berth_Agent_V1_Images.Method.Save.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_SaveImagesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_SaveImagesResponse>(),
+            handler: { request, context in
+                try await self.save(
                     request: request,
                     context: context
                 )
@@ -701,6 +781,17 @@ extension Berth_Agent_V1_Images.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func save(
+        request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_SaveImagesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_SaveImagesResponse> {
+        let response = try await self.save(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -799,6 +890,23 @@ extension Berth_Agent_V1_Images.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func save(
+        request: GRPCCore.ServerRequest<Berth_Agent_V1_SaveImagesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_SaveImagesResponse> {
+        return GRPCCore.StreamingServerResponse<Berth_Agent_V1_SaveImagesResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.save(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -969,6 +1077,29 @@ extension Berth_Agent_V1_Images {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_CheckLoginResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_CheckLoginResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_SaveImagesRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_SaveImagesRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_SaveImagesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func save<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_SaveImagesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_SaveImagesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_SaveImagesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_SaveImagesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1221,6 +1352,38 @@ extension Berth_Agent_V1_Images {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_SaveImagesRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_SaveImagesRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_SaveImagesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func save<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_SaveImagesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_SaveImagesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_SaveImagesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_SaveImagesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Berth_Agent_V1_Images.Method.Save.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1421,6 +1584,33 @@ extension Berth_Agent_V1_Images.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_CheckLoginRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_CheckLoginResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Save" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Agent_V1_SaveImagesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func save<Result>(
+        request: GRPCCore.ClientRequest<Berth_Agent_V1_SaveImagesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_SaveImagesResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.save(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_SaveImagesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_SaveImagesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1651,6 +1841,37 @@ extension Berth_Agent_V1_Images.ClientProtocol {
             metadata: metadata
         )
         return try await self.checkLogin(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Save" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Writes images as an OCI image layout archive (a tar), streamed in chunks.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func save<Result>(
+        _ message: Berth_Agent_V1_SaveImagesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_SaveImagesResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Agent_V1_SaveImagesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.save(
             request: request,
             options: options,
             onResponse: handleResponse
