@@ -272,6 +272,7 @@ let package = Package(
                 "BerthAgent",
                 "BerthAPI",
                 "BerthCgroups",
+                "BerthImages",
                 "BerthLinux",
                 "BerthModel",
                 "BerthShimProtocol",

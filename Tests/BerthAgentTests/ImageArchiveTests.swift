@@ -1,0 +1,113 @@
+import BerthImages
+import BerthLinux
+import Foundation
+import Testing
+
+/// `berth load`, `berth save` and `berth image import` of OCI layouts and
+/// docker archives, made and read by umoci and skopeo.
+@Suite("image archives (root)", .enabled(if: Privileges.root && RegistryTools.available), .timeLimit(.minutes(5)))
+struct ImageArchiveTests {
+    static func scratch() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-archives-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    static func skopeo(_ arguments: [String]) async throws -> CommandResult {
+        try await runCommand(URL(fileURLWithPath: "/usr/bin/skopeo"), arguments, environment: ["PATH": "/usr/bin:/bin", "HOME": "/tmp"])
+    }
+
+    @Test("an OCI layout directory, skopeo's docker archive and Berth's own saved archive load and run; skopeo reads what berth save writes")
+    func loadAndSave() async throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let layout = try await TestLayouts.twoLayers(in: dir)
+
+        // An OCI layout directory, named on import (its ref name is a bare tag).
+        let imported = try await host.berth(["image", "import", layout, "team/app:v1"])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(try await host.berth(["run", "--rm", "team/app:v1"]).stdout == "hello\nhi\n/tmp\n")
+
+        // A docker archive (docker save's format), named by its RepoTags.
+        let archive = dir.appendingPathComponent("docker.tar").path
+        #expect(try await Self.skopeo(["copy", "--quiet", "oci:\(layout):v1", "docker-archive:\(archive):team/docker:v2"]).status == 0)
+        let loaded = try await host.berth(["load", "-i", archive])
+        #expect(loaded.status == 0, "\(loaded.stderr)")
+        #expect(loaded.stdout.contains("Loaded image: team/docker:v2"), "\(loaded.stdout)")
+        #expect(try await host.berth(["run", "--rm", "team/docker:v2", "cat", "/etc/motd"]).stdout == "hello\n")
+
+        // Saved, read back by skopeo, removed and loaded again.
+        let saved = dir.appendingPathComponent("saved.tar").path
+        let save = try await host.berth(["save", "-o", saved, "team/app:v1"])
+        #expect(save.status == 0, "\(save.stderr)")
+        let inspect = try await Self.skopeo(["inspect", "oci-archive:\(saved)"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(inspect.stdout.contains("\"Layers\"") && inspect.stdout.contains("GREETING=hi"), "\(inspect.stdout)")
+        #expect(try await host.berth(["rmi", "team/app:v1", "team/docker:v2"]).status == 0)
+        let reloaded = try await host.berth(["load", "-i", saved])
+        #expect(reloaded.stdout == "Loaded image: team/app:v1\n", "\(reloaded.stdout) \(reloaded.stderr)")
+        #expect(try await host.berth(["run", "--rm", "team/app:v1"]).stdout == "hello\nhi\n/tmp\n")
+
+        let unknown = try await host.berth(["save", "-o", dir.appendingPathComponent("none.tar").path, "nosuch:1"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("no such image: nosuch:1"), "\(unknown.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("none.tar").path), "no file left from a failed save")
+    }
+
+    @Test("hostile or broken archives are refused with a clear error and record nothing: a blob that is not its digest, a link out of the archive, a missing layer, a layer unlike its diff ID")
+    func hostileArchives() async throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let before = try await host.berth(["images", "--format", "json"]).stdout
+
+        func archive(_ name: String, _ entries: [(String, TarEntry.Kind, [UInt8], String)]) throws -> String {
+            var tar = TarWriter()
+            for (path, kind, data, link) in entries {
+                try tar.append(TarEntry(name: path, kind: kind, linkName: link), data: data)
+            }
+            try tar.finish()
+            let path = dir.appendingPathComponent(name).path
+            try Data(tar.output).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let zeros = "sha256:" + String(repeating: "0", count: 64)
+        let layout = Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8)
+        let index = Array(#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(zeros)","size":2}]}"#.utf8)
+
+        let liar = try archive("liar.tar", [
+            ("oci-layout", .file, layout, ""), ("index.json", .file, index, ""), ("blobs/sha256/\(zeros.dropFirst(7))", .file, Array("{}".utf8), ""),
+        ])
+        let r1 = try await host.berth(["load", "-i", liar])
+        #expect(r1.status != 0 && r1.stderr.contains("digest mismatch"), "\(r1.stderr)")
+
+        let escape = try archive("escape.tar", [
+            ("manifest.json", .file, Array(#"[{"Config":"c.json","Layers":["a/layer.tar"]}]"#.utf8), ""),
+            ("a/layer.tar", .symlink, [], "../../etc/shadow"),
+        ])
+        let r2 = try await host.berth(["load", "-i", escape])
+        #expect(r2.status != 0 && r2.stderr.contains("outside the archive"), "\(r2.stderr)")
+
+        let config = Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["\#(zeros)"]}}"#.utf8)
+        let missing = try archive("missing.tar", [
+            ("manifest.json", .file, Array(#"[{"Config":"c.json","RepoTags":["bad/missing:1"],"Layers":["a/layer.tar"]}]"#.utf8), ""),
+            ("c.json", .file, config, ""),
+        ])
+        let r3 = try await host.berth(["load", "-i", missing])
+        #expect(r3.status != 0 && r3.stderr.contains("a/layer.tar, which it does not hold"), "\(r3.stderr)")
+
+        var layer = TarWriter()
+        try layer.append(TarEntry(name: "hello", kind: .file), data: Array("hi\n".utf8))
+        try layer.finish()
+        let unlike = try archive("unlike.tar", [
+            ("manifest.json", .file, Array(#"[{"Config":"c.json","RepoTags":["bad/unlike:1"],"Layers":["a/layer.tar"]}]"#.utf8), ""),
+            ("c.json", .file, config, ""), ("a/layer.tar", .file, layer.output, ""),
+        ])
+        let r4 = try await host.berth(["load", "-i", unlike])
+        #expect(r4.status != 0 && r4.stderr.contains("does not match the image config"), "\(r4.stderr)")
+
+        #expect(try await host.berth(["images", "--format", "json"]).stdout == before, "nothing recorded, nothing lost")
+    }
+}
