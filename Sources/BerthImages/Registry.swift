@@ -383,6 +383,11 @@ struct AuthChallenge: Equatable {
     var scheme: String
     var parameters: [String: String]
 
+    init(scheme: String, parameters: [String: String]) {
+        self.scheme = scheme
+        self.parameters = parameters
+    }
+
     /// Parses `Bearer realm="…",service="…",scope="…"` (quoted values may hold commas).
     init?(parsing text: String) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
