@@ -135,7 +135,7 @@ public final class Agent: Service, Sendable {
             NodeService(node: node, counts: { (await supervisor.counts, (try? images.list().count) ?? 0) }),
             ContainersService(supervisor: supervisor, environment: environment),
             ImagesService(images: images, supervisor: supervisor, database: database),
-            PendingService(methods: Berth_Agent_V1_Volumes.Method.descriptors, reason: later),
+            VolumesService(volumes: supervisor.volumes, supervisor: supervisor),
             PendingService(methods: Berth_Agent_V1_Networks.Method.descriptors, reason: later),
             EventsService(database: database, metrics: metrics),
         ]

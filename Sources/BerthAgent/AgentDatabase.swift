@@ -55,6 +55,12 @@ public final class AgentDatabase: ImageIndex, Sendable {
                 t.column("attributes", .blob).notNull()
             }
         }
+        m.registerMigration("v2-volumes") { db in
+            try db.create(table: "volume") { t in
+                t.column("name", .text).primaryKey()
+                t.column("record", .blob).notNull()
+            }
+        }
         return m
     }
 
@@ -142,6 +148,38 @@ public final class AgentDatabase: ImageIndex, Sendable {
     public func deleteImage(id: String) throws {
         try wrap("delete image") {
             try pool.write { db in try db.execute(sql: "DELETE FROM image WHERE id = ?", arguments: [id]) }
+        }
+    }
+
+    // MARK: Volumes
+
+    public func allVolumes() throws -> [Volume] {
+        try wrap("read volumes") {
+            try pool.read { db in
+                try Data.fetchAll(db, sql: "SELECT record FROM volume").map { try Self.decoder.decode(Volume.self, from: $0) }
+            }
+        }
+    }
+
+    /// Inserts a volume and its events in one transaction.
+    ///
+    /// - Throws: `BerthError.alreadyExists` when the name is taken.
+    public func insert(_ volume: Volume, events: [PendingEvent]) throws -> [Event] {
+        let data = try Self.encoder.encode(volume)
+        return try wrap("volume \(volume.name) already exists") {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO volume (name, record) VALUES (?, ?)", arguments: [volume.name, data])
+                return try appendAll(events, db)
+            }
+        }
+    }
+
+    public func delete(volume name: String, events: [PendingEvent]) throws -> [Event] {
+        try wrap("remove volume \(name)") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM volume WHERE name = ?", arguments: [name])
+                return try appendAll(events, db)
+            }
         }
     }
 

@@ -41,6 +41,7 @@ public actor ContainerSupervisor {
 
     let database: AgentDatabase
     let images: ImageStore
+    public let volumes: VolumeStore
     let cgroups: any CgroupDriver
     let environment: RuntimeEnvironment
     let host: NodeCapacity
@@ -69,6 +70,7 @@ public actor ContainerSupervisor {
     ) throws {
         self.database = database
         self.images = images
+        self.volumes = try VolumeStore(root: "\(environment.rootDir)/volumes", database: database)
         self.cgroups = cgroups
         self.environment = environment
         self.host = host
@@ -192,6 +194,28 @@ public actor ContainerSupervisor {
         return c
     }
 
+    /// The containers (in any state) that use each volume.
+    public var volumeUsers: [String: [Container]] {
+        var users: [String: [Container]] = [:]
+        for container in containers.values {
+            for mount in container.spec.mounts where mount.kind == .volume { users[mount.source, default: []].append(container) }
+        }
+        return users
+    }
+
+    /// Removes the anonymous volumes a removed container had, unless another uses them.
+    private func removeAnonymousVolumes(of container: Container) {
+        let users = volumeUsers
+        for mount in container.spec.mounts where mount.kind == .volume {
+            guard let volume = try? volumes.get(mount.source), volume.anonymous else { continue }
+            do {
+                try volumes.remove(volume.name, users: (users[volume.name] ?? []).map(\.name))
+            } catch {
+                logger.warning("anonymous volume kept", metadata: ["volume": "\(volume.name)", "error": "\(error)"])
+            }
+        }
+    }
+
     /// Image IDs used by any container.
     public var imagesInUse: Set<String> { Set(containers.values.map(\.imageID)) }
 
@@ -211,17 +235,15 @@ public actor ContainerSupervisor {
         }
         let name = spec.name ?? NameGenerator.make(avoiding: Set(containers.values.map(\.name)))
         spec.name = name
-        for mount in spec.mounts {
-            switch mount.kind {
-            case .bind:
-                guard FileIO.exists(mount.source) else {
-                    throw BerthError.invalid("bind source path does not exist: \(mount.source)")
-                }
-            case .volume:
-                throw BerthError(.unimplemented, "volume mounts (\(mount.target)) are not supported by this agent yet")
-            case .tmpfs:
-                break
+        for mount in spec.mounts where mount.kind == .bind {
+            guard FileIO.exists(mount.source) else {
+                throw BerthError.invalid("bind source path does not exist: \(mount.source)")
             }
+        }
+        // The image's VOLUME paths that no mount covers get anonymous volumes.
+        let targets = Set(spec.mounts.map(\.target))
+        for path in image.config.volumes where !targets.contains(path) && path.hasPrefix("/") {
+            spec.mounts.append(Mount(kind: .volume, target: path))
         }
         _ = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
         _ = try SecurityOptions(spec.securityOpts)
@@ -229,6 +251,23 @@ public actor ContainerSupervisor {
         _ = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
         _ = try RuntimePlanner.command(spec: spec, image: image.config)
 
+        // Volumes: named ones made on first use, anonymous ones made for this
+        // container; a new volume gets what the image has at its path.
+        var madeVolumes: [String] = []
+        do {
+            for index in spec.mounts.indices where spec.mounts[index].kind == .volume {
+                let named = spec.mounts[index].source
+                let (volume, created) = try volumes.create(named.isEmpty ? nil : named)
+                spec.mounts[index].source = volume.name
+                if created {
+                    madeVolumes.append(volume.name)
+                    try volumes.populate(volume.name, fromLayers: layers, at: spec.mounts[index].target)
+                }
+            }
+        } catch {
+            for name in madeVolumes { try? volumes.remove(name, users: []) }
+            throw error
+        }
         let id = ContainerID.random()
         let container = Container(id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()))
         let dir = environment.containerDir(id)
@@ -243,6 +282,7 @@ public actor ContainerSupervisor {
             publish(recorded)
         } catch {
             try? RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)
+            for name in madeVolumes { try? volumes.remove(name, users: []) }
             throw error
         }
         return (container, [])
@@ -293,7 +333,8 @@ public actor ContainerSupervisor {
                 cgroup: cgroups.placement(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
                 seccompProgram: seccompPath, logFile: environment.logFile(id),
                 logMaxBytes: spec.log?.maxSize.map { Int($0.bytes) } ?? environment.logMaxBytes,
-                logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts)
+                logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
+                volumesDir: volumes.root)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
         } catch {
             try? cgroups.remove(id.rawValue)
@@ -543,7 +584,7 @@ public actor ContainerSupervisor {
                 await self?.restartAfterExit(id)
             }
         } else if container.spec.autoRemove {
-            Task { [weak self] in try? await self?.remove(id.rawValue, force: false) }
+            Task { [weak self] in try? await self?.remove(id.rawValue, force: false, volumes: true) }
         }
     }
 
@@ -724,7 +765,7 @@ public actor ContainerSupervisor {
     ///
     /// - Throws: `BerthError.failedPrecondition` for an active container without
     ///   force; a removal that fails half-way leaves the container `dead`.
-    public func remove(_ reference: String, force: Bool) async throws {
+    public func remove(_ reference: String, force: Bool, volumes removeVolumes: Bool = false) async throws {
         let container = try find(reference)
         let id = container.id
         live[id]?.restart?.cancel()
@@ -751,6 +792,7 @@ public actor ContainerSupervisor {
             live.removeValue(forKey: id)
             for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: current) }
             publish(recorded)
+            if removeVolumes { removeAnonymousVolumes(of: current) }
         } catch {
             let message = "removal failed: \(error)"
             if (try? current.status.markDead(message)) != nil {

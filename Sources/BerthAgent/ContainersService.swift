@@ -74,7 +74,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     }
 
     public func remove(request: Berth_Agent_V1_RemoveContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveContainerResponse {
-        try await supervisor.remove(request.container, force: request.force)
+        try await supervisor.remove(request.container, force: request.force, volumes: request.removeVolumes)
         return .init()
     }
 

@@ -41,7 +41,7 @@ struct RunCommand: AsyncParsableCommand {
             created.warnings.forEach { Console.error("WARNING: \($0)") }
             let id = created.id
             if !created.startError.isEmpty {
-                if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true }) }
+                if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true; $0.removeVolumes = true }) }
                 Console.error("berth: \(created.startError)")
                 // Like docker: a command that cannot be started exits 127
                 // (not found) or 126; any other failure to start, 125.
@@ -60,7 +60,7 @@ struct RunCommand: AsyncParsableCommand {
             async let exited = containers.wait(.with { $0.container = id }, options: options)
             try await LogsCommand.stream(containers: containers, id: id, follow: true, tail: nil, timestamps: false, since: nil)
             let result = try await exited
-            if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true }) }
+            if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true; $0.removeVolumes = true }) }
             return result.exitCode
         }
         if code != 0 { throw ExitCode(code) }

@@ -41,7 +41,8 @@ struct ContainerFlags: ParsableArguments {
     @Option(name: [.customShort("h"), .long], help: "Container host name.") var hostname: String?
     @Option(name: [.customShort("l"), .long], help: "Set a label (KEY=VALUE).") var label: [String] = []
     @Option(help: "Overwrite the image's entrypoint.") var entrypoint: String?
-    @Option(name: [.customShort("v"), .long], help: "Bind mount a host path: /host:/container[:ro].") var volume: [String] = []
+    @Option(name: [.customShort("v"), .long], help: "Mount a volume (NAME:/path[:ro], made on first use), an anonymous volume (/path), or a host path (/host:/path[:ro]).") var volume: [String] = []
+    @Option(help: "Mount a filesystem: type=volume|bind|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…].") var mount: [String] = []
     @Option(help: "Mount a tmpfs: /path[:size=64m].") var tmpfs: [String] = []
     @Flag(help: "Mount the container's root filesystem as read only.") var readOnly = false
     @Flag(help: "Run an init inside the container that forwards signals and reaps processes.") var `init` = false
@@ -71,6 +72,7 @@ struct ContainerFlags: ParsableArguments {
         }
         let envs = EnvironmentFlag.resolve(env, from: environment)
         var mounts = try volume.map { try Mount(parsingVolume: $0) }
+        mounts += try mount.map { try Mount(parsingMount: $0) }
         mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
         return ContainerSpec(
             name: name, image: image, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, command: command, env: envs,

@@ -70,3 +70,22 @@ enum DirectoryArchiver {
     }
 }
 
+
+/// Copies a directory tree with its owners, modes, times, links and
+/// extended attributes, through a tar stream kept in a file under `scratch`.
+public enum TreeCopy {
+    public static func copy(from source: String, into destination: String, scratch: String) throws {
+        let path = "\(scratch)/copy-\(UInt64.random(in: 0...UInt64.max)).tar"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        var writer = TarWriter { bytes in try bytes.withUnsafeBytes { try writeAll(fd, $0) } }
+        try DirectoryArchiver.archive(source, into: &writer)
+        guard lseek(fd, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: path, errno: errno) }
+        var reader = TarReader(FileByteSource(fd: fd))
+        _ = try LayerUnpacker.unpack(&reader, into: destination)
+    }
+}

@@ -163,6 +163,23 @@ extension FileIO {
             rdevMinor: UInt32(st.st_rdev & 0xFF) | UInt32((st.st_rdev >> 12) & ~0xFF))
     }
 
+    /// The bytes a tree takes on disk (allocated blocks, each inode once),
+    /// without following symlinks; 0 for what cannot be read.
+    public static func diskUsage(_ path: String) -> Int64 {
+        var seen = Set<UInt64>()
+        func walk(_ path: String) -> Int64 {
+            var st = stat()
+            guard lstat(path, &st) == 0 else { return 0 }
+            if st.st_nlink > 1 && !seen.insert(UInt64(st.st_ino)).inserted { return 0 }
+            var total = Int64(st.st_blocks) * 512
+            if st.st_mode & S_IFMT == S_IFDIR, let names = try? list(path) {
+                for name in names { total += walk(path + "/" + name) }
+            }
+            return total
+        }
+        return walk(path)
+    }
+
     /// readlink(2).
     public static func readLink(_ path: String) throws -> String {
         var buffer = [CChar](repeating: 0, count: 4097)

@@ -84,6 +84,57 @@ public struct Mount: Codable, Sendable, Hashable {
         self.init(kind: .tmpfs, target: target, readOnly: readOnly, tmpfsSize: size)
     }
 
+    /// Parses docker's `--mount type=volume|bind|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]`
+    /// (`src`/`dst`/`destination` and `ro` too).
+    public init(parsingMount text: String) throws {
+        var fields: [String: String] = [:]
+        var readOnly = false
+        for item in text.split(separator: ",") {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            let key = pair[0].lowercased()
+            if pair.count == 1 {
+                guard key == "readonly" || key == "ro" else {
+                    throw BerthError.invalid("mount \"\(text)\": \"\(key)\" needs a value")
+                }
+                readOnly = true
+                continue
+            }
+            switch key {
+            case "type": fields["type"] = pair[1]
+            case "source", "src": fields["source"] = pair[1]
+            case "target", "dst", "destination": fields["target"] = pair[1]
+            case "readonly", "ro":
+                guard let value = ["true": true, "1": true, "false": false, "0": false][pair[1].lowercased()] else {
+                    throw BerthError.invalid("mount \"\(text)\": readonly=\(pair[1]) must be true or false")
+                }
+                readOnly = value
+            case "tmpfs-size": fields["size"] = pair[1]
+            case "volume-nocopy", "bind-propagation", "tmpfs-mode", "consistency":
+                throw BerthError.invalid("mount \"\(text)\": the option \(key) is not supported")
+            default:
+                throw BerthError.invalid("mount \"\(text)\": unknown key \"\(key)\"")
+            }
+        }
+        guard let target = fields["target"] else { throw BerthError.invalid("mount \"\(text)\": target= is required") }
+        try Mount.checkTarget(target, in: text)
+        let source = fields["source"] ?? ""
+        switch fields["type"] ?? "volume" {
+        case "volume":
+            if !source.isEmpty { try VolumeName.validate(source) }
+            self.init(kind: .volume, source: source, target: target, readOnly: readOnly)
+        case "bind":
+            guard source.hasPrefix("/") else { throw BerthError.invalid("mount \"\(text)\": a bind needs an absolute source= on the host") }
+            self.init(kind: .bind, source: source, target: target, readOnly: readOnly)
+        case "tmpfs":
+            guard source.isEmpty else { throw BerthError.invalid("mount \"\(text)\": a tmpfs has no source") }
+            let size = try fields["size"].map { try ByteSize(parsing: $0, for: "tmpfs-size") }
+            self.init(kind: .tmpfs, target: target, readOnly: readOnly, tmpfsSize: size)
+        case let other:
+            throw BerthError.invalid("mount \"\(text)\": type \"\(other)\" is not one of volume, bind, tmpfs")
+        }
+        if fields["size"] != nil && kind != .tmpfs { throw BerthError.invalid("mount \"\(text)\": tmpfs-size is for tmpfs mounts") }
+    }
+
     /// Throws unless `target` is an absolute container path without `..`.
     public static func checkTarget(_ target: String, in text: String) throws {
         guard target.hasPrefix("/") else {

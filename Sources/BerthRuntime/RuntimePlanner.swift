@@ -20,12 +20,16 @@ public struct RuntimePaths: Sendable {
     public var logMaxFiles: Int
     /// The container's view of its cgroups, mounted under /sys/fs/cgroup.
     public var cgroupMounts: [CgroupMount]
+    /// `<root>/volumes`: a volume's data is `<volumesDir>/<name>/_data`.
+    public var volumesDir: String
 
     public init(
         containerDir: String, bundleDir: String, lowerDirs: [String], cgroup: CgroupPlacement, oomCounterFile: String,
-        seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3, cgroupMounts: [CgroupMount] = []
+        seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3, cgroupMounts: [CgroupMount] = [],
+        volumesDir: String = ""
     ) {
         self.cgroupMounts = cgroupMounts
+        self.volumesDir = volumesDir
         self.containerDir = containerDir
         self.bundleDir = bundleDir
         self.lowerDirs = lowerDirs
@@ -147,7 +151,10 @@ public enum RuntimePlanner {
                 mounts.append(M(kind: .filesystem, source: "tmpfs", target: mount.target, fstype: "tmpfs", data: data,
                                 flags: msNosuid | msNodev | (mount.readOnly ? msRdonly : 0)))
             case .volume:
-                throw BerthError(.unimplemented, "volume mounts (\(mount.target)) are not supported by this agent yet")
+                guard !mount.source.isEmpty, !paths.volumesDir.isEmpty else {
+                    throw BerthError(.internal, "volume mount \(mount.target) has no volume")
+                }
+                mounts.append(M(kind: .bind, source: "\(paths.volumesDir)/\(mount.source)/_data", target: mount.target, flags: mount.readOnly ? msRdonly : 0))
             }
         }
 

@@ -183,7 +183,11 @@ enum TestLayouts {
     /// A layout with tag `v1`: busybox as one layer, then a second layer that
     /// adds /etc/motd and deletes /bin/vi (a whiteout); Cmd, Env and
     /// WorkingDir set. `architecture` sets the config's (for index tests).
-    static func twoLayers(in directory: URL, architecture: String? = nil, motd: String = "hello") async throws -> String {
+    /// `secondLayer` runs in the second layer's root directory; `config`
+    /// adds `umoci config` options.
+    static func twoLayers(
+        in directory: URL, architecture: String? = nil, motd: String = "hello", secondLayer: String = "", config extra: [String] = []
+    ) async throws -> String {
         let layout = directory.appendingPathComponent("layout-\(UUID().uuidString.prefix(6))").path
         let rootfs = try TestImage.rootfs()
         let first = directory.appendingPathComponent("bundle1-\(UUID().uuidString.prefix(6))").path
@@ -198,13 +202,14 @@ enum TestLayouts {
         try await shell("cp -a '\(rootfs)/.' '\(first)/rootfs/'")
         try await umoci(["repack", "--image", "\(layout):v1", first])
         try await umoci(["unpack", "--image", "\(layout):v1", second])
-        try await shell("echo '\(motd)' > '\(second)/rootfs/etc/motd' && rm '\(second)/rootfs/bin/vi'")
+        try await shell("echo '\(motd)' > '\(second)/rootfs/etc/motd' && rm '\(second)/rootfs/bin/vi' && cd '\(second)/rootfs' && true \(secondLayer.isEmpty ? "" : "&& \(secondLayer)")")
         try await umoci(["repack", "--image", "\(layout):v1", second])
         var config = [
             "config", "--image", "\(layout):v1", "--config.cmd", "sh", "--config.cmd", "-c", "--config.cmd", "cat /etc/motd; echo $GREETING; pwd",
             "--config.env", "GREETING=hi", "--config.workingdir", "/tmp",
         ]
         if let architecture { config += ["--architecture", architecture] }
+        config += extra
         try await umoci(config)
         return layout
     }

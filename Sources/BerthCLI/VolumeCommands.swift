@@ -1,0 +1,161 @@
+import ArgumentParser
+import BerthAPI
+import BerthModel
+import FoundationEssentials
+import Glibc
+import GRPCCore
+import SwiftProtobuf
+
+/// `berth volume …`
+struct VolumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "volume", abstract: "Manage volumes.",
+        subcommands: [VolumeCreate.self, VolumeList.self, VolumeInspect.self, VolumeRemove.self, VolumePrune.self])
+}
+
+/// A volume as `inspect` and `ls --format json` show it.
+struct VolumeView: Encodable {
+    var name: String
+    var driver: String
+    var mountpoint: String
+    var labels: [String: String]
+    var anonymous: Bool
+    var createdAt: Date
+    var usedBy: [String]
+
+    init(_ v: Berth_Agent_V1_Volume) {
+        name = v.name
+        driver = v.driver
+        mountpoint = v.mountpoint
+        labels = v.labels
+        anonymous = v.anonymous
+        createdAt = v.createdAt.date
+        usedBy = v.usedBy
+    }
+}
+
+struct VolumeCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a volume.")
+    @OptionGroup var agent: AgentOptions
+    @Option(name: .customLong("label"), help: "Set a label (KEY=VALUE).") var labels: [String] = []
+    @Argument(help: "The name; a random one when left out.") var name: String?
+
+    func run() async throws {
+        if let name { try VolumeName.validate(name) }
+        var parsed: [String: String] = [:]
+        for label in labels {
+            let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
+            parsed[parts[0]] = parts.count == 2 ? parts[1] : ""
+        }
+        let (name, labels) = (self.name ?? "", parsed)
+        let response = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).create(.with {
+                $0.name = name
+                $0.labels = labels
+            })
+        }
+        Console.print(response.volume.name)
+    }
+}
+
+struct VolumeList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List volumes.", aliases: ["list"])
+    @OptionGroup var agent: AgentOptions
+    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Flag(name: .shortAndLong, help: "Only show names.") var quiet = false
+    @Option(name: .shortAndLong, help: "Filter: name=…, dangling=true|false, label=KEY[=VALUE] (repeatable).") var filter: [String] = []
+
+    func run() async throws {
+        let format = try OutputFormat(format)
+        let filters = try filter.map { text -> Berth_Agent_V1_Filter in
+            let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw BerthError.invalid("filter \"\(text)\": expected KEY=VALUE") }
+            return .with {
+                $0.key = parts[0]
+                $0.values = [parts[1]]
+            }
+        }
+        let volumes = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).list(.with { $0.filters = filters }).volumes
+        }
+        if quiet {
+            volumes.forEach { Console.print($0.name) }
+            return
+        }
+        switch format {
+        case .json: try Console.json(volumes.map(VolumeView.init))
+        case .human:
+            Console.print(Table(rows: [["DRIVER", "VOLUME NAME"]] + volumes.map { [$0.driver, $0.name] }).text)
+        }
+    }
+}
+
+struct VolumeInspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show volumes in detail (JSON).")
+    @OptionGroup var agent: AgentOptions
+    @Argument var names: [String]
+
+    func run() async throws {
+        var views: [VolumeView] = []
+        var failed = false
+        for name in names {
+            do {
+                let volume = try await agent.connection().withClient { grpc in
+                    try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).inspect(.with { $0.name = name }).volume
+                }
+                views.append(VolumeView(volume))
+            } catch let error as BerthError {
+                Console.error("berth: \(error)")
+                failed = true
+            }
+        }
+        try Console.json(views)
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct VolumeRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove volumes and their data.", aliases: ["remove"])
+    @OptionGroup var agent: AgentOptions
+    @Flag(name: .shortAndLong, help: "Do not fail for a volume that does not exist.") var force = false
+    @Argument var names: [String]
+
+    func run() async throws {
+        var failed = false
+        for name in names {
+            do {
+                _ = try await agent.connection().withClient { grpc in
+                    try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).remove(.with { $0.name = name })
+                }
+                Console.print(name)
+            } catch let error as BerthError {
+                if force && error.code == .notFound { continue }
+                Console.error("berth: \(error)")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct VolumePrune: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Remove the anonymous volumes no container uses.")
+    @OptionGroup var agent: AgentOptions
+    @Flag(name: .shortAndLong, help: "Do not ask for confirmation.") var force = false
+
+    func run() async throws {
+        if !force && isatty(STDIN_FILENO) != 0 {
+            Console.write(STDOUT_FILENO, Array("WARNING! This will remove anonymous volumes not used by any container.\nAre you sure you want to continue? [y/N] ".utf8))
+            guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else { return }
+        }
+        let response = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).prune(.init())
+        }
+        if !response.removed.isEmpty {
+            Console.print("Deleted Volumes:")
+            response.removed.forEach { Console.print($0) }
+            Console.print("")
+        }
+        Console.print("Total reclaimed space: \(Human.size(response.reclaimedBytes))")
+    }
+}
