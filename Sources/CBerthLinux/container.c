@@ -339,9 +339,13 @@ static void set_identity_and_capabilities(int status_fd, const struct berth_cont
             fail(status_fd, "drop capability from bounding set", NULL);
     }
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail(status_fd, "prctl PR_SET_KEEPCAPS", NULL);
-    if (setgroups(spec->group_count, spec->groups) < 0) fail(status_fd, "setgroups", NULL);
-    if (setresgid(spec->gid, spec->gid, spec->gid) < 0) fail(status_fd, "setresgid", NULL);
-    if (setresuid(spec->uid, spec->uid, spec->uid) < 0) fail(status_fd, "setresuid", NULL);
+    /* The raw system calls, not glibc's wrappers: cloned from a process
+       with threads, this child still looks multi-threaded to glibc, whose
+       wrappers would then try to change the ids of threads it does not
+       have (__nptl_setxid) and wait for them forever. */
+    if (syscall(SYS_setgroups, (size_t)spec->group_count, spec->groups) < 0) fail(status_fd, "setgroups", NULL);
+    if (syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid) < 0) fail(status_fd, "setresgid", NULL);
+    if (syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid) < 0) fail(status_fd, "setresuid", NULL);
     if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) fail(status_fd, "prctl PR_SET_KEEPCAPS", NULL);
 
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};

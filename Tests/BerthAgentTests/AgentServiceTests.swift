@@ -84,10 +84,6 @@ struct AgentServiceTests {
                 #expect(error.message.hasSuffix("nosuch "), "\(error.message)")
             }
             let calls: [(String, () async throws -> Void)] = [
-                ("berth.agent.v1.Images/Pull", {
-                    try await Berth_Agent_V1_Images.Client(wrapping: client).pull(.init()) { r in for try await _ in r.messages {} }
-                }),
-                ("berth.agent.v1.Volumes/Create", { _ = try await Berth_Agent_V1_Volumes.Client(wrapping: client).create(.init()) }),
                 ("berth.agent.v1.Networks/Create", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).create(.init()) }),
             ]
             for (method, call) in calls {

@@ -152,7 +152,7 @@ struct ContainerLifecycleTests {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
         let cases: [([String], String)] = [
-            (["run", "nosuchimage"], "no such image: nosuchimage"),
+            (["run", "--pull", "never", "nosuchimage"], "no such image: nosuchimage"),
             (["run", "-m", "64x", "busybox", "true"], "memory limit \"64x\": expected a size like 64m or 1g"),
             (["run", "--cpus", "64", "busybox", "true"], "cpus 64: the host has only"),
             (["run", "--restart", "sometimes", "busybox", "true"], "restart policy \"sometimes\""),

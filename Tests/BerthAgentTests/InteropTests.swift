@@ -21,7 +21,7 @@ struct InteropTests {
             #expect(run.stdout.contains("version=0.1.0"))
             #expect(run.stdout.contains("usage sequence=3"))
             #expect(run.stdout.contains("cancelled after 1 message"))
-            #expect(run.stdout.contains("volumes_list status=12"))
+            #expect(run.stdout.contains("unknown_method status=12"))
         }
     }
 

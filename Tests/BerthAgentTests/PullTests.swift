@@ -142,6 +142,34 @@ struct PullTests {
         #expect(try await host.berth(["pull", image], environment: env).status != 0, "logged out, refused again")
     }
 
+    @Test("a registry behind a token service: anonymous pulls get a bearer token, a private repository needs berth login, and the token asked for names the repository")
+    func bearerTokens() async throws {
+        let tokens = try await TokenService()
+        defer { tokens.stop() }
+        let registry = try await LocalRegistry(tokens: tokens)
+        defer { registry.stop() }
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let layout = try await TestLayouts.twoLayers(in: registry.directory)
+        try await registry.push(layout: layout, tag: "v1", as: "public/bb:v1")
+        try await registry.push(layout: layout, tag: "v1", as: "private/bb:v1")
+        let env = ["BERTH_CONFIG": registry.directory.appendingPathComponent("client-config").path]
+
+        let open = try await host.berth(["run", "--rm", "\(registry.address)/public/bb:v1"], environment: env)
+        #expect(open.status == 0, "\(open.stderr)")
+        #expect(open.stdout == "hello\nhi\n/tmp\n")
+        #expect(tokens.requests.contains("repository:public/bb:pull anonymous"), "\(tokens.requests)")
+
+        let refused = try await host.berth(["pull", "\(registry.address)/private/bb:v1"], environment: env)
+        #expect(refused.status != 0 && refused.stderr.contains("refused anonymous access"), "\(refused.stderr)")
+        let wrong = try await host.berth(["login", "-u", tokens.user, "-p", "wrong", registry.address], environment: env)
+        #expect(wrong.status != 0, "\(wrong.stdout)")
+        #expect(try await host.berth(["login", "-u", tokens.user, "-p", tokens.password, registry.address], environment: env).status == 0)
+        let pulled = try await host.berth(["pull", "\(registry.address)/private/bb:v1"], environment: env)
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        #expect(tokens.requests.contains("repository:private/bb:pull \(tokens.user)"), "\(tokens.requests)")
+    }
+
     @Test("a pull cut off mid-blob fails clearly, leaves no image, and the next pull resumes from where it stopped")
     func interruptedAndResumed() async throws {
         let registry = try await LocalRegistry()

@@ -18,7 +18,7 @@ final class LocalRegistry: @unchecked Sendable {
     let credentials: (user: String, password: String)?
     var address: String { "127.0.0.1:\(port)" }
 
-    init(user: String? = nil, password: String? = nil) async throws {
+    init(user: String? = nil, password: String? = nil, tokens: TokenService? = nil) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-registry-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = try Self.freePort()
@@ -33,6 +33,17 @@ final class LocalRegistry: @unchecked Sendable {
                   htpasswd:
                     realm: berth-test
                     path: \(htpasswd)
+
+                """
+        } else if let tokens {
+            credentials = (tokens.user, tokens.password)
+            auth = """
+                auth:
+                  token:
+                    realm: http://127.0.0.1:\(tokens.port)/token
+                    service: berth-test-registry
+                    issuer: \(tokens.issuer)
+                    rootcertbundle: \(tokens.certificate)
 
                 """
         } else {
@@ -130,6 +141,60 @@ final class LocalRegistry: @unchecked Sendable {
     }
 }
 
+/// A registry token service (Tests/Fixtures/token-server.py) with a key and
+/// certificate made by openssl: the bearer-token flow, for real.
+final class TokenService: @unchecked Sendable {
+    let directory: URL
+    let port: Int
+    let process: ChildProcess
+    let user = "bob"
+    let password = "token pass"
+    let issuer = "berth-test-issuer"
+    var certificate: String { directory.appendingPathComponent("cert.pem").path }
+
+    init() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-tokens-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let key = directory.appendingPathComponent("key.pem").path
+        let made = try await runCommand(
+            URL(fileURLWithPath: "/usr/bin/openssl"),
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", directory.appendingPathComponent("cert.pem").path,
+             "-days", "2", "-subj", "/CN=berth-test-token-issuer"],
+            environment: ["PATH": "/usr/bin:/bin"])
+        guard made.status == 0 else { throw HarnessError("openssl: \(made.stderr)") }
+        let portFile = directory.appendingPathComponent("port").path
+        let script = BuildProducts.root.appendingPathComponent("Tests/Fixtures/token-server.py").path
+        process = ChildProcess(
+            pid: try Processes.spawn(
+                executable: "/usr/bin/python3",
+                arguments: [script, key, directory.appendingPathComponent("cert.pem").path, issuer, user, password,
+                            directory.appendingPathComponent("requests.log").path, portFile],
+                environment: ["PATH=/usr/bin:/bin"], stdout: 2, stderr: 2))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !FileManager.default.fileExists(atPath: portFile) {
+            guard process.isRunning, ContinuousClock.now < deadline else {
+                if process.isRunning { kill(process.pid, SIGKILL) }
+                throw HarnessError("the token service did not start")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        port = Int(try String(contentsOfFile: portFile, encoding: .utf8)) ?? 0
+    }
+
+    /// "SCOPE USER" per token request.
+    var requests: [String] {
+        ((try? String(contentsOf: directory.appendingPathComponent("requests.log"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.pid, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
 /// A proxy in front of a registry that fails on demand
 /// (Tests/Fixtures/registry-proxy.py): cuts blobs short, answers errors,
 /// serves a manifest that does not parse. Logs each request.
@@ -152,7 +217,7 @@ final class FaultyProxy: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(30)
         while !FileManager.default.fileExists(atPath: portFile) {
             guard process.isRunning, ContinuousClock.now < deadline else {
-                process.isRunning ? _ = kill(process.pid, SIGKILL) : ()
+                if process.isRunning { kill(process.pid, SIGKILL) }
                 throw HarnessError("the registry proxy did not start")
             }
             try await Task.sleep(for: .milliseconds(20))

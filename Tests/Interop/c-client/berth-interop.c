@@ -17,8 +17,8 @@
  *     the way the messages are spread over DATA frames;
  *   - handles a client cancelling an endless stream with RST_STREAM(CANCEL)
  *     and keeps the connection usable for further calls;
- *   - reports an unimplemented method (Volumes/List) with grpc-status 12
- *     (UNIMPLEMENTED) and a grpc-message.
+ *   - reports a method the agent does not have (Volumes/NoSuchMethod) with
+ *     grpc-status 12 (UNIMPLEMENTED) and a grpc-message.
  *
  * Usage:
  *   berth-interop unix:///path/to/agent.sock
@@ -839,7 +839,7 @@ static int call_run(struct connection *connection, struct call *call,
 
 static const char VERSION_PATH[] = "/berth.agent.v1.Node/Version";
 static const char WATCH_USAGE_PATH[] = "/berth.agent.v1.Node/WatchUsage";
-static const char VOLUMES_LIST_PATH[] = "/berth.agent.v1.Volumes/List";
+static const char UNKNOWN_METHOD_PATH[] = "/berth.agent.v1.Volumes/NoSuchMethod";
 
 /* Node/Version: one response message, grpc-status 0. */
 static int check_version(struct connection *connection, const char *label) {
@@ -995,11 +995,11 @@ out:
     return result;
 }
 
-/* Volumes/List: not implemented yet, so grpc-status 12 (UNIMPLEMENTED).
-   The body is an empty ListContainersRequest: 00 00 00 00 00. */
-static int check_volumes_list(struct connection *connection) {
+/* A method the agent does not have: grpc-status 12 (UNIMPLEMENTED).
+   The body is an empty message: 00 00 00 00 00. */
+static int check_unknown_method(struct connection *connection) {
     struct call call;
-    if (call_init_empty(&call, VOLUMES_LIST_PATH) != 0) {
+    if (call_init_empty(&call, UNKNOWN_METHOD_PATH) != 0) {
         return -1;
     }
     int result = -1;
@@ -1008,10 +1008,10 @@ static int check_volumes_list(struct connection *connection) {
     }
     if (call.message_count != 0) {
         fail("%s: %zu response messages with UNIMPLEMENTED, want 0",
-             VOLUMES_LIST_PATH, call.message_count);
+             UNKNOWN_METHOD_PATH, call.message_count);
         goto out;
     }
-    printf("volumes_list status=%d message=%s\n", call.grpc_status,
+    printf("unknown_method status=%d message=%s\n", call.grpc_status,
            call.grpc_message ? call.grpc_message : "");
     result = 0;
 out:
@@ -1037,7 +1037,7 @@ int main(int argc, char **argv) {
              check_watch_usage(&connection) == 0 &&
              check_cancel(&connection) == 0 &&
              check_version(&connection, "after_cancel") == 0 &&
-             check_volumes_list(&connection) == 0;
+             check_unknown_method(&connection) == 0;
     connection_close(&connection);
     if (!ok) {
         return 1;

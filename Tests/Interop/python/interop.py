@@ -13,7 +13,8 @@ source tree), then calls the agent and checks:
   - Node.Info reports cpus > 0 and a cgroup mode other than UNSPECIFIED;
   - Node.WatchUsage(count=3, interval_ms=100) streams exactly 3 messages,
     sequence 1, 2, 3, then ends with OK;
-  - Volumes.List fails with UNIMPLEMENTED;
+  - Volumes.List answers OK;
+  - a method the agent does not have fails with UNIMPLEMENTED;
   - Node.WatchUsage(count=0) with a 300 ms deadline ends with
     DEADLINE_EXCEEDED.
 
@@ -124,17 +125,26 @@ def run(address):
         check(sequences == [1, 2, 3], f"WatchUsage: sequences {sequences}, want [1, 2, 3]")
         print(f"ok   Node.WatchUsage count=3 sequences={sequences}")
 
-        # Volumes.List: not implemented yet
+        # Volumes.List
+        listed = volumes.List(volumes_pb2.ListVolumesRequest(), timeout=TIMEOUT_SECONDS)
+        print(f"ok   Volumes.List volumes={len(listed.volumes)}")
+
+        # A method the agent does not have
+        unknown = channel.unary_unary(
+            "/berth.agent.v1.Volumes/NoSuchMethod",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
         try:
-            volumes.List(volumes_pb2.ListVolumesRequest(), timeout=TIMEOUT_SECONDS)
+            unknown(b"", timeout=TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             check(
                 error.code() == grpc.StatusCode.UNIMPLEMENTED,
-                f"Volumes.List: status {error.code()}, want UNIMPLEMENTED",
+                f"Volumes/NoSuchMethod: status {error.code()}, want UNIMPLEMENTED",
             )
-            print(f"ok   Volumes.List status=UNIMPLEMENTED message={error.details()}")
+            print(f"ok   Volumes/NoSuchMethod status=UNIMPLEMENTED message={error.details()}")
         else:
-            raise CheckFailed("Volumes.List succeeded, want UNIMPLEMENTED")
+            raise CheckFailed("Volumes/NoSuchMethod succeeded, want UNIMPLEMENTED")
 
         # Node.WatchUsage, count=0 (endless), 300 ms deadline
         started = time.monotonic()
