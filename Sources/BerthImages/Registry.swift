@@ -236,21 +236,33 @@ public final class RegistryClient: Sendable {
 
     private func url(_ path: String) async throws -> String {
         if let scheme = scheme.withLock({ $0 }) { return "\(scheme)://\(apiHost)\(path)" }
-        // The first request settles the scheme: HTTPS, or plain HTTP where
-        // allowed and HTTPS does not answer.
-        let https = "https://\(apiHost)/v2/"
+        // The first request settles the scheme. A registry allowed plain HTTP
+        // is asked over HTTP first (a TLS handshake sent to a plain-HTTP
+        // server can wait out the whole timeout); one that answers plain
+        // HTTP with 400, or not at all, speaks HTTPS.
+        if Self.allowsPlainHTTP(registry, insecure: options.insecureRegistries) {
+            var probe = HTTPClientRequest(url: "http://\(apiHost)/v2/")
+            probe.method = .GET
+            if let response = try? await http.execute(probe, timeout: options.readTimeout) {
+                _ = try? await response.body.collect(upTo: 64 * 1024)
+                if response.status != .badRequest {
+                    scheme.withLock { $0 = "http" }
+                    return try await url(path)
+                }
+            }
+        }
         do {
-            var probe = HTTPClientRequest(url: https)
+            var probe = HTTPClientRequest(url: "https://\(apiHost)/v2/")
             probe.method = .GET
             let response = try await http.execute(probe, timeout: options.readTimeout)
             _ = try? await response.body.collect(upTo: 64 * 1024)
-            scheme.withLock { $0 = "https" }
         } catch {
-            guard Self.allowsPlainHTTP(registry, insecure: options.insecureRegistries) else {
-                throw unreachable(error, "over HTTPS; plain HTTP is allowed only for registries on loopback or named with the agent's --insecure-registry")
-            }
-            scheme.withLock { $0 = "http" }
+            throw unreachable(
+                error,
+                Self.allowsPlainHTTP(registry, insecure: options.insecureRegistries)
+                    ? "over HTTP or HTTPS" : "over HTTPS; plain HTTP is allowed only for registries on loopback or named with the agent's --insecure-registry")
         }
+        scheme.withLock { $0 = "https" }
         return try await url(path)
     }
 
