@@ -119,7 +119,7 @@ public final class Agent: Service, Sendable {
         self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db", eventRetention: configuration.eventRetention)
         var registry = RegistryClient.Options()
         registry.insecureRegistries = configuration.insecureRegistries
-        self.images = try ImageStore(root: configuration.rootDir, index: database, registryOptions: registry)
+        self.images = try ImageStore(root: configuration.rootDir, index: database, registryOptions: registry, logger: logger)
         let cgroups = try CgroupV1Driver.detectDriver(parent: configuration.cgroupParent)
         let info = node.info()
         self.supervisor = try ContainerSupervisor(

@@ -1,6 +1,7 @@
 public import BerthModel
 import BerthLinux
 import Foundation
+public import Logging
 import Glibc
 import Synchronization
 
@@ -19,6 +20,7 @@ public final class ImageStore: Sendable {
     public let content: ContentStore
     /// How pulls reach registries.
     public let registryOptions: RegistryClient.Options
+    let logger: Logger
     private let index: any ImageIndex
     private let lock = Mutex(())
     /// Blobs and layers (by chain ID hex) that pulls under way hold: not
@@ -26,8 +28,12 @@ public final class ImageStore: Sendable {
     private let pinned = Mutex<[String: Int]>([:])
 
     /// - Throws: `BerthError` when the directories cannot be made.
-    public init(root: String, index: any ImageIndex, registryOptions: RegistryClient.Options = .init()) throws {
+    public init(
+        root: String, index: any ImageIndex, registryOptions: RegistryClient.Options = .init(),
+        logger: Logger = Logger(label: "berth.images")
+    ) throws {
         self.root = root
+        self.logger = logger
         self.index = index
         self.registryOptions = registryOptions
         do {
@@ -209,12 +215,21 @@ public final class ImageStore: Sendable {
             var magic = [UInt8](repeating: 0, count: 4)
             let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
             let file = FileByteSource(fd: fd)
+            let started = ContinuousClock.now
+            let compression = LayerCompression.detect(magic.prefix(max(0, n)))
             let report: LayerUnpacker.Report
-            switch LayerCompression.detect(magic.prefix(max(0, n))) {
+            switch compression {
             case .none: report = try Self.unpack(file, into: temporary, diffID: diffID)
             case .gzip: report = try Self.unpack(GzipByteSource(file), into: temporary, diffID: diffID)
             case .zstd: report = try Self.unpack(ZstdByteSource(file), into: temporary, diffID: diffID)
             }
+            let elapsed = ContinuousClock.now - started
+            logger.info(
+                "layer unpacked",
+                metadata: [
+                    "layer": "\(blob)", "compression": "\(compression)", "entries": "\(report.entries)", "bytes": "\(report.bytes)",
+                    "seconds": "\(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)",
+                ])
             do {
                 try FileIO.rename(temporary, to: target)
             } catch let error as SystemError where error.errno == EEXIST || error.errno == ENOTEMPTY {
@@ -231,6 +246,9 @@ public final class ImageStore: Sendable {
                 throw BerthError.invalid("not a valid layer: \(malformed)")
             }
             if let error = error as? BerthError { throw error }
+            if let error = error as? SystemError, error.errno == ENOSPC || error.errno == EDQUOT {
+                throw BerthError(.resourceExhausted, "no space left to unpack layer \(blob.short) under \(root)", underlying: error)
+            }
             throw BerthError(.internal, "cannot unpack layer \(blob.short)", underlying: error)
         }
     }

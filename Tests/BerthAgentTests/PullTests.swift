@@ -1,4 +1,5 @@
 import BerthLinux
+import Glibc
 import BerthModel
 import Foundation
 import Testing
@@ -168,6 +169,50 @@ struct PullTests {
         let pulled = try await host.berth(["pull", "\(registry.address)/private/bb:v1"], environment: env)
         #expect(pulled.status == 0, "\(pulled.stderr)")
         #expect(tokens.requests.contains("repository:private/bb:pull \(tokens.user)"), "\(tokens.requests)")
+    }
+
+    @Test("a full disk: the pull fails with a clear error, no image or half-unpacked layer is left, and the images already stored are untouched")
+    func fullDisk() async throws {
+        let registry = try await LocalRegistry()
+        defer { registry.stop() }
+        try await registry.push(layout: try await TestLayouts.twoLayers(in: registry.directory), tag: "v1", as: "test/bb:v1")
+        // The agent's root on a 3 MiB tmpfs: room for the layer blobs (1.1 MB), not for busybox unpacked (2 MB more).
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-agent-test-\(UUID().uuidString.prefix(8))")
+        let root = directory.appendingPathComponent("root").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        guard mount("tmpfs", root, "tmpfs", 0, "size=3m,mode=0700") == 0 else { throw HarnessError("mount tmpfs: \(errno)") }
+        let agent: AgentProcess
+        do {
+            agent = try await AgentProcess(tcp: false, directory: directory)
+        } catch {
+            umount2(root, Int32(MNT_DETACH))
+            try? FileManager.default.removeItem(at: directory)
+            throw error
+        }
+        defer {
+            agent.stop()
+            umount2(root, Int32(MNT_DETACH))
+            agent.cleanUp()
+        }
+        let env = ["BERTH_HOST": "unix://\(agent.socketPath)"]
+        func berth(_ arguments: [String]) async throws -> CommandResult {
+            try await runCommand(try BuildProducts.executable("berth"), arguments, environment: ProcessInfo.processInfo.environment.merging(env) { $1 })
+        }
+        // A small image first, to see it survive.
+        let small = FileManager.default.temporaryDirectory.appendingPathComponent("berth-small-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: small, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: small) }
+        try "kept\n".write(to: small.appendingPathComponent("file"), atomically: true, encoding: .utf8)
+        #expect(try await berth(["image", "import", small.path, "small:1"]).status == 0)
+        let before = try await berth(["images", "--format", "json"]).stdout
+
+        let pull = try await berth(["pull", "\(registry.address)/test/bb:v1"])
+        #expect(pull.status != 0)
+        #expect(pull.stderr.contains("no space left"), "\(pull.stderr)")
+        #expect(try await berth(["images", "--format", "json"]).stdout == before)
+        let layers = try FileManager.default.contentsOfDirectory(atPath: "\(root)/layers")
+        #expect(!layers.contains { $0.hasPrefix(".tmp-") }, "no half-unpacked layer: \(layers)")
+        #expect(try await berth(["image", "inspect", "small:1"]).status == 0)
     }
 
     @Test("a pull cut off mid-blob fails clearly, leaves no image, and the next pull resumes from where it stopped")
