@@ -55,6 +55,9 @@ public struct LayerUnpacker {
             if path.isEmpty { continue }  // the layer's root itself
             let (parent, base) = RootedDirectory.split(path)
             let parentPath = parent == "." ? "" : parent
+            // Anything but a regular file may change directories: the parent
+            // kept open for consecutive files is dropped.
+            if entry.kind != .file || base.hasPrefix(".wh.") { root.forgetParent() }
 
             if base == ".wh..wh..opq" {
                 try root.createDirectories(parentPath)
@@ -73,13 +76,10 @@ public struct LayerUnpacker {
             }
 
             var mode: mode_t? = mode_t(entry.mode & 0o7777)
-            switch entry.kind {
-            case .directory:
-                try root.makeDirectory(path, mode: 0o755)
-                directories.append((path, entry))
-                continue
-            case .file:
-                let fd = try root.createFile(path, mode: 0o600)
+            if entry.kind == .file {
+                // Regular files, most of a layer: written and finished through
+                // their descriptor, in a parent resolved once per directory.
+                let fd = try root.createFileInCachedParent(path, mode: 0o600)
                 defer { close(fd) }
                 var left = entry.size
                 while left > 0 {
@@ -89,6 +89,24 @@ public struct LayerUnpacker {
                     left -= Int64(n)
                 }
                 report.bytes += entry.size
+                let display = "\(directory)/\(path)"
+                try RootedDirectory.setAttributes(fd: fd, display: display, uid: entry.uid, gid: entry.gid, mode: mode_t(entry.mode & 0o7777), mtime: entry.mtime)
+                for (name, value) in entry.xattrs.sorted(by: { $0.key < $1.key }) {
+                    guard name.hasPrefix("user.") || name.hasPrefix("security.") else {
+                        report.warnings.append("ignored extended attribute \(name) on \(path)")
+                        continue
+                    }
+                    try RootedDirectory.setXattr(fd: fd, display: display, name: name, value: value)
+                }
+                continue
+            }
+            switch entry.kind {
+            case .directory:
+                try root.makeDirectory(path, mode: 0o755)
+                directories.append((path, entry))
+                continue
+            case .file:
+                continue  // above
             case .symlink:
                 try root.symlink(path, target: entry.linkName)
                 mode = nil

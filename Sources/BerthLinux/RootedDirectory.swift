@@ -18,7 +18,58 @@ public final class RootedDirectory {
         guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        forgetParent()
+    }
+
+    /// The directory the last `createFileInCachedParent` wrote into, kept
+    /// open for the next file in the same directory (tars list a
+    /// directory's files together). Any other change drops it.
+    private var cachedParent: (path: String, fd: Int32)?
+
+    /// Drops the cached parent directory.
+    public func forgetParent() {
+        if let cached = cachedParent { close(cached.fd) }
+        cachedParent = nil
+    }
+
+    /// Creates a regular file (replacing what is there) and returns its
+    /// descriptor, opened for writing. The parent is resolved beneath the
+    /// root once per directory while files follow each other.
+    public func createFileInCachedParent(_ path: String, mode: mode_t) throws -> Int32 {
+        let (parentPath, name) = Self.split(path)
+        guard name != "." && name != ".." else { throw SystemError("resolve", path: "\(self.path)/\(path)", errno: EINVAL) }
+        let parentFD: Int32
+        if let cached = cachedParent, cached.path == parentPath {
+            parentFD = cached.fd
+        } else {
+            forgetParent()
+            parentFD = try parent(of: path).fd
+            cachedParent = (parentPath, parentFD)
+        }
+        var fd = openat(parentFD, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        if fd < 0 && errno == EEXIST {
+            try Self.removeAt(parentFD, name, display: "\(self.path)/\(path)")
+            fd = openat(parentFD, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        }
+        guard fd >= 0 else { throw SystemError("create", path: "\(self.path)/\(path)", errno: errno) }
+        return fd
+    }
+
+    /// Owner, then mode (chown clears setuid bits), then times, on an open file.
+    public static func setAttributes(fd: Int32, display: String, uid: UInt32, gid: UInt32, mode: mode_t, mtime: Int64) throws {
+        if fchown(fd, uid, gid) != 0 { throw SystemError("chown", path: display, errno: errno) }
+        if fchmod(fd, mode) != 0 { throw SystemError("chmod", path: display, errno: errno) }
+        var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
+        if futimens(fd, &times) != 0 { throw SystemError("utimensat", path: display, errno: errno) }
+    }
+
+    /// An extended attribute on an open file.
+    public static func setXattr(fd: Int32, display: String, name attribute: String, value: [UInt8]) throws {
+        let rc = value.withUnsafeBytes { berth_fsetxattr_path(fd, attribute, $0.baseAddress, $0.count) }
+        if rc != 0 { throw SystemError("setxattr \(attribute)", path: display, errno: errno) }
+    }
 
     /// Splits "a/b/c" into the parent "a/b" and the last name "c".
     public static func split(_ path: String) -> (parent: String, name: String) {
