@@ -240,6 +240,8 @@ public actor ContainerSupervisor {
                 throw BerthError.invalid("bind source path does not exist: \(mount.source)")
             }
         }
+        // The image's labels, under the container's own, as docker merges them.
+        spec.labels = image.config.labels.merging(spec.labels) { _, own in own }
         // The image's VOLUME paths that no mount covers get anonymous volumes.
         let targets = Set(spec.mounts.map(\.target))
         for path in image.config.volumes where !targets.contains(path) && path.hasPrefix("/") {

@@ -1,5 +1,6 @@
 import BerthImages
 import BerthLinux
+import BerthModel
 import Foundation
 import Testing
 
@@ -53,6 +54,32 @@ struct ImageArchiveTests {
         let unknown = try await host.berth(["save", "-o", dir.appendingPathComponent("none.tar").path, "nosuch:1"])
         #expect(unknown.status != 0 && unknown.stderr.contains("no such image: nosuch:1"), "\(unknown.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("none.tar").path), "no file left from a failed save")
+    }
+
+    @Test("an image's Entrypoint, Cmd, User, Labels and StopSignal shape its containers; the container's own settings win")
+    func imageConfig() async throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let layout = try await TestLayouts.twoLayers(in: dir)
+        try await TestLayouts.umoci([
+            "config", "--image", "\(layout):v1", "--config.entrypoint", "/bin/sh", "--config.entrypoint", "-c", "--clear=config.cmd",
+            "--config.cmd", "trap 'echo got USR1; exit 42' USR1; id -u; while :; do sleep 0.1; done",
+            "--config.user", "1000:1000", "--config.label", "org.example.team=core", "--config.label", "tier=base",
+            "--config.stopsignal", "SIGUSR1",
+        ])
+        #expect(try await host.berth(["image", "import", layout, "configured:1"]).status == 0)
+        #expect(try await host.berth(["run", "-d", "--name", "c", "--label", "tier=mine", "configured:1"]).status == 0)
+        let c = try await host.waitFor("c") { $0.status.state == .running }
+        #expect(c.spec.labels == ["org.example.team": "core", "tier": "mine"], "\(c.spec.labels)")
+        #expect(try await host.berth(["stop", "c"]).status == 0)
+        let stopped = try await host.waitFor("c") { $0.status.state == .exited }
+        #expect(stopped.status.exitCode == 42, "the image's stop signal, SIGUSR1, was sent: \(stopped.status)")
+        let logs = try await host.berth(["logs", "c"])
+        #expect(logs.stdout == "1000\ngot USR1\n", "\(logs.stdout)")
+        let own = try await host.berth(["run", "--rm", "-u", "0", "configured:1", "id -u; exit 3"])
+        #expect(own.status == 3 && own.stdout == "0\n", "the command given replaces Cmd after the Entrypoint: \(own)")
     }
 
     @Test("hostile or broken archives are refused with a clear error and record nothing: a blob that is not its digest, a link out of the archive, a missing layer, a layer unlike its diff ID")
