@@ -39,6 +39,15 @@ public final class ImageStore: Sendable {
         do {
             self.content = try ContentStore(root: "\(root)/content")
             try Directories.create("\(root)/layers", mode: 0o700)
+            // Writes a crash interrupted (no pull or import runs yet): blobs
+            // being written are thrown away; partial downloads are kept a day
+            // for a pull to resume.
+            let ingest = "\(root)/content/ingest"
+            for name in try FileIO.list(ingest) {
+                let path = "\(ingest)/\(name)"
+                let stale = (try? FileIO.status(path)).map { Date().timeIntervalSince1970 - Double($0.mtime) > 86_400 } ?? true
+                if !name.hasSuffix(".partial") || stale { unlink(path) }
+            }
             // Unpacks a crash interrupted: no pull runs yet.
             let layers = try RootedDirectory(path: "\(root)/layers")
             for name in try FileIO.list("\(root)/layers") where name.hasPrefix(".tmp-") {
@@ -321,12 +330,15 @@ public final class ImageStore: Sendable {
                 )
             }
             untagged = image.names.compactMap { try? ImageReference(parsing: $0).familiar }
-            try index.deleteImage(id: image.id)
-            var deleted = [image.id]
-            if !inUse(image.id) {
-                deleted += try collectGarbage().filter { $0 != image.id }
+            if inUse(image.id) {
+                // Forced while a container uses it: the names go, the image
+                // stays (dangling, as docker keeps it) so its layers do too.
+                image.names = []
+                try index.save(image)
+                return (untagged, [])
             }
-            return (untagged, deleted)
+            try index.deleteImage(id: image.id)
+            return (untagged, [image.id] + (try collectGarbage().filter { $0 != image.id }))
         }
     }
 

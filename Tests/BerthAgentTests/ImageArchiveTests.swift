@@ -82,6 +82,28 @@ struct ImageArchiveTests {
         #expect(own.status == 3 && own.stdout == "0\n", "the command given replaces Cmd after the Entrypoint: \(own)")
     }
 
+    @Test("an image a container uses is not removed; forced, it loses its names and stays until no container uses it")
+    func inUse() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["image", "tag", "busybox", "mine:1"]).status == 0)
+        #expect(try await host.berth(["run", "-d", "--name", "user", "mine:1", "sleep", "1000"]).status == 0)
+        let id = try await host.inspect("user").imageID
+        #expect(try await host.berth(["rmi", "busybox"]).stdout == "Untagged: busybox:latest\n", "another name goes, the image stays")
+        let refused = try await host.berth(["rmi", "mine:1"])
+        #expect(refused.status != 0 && refused.stderr.contains("is used by a container"), "\(refused.stderr)")
+        let forced = try await host.berth(["rmi", "-f", "mine:1"])
+        #expect(forced.status == 0 && forced.stdout == "Untagged: mine:1\n", "\(forced.stdout) \(forced.stderr)")
+        let listed = try await host.berth(["images"])
+        #expect(listed.stdout.contains("<none>") && listed.stdout.contains(String(id.dropFirst(7).prefix(12))), "\(listed.stdout)")
+        let alive = try await host.berth(["exec", "user", "ls", "/bin/busybox"])
+        #expect(alive.status == 0, "the container keeps its layers: \(alive.stderr)")
+        #expect(try await host.berth(["rm", "-f", "user"]).status == 0)
+        let deleted = try await host.berth(["rmi", id])
+        #expect(deleted.status == 0 && deleted.stdout.contains("Deleted: \(id)"), "\(deleted.stdout) \(deleted.stderr)")
+        #expect(try await host.berth(["images", "-q"]).stdout.isEmpty)
+    }
+
     @Test("hostile or broken archives are refused with a clear error and record nothing: a blob that is not its digest, a link out of the archive, a missing layer, a layer unlike its diff ID")
     func hostileArchives() async throws {
         let dir = try Self.scratch()
