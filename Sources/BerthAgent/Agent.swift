@@ -128,7 +128,6 @@ public final class Agent: Service, Sendable {
 
     /// Every service the agent answers.
     public var services: [any RegistrableRPCService] {
-        let later = "it arrives in a later release"
         let supervisor = self.supervisor
         let images = self.images
         return [
@@ -136,7 +135,7 @@ public final class Agent: Service, Sendable {
             ContainersService(supervisor: supervisor, environment: environment),
             ImagesService(images: images, supervisor: supervisor, database: database),
             VolumesService(volumes: supervisor.volumes, supervisor: supervisor),
-            PendingService(methods: Berth_Agent_V1_Networks.Method.descriptors, reason: later),
+            NetworksService(networks: supervisor.networks, supervisor: supervisor),
             EventsService(database: database, metrics: metrics),
         ]
     }
@@ -170,6 +169,7 @@ public final class Agent: Service, Sendable {
                 "node.id": "\(node.id)", "socket": "\(configuration.socketPath)", "root": "\(configuration.rootDir)",
                 "state": "\(configuration.stateDir)",
             ])
+        for problem in supervisor.networks.restore() { logger.error("network not restored", metadata: ["error": "\(problem)"]) }
         await supervisor.restore()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in

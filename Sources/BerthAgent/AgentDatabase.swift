@@ -61,6 +61,13 @@ public final class AgentDatabase: ImageIndex, Sendable {
                 t.column("record", .blob).notNull()
             }
         }
+        m.registerMigration("v3-networks") { db in
+            try db.create(table: "network") { t in
+                t.column("id", .text).primaryKey()
+                t.column("name", .text).notNull().unique()
+                t.column("record", .blob).notNull()
+            }
+        }
         return m
     }
 
@@ -151,36 +158,61 @@ public final class AgentDatabase: ImageIndex, Sendable {
         }
     }
 
-    // MARK: Volumes
+    // MARK: Volumes and networks
 
-    public func allVolumes() throws -> [Volume] {
-        try wrap("read volumes") {
-            try pool.read { db in
-                try Data.fetchAll(db, sql: "SELECT record FROM volume").map { try Self.decoder.decode(Volume.self, from: $0) }
+    /// The decoded records of a table with a `record` column.
+    private func records<T: Decodable>(_ table: String, _ what: String) throws -> [T] {
+        try wrap("read \(what)") {
+            try pool.read { db in try Data.fetchAll(db, sql: "SELECT record FROM \(table)").map { try Self.decoder.decode(T.self, from: $0) } }
+        }
+    }
+
+    /// Inserts a record (with its key columns) and its events in one transaction.
+    private func insertRecord<T: Encodable>(
+        _ table: String, keys: [(String, String)], _ value: T, events: [PendingEvent], taken: String
+    ) throws -> [Event] {
+        let data = try Self.encoder.encode(value)
+        let columns = (keys.map(\.0) + ["record"]).joined(separator: ", ")
+        let marks = Array(repeating: "?", count: keys.count + 1).joined(separator: ", ")
+        let arguments = StatementArguments(keys.map { $0.1.databaseValue } + [data.databaseValue])
+        return try wrap(taken) {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO \(table) (\(columns)) VALUES (\(marks))", arguments: arguments)
+                return try appendAll(events, db)
             }
         }
     }
 
-    /// Inserts a volume and its events in one transaction.
-    ///
-    /// - Throws: `BerthError.alreadyExists` when the name is taken.
-    public func insert(_ volume: Volume, events: [PendingEvent]) throws -> [Event] {
-        let data = try Self.encoder.encode(volume)
-        return try wrap("volume \(volume.name) already exists") {
+    /// Deletes a record and appends its events in one transaction.
+    private func deleteRecord(_ table: String, key: String, _ value: String, events: [PendingEvent]) throws -> [Event] {
+        try wrap("remove \(table) \(value)") {
             try pool.write { db in
-                try db.execute(sql: "INSERT INTO volume (name, record) VALUES (?, ?)", arguments: [volume.name, data])
+                try db.execute(sql: "DELETE FROM \(table) WHERE \(key) = ?", arguments: [value])
                 return try appendAll(events, db)
             }
         }
+    }
+
+    public func allVolumes() throws -> [Volume] { try records("volume", "volumes") }
+
+    /// - Throws: `BerthError.alreadyExists` when the name is taken.
+    public func insert(_ volume: Volume, events: [PendingEvent]) throws -> [Event] {
+        try insertRecord("volume", keys: [("name", volume.name)], volume, events: events, taken: "volume \(volume.name) already exists")
     }
 
     public func delete(volume name: String, events: [PendingEvent]) throws -> [Event] {
-        try wrap("remove volume \(name)") {
-            try pool.write { db in
-                try db.execute(sql: "DELETE FROM volume WHERE name = ?", arguments: [name])
-                return try appendAll(events, db)
-            }
-        }
+        try deleteRecord("volume", key: "name", name, events: events)
+    }
+
+    public func allNetworks() throws -> [Network] { try records("network", "networks") }
+
+    /// - Throws: `BerthError.alreadyExists` when the name is taken.
+    public func insert(_ network: Network, events: [PendingEvent]) throws -> [Event] {
+        try insertRecord("network", keys: [("id", network.id), ("name", network.name)], network, events: events, taken: "network \(network.name) already exists")
+    }
+
+    public func delete(network id: String, events: [PendingEvent]) throws -> [Event] {
+        try deleteRecord("network", key: "id", id, events: events)
     }
 
     // MARK: Events

@@ -42,6 +42,7 @@ public actor ContainerSupervisor {
     let database: AgentDatabase
     let images: ImageStore
     public let volumes: VolumeStore
+    public let networks: NetworkStore
     let cgroups: any CgroupDriver
     let environment: RuntimeEnvironment
     let host: NodeCapacity
@@ -71,6 +72,7 @@ public actor ContainerSupervisor {
         self.database = database
         self.images = images
         self.volumes = try VolumeStore(root: "\(environment.rootDir)/volumes", database: database)
+        self.networks = NetworkStore(database: database)
         self.cgroups = cgroups
         self.environment = environment
         self.host = host
@@ -203,6 +205,15 @@ public actor ContainerSupervisor {
         return users
     }
 
+    /// The containers (in any state) that name each user network.
+    public var networkUsers: [String: [Container]] {
+        var users: [String: [Container]] = [:]
+        for container in containers.values where !Network.reservedNames.contains(container.spec.network) {
+            users[container.spec.network, default: []].append(container)
+        }
+        return users
+    }
+
     /// Removes the anonymous volumes a removed container had, unless another uses them.
     private func removeAnonymousVolumes(of container: Container) {
         let users = volumeUsers
@@ -235,6 +246,15 @@ public actor ContainerSupervisor {
         }
         let name = spec.name ?? NameGenerator.make(avoiding: Set(containers.values.map(\.name)))
         spec.name = name
+        switch spec.network {
+        case "bridge", "none", "host", "default":
+            if spec.network == "default" { spec.network = "bridge" }
+        case let name:
+            guard let network = try? networks.get(name) else { throw BerthError.notFound("network", name) }
+            throw BerthError(
+                .unimplemented,
+                "containers cannot join network \(network.name) yet (that comes with published ports and names); use --network bridge, none or host")
+        }
         for mount in spec.mounts where mount.kind == .bind {
             guard FileIO.exists(mount.source) else {
                 throw BerthError.invalid("bind source path does not exist: \(mount.source)")

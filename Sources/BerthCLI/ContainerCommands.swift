@@ -108,21 +108,33 @@ struct CreateCommand: AsyncParsableCommand {
 }
 
 /// Runs one call per named container, printing the name on success, as docker does.
-struct EachContainer {
-    static func run(_ agent: AgentOptions, _ names: [String], _ call: @escaping @Sendable (Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>, String) async throws -> Void) async throws {
+/// Runs a command's work for each name it was given, as docker does: an
+/// error is printed and the next name is tried; the command fails at the
+/// end if any did. `tolerate` lets some errors pass silently (`rm -f`).
+enum EachName {
+    static func run(_ names: [String], tolerate: (BerthError) -> Bool = { _ in false }, _ body: (String) async throws -> Void) async throws {
         var failed = false
         for name in names {
             do {
-                try await agent.connection().withClient { grpc in
-                    try await call(Berth_Agent_V1_Containers.Client(wrapping: grpc), name)
-                }
-                Console.print(name)
+                try await body(name)
             } catch let error as BerthError {
+                if tolerate(error) { continue }
                 Console.error("berth: \(error)")
                 failed = true
             }
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+struct EachContainer {
+    static func run(_ agent: AgentOptions, _ names: [String], _ call: @escaping @Sendable (Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>, String) async throws -> Void) async throws {
+        try await EachName.run(names) { name in
+            try await agent.connection().withClient { grpc in
+                try await call(Berth_Agent_V1_Containers.Client(wrapping: grpc), name)
+            }
+            Console.print(name)
+        }
     }
 }
 

@@ -52,7 +52,7 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Add a Linux capability.") var capAdd: [String] = []
     @Option(help: "Drop a Linux capability.") var capDrop: [String] = []
     @Option(help: "Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.") var securityOpt: [String] = []
-    @Option(help: "Network mode (containers get their own network namespace; networks arrive in a later release).") var network: String = "bridge"
+    @Option(help: "Network: bridge (the default: a network namespace of its own, loopback only for now), none, or host (the host's own).") var network: String = "bridge"
     @Flag(name: [.customShort("t"), .long], help: "Allocate a pseudo-TTY (not supported yet).") var tty = false
     @Flag(name: [.customShort("i"), .long], help: "Keep STDIN open (not supported yet).") var interactive = false
     @Flag(help: "Automatically remove the container when it exits.") var rm = false

@@ -163,23 +163,16 @@ struct ImageRemoveOptions: ParsableArguments {
 
     func run() async throws {
         let force = self.force
-        var failed = false
-        for image in images {
-            do {
-                let r = try await agent.connection().withClient { grpc in
-                    try await Berth_Agent_V1_Images.Client(wrapping: grpc).remove(.with {
-                        $0.image = image
-                        $0.force = force
-                    })
-                }
-                r.untagged.forEach { Console.print("Untagged: \($0)") }
-                r.deleted.forEach { Console.print("Deleted: \($0)") }
-            } catch let error as BerthError {
-                Console.error("berth: \(error)")
-                failed = true
+        try await EachName.run(images) { image in
+            let r = try await agent.connection().withClient { grpc in
+                try await Berth_Agent_V1_Images.Client(wrapping: grpc).remove(.with {
+                    $0.image = image
+                    $0.force = force
+                })
             }
+            r.untagged.forEach { Console.print("Untagged: \($0)") }
+            r.deleted.forEach { Console.print("Deleted: \($0)") }
         }
-        if failed { throw ExitCode(1) }
     }
 }
 

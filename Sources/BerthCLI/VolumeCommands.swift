@@ -97,20 +97,13 @@ struct VolumeInspect: AsyncParsableCommand {
 
     func run() async throws {
         var views: [VolumeView] = []
-        var failed = false
-        for name in names {
-            do {
-                let volume = try await agent.connection().withClient { grpc in
-                    try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).inspect(.with { $0.name = name }).volume
-                }
-                views.append(VolumeView(volume))
-            } catch let error as BerthError {
-                Console.error("berth: \(error)")
-                failed = true
+        defer { try? Console.json(views) }
+        try await EachName.run(names) { name in
+            let volume = try await agent.connection().withClient { grpc in
+                try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).inspect(.with { $0.name = name }).volume
             }
+            views.append(VolumeView(volume))
         }
-        try Console.json(views)
-        if failed { throw ExitCode(1) }
     }
 }
 
@@ -121,20 +114,12 @@ struct VolumeRemove: AsyncParsableCommand {
     @Argument var names: [String]
 
     func run() async throws {
-        var failed = false
-        for name in names {
-            do {
-                _ = try await agent.connection().withClient { grpc in
-                    try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).remove(.with { $0.name = name })
-                }
-                Console.print(name)
-            } catch let error as BerthError {
-                if force && error.code == .notFound { continue }
-                Console.error("berth: \(error)")
-                failed = true
+        try await EachName.run(names, tolerate: { force && $0.code == .notFound }) { name in
+            _ = try await agent.connection().withClient { grpc in
+                try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).remove(.with { $0.name = name })
             }
+            Console.print(name)
         }
-        if failed { throw ExitCode(1) }
     }
 }
 

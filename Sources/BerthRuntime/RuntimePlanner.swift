@@ -163,7 +163,8 @@ public enum RuntimePlanner {
         let isRoot = user.uid == 0
         return ShimConfig(
             id: container.id.rawValue,
-            cloneFlags: cloneNewNS | cloneNewUTS | cloneNewIPC | cloneNewPID | cloneNewNet,
+            // --network host shares the host's network namespace; every other mode gets its own.
+            cloneFlags: cloneNewNS | cloneNewUTS | cloneNewIPC | cloneNewPID | (spec.network == "host" ? 0 : cloneNewNet),
             newCgroupNamespace: true,
             rootfs: "\(paths.containerDir)/rootfs",
             overlayData: overlay,

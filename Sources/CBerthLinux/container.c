@@ -22,7 +22,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -220,6 +222,20 @@ static void do_mount(int status_fd, int rootfd, const struct berth_mount *m) {
         if (mount(m->source, where, m->fstype, m->flags, m->data) < 0) fail(status_fd, "mount", m->target);
     }
     close(target);
+}
+
+/* A new network namespace starts with its loopback down; up it goes, as
+   docker's containers have it. */
+static void loopback_up(int status_fd) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) fail(status_fd, "socket", "for loopback");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) fail(status_fd, "SIOCGIFFLAGS", "lo");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) fail(status_fd, "SIOCSIFFLAGS", "lo");
+    close(s);
 }
 
 static void make_devices(int status_fd, int rootfd) {
@@ -460,6 +476,7 @@ static void set_up_root(int status_fd, const struct berth_container_spec *spec) 
     close(rootfd);
 
     if (spec->hostname && sethostname(spec->hostname, s_len(spec->hostname)) < 0) fail(status_fd, "sethostname", spec->hostname);
+    if (spec->clone_flags & CLONE_NEWNET) loopback_up(status_fd);
 
     if (chdir(spec->rootfs) < 0) fail(status_fd, "chdir", spec->rootfs);
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail(status_fd, "pivot_root", NULL);

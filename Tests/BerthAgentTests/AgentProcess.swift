@@ -113,6 +113,11 @@ final class AgentProcess: @unchecked Sendable {
                 let list = ids.stdout.split(separator: "\n").map(String.init)
                 if !list.isEmpty { _ = try? Processes.runBlocking(berth, ["rm", "-f"] + list, environment: host, timeout: .seconds(60)) }
             }
+            // Networks have bridges on the host: they go with the agent's records.
+            if let ids = try? Processes.runBlocking(berth, ["network", "ls", "-q", "--no-trunc"], environment: host, timeout: .seconds(30)) {
+                let list = ids.stdout.split(separator: "\n").map(String.init)
+                if !list.isEmpty { _ = try? Processes.runBlocking(berth, ["network", "rm"] + list, environment: host, timeout: .seconds(60)) }
+            }
         }
         stop()
         AgentProcess.killShims(under: state)

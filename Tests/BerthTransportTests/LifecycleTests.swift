@@ -98,21 +98,23 @@ struct LifecycleTests {
             #expect(echoed.withLock { $0 } == 1)
             let start = ContinuousClock.now
             call.cancel()
-            // Whichever comes first: the call's end, or 10 s.
+            // Whichever comes first: the call's end, or 60 s. The producer
+            // would wait 600 s: a call that ends at all was cancelled (on a
+            // host saturated by other suites this has taken 10 s).
             let elapsed = await withTaskGroup(of: Duration?.self) { group in
                 group.addTask {
                     _ = try? await call.value
                     return ContinuousClock.now - start
                 }
                 group.addTask {
-                    try? await Task.sleep(for: .seconds(10))
+                    try? await Task.sleep(for: .seconds(60))
                     return nil
                 }
                 let first = await group.next() ?? nil
                 group.cancelAll()
                 return first
             }
-            #expect(elapsed.map { $0 < .seconds(5) } == true, "the cancelled call ended after \(String(describing: elapsed))")
+            #expect(elapsed.map { $0 < .seconds(30) } == true, "the cancelled call ended after \(String(describing: elapsed))")
         }
     }
 

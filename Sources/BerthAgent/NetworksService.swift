@@ -1,0 +1,76 @@
+import BerthAPI
+import BerthModel
+public import GRPCCore
+import SwiftProtobuf
+
+/// `berth.agent.v1.Networks`: a thin adapter from the wire to the network store.
+public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
+    let networks: NetworkStore
+    let supervisor: ContainerSupervisor
+
+    public init(networks: NetworkStore, supervisor: ContainerSupervisor) {
+        self.networks = networks
+        self.supervisor = supervisor
+    }
+
+    public func create(request: Berth_Agent_V1_CreateNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_CreateNetworkResponse {
+        let network = try networks.create(
+            name: request.name, subnet: request.subnet, gateway: request.gateway, internal: request.internal, labels: request.labels)
+        return .with { $0.network = Self.proto(network, users: []) }
+    }
+
+    public func list(request: Berth_Agent_V1_ListNetworksRequest, context: ServerContext) async throws -> Berth_Agent_V1_ListNetworksResponse {
+        var list = try networks.list()
+        for filter in request.filters {
+            for value in filter.values {
+                switch filter.key {
+                case "name": list = list.filter { $0.name.contains(value) }
+                case "id": list = list.filter { $0.id.hasPrefix(value) }
+                case "label":
+                    let parts = value.split(separator: "=", maxSplits: 1).map(String.init)
+                    list = list.filter { parts.count == 2 ? $0.labels[parts[0]] == parts[1] : $0.labels[parts[0]] != nil }
+                default:
+                    throw BerthError.invalid("unknown network filter \"\(filter.key)\"; expected name, id or label")
+                }
+            }
+        }
+        let users = await supervisor.networkUsers
+        return .with { $0.networks = list.map { Self.proto($0, users: users[$0.name] ?? []) } }
+    }
+
+    public func inspect(request: Berth_Agent_V1_InspectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_InspectNetworkResponse {
+        let network = try networks.get(request.network)
+        let users = await supervisor.networkUsers[network.name] ?? []
+        return .with { $0.network = Self.proto(network, users: users) }
+    }
+
+    public func remove(request: Berth_Agent_V1_RemoveNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveNetworkResponse {
+        let network = try networks.get(request.network)
+        let users = await supervisor.networkUsers[network.name] ?? []
+        try networks.remove(network.id, users: users.map(\.name))
+        return .init()
+    }
+
+    public func connect(request: Berth_Agent_V1_ConnectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_ConnectNetworkResponse {
+        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Networks/Connect is not implemented by this agent yet: containers join networks in a later release")
+    }
+
+    public func disconnect(request: Berth_Agent_V1_DisconnectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_DisconnectNetworkResponse {
+        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Networks/Disconnect is not implemented by this agent yet: containers join networks in a later release")
+    }
+
+    static func proto(_ network: Network, users: [Container]) -> Berth_Agent_V1_Network {
+        .with {
+            $0.id = network.id
+            $0.name = network.name
+            $0.driver = network.driver
+            $0.subnet = network.subnet.description
+            $0.gateway = network.gateway.description
+            $0.bridge = network.bridge
+            $0.internal = network.internal
+            $0.labels = network.labels
+            $0.createdAt = Google_Protobuf_Timestamp(date: network.createdAt)
+            $0.endpoints = users.map { c in .with { $0.containerID = c.id.rawValue; $0.containerName = c.name } }
+        }
+    }
+}

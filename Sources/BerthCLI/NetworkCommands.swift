@@ -1,0 +1,133 @@
+import ArgumentParser
+import BerthAPI
+import BerthModel
+import FoundationEssentials
+import GRPCCore
+import SwiftProtobuf
+
+/// `berth network …`
+struct NetworkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "network", abstract: "Manage networks.",
+        subcommands: [NetworkCreate.self, NetworkList.self, NetworkInspect.self, NetworkRemove.self])
+}
+
+/// A network as `inspect` and `ls --format json` show it.
+struct NetworkView: Encodable {
+    struct Endpoint: Encodable {
+        var containerID: String
+        var containerName: String
+    }
+
+    var id: String
+    var name: String
+    var driver: String
+    var subnet: String
+    var gateway: String
+    var bridge: String
+    var `internal`: Bool
+    var labels: [String: String]
+    var createdAt: Date
+    var containers: [Endpoint]
+
+    init(_ n: Berth_Agent_V1_Network) {
+        id = n.id
+        name = n.name
+        driver = n.driver
+        subnet = n.subnet
+        gateway = n.gateway
+        bridge = n.bridge
+        self.internal = n.internal
+        labels = n.labels
+        createdAt = n.createdAt.date
+        containers = n.endpoints.map { Endpoint(containerID: $0.containerID, containerName: $0.containerName) }
+    }
+}
+
+struct NetworkCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a bridge network.")
+    @OptionGroup var agent: AgentOptions
+    @Option(help: "Subnet in CIDR form (a free /24 of 10.89.0.0/16 when left out).") var subnet: String?
+    @Option(help: "Gateway address in the subnet (its first host when left out).") var gateway: String?
+    @Flag(help: "No route out of the network.") var `internal` = false
+    @Option(name: .customLong("label"), help: "Set a label (KEY=VALUE).") var labels: [String] = []
+    @Argument var name: String
+
+    func run() async throws {
+        try Network.validate(name: name)
+        if let subnet { _ = try IPv4Subnet(parsing: subnet) }
+        var parsed: [String: String] = [:]
+        for label in labels {
+            let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
+            parsed[parts[0]] = parts.count == 2 ? parts[1] : ""
+        }
+        let request = Berth_Agent_V1_CreateNetworkRequest.with {
+            $0.name = name
+            $0.subnet = subnet ?? ""
+            $0.gateway = gateway ?? ""
+            $0.internal = self.internal
+            $0.labels = parsed
+        }
+        let response = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Networks.Client(wrapping: grpc).create(request)
+        }
+        Console.print(response.network.id)
+    }
+}
+
+struct NetworkList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List networks.", aliases: ["list"])
+    @OptionGroup var agent: AgentOptions
+    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Flag(name: .shortAndLong, help: "Only show IDs.") var quiet = false
+    @Flag(help: "Do not truncate IDs.") var noTrunc = false
+
+    func run() async throws {
+        let format = try OutputFormat(format)
+        let networks = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Networks.Client(wrapping: grpc).list(.init()).networks
+        }
+        let id = { (n: Berth_Agent_V1_Network) in self.noTrunc ? n.id : String(n.id.prefix(12)) }
+        if quiet {
+            networks.forEach { Console.print(id($0)) }
+            return
+        }
+        switch format {
+        case .json: try Console.json(networks.map(NetworkView.init))
+        case .human:
+            Console.print(Table(rows: [["NETWORK ID", "NAME", "DRIVER", "SUBNET"]] + networks.map { [id($0), $0.name, $0.driver, $0.subnet] }).text)
+        }
+    }
+}
+
+struct NetworkInspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show networks in detail (JSON).")
+    @OptionGroup var agent: AgentOptions
+    @Argument var networks: [String]
+
+    func run() async throws {
+        var views: [NetworkView] = []
+        defer { try? Console.json(views) }
+        try await EachName.run(networks) { name in
+            let network = try await agent.connection().withClient { grpc in
+                try await Berth_Agent_V1_Networks.Client(wrapping: grpc).inspect(.with { $0.network = name }).network
+            }
+            views.append(NetworkView(network))
+        }
+    }
+}
+
+struct NetworkRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove networks and their bridges.", aliases: ["remove"])
+    @OptionGroup var agent: AgentOptions
+    @Argument var networks: [String]
+
+    func run() async throws {
+        try await EachName.run(networks) { name in
+            _ = try await agent.connection().withClient { grpc in
+                try await Berth_Agent_V1_Networks.Client(wrapping: grpc).remove(.with { $0.network = name })
+            }
+            Console.print(name)
+        }
+    }
+}

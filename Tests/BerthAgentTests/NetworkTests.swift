@@ -1,0 +1,114 @@
+import BerthLinux
+import BerthModel
+import Foundation
+import Testing
+
+/// Bridge networks on the host, and the network modes of containers.
+@Suite("networks (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+struct NetworkTests {
+    static func ip(_ arguments: [String]) throws -> String {
+        try Processes.runBlocking("/usr/sbin/ip", arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]).stdout
+    }
+
+    /// A /24 in 10.200-249.x.0 that no host route touches.
+    static func freeSubnet() throws -> String {
+        let routes = try ip(["-4", "-o", "route", "show"])
+        while true {
+            let candidate = "10.\(Int.random(in: 200...249)).\(Int.random(in: 0...255))"
+            if !routes.contains(candidate + ".") { return candidate + ".0/24" }
+        }
+    }
+
+    static func inspect(_ host: ContainerHost, _ name: String) async throws -> [String: Any] {
+        let r = try await host.berth(["network", "inspect", name])
+        return try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])?.first, "\(r.stdout) \(r.stderr)")
+    }
+
+    @Test("create, ls, inspect, rm: the bridge is made with the gateway address and goes with the network; bad input is refused and changes nothing")
+    func lifecycle() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let subnet = try Self.freeSubnet()
+        let created = try await host.berth(["network", "create", "--subnet", subnet, "--label", "team=core", "front"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let front = try await Self.inspect(host, "front")
+        let bridge = try #require(front["bridge"] as? String)
+        let gateway = try #require(front["gateway"] as? String)
+        #expect(front["subnet"] as? String == subnet && gateway == subnet.replacingOccurrences(of: ".0/24", with: ".1"))
+        #expect((front["labels"] as? [String: String]) == ["team": "core"])
+        #expect(try Self.ip(["-4", "-o", "addr", "show", "dev", bridge]).contains("\(gateway)/24"), "the bridge has the gateway address")
+        #expect(try Self.ip(["-o", "link", "show", "dev", bridge]).contains(",UP"), "and is up")
+
+        let auto = try await host.berth(["network", "create", "back"])
+        #expect(auto.status == 0, "\(auto.stderr)")
+        let back = try await Self.inspect(host, "back")
+        let picked = try IPv4Subnet(parsing: try #require(back["subnet"] as? String))
+        #expect(try IPv4Subnet(parsing: "10.89.0.0/16").overlaps(picked) && picked.prefix == 24)
+        #expect(!picked.overlaps(try IPv4Subnet(parsing: subnet)))
+
+        let before = try await host.berth(["network", "ls", "--format", "json"]).stdout
+        let refusals: [([String], String)] = [
+            (["network", "create", "front"], "already exists"),
+            (["network", "create", "--subnet", subnet, "other"], "overlaps network front"),
+            (["network", "create", "--subnet", try Self.freeSubnet(), "--gateway", "192.0.2.1", "other"], "is not a host address"),
+            (["network", "create", "--subnet", "10.250.1.7/24", "other"], "host bits are set; the subnet is 10.250.1.0/24"),
+            (["network", "create", "--subnet", "10.250.1.0/31", "other"], "between 8 and 30"),
+            (["network", "create", "host"], "is reserved"),
+            (["network", "create", "bad name"], "only [a-zA-Z0-9]"),
+        ]
+        for (arguments, message) in refusals {
+            let r = try await host.berth(arguments)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.stderr)")
+        }
+        #expect(try await host.berth(["network", "ls", "--format", "json"]).stdout == before, "nothing changed")
+        let listed = try await host.berth(["network", "ls"])
+        #expect(listed.stdout.contains("front") && listed.stdout.contains("back") && listed.stdout.hasPrefix("NETWORK ID"), "\(listed.stdout)")
+
+        let join = try await host.berth(["create", "--network", "front", "busybox"])
+        #expect(join.status != 0 && join.stderr.contains("cannot join network front yet"), "\(join.stderr)")
+        let unknown = try await host.berth(["create", "--network", "nosuch", "busybox"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("no such network: nosuch"), "\(unknown.stderr)")
+
+        #expect(try await host.berth(["network", "rm", "front", "back"]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(bridge)"), "the bridge went with the network")
+        let gone = try await host.berth(["network", "inspect", "front"])
+        #expect(gone.status != 0 && gone.stderr.contains("no such network: front"), "\(gone.stderr)")
+    }
+
+    @Test("a bridge deleted behind the agent's back is made again when the agent starts")
+    func restore() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-agent-test-\(UUID().uuidString.prefix(8))")
+        let first = try await AgentProcess(tcp: false, directory: directory)
+        let env = ["BERTH_HOST": "unix://\(first.socketPath)"]
+        let berth = try BuildProducts.executable("berth")
+        #expect(try await runCommand(berth, ["network", "create", "--subnet", try Self.freeSubnet(), "kept"], environment: env).status == 0)
+        let bridge = try #require(
+            (try JSONSerialization.jsonObject(with: Data(try await runCommand(berth, ["network", "inspect", "kept"], environment: env).stdout.utf8)) as? [[String: Any]])?
+                .first?["bridge"] as? String)
+        first.stop()
+        _ = try Self.ip(["link", "delete", bridge])
+        let second = try await AgentProcess(tcp: false, directory: directory, cgroupParent: first.cgroupParent)
+        defer { second.cleanUp() }
+        #expect(FileManager.default.fileExists(atPath: "/sys/class/net/\(bridge)"))
+        #expect(try await runCommand(berth, ["network", "rm", "kept"], environment: env).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(bridge)"))
+    }
+
+    @Test("--network none has only loopback, and it is up; --network host shares the host's interfaces")
+    func modes() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let none = try await host.berth(["run", "--rm", "--network", "none", "busybox", "sh", "-c", "ls /sys/class/net; ip -o link show lo"])
+        #expect(none.status == 0, "\(none.stderr)")
+        #expect(none.stdout.hasPrefix("lo\n") && none.stdout.contains("<LOOPBACK,UP"), "\(none.stdout)")
+        let ping = try await host.berth(["run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", "127.0.0.1"])
+        #expect(ping.status == 0, "loopback works in the default mode too: \(ping.stdout) \(ping.stderr)")
+        // Other tests add and remove interfaces meanwhile: the host's own
+        // uplink (its default route's) and loopback must be there.
+        let uplink = try Self.ip(["-4", "-o", "route", "show", "default"]).split(separator: " ").drop { $0 != "dev" }.dropFirst().first.map(String.init)
+        let shared = try await host.berth(["run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net"])
+        let seen = Set(shared.stdout.split(separator: "\n").map(String.init))
+        let device = try #require(uplink)
+        #expect(seen.contains("lo") && seen.contains(device), "\(shared.stdout)")
+    }
+}
