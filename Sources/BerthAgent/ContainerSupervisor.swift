@@ -255,6 +255,9 @@ public actor ContainerSupervisor {
                 .unimplemented,
                 "containers cannot join network \(network.name) yet (that comes with published ports and names); use --network bridge, none or host")
         }
+        guard spec.ports.isEmpty && !spec.publishAll else {
+            throw BerthError(.unimplemented, "published ports (-p, -P) are not supported by this agent yet; they come with container networking")
+        }
         for mount in spec.mounts where mount.kind == .bind {
             guard FileIO.exists(mount.source) else {
                 throw BerthError.invalid("bind source path does not exist: \(mount.source)")
