@@ -106,39 +106,35 @@ extension ImageStore {
         }
         let pins = layers.map(\.0.description) + chains.map(\.hex) + [configDigest.description] + extraBlobs.map(\.0.description)
         return try await pinning(pins) {
-            try await fetchAndRecord()
-        }
-
-        func fetchAndRecord() async throws -> Image {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = missing.makeIterator()
-            func startNext() {
-                guard let i = next.next() else { return }
-                let (digest, size) = layers[i]
-                group.addTask {
-                    try await self.fetchLayer(digest, size: size, diffID: diffIDs[i], chainID: chains[i], client: client, progress: progress)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var next = missing.makeIterator()
+                func startNext() {
+                    guard let i = next.next() else { return }
+                    let (digest, size) = layers[i]
+                    group.addTask {
+                        try await self.fetchLayer(digest, size: size, diffID: diffIDs[i], chainID: chains[i], client: client, progress: progress)
+                    }
                 }
+                for _ in 0..<max(1, parallelLayers) { startNext() }
+                while try await group.next() != nil { startNext() }
             }
-            for _ in 0..<max(1, parallelLayers) { startNext() }
-            while try await group.next() != nil { startNext() }
-        }
 
-        // Manifests and config last: the image is complete before it is recorded.
-        for (digest, bytes) in extraBlobs where !content.contains(digest) {
-            try content.write(Data(bytes), expected: digest)
-        }
-        if !content.contains(configDigest) { try content.write(Data(configBytes), expected: configDigest) }
-        progress(.status("Digest: \(top.digest)"))
+            // Manifests and config last: the image is complete before it is recorded.
+            for (digest, bytes) in extraBlobs where !content.contains(digest) {
+                try content.write(Data(bytes), expected: digest)
+            }
+            if !content.contains(configDigest) { try content.write(Data(configBytes), expected: configDigest) }
+            progress(.status("Digest: \(top.digest)"))
 
-        let image = Image(
-            id: configDigest.description, names: [reference.canonical], digest: top.digest.description,
-            sizeBytes: layers.reduce(0) { $0 + $1.1 }, layers: diffIDs.map(\.description), os: config.os,
-            architecture: config.architecture, config: config.imageConfig,
-            createdAt: config.created.flatMap(RFC3339.parse) ?? Date())
-        let before = try? resolve(reference.canonical)
-        try record(image, as: reference)
-        progress(.status(before?.id == image.id ? "Status: Image is up to date for \(name)" : "Status: Downloaded newer image for \(name)"))
-        return try resolve(image.id)
+            let image = Image(
+                id: configDigest.description, names: [reference.canonical], digest: top.digest.description,
+                sizeBytes: layers.reduce(0) { $0 + $1.1 }, layers: diffIDs.map(\.description), os: config.os,
+                architecture: config.architecture, config: config.imageConfig,
+                createdAt: config.created.flatMap(RFC3339.parse) ?? Date())
+            let before = try? resolve(reference.canonical)
+            try record(image, as: reference)
+            progress(.status(before?.id == image.id ? "Status: Image is up to date for \(name)" : "Status: Downloaded newer image for \(name)"))
+            return try resolve(image.id)
         }
     }
 

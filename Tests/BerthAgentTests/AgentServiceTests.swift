@@ -84,7 +84,8 @@ struct AgentServiceTests {
                 #expect(error.message.hasSuffix("nosuch "), "\(error.message)")
             }
             let calls: [(String, () async throws -> Void)] = [
-                ("berth.agent.v1.Networks/Create", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).create(.init()) }),
+                ("berth.agent.v1.Networks/Connect", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).connect(.init()) }),
+                ("berth.agent.v1.Networks/Disconnect", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).disconnect(.init()) }),
             ]
             for (method, call) in calls {
                 do {
