@@ -54,18 +54,8 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     public func checkLogin(request: Berth_Agent_V1_CheckLoginRequest, context: ServerContext) async throws -> Berth_Agent_V1_CheckLoginResponse {
         let registry = request.registry.isEmpty ? ImageReference.defaultRegistry : request.registry
         guard !request.credentials.username.isEmpty else { throw BerthError.invalid("login needs a user name") }
-        // Any repository name will do: the check is of the registry's /v2/.
-        let reference = try ImageReference(parsing: "\(registry)/login/check")
-        let client = RegistryClient(
-            reference: reference, credentials: RegistryCredentials(username: request.credentials.username, password: request.credentials.password),
-            options: images.registryOptions)
-        do {
-            try await client.checkLogin()
-            await client.shutdown()
-        } catch {
-            await client.shutdown()
-            throw error
-        }
+        try await images.checkLogin(
+            registry: registry, credentials: RegistryCredentials(username: request.credentials.username, password: request.credentials.password))
         return .init()
     }
 
@@ -75,14 +65,16 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         let images = self.images
         let path = "\(images.root)/tmp-save-\(UUID().uuidString).tar"
         defer { unlink(path) }
-        try await Task.detached {
-            guard let out = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) ? FileHandle(forWritingAtPath: path) : nil) else {
+        try await ImageStore.blocking {
+            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+                let out = FileHandle(forWritingAtPath: path)
+            else {
                 throw BerthError(.internal, "cannot create \(path)")
             }
             defer { try? out.close() }
             var tar = TarWriter { bytes in try out.write(contentsOf: bytes) }
             try images.save(request.images, into: &tar)
-        }.value
+        }
         guard let input = FileHandle(forReadingAtPath: path) else { throw BerthError(.internal, "cannot read \(path)") }
         defer { try? input.close() }
         while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
@@ -95,7 +87,8 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         let reference = try request.reference.isEmpty ? nil : ImageReference(parsing: request.reference)
         let images = self.images
         let config = ImageConfig(proto: request.config)
-        let results = try await Task.detached { () throws -> [ImageStore.ImportResult] in
+        // File-system work, off the threads that serve RPCs.
+        let results = try await ImageStore.blocking { () throws -> [ImageStore.ImportResult] in
             let kind = try ImageStore.kind(of: request.path)
             if kind == .rootfs {
                 guard let reference else { throw BerthError.invalid("importing a root filesystem needs a NAME[:TAG] for the image") }
@@ -105,7 +98,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
                 throw BerthError.invalid("image settings (--change) apply to root filesystems; \(request.path) is an image archive with its own")
             }
             return try images.importArchive(from: request.path, kind: kind, reference: reference)
-        }.value
+        }
         try database.append(results.map {
             .init(type: .image, action: .import, actorID: $0.image.id, attributes: ["name": $0.image.names.first.flatMap { try? ImageReference(parsing: $0).familiar } ?? ""])
         })

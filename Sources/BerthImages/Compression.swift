@@ -20,94 +20,100 @@ public enum LayerCompression: Sendable, Equatable {
     }
 }
 
-/// Inflates a gzip stream (several concatenated members too, as pigz and
-/// some registries write them) from another byte source.
-public struct GzipByteSource<Inner: ByteSource>: ByteSource {
+/// One decompression library's stream: it owns the buffer its compressed
+/// input is read into, and knows whether a member or frame is unfinished.
+protocol Decompressor: AnyObject {
+    /// "gzip", "zstd": for error messages.
+    static var format: String { get }
+    init() throws
+    var input: UnsafeMutableRawBufferPointer { get }
+    /// Whether the input so far stops in the middle of a member or frame.
+    var midFrame: Bool { get }
+    /// Decompresses from `input` into `output`: bytes consumed, bytes written.
+    func step(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> (Int, Int)
+}
+
+/// Decompresses a stream (several members or frames back to back too, as
+/// pigz and some registries write them) from another byte source; a stream
+/// that ends mid-frame is an error, never a short layer.
+struct DecompressingByteSource<Inner: ByteSource, Codec: Decompressor>: ByteSource {
     private var inner: Inner
-    private let stream: ZStream
-    private let input: UnsafeMutableRawBufferPointer
+    private let codec: Codec
     private var inputStart = 0
     private var inputEnd = 0
     private var finished = false
-    /// The compressed bytes consumed so far.
-    public private(set) var compressedBytes: Int64 = 0
 
-    public init(_ inner: Inner) throws {
+    init(_ inner: Inner) throws {
         self.inner = inner
-        self.stream = try ZStream()
-        self.input = stream.input
+        self.codec = try Codec()
     }
 
-    public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var produced = 0
         while produced < buffer.count && !finished {
             if inputStart == inputEnd {
-                let n = try inner.read(into: input)
-                compressedBytes += Int64(n)
+                let n = try inner.read(into: codec.input)
                 inputStart = 0
                 inputEnd = n
                 if n == 0 {
-                    if stream.midMember {
-                        throw BerthError.invalid("gzip stream: truncated (the compressed data ends mid-stream)")
+                    if codec.midFrame {
+                        throw BerthError.invalid("\(Codec.format) stream: truncated (the compressed data ends mid-stream)")
                     }
                     finished = true
                     break
                 }
             }
-            let (consumed, written, ended) = try stream.inflate(
-                UnsafeMutableRawBufferPointer(rebasing: input[inputStart..<inputEnd]),
+            let (consumed, written) = try codec.step(
+                UnsafeRawBufferPointer(rebasing: codec.input[inputStart..<inputEnd]),
                 into: UnsafeMutableRawBufferPointer(rebasing: buffer[produced...]))
             inputStart += consumed
             produced += written
-            if ended {
-                // Another member may follow; anything else after the end is garbage.
-                try stream.reset()
-            }
         }
         return produced
     }
 }
 
+typealias GzipByteSource<Inner: ByteSource> = DecompressingByteSource<Inner, ZStream>
+typealias ZstdByteSource<Inner: ByteSource> = DecompressingByteSource<Inner, ZstdStream>
+
 /// A zlib inflate stream (gzip or zlib framing, detected).
-final class ZStream {
+final class ZStream: Decompressor {
+    static let format = "gzip"
     private var z = z_stream()
-    /// The compressed bytes read ahead, owned here so a source can fill it.
     let input = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 * 1024, alignment: 16)
-    /// True between a member's first byte and its end.
-    private(set) var midMember = false
+    private(set) var midFrame = false
 
     init() throws {
         // 15 + 32: the largest window, with gzip or zlib headers detected.
         let rc = inflateInit2_(&z, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
-        guard rc == Z_OK else { throw BerthError(.internal, "zlib: inflateInit failed (\(rc))") }
+        guard rc == Z_OK else {
+            input.deallocate()
+            throw BerthError(.internal, "zlib: inflateInit failed (\(rc))")
+        }
     }
 
-    func reset() throws {
-        guard inflateReset(&z) == Z_OK else { throw BerthError(.internal, "zlib: inflateReset failed") }
-        midMember = false
-    }
-
-    /// Inflates from `input` into `output`: bytes consumed, bytes written,
-    /// and whether a member ended.
-    func inflate(_ input: UnsafeMutableRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> (Int, Int, Bool) {
-        guard !input.isEmpty, !output.isEmpty else { return (0, 0, false) }
-        midMember = true
-        z.next_in = input.baseAddress!.assumingMemoryBound(to: Bytef.self)
+    func step(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> (Int, Int) {
+        guard !input.isEmpty, !output.isEmpty else { return (0, 0) }
+        midFrame = true
+        z.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: Bytef.self))
         z.avail_in = uInt(input.count)
         z.next_out = output.baseAddress!.assumingMemoryBound(to: Bytef.self)
         z.avail_out = uInt(output.count)
-        let rc = CZlib.inflate(&z, Z_NO_FLUSH)
+        let rc = inflate(&z, Z_NO_FLUSH)
         let consumed = input.count - Int(z.avail_in)
         let written = output.count - Int(z.avail_out)
         switch rc {
         case Z_OK, Z_BUF_ERROR:
-            return (consumed, written, false)
+            break
         case Z_STREAM_END:
-            return (consumed, written, true)
+            // Another member may follow; anything else after the end is garbage.
+            guard inflateReset(&z) == Z_OK else { throw BerthError(.internal, "zlib: inflateReset failed") }
+            midFrame = false
         default:
             let message = z.msg.map { String(cString: $0) } ?? "error \(rc)"
             throw BerthError.invalid("gzip stream: \(message)")
         }
+        return (consumed, written)
     }
 
     deinit {
@@ -147,6 +153,19 @@ public struct FileByteSource: ByteSource {
 
     public init(fd: Int32) { self.fd = fd }
 
+    /// Reads to the end in chunks of 1 MiB, handing each to `body`.
+    ///
+    /// - Throws: `SystemError` from a read, or what `body` throws.
+    public func forEachChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var source = self
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try source.read(into: $0) }
+            if n == 0 { return }
+            try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+    }
+
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var total = 0
         while total < buffer.count {
@@ -162,67 +181,32 @@ public struct FileByteSource: ByteSource {
     }
 }
 
-/// Decompresses a zstd stream (several frames too) from another byte source.
-public struct ZstdByteSource<Inner: ByteSource>: ByteSource {
-    private var inner: Inner
-    private let stream: ZstdStream
-    private let input: UnsafeMutableRawBufferPointer
-    private var inputStart = 0
-    private var inputEnd = 0
-    private var finished = false
-    /// Whether the last call left a frame unfinished.
-    private var midFrame = false
-
-    public init(_ inner: Inner) throws {
-        self.inner = inner
-        self.stream = try ZstdStream()
-        self.input = stream.input
-    }
-
-    public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        var produced = 0
-        while produced < buffer.count && !finished {
-            if inputStart == inputEnd {
-                let n = try inner.read(into: input)
-                inputStart = 0
-                inputEnd = n
-                if n == 0 {
-                    if midFrame { throw BerthError.invalid("zstd stream: truncated (the compressed data ends mid-frame)") }
-                    finished = true
-                    break
-                }
-            }
-            let (consumed, written, hint) = try stream.decompress(
-                UnsafeRawBufferPointer(rebasing: input[inputStart..<inputEnd]),
-                into: UnsafeMutableRawBufferPointer(rebasing: buffer[produced...]))
-            inputStart += consumed
-            produced += written
-            midFrame = hint != 0
-        }
-        return produced
-    }
-}
-
-final class ZstdStream {
+/// A zstd decompression stream.
+final class ZstdStream: Decompressor {
+    static let format = "zstd"
     private let d: OpaquePointer
-    /// The compressed bytes read ahead, owned here so a source can fill it.
     let input = UnsafeMutableRawBufferPointer.allocate(byteCount: ZSTD_DStreamInSize(), alignment: 16)
+    private(set) var midFrame = false
 
     init() throws {
-        guard let d = ZSTD_createDStream() else { throw BerthError(.internal, "zstd: cannot create a decompression stream") }
+        guard let d = ZSTD_createDStream() else {
+            input.deallocate()
+            throw BerthError(.internal, "zstd: cannot create a decompression stream")
+        }
         self.d = d
         ZSTD_initDStream(d)
     }
 
-    /// Bytes consumed, bytes written, and zstd's hint (0 when a frame ended).
-    func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> (Int, Int, Int) {
+    func step(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> (Int, Int) {
         var inBuffer = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
         var outBuffer = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
         let rc = ZSTD_decompressStream(d, &outBuffer, &inBuffer)
         if ZSTD_isError(rc) != 0 {
             throw BerthError.invalid("zstd stream: \(String(cString: ZSTD_getErrorName(rc)))")
         }
-        return (inBuffer.pos, outBuffer.pos, rc)
+        // zstd's hint is 0 exactly when a frame is complete.
+        midFrame = rc != 0
+        return (inBuffer.pos, outBuffer.pos)
     }
 
     deinit {

@@ -85,9 +85,24 @@ public struct ContentStore: Sendable {
     /// - Throws: `BerthError.invalidArgument` when `expected` is given and differs.
     @discardableResult
     public func write(_ bytes: Data, expected: Digest? = nil) throws -> Digest {
+        try ingesting(expected: expected) { writer in try bytes.withUnsafeBytes { try writer.append($0) } }
+    }
+
+    /// Stores a file's bytes; one already stored under `expected` is not copied again.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for a file that cannot be read
+    ///   or whose digest differs from `expected`.
+    @discardableResult
+    public func store(file path: String, expected: Digest? = nil) throws -> Digest {
+        if let expected, contains(expected) { return expected }
+        return try ingesting(expected: expected) { try $0.append(file: path) }
+    }
+
+    /// A blob written by `body`, committed, or thrown away if anything fails.
+    private func ingesting(expected: Digest?, _ body: (BlobWriter) throws -> Void) throws -> Digest {
         let writer = try ingest()
         do {
-            try bytes.withUnsafeBytes { try writer.append($0) }
+            try body(writer)
             return try writer.commit(expected: expected)
         } catch {
             writer.abandon()
@@ -137,6 +152,20 @@ public final class BlobWriter {
             try handle.write(contentsOf: Data(bytes))
         } catch {
             throw BerthError(.resourceExhausted, "cannot write \(temporary)", underlying: error)
+        }
+    }
+
+    /// Appends a file's bytes.
+    ///
+    /// - Throws: `BerthError.invalidArgument` when the file cannot be read.
+    public func append(file path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: SystemError("open", path: path, errno: errno)) }
+        defer { close(fd) }
+        do {
+            try FileByteSource(fd: fd).forEachChunk { try append($0) }
+        } catch let error as SystemError {
+            throw BerthError(.invalidArgument, "cannot read \(path)", underlying: error)
         }
     }
 
@@ -202,15 +231,10 @@ public final class ResumableIngest {
             return nil
         }
         // What an earlier attempt left is hashed again: the digest covers it too.
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw BerthError(.internal, "cannot read \(path)", underlying: SystemError("read", path: path, errno: errno))
-            }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        do {
+            try FileByteSource(fd: fd).forEachChunk { hasher.update($0) }
+        } catch {
+            throw BerthError(.internal, "cannot read \(path)", underlying: error)
         }
     }
 
@@ -218,17 +242,10 @@ public final class ResumableIngest {
     public var bytesHeld: Int64 { hasher.count }
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                throw BerthError(
-                    e == ENOSPC || e == EDQUOT ? .resourceExhausted : .internal, "cannot write \(path)",
-                    underlying: SystemError("write", path: path, errno: e))
-            }
-            done += n
+        do {
+            try writeAll(fd, bytes)
+        } catch let error as SystemError {
+            throw BerthError(error.errno == ENOSPC || error.errno == EDQUOT ? .resourceExhausted : .internal, "cannot write \(path)", underlying: error)
         }
         hasher.update(bytes)
     }

@@ -289,7 +289,7 @@ struct ArchiveFiles {
         if let directory {
             let path = "\(directory)/\(clean)"
             guard FileIO.exists(path) else { throw BerthError.invalid("the archive names \(name), which it does not hold") }
-            return try Self.copy(path, into: store, expected: Self.blobDigest(clean))
+            return try store.store(file: path, expected: Self.blobDigest(clean))
         }
         guard let digest = digests[clean] else { throw BerthError.invalid("the archive names \(name), which it does not hold") }
         return digest
@@ -301,7 +301,7 @@ struct ArchiveFiles {
         guard let directory else { throw BerthError.invalid("the archive lacks blob \(digest)") }
         let path = "\(directory)/blobs/sha256/\(digest.hex)"
         guard FileIO.exists(path) else { throw BerthError.invalid("the layout lacks blob \(digest)") }
-        _ = try Self.copy(path, into: store, expected: digest)
+        try store.store(file: path, expected: digest)
     }
 
     /// A small blob's bytes, verified.
@@ -311,27 +311,6 @@ struct ArchiveFiles {
             throw BerthError.invalid("blob \(digest) is larger than the \(limit) bytes a manifest or config may be")
         }
         return Array(try store.read(digest))
-    }
-
-    static func copy(_ path: String, into store: ContentStore, expected: Digest?) throws -> Digest {
-        if let expected, store.contains(expected) { return expected }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: SystemError("open", path: path, errno: errno)) }
-        defer { close(fd) }
-        let writer = try store.ingest()
-        var source = FileByteSource(fd: fd)
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        do {
-            while true {
-                let n = try buffer.withUnsafeMutableBytes { try source.read(into: $0) }
-                if n == 0 { break }
-                try buffer.withUnsafeBytes { try writer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            }
-            return try writer.commit(expected: expected)
-        } catch {
-            writer.abandon()
-            throw error
-        }
     }
 }
 
@@ -374,7 +353,6 @@ extension ImageStore {
         try tar.append(TarEntry(name: "index.json", kind: .file), data: Array(try encoder.encode(OCIIndex(manifests: descriptors))))
         try tar.append(TarEntry(name: "blobs", kind: .directory, mode: 0o755))
         try tar.append(TarEntry(name: "blobs/sha256", kind: .directory, mode: 0o755))
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
         for digest in blobs {
             let path = content.path(digest)
             let size = try FileIO.status(path).size
@@ -382,13 +360,10 @@ extension ImageStore {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
             defer { close(fd) }
-            var source = FileByteSource(fd: fd)
             var written: Int64 = 0
-            while true {
-                let n = try buffer.withUnsafeMutableBytes { try source.read(into: $0) }
-                if n == 0 { break }
-                try tar.appendData(Array(buffer[0..<n]))
-                written += Int64(n)
+            try FileByteSource(fd: fd).forEachChunk { chunk in
+                try tar.appendData(Array(chunk))
+                written += Int64(chunk.count)
             }
             guard written == size else { throw BerthError(.internal, "blob \(digest) changed size while it was saved") }
             try tar.padData(size: size)
@@ -399,14 +374,8 @@ extension ImageStore {
     /// The image manifest of an image: its own, or the entry of its index
     /// whose config is the image's.
     func manifest(of image: Image) throws -> (Digest, OCIManifest) {
-        var pending = [image.digest]
-        while let next = pending.popLast() {
-            guard let digest = try? Digest(next), content.contains(digest) else { continue }
-            switch try ManifestDocument(bytes: Array(try content.read(digest)), mediaType: "", what: next) {
-            case .index(let index): pending += index.manifests.map(\.digest)
-            case .manifest(let manifest) where manifest.config.digest == image.id: return (digest, manifest)
-            case .manifest: continue
-            }
+        for (digest, document) in documents(from: image.digest) {
+            if case .manifest(let manifest) = document, manifest.config.digest == image.id { return (digest, manifest) }
         }
         throw BerthError(.internal, "image \(image.shortID): its manifest is missing from the store; pull or import the image again")
     }

@@ -135,7 +135,7 @@ public final class ImageStore: Sendable {
                 var tar = TarWriter { bytes in try bytes.withUnsafeBytes { try writer.append($0) } }
                 try DirectoryArchiver.archive(path, into: &tar)
             } else {
-                try copy(path, into: writer)
+                try writer.append(file: path)
             }
             blob = try writer.commit()
         } catch let error as BerthError {
@@ -190,22 +190,6 @@ public final class ImageStore: Sendable {
         var record = existing.first { $0.id == image.id } ?? image
         if !record.names.contains(reference.canonical) { record.names.append(reference.canonical) }
         try index.save(record)
-    }
-
-    private func copy(_ path: String, into writer: BlobWriter) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", path: path, errno: errno)
-            }
-            if n == 0 { break }
-            try buffer.withUnsafeBytes { try writer.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
     }
 
     /// Unpacks a layer blob once: into a temporary directory, renamed into
@@ -356,15 +340,10 @@ public final class ImageStore: Sendable {
             let diffs = image.layers.compactMap { try? Digest($0) }
             keepBlobs.formUnion(diffs.map(\.description))
             keepLayers.formUnion(Self.chainIDs(diffs).map(\.hex))
-            var pending = [image.digest]
-            while let next = pending.popLast() {
-                guard let digest = try? Digest(next), keepBlobs.insert(digest.description).inserted || next == image.digest,
-                    content.contains(digest), let bytes = try? content.read(digest),
-                    let document = try? ManifestDocument(bytes: Array(bytes), mediaType: "", what: next)
-                else { continue }
-                switch document {
-                case .index(let index): pending += index.manifests.map(\.digest)
-                case .manifest(let manifest): keepBlobs.formUnion([manifest.config.digest] + manifest.layers.map(\.digest))
+            for (digest, document) in documents(from: image.digest) {
+                keepBlobs.insert(digest.description)
+                if case .manifest(let manifest) = document {
+                    keepBlobs.formUnion([manifest.config.digest] + manifest.layers.map(\.digest))
                 }
             }
         }
@@ -381,6 +360,23 @@ public final class ImageStore: Sendable {
             try layers.remove(name)
         }
         return removed
+    }
+
+    /// The stored manifests and indexes reachable from `root` (a manifest or
+    /// index digest, through the indexes), each once; what is not stored or
+    /// does not parse is passed over.
+    func documents(from root: String) -> [(Digest, ManifestDocument)] {
+        var seen = Set<String>()
+        var found: [(Digest, ManifestDocument)] = []
+        var pending = [root]
+        while let next = pending.popLast() {
+            guard seen.insert(next).inserted, let digest = try? Digest(next), content.contains(digest),
+                let bytes = try? content.read(digest), let document = try? ManifestDocument(bytes: Array(bytes), mediaType: "", what: next)
+            else { continue }
+            found.append((digest, document))
+            if case .index(let index) = document { pending += index.manifests.map(\.digest) }
+        }
+        return found
     }
 
     /// Adds a name to an image.

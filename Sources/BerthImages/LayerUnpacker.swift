@@ -91,11 +91,7 @@ public struct LayerUnpacker {
                 report.bytes += entry.size
                 let display = "\(directory)/\(path)"
                 try RootedDirectory.setAttributes(fd: fd, display: display, uid: entry.uid, gid: entry.gid, mode: mode_t(entry.mode & 0o7777), mtime: entry.mtime)
-                for (name, value) in entry.xattrs.sorted(by: { $0.key < $1.key }) {
-                    guard name.hasPrefix("user.") || name.hasPrefix("security.") else {
-                        report.warnings.append("ignored extended attribute \(name) on \(path)")
-                        continue
-                    }
+                try applyXattrs(entry, path: path, report: &report) { name, value in
                     try RootedDirectory.setXattr(fd: fd, display: display, name: name, value: value)
                 }
                 continue
@@ -130,24 +126,27 @@ public struct LayerUnpacker {
                 try root.makeNode(path, mode: S_IFIFO | 0o600, major: 0, minor: 0)
             }
             try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: mode, mtime: entry.mtime)
-            try applyXattrs(entry, path: path, root: root, report: &report)
+            try applyXattrs(entry, path: path, report: &report) { try root.setXattr(path, name: $0, value: $1) }
         }
         // Directory times last: adding children changed them.
         for (path, entry) in directories.reversed() {
             try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: mode_t(entry.mode & 0o7777), mtime: entry.mtime)
-            try applyXattrs(entry, path: path, root: root, report: &report)
+            try applyXattrs(entry, path: path, report: &report) { try root.setXattr(path, name: $0, value: $1) }
         }
         return report
     }
 
-    private static func applyXattrs(_ entry: TarEntry, path: String, root: RootedDirectory, report: inout Report) throws {
+    /// Sets the entry's extended attributes with `set`; `trusted.*` (overlay's
+    /// own markers among them) are never taken from a layer.
+    private static func applyXattrs(
+        _ entry: TarEntry, path: String, report: inout Report, set: (String, [UInt8]) throws -> Void
+    ) throws {
         for (name, value) in entry.xattrs.sorted(by: { $0.key < $1.key }) {
-            // trusted.* (overlay's own markers among them) are never taken from a layer.
             guard name.hasPrefix("user.") || name.hasPrefix("security.") else {
                 report.warnings.append("ignored extended attribute \(name) on \(path)")
                 continue
             }
-            try root.setXattr(path, name: name, value: value)
+            try set(name, value)
         }
     }
 }

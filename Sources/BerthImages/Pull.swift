@@ -29,14 +29,8 @@ extension ImageStore {
         parallelLayers: Int = 3,
         progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
     ) async throws -> Image {
-        let client = RegistryClient(reference: reference, credentials: credentials, options: registryOptions)
-        do {
-            let image = try await pull(reference, platform: wanted, client: client, parallelLayers: parallelLayers, progress: progress)
-            await client.shutdown()
-            return image
-        } catch {
-            await client.shutdown()
-            throw error
+        try await RegistryClient.session(reference: reference, credentials: credentials, options: registryOptions) { client in
+            try await pull(reference, platform: wanted, client: client, parallelLayers: parallelLayers, progress: progress)
         }
     }
 
@@ -161,8 +155,15 @@ extension ImageStore {
         progress(.layer(digest: id, phase: .done, current: size, total: size))
     }
 
+    /// Checks that a registry accepts the credentials, as `login` does.
+    public func checkLogin(registry: String, credentials: RegistryCredentials) async throws {
+        // Any repository name will do: the check is of the registry's /v2/.
+        let reference = try ImageReference(parsing: "\(registry)/login/check")
+        try await RegistryClient.session(reference: reference, credentials: credentials, options: registryOptions) { try await $0.checkLogin() }
+    }
+
     /// Runs file-system work on a thread of its own, off the async pool.
-    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    public static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
         }

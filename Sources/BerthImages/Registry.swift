@@ -15,6 +15,9 @@ public struct RegistryCredentials: Sendable, Equatable {
         self.username = username
         self.password = password
     }
+
+    /// The value of an `Authorization` header for basic auth.
+    var basicAuthorization: String { "Basic " + Data("\(username):\(password)".utf8).base64EncodedString() }
 }
 
 /// A client for one pull from a registry, per the OCI distribution spec:
@@ -49,7 +52,7 @@ public final class RegistryClient: Sendable {
     /// "https" or "http", once the registry has answered.
     private let scheme = Mutex<String?>(nil)
 
-    public init(reference: ImageReference, credentials: RegistryCredentials?, options: Options = Options()) {
+    private init(reference: ImageReference, credentials: RegistryCredentials?, options: Options) {
         self.registry = reference.registry
         self.repository = reference.repository
         self.credentials = credentials
@@ -61,9 +64,19 @@ public final class RegistryClient: Sendable {
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 
-    /// Closes the client's connections. Call once, when done.
-    public func shutdown() async {
-        try? await http.shutdown()
+    /// Runs `body` with a client whose connections are closed after it, whatever it returns or throws.
+    public static func session<T: Sendable>(
+        reference: ImageReference, credentials: RegistryCredentials?, options: Options, _ body: (RegistryClient) async throws -> T
+    ) async throws -> T {
+        let client = RegistryClient(reference: reference, credentials: credentials, options: options)
+        do {
+            let result = try await body(client)
+            try? await client.http.shutdown()
+            return result
+        } catch {
+            try? await client.http.shutdown()
+            throw error
+        }
     }
 
     /// The host the registry's API answers on (docker.io's is registry-1.docker.io).
@@ -298,7 +311,7 @@ public final class RegistryClient: Sendable {
             guard let credentials else {
                 throw BerthError(.permissionDenied, "\(registry) requires a login: berth login \(registry)")
             }
-            return "Basic " + Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString()
+            return credentials.basicAuthorization
         case "bearer":
             guard let realm = parsed.parameters["realm"], var components = URLComponents(string: realm),
                 components.scheme == "https" || (components.scheme == "http" && Self.allowsPlainHTTP(components.host.map { h in components.port.map { "\(h):\($0)" } ?? h } ?? "", insecure: options.insecureRegistries))
@@ -311,7 +324,7 @@ public final class RegistryClient: Sendable {
             components.queryItems = query
             var request = HTTPClientRequest(url: components.url?.absoluteString ?? realm)
             if let credentials {
-                request.headers.add(name: "Authorization", value: "Basic " + Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString())
+                request.headers.add(name: "Authorization", value: credentials.basicAuthorization)
             }
             let response: HTTPClientResponse
             do {

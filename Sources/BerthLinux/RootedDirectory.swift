@@ -203,17 +203,6 @@ public final class RootedDirectory {
         if fchmodat(parentFD, name, mode, 0) != 0 { throw SystemError("chmod", path: "\(self.path)/\(path)", errno: errno) }
     }
 
-    /// Creates a regular file (replacing whatever was there) and returns a
-    /// descriptor to write it.
-    public func createFile(_ path: String, mode: mode_t) throws -> Int32 {
-        let (parentFD, name) = try parent(of: path)
-        defer { close(parentFD) }
-        try Self.removeAt(parentFD, name, display: "\(self.path)/\(path)")
-        let fd = openat(parentFD, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw SystemError("create", path: "\(self.path)/\(path)", errno: errno) }
-        return fd
-    }
-
     public func symlink(_ path: String, target: String) throws {
         let (parentFD, name) = try parent(of: path)
         defer { close(parentFD) }
