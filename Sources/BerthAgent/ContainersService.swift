@@ -102,10 +102,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
                 case "id": return filter.values.contains { c.id.rawValue.hasPrefix($0) }
                 case "status": return filter.values.contains(c.status.state.rawValue)
                 case "label":
-                    return filter.values.contains { v in
-                        let kv = v.split(separator: "=", maxSplits: 1).map(String.init)
-                        return kv.count == 2 ? c.spec.labels[kv[0]] == kv[1] : c.spec.labels[kv[0]] != nil
-                    }
+                    return filter.values.contains { c.spec.labels.matches(labelFilter: $0) }
                 default: throw BerthError.invalid("filter \"\(filter.key)\": supported filters are name, id, status and label")
                 }
             }
@@ -323,5 +320,13 @@ extension ContainerSample {
                 $0.writeBytes = cgroup.ioWriteBytes
             }
         }
+    }
+}
+
+extension [String: String] {
+    /// Whether these labels pass a `label=KEY` (present) or `label=KEY=VALUE` filter.
+    func matches(labelFilter: String) -> Bool {
+        let kv = labelFilter.split(separator: "=", maxSplits: 1).map(String.init)
+        return kv.count == 2 ? self[kv[0]] == kv[1] : self[kv[0]] != nil
     }
 }

@@ -8,12 +8,15 @@ import Synchronization
 enum HostNetwork {
     static let ip = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
-    static func run(_ arguments: [String]) throws {
+    /// Runs `ip` and returns what it printed.
+    @discardableResult
+    static func run(_ arguments: [String]) throws -> String {
         guard let ip else { throw BerthError(.unavailable, "iproute2's ip command is not installed; networks need it") }
         let result = try Processes.runBlocking(ip, arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout: .seconds(30))
         guard result.status == 0 else {
             throw BerthError(.internal, "ip \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+        return result.stdout
     }
 
     static func linkExists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: "/sys/class/net/\(name)") }
@@ -24,8 +27,7 @@ enum HostNetwork {
             try run(["link", "add", "name", network.bridge, "type", "bridge"])
         }
         let address = "\(network.gateway)/\(network.subnet.prefix)"
-        let shown = try Processes.runBlocking(ip ?? "ip", ["-4", "-o", "addr", "show", "dev", network.bridge], environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
-        if !shown.stdout.contains(" \(address) ") {
+        if try !run(["-4", "-o", "addr", "show", "dev", network.bridge]).contains(" \(address) ") {
             try run(["addr", "add", address, "dev", network.bridge])
         }
         try run(["link", "set", network.bridge, "up"])
@@ -92,21 +94,21 @@ public final class NetworkStore: Sendable {
             if existing.contains(where: { $0.name == name }) {
                 throw BerthError(.alreadyExists, "network \(name) already exists")
             }
-            let taken = existing.map(\.subnet) + HostNetwork.routes().map(\.subnet)
+            let routes = HostNetwork.routes()
             let subnet: IPv4Subnet
             if let requested, !requested.isEmpty {
                 subnet = try IPv4Subnet(parsing: requested)
                 if let clash = existing.first(where: { $0.subnet.overlaps(subnet) }) {
                     throw BerthError.invalid("subnet \(subnet) overlaps network \(clash.name) (\(clash.subnet))")
                 }
-                if let route = HostNetwork.routes().first(where: { $0.subnet.overlaps(subnet) }) {
+                if let route = routes.first(where: { $0.subnet.overlaps(subnet) }) {
                     throw BerthError.invalid("subnet \(subnet) overlaps the host's route to \(route.subnet) on \(route.device)")
                 }
             } else {
                 guard requestedGateway == nil || requestedGateway!.isEmpty else {
                     throw BerthError.invalid("--gateway needs --subnet")
                 }
-                subnet = try Self.pick(avoiding: taken)
+                subnet = try Self.pick(avoiding: existing.map(\.subnet) + routes.map(\.subnet))
             }
             var gateway = subnet.firstHost
             if let requestedGateway, !requestedGateway.isEmpty {
@@ -115,7 +117,7 @@ public final class NetworkStore: Sendable {
                     throw BerthError.invalid("gateway \(gateway) is not a host address of subnet \(subnet)")
                 }
             }
-            let id = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+            let id = RandomHex.make()
             let network = Network(
                 id: id, name: name, subnet: subnet, gateway: gateway, bridge: "berth" + id.prefix(10), internal: `internal`, labels: labels,
                 createdAt: Date())

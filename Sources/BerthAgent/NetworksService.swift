@@ -27,8 +27,7 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
                 case "name": list = list.filter { $0.name.contains(value) }
                 case "id": list = list.filter { $0.id.hasPrefix(value) }
                 case "label":
-                    let parts = value.split(separator: "=", maxSplits: 1).map(String.init)
-                    list = list.filter { parts.count == 2 ? $0.labels[parts[0]] == parts[1] : $0.labels[parts[0]] != nil }
+                    list = list.filter { $0.labels.matches(labelFilter: value) }
                 default:
                     throw BerthError.invalid("unknown network filter \"\(filter.key)\"; expected name, id or label")
                 }

@@ -45,7 +45,7 @@ public final class VolumeStore: Sendable {
     public func create(_ name: String?, labels: [String: String] = [:], anonymous: Bool? = nil) throws -> (Volume, created: Bool) {
         if let name { try VolumeName.validate(name) }
         return try lock.withLock { _ in
-            let chosen = name ?? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+            let chosen = name ?? RandomHex.make()
             if let existing = try database.allVolumes().first(where: { $0.name == chosen }) { return (existing, false) }
             let volume = Volume(
                 name: chosen, anonymous: anonymous ?? (name == nil), labels: labels, createdAt: Date(), mountpoint: dataPath(chosen))

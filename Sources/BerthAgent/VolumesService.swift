@@ -32,8 +32,7 @@ public struct VolumesService: Berth_Agent_V1_Volumes.SimpleServiceProtocol {
                     }
                     list = list.filter { (users[$0.name] ?? []).isEmpty == dangling }
                 case "label":
-                    let parts = value.split(separator: "=", maxSplits: 1).map(String.init)
-                    list = list.filter { parts.count == 2 ? $0.labels[parts[0]] == parts[1] : $0.labels[parts[0]] != nil }
+                    list = list.filter { $0.labels.matches(labelFilter: value) }
                 default:
                     throw BerthError.invalid("unknown volume filter \"\(filter.key)\"; expected name, dangling or label")
                 }

@@ -260,14 +260,7 @@ struct PsCommand: AsyncParsableCommand {
     func run() async throws {
         let format = try OutputFormat(format)
         let all = self.all
-        let filters = try filter.map { f -> Berth_Agent_V1_Filter in
-            let kv = f.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { throw BerthError.invalid("filter \"\(f)\": expected KEY=VALUE") }
-            return .with {
-                $0.key = kv[0]
-                $0.values = [kv[1]]
-            }
-        }
+        let filters = try KeyValues.filters(filter)
         let containers = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Containers.Client(wrapping: grpc).list(.with {
                 $0.all = all

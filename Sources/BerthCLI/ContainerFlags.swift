@@ -65,11 +65,7 @@ struct ContainerFlags: ParsableArguments {
             throw BerthError(.unimplemented, "-t and -i need an attached terminal, which this release does not offer yet; run without them (output is streamed)")
         }
         let resources = try limits.resources()
-        var labels: [String: String] = [:]
-        for l in label {
-            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
-            labels[kv[0]] = kv.count > 1 ? kv[1] : ""
-        }
+        let labels = KeyValues.labels(label)
         let envs = EnvironmentFlag.resolve(env, from: environment)
         var mounts = try volume.map { try Mount(parsingVolume: $0) }
         mounts += try mount.map { try Mount(parsingMount: $0) }

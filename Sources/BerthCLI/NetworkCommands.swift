@@ -56,11 +56,7 @@ struct NetworkCreate: AsyncParsableCommand {
     func run() async throws {
         try Network.validate(name: name)
         if let subnet { _ = try IPv4Subnet(parsing: subnet) }
-        var parsed: [String: String] = [:]
-        for label in labels {
-            let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
-            parsed[parts[0]] = parts.count == 2 ? parts[1] : ""
-        }
+        let parsed = KeyValues.labels(labels)
         let request = Berth_Agent_V1_CreateNetworkRequest.with {
             $0.name = name
             $0.subnet = subnet ?? ""

@@ -1,7 +1,9 @@
+import BerthAPI
 import BerthModel
 import CBerthLinux
 import FoundationEssentials
 import Glibc
+import SwiftProtobuf
 
 /// `--format` as the CLI takes it: the default human layout, or `json`.
 enum OutputFormat: String {
@@ -37,5 +39,32 @@ enum Console {
 
     static func json<T: Encodable>(_ value: T) throws {
         print(try BerthJSON.string(value))
+    }
+}
+
+/// `KEY=VALUE` flags.
+enum KeyValues {
+    /// `--label KEY=VALUE` (a bare `KEY` has an empty value).
+    static func labels(_ items: [String]) -> [String: String] {
+        var labels: [String: String] = [:]
+        for item in items {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            labels[kv[0]] = kv.count > 1 ? kv[1] : ""
+        }
+        return labels
+    }
+
+    /// `--filter KEY=VALUE`, one filter each, for a list call.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for one without `=`.
+    static func filters(_ items: [String]) throws -> [Berth_Agent_V1_Filter] {
+        try items.map { item in
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw BerthError.invalid("filter \"\(item)\": expected KEY=VALUE") }
+            return .with {
+                $0.key = kv[0]
+                $0.values = [kv[1]]
+            }
+        }
     }
 }

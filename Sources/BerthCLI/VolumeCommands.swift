@@ -42,12 +42,7 @@ struct VolumeCreate: AsyncParsableCommand {
 
     func run() async throws {
         if let name { try VolumeName.validate(name) }
-        var parsed: [String: String] = [:]
-        for label in labels {
-            let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
-            parsed[parts[0]] = parts.count == 2 ? parts[1] : ""
-        }
-        let (name, labels) = (self.name ?? "", parsed)
+        let (name, labels) = (self.name ?? "", KeyValues.labels(labels))
         let response = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).create(.with {
                 $0.name = name
@@ -67,14 +62,7 @@ struct VolumeList: AsyncParsableCommand {
 
     func run() async throws {
         let format = try OutputFormat(format)
-        let filters = try filter.map { text -> Berth_Agent_V1_Filter in
-            let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { throw BerthError.invalid("filter \"\(text)\": expected KEY=VALUE") }
-            return .with {
-                $0.key = parts[0]
-                $0.values = [parts[1]]
-            }
-        }
+        let filters = try KeyValues.filters(filter)
         let volumes = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).list(.with { $0.filters = filters }).volumes
         }

@@ -34,11 +34,7 @@ public struct ContainerID: Codable, Sendable, Hashable, Comparable, CustomString
 
     /// A random ID from a given generator (tests pass a seeded one).
     public static func random<G: RandomNumberGenerator>(using generator: inout G) -> ContainerID {
-        let hex = Array("0123456789abcdef")
-        var text = ""
-        text.reserveCapacity(64)
-        for _ in 0..<64 { text.append(hex[Int(generator.next() % 16)]) }
-        return ContainerID(unchecked: text)
+        ContainerID(unchecked: RandomHex.make(64, using: &generator))
     }
 
     init(unchecked: String) { self.rawValue = unchecked }
@@ -57,5 +53,22 @@ public struct ContainerID: Codable, Sendable, Hashable, Comparable, CustomString
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(rawValue)
+    }
+}
+
+/// Random lowercase hex digits: the IDs of containers and networks, the
+/// names of anonymous volumes.
+public enum RandomHex {
+    public static func make<G: RandomNumberGenerator>(_ count: Int = 64, using generator: inout G) -> String {
+        let hex = Array("0123456789abcdef")
+        var text = ""
+        text.reserveCapacity(count)
+        for _ in 0..<count { text.append(hex[Int(generator.next() % 16)]) }
+        return text
+    }
+
+    public static func make(_ count: Int = 64) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return make(count, using: &generator)
     }
 }
