@@ -141,47 +141,35 @@ final class LocalRegistry: @unchecked Sendable {
     }
 }
 
-/// A registry token service (Tests/Fixtures/token-server.py) with a key and
-/// certificate made by openssl: the bearer-token flow, for real.
-final class TokenService: @unchecked Sendable {
+/// A Python script of Tests/Fixtures serving on a loopback port it picks
+/// and writes to a file, logging its requests; stopped by its PID. Its last
+/// two arguments are the log file and the port file.
+final class PythonFixture: @unchecked Sendable {
     let directory: URL
     let port: Int
     let process: ChildProcess
-    let user = "bob"
-    let password = "token pass"
-    let issuer = "berth-test-issuer"
-    var certificate: String { directory.appendingPathComponent("cert.pem").path }
 
-    init() async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-tokens-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let key = directory.appendingPathComponent("key.pem").path
-        let made = try await runCommand(
-            URL(fileURLWithPath: "/usr/bin/openssl"),
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", directory.appendingPathComponent("cert.pem").path,
-             "-days", "2", "-subj", "/CN=berth-test-token-issuer"],
-            environment: ["PATH": "/usr/bin:/bin"])
-        guard made.status == 0 else { throw HarnessError("openssl: \(made.stderr)") }
+    init(script: String, arguments: [String], directory: URL, what: String) async throws {
+        self.directory = directory
         let portFile = directory.appendingPathComponent("port").path
-        let script = BuildProducts.root.appendingPathComponent("Tests/Fixtures/token-server.py").path
         process = ChildProcess(
             pid: try Processes.spawn(
                 executable: "/usr/bin/python3",
-                arguments: [script, key, directory.appendingPathComponent("cert.pem").path, issuer, user, password,
-                            directory.appendingPathComponent("requests.log").path, portFile],
+                arguments: [BuildProducts.root.appendingPathComponent("Tests/Fixtures/\(script)").path] + arguments
+                    + [directory.appendingPathComponent("requests.log").path, portFile],
                 environment: ["PATH=/usr/bin:/bin"], stdout: 2, stderr: 2))
         let deadline = ContinuousClock.now + .seconds(30)
         while !FileManager.default.fileExists(atPath: portFile) {
             guard process.isRunning, ContinuousClock.now < deadline else {
                 if process.isRunning { kill(process.pid, SIGKILL) }
-                throw HarnessError("the token service did not start")
+                throw HarnessError("\(what) did not start")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
         port = Int(try String(contentsOfFile: portFile, encoding: .utf8)) ?? 0
     }
 
-    /// "SCOPE USER" per token request.
+    /// One line per request, as the script logs them.
     var requests: [String] {
         ((try? String(contentsOf: directory.appendingPathComponent("requests.log"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
@@ -195,52 +183,61 @@ final class TokenService: @unchecked Sendable {
     }
 }
 
+/// A registry token service (Tests/Fixtures/token-server.py) with a key and
+/// certificate made by openssl: the bearer-token flow, for real.
+final class TokenService: @unchecked Sendable {
+    let fixture: PythonFixture
+    let user = "bob"
+    let password = "token pass"
+    let issuer = "berth-test-issuer"
+    var port: Int { fixture.port }
+    var certificate: String { fixture.directory.appendingPathComponent("cert.pem").path }
+    /// "SCOPE USER" per token request.
+    var requests: [String] { fixture.requests }
+
+    init() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-tokens-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let key = directory.appendingPathComponent("key.pem").path
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let made = try await runCommand(
+            URL(fileURLWithPath: "/usr/bin/openssl"),
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "2", "-subj", "/CN=berth-test-token-issuer"],
+            environment: ["PATH": "/usr/bin:/bin"])
+        guard made.status == 0 else {
+            try? FileManager.default.removeItem(at: directory)
+            throw HarnessError("openssl: \(made.stderr)")
+        }
+        fixture = try await PythonFixture(
+            script: "token-server.py", arguments: [key, certificate, issuer, user, password], directory: directory, what: "the token service")
+    }
+
+    func stop() { fixture.stop() }
+}
+
 /// A proxy in front of a registry that fails on demand
 /// (Tests/Fixtures/registry-proxy.py): cuts blobs short, answers errors,
 /// serves a manifest that does not parse. Logs each request.
 final class FaultyProxy: @unchecked Sendable {
-    let directory: URL
-    let port: Int
-    let process: ChildProcess
-    var address: String { "127.0.0.1:\(port)" }
+    let fixture: PythonFixture
+    var address: String { "127.0.0.1:\(fixture.port)" }
+    /// "METHOD PATH RANGE" per request.
+    var requests: [String] { fixture.requests }
 
     init(upstream: LocalRegistry) async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-proxy-\(UUID().uuidString.prefix(8))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-proxy-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let script = BuildProducts.root.appendingPathComponent("Tests/Fixtures/registry-proxy.py").path
-        let portFile = directory.appendingPathComponent("port").path
-        process = ChildProcess(
-            pid: try Processes.spawn(
-                executable: "/usr/bin/python3",
-                arguments: [script, String(upstream.port), directory.appendingPathComponent("mode").path, directory.appendingPathComponent("requests.log").path, portFile],
-                environment: ["PATH=/usr/bin:/bin"], stdout: 2, stderr: 2))
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !FileManager.default.fileExists(atPath: portFile) {
-            guard process.isRunning, ContinuousClock.now < deadline else {
-                if process.isRunning { kill(process.pid, SIGKILL) }
-                throw HarnessError("the registry proxy did not start")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        port = Int(try String(contentsOfFile: portFile, encoding: .utf8)) ?? 0
+        fixture = try await PythonFixture(
+            script: "registry-proxy.py", arguments: [String(upstream.port), directory.appendingPathComponent("mode").path], directory: directory,
+            what: "the registry proxy")
     }
 
     /// pass | cut-blob BYTES | status CODE | garbage-manifest
     func setMode(_ mode: String) throws {
-        try mode.write(to: directory.appendingPathComponent("mode"), atomically: true, encoding: .utf8)
+        try mode.write(to: fixture.directory.appendingPathComponent("mode"), atomically: true, encoding: .utf8)
     }
 
-    var requests: [String] {
-        ((try? String(contentsOf: directory.appendingPathComponent("requests.log"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-    }
-
-    func stop() {
-        if process.isRunning {
-            kill(process.pid, SIGKILL)
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: directory)
-    }
+    func stop() { fixture.stop() }
 }
 
 /// Images built with umoci into an OCI layout, from the busybox test root filesystem.

@@ -14,6 +14,7 @@ Listens on 127.0.0.1 on a free port, written to PORT_FILE once listening.
 """
 import http.client
 import http.server
+import os
 import sys
 import threading
 
@@ -42,6 +43,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.forward(head=False)
 
+    def answer(self, head, status, content_type, body):
+        """Answers for the registry, then closes the connection."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        self.close_connection = True
+
     def forward(self, head):
         m = mode()
         with log_lock, open(log_file, "a") as f:
@@ -49,27 +61,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         is_blob = "/blobs/sha256:" in self.path
         is_manifest = "/manifests/" in self.path
         if m[0] == "status" and self.path != "/v2/":
-            body = b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}'
-            self.send_response(int(m[1]))
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-            self.close_connection = True
-            return
+            return self.answer(head, int(m[1]), "application/json", b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
         if m[0] == "garbage-manifest" and is_manifest:
-            body = b"this is not a manifest {"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-            self.close_connection = True
-            return
+            return self.answer(head, 200, "application/vnd.oci.image.manifest.v1+json", b"this is not a manifest {")
         conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         headers["Host"] = f"127.0.0.1:{upstream_port}"
@@ -105,6 +99,5 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_port))
-import os
 os.rename(port_file + ".tmp", port_file)
 server.serve_forever()
