@@ -62,7 +62,9 @@ struct ContainerIsolationTests {
         defer { host.cleanUp() }
         let started = try await host.berth([
             "run", "-d", "--name", "survivor", "-m", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
-            "(x=$(yes | head -c 200000000)); echo child-gone; exec sleep 1000",
+            // The kernel picks its victim by a heuristic; the child raises its own
+            // score so that the victim is the child, which is what this test is about.
+            "(echo 1000 > /proc/self/oom_score_adj; x=$(yes | head -c 200000000)); echo child-gone; exec sleep 1000",
         ])
         #expect(started.status == 0, "\(started.stderr)")
         // Stops at the oom event, or at a sentinel created if none comes within 30 s.
