@@ -157,6 +157,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Container networking: bridges, veth pairs, namespaces, addresses,
+        // the nftables table for published ports, the embedded resolver.
+        .target(
+            name: "BerthNetwork",
+            dependencies: [
+                "BerthModel",
+                "BerthLinux",
+                "CBerthLinux",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The agent's core and its thin gRPC service adapters.
         .target(
             name: "BerthAgent",
@@ -166,6 +181,7 @@ let package = Package(
                 "BerthCgroups",
                 "BerthImages",
                 "BerthLinux",
+                "BerthNetwork",
                 "BerthRuntime",
                 "BerthShimProtocol",
                 .product(name: "GRDB", package: "GRDB.swift"),

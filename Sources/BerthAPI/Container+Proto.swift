@@ -99,6 +99,7 @@ extension ContainerSpec {
         p.publishAll = publishAll
         p.network = network
         p.networkAliases = networkAliases
+        if let ipv4Address { p.ipv4Address = ipv4Address }
         p.restartPolicy = restartPolicy.description
         p.stopSignal = stopSignal?.name ?? ""
         if let stopTimeout { p.stopTimeoutSeconds = Int32(clamping: stopTimeout) }
@@ -138,6 +139,7 @@ extension ContainerSpec {
             publishAll: p.publishAll,
             network: p.network.isEmpty ? "bridge" : p.network,
             networkAliases: p.networkAliases,
+            ipv4Address: p.hasIpv4Address ? p.ipv4Address : nil,
             restartPolicy: try RestartPolicy(parsing: p.restartPolicy),
             stopSignal: p.stopSignal.isEmpty ? nil : try Signal(parsing: p.stopSignal),
             stopTimeout: p.hasStopTimeoutSeconds ? Int(p.stopTimeoutSeconds) : nil,
@@ -227,6 +229,27 @@ extension Container {
             $0.spec = spec.proto
             $0.imageID = imageID
             $0.status = status.proto
+            $0.endpoints = endpoints.map { e in
+                .with {
+                    $0.networkID = e.networkID
+                    $0.networkName = e.networkName
+                    $0.interface = e.interface
+                    $0.ipv4Address = e.address.description
+                    $0.subnet = e.subnet.description
+                    $0.gateway = e.gateway.description
+                    $0.macAddress = e.macAddress
+                    $0.aliases = e.aliases
+                }
+            }
+            $0.publishedPorts = publishedPorts.map { port in
+                .with {
+                    if let ip = port.hostIP { $0.hostIp = ip.description }
+                    $0.hostPort = UInt32(port.hostPort)
+                    $0.containerPort = UInt32(port.containerPort)
+                    $0.protocol = port.transport.rawValue
+                    $0.containerIp = port.containerIP.description
+                }
+            }
         }
     }
 
@@ -234,7 +257,20 @@ extension Container {
     public init(proto p: Berth_Agent_V1_Container) throws {
         self.init(
             id: try ContainerID(p.id), name: p.name, spec: try ContainerSpec(proto: p.spec), imageID: p.imageID,
-            status: try ContainerStatus(proto: p.status))
+            status: try ContainerStatus(proto: p.status),
+            endpoints: try p.endpoints.map { e in
+                ContainerEndpoint(
+                    networkID: e.networkID, networkName: e.networkName, interface: e.interface, address: try IPv4Address(parsing: e.ipv4Address),
+                    subnet: try IPv4Subnet(parsing: e.subnet), gateway: try IPv4Address(parsing: e.gateway), aliases: e.aliases)
+            },
+            publishedPorts: try p.publishedPorts.map { port in
+                guard let transport = PortProtocol(rawValue: port.protocol), let hostPort = UInt16(exactly: port.hostPort),
+                    let containerPort = UInt16(exactly: port.containerPort)
+                else { throw BerthError.invalid("published port \(port.hostPort)/\(port.protocol) is malformed") }
+                return PublishedPort(
+                    hostIP: port.hostIp.isEmpty ? nil : try IPv4Address(parsing: port.hostIp), hostPort: hostPort, containerPort: containerPort,
+                    transport: transport, containerIP: try IPv4Address(parsing: port.containerIp))
+            })
     }
 }
 

@@ -7,6 +7,7 @@ import Foundation
 public import BerthTransport
 import GRPCCore
 public import Logging
+import NIOCore
 public import ServiceLifecycle
 
 /// How an agent is set up: where it listens and keeps its state.
@@ -36,6 +37,11 @@ public struct AgentConfiguration: Sendable {
     /// Registries (`host[:port]`) that may be pulled from over plain HTTP
     /// (those on loopback always may).
     public var insecureRegistries: Set<String> = []
+    /// The default network (`--bridge none` turns it off, `--bridge-subnet` places it).
+    public var defaultBridge = DefaultBridge.subnet(nil)
+    /// Where the embedded resolver forwards names that are not containers'
+    /// (`--dns`, IP or IP:PORT); empty: the host's resolvers.
+    public var dnsServers: [String] = []
 
     public init() {}
 
@@ -55,6 +61,14 @@ public struct AgentConfiguration: Sendable {
         guard eventRetention >= 1 else {
             throw BerthError.invalid("--event-retention \(eventRetention): the event log keeps at least one event")
         }
+        for server in dnsServers where (try? Self.dnsAddress(server)) == nil {
+            throw BerthError.invalid("--dns \(server): expected an IP address, or IP:PORT")
+        }
+        if case .subnet(let subnet?) = defaultBridge {
+            do { _ = try IPv4Subnet(parsing: subnet) } catch let error as BerthError {
+                throw BerthError.invalid("--bridge-subnet: \(error.message)")
+            }
+        }
         if let metricsListen, case .unix = metricsListen {
             throw BerthError.invalid("--metrics-listen \(metricsListen): expected HOST:PORT")
         }
@@ -68,6 +82,22 @@ public struct AgentConfiguration: Sendable {
                         + "listen on a loopback address (127.0.0.1 or ::1), or use the unix socket")
             }
         }
+    }
+
+    /// `1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353`, as a socket address.
+    static func dnsAddress(_ text: String) throws -> SocketAddress {
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            let host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            let port = rest.isEmpty ? 53 : Int(rest.dropFirst()) ?? -1
+            guard rest.isEmpty || rest.hasPrefix(":"), (1...65535).contains(port) else { throw BerthError.invalid(text) }
+            return try SocketAddress(ipAddress: host, port: port)
+        }
+        let parts = text.split(separator: ":")
+        if parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port) {
+            return try SocketAddress(ipAddress: String(parts[0]), port: port)
+        }
+        return try SocketAddress(ipAddress: text, port: 53)
     }
 
     static func isLoopback(_ host: String) -> Bool {
@@ -122,8 +152,12 @@ public final class Agent: Service, Sendable {
         self.images = try ImageStore(root: configuration.rootDir, index: database, registryOptions: registry, logger: logger)
         let cgroups = try CgroupV1Driver.detectDriver(parent: configuration.cgroupParent)
         let info = node.info()
+        let networking = try ContainerNetworking(
+            database: database, nodeID: node.id, stateDir: configuration.stateDir, defaultBridge: configuration.defaultBridge,
+            dnsServers: configuration.dnsServers.isEmpty ? nil : try configuration.dnsServers.map(AgentConfiguration.dnsAddress), logger: logger)
         self.supervisor = try ContainerSupervisor(
-            database: database, images: images, cgroups: cgroups, environment: environment, host: info.capacity, logger: logger)
+            database: database, images: images, cgroups: cgroups, environment: environment, host: info.capacity, networking: networking,
+            logger: logger)
     }
 
     /// Every service the agent answers.
@@ -135,7 +169,7 @@ public final class Agent: Service, Sendable {
             ContainersService(supervisor: supervisor, environment: environment),
             ImagesService(images: images, supervisor: supervisor, database: database),
             VolumesService(volumes: supervisor.volumes, supervisor: supervisor),
-            NetworksService(networks: supervisor.networks, supervisor: supervisor),
+            NetworksService(networking: supervisor.networking, supervisor: supervisor),
             EventsService(database: database, metrics: metrics),
         ]
     }
@@ -169,7 +203,6 @@ public final class Agent: Service, Sendable {
                 "node.id": "\(node.id)", "socket": "\(configuration.socketPath)", "root": "\(configuration.rootDir)",
                 "state": "\(configuration.stateDir)",
             ])
-        for problem in supervisor.networks.restore() { logger.error("network not restored", metadata: ["error": "\(problem)"]) }
         await supervisor.restore()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in

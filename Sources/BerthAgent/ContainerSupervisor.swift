@@ -42,7 +42,8 @@ public actor ContainerSupervisor {
     let database: AgentDatabase
     let images: ImageStore
     public let volumes: VolumeStore
-    public let networks: NetworkStore
+    public let networking: ContainerNetworking
+    public nonisolated var networks: NetworkStore { networking.store }
     let cgroups: any CgroupDriver
     let environment: RuntimeEnvironment
     let host: NodeCapacity
@@ -67,12 +68,12 @@ public actor ContainerSupervisor {
     /// - Throws: `BerthError` when the records cannot be read.
     public init(
         database: AgentDatabase, images: ImageStore, cgroups: any CgroupDriver, environment: RuntimeEnvironment, host: NodeCapacity,
-        logger: Logger
+        networking: ContainerNetworking, logger: Logger
     ) throws {
         self.database = database
         self.images = images
         self.volumes = try VolumeStore(root: "\(environment.rootDir)/volumes", database: database)
-        self.networks = NetworkStore(database: database)
+        self.networking = networking
         self.cgroups = cgroups
         self.environment = environment
         self.host = host
@@ -89,9 +90,11 @@ public actor ContainerSupervisor {
         oomWatcher = OOMWatcher(unified: cgroups.mode == .v2)
     }
 
-    /// Lets the standby shim go; containers and their shims stay.
+    /// Lets the standby shim go; containers and their shims stay, and so
+    /// do their networks.
     public nonisolated func shutdown() {
         launcher.shutdown()
+        networking.shutdown()
     }
 
     // MARK: Events
@@ -205,11 +208,11 @@ public actor ContainerSupervisor {
         return users
     }
 
-    /// The containers (in any state) that name each user network.
+    /// The containers (in any state) on each network, by network ID.
     public var networkUsers: [String: [Container]] {
         var users: [String: [Container]] = [:]
-        for container in containers.values where !Network.reservedNames.contains(container.spec.network) {
-            users[container.spec.network, default: []].append(container)
+        for container in containers.values {
+            for endpoint in container.endpoints { users[endpoint.networkID, default: []].append(container) }
         }
         return users
     }
@@ -246,17 +249,18 @@ public actor ContainerSupervisor {
         }
         let name = spec.name ?? NameGenerator.make(avoiding: Set(containers.values.map(\.name)))
         spec.name = name
-        switch spec.network {
-        case "bridge", "none", "host", "default":
-            if spec.network == "default" { spec.network = "bridge" }
-        case let name:
-            guard let network = try? networks.get(name) else { throw BerthError.notFound("network", name) }
-            throw BerthError(
-                .unimplemented,
-                "containers cannot join network \(network.name) yet (that comes with published ports and names); use --network bridge, none or host")
+        if spec.network == "default" || spec.network.isEmpty { spec.network = "bridge" }
+        let network = try networking.network(for: spec)
+        if network == nil && !spec.networkAliases.isEmpty {
+            throw BerthError.invalid("--network-alias needs a user-defined network")
         }
-        guard spec.ports.isEmpty && !spec.publishAll else {
-            throw BerthError(.unimplemented, "published ports (-p, -P) are not supported by this agent yet; they come with container networking")
+        _ = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: network != nil)
+        var endpoints: [ContainerEndpoint] = []
+        if let network {
+            let requested = try spec.ipv4Address.map { try IPv4Address(parsing: $0) }
+            endpoints.append(
+                try networking.endpoint(
+                    on: network, aliases: spec.networkAliases, requested: requested, existing: [], others: Array(containers.values)))
         }
         for mount in spec.mounts where mount.kind == .bind {
             guard FileIO.exists(mount.source) else {
@@ -294,7 +298,8 @@ public actor ContainerSupervisor {
             throw error
         }
         let id = ContainerID.random()
-        let container = Container(id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()))
+        let container = Container(
+            id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()), endpoints: endpoints)
         let dir = environment.containerDir(id)
         do {
             // The upper directory is the container's "/": others must be able to enter it.
@@ -339,10 +344,13 @@ public actor ContainerSupervisor {
         let config: ShimConfig
         let clock = ContinuousClock()
         let began = clock.now
+        var attachment: ContainerNetworking.Attachment?
         do {
             try? RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
             try Directories.create(bundle, mode: 0o700)
-            try writeNameFiles(container)
+            let ports = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: !container.endpoints.isEmpty)
+            attachment = try networking.attach(container, ports: ports)
+            try writeNameFiles(container, attachment)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try cgroups.create(id.rawValue, resources: spec.resources)
             let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
@@ -359,14 +367,24 @@ public actor ContainerSupervisor {
                 seccompProgram: seccompPath, logFile: environment.logFile(id),
                 logMaxBytes: spec.log?.maxSize.map { Int($0.bytes) } ?? environment.logMaxBytes,
                 logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
-                volumesDir: volumes.root)
+                volumesDir: volumes.root, netnsPath: attachment?.netnsPath)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
         } catch {
             try? cgroups.remove(id.rawValue)
+            if attachment != nil { networking.detach(container) }
             throw error
         }
+        var attached = container
+        attached.publishedPorts = attachment?.publishedPorts ?? []
         let prepared = clock.now
-        let (shimPID, outcome) = try await shim.start(config: config, launcher: launcher)
+        let shimPID: Int32
+        let outcome: ShimStart
+        do {
+            (shimPID, outcome) = try await shim.start(config: config, launcher: launcher)
+        } catch {
+            networking.detach(attached)
+            throw error
+        }
         let shimReported = clock.now
         // Other calls may have run while the shim started.
         guard let current = containers[id] else {
@@ -374,10 +392,13 @@ public actor ContainerSupervisor {
             throw BerthError.notFound("container", id.short)
         }
         container = current
+        container.publishedPorts = attached.publishedPorts
         switch outcome {
         case .failed(let stage, let errno, let name, let detail):
             Processes.reap(shimPID)
             try? cgroups.remove(id.rawValue)
+            networking.detach(container)
+            container.publishedPorts = []
             let message = Self.startFailure(stage: stage, errno: errno, errnoName: name, detail: detail, command: config.args)
             try container.status.markStartFailed(message, exitCode: errno == 2 ? 127 : 126, at: Date())
             try commit(container, [event(.die, container, ["exitCode": String(container.status.exitCode ?? 127), "reason": "StartFailed", "error": message])])
@@ -403,13 +424,13 @@ public actor ContainerSupervisor {
     /// /etc/hostname, /etc/hosts and /etc/resolv.conf of the container,
     /// written afresh at every start as docker does (the host's resolvers may
     /// have changed). Regenerated, so not fsynced.
-    private func writeNameFiles(_ container: Container) throws {
+    private func writeNameFiles(_ container: Container, _ attachment: ContainerNetworking.Attachment?) throws {
         let dir = environment.containerDir(container.id)
         let hostname = container.spec.hostname ?? container.id.short
-        let resolv = (try? FileIO.read("/etc/resolv.conf")) ?? ""
+        let resolv = attachment?.resolvConf ?? RuntimePlanner.resolvConf(host: (try? FileIO.read("/etc/resolv.conf")) ?? "")
         for (file, text) in [
-            ("hostname", "\(hostname)\n"), ("hosts", RuntimePlanner.hostsFile(hostname: hostname)),
-            ("resolv.conf", RuntimePlanner.resolvConf(host: resolv)),
+            ("hostname", "\(hostname)\n"), ("hosts", RuntimePlanner.hostsFile(hostname: hostname, address: attachment?.address.description)),
+            ("resolv.conf", resolv),
         ] {
             try AtomicFile.write(Array(text.utf8), to: "\(dir)/\(file)", durable: false)
         }
@@ -529,6 +550,8 @@ public actor ContainerSupervisor {
         guard var container = containers[id], container.status.state.isActive else { return }
         logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
         try? container.status.markExited(ProcessExit(exitCode: 255), at: Date())
+        networking.detach(container)
+        container.publishedPorts = []
         try? commit(container, [event(.die, container, ["exitCode": "255", "error": reason])])
         try? cgroups.remove(id.rawValue)
         live[id]?.monitor = nil
@@ -569,6 +592,8 @@ public actor ContainerSupervisor {
         var attributes = ["exitCode": String(exit.code), "reason": processExit.reason.rawValue]
         if let signal { attributes["signal"] = signal.name }
         events.append(event(.die, container, attributes))
+        networking.detach(container)
+        container.publishedPorts = []
         do {
             try commit(container, events)
         } catch {
@@ -784,6 +809,49 @@ public actor ContainerSupervisor {
         return container
     }
 
+    // MARK: Networks
+
+    /// Puts a container on one more network (at once when it runs).
+    ///
+    /// - Throws: `BerthError` for a container on the host's network or on
+    ///   none, one already on the network, an address that cannot be had.
+    public func connect(_ reference: String, network networkReference: String, aliases: [String], address: String?) throws -> Container {
+        var container = try find(reference)
+        let network = try networks.get(networkReference)
+        guard container.spec.network != "host" && container.spec.network != "none" else {
+            throw BerthError(.failedPrecondition, "container \(container.name) is on --network \(container.spec.network); it cannot join other networks")
+        }
+        if container.status.state.isActive && container.endpoints.isEmpty {
+            throw BerthError(.failedPrecondition, "container \(container.name) runs without a network namespace of the agent's; stop it before connecting it")
+        }
+        let endpoint = try networking.endpoint(
+            on: network, aliases: aliases, requested: try address.map { try IPv4Address(parsing: $0) }, existing: container.endpoints,
+            others: containers.values.filter { $0.id != container.id })
+        if container.status.state.isActive { try networking.connect(container, endpoint) }
+        container.endpoints.append(endpoint)
+        try commit(container, [networkEvent(.connect, network, container)])
+        return container
+    }
+
+    /// Takes a container off a network (at once when it runs).
+    public func disconnect(_ reference: String, network networkReference: String) throws -> Container {
+        var container = try find(reference)
+        let network = try networks.get(networkReference)
+        guard let endpoint = container.endpoints.first(where: { $0.networkID == network.id }) else {
+            throw BerthError(.failedPrecondition, "container \(container.name) is not on network \(network.name)")
+        }
+        if container.status.state.isActive { try networking.disconnect(container, endpoint) }
+        container.endpoints.removeAll { $0.networkID == network.id }
+        try commit(container, [networkEvent(.disconnect, network, container)])
+        return container
+    }
+
+    private func networkEvent(_ action: EventAction, _ network: Network, _ container: Container) -> AgentDatabase.PendingEvent {
+        AgentDatabase.PendingEvent(
+            type: .network, action: action, actorID: network.id,
+            attributes: ["name": network.name, "container": container.id.rawValue, "containerName": container.name])
+    }
+
     // MARK: Remove
 
     /// Removes a container that is not active (with `force`, kills it first).
@@ -809,6 +877,7 @@ public actor ContainerSupervisor {
         guard var current = containers[id] else { return }
         do {
             _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete)
+            networking.detach(current)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try stateTrash.discard(id.rawValue, from: "\(environment.stateDir)/containers")
             try rootTrash.discard(id.rawValue, from: "\(environment.rootDir)/containers")
@@ -833,6 +902,9 @@ public actor ContainerSupervisor {
     /// records exits that happened meanwhile, and starts containers whose
     /// restart policy asks for it.
     public func restore() async {
+        for problem in await networking.reconcile(containers: Array(containers.values)) {
+            logger.error("network not restored", metadata: ["error": "\(problem)"])
+        }
         for container in containers.values where container.status.state.isActive {
             let shim = ShimClient(bundleDir: environment.bundleDir(container.id))
             do {

@@ -1,57 +1,9 @@
 public import BerthModel
 import BerthLinux
+import BerthNetwork
 import Foundation
+import Glibc
 import Synchronization
-
-/// The host's side of bridge networks: bridge devices made and removed with
-/// iproute2, and the IPv4 routes the host already has.
-enum HostNetwork {
-    static let ip = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
-
-    /// Runs `ip` and returns what it printed.
-    @discardableResult
-    static func run(_ arguments: [String]) throws -> String {
-        guard let ip else { throw BerthError(.unavailable, "iproute2's ip command is not installed; networks need it") }
-        let result = try Processes.runBlocking(ip, arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout: .seconds(30))
-        guard result.status == 0 else {
-            throw BerthError(.internal, "ip \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        return result.stdout
-    }
-
-    static func linkExists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: "/sys/class/net/\(name)") }
-
-    /// Makes (or completes) a bridge with the gateway address, up.
-    static func ensureBridge(_ network: Network) throws {
-        if !linkExists(network.bridge) {
-            try run(["link", "add", "name", network.bridge, "type", "bridge"])
-        }
-        let address = "\(network.gateway)/\(network.subnet.prefix)"
-        if try !run(["-4", "-o", "addr", "show", "dev", network.bridge]).contains(" \(address) ") {
-            try run(["addr", "add", address, "dev", network.bridge])
-        }
-        try run(["link", "set", network.bridge, "up"])
-    }
-
-    static func removeBridge(_ name: String) throws {
-        guard linkExists(name) else { return }
-        try run(["link", "delete", name, "type", "bridge"])
-    }
-
-    /// The host's IPv4 routes (but the default route), from /proc/net/route.
-    static func routes() -> [(device: String, subnet: IPv4Subnet)] {
-        guard let text = try? String(contentsOfFile: "/proc/net/route", encoding: .utf8) else { return [] }
-        var routes: [(String, IPv4Subnet)] = []
-        for line in text.split(separator: "\n").dropFirst() {
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard fields.count >= 8, let destination = UInt32(fields[1], radix: 16), let mask = UInt32(fields[7], radix: 16), mask != 0 else { continue }
-            let prefix = mask.nonzeroBitCount
-            // The file holds them in the host's (little-endian) byte order.
-            routes.append((String(fields[0]), IPv4Subnet(network: IPv4Address(destination.byteSwapped), prefix: prefix)))
-        }
-        return routes
-    }
-}
 
 /// The agent's bridge networks, recorded in its database with a `create`
 /// or `destroy` event each, their bridges made on the host.
@@ -60,9 +12,24 @@ public final class NetworkStore: Sendable {
     private let lock = Mutex(())
     /// Where subnets are picked from when a network names none.
     static let pool = try! IPv4Subnet(parsing: "10.89.0.0/16")
+    /// The start of this agent's bridge names (`br` and 4 hex digits of
+    /// the node ID), so that agents sharing a host tell theirs apart.
+    public let bridgePrefix: String
 
-    public init(database: AgentDatabase) {
+    public init(database: AgentDatabase, nodeID: String) {
         self.database = database
+        self.bridgePrefix = "br" + nodeID.prefix(4)
+    }
+
+    /// The name of the default network (`--network bridge`).
+    public static let defaultName = "bridge"
+
+    /// The default network, made when missing (at agent start).
+    ///
+    /// - Parameter subnet: its subnet when it is made; nil picks a free one.
+    public func ensureDefault(subnet: String?) throws -> Network {
+        if let existing = try database.allNetworks().first(where: { $0.name == Self.defaultName }) { return existing }
+        return try create(name: Self.defaultName, subnet: subnet, gateway: nil, internal: false, labels: [:], reservedName: true)
     }
 
     public func list() throws -> [Network] {
@@ -86,10 +53,12 @@ public final class NetworkStore: Sendable {
     ///   gateway, or a subnet that overlaps another network or a route of the
     ///   host; `alreadyExists` for a taken name. Nothing is changed then.
     public func create(
-        name: String, subnet requested: String?, gateway requestedGateway: String?, internal: Bool, labels: [String: String]
+        name: String, subnet requested: String?, gateway requestedGateway: String?, internal: Bool, labels: [String: String],
+        reservedName: Bool = false
     ) throws -> Network {
-        try Network.validate(name: name)
-        return try lock.withLock { _ in
+        if !reservedName { try Network.validate(name: name) }
+        // Agents on one host choose among the same subnets: one at a time.
+        return try lock.withLock { _ in try HostLock.withLock(path: "/run/lock/berth-networks.lock") {
             let existing = try database.allNetworks()
             if existing.contains(where: { $0.name == name }) {
                 throw BerthError(.alreadyExists, "network \(name) already exists")
@@ -119,7 +88,7 @@ public final class NetworkStore: Sendable {
             }
             let id = RandomHex.make()
             let network = Network(
-                id: id, name: name, subnet: subnet, gateway: gateway, bridge: "berth" + id.prefix(10), internal: `internal`, labels: labels,
+                id: id, name: name, subnet: subnet, gateway: gateway, bridge: bridgePrefix + id.prefix(8), internal: `internal`, labels: labels,
                 createdAt: Date())
             do {
                 try HostNetwork.ensureBridge(network)
@@ -130,7 +99,7 @@ public final class NetworkStore: Sendable {
                 throw error
             }
             return network
-        }
+        } }
     }
 
     /// A free /24 of the pool, chosen at random so that agents picking at

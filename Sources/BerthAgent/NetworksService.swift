@@ -5,16 +5,17 @@ import SwiftProtobuf
 
 /// `berth.agent.v1.Networks`: a thin adapter from the wire to the network store.
 public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
-    let networks: NetworkStore
+    let networking: ContainerNetworking
     let supervisor: ContainerSupervisor
+    var networks: NetworkStore { networking.store }
 
-    public init(networks: NetworkStore, supervisor: ContainerSupervisor) {
-        self.networks = networks
+    public init(networking: ContainerNetworking, supervisor: ContainerSupervisor) {
+        self.networking = networking
         self.supervisor = supervisor
     }
 
     public func create(request: Berth_Agent_V1_CreateNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_CreateNetworkResponse {
-        let network = try networks.create(
+        let network = try await networking.create(
             name: request.name, subnet: request.subnet, gateway: request.gateway, internal: request.internal, labels: request.labels)
         return .with { $0.network = Self.proto(network, users: []) }
     }
@@ -34,28 +35,32 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
             }
         }
         let users = await supervisor.networkUsers
-        return .with { $0.networks = list.map { Self.proto($0, users: users[$0.name] ?? []) } }
+        return .with { $0.networks = list.map { Self.proto($0, users: users[$0.id] ?? []) } }
     }
 
     public func inspect(request: Berth_Agent_V1_InspectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_InspectNetworkResponse {
         let network = try networks.get(request.network)
-        let users = await supervisor.networkUsers[network.name] ?? []
+        let users = await supervisor.networkUsers[network.id] ?? []
         return .with { $0.network = Self.proto(network, users: users) }
     }
 
     public func remove(request: Berth_Agent_V1_RemoveNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveNetworkResponse {
         let network = try networks.get(request.network)
-        let users = await supervisor.networkUsers[network.name] ?? []
-        try networks.remove(network.id, users: users.map(\.name))
+        let users = await supervisor.networkUsers[network.id] ?? []
+        try networking.remove(network.id, users: users.map(\.name))
         return .init()
     }
 
     public func connect(request: Berth_Agent_V1_ConnectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_ConnectNetworkResponse {
-        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Networks/Connect is not implemented by this agent yet: containers join networks in a later release")
+        _ = try await supervisor.connect(
+            request.container, network: request.network, aliases: request.aliases,
+            address: request.ipv4Address.isEmpty ? nil : request.ipv4Address)
+        return .init()
     }
 
     public func disconnect(request: Berth_Agent_V1_DisconnectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_DisconnectNetworkResponse {
-        throw RPCError(code: .unimplemented, message: "berth.agent.v1.Networks/Disconnect is not implemented by this agent yet: containers join networks in a later release")
+        _ = try await supervisor.disconnect(request.container, network: request.network)
+        return .init()
     }
 
     static func proto(_ network: Network, users: [Container]) -> Berth_Agent_V1_Network {
@@ -69,7 +74,16 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
             $0.internal = network.internal
             $0.labels = network.labels
             $0.createdAt = Google_Protobuf_Timestamp(date: network.createdAt)
-            $0.endpoints = users.map { c in .with { $0.containerID = c.id.rawValue; $0.containerName = c.name } }
+            $0.endpoints = users.compactMap { c in
+                guard let endpoint = c.endpoints.first(where: { $0.networkID == network.id }) else { return nil }
+                return .with {
+                    $0.containerID = c.id.rawValue
+                    $0.containerName = c.name
+                    $0.ipv4Address = "\(endpoint.address)/\(endpoint.subnet.prefix)"
+                    $0.macAddress = endpoint.macAddress
+                    $0.aliases = endpoint.aliases
+                }
+            }
         }
     }
 }

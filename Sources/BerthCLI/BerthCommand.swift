@@ -21,7 +21,7 @@ public struct BerthCommand: AsyncParsableCommand {
         version: CLIVersion.version,
         subcommands: [
             RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, KillCommand.self, PauseCommand.self,
-            UnpauseCommand.self, RemoveCommand.self, PsCommand.self, InspectCommand.self, WaitCommand.self, UpdateCommand.self,
+            UnpauseCommand.self, RemoveCommand.self, PsCommand.self, PortCommand.self, InspectCommand.self, WaitCommand.self, UpdateCommand.self,
             LogsCommand.self, ExecCommand.self, StatsCommand.self, EventsCommand.self, ImageCommand.self, ImagesAlias.self, PullCommand.self, LoadCommand.self, SaveCommand.self, RmiCommand.self, VolumeCommand.self, NetworkCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self, InfoCommand.self,
         ])
 

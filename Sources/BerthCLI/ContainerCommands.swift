@@ -248,6 +248,37 @@ struct InspectCommand: AsyncParsableCommand {
     }
 }
 
+/// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`: where its ports are published.
+struct PortCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "port", abstract: "List a container's published ports.")
+    @OptionGroup var agent: AgentOptions
+    @Argument var container: String
+    @Argument(help: "Only this container port: PORT[/tcp|/udp].") var privatePort: String?
+
+    func run() async throws {
+        let name = container
+        let found = try await agent.connection().withClient { grpc in
+            try Container(proto: try await Berth_Agent_V1_Containers.Client(wrapping: grpc).inspect(.with { $0.container = name }).container)
+        }
+        var ports = found.publishedPorts
+        if let privatePort {
+            let parts = privatePort.split(separator: "/")
+            guard let number = parts.first.flatMap({ UInt16($0) }), parts.count <= 2 else {
+                throw BerthError.invalid("\"\(privatePort)\": expected PORT or PORT/PROTO")
+            }
+            let transport = parts.count == 2 ? PortProtocol(rawValue: String(parts[1])) : .tcp
+            guard let transport else { throw BerthError.invalid("\"\(privatePort)\": the protocol is tcp or udp") }
+            ports = ports.filter { $0.containerPort == number && $0.transport == transport }
+            guard !ports.isEmpty else {
+                throw BerthError.notFound("published port", "\(number)/\(transport.rawValue) of \(found.name)")
+            }
+            ports.forEach { Console.print("\($0.hostIP?.description ?? "0.0.0.0"):\($0.hostPort)") }
+            return
+        }
+        ports.forEach { Console.print($0.description) }
+    }
+}
+
 struct PsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ps", abstract: "List containers.")
     @OptionGroup var agent: AgentOptions
@@ -280,7 +311,7 @@ struct PsCommand: AsyncParsableCommand {
                 rows.append([
                     noTrunc ? c.id.rawValue : c.id.short, c.spec.image,
                     "\"" + (noTrunc ? command : Human.truncate(command, 20)) + "\"", Human.ago(c.status.createdAt),
-                    Human.status(c.status), "", c.name,
+                    Human.status(c.status), c.publishedPorts.map { "\($0.hostIP?.description ?? "0.0.0.0"):\($0.hostPort)->\($0.containerPort)/\($0.transport.rawValue)" }.joined(separator: ", "), c.name,
                 ])
             }
             Console.print(Table(rows: rows).text)

@@ -52,7 +52,11 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Add a Linux capability.") var capAdd: [String] = []
     @Option(help: "Drop a Linux capability.") var capDrop: [String] = []
     @Option(help: "Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.") var securityOpt: [String] = []
-    @Option(help: "Network: bridge (the default: a network namespace of its own, loopback only for now), none, or host (the host's own).") var network: String = "bridge"
+    @Option(help: "Network: bridge (the default network), a user-defined network, none (loopback only), or host (the host's own).") var network: String = "bridge"
+    @Option(help: "Another name for the container on its user-defined network.") var networkAlias: [String] = []
+    @Option(help: "The container's IPv4 address on its network (the next free one when left out).") var ip: String?
+    @Option(name: [.customShort("p"), .customLong("publish")], help: "Publish a container's port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].") var publish: [String] = []
+    @Flag(name: [.customShort("P"), .customLong("publish-all")], help: "Publish every port the image exposes on a free host port.") var publishAll = false
     @Flag(name: [.customShort("t"), .long], help: "Allocate a pseudo-TTY (not supported yet).") var tty = false
     @Flag(name: [.customShort("i"), .long], help: "Keep STDIN open (not supported yet).") var interactive = false
     @Flag(help: "Automatically remove the container when it exits.") var rm = false
@@ -70,10 +74,12 @@ struct ContainerFlags: ParsableArguments {
         var mounts = try volume.map { try Mount(parsingVolume: $0) }
         mounts += try mount.map { try Mount(parsingMount: $0) }
         mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
+        if let ip { _ = try IPv4Address(parsing: ip) }
         return ContainerSpec(
             name: name, image: image, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, command: command, env: envs,
             workingDir: workdir, user: user, labels: labels, hostname: hostname, resources: resources, mounts: mounts,
-            network: network, restartPolicy: try RestartPolicy(parsing: restart),
+            ports: try publish.map { try PortMapping(parsing: $0) }, publishAll: publishAll,
+            network: network, networkAliases: networkAlias, ipv4Address: ip, restartPolicy: try RestartPolicy(parsing: restart),
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },

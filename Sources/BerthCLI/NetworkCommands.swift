@@ -9,7 +9,9 @@ import SwiftProtobuf
 struct NetworkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "network", abstract: "Manage networks.",
-        subcommands: [NetworkCreate.self, NetworkList.self, NetworkInspect.self, NetworkRemove.self])
+        subcommands: [
+            NetworkCreate.self, NetworkList.self, NetworkInspect.self, NetworkRemove.self, NetworkConnect.self, NetworkDisconnect.self,
+        ])
 }
 
 /// A network as `inspect` and `ls --format json` show it.
@@ -17,6 +19,9 @@ struct NetworkView: Encodable {
     struct Endpoint: Encodable {
         var containerID: String
         var containerName: String
+        var ipv4Address: String
+        var macAddress: String
+        var aliases: [String]
     }
 
     var id: String
@@ -40,7 +45,9 @@ struct NetworkView: Encodable {
         self.internal = n.internal
         labels = n.labels
         createdAt = n.createdAt.date
-        containers = n.endpoints.map { Endpoint(containerID: $0.containerID, containerName: $0.containerName) }
+        containers = n.endpoints.map {
+            Endpoint(containerID: $0.containerID, containerName: $0.containerName, ipv4Address: $0.ipv4Address, macAddress: $0.macAddress, aliases: $0.aliases)
+        }
     }
 }
 
@@ -124,6 +131,45 @@ struct NetworkRemove: AsyncParsableCommand {
                 try await Berth_Agent_V1_Networks.Client(wrapping: grpc).remove(.with { $0.network = name })
             }
             Console.print(name)
+        }
+    }
+}
+
+struct NetworkConnect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "connect", abstract: "Put a container on a network (at once if it runs).")
+    @OptionGroup var agent: AgentOptions
+    @Option(help: "Another name for the container on this network.") var alias: [String] = []
+    @Option(help: "The container's IPv4 address on the network.") var ip: String?
+    @Argument var network: String
+    @Argument var container: String
+
+    func run() async throws {
+        if let ip { _ = try IPv4Address(parsing: ip) }
+        let request = Berth_Agent_V1_ConnectNetworkRequest.with {
+            $0.network = network
+            $0.container = container
+            $0.aliases = alias
+            $0.ipv4Address = ip ?? ""
+        }
+        _ = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Networks.Client(wrapping: grpc).connect(request)
+        }
+    }
+}
+
+struct NetworkDisconnect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "disconnect", abstract: "Take a container off a network (at once if it runs).")
+    @OptionGroup var agent: AgentOptions
+    @Argument var network: String
+    @Argument var container: String
+
+    func run() async throws {
+        let request = Berth_Agent_V1_DisconnectNetworkRequest.with {
+            $0.network = network
+            $0.container = container
+        }
+        _ = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Networks.Client(wrapping: grpc).disconnect(request)
         }
     }
 }

@@ -31,6 +31,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     public var network: String
     /// Extra names on the network (`--network-alias`).
     public var networkAliases: [String]
+    /// A fixed address on the network (`--ip`); nil takes the next free one.
+    public var ipv4Address: String?
     /// What happens when the main process exits (`--restart`).
     public var restartPolicy: RestartPolicy
     /// Sent first by stop (`--stop-signal`); nil takes the image's or SIGTERM.
@@ -74,6 +76,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         publishAll: Bool = false,
         network: String = "bridge",
         networkAliases: [String] = [],
+        ipv4Address: String? = nil,
         restartPolicy: RestartPolicy = .no,
         stopSignal: Signal? = nil,
         stopTimeout: Int? = nil,
@@ -103,6 +106,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.publishAll = publishAll
         self.network = network
         self.networkAliases = networkAliases
+        self.ipv4Address = ipv4Address
         self.restartPolicy = restartPolicy
         self.stopSignal = stopSignal
         self.stopTimeout = stopTimeout
@@ -120,7 +124,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
-        case network, networkAliases, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
+        case network, networkAliases, ipv4Address, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
         case securityOpts, tty, openStdin, autoRemove, ulimits, log
     }
 
@@ -142,6 +146,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
             publishAll: try c.decodeIfPresent(Bool.self, forKey: .publishAll) ?? false,
             network: try c.decodeIfPresent(String.self, forKey: .network) ?? "bridge",
             networkAliases: try c.decodeIfPresent([String].self, forKey: .networkAliases) ?? [],
+            ipv4Address: try c.decodeIfPresent(String.self, forKey: .ipv4Address),
             restartPolicy: try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .no,
             stopSignal: try c.decodeIfPresent(Signal.self, forKey: .stopSignal),
             stopTimeout: try c.decodeIfPresent(Int.self, forKey: .stopTimeout),

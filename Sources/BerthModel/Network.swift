@@ -132,3 +132,40 @@ public struct Network: Codable, Sendable, Hashable, Identifiable {
         }
     }
 }
+
+/// A container's place on one network: its interface there and its address
+/// (allocated at create or connect, kept until the container is removed or
+/// disconnected, so that it never changes across restarts).
+public struct ContainerEndpoint: Codable, Sendable, Hashable {
+    public var networkID: String
+    public var networkName: String
+    /// The interface inside the container: eth0, eth1, …
+    public var interface: String
+    public var address: IPv4Address
+    public var subnet: IPv4Subnet
+    public var gateway: IPv4Address
+    /// Other names the container has on this network (`--network-alias`).
+    public var aliases: [String]
+
+    public init(
+        networkID: String, networkName: String, interface: String, address: IPv4Address, subnet: IPv4Subnet, gateway: IPv4Address,
+        aliases: [String] = []
+    ) {
+        self.networkID = networkID
+        self.networkName = networkName
+        self.interface = interface
+        self.address = address
+        self.subnet = subnet
+        self.gateway = gateway
+        self.aliases = aliases
+    }
+
+    /// docker's MAC scheme: 02:42 and the four bytes of the address, so that
+    /// an address always has the same MAC.
+    public var macAddress: String {
+        let v = address.value
+        return ([0x02, 0x42] + [v >> 24, v >> 16, v >> 8, v].map { UInt8($0 & 0xff) })
+            .map { b in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }
+            .joined(separator: ":")
+    }
+}

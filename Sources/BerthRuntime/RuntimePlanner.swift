@@ -22,12 +22,16 @@ public struct RuntimePaths: Sendable {
     public var cgroupMounts: [CgroupMount]
     /// `<root>/volumes`: a volume's data is `<volumesDir>/<name>/_data`.
     public var volumesDir: String
+    /// The network namespace file the container joins; nil makes it its own
+    /// (with loopback only), unless it shares the host's.
+    public var netnsPath: String?
 
     public init(
         containerDir: String, bundleDir: String, lowerDirs: [String], cgroup: CgroupPlacement, oomCounterFile: String,
         seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3, cgroupMounts: [CgroupMount] = [],
-        volumesDir: String = ""
+        volumesDir: String = "", netnsPath: String? = nil
     ) {
+        self.netnsPath = netnsPath
         self.cgroupMounts = cgroupMounts
         self.volumesDir = volumesDir
         self.containerDir = containerDir
@@ -163,8 +167,9 @@ public enum RuntimePlanner {
         let isRoot = user.uid == 0
         return ShimConfig(
             id: container.id.rawValue,
-            // --network host shares the host's network namespace; every other mode gets its own.
-            cloneFlags: cloneNewNS | cloneNewUTS | cloneNewIPC | cloneNewPID | (spec.network == "host" ? 0 : cloneNewNet),
+            // --network host shares the host's network namespace; a container on a
+            // network joins the one made for it; any other gets one of its own.
+            cloneFlags: cloneNewNS | cloneNewUTS | cloneNewIPC | cloneNewPID | (spec.network == "host" || paths.netnsPath != nil ? 0 : cloneNewNet),
             newCgroupNamespace: true,
             rootfs: "\(paths.containerDir)/rootfs",
             overlayData: overlay,
@@ -197,11 +202,14 @@ public enum RuntimePlanner {
             initProcess: spec.initProcess,
             logFile: paths.logFile,
             logMaxBytes: paths.logMaxBytes,
-            logMaxFiles: paths.logMaxFiles)
+            logMaxFiles: paths.logMaxFiles,
+            netnsPath: paths.netnsPath ?? "")
     }
 
     /// The container's /etc/hosts.
-    public static func hostsFile(hostname: String) -> String {
+    /// - Parameter address: the container's address on its network; nil
+    ///   gives the hostname 127.0.1.1, as for a container on no network.
+    public static func hostsFile(hostname: String, address: String? = nil) -> String {
         """
         127.0.0.1\tlocalhost
         ::1\tlocalhost ip6-localhost ip6-loopback
@@ -209,21 +217,27 @@ public enum RuntimePlanner {
         ff00::0\tip6-mcastprefix
         ff02::1\tip6-allnodes
         ff02::2\tip6-allrouters
-        127.0.1.1\t\(hostname)
+        \(address ?? "127.0.1.1")\t\(hostname)
 
         """
     }
 
     /// The container's /etc/resolv.conf: the host's, without loopback
-    /// resolvers (which a container in its own network namespace cannot reach).
-    public static func resolvConf(host: String) -> String {
+    /// resolvers (which a container in its own network namespace cannot
+    /// reach); with `nameserver` (the embedded resolver), that one alone,
+    /// with the host's search domains and options.
+    public static func resolvConf(host: String, nameserver: String? = nil) -> String {
         var lines: [String] = []
         var servers = 0
+        if let nameserver {
+            lines.append("nameserver \(nameserver)")
+            servers = 1
+        }
         for line in host.split(separator: "\n", omittingEmptySubsequences: false) {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             if fields.first == "nameserver", fields.count >= 2 {
                 let address = fields[1]
-                if address.hasPrefix("127.") || address == "::1" { continue }
+                if nameserver != nil || address.hasPrefix("127.") || address == "::1" { continue }
                 servers += 1
             }
             lines.append(String(line))

@@ -93,6 +93,7 @@ extension ShimConfig {
         spec.stdout_fd = stdout
         spec.stderr_fd = stderr
         spec.`init` = initProcess ? 1 : 0
+        spec.netns_path = netnsPath.isEmpty ? nil : arena.string(netnsPath)
         return spec
     }
 

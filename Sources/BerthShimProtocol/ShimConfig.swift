@@ -75,6 +75,9 @@ public struct ShimConfig: Sendable, Hashable {
     /// Rotation: the size at which the log is rotated, and how many rotated files are kept.
     public var logMaxBytes: Int
     public var logMaxFiles: Int
+    /// A network namespace file the container joins (its `cloneFlags` then
+    /// lack CLONE_NEWNET); empty for none.
+    public var netnsPath: String
 
     public init(
         id: String, cloneFlags: UInt64, newCgroupNamespace: Bool, rootfs: String, overlayData: String,
@@ -83,8 +86,9 @@ public struct ShimConfig: Sendable, Hashable {
         env: [String], path: String, cwd: String, uid: UInt32, gid: UInt32, groups: [UInt32], rlimits: [Rlimit],
         capBounding: UInt64, capEffective: UInt64, capPermitted: UInt64, capInheritable: UInt64,
         capAmbient: UInt64, noNewPrivileges: Bool, seccompFile: String, initProcess: Bool, logFile: String,
-        logMaxBytes: Int, logMaxFiles: Int
+        logMaxBytes: Int, logMaxFiles: Int, netnsPath: String = ""
     ) {
+        self.netnsPath = netnsPath
         self.id = id
         self.cloneFlags = cloneFlags
         self.newCgroupNamespace = newCgroupNamespace
@@ -157,6 +161,7 @@ public struct ShimConfig: Sendable, Hashable {
         r.add("log_file", logFile)
         r.add("log_max_bytes", logMaxBytes)
         r.add("log_max_files", logMaxFiles)
+        if !netnsPath.isEmpty { r.add("netns", netnsPath) }
         return r
     }
 
@@ -238,7 +243,8 @@ public struct ShimConfig: Sendable, Hashable {
             capPermitted: try number("cap_permitted", UInt64.self),
             capInheritable: try number("cap_inheritable", UInt64.self), capAmbient: try number("cap_ambient", UInt64.self),
             noNewPrivileges: r.bool("no_new_privs"), seccompFile: r["seccomp"] ?? "", initProcess: r.bool("init"),
-            logFile: try required("log_file"), logMaxBytes: r.int("log_max_bytes") ?? 0, logMaxFiles: r.int("log_max_files") ?? 1)
+            logFile: try required("log_file"), logMaxBytes: r.int("log_max_bytes") ?? 0, logMaxFiles: r.int("log_max_files") ?? 1,
+            netnsPath: r["netns"] ?? "")
         if args.isEmpty { throw LineRecordError(line: 0, reason: "no command (arg)") }
     }
 }

@@ -460,6 +460,12 @@ static void set_up_stdio(int status_fd, const struct berth_container_spec *spec)
 
 /* Everything after the namespaces exist, up to (not including) the identity change. */
 static void set_up_root(int status_fd, const struct berth_container_spec *spec) {
+    if (spec->netns_path) {
+        int netns = open(spec->netns_path, O_RDONLY | O_CLOEXEC);
+        if (netns < 0) fail(status_fd, "open the network namespace", spec->netns_path);
+        if (setns(netns, CLONE_NEWNET) < 0) fail(status_fd, "join the network namespace", spec->netns_path);
+        close(netns);
+    }
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(status_fd, "make mounts private", NULL);
     if (spec->overlay_data) {
         if (mount("overlay", spec->rootfs, "overlay", 0, spec->overlay_data) < 0) fail(status_fd, "mount overlay", spec->rootfs);
@@ -476,7 +482,7 @@ static void set_up_root(int status_fd, const struct berth_container_spec *spec) 
     close(rootfd);
 
     if (spec->hostname && sethostname(spec->hostname, s_len(spec->hostname)) < 0) fail(status_fd, "sethostname", spec->hostname);
-    if (spec->clone_flags & CLONE_NEWNET) loopback_up(status_fd);
+    if ((spec->clone_flags & CLONE_NEWNET) && !spec->netns_path) loopback_up(status_fd);
 
     if (chdir(spec->rootfs) < 0) fail(status_fd, "chdir", spec->rootfs);
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail(status_fd, "pivot_root", NULL);

@@ -54,6 +54,15 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("insecure-registry"), help: "A registry (HOST[:PORT]) that may be pulled from over plain HTTP; registries on loopback always may. Repeatable.")
     var insecureRegistries: [String] = []
 
+    @Option(help: "The default network's bridge: \"none\" gives containers on --network bridge loopback only.")
+    var bridge: String?
+
+    @Option(name: .customLong("bridge-subnet"), help: "The default network's subnet when it is made (CIDR); by default a free /24 of 10.89.0.0/16.")
+    var bridgeSubnet: String?
+
+    @Option(name: .customLong("dns"), help: "A resolver (IP or IP:PORT) the embedded DNS forwards other names to; by default the host's. Repeatable.")
+    var dnsServers: [String] = []
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -73,6 +82,12 @@ struct BerthAgentCommand: AsyncParsableCommand {
         configuration.cgroupParent = cgroupParent
         configuration.eventRetention = eventRetention
         configuration.insecureRegistries = Set(insecureRegistries)
+        switch bridge {
+        case nil: configuration.defaultBridge = .subnet(bridgeSubnet)
+        case "none"?: configuration.defaultBridge = .none
+        case let other?: throw BerthError.invalid("--bridge \(other): only \"none\" is supported (the default network's bridge is made by the agent)")
+        }
+        configuration.dnsServers = dnsServers
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }

@@ -61,6 +61,10 @@ final class AgentProcess: @unchecked Sendable {
         defer { close(logFD) }
         var arguments = ["--socket", socketPath, "--root", root, "--state", state, "--cgroup-parent", self.cgroupParent]
         if tcp { arguments += ["--listen", "127.0.0.1:0"] }
+        // Tests that want the default network ask for it (with a subnet);
+        // names the resolver does not know go nowhere but loopback.
+        if !extraArguments.contains(where: { $0.hasPrefix("--bridge") }) { arguments += ["--bridge", "none"] }
+        if !extraArguments.contains("--dns") { arguments += ["--dns", "127.0.0.1:9"] }
         process = ChildProcess(
             pid: try Processes.spawn(
                 executable: try BuildProducts.executable("berth-agent").path, arguments: arguments + extraArguments,
@@ -122,7 +126,28 @@ final class AgentProcess: @unchecked Sendable {
         stop()
         AgentProcess.killShims(under: state)
         AgentProcess.removeCgroups(parent: cgroupParent)
+        AgentProcess.removeNetworking(root: root, state: state)
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Removes what the agent made on the host for networks and left there
+    /// (the default network's bridge, containers' veths, its nftables
+    /// table, namespace files): by the names its node ID gives them.
+    static func removeNetworking(root: String, state: String) {
+        guard let id = try? String(contentsOfFile: "\(root)/node-id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), id.count >= 8
+        else { return }
+        let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+        for link in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
+        where link.hasPrefix("v" + id.prefix(4)) || link.hasPrefix("br" + id.prefix(4)) {
+            _ = try? Processes.runBlocking("/usr/sbin/ip", ["link", "delete", link], environment: env)
+        }
+        if let tables = try? Processes.runBlocking("/usr/sbin/nft", ["list", "tables"], environment: env), tables.stdout.contains("berth_\(id.prefix(8))") {
+            _ = try? Processes.runBlocking("/usr/sbin/nft", ["delete", "table", "ip", "berth_\(id.prefix(8))"], environment: env)
+        }
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: "\(state)/netns")) ?? [] {
+            umount2("\(state)/netns/\(file)", Int32(MNT_DETACH))
+            unlink("\(state)/netns/\(file)")
+        }
     }
 
     /// Kills, by PID, any shim whose bundle lives under `state`, and its container.

@@ -293,6 +293,16 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
   /// Clears the value of `log`. Subsequent reads from it will return its default value.
   public mutating func clearLog() {_uniqueStorage()._log = nil}
 
+  /// A fixed address on the network (--ip); unset takes the next free one.
+  public var ipv4Address: String {
+    get {_storage._ipv4Address ?? String()}
+    set {_uniqueStorage()._ipv4Address = newValue}
+  }
+  /// Returns true if `ipv4Address` has been explicitly set.
+  public var hasIpv4Address: Bool {_storage._ipv4Address != nil}
+  /// Clears the value of `ipv4Address`. Subsequent reads from it will return its default value.
+  public mutating func clearIpv4Address() {_uniqueStorage()._ipv4Address = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -469,11 +479,72 @@ public nonisolated struct Berth_Agent_V1_Container: @unchecked Sendable {
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
   public mutating func clearStatus() {_uniqueStorage()._status = nil}
 
+  /// The networks the container is on, with its addresses.
+  public var endpoints: [Berth_Agent_V1_ContainerEndpoint] {
+    get {_storage._endpoints}
+    set {_uniqueStorage()._endpoints = newValue}
+  }
+
+  /// Ports published on the host while it runs, host ports resolved.
+  public var publishedPorts: [Berth_Agent_V1_PublishedPort] {
+    get {_storage._publishedPorts}
+    set {_uniqueStorage()._publishedPorts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Berth_Agent_V1_ContainerEndpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var networkID: String = String()
+
+  public var networkName: String = String()
+
+  /// The interface inside the container (eth0, eth1, ...).
+  public var interface: String = String()
+
+  public var ipv4Address: String = String()
+
+  public var subnet: String = String()
+
+  public var gateway: String = String()
+
+  public var macAddress: String = String()
+
+  public var aliases: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Agent_V1_PublishedPort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty: every address of the host.
+  public var hostIp: String = String()
+
+  public var hostPort: UInt32 = 0
+
+  public var containerPort: UInt32 = 0
+
+  /// "tcp" or "udp".
+  public var `protocol`: String = String()
+
+  public var containerIp: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Berth_Agent_V1_CreateContainerRequest: Sendable {
@@ -1304,7 +1375,7 @@ nonisolated extension Berth_Agent_V1_LogStream: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1335,6 +1406,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _autoRemove: Bool = false
     var _ulimits: [Berth_Agent_V1_Ulimit] = []
     var _log: Berth_Agent_V1_LogConfig? = nil
+    var _ipv4Address: String? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1373,6 +1445,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _autoRemove = source._autoRemove
       _ulimits = source._ulimits
       _log = source._log
+      _ipv4Address = source._ipv4Address
     }
   }
 
@@ -1419,6 +1492,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 26: try { try decoder.decodeSingularBoolField(value: &_storage._autoRemove) }()
         case 27: try { try decoder.decodeRepeatedMessageField(value: &_storage._ulimits) }()
         case 28: try { try decoder.decodeSingularMessageField(value: &_storage._log) }()
+        case 29: try { try decoder.decodeSingularStringField(value: &_storage._ipv4Address) }()
         default: break
         }
       }
@@ -1515,6 +1589,9 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       try { if let v = _storage._log {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
       } }()
+      try { if let v = _storage._ipv4Address {
+        try visitor.visitSingularStringField(value: v, fieldNumber: 29)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1552,6 +1629,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._autoRemove != rhs_storage._autoRemove {return false}
         if _storage._ulimits != rhs_storage._ulimits {return false}
         if _storage._log != rhs_storage._log {return false}
+        if _storage._ipv4Address != rhs_storage._ipv4Address {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1756,7 +1834,7 @@ nonisolated extension Berth_Agent_V1_ContainerStatus: SwiftProtobuf.Message, Swi
 
 nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}spec\0\u{3}image_id\0\u{1}status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}spec\0\u{3}image_id\0\u{1}status\0\u{1}endpoints\0\u{3}published_ports\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -1764,6 +1842,8 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
     var _spec: Berth_Agent_V1_ContainerSpec? = nil
     var _imageID: String = String()
     var _status: Berth_Agent_V1_ContainerStatus? = nil
+    var _endpoints: [Berth_Agent_V1_ContainerEndpoint] = []
+    var _publishedPorts: [Berth_Agent_V1_PublishedPort] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1779,6 +1859,8 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
       _spec = source._spec
       _imageID = source._imageID
       _status = source._status
+      _endpoints = source._endpoints
+      _publishedPorts = source._publishedPorts
     }
   }
 
@@ -1802,6 +1884,8 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
         case 3: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
         case 4: try { try decoder.decodeSingularStringField(value: &_storage._imageID) }()
         case 5: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
+        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._endpoints) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._publishedPorts) }()
         default: break
         }
       }
@@ -1829,6 +1913,12 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._status {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
       } }()
+      if !_storage._endpoints.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._endpoints, fieldNumber: 6)
+      }
+      if !_storage._publishedPorts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._publishedPorts, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1843,10 +1933,127 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
         if _storage._spec != rhs_storage._spec {return false}
         if _storage._imageID != rhs_storage._imageID {return false}
         if _storage._status != rhs_storage._status {return false}
+        if _storage._endpoints != rhs_storage._endpoints {return false}
+        if _storage._publishedPorts != rhs_storage._publishedPorts {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_ContainerEndpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ContainerEndpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}network_id\0\u{3}network_name\0\u{1}interface\0\u{3}ipv4_address\0\u{1}subnet\0\u{1}gateway\0\u{3}mac_address\0\u{1}aliases\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.networkID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.networkName) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.interface) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ipv4Address) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.gateway) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.macAddress) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.aliases) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.networkID.isEmpty {
+      try visitor.visitSingularStringField(value: self.networkID, fieldNumber: 1)
+    }
+    if !self.networkName.isEmpty {
+      try visitor.visitSingularStringField(value: self.networkName, fieldNumber: 2)
+    }
+    if !self.interface.isEmpty {
+      try visitor.visitSingularStringField(value: self.interface, fieldNumber: 3)
+    }
+    if !self.ipv4Address.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv4Address, fieldNumber: 4)
+    }
+    if !self.subnet.isEmpty {
+      try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 5)
+    }
+    if !self.gateway.isEmpty {
+      try visitor.visitSingularStringField(value: self.gateway, fieldNumber: 6)
+    }
+    if !self.macAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.macAddress, fieldNumber: 7)
+    }
+    if !self.aliases.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.aliases, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_ContainerEndpoint, rhs: Berth_Agent_V1_ContainerEndpoint) -> Bool {
+    if lhs.networkID != rhs.networkID {return false}
+    if lhs.networkName != rhs.networkName {return false}
+    if lhs.interface != rhs.interface {return false}
+    if lhs.ipv4Address != rhs.ipv4Address {return false}
+    if lhs.subnet != rhs.subnet {return false}
+    if lhs.gateway != rhs.gateway {return false}
+    if lhs.macAddress != rhs.macAddress {return false}
+    if lhs.aliases != rhs.aliases {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_PublishedPort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PublishedPort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_ip\0\u{3}host_port\0\u{3}container_port\0\u{1}protocol\0\u{3}container_ip\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.hostIp) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.hostPort) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.containerPort) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.containerIp) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.hostIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostIp, fieldNumber: 1)
+    }
+    if self.hostPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hostPort, fieldNumber: 2)
+    }
+    if self.containerPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.containerPort, fieldNumber: 3)
+    }
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 4)
+    }
+    if !self.containerIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.containerIp, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_PublishedPort, rhs: Berth_Agent_V1_PublishedPort) -> Bool {
+    if lhs.hostIp != rhs.hostIp {return false}
+    if lhs.hostPort != rhs.hostPort {return false}
+    if lhs.containerPort != rhs.containerPort {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.containerIp != rhs.containerIp {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

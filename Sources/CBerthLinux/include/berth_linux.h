@@ -102,6 +102,10 @@ struct berth_container_spec {
     /* stdin is a terminal that becomes the process's controlling terminal
      * (exec -t). */
     int controlling_tty;
+
+    /* A network namespace (a file bound to one) the container joins instead
+     * of making its own; NULL otherwise. */
+    const char *netns_path;
 };
 
 #define BERTH_STAGE_MAX 48
@@ -198,6 +202,20 @@ int berth_wait_status(pid_t pid, int *status);
 /* The exit code, or 128 + the signal that ended the process. */
 int berth_wexitstatus(int status);
 int berth_exit_code(int status);
+
+/*
+ * Network namespaces kept as files (a bind mount of the namespace), made and
+ * configured on a short-lived thread: the caller's namespace never changes.
+ * On failure: -1 with errno, and the step that failed in `stage`.
+ */
+/* A new namespace bound at `path` (which must not exist), its loopback up. */
+int berth_netns_create(const char *path, char *stage, size_t stage_size);
+/* In the namespace at `path`: `ifname` gets the address/prefix (host byte
+ * order) and goes up; with a nonzero gateway, a default route through it. */
+int berth_netns_configure(const char *path, const char *ifname, uint32_t address, int prefix, uint32_t gateway, char *stage,
+                          size_t stage_size);
+/* Unbinds and deletes a namespace file; one already gone is no error. */
+int berth_netns_remove(const char *path);
 
 /* "EINVAL", or NULL for an unknown errno. */
 const char *berth_errno_name(int error);

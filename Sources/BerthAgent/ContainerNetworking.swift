@@ -1,0 +1,342 @@
+import BerthLinux
+public import BerthModel
+import BerthNetwork
+import BerthRuntime
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// How the agent's default network (`--network bridge`) is set up.
+public enum DefaultBridge: Sendable, Hashable {
+    /// No default network: such containers get a namespace with loopback only.
+    case none
+    /// Made at start when missing, on this subnet (nil: a free /24 of the pool).
+    case subnet(String?)
+}
+
+/// Containers on bridge networks: their namespaces, veth pairs, addresses,
+/// published ports, and their names in the embedded resolver.
+///
+/// A container on a network gets a namespace file before its process
+/// starts; its interfaces are configured there, and the process joins it.
+/// Everything made for a run is undone when the run ends (`detach`), and
+/// at agent start whatever no record explains is removed (`reconcile`).
+public final class ContainerNetworking: Sendable {
+    public let store: NetworkStore
+    let firewall: Firewall
+    let names = NameTable()
+    let dns: DNSServer
+    /// `<state>/netns`: one namespace file per running container.
+    let netnsDir: String
+    /// The start of this agent's veth names (`v` and 4 hex digits of the node ID).
+    let vethPrefix: String
+    let defaultBridge: DefaultBridge
+    private let reservations = Mutex<[ContainerID: [PortReservation]]>([:])
+    private let logger: Logger
+
+    /// - Parameter dnsServers: where names that are not containers' are
+    ///   asked; nil: the host's resolvers (its /etc/resolv.conf, re-read).
+    init(
+        database: AgentDatabase, nodeID: String, stateDir: String, defaultBridge: DefaultBridge, dnsServers: [SocketAddress]?,
+        logger: Logger
+    ) throws {
+        store = NetworkStore(database: database, nodeID: nodeID)
+        firewall = Firewall(table: "berth_" + nodeID.prefix(8))
+        netnsDir = "\(stateDir)/netns"
+        vethPrefix = "v" + nodeID.prefix(4)
+        self.defaultBridge = defaultBridge
+        self.logger = logger
+        try Directories.create(netnsDir, mode: 0o700)
+        dns = DNSServer(table: names, group: MultiThreadedEventLoopGroup.singleton, logger: logger) {
+            dnsServers ?? DNSServer.resolvers(inResolvConf: (try? FileIO.read("/etc/resolv.conf")) ?? "")
+        }
+    }
+
+    // MARK: Networks
+
+    /// Creates a network with its bridge, its firewall entries and its resolver.
+    public func create(name: String, subnet: String?, gateway: String?, internal: Bool, labels: [String: String]) async throws -> Network {
+        let network = try store.create(name: name, subnet: subnet, gateway: gateway, internal: `internal`, labels: labels)
+        do {
+            try await activate(network)
+        } catch {
+            try? store.remove(network.id, users: [])
+            throw error
+        }
+        return network
+    }
+
+    /// Removes a network no container is attached to.
+    public func remove(_ reference: String, users: [String]) throws {
+        let network = try store.get(reference)
+        if network.name == NetworkStore.defaultName {
+            throw BerthError(.failedPrecondition, "bridge is the default network; it cannot be removed (start the agent with --bridge none to go without)")
+        }
+        guard users.isEmpty else {
+            throw BerthError(.failedPrecondition, "network \(network.name) has containers attached: \(users.sorted().joined(separator: ", "))")
+        }
+        dns.stop(networkID: network.id)
+        if Firewall.available { try? firewall.remove(Firewall.Bridge(network)) }
+        try store.remove(network.id, users: users)
+    }
+
+    /// The bridge's firewall entries and resolver.
+    private func activate(_ network: Network) async throws {
+        if Firewall.available {
+            try firewall.add(Firewall.Bridge(network))
+            if !network.internal { try HostNetwork.enableForwarding() }
+        }
+        try await dns.serve(networkID: network.id, address: network.gateway)
+    }
+
+    // MARK: Agent start
+
+    /// Brings the host in line with the records: the default network made,
+    /// every network's bridge, firewall entries and resolver in place, the
+    /// running containers' names and ports held again, and veths, namespace
+    /// files and firewall entries that no running container explains removed.
+    ///
+    /// - Returns: problems, one line each (the agent runs on).
+    public func reconcile(containers: [Container]) async -> [String] {
+        var problems: [String] = []
+        if case .subnet(let subnet) = defaultBridge {
+            do { _ = try store.ensureDefault(subnet: subnet) } catch { problems.append("the default network: \(error)") }
+        }
+        problems += store.restore()
+        let networks = (try? store.list()) ?? []
+        let running = containers.filter { $0.status.state.isActive && !$0.endpoints.isEmpty }
+        if Firewall.available {
+            do {
+                try firewall.install(bridges: networks.map(Firewall.Bridge.init), forwards: running.flatMap(Self.forwards))
+                if networks.contains(where: { !$0.internal }) { try HostNetwork.enableForwarding() }
+            } catch {
+                problems.append("firewall: \(error)")
+            }
+        }
+        for network in networks {
+            do { try await dns.serve(networkID: network.id, address: network.gateway) } catch {
+                problems.append("resolver for network \(network.name) on \(network.gateway):53: \(error)")
+            }
+        }
+        var expectedLinks: Set<String> = []
+        var expectedNamespaces: Set<String> = []
+        for container in running {
+            expectedNamespaces.insert(container.id.rawValue)
+            for endpoint in container.endpoints { expectedLinks.insert(hostLink(container.id, endpoint)) }
+            register(container)
+            var held: [PortReservation] = []
+            for port in container.publishedPorts {
+                do { held.append(try PortReservation(hostIP: port.hostIP, port: port.hostPort, transport: port.transport)) } catch {
+                    problems.append("container \(container.name): \(port) is no longer held: \(error)")
+                }
+            }
+            reservations.withLock { $0[container.id] = held }
+        }
+        for link in HostNetwork.links(prefix: vethPrefix) where !expectedLinks.contains(link) {
+            do { try HostNetwork.deleteLink(link) } catch { problems.append("stale interface \(link): \(error)") }
+        }
+        let bridges = Set(networks.map(\.bridge))
+        for link in HostNetwork.links(prefix: store.bridgePrefix) where !bridges.contains(link) {
+            do { try HostNetwork.removeBridge(link) } catch { problems.append("stale bridge \(link): \(error)") }
+        }
+        for file in (try? FileIO.list(netnsDir)) ?? [] where !expectedNamespaces.contains(file) {
+            do { try NetworkNamespace.remove(at: "\(netnsDir)/\(file)") } catch { problems.append("stale namespace \(file): \(error)") }
+        }
+        return problems
+    }
+
+    /// Stops answering names; what is on the host stays for the next agent.
+    public func shutdown() {
+        dns.stopAll()
+    }
+
+    // MARK: Containers
+
+    /// The network a container's `--network` names, nil for none and host
+    /// (and for bridge when the agent has no default network).
+    ///
+    /// - Throws: `BerthError.notFound` for an unknown network.
+    public func network(for spec: ContainerSpec) throws -> Network? {
+        switch spec.network {
+        case "none", "host": return nil
+        case "bridge", "default", "":
+            guard case .subnet = defaultBridge else { return nil }
+            return try? store.get(NetworkStore.defaultName)
+        case let name:
+            guard let network = try? store.get(name) else { throw BerthError.notFound("network", name) }
+            return network
+        }
+    }
+
+    /// A new endpoint for a container on `network`: the next interface name
+    /// and the lowest free address (or `requested`).
+    public func endpoint(
+        on network: Network, aliases: [String], requested: IPv4Address?, existing: [ContainerEndpoint], others: [Container]
+    ) throws -> ContainerEndpoint {
+        if existing.contains(where: { $0.networkID == network.id }) {
+            throw BerthError(.alreadyExists, "the container is already on network \(network.name)")
+        }
+        if !aliases.isEmpty && network.name == NetworkStore.defaultName {
+            throw BerthError.invalid("network-scoped aliases are only supported on user-defined networks")
+        }
+        let taken = Set(others.flatMap(\.endpoints).filter { $0.networkID == network.id }.map(\.address))
+        let address = try AddressAllocator.allocate(on: network, taken: taken, requested: requested)
+        let used = Set(existing.map(\.interface))
+        let interface = (0...).lazy.map { "eth\($0)" }.first { !used.contains($0) }!
+        return ContainerEndpoint(
+            networkID: network.id, networkName: network.name, interface: interface, address: address, subnet: network.subnet,
+            gateway: network.gateway, aliases: aliases)
+    }
+
+    /// The ports `-p` and `-P` ask for, checked: IPv4 host addresses only,
+    /// and only for containers on a bridge network.
+    public static func requestedPorts(_ spec: ContainerSpec, exposed: [String], onNetwork: Bool) throws -> [PortMapping] {
+        var ports = spec.ports
+        if spec.publishAll {
+            for entry in exposed {
+                let parts = entry.split(separator: "/")
+                guard let port = parts.first.flatMap({ UInt16($0) }), port > 0 else { continue }
+                let transport = parts.count > 1 ? PortProtocol(rawValue: String(parts[1]).lowercased()) ?? .tcp : .tcp
+                if !ports.contains(where: { $0.containerPort == port && $0.transport == transport }) {
+                    ports.append(PortMapping(hostPort: 0, containerPort: port, transport: transport))
+                }
+            }
+        }
+        guard !ports.isEmpty else { return [] }
+        guard onNetwork else {
+            throw BerthError.invalid(
+                "published ports need a bridge network; --network \(spec.network) has none (with --network host, the container's ports are the host's)")
+        }
+        for port in ports {
+            if let ip = port.hostIP, ip != "0.0.0.0" {
+                guard (try? IPv4Address(parsing: ip)) != nil else {
+                    throw BerthError.invalid("published port \(port): only IPv4 host addresses are supported")
+                }
+            }
+        }
+        return ports
+    }
+
+    /// What a run of the container on its networks needs.
+    public struct Attachment: Sendable {
+        /// The namespace file the process joins.
+        public var netnsPath: String
+        public var publishedPorts: [PublishedPort]
+        /// The container's /etc/resolv.conf: the embedded resolver.
+        public var resolvConf: String
+        /// The address its hostname has in /etc/hosts.
+        public var address: IPv4Address
+    }
+
+    /// Makes the container's namespace and interfaces, publishes its ports
+    /// and makes its names resolvable. Nil for a container on no network.
+    ///
+    /// - Throws: `BerthError` naming what failed (a host port in use, an
+    ///   interface that could not be made); nothing is left behind then.
+    public func attach(_ container: Container, ports: [PortMapping]) throws -> Attachment? {
+        guard let primary = container.endpoints.first else { return nil }
+        let path = netnsPath(container.id)
+        do {
+            if FileIO.exists(path) { try NetworkNamespace.remove(at: path) }
+            try NetworkNamespace.create(at: path)
+            for (index, endpoint) in container.endpoints.enumerated() {
+                try plug(container.id, endpoint, netns: path, defaultRoute: index == 0)
+            }
+            var held: [PortReservation] = []
+            for port in ports {
+                let hostIP = port.hostIP.flatMap { $0 == "0.0.0.0" ? nil : try? IPv4Address(parsing: $0) }
+                held.append(try PortReservation(hostIP: hostIP, port: port.hostPort, transport: port.transport))
+            }
+            reservations.withLock { $0[container.id] = held }
+            let published = zip(ports, held).map { port, reservation in
+                PublishedPort(
+                    hostIP: reservation.hostIP, hostPort: reservation.port, containerPort: port.containerPort, transport: port.transport,
+                    containerIP: primary.address)
+            }
+            if !published.isEmpty {
+                try firewall.add(published.map(Self.forward))
+            }
+            var running = container
+            running.publishedPorts = published
+            register(running)
+            let host = (try? FileIO.read("/etc/resolv.conf")) ?? ""
+            return Attachment(
+                netnsPath: path, publishedPorts: published, resolvConf: RuntimePlanner.resolvConf(host: host, nameserver: primary.gateway.description),
+                address: primary.address)
+        } catch {
+            detach(container)
+            throw error
+        }
+    }
+
+    /// Undoes `attach` (and a half-done one); safe to call more than once.
+    public func detach(_ container: Container) {
+        names.unregister(container: container.id.rawValue)
+        let forwards = Self.forwards(container)
+        if !forwards.isEmpty {
+            do { try firewall.remove(forwards) } catch {
+                logger.warning("port forwards not removed", metadata: ["container.id": "\(container.id.short)", "error": "\(error)"])
+            }
+        }
+        _ = reservations.withLock { $0.removeValue(forKey: container.id) }
+        for endpoint in container.endpoints { try? HostNetwork.deleteLink(hostLink(container.id, endpoint)) }
+        do { try NetworkNamespace.remove(at: netnsPath(container.id)) } catch {
+            logger.warning("network namespace not removed", metadata: ["container.id": "\(container.id.short)", "error": "\(error)"])
+        }
+    }
+
+    /// Plugs one more network into a running container.
+    public func connect(_ container: Container, _ endpoint: ContainerEndpoint) throws {
+        try plug(container.id, endpoint, netns: netnsPath(container.id), defaultRoute: false)
+        var updated = container
+        updated.endpoints.append(endpoint)
+        register(updated)
+    }
+
+    /// Unplugs one network from a running container.
+    public func disconnect(_ container: Container, _ endpoint: ContainerEndpoint) throws {
+        try HostNetwork.deleteLink(hostLink(container.id, endpoint))
+        var updated = container
+        updated.endpoints.removeAll { $0.networkID == endpoint.networkID }
+        register(updated)
+    }
+
+    private func plug(_ id: ContainerID, _ endpoint: ContainerEndpoint, netns: String, defaultRoute: Bool) throws {
+        guard let network = try? store.get(endpoint.networkID) else {
+            throw BerthError.notFound("network", endpoint.networkName)
+        }
+        let link = hostLink(id, endpoint)
+        try? HostNetwork.deleteLink(link)
+        try HostNetwork.addVeth(host: link, bridge: network.bridge, peer: endpoint.interface, mac: endpoint.macAddress, netns: netns)
+        try NetworkNamespace.configure(
+            at: netns, interface: endpoint.interface, address: endpoint.address, prefix: endpoint.subnet.prefix,
+            gateway: defaultRoute && !network.internal ? endpoint.gateway : nil)
+    }
+
+    private func register(_ container: Container) {
+        names.register(
+            container: container.id.rawValue,
+            container.endpoints.map { endpoint in
+                var names = [container.name, container.id.short]
+                if let hostname = container.spec.hostname { names.append(hostname) }
+                return NameTable.Entry(
+                    networkID: endpoint.networkID, networkName: endpoint.networkName, address: endpoint.address, names: names + endpoint.aliases)
+            })
+    }
+
+    func netnsPath(_ id: ContainerID) -> String { "\(netnsDir)/\(id.rawValue)" }
+
+    /// The host end of a container's veth on one network: 15 characters,
+    /// the kernel's limit.
+    func hostLink(_ id: ContainerID, _ endpoint: ContainerEndpoint) -> String {
+        vethPrefix + id.rawValue.prefix(6) + endpoint.networkID.prefix(4)
+    }
+
+    static func forward(_ port: PublishedPort) -> PortForward {
+        PortForward(hostIP: port.hostIP, hostPort: port.hostPort, transport: port.transport, containerIP: port.containerIP, containerPort: port.containerPort)
+    }
+
+    static func forwards(_ container: Container) -> [PortForward] { container.publishedPorts.map(forward) }
+}

@@ -1,0 +1,184 @@
+public import BerthModel
+import BerthLinux
+import Foundation
+
+/// One published port as the firewall sees it.
+public struct PortForward: Sendable, Hashable {
+    /// nil: every local address of the host.
+    public var hostIP: IPv4Address?
+    public var hostPort: UInt16
+    public var transport: PortProtocol
+    public var containerIP: IPv4Address
+    public var containerPort: UInt16
+
+    public init(hostIP: IPv4Address?, hostPort: UInt16, transport: PortProtocol, containerIP: IPv4Address, containerPort: UInt16) {
+        self.hostIP = hostIP
+        self.hostPort = hostPort
+        self.transport = transport
+        self.containerIP = containerIP
+        self.containerPort = containerPort
+    }
+
+    /// The element of the map it belongs to.
+    var element: String {
+        let key = "\(transport.rawValue) . \(hostPort)"
+        return "\(hostIP.map { "\($0) . " } ?? "")\(key) : \(containerIP) . \(containerPort)"
+    }
+
+    var map: String { hostIP == nil ? "publish_any" : "publish_addr" }
+}
+
+/// The agent's nftables table: published ports (DNAT from the host's own
+/// addresses, loopback included), masquerade for traffic leaving through
+/// the host, and isolation between networks and of internal networks.
+///
+/// Everything that changes lives in sets and maps, so that a container or a
+/// network comes and goes by adding or deleting elements, and a restart
+/// rebuilds the table from the agent's records in one transaction.
+public struct Firewall: Sendable {
+    /// nftables' table name, one per agent.
+    public let table: String
+
+    static let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    public init(table: String) {
+        self.table = table
+    }
+
+    public static var available: Bool { nft != nil }
+
+    /// A bridge network as the firewall sees it.
+    public struct Bridge: Sendable, Hashable {
+        public var device: String
+        public var subnet: IPv4Subnet
+        public var `internal`: Bool
+
+        public init(_ network: Network) {
+            device = network.bridge
+            subnet = network.subnet
+            self.internal = network.internal
+        }
+    }
+
+    /// Replaces the table with one holding exactly `bridges` and `forwards`,
+    /// in one transaction: what was stale is gone, nothing is half-applied.
+    public func install(bridges: [Bridge], forwards: [PortForward]) throws {
+        var script = "table ip \(table) {}\ndelete table ip \(table)\n"
+        script += """
+            table ip \(table) {
+              map publish_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
+              map publish_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+              set bridges { type ifname; }
+              set internal { type ifname; }
+              set same_bridge { type ifname . ifname; }
+              set outbound { type ipv4_addr; flags interval; }
+              chain publish {
+                dnat ip to ip daddr . meta l4proto . th dport map @publish_addr
+                dnat ip to meta l4proto . th dport map @publish_any
+              }
+              chain prerouting {
+                type nat hook prerouting priority dstnat; policy accept;
+                fib daddr type local jump publish
+              }
+              chain output {
+                type nat hook output priority -100; policy accept;
+                fib daddr type local jump publish
+              }
+              chain postrouting {
+                type nat hook postrouting priority srcnat; policy accept;
+                ip saddr 127.0.0.0/8 oifname @bridges masquerade
+                ip saddr @outbound oifname != @bridges masquerade
+              }
+              chain forward {
+                type filter hook forward priority filter; policy accept;
+                iifname . oifname @same_bridge accept
+                iifname @internal drop
+                oifname @internal drop
+                iifname @bridges oifname @bridges drop
+              }
+            }
+
+            """
+        script += bridges.map(elements(adding:)).joined()
+        script += elements(adding: forwards)
+        try apply(script)
+    }
+
+    /// Removes the table.
+    public func uninstall() throws {
+        try apply("table ip \(table) {}\ndelete table ip \(table)\n")
+    }
+
+    public func add(_ bridge: Bridge) throws { try apply(elements(adding: bridge)) }
+
+    public func remove(_ bridge: Bridge) throws { try apply(elements(adding: bridge).replacingOccurrences(of: "add element", with: "delete element")) }
+
+    public func add(_ forwards: [PortForward]) throws {
+        guard !forwards.isEmpty else { return }
+        try apply(elements(adding: forwards))
+    }
+
+    /// Deletes forwards; ones already gone are no error.
+    public func remove(_ forwards: [PortForward]) throws {
+        guard !forwards.isEmpty else { return }
+        // Deleting an absent element fails the whole transaction: each is
+        // added first (a no-op when present), then deleted.
+        try apply(elements(adding: forwards) + elements(adding: forwards).replacingOccurrences(of: "add element", with: "delete element"))
+    }
+
+    /// The forwards the table holds now.
+    public func forwards() throws -> [PortForward] {
+        var result: [PortForward] = []
+        for map in ["publish_any", "publish_addr"] {
+            let text = try run(["list", "map", "ip", table, map])
+            guard let open = text.range(of: "elements = {"), let close = text.range(of: "}", range: open.upperBound..<text.endIndex) else { continue }
+            for entry in text[open.upperBound..<close.lowerBound].split(separator: ",") {
+                let words = entry.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).filter { $0 != "." && $0 != ":" }
+                let fields = words.map(String.init)
+                let hasIP = map == "publish_addr"
+                guard fields.count == (hasIP ? 5 : 4) else { continue }
+                let offset = hasIP ? 1 : 0
+                guard let transport = PortProtocol(rawValue: fields[offset]), let hostPort = UInt16(fields[offset + 1]),
+                    let containerIP = try? IPv4Address(parsing: fields[offset + 2]), let containerPort = UInt16(fields[offset + 3])
+                else { continue }
+                result.append(
+                    PortForward(
+                        hostIP: hasIP ? try? IPv4Address(parsing: fields[0]) : nil, hostPort: hostPort, transport: transport,
+                        containerIP: containerIP, containerPort: containerPort))
+            }
+        }
+        return result
+    }
+
+    private func elements(adding bridge: Bridge) -> String {
+        var s = "add element ip \(table) bridges { \"\(bridge.device)\" }\n"
+        s += "add element ip \(table) same_bridge { \"\(bridge.device)\" . \"\(bridge.device)\" }\n"
+        s += bridge.internal
+            ? "add element ip \(table) internal { \"\(bridge.device)\" }\n"
+            : "add element ip \(table) outbound { \(bridge.subnet) }\n"
+        return s
+    }
+
+    private func elements(adding forwards: [PortForward]) -> String {
+        forwards.map { "add element ip \(table) \($0.map) { \($0.element) }\n" }.joined()
+    }
+
+    private func apply(_ script: String) throws {
+        let file = NSTemporaryDirectory() + "berth-nft-\(UUID().uuidString).nft"
+        try FileIO.write(script, to: file, create: true)
+        defer { try? FileIO.removeFile(file) }
+        try run(["-f", file])
+    }
+
+    @discardableResult
+    private func run(_ arguments: [String]) throws -> String {
+        guard let nft = Self.nft else {
+            throw BerthError(.unavailable, "nftables' nft command is not installed; published ports and outbound traffic need it")
+        }
+        let result = try Processes.runBlocking(nft, arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout: .seconds(30))
+        guard result.status == 0 else {
+            throw BerthError(.internal, "nft \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return result.stdout
+    }
+}

@@ -1,0 +1,99 @@
+public import BerthModel
+import BerthLinux
+import Foundation
+
+/// The host's side of bridge networks, through iproute2: bridges, the host
+/// ends of containers' veth pairs, and the routes the host already has.
+public enum HostNetwork {
+    static let ip = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Runs `ip` and returns what it printed.
+    @discardableResult
+    public static func run(_ arguments: [String]) throws -> String {
+        guard let ip else { throw BerthError(.unavailable, "iproute2's ip command is not installed; networks need it") }
+        let result = try Processes.runBlocking(ip, arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout: .seconds(30))
+        guard result.status == 0 else {
+            throw BerthError(.internal, "ip \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return result.stdout
+    }
+
+    public static func linkExists(_ name: String) -> Bool { FileIO.exists("/sys/class/net/\(name)") }
+
+    /// The host's interfaces whose names start with `prefix`.
+    public static func links(prefix: String) -> [String] {
+        ((try? FileIO.list("/sys/class/net")) ?? []).filter { $0.hasPrefix(prefix) }
+    }
+
+    /// Makes (or completes) a bridge with the gateway address, up. Packets
+    /// from 127.0.0.1 may leave through it (`route_localnet`): published
+    /// ports are reached from the host's loopback that way.
+    public static func ensureBridge(_ network: Network) throws {
+        if !linkExists(network.bridge) {
+            try run(["link", "add", "name", network.bridge, "type", "bridge"])
+        }
+        let address = "\(network.gateway)/\(network.subnet.prefix)"
+        if try !run(["-4", "-o", "addr", "show", "dev", network.bridge]).contains(" \(address) ") {
+            try run(["addr", "add", address, "dev", network.bridge])
+        }
+        try run(["link", "set", network.bridge, "up"])
+        try FileIO.write("1\n", to: "/proc/sys/net/ipv4/conf/\(network.bridge)/route_localnet")
+    }
+
+    public static func removeBridge(_ name: String) throws {
+        guard linkExists(name) else { return }
+        try run(["link", "delete", name, "type", "bridge"])
+    }
+
+    /// A veth pair: `host` on the host, in `bridge` and up; its peer moved
+    /// into the namespace at `netns` as `peer`, with `mac`.
+    public static func addVeth(host: String, bridge: String, peer: String, mac: String, netns: String) throws {
+        try run(["link", "add", host, "master", bridge, "up", "type", "veth", "peer", "name", peer, "address", mac, "netns", netns])
+    }
+
+    /// Deletes an interface (a veth's peer goes with it); one already gone is no error.
+    public static func deleteLink(_ name: String) throws {
+        guard linkExists(name) else { return }
+        do {
+            try run(["link", "delete", name])
+        } catch where !linkExists(name) {
+            // Gone meanwhile (its namespace ended).
+        }
+    }
+
+    /// The host's IPv4 routes (but the default route), from /proc/net/route.
+    public static func routes() -> [(device: String, subnet: IPv4Subnet)] {
+        guard let text = try? String(contentsOfFile: "/proc/net/route", encoding: .utf8) else { return [] }
+        var routes: [(String, IPv4Subnet)] = []
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 8, let destination = UInt32(fields[1], radix: 16), let mask = UInt32(fields[7], radix: 16), mask != 0 else { continue }
+            let prefix = mask.nonzeroBitCount
+            // The file holds them in the host's (little-endian) byte order.
+            routes.append((String(fields[0]), IPv4Subnet(network: IPv4Address(destination.byteSwapped), prefix: prefix)))
+        }
+        return routes
+    }
+
+    /// The host's own IPv4 addresses.
+    public static func localAddresses() -> Set<IPv4Address> {
+        var addresses: Set<IPv4Address> = [IPv4Address(0x7f00_0001)]
+        guard let text = try? run(["-4", "-o", "addr", "show"]) else { return addresses }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if let i = fields.firstIndex(of: "inet"), i + 1 < fields.count,
+                let address = try? IPv4Address(parsing: String(fields[i + 1].split(separator: "/")[0]))
+            {
+                addresses.insert(address)
+            }
+        }
+        return addresses
+    }
+
+    /// Turns on IPv4 forwarding, which containers need to reach beyond the
+    /// host (as docker does).
+    public static func enableForwarding() throws {
+        let path = "/proc/sys/net/ipv4/ip_forward"
+        if (try? FileIO.read(path))?.hasPrefix("1") != true { try FileIO.write("1\n", to: path) }
+    }
+}

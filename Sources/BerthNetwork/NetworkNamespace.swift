@@ -1,0 +1,74 @@
+public import BerthModel
+import BerthLinux
+import CBerthLinux
+import Glibc
+
+/// A container's network namespace, kept as a file (a bind mount of the
+/// namespace) from before its process starts until after it ends: the agent
+/// configures the namespace before the process joins it, and can attach
+/// more networks to it while the container runs.
+public enum NetworkNamespace {
+    /// A new namespace bound at `path`, its loopback up.
+    ///
+    /// - Throws: `BerthError.internal` naming the step that failed.
+    public static func create(at path: String) throws {
+        try call("create network namespace \(path)") { berth_netns_create(path, $0, $1) }
+    }
+
+    /// Gives `interface` (already in the namespace) its address and brings
+    /// it up; with `gateway`, a default route through it.
+    public static func configure(at path: String, interface: String, address: IPv4Address, prefix: Int, gateway: IPv4Address?) throws {
+        try call("configure \(interface) in \(path)") {
+            berth_netns_configure(path, interface, address.value, Int32(prefix), gateway?.value ?? 0, $0, $1)
+        }
+    }
+
+    /// Unbinds and deletes the file; the namespace ends with its last user.
+    public static func remove(at path: String) throws {
+        guard berth_netns_remove(path) == 0 else { throw SystemError("remove network namespace", path: path, errno: errno) }
+    }
+
+    private static func call(_ what: String, _ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws {
+        var stage = [CChar](repeating: 0, count: 64)
+        let result = stage.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
+        guard result == 0 else {
+            let saved = errno
+            let name = berth_errno_name(saved).map { String(cString: $0) } ?? "errno \(saved)"
+            let step = stage.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            throw BerthError(.internal, "\(what): \(step): \(name)")
+        }
+    }
+}
+
+/// Addresses for containers on a network: the lowest free host address of
+/// its subnet, as docker hands them out.
+public enum AddressAllocator {
+    /// - Parameters:
+    ///   - taken: addresses other containers have on the network.
+    ///   - requested: a fixed address (`--ip`), checked instead of chosen.
+    /// - Throws: `BerthError.invalidArgument` for a requested address outside
+    ///   the subnet, the gateway, or one taken; `resourceExhausted` when the
+    ///   subnet is full.
+    public static func allocate(on network: Network, taken: Set<IPv4Address>, requested: IPv4Address? = nil) throws -> IPv4Address {
+        let subnet = network.subnet
+        if let requested {
+            guard subnet.contains(requested), requested != subnet.network, requested != subnet.broadcast else {
+                throw BerthError.invalid("address \(requested) is not a host address of network \(network.name) (\(subnet))")
+            }
+            guard requested != network.gateway else {
+                throw BerthError.invalid("address \(requested) is network \(network.name)'s gateway")
+            }
+            guard !taken.contains(requested) else {
+                throw BerthError(.alreadyExists, "address \(requested) is already in use on network \(network.name)")
+            }
+            return requested
+        }
+        var candidate = subnet.firstHost.value
+        while candidate <= subnet.lastHost.value {
+            let address = IPv4Address(candidate)
+            if address != network.gateway && !taken.contains(address) { return address }
+            candidate += 1
+        }
+        throw BerthError(.resourceExhausted, "network \(network.name) (\(subnet)) has no free address left")
+    }
+}

@@ -1,0 +1,339 @@
+import BerthLinux
+import BerthModel
+import Foundation
+import Glibc
+import Testing
+
+/// Containers on bridge networks: names, published ports, outbound
+/// traffic, and what is left on the host afterwards (nothing). Traffic goes
+/// only to loopback and to the namespaces these tests make.
+@Suite("container networks (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+struct ContainerNetworkTests {
+    /// A static UDP echo server, mounted into containers.
+    static let udpEcho: Result<String, HarnessError> = {
+        let out = TestImage.directory.appendingPathComponent("udp-echo").path
+        let source = BuildProducts.root.appendingPathComponent("Tests/Fixtures/udp-echo.c").path
+        guard let result = try? Processes.runBlocking("/usr/bin/cc", ["-static", "-O2", "-o", out, source], environment: ["PATH=/usr/bin:/bin"]),
+            result.status == 0
+        else { return .failure(HarnessError("cannot build the UDP echo server (is libc6-dev installed?)")) }
+        return .success(out)
+    }()
+
+    /// GET from the host, with the test image's static busybox (its wget
+    /// crashes with -T: `timeout` bounds it instead), retried for up to 10 s
+    /// until the body is `expected` (a server may still be starting).
+    static func fetch(_ url: String, expecting expected: String) async throws -> String {
+        let busybox = try TestImage.rootfs() + "/bin/busybox"
+        var body = ""
+        let deadline = ContinuousClock.now + .seconds(10)
+        repeat {
+            body = try await runCommand(URL(fileURLWithPath: busybox), ["timeout", "5", busybox, "wget", "-q", "-O", "-", url], environment: [:]).stdout
+            if body == expected { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while ContinuousClock.now < deadline
+        return body
+    }
+
+    /// GET from inside a new container on `network`, retried like `fetch`.
+    static func fetch(_ host: ContainerHost, _ url: String, network: String?, expecting expected: String) async throws -> String {
+        var body = ""
+        let deadline = ContinuousClock.now + .seconds(10)
+        repeat {
+            let where_ = network.map { ["--network", $0] } ?? []
+            body = try await host.berth(["run", "--rm"] + where_ + ["busybox", "timeout", "5", "wget", "-q", "-O", "-", url]).stdout
+            if body == expected { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while ContinuousClock.now < deadline
+        return body
+    }
+
+    /// Sends a datagram to 127.0.0.1:port and returns the answer, nil after 5 s.
+    static func udpRoundTrip(port: UInt16, _ text: String) -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let sent = withUnsafePointer(to: &address) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, text, text.utf8.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard sent > 0 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : nil
+    }
+
+    /// A port nothing on the host uses now.
+    static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    /// The agent's nftables table, as nft lists it.
+    static func table(_ agent: AgentProcess) throws -> String {
+        let id = try String(contentsOfFile: "\(agent.root)/node-id", encoding: .utf8).prefix(8)
+        return try Processes.runBlocking("/usr/sbin/nft", ["list", "table", "ip", "berth_\(id)"], environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]).stdout
+    }
+
+    /// The elements of the agent's port-forward maps, as nft lists them.
+    static func forwards(_ agent: AgentProcess) throws -> String {
+        let id = try String(contentsOfFile: "\(agent.root)/node-id", encoding: .utf8).prefix(8)
+        return try ["publish_any", "publish_addr"].map { map in
+            let text = try Processes.runBlocking("/usr/sbin/nft", ["list", "map", "ip", "berth_\(id)", map], environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]).stdout
+            return text.split(separator: "\n").filter { $0.contains(" : ") && !$0.contains("type ") }.joined(separator: "\n")
+        }.joined()
+    }
+
+    /// The host's interfaces of this agent's containers.
+    static func veths(_ agent: AgentProcess) throws -> [String] {
+        let id = try String(contentsOfFile: "\(agent.root)/node-id", encoding: .utf8).prefix(4)
+        return try FileManager.default.contentsOfDirectory(atPath: "/sys/class/net").filter { $0.hasPrefix("v\(id)") }.sorted()
+    }
+
+    @Test("two containers on a user network reach each other by name and alias; one started later resolves at once, a removed one no longer does; other names go to the upstream resolver; connect and disconnect act at once")
+    func names() async throws {
+        let stubDir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-dns-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: stubDir, withIntermediateDirectories: true)
+        let stub = try await PythonFixture(script: "dns-stub.py", arguments: [], directory: stubDir, what: "the DNS stub")
+        defer { stub.stop() }
+        let host = try await ContainerHost(extraArguments: ["--dns", "127.0.0.1:\(stub.port)"])
+        defer { host.cleanUp() }
+        let subnet = try NetworkTests.freeSubnet()
+        #expect(try await host.berth(["network", "create", "--subnet", subnet, "front"]).status == 0)
+        let web = try await host.berth([
+            "run", "-d", "--name", "web", "--network", "front", "--network-alias", "www", "busybox", "sh", "-c",
+            "echo hello-from-web > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+        ])
+        #expect(web.status == 0, "\(web.stderr)")
+        let record = try await host.inspect("web")
+        let prefix = String(subnet.dropLast("0/24".count))
+        #expect(record.endpoints.map(\.address.description) == [prefix + "2"], "the first free address: \(record.endpoints)")
+        for name in ["web", "www", "web.front"] {
+            #expect(try await Self.fetch(host, "http://\(name)/", network: "front", expecting: "hello-from-web\n") == "hello-from-web\n", "\(name)")
+        }
+        // A container started later is known at once; a removed one is not.
+        #expect(try await host.berth(["run", "-d", "--name", "late", "--network", "front", "busybox", "sleep", "300"]).status == 0)
+        let late = try await host.berth(["exec", "web", "nslookup", "late"])
+        #expect(late.status == 0 && late.stdout.contains(prefix + "3"), "\(late.stdout) \(late.stderr)")
+        #expect(try await host.berth(["rm", "-f", "late"]).status == 0)
+        let gone = try await host.berth(["exec", "web", "nslookup", "late"])
+        #expect(gone.status != 0 || !gone.stdout.contains(prefix + "3"), "\(gone.stdout)")
+        // Names that are no container's go to the upstream resolver.
+        let outside = try await host.berth(["exec", "web", "nslookup", "example.test"])
+        #expect(outside.stdout.contains("192.0.2.10"), "\(outside.stdout) \(outside.stderr)")
+        #expect(stub.requests.contains("example.test"))
+        #expect(!stub.requests.contains("web"), "containers' names are answered by the agent")
+
+        // Another network: isolated from the first, until connected.
+        let other = try NetworkTests.freeSubnet()
+        #expect(try await host.berth(["network", "create", "--subnet", other, "back"]).status == 0)
+        #expect(try await host.berth(["run", "-d", "--name", "db", "--network", "back", "busybox", "sleep", "300"]).status == 0)
+        let db = try await host.inspect("db").endpoints[0].address
+        let isolated = try await host.berth(["exec", "web", "ping", "-c", "1", "-W", "1", db.description])
+        #expect(isolated.status != 0, "networks are isolated: \(isolated.stdout)")
+        #expect(try await host.berth(["network", "connect", "--alias", "store", "back", "web"]).status == 0)
+        let eth1 = try await host.berth(["exec", "web", "ip", "-o", "-4", "addr", "show", "eth1"])
+        #expect(eth1.stdout.contains(String(other.dropLast("0/24".count)) + "3/24"), "\(eth1.stdout) \(eth1.stderr)")
+        let byName = try await host.berth(["exec", "db", "timeout", "5", "wget", "-q", "-O", "-", "http://store/"])
+        #expect(byName.stdout == "hello-from-web\n", "\(byName.stdout) \(byName.stderr)")
+        let refused = try await host.berth(["network", "rm", "back"])
+        #expect(refused.status != 0 && refused.stderr.contains("has containers attached: db, web"), "\(refused.stderr)")
+        #expect(try await host.berth(["network", "disconnect", "back", "web"]).status == 0)
+        let links = try await host.berth(["exec", "web", "ls", "/sys/class/net"])
+        #expect(links.stdout == "eth0\nlo\n", "\(links.stdout)")
+
+        // Bad requests change nothing.
+        let before = try await host.berth(["network", "inspect", "front"]).stdout
+        let refusals: [([String], String)] = [
+            (["run", "--network", "front", "--ip", prefix + "2", "busybox", "true"], "already in use on network front"),
+            (["run", "--network", "front", "--ip", "192.0.2.7", "busybox", "true"], "is not a host address of network front"),
+            (["run", "--network", "front", "--ip", prefix + "1", "busybox", "true"], "network front's gateway"),
+            (["run", "--network", "none", "-p", "8080:80", "busybox", "true"], "published ports need a bridge network"),
+            (["run", "--network", "none", "--network-alias", "x", "busybox", "true"], "--network-alias needs a user-defined network"),
+            (["network", "connect", "front", "web"], "already on network front"),
+            (["network", "disconnect", "back", "web"], "is not on network back"),
+            (["network", "rm", "front"], "has containers attached: web"),
+            (["create", "--network", "nosuch", "busybox"], "no such network: nosuch"),
+        ]
+        for (arguments, message) in refusals {
+            let r = try await host.berth(arguments)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.stderr)")
+        }
+        #expect(try await host.berth(["network", "inspect", "front"]).stdout == before)
+        #expect(try await host.berth(["rm", "-f", "web", "db"]).status == 0)
+        #expect(try Self.veths(host.agent).isEmpty, "no veth is left")
+        #expect(try await host.berth(["network", "rm", "front", "back"]).status == 0)
+        try? FileManager.default.removeItem(at: stubDir)
+    }
+
+    @Test("published ports: TCP on a chosen and on a free port from 127.0.0.1 and the gateway, UDP, berth port; a port in use is a clear error that leaves nothing behind")
+    func publishedPorts() async throws {
+        let subnet = try NetworkTests.freeSubnet()
+        let host = try await ContainerHost(extraArguments: ["--bridge-subnet", subnet])
+        defer { host.cleanUp() }
+        let echo = try Self.udpEcho.get()
+        let fixed = Self.freePort()
+        let web = try await host.berth([
+            "run", "-d", "--name", "web", "-p", "\(fixed):80", "-p", "127.0.0.1::80", "-p", "127.0.0.1::9000/udp",
+            "-v", "\(echo):/udp-echo:ro", "busybox", "sh", "-c",
+            "echo published > /tmp/index.html; /udp-echo 9000 & exec httpd -f -p 80 -h /tmp",
+        ])
+        #expect(web.status == 0, "\(web.stderr)")
+        let record = try await host.inspect("web")
+        #expect(record.endpoints.first?.networkName == "bridge", "the default network")
+        let ports = record.publishedPorts
+        #expect(ports.count == 3, "\(ports)")
+        let free = try #require(ports.first { $0.hostIP != nil && $0.transport == .tcp }).hostPort
+        let udp = try #require(ports.first { $0.transport == .udp }).hostPort
+        #expect(free != 0 && udp != 0 && free != fixed)
+        let gateway = String(subnet.dropLast("0/24".count)) + "1"
+        for url in ["http://127.0.0.1:\(fixed)/", "http://\(gateway):\(fixed)/", "http://127.0.0.1:\(free)/"] {
+            #expect(try await Self.fetch(url, expecting: "published\n") == "published\n", "\(url)")
+        }
+        var answer: String?
+        for _ in 0..<20 where answer == nil {
+            answer = Self.udpRoundTrip(port: udp, "ping")
+        }
+        #expect(answer == "echo:ping")
+        let listed = try await host.berth(["port", "web"])
+        #expect(
+            Set(listed.stdout.split(separator: "\n").map(String.init))
+                == ["80/tcp -> 0.0.0.0:\(fixed)", "80/tcp -> 127.0.0.1:\(free)", "9000/udp -> 127.0.0.1:\(udp)"], "\(listed.stdout)")
+        #expect(try await host.berth(["port", "web", "9000/udp"]).stdout == "127.0.0.1:\(udp)\n")
+        #expect(try await host.berth(["ps"]).stdout.contains("0.0.0.0:\(fixed)->80/tcp"))
+
+        // A host port that is taken: a clear error, no rule, no interface left.
+        let table = try Self.table(host.agent)
+        let veths = try Self.veths(host.agent)
+        let taken = try await host.berth(["run", "-d", "--name", "second", "-p", "\(fixed):80", "busybox", "httpd", "-f"])
+        #expect(taken.status != 0 && taken.stderr.contains("0.0.0.0:\(fixed)/tcp: the port is already in use"), "\(taken.stderr)")
+        #expect(try Self.table(host.agent) == table && (try Self.veths(host.agent)) == veths)
+        #expect(try await host.inspect("second").status.state == .created)
+
+        // Stopped: the ports are free and forward nowhere.
+        #expect(try await host.berth(["stop", "-t", "1", "web"]).status == 0)
+        #expect(try await host.inspect("web").publishedPorts.isEmpty)
+        let afterStop = try Self.table(host.agent)
+        #expect(!afterStop.contains(". \(fixed) :"), "\(afterStop)")
+        #expect(try Self.veths(host.agent).isEmpty)
+        // The port is the next container's now.
+        #expect(try await host.berth(["start", "second"]).status == 0)
+        #expect(try await host.berth(["rm", "-f", "web", "second"]).status == 0)
+        #expect(try Self.veths(host.agent).isEmpty)
+        #expect(try Self.forwards(host.agent).isEmpty, "no forward is left")
+        let removal = try await host.berth(["network", "rm", "bridge"])
+        #expect(removal.status != 0 && removal.stderr.contains("bridge is the default network"), "\(removal.stderr)")
+    }
+
+    @Test("outbound: a container reaches the host, and through masquerade a host beyond it (a namespace of the test's)")
+    func outbound() async throws {
+        let subnet = try NetworkTests.freeSubnet()
+        let host = try await ContainerHost(extraArguments: ["--bridge-subnet", subnet])
+        defer { host.cleanUp() }
+        // "Beyond": a namespace with a veth to the host, its own subnet,
+        // serving HTTP that answers with the client's address.
+        let outside = try NetworkTests.freeSubnet()
+        let prefix = String(outside.dropLast("0/24".count))
+        let tag = String(UUID().uuidString.prefix(6)).lowercased()
+        let netns = "berth-test-\(tag)"
+        let ip = { (args: [String]) throws -> CommandResult in
+            let r = try Processes.runBlocking("/usr/sbin/ip", args, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+            return CommandResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
+        }
+        defer {
+            _ = try? ip(["link", "delete", "vt\(tag)"])
+            _ = try? ip(["netns", "delete", netns])
+        }
+        for args in [
+            ["netns", "add", netns], ["link", "add", "vt\(tag)", "type", "veth", "peer", "name", "eth0", "netns", netns],
+            ["addr", "add", prefix + "1/24", "dev", "vt\(tag)"], ["link", "set", "vt\(tag)", "up"],
+            ["-n", netns, "addr", "add", prefix + "2/24", "dev", "eth0"], ["-n", netns, "link", "set", "eth0", "up"],
+            ["-n", netns, "link", "set", "lo", "up"],
+        ] {
+            let r = try ip(args)
+            try #require(r.status == 0, "ip \(args): \(r.stderr)")
+        }
+        let busybox = try TestImage.rootfs() + "/bin/busybox"
+        let www = TestImage.directory.appendingPathComponent("www-\(tag)")
+        try FileManager.default.createDirectory(at: www, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: www) }
+        try "beyond\n".write(to: www.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        let server = ChildProcess(
+            pid: try Processes.spawn(
+                executable: "/usr/sbin/ip", arguments: ["netns", "exec", netns, busybox, "httpd", "-f", "-p", "80", "-h", www.path],
+                environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], stdout: 2, stderr: 2))
+        defer {
+            kill(server.pid, SIGKILL)
+            server.waitUntilExit()
+        }
+        let gateway = String(subnet.dropLast("0/24".count)) + "1"
+        let toHost = try await host.berth(["run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", gateway])
+        #expect(toHost.status == 0, "the host: \(toHost.stdout) \(toHost.stderr)")
+        let beyond = try await Self.fetch(host, "http://\(prefix)2/", network: nil, expecting: "beyond\n")
+        // The far side has no route to the container's subnet: only an
+        // answer to the host's address (masquerade) can come back.
+        #expect(!(try ip(["-n", netns, "-4", "route", "show"])).stdout.contains(String(subnet.dropLast("0/24".count))))
+        #expect(beyond == "beyond\n", "beyond the host")
+    }
+
+    @Test("an agent killed with -9: a container that died meanwhile leaves no rule, veth or namespace; stale ones are removed; a running one keeps its address, name and port")
+    func crashReconcile() async throws {
+        let subnet = try NetworkTests.freeSubnet()
+        let arguments = ["--bridge-subnet", subnet]
+        let first = try await ContainerHost(extraArguments: arguments)
+        defer { first.cleanUp() }
+        let keptPort = Self.freePort()
+        let lostPort = Self.freePort()
+        #expect(try await first.berth(["run", "-d", "--name", "kept", "-p", "127.0.0.1:\(keptPort):80", "busybox", "sh", "-c",
+                                        "echo kept > /tmp/index.html; exec httpd -f -p 80 -h /tmp"]).status == 0)
+        #expect(try await first.berth(["run", "-d", "--name", "lost", "-p", "127.0.0.1:\(lostPort):80", "busybox", "httpd", "-f", "-p", "80"]).status == 0)
+        let kept = try await first.inspect("kept")
+        let lost = try await first.inspect("lost")
+        let lostPID = try #require(lost.status.pid)
+        kill(first.agent.pid, SIGKILL)
+        first.agent.process.waitUntilExit()
+        // While the agent is away: the container's process dies, and
+        // someone leaves a veth with the agent's prefix and a forward.
+        kill(lostPID, SIGKILL)
+        let id = try String(contentsOfFile: "\(first.agent.root)/node-id", encoding: .utf8)
+        let stale = "v\(id.prefix(4))stale0"
+        let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+        _ = try Processes.runBlocking("/usr/sbin/ip", ["link", "add", stale, "type", "veth", "peer", "name", "p\(id.prefix(4))stale0"], environment: env)
+        _ = try Processes.runBlocking(
+            "/usr/sbin/nft", ["add", "element", "ip", "berth_\(id.prefix(8))", "publish_any", "{ tcp . 1 : 10.0.0.1 . 1 }"], environment: env)
+        try await Task.sleep(for: .milliseconds(500))
+
+        let second = try await AgentProcess(extraArguments: arguments, tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
+        defer { second.cleanUp() }
+        var shell = ProcessInfo.processInfo.environment
+        shell["BERTH_HOST"] = "unix://\(second.socketPath)"
+        func berth(_ args: [String]) async throws -> CommandResult { try await runCommand(try BuildProducts.executable("berth"), args, environment: shell) }
+        let records = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "kept", "lost"]).stdout.utf8))
+        #expect(records[0].status.state == .running && records[0].endpoints == kept.endpoints)
+        #expect(records[1].status.state == .exited && records[1].publishedPorts.isEmpty)
+        let table = try Self.table(second)
+        #expect(table.contains(". \(keptPort) :") && !table.contains(". \(lostPort) :") && !table.contains("10.0.0.1"), "\(table)")
+        #expect(try Self.veths(second) == ["v\(id.prefix(4))\(kept.id.rawValue.prefix(6))\(kept.endpoints[0].networkID.prefix(4))"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(second.state)/netns") == [kept.id.rawValue])
+        #expect(try await Self.fetch("http://127.0.0.1:\(keptPort)/", expecting: "kept\n") == "kept\n")
+        let resolved = try await berth(["run", "--rm", "busybox", "nslookup", "kept"])
+        #expect(resolved.stdout.contains(kept.endpoints[0].address.description), "\(resolved.stdout)")
+        // The next container does not get an address already given.
+        #expect(try await berth(["create", "--name", "next", "busybox", "true"]).status == 0)
+        let next = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "next"]).stdout.utf8))
+        #expect(!([kept, lost].flatMap(\.endpoints).map(\.address)).contains(next[0].endpoints[0].address))
+        #expect(try await berth(["rm", "-f", "kept", "lost", "next"]).status == 0)
+        #expect(try Self.veths(second).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(second.state)/netns").isEmpty)
+    }
+}
