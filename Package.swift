@@ -256,6 +256,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BerthNetworkTests",
+            dependencies: [
+                "BerthNetwork", "BerthModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "BerthCgroupsTests",
             dependencies: ["BerthCgroups", "BerthLinux", "BerthModel"],
             swiftSettings: swiftSettings

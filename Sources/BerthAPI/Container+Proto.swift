@@ -237,7 +237,7 @@ extension Container {
                     $0.ipv4Address = e.address.description
                     $0.subnet = e.subnet.description
                     $0.gateway = e.gateway.description
-                    $0.macAddress = e.macAddress
+                    $0.macAddress = e.address.macAddress
                     $0.aliases = e.aliases
                 }
             }

@@ -272,7 +272,15 @@ public final class ContainerNetworking: Sendable {
     }
 
     /// Undoes `attach` (and a half-done one); safe to call more than once.
-    public func detach(_ container: Container) {
+    ///
+    /// Once the container's processes are gone, unbinding its namespace
+    /// ends it, and the kernel takes its interfaces (the veths' host ends
+    /// too) down in the background: deleting a veth waits for RCU grace
+    /// periods, 10–40 ms here, which a stop or removal need not wait for.
+    ///
+    /// - Parameter processesGone: false when processes may still hold the
+    ///   namespace (a shim lost): the host ends are then deleted at once.
+    public func detach(_ container: Container, processesGone: Bool = true) {
         names.unregister(container: container.id.rawValue)
         let forwards = Self.forwards(container)
         if !forwards.isEmpty {
@@ -281,7 +289,9 @@ public final class ContainerNetworking: Sendable {
             }
         }
         _ = reservations.withLock { $0.removeValue(forKey: container.id) }
-        for endpoint in container.endpoints { try? HostNetwork.deleteLink(hostLink(container.id, endpoint)) }
+        if !processesGone {
+            for endpoint in container.endpoints { try? HostNetwork.deleteLink(hostLink(container.id, endpoint)) }
+        }
         do { try NetworkNamespace.remove(at: netnsPath(container.id)) } catch {
             logger.warning("network namespace not removed", metadata: ["container.id": "\(container.id.short)", "error": "\(error)"])
         }
@@ -308,8 +318,9 @@ public final class ContainerNetworking: Sendable {
             throw BerthError.notFound("network", endpoint.networkName)
         }
         let link = hostLink(id, endpoint)
+        // A previous run's, if the kernel has not ended its namespace yet.
         try? HostNetwork.deleteLink(link)
-        try HostNetwork.addVeth(host: link, bridge: network.bridge, peer: endpoint.interface, mac: endpoint.macAddress, netns: netns)
+        try HostNetwork.addVeth(host: link, bridge: network.bridge, peer: endpoint.interface, address: endpoint.address, netns: netns)
         try NetworkNamespace.configure(
             at: netns, interface: endpoint.interface, address: endpoint.address, prefix: endpoint.subnet.prefix,
             gateway: defaultRoute && !network.internal ? endpoint.gateway : nil)

@@ -550,7 +550,7 @@ public actor ContainerSupervisor {
         guard var container = containers[id], container.status.state.isActive else { return }
         logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
         try? container.status.markExited(ProcessExit(exitCode: 255), at: Date())
-        networking.detach(container)
+        networking.detach(container, processesGone: false)
         container.publishedPorts = []
         try? commit(container, [event(.die, container, ["exitCode": "255", "error": reason])])
         try? cgroups.remove(id.rawValue)

@@ -80,7 +80,7 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
                     $0.containerID = c.id.rawValue
                     $0.containerName = c.name
                     $0.ipv4Address = "\(endpoint.address)/\(endpoint.subnet.prefix)"
-                    $0.macAddress = endpoint.macAddress
+                    $0.macAddress = endpoint.address.macAddress
                     $0.aliases = endpoint.aliases
                 }
             }

@@ -41,6 +41,14 @@ public struct IPv4Address: Sendable, Hashable, Comparable, TextCodable {
     }
 
     public static func < (a: IPv4Address, b: IPv4Address) -> Bool { a.value < b.value }
+
+    /// The MAC of an interface with this address, docker's scheme: 02:42
+    /// and the address's four bytes, so that an address always has the same MAC.
+    public var macAddress: String {
+        ([0x02, 0x42] + [value >> 24, value >> 16, value >> 8, value].map { UInt8($0 & 0xff) })
+            .map { b in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }
+            .joined(separator: ":")
+    }
 }
 
 /// An IPv4 subnet, `10.89.3.0/24`: its network address and prefix length.
@@ -158,14 +166,5 @@ public struct ContainerEndpoint: Codable, Sendable, Hashable {
         self.subnet = subnet
         self.gateway = gateway
         self.aliases = aliases
-    }
-
-    /// docker's MAC scheme: 02:42 and the four bytes of the address, so that
-    /// an address always has the same MAC.
-    public var macAddress: String {
-        let v = address.value
-        return ([0x02, 0x42] + [v >> 24, v >> 16, v >> 8, v].map { UInt8($0 & 0xff) })
-            .map { b in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }
-            .joined(separator: ":")
     }
 }

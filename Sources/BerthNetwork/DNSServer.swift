@@ -95,16 +95,16 @@ public final class DNSServer: Sendable {
         }
     }
 
-    /// Listens on `address`:53 for the network (again, if it already did).
+    /// Listens on `address`:`port` for the network (again, if it already did).
     ///
     /// - Throws: the bind's error (the port taken by another resolver bound to that address).
-    public func serve(networkID: String, address: IPv4Address) async throws {
+    public func serve(networkID: String, address: IPv4Address, port: Int = 53) async throws {
         stop(networkID: networkID)
         let handler = Handler(server: self, networkID: networkID)
         let channel = try await DatagramBootstrap(group: group)
             .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { $0.pipeline.addHandler(handler) }
-            .bind(host: address.description, port: 53).get()
+            .bind(host: address.description, port: port).get()
         listeners.withLock { $0[networkID] = channel }
     }
 

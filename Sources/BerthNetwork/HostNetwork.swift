@@ -29,8 +29,14 @@ public enum HostNetwork {
     /// from 127.0.0.1 may leave through it (`route_localnet`): published
     /// ports are reached from the host's loopback that way.
     public static func ensureBridge(_ network: Network) throws {
+        // A bridge takes the lowest MAC of its ports unless given one: each
+        // container joining or leaving could change the gateway's MAC under
+        // the other containers' ARP caches, and cut them off for a while.
+        let mac = network.gateway.macAddress
         if !linkExists(network.bridge) {
-            try run(["link", "add", "name", network.bridge, "type", "bridge"])
+            try run(["link", "add", "name", network.bridge, "address", mac, "type", "bridge"])
+        } else if (try? FileIO.read("/sys/class/net/\(network.bridge)/address"))?.hasPrefix(mac) != true {
+            try run(["link", "set", network.bridge, "address", mac])
         }
         let address = "\(network.gateway)/\(network.subnet.prefix)"
         if try !run(["-4", "-o", "addr", "show", "dev", network.bridge]).contains(" \(address) ") {
@@ -47,8 +53,8 @@ public enum HostNetwork {
 
     /// A veth pair: `host` on the host, in `bridge` and up; its peer moved
     /// into the namespace at `netns` as `peer`, with `mac`.
-    public static func addVeth(host: String, bridge: String, peer: String, mac: String, netns: String) throws {
-        try run(["link", "add", host, "master", bridge, "up", "type", "veth", "peer", "name", peer, "address", mac, "netns", netns])
+    public static func addVeth(host: String, bridge: String, peer: String, address: IPv4Address, netns: String) throws {
+        try run(["link", "add", host, "master", bridge, "up", "type", "veth", "peer", "name", peer, "address", address.macAddress, "netns", netns])
     }
 
     /// Deletes an interface (a veth's peer goes with it); one already gone is no error.
