@@ -1,6 +1,8 @@
 public import BerthModel
 import BerthLinux
+import CBerthLinux
 import Foundation
+import Glibc
 
 /// The host's side of bridge networks, through iproute2: bridges, the host
 /// ends of containers' veth pairs, and the routes the host already has.
@@ -54,7 +56,11 @@ public enum HostNetwork {
     /// A veth pair: `host` on the host, in `bridge` and up; its peer moved
     /// into the namespace at `netns` as `peer`, with `mac`.
     public static func addVeth(host: String, bridge: String, peer: String, address: IPv4Address, netns: String) throws {
-        try run(["link", "add", host, "master", bridge, "up", "type", "veth", "peer", "name", peer, "address", address.macAddress, "netns", netns])
+        let v = address.value
+        let mac: [UInt8] = [0x02, 0x42, UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)]
+        guard berth_veth_create(host, bridge, peer, mac, netns) == 0 else {
+            throw BerthError(.internal, "cannot make the veth pair \(host) (in \(bridge)) and \(peer): \(SystemError("rtnetlink", errno: errno))")
+        }
     }
 
     /// Deletes an interface (a veth's peer goes with it); one already gone is no error.

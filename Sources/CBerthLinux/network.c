@@ -8,6 +8,10 @@
 #include "berth_linux.h"
 
 #include <arpa/inet.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -137,4 +141,102 @@ int berth_netns_remove(const char *path) {
     if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT) return -1;
     if (unlink(path) < 0 && errno != ENOENT) return -1;
     return 0;
+}
+
+/* rtnetlink, for the one request on every start with a network: a veth pair
+ * made in the bridge, up, its peer named, addressed and moved into the
+ * container's namespace, in one message (as `ip link add … type veth peer
+ * … netns …` sends it, without a process to start). */
+struct nl_request {
+    char *buffer;
+    size_t size;
+    size_t length;
+};
+
+static struct rtattr *nl_add(struct nl_request *r, unsigned short type, const void *data, size_t size) {
+    size_t need = RTA_ALIGN(RTA_LENGTH(size));
+    if (r->length + need > r->size) return NULL;
+    struct rtattr *attribute = (struct rtattr *)(r->buffer + r->length);
+    attribute->rta_type = type;
+    attribute->rta_len = (unsigned short)RTA_LENGTH(size);
+    if (size) memcpy(RTA_DATA(attribute), data, size);
+    r->length += need;
+    return attribute;
+}
+
+static void nl_end(struct nl_request *r, struct rtattr *nest) {
+    nest->rta_len = (unsigned short)(r->buffer + r->length - (char *)nest);
+}
+
+int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path) {
+    unsigned int bridge_index = if_nametoindex(bridge);
+    if (!bridge_index) return -1;
+    int netns = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (netns < 0) return -1;
+    _Alignas(struct nlmsghdr) char buffer[1024];
+    memset(buffer, 0, sizeof buffer);
+    struct nl_request r = {.buffer = buffer, .size = sizeof buffer};
+    struct nlmsghdr *header = (struct nlmsghdr *)buffer;
+    header->nlmsg_type = RTM_NEWLINK;
+    header->nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+    header->nlmsg_seq = 1;
+    r.length = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    struct ifinfomsg *info = NLMSG_DATA(header);
+    info->ifi_family = AF_UNSPEC;
+    info->ifi_flags = IFF_UP;
+    info->ifi_change = IFF_UP;
+    uint32_t master = bridge_index, fd = (uint32_t)netns;
+    int ok = nl_add(&r, IFLA_IFNAME, host, strlen(host) + 1) && nl_add(&r, IFLA_MASTER, &master, sizeof master);
+    struct rtattr *linkinfo = ok ? nl_add(&r, IFLA_LINKINFO, NULL, 0) : NULL;
+    ok = linkinfo && nl_add(&r, IFLA_INFO_KIND, "veth", 4);
+    struct rtattr *data = ok ? nl_add(&r, IFLA_INFO_DATA, NULL, 0) : NULL;
+    struct rtattr *peer_info = data ? nl_add(&r, VETH_INFO_PEER, NULL, 0) : NULL;
+    if (peer_info && r.length + NLMSG_ALIGN(sizeof(struct ifinfomsg)) <= r.size) {
+        r.length += NLMSG_ALIGN(sizeof(struct ifinfomsg)); /* the peer's ifinfomsg, zeroed */
+        ok = nl_add(&r, IFLA_IFNAME, peer, strlen(peer) + 1) && nl_add(&r, IFLA_ADDRESS, mac, 6)
+            && nl_add(&r, IFLA_NET_NS_FD, &fd, sizeof fd);
+    } else {
+        ok = 0;
+    }
+    if (!ok) {
+        close(netns);
+        errno = EMSGSIZE;
+        return -1;
+    }
+    nl_end(&r, peer_info);
+    nl_end(&r, data);
+    nl_end(&r, linkinfo);
+    header->nlmsg_len = (uint32_t)r.length;
+
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0) {
+        int saved = errno;
+        close(netns);
+        errno = saved;
+        return -1;
+    }
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    int result = -1;
+    if (sendto(s, buffer, r.length, 0, (struct sockaddr *)&kernel, sizeof kernel) == (ssize_t)r.length) {
+        _Alignas(struct nlmsghdr) char reply[4096];
+        for (;;) {
+            ssize_t n = recv(s, reply, sizeof reply, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) break;
+            struct nlmsghdr *answer = (struct nlmsghdr *)reply;
+            if (!NLMSG_OK(answer, (size_t)n) || answer->nlmsg_type != NLMSG_ERROR) {
+                errno = EPROTO;
+                break;
+            }
+            int error = ((struct nlmsgerr *)NLMSG_DATA(answer))->error;
+            if (error == 0) result = 0;
+            else errno = -error;
+            break;
+        }
+    }
+    int saved = errno;
+    close(s);
+    close(netns);
+    errno = saved;
+    return result;
 }

@@ -1,3 +1,4 @@
+import BerthAgent
 import BerthLinux
 import BerthModel
 import Foundation
@@ -353,5 +354,22 @@ struct ContainerNetworkTests {
         #expect(try await berth(["rm", "-f", "kept", "lost", "next"]).status == 0)
         #expect(try await Self.veths(second, settled: 0).isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(second.state)/netns").isEmpty)
+    }
+}
+
+@Suite("published ports requested")
+struct RequestedPortsTests {
+    @Test("-P adds the image's exposed ports on free host ports, after -p's; IPv6 host addresses and ports without a network are refused")
+    func requested() throws {
+        var spec = ContainerSpec(image: "x", ports: [PortMapping(hostPort: 8080, containerPort: 80)], publishAll: true)
+        let ports = try ContainerNetworking.requestedPorts(spec, exposed: ["80/tcp", "53/udp", "9000"], onNetwork: true)
+        #expect(ports == [
+            PortMapping(hostPort: 8080, containerPort: 80), PortMapping(hostPort: 0, containerPort: 53, transport: .udp),
+            PortMapping(hostPort: 0, containerPort: 9000),
+        ])
+        #expect(try ContainerNetworking.requestedPorts(ContainerSpec(image: "x"), exposed: ["80/tcp"], onNetwork: false).isEmpty)
+        #expect(throws: BerthError.self) { try ContainerNetworking.requestedPorts(spec, exposed: [], onNetwork: false) }
+        spec.ports = [try PortMapping(parsing: "[::1]:8080:80")]
+        #expect(throws: BerthError.self) { try ContainerNetworking.requestedPorts(spec, exposed: [], onNetwork: true) }
     }
 }

@@ -214,6 +214,10 @@ int berth_netns_create(const char *path, char *stage, size_t stage_size);
  * order) and goes up; with a nonzero gateway, a default route through it. */
 int berth_netns_configure(const char *path, const char *ifname, uint32_t address, int prefix, uint32_t gateway, char *stage,
                           size_t stage_size);
+/* A veth pair through rtnetlink: `host` in `bridge` and up; its peer named
+ * `peer`, with `mac`, moved into the namespace at `netns_path`. 0, or -1
+ * with errno (EEXIST: `host` exists; ENODEV: no such bridge). */
+int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path);
 /* Unbinds and deletes a namespace file; one already gone is no error. */
 int berth_netns_remove(const char *path);
 
