@@ -8,6 +8,7 @@ public import BerthTransport
 import GRPCCore
 public import Logging
 import NIOCore
+import NIOPosix
 public import ServiceLifecycle
 
 /// How an agent is set up: where it listens and keeps its state.
@@ -183,6 +184,8 @@ public final class Agent: Service, Sendable {
     }
 
     public func run() async throws {
+        // A second agent on a live socket must stop before it changes anything on the host.
+        try await NGHTTP2ServerTransport.prepareUnixSocketPath(configuration.socketPath, group: MultiThreadedEventLoopGroup.singleton)
         var addresses: [TransportAddress] = [.unix(path: configuration.socketPath)]
         if let listen = configuration.listen { addresses.append(listen) }
         var listeners = addresses.map { address in

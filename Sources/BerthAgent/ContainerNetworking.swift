@@ -34,6 +34,8 @@ public final class ContainerNetworking: Sendable {
     let vethPrefix: String
     let defaultBridge: DefaultBridge
     private let reservations = Mutex<[ContainerID: [PortReservation]]>([:])
+    /// Whether the agent's nftables table exists (made with the first network).
+    private let tableInstalled = Mutex(false)
     private let logger: Logger
 
     /// - Parameter dnsServers: where names that are not containers' are
@@ -85,7 +87,12 @@ public final class ContainerNetworking: Sendable {
     /// The bridge's firewall entries and resolver.
     private func activate(_ network: Network) async throws {
         if Firewall.available {
-            try firewall.add(Firewall.Bridge(network))
+            if tableInstalled.withLock({ $0 }) {
+                try firewall.add(Firewall.Bridge(network))
+            } else {
+                try firewall.install(bridges: [Firewall.Bridge(network)], forwards: [])
+                tableInstalled.withLock { $0 = true }
+            }
             if !network.internal { try HostNetwork.enableForwarding() }
         }
         try await dns.serve(networkID: network.id, address: network.gateway)
@@ -109,7 +116,13 @@ public final class ContainerNetworking: Sendable {
         let running = containers.filter { $0.status.state.isActive && !$0.endpoints.isEmpty }
         if Firewall.available {
             do {
-                try firewall.install(bridges: networks.map(Firewall.Bridge.init), forwards: running.flatMap(Self.forwards))
+                // Without networks the agent keeps no table (one left behind goes).
+                if networks.isEmpty {
+                    try firewall.uninstall()
+                } else {
+                    try firewall.install(bridges: networks.map(Firewall.Bridge.init), forwards: running.flatMap(Self.forwards))
+                    tableInstalled.withLock { $0 = true }
+                }
                 if networks.contains(where: { !$0.internal }) { try HostNetwork.enableForwarding() }
             } catch {
                 problems.append("firewall: \(error)")

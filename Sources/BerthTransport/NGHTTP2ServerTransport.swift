@@ -200,7 +200,7 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
 
     /// Removes a stale socket file left by a process that is gone; refuses to
     /// touch a live socket or anything that is not a socket.
-    static func prepareUnixSocketPath(_ path: String, group: any EventLoopGroup) async throws {
+    public static func prepareUnixSocketPath(_ path: String, group: any EventLoopGroup) async throws {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return }
         guard attributes[.type] as? FileAttributeType == .typeSocket else {
             throw TransportError.badAddress("\(path) exists and is not a socket; remove it or choose another --socket")

@@ -63,7 +63,7 @@ struct AgentServiceTests {
         }
     }
 
-    @Test("methods of later releases answer UNIMPLEMENTED with a message")
+    @Test("malformed requests get their own code and a message that names what is wrong")
     func pending() async throws {
         let agent = try await AgentProcess(tcp: false)
         defer { agent.cleanUp() }
@@ -83,18 +83,18 @@ struct AgentServiceTests {
                 #expect(error.code == .notFound, "\(error)")
                 #expect(error.message.hasSuffix("nosuch "), "\(error.message)")
             }
-            let calls: [(String, () async throws -> Void)] = [
-                ("berth.agent.v1.Networks/Connect", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).connect(.init()) }),
-                ("berth.agent.v1.Networks/Disconnect", { _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).disconnect(.init()) }),
-            ]
-            for (method, call) in calls {
-                do {
-                    try await call()
-                    Issue.record("\(method) should not succeed yet")
-                } catch let error as RPCError {
-                    #expect(error.code == .unimplemented, "\(method)")
-                    #expect(error.message.hasPrefix("\(method) is not implemented by this agent"), "\(error.message)")
-                }
+            // Connect and disconnect name what they lack.
+            do {
+                _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).connect(.with { $0.container = "nosuch" })
+                Issue.record("connect without a network should fail")
+            } catch let error as RPCError {
+                #expect(error.code == .notFound && error.message.contains("nosuch"), "\(error)")
+            }
+            do {
+                _ = try await Berth_Agent_V1_Networks.Client(wrapping: client).disconnect(.init())
+                Issue.record("disconnect of nothing should fail")
+            } catch let error as RPCError {
+                #expect(error.code == .invalidArgument && error.message.contains("a container name or ID is required"), "\(error)")
             }
         }
     }

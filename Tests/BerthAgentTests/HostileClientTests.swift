@@ -52,7 +52,8 @@ struct HostileClientTests {
         // 1. Garbage bytes.
         for _ in 0..<20 {
             let raw = try await RawHTTP2Client(port: port, http2: false)
-            try await raw.sendRaw((0..<4096).map { _ in UInt8.random(in: 0...255) })
+            // The agent may close the connection before all of it is written.
+            try? await raw.sendRaw((0..<4096).map { _ in UInt8.random(in: 0...255) })
             #expect(await raw.wait { $0.connectionClosed })
         }
 
@@ -88,7 +89,8 @@ struct HostileClientTests {
             for _ in 0..<4 {
                 group.addTask {
                     let attacker = try await RawHTTP2Client(port: port, http2: false)
-                    try await attacker.sendRaw(RawHTTP2Client.rapidResetBytes(count: 5000, path: "/berth.agent.v1.Node/WatchUsage"))
+                    // The agent ends the connection while the flood is still being written.
+                    try? await attacker.sendRaw(RawHTTP2Client.rapidResetBytes(count: 5000, path: "/berth.agent.v1.Node/WatchUsage"))
                     _ = await attacker.wait { $0.connectionClosed }
                     defer { Task { await attacker.close() } }
                     return RawHTTP2Client.goAwayCode(in: attacker.observed.rawReceived)

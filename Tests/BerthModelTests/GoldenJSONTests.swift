@@ -30,7 +30,16 @@ struct GoldenJSONTests {
         try? status.markExited(.signaled(.kill, oomKilled: true), at: created.addingTimeInterval(9))
         return Container(
             id: try! ContainerID(String(repeating: "ab", count: 32)), name: "web", spec: spec,
-            imageID: "sha256:" + String(repeating: "0f", count: 32), status: status)
+            imageID: "sha256:" + String(repeating: "0f", count: 32), status: status,
+            endpoints: [
+                ContainerEndpoint(
+                    networkID: String(repeating: "cd", count: 32), networkName: "front", interface: "eth0",
+                    address: try! IPv4Address(parsing: "10.89.3.2"), subnet: try! IPv4Subnet(parsing: "10.89.3.0/24"),
+                    gateway: try! IPv4Address(parsing: "10.89.3.1"), aliases: ["www"])
+            ],
+            publishedPorts: [
+                PublishedPort(hostIP: nil, hostPort: 8080, containerPort: 80, transport: .tcp, containerIP: try! IPv4Address(parsing: "10.89.3.2"))
+            ])
     }
 
     static var event: Event {

@@ -119,7 +119,8 @@ struct HostileInputTests {
             for _ in 0..<64 {
                 bytes += [0, 0, 1, 9, 0, 0, 0, 0, 1, 0x84]  // CONTINUATION without END_HEADERS
             }
-            try await raw2.sendRaw(bytes)
+            // The server may end the connection before all of it is written.
+            try? await raw2.sendRaw(bytes)
             #expect(await raw2.wait { $0.connectionClosed })
             try await Self.stillServes(client)
         }
@@ -130,7 +131,8 @@ struct HostileInputTests {
         let probe = EchoProbe()
         try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { client, _, address in
             let raw = try await RawHTTP2Client(port: Self.port(address), http2: false)
-            try await raw.sendRaw(RawHTTP2Client.rapidResetBytes(count: 5000, path: "/berth.test.Echo/Hang"))
+            // The server ends the connection while the flood is still being written.
+            try? await raw.sendRaw(RawHTTP2Client.rapidResetBytes(count: 5000, path: "/berth.test.Echo/Hang"))
             #expect(await raw.wait { $0.connectionClosed })
             // The reset-rate limit answers with GOAWAY and closes the connection.
             #expect(RawHTTP2Client.goAwayCode(in: raw.observed.rawReceived) != nil)
