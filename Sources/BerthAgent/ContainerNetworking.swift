@@ -95,7 +95,20 @@ public final class ContainerNetworking: Sendable {
             }
             if !network.internal { try HostNetwork.enableForwarding() }
         }
-        try await dns.serve(networkID: network.id, address: network.gateway)
+        await serveNames(network)
+    }
+
+    /// The network's resolver; without it (its address's port 53 taken by
+    /// another server) containers there use the host's resolvers, and the
+    /// agent says so.
+    private func serveNames(_ network: Network) async {
+        do {
+            try await dns.serve(networkID: network.id, address: network.gateway)
+        } catch {
+            logger.error(
+                "containers' names will not resolve on this network: its resolver cannot listen",
+                metadata: ["network": "\(network.name)", "address": "\(network.gateway):53", "error": "\(error)"])
+        }
     }
 
     // MARK: Agent start
@@ -128,11 +141,7 @@ public final class ContainerNetworking: Sendable {
                 problems.append("firewall: \(error)")
             }
         }
-        for network in networks {
-            do { try await dns.serve(networkID: network.id, address: network.gateway) } catch {
-                problems.append("resolver for network \(network.name) on \(network.gateway):53: \(error)")
-            }
-        }
+        for network in networks { await serveNames(network) }
         var expectedLinks: Set<String> = []
         var expectedNamespaces: Set<String> = []
         for container in running {
@@ -275,8 +284,9 @@ public final class ContainerNetworking: Sendable {
             running.publishedPorts = published
             register(running)
             let host = (try? FileIO.read("/etc/resolv.conf")) ?? ""
+            let resolver = dns.isServing(networkID: primary.networkID) ? primary.gateway.description : nil
             return Attachment(
-                netnsPath: path, publishedPorts: published, resolvConf: RuntimePlanner.resolvConf(host: host, nameserver: primary.gateway.description),
+                netnsPath: path, publishedPorts: published, resolvConf: RuntimePlanner.resolvConf(host: host, nameserver: resolver),
                 address: primary.address)
         } catch {
             detach(container)

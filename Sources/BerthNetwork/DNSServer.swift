@@ -108,6 +108,11 @@ public final class DNSServer: Sendable {
         listeners.withLock { $0[networkID] = channel }
     }
 
+    /// Whether the resolver listens for the network.
+    public func isServing(networkID: String) -> Bool {
+        listeners.withLock { $0[networkID] != nil }
+    }
+
     public func stop(networkID: String) {
         let channel = listeners.withLock { $0.removeValue(forKey: networkID) }
         channel?.close(promise: nil)
