@@ -12,6 +12,8 @@ enum TestImage {
     static let directory: URL = {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-image-\(getpid())")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // Gone with the test process (each process builds its own).
+        atexit { try? FileManager.default.removeItem(at: TestImage.directory) }
         return dir
     }()
 

@@ -6,8 +6,11 @@ import Testing
 /// The v2 driver on a temporary tree laid out like the kernel's: the files
 /// it writes are checked, and the files it reads carry the kernel's formats.
 @Suite("cgroup v2 driver on a temporary tree")
-struct CgroupV2DriverTests {
+final class CgroupV2DriverTests {
     let root: URL
+
+    /// Each test has its own tree, removed with it.
+    deinit { try? FileManager.default.removeItem(at: root) }
 
     init() throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("berth-cg2-\(UUID().uuidString.prefix(8))")
@@ -26,7 +29,6 @@ struct CgroupV2DriverTests {
 
     @Test("limits land in the v2 files with the kernel's syntax")
     func limits() throws {
-        defer { try? FileManager.default.removeItem(at: root) }
         let driver = try CgroupV2Driver(root: root.path, parent: "berth", testTree: true)
         #expect(try file("berth/cgroup.subtree_control") == "+cpuset +cpu +io +memory +pids")
         let resources = Resources(
@@ -60,7 +62,6 @@ struct CgroupV2DriverTests {
 
     @Test("stats are read from the kernel's formats")
     func stats() throws {
-        defer { try? FileManager.default.removeItem(at: root) }
         let driver = try CgroupV2Driver(root: root.path, parent: "berth", testTree: true)
         try driver.create("c2", resources: Resources(memory: .mebibytes(64)))
         try put("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 40\nnr_throttled 12\nthrottled_usec 800000\n", "berth/c2/cpu.stat")
@@ -87,7 +88,6 @@ struct CgroupV2DriverTests {
 
     @Test("pause waits until the kernel reports the cgroup frozen")
     func freeze() throws {
-        defer { try? FileManager.default.removeItem(at: root) }
         let driver = try CgroupV2Driver(root: root.path, parent: "berth", testTree: true)
         try driver.create("c3", resources: Resources())
         try put("populated 1\nfrozen 1\n", "berth/c3/cgroup.events")
@@ -100,7 +100,6 @@ struct CgroupV2DriverTests {
 
     @Test("a root without the needed controllers is refused, and nothing is written to it")
     func missingControllers() throws {
-        defer { try? FileManager.default.removeItem(at: root) }
         try put("cpuset io\n", "cgroup.subtree_control")
         #expect(throws: BerthError.self) { try CgroupV2Driver(root: root.path, parent: "berth", testTree: true) }
         #expect(try file("cgroup.subtree_control") == "cpuset io\n")
