@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "BerthAPI", targets: ["BerthAPI"]),
         .library(name: "BerthTransport", targets: ["BerthTransport"]),
         .library(name: "BerthAgent", targets: ["BerthAgent"]),
+        .library(name: "BerthScheduler", targets: ["BerthScheduler"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -172,6 +173,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Placement of replicas on nodes: filters, scores, reasons. Pure.
+        .target(
+            name: "BerthScheduler",
+            dependencies: ["BerthModel"],
+            swiftSettings: swiftSettings
+        ),
+
         // The agent's core and its thin gRPC service adapters.
         .target(
             name: "BerthAgent",
@@ -265,6 +273,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthSchedulerTests",
+            dependencies: ["BerthScheduler", "BerthModel"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

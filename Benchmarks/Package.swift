@@ -15,6 +15,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
+        // Placements per second and binpack quality of the pure scheduler.
+        .executableTarget(
+            name: "scheduler-bench",
+            dependencies: [
+                .product(name: "BerthScheduler", package: "main"),
+                .product(name: "BerthModel", package: "main"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // Serves berth.agent.v1.Node (BerthAgent.NodeService, the agent's own
         // handler) on either Berth's nghttp2 transport or grpc-swift's NIO one.
         .executableTarget(

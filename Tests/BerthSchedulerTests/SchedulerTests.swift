@@ -1,0 +1,130 @@
+import BerthModel
+import Testing
+
+@testable import BerthScheduler
+
+@Suite("the scheduler: filters, scores, reasons")
+struct SchedulerTests {
+    static let gib: Int64 = 1 << 30
+
+    static func nodes(_ count: Int, cpus: Int64 = 4, memoryGiB: Int64 = 8, zones: [String] = ["a"]) -> [SchedulerNode] {
+        (0..<count).map { i in
+            SchedulerNode(
+                id: "n\(i)", labels: ["zone": zones[i % zones.count]],
+                allocatable: Resources2D(milliCPU: cpus * 1000, memoryBytes: memoryGiB * gib))
+        }
+    }
+
+    static func request(_ service: String = "web", cpu: Int64 = 500, memoryGiB: Int64 = 1, constraints: [String] = [], ports: [HostPort] = [],
+                        strategy: PlacementStrategy = .binpack) throws -> PlacementRequest {
+        PlacementRequest(
+            service: service, resources: Resources2D(milliCPU: cpu, memoryBytes: memoryGiB * gib),
+            constraints: try constraints.map(Constraint.init(parsing:)), ports: ports, strategy: strategy)
+    }
+
+    @Test("binpack fills one node before the next")
+    func binpack() throws {
+        var cluster = Cluster(nodes: Self.nodes(3))
+        let placed = try Scheduler.place(try Self.request(), count: 8, on: &cluster)
+        #expect(placed == Array(repeating: "n0", count: 8), "4 CPUs, 8 GiB: eight replicas of 0.5 CPU and 1 GiB fit one node")
+        #expect(try Scheduler.place(try Self.request(), count: 1, on: &cluster) == ["n1"])
+        #expect(cluster.nodesInUse == 2)
+    }
+
+    @Test("spread evens replicas over a label's values, binpacking within each")
+    func spread() throws {
+        var cluster = Cluster(nodes: Self.nodes(6, zones: ["a", "b", "c"]))
+        let placed = try Scheduler.place(try Self.request(strategy: .spread(label: "zone")), count: 6, on: &cluster)
+        let zones = placed.map { id in cluster.nodes.first { $0.id == id }!.labels["zone"]! }
+        #expect(zones.sorted() == ["a", "a", "b", "b", "c", "c"])
+        #expect(Set(placed).count == 3, "within a zone, the fuller node: \(placed)")
+        #expect(try PlacementStrategy(parsingPreference: "spread=node.labels.zone") == .spread(label: "zone"))
+        #expect(throws: BerthError.self) { try PlacementStrategy(parsingPreference: "spread=zone") }
+    }
+
+    @Test("constraints, node state and host ports filter nodes; each host port once per node")
+    func filters() throws {
+        var nodes = Self.nodes(4, zones: ["a", "b"])
+        nodes[0].availability = .down
+        nodes[3].availability = .draining
+        var cluster = Cluster(nodes: nodes)
+        #expect(try Scheduler.place(try Self.request(constraints: ["node.labels.zone==a"]), count: 2, on: &cluster) == ["n2", "n2"])
+        #expect(try Scheduler.place(try Self.request(constraints: ["node.labels.zone!=a"]), count: 1, on: &cluster) == ["n1"])
+        #expect(try Scheduler.place(try Self.request(constraints: ["node.id==n1"]), count: 1, on: &cluster) == ["n1"])
+        let web = try Self.request("api", ports: [HostPort(8080)])
+        #expect(Set(try Scheduler.place(web, count: 2, on: &cluster)) == ["n1", "n2"])
+        let before = cluster.nodes
+        #expect(throws: BerthError.self) { try Scheduler.place(web, count: 1, on: &cluster) }
+        #expect(cluster.nodes == before, "nothing placed")
+    }
+
+    @Test("a count that cannot fit is refused whole, with the reasons per node count")
+    func refusal() throws {
+        var cluster = Cluster(nodes: Self.nodes(3))
+        let before = cluster.nodes
+        do {
+            _ = try Scheduler.place(try Self.request(cpu: 500, memoryGiB: 6), count: 4, on: &cluster)
+            Issue.record("4 replicas of 6 GiB do not fit 3 nodes of 8 GiB")
+        } catch let error as BerthError {
+            #expect(error.code == .resourceExhausted)
+            #expect(error.message == "cannot place 1 of 4 replicas of web: insufficient memory on 3 of 3 nodes", "\(error.message)")
+        }
+        #expect(cluster.nodes == before && cluster.replicas(of: "web").isEmpty, "nothing half-placed")
+        var mixed = Self.nodes(3)
+        mixed[0].availability = .down
+        let verdicts = Scheduler.explain(try Self.request(cpu: 5000), on: Cluster(nodes: mixed))
+        #expect(Scheduler.summary(verdicts) == "insufficient cpu on 2 of 3 nodes; node is down on 1 of 3 nodes")
+    }
+
+    @Test("explain: every node's verdict, the chosen one first")
+    func explain() throws {
+        var nodes = Self.nodes(3, zones: ["a", "b", "a"])
+        nodes[2].allocated = Resources2D(milliCPU: 3000, memoryBytes: 4 * Self.gib)
+        let verdicts = Scheduler.explain(try Self.request(constraints: ["node.labels.zone==a"]), on: Cluster(nodes: nodes))
+        #expect(verdicts.map(\.node) == ["n2", "n0", "n1"])
+        #expect(verdicts[0].chosen && verdicts[0].rejection == nil)
+        #expect(verdicts[2].rejection?.description == "constraint node.labels.zone==a is not met")
+    }
+
+    @Test("constraints parse docker's spelling; anything else is a clear error")
+    func constraints() throws {
+        #expect(try Constraint(parsing: "node.labels.zone==a").description == "node.labels.zone==a")
+        #expect(try Constraint(parsing: "node.hostname != h1").description == "node.hostname!=h1")
+        for bad in ["zone==a", "node.labels.==a", "node.labels.zone=a", "node.labels.zone==", "node.ip==1.2.3.4"] {
+            #expect(throws: BerthError.self, "\(bad)") { try Constraint(parsing: bad) }
+        }
+    }
+
+    @Test("quality: varied requests pack within 5% of the lower bound")
+    func quality() throws {
+        var generator = SplitMix(seed: 7)
+        var cluster = Cluster(nodes: Self.nodes(200, cpus: 32, memoryGiB: 128))
+        var cpu: Int64 = 0
+        var memory: Int64 = 0
+        for service in 0..<500 {
+            let request = PlacementRequest(
+                service: "s\(service)",
+                resources: Resources2D(milliCPU: [250, 500, 1000, 2000].randomElement(using: &generator)!,
+                                       memoryBytes: [256, 512, 1024, 4096].randomElement(using: &generator)! << 20))
+            let count = Int.random(in: 1...10, using: &generator)
+            _ = try Scheduler.place(request, count: count, on: &cluster)
+            cpu += request.resources.milliCPU * Int64(count)
+            memory += request.resources.memoryBytes * Int64(count)
+        }
+        let bound = max(Double(cpu) / 32_000, Double(memory) / Double(128 * Self.gib)).rounded(.up)
+        #expect(Double(cluster.nodesInUse) <= bound * 1.05, "\(cluster.nodesInUse) nodes against a bound of \(bound)")
+    }
+}
+
+/// A seeded generator, so that the quality test is the same every run.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
