@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "berth-agent", targets: ["berth-agent"]),
         .executable(name: "berth", targets: ["berth"]),
         .executable(name: "berth-shim", targets: ["berth-shim"]),
+        .executable(name: "berth-controller", targets: ["berth-controller"]),
         .library(name: "BerthModel", targets: ["BerthModel"]),
         .library(name: "BerthAPI", targets: ["BerthAPI"]),
         .library(name: "BerthTransport", targets: ["BerthTransport"]),
@@ -180,6 +181,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The controller's core: its store, the cluster's nodes, its service adapters.
+        .target(
+            name: "BerthController",
+            dependencies: [
+                "BerthModel",
+                "BerthAPI",
+                "BerthLinux",
+                "BerthScheduler",
+                "BerthTransport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The agent's core and its thin gRPC service adapters.
         .target(
             name: "BerthAgent",
@@ -230,6 +249,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "berth-controller",
+            dependencies: [
+                "BerthController",
+                "BerthModel",
+                "BerthTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -43,8 +43,19 @@ public struct AgentConfiguration: Sendable {
     /// Where the embedded resolver forwards names that are not containers'
     /// (`--dns`, IP or IP:PORT); empty: the host's resolvers.
     public var dnsServers: [String] = []
+    /// The controller this agent registers with, if any.
+    public var controller: TransportAddress?
+    /// Where the controller reaches this agent (HOST:PORT); by default the TCP listener's address.
+    public var advertise: String?
 
     public init() {}
+
+    /// The address the controller is given: `advertise`, else the TCP listener's.
+    var advertisedAddress: String? {
+        if let advertise { return advertise }
+        if case .tcp(let host, let port)? = listen { return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        return nil
+    }
 
     /// Checks the configuration before anything is created.
     ///
@@ -68,6 +79,12 @@ public struct AgentConfiguration: Sendable {
         if case .subnet(let subnet?) = defaultBridge {
             do { _ = try IPv4Subnet(parsing: subnet) } catch let error as BerthError {
                 throw BerthError.invalid("--bridge-subnet: \(error.message)")
+            }
+        }
+        if controller != nil {
+            guard let address = advertisedAddress, !address.hasSuffix(":0") else {
+                throw BerthError.invalid(
+                    "--controller needs an address the controller can reach this agent at: --listen HOST:PORT (not port 0) or --advertise HOST:PORT")
             }
         }
         if let metricsListen, case .unix = metricsListen {
@@ -211,6 +228,10 @@ public final class Agent: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 for server in servers {
                     group.addTask { try await server.serve() }
+                }
+                if let controller = configuration.controller, let advertise = configuration.advertisedAddress {
+                    let link = ControllerLink(controller: controller, advertise: advertise, node: node, version: BuildInfo.version, logger: logger)
+                    group.addTask { await cancelWhenGracefulShutdown { await link.run() } }
                 }
             }
         } onGracefulShutdown: { [logger] in

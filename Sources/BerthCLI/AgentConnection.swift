@@ -5,22 +5,37 @@ import FoundationEssentials
 import GRPCCore
 import Logging
 
-/// How the CLI reaches an agent: `-H`, then `BERTH_HOST`, then the default socket.
+/// How the CLI reaches an agent (`-H`, then `BERTH_HOST`, then the default
+/// socket) or the controller (`--controller`, then `BERTH_CONTROLLER`, then
+/// 127.0.0.1:7450).
 struct AgentConnection {
     static let defaultHost = "unix:///run/berth/agent.sock"
 
     let address: TransportAddress
     let hostText: String
+    /// "agent" or "controller", for messages.
+    let component: String
 
     /// - Throws: `BerthError.invalidArgument` for an address that does not parse.
     init(host: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
-        let text = host ?? environment["BERTH_HOST"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultHost
+        try self.init(host, variable: "BERTH_HOST", default: Self.defaultHost, component: "agent", environment: environment)
+    }
+
+    /// The controller's address; HOST:PORT without a scheme means TCP.
+    static func controller(_ address: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConnection {
+        try AgentConnection(address, variable: "BERTH_CONTROLLER", default: "tcp://127.0.0.1:7450", component: "controller", environment: environment)
+    }
+
+    private init(_ given: String?, variable: String, default fallback: String, component: String, environment: [String: String]) throws {
+        var text = given ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
+        if component == "controller" && !text.contains("://") { text = "tcp://" + text }
         do {
             self.address = try TransportAddress(parsing: text)
         } catch {
-            throw BerthError.invalid("host \"\(text)\": expected unix:///PATH or tcp://HOST:PORT")
+            throw BerthError.invalid("\(component) address \"\(text)\": expected unix:///PATH or tcp://HOST:PORT")
         }
         self.hostText = text
+        self.component = component
     }
 
     /// Runs `body` with a connected client; maps transport and RPC failures
@@ -35,9 +50,9 @@ struct AgentConnection {
             if let failure = error.cause as? ConnectFailure {
                 throw BerthError(
                     .unavailable,
-                    "cannot connect to the Berth agent at \(address) (\(failure.reason)). Is berth-agent running, and may you use its socket?")
+                    "cannot connect to the Berth \(component) at \(address) (\(failure.reason)). Is berth-\(component) running, and may you use its socket?")
             }
-            throw BerthError(.unavailable, "the Berth agent at \(address) is unavailable: \(error.message)")
+            throw BerthError(.unavailable, "the Berth \(component) at \(address) is unavailable: \(error.message)")
         } catch let error as RPCError {
             throw BerthError(error)
         }

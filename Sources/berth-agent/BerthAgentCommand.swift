@@ -63,6 +63,12 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns"), help: "A resolver (IP or IP:PORT) the embedded DNS forwards other names to; by default the host's. Repeatable.")
     var dnsServers: [String] = []
 
+    @Option(help: "Register with the controller at HOST:PORT and send it heartbeats.")
+    var controller: String?
+
+    @Option(help: "The HOST:PORT the controller reaches this agent at (default: the --listen address).")
+    var advertise: String?
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -91,6 +97,8 @@ struct BerthAgentCommand: AsyncParsableCommand {
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }
+            configuration.controller = try controller.map { try TransportAddress(parsing: $0.contains("://") ? $0 : "tcp://\($0)") }
+            configuration.advertise = advertise
             configuration.log = LogConfig(maxSize: try ByteSize(parsing: logMaxSize, for: "--log-max-size"), maxFiles: logMaxFile)
             for label in labels {
                 let parts = label.split(separator: "=", maxSplits: 1)

@@ -1,0 +1,138 @@
+import ArgumentParser
+import BerthAPI
+import BerthModel
+import FoundationEssentials
+import GRPCCore
+import SwiftProtobuf
+
+/// Where the controller is: `--controller`, then `BERTH_CONTROLLER`, then 127.0.0.1:7450.
+struct ControllerOptions: ParsableArguments {
+    @Option(help: "The controller: HOST:PORT or tcp://HOST:PORT (default $BERTH_CONTROLLER, then 127.0.0.1:7450).")
+    var controller: String?
+
+    func connection() throws -> AgentConnection { try AgentConnection.controller(controller) }
+}
+
+/// `berth node …`: the cluster's agents, as the controller knows them.
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Manage the cluster's nodes (through the controller).",
+        subcommands: [NodeList.self, NodeInspect.self, NodeDrain.self, NodeActivate.self, NodeLabel.self])
+}
+
+/// A node as `inspect` and `ls --format json` show it.
+struct NodeView: Encodable {
+    var id: String
+    var hostname: String
+    var address: String
+    var state: String
+    var availability: String
+    var labels: [String: String]
+    var cpus: Double
+    var memoryBytes: Int64
+    var registeredAt: Date
+    var lastHeartbeat: Date
+    var agentVersion: String
+
+    init(_ n: Berth_Controller_V1_ClusterNode) {
+        id = n.id
+        hostname = n.hostname
+        address = n.address
+        state = n.state == .ready ? "ready" : "down"
+        availability = n.availability == .drain ? "drain" : "active"
+        labels = n.labels
+        cpus = Double(n.allocatable.milliCpu) / 1000
+        memoryBytes = n.allocatable.memoryBytes
+        registeredAt = n.registeredAt.date
+        lastHeartbeat = n.lastHeartbeat.date
+        agentVersion = n.agentVersion
+    }
+}
+
+struct NodeList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List nodes.", aliases: ["list"])
+    @OptionGroup var options: ControllerOptions
+    @Flag(name: .shortAndLong, help: "Only display node IDs.") var quiet = false
+    @Option(help: "Output format: json, or table (the default).") var format: String?
+
+    func run() async throws {
+        let format = try OutputFormat(format)
+        let nodes = try await options.connection().withClient { grpc in
+            try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).list(.init()).nodes
+        }
+        if quiet {
+            nodes.forEach { Console.print($0.id) }
+            return
+        }
+        switch format {
+        case .json: try Console.json(nodes.map(NodeView.init))
+        case .human:
+            let rows = nodes.map { n -> [String] in
+                let view = NodeView(n)
+                let labels = view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                return [String(n.id.prefix(12)), n.hostname, n.address, view.state.uppercased(), view.availability.capitalized,
+                        "\(n.allocatable.milliCpu / 1000) / \(Human.size(view.memoryBytes))", labels]
+            }
+            Console.print(Table(rows: [["ID", "HOSTNAME", "ADDRESS", "STATUS", "AVAILABILITY", "CPUS / MEMORY", "LABELS"]] + rows).text)
+        }
+    }
+}
+
+struct NodeInspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show nodes in detail (JSON).")
+    @OptionGroup var options: ControllerOptions
+    @Argument var nodes: [String]
+
+    func run() async throws {
+        var views: [NodeView] = []
+        try await EachName.run(nodes) { name in
+            let node = try await options.connection().withClient { grpc in
+                try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).inspect(.with { $0.node = name }).node
+            }
+            views.append(NodeView(node))
+        }
+        try Console.json(views)
+    }
+}
+
+/// Sends one node update and prints the node's ID.
+func updateNode(_ options: ControllerOptions, _ request: Berth_Controller_V1_UpdateNodeRequest) async throws {
+    let node = try await options.connection().withClient { grpc in
+        try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).update(request).node
+    }
+    Console.print(node.id)
+}
+
+struct NodeDrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "drain", abstract: "Take no new work on a node and move its replicas away.")
+    @OptionGroup var options: ControllerOptions
+    @Argument var node: String
+    func run() async throws { try await updateNode(options, .with { $0.node = node; $0.availability = .drain }) }
+}
+
+struct NodeActivate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "activate", abstract: "Let a drained node take work again.")
+    @OptionGroup var options: ControllerOptions
+    @Argument var node: String
+    func run() async throws { try await updateNode(options, .with { $0.node = node; $0.availability = .active }) }
+}
+
+struct NodeLabel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "label", abstract: "Add or remove a node's labels.")
+    @OptionGroup var options: ControllerOptions
+    @Option(name: .customLong("add"), help: "A label to add, KEY=VALUE (repeatable).") var add: [String] = []
+    @Option(name: .customLong("rm"), help: "A label key to remove (repeatable).") var remove: [String] = []
+    @Argument var node: String
+
+    func run() async throws {
+        var labels: [String: String] = [:]
+        for entry in add {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty else { throw BerthError.invalid("--add \"\(entry)\": expected KEY=VALUE") }
+            labels[String(parts[0])] = String(parts[1])
+        }
+        guard !labels.isEmpty || !remove.isEmpty else { throw BerthError.invalid("nothing to change: give --add KEY=VALUE or --rm KEY") }
+        let removed = remove
+        try await updateNode(options, .with { $0.node = node; $0.addLabels = labels; $0.removeLabels = removed })
+    }
+}

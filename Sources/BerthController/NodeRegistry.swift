@@ -1,0 +1,139 @@
+public import BerthModel
+import Foundation
+public import Logging
+
+/// The agents of the cluster: registered, kept ready by heartbeats, marked
+/// down when heartbeats stop for longer than the grace period, drained and
+/// labelled by operators. Every change is in the store before it is answered.
+public actor NodeRegistry {
+    private let store: any ControllerStore
+    private let logger: Logger
+    /// No heartbeat for this long: the node is down.
+    public let grace: Duration
+    /// What agents are asked to keep to.
+    public let heartbeatInterval: Duration
+    private var nodes: [String: ClusterNode] = [:]
+    /// When each node's last heartbeat came, by this process's clock (a
+    /// wall clock jump must not mark nodes down).
+    private var lastSeen: [String: ContinuousClock.Instant] = [:]
+    private let clock = ContinuousClock()
+
+    /// - Throws: what the store throws when its records cannot be read.
+    public init(store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger) throws {
+        self.store = store
+        self.grace = grace
+        self.heartbeatInterval = heartbeatInterval
+        self.logger = logger
+        let now = ContinuousClock.now
+        for node in try store.nodes() {
+            nodes[node.id] = node
+            // A restarted controller gives every node a full grace period.
+            lastSeen[node.id] = now
+        }
+    }
+
+    /// Records an agent's registration: a new node, or one known before
+    /// (its operator labels and availability are kept).
+    public func register(
+        id: String, hostname: String, address: String, labels: [String: String], capacity: NodeCapacity, allocatable: NodeCapacity,
+        agentVersion: String
+    ) throws -> ClusterNode {
+        guard id.count == 32, id.allSatisfy(\.isHexDigit) else { throw BerthError.invalid("node ID \"\(id)\": expected 32 hex digits") }
+        guard !address.isEmpty else { throw BerthError.invalid("node \(id): the agent's address is empty") }
+        let now = Date()
+        var node = nodes[id] ?? ClusterNode(
+            id: id, hostname: hostname, address: address, capacity: capacity, allocatable: allocatable, registeredAt: now, lastHeartbeat: now)
+        let wasDown = nodes[id]?.state == .down
+        node.hostname = hostname
+        node.address = address
+        node.agentLabels = labels
+        node.capacity = capacity
+        node.allocatable = allocatable
+        node.agentVersion = agentVersion
+        node.state = .ready
+        node.lastHeartbeat = now
+        try store.put(node)
+        nodes[id] = node
+        lastSeen[id] = clock.now
+        logger.info(wasDown ? "node back" : "node registered", metadata: ["node.id": "\(id)", "address": "\(address)"])
+        return node
+    }
+
+    /// - Returns: false for a node the controller does not know.
+    public func heartbeat(id: String) throws -> Bool {
+        guard var node = nodes[id] else { return false }
+        lastSeen[id] = clock.now
+        if node.state == .down {
+            node.state = .ready
+            node.lastHeartbeat = Date()
+            try store.put(node)
+            nodes[id] = node
+            logger.info("node back", metadata: ["node.id": "\(id)"])
+        } else {
+            // Kept in memory; persisted when something changes (a write per
+            // heartbeat would cost the store more than all else).
+            nodes[id]?.lastHeartbeat = Date()
+        }
+        return true
+    }
+
+    /// Marks down every ready node not heard from within the grace period.
+    ///
+    /// - Returns: the nodes that went down now.
+    @discardableResult
+    public func sweep() -> [ClusterNode] {
+        let now = clock.now
+        var down: [ClusterNode] = []
+        for (id, node) in nodes where node.state == .ready {
+            guard let seen = lastSeen[id], now - seen > grace else { continue }
+            var changed = node
+            changed.state = .down
+            do {
+                try store.put(changed)
+            } catch {
+                logger.error("node state not recorded", metadata: ["node.id": "\(id)", "error": "\(error)"])
+            }
+            nodes[id] = changed
+            down.append(changed)
+            logger.warning("node down: no heartbeat within the grace period", metadata: ["node.id": "\(id)", "grace": "\(grace)"])
+        }
+        return down
+    }
+
+    public func list() -> [ClusterNode] {
+        nodes.values.sorted { ($0.hostname, $0.id) < ($1.hostname, $1.id) }
+    }
+
+    /// By ID, unique ID prefix, or hostname.
+    ///
+    /// - Throws: `BerthError.notFound`, or `invalidArgument` for an ambiguous reference.
+    public func get(_ reference: String) throws -> ClusterNode {
+        if let node = nodes[reference] { return node }
+        let byName = nodes.values.filter { $0.hostname == reference }
+        if byName.count == 1 { return byName[0] }
+        let byPrefix = reference.isEmpty ? [] : nodes.values.filter { $0.id.hasPrefix(reference) }
+        if byPrefix.count == 1 { return byPrefix[0] }
+        if byName.count + byPrefix.count > 1 {
+            throw BerthError.invalid("node \"\(reference)\" is ambiguous: \((byName + byPrefix).map(\.id).sorted().joined(separator: ", "))")
+        }
+        throw BerthError.notFound("node", reference)
+    }
+
+    /// Drains or activates a node; adds or removes operator labels.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for a malformed label key; nothing changes then.
+    public func update(
+        _ reference: String, availability: ClusterNode.Availability?, addLabels: [String: String], removeLabels: [String]
+    ) throws -> ClusterNode {
+        var node = try get(reference)
+        for key in Array(addLabels.keys) + removeLabels where key.isEmpty || key.contains("=") || key.contains(where: \.isWhitespace) {
+            throw BerthError.invalid("label key \"\(key)\": keys are non-empty, without '=' or spaces")
+        }
+        if let availability { node.availability = availability }
+        node.operatorLabels.merge(addLabels) { _, new in new }
+        for key in removeLabels { node.operatorLabels.removeValue(forKey: key) }
+        try store.put(node)
+        nodes[node.id] = node
+        return node
+    }
+}

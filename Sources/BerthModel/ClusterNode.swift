@@ -1,0 +1,57 @@
+import FoundationEssentials
+
+/// An agent as the controller knows it.
+public struct ClusterNode: Codable, Sendable, Hashable, Identifiable {
+    /// Whether heartbeats arrive.
+    public enum State: String, Codable, Sendable, Hashable {
+        case ready
+        /// No heartbeat within the grace period.
+        case down
+    }
+
+    /// Whether an operator lets the node take work.
+    public enum Availability: String, Codable, Sendable, Hashable {
+        case active
+        /// No new work; its replicas move elsewhere.
+        case drain
+    }
+
+    /// The agent's node ID.
+    public var id: String
+    public var hostname: String
+    /// Where the agent's API is reached (HOST:PORT).
+    public var address: String
+    /// The agent's own labels (`berth-agent --label`), as it last registered them.
+    public var agentLabels: [String: String]
+    /// Labels set through the controller (`berth node label`); they win over the agent's.
+    public var operatorLabels: [String: String]
+    public var capacity: NodeCapacity
+    public var allocatable: NodeCapacity
+    public var state: State
+    public var availability: Availability
+    public var registeredAt: Date
+    public var lastHeartbeat: Date
+    public var agentVersion: String
+
+    public init(
+        id: String, hostname: String, address: String, agentLabels: [String: String] = [:], operatorLabels: [String: String] = [:],
+        capacity: NodeCapacity, allocatable: NodeCapacity, state: State = .ready, availability: Availability = .active,
+        registeredAt: Date, lastHeartbeat: Date, agentVersion: String = ""
+    ) {
+        self.id = id
+        self.hostname = hostname
+        self.address = address
+        self.agentLabels = agentLabels
+        self.operatorLabels = operatorLabels
+        self.capacity = capacity
+        self.allocatable = allocatable
+        self.state = state
+        self.availability = availability
+        self.registeredAt = registeredAt
+        self.lastHeartbeat = lastHeartbeat
+        self.agentVersion = agentVersion
+    }
+
+    /// The labels constraints see: the agent's, then the operator's.
+    public var labels: [String: String] { agentLabels.merging(operatorLabels) { _, own in own } }
+}
