@@ -411,7 +411,7 @@ public actor ContainerSupervisor {
             try commit(container, events)
             live[id, default: Live()].shimPID = shimPID
             monitor(id, shim: shim)
-            watchMemory(id)
+            watchMemory(id, fresh: true)
             logger.debug("container started", metadata: [
                 "container.id": "\(id.short)", "prepare": "\(prepared - began)",
                 "shim": "\(shimReported - prepared)", "record": "\(clock.now - shimReported)",
@@ -473,10 +473,16 @@ public actor ContainerSupervisor {
         KernelText(cgroups.oomCounterFile(id.rawValue))?.value("oom_kill")
     }
 
-    /// Starts counting the OOM kills of a running container from now.
-    private func watchMemory(_ id: ContainerID) {
+    /// Starts watching a running container's OOM kills.
+    ///
+    /// - Parameter fresh: the container was just started in a cgroup made
+    ///   for this run: every kill its counter shows is this run's, even one
+    ///   that came before the watch began (a process that fills its limit
+    ///   in the milliseconds between the start and this call). Otherwise (a
+    ///   re-adopted container) counting starts from the counter's value now.
+    private func watchMemory(_ id: ContainerID, fresh: Bool) {
         oomWatcher?.onPressure { [weak self] id in Task { await self?.memoryPressure(id) } }
-        oomKillsReported[id] = oomKills(id) ?? 0
+        oomKillsReported[id] = fresh ? 0 : oomKills(id) ?? 0
         do {
             try oomWatcher?.watch(id, counterFile: cgroups.oomCounterFile(id.rawValue))
         } catch {
@@ -914,7 +920,7 @@ public actor ContainerSupervisor {
                 } else {
                     logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(state["pid"] ?? "?")"])
                     monitor(container.id, shim: shim)
-                    watchMemory(container.id)
+                    watchMemory(container.id, fresh: false)
                 }
             } catch {
                 if let exit = shim.recordedExit() {
