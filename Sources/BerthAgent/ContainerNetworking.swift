@@ -70,18 +70,16 @@ public final class ContainerNetworking: Sendable {
         return network
     }
 
-    /// Removes a network no container is attached to.
+    /// Removes a network no container is attached to (the store refuses
+    /// one in use), then its resolver and firewall entries.
     public func remove(_ reference: String, users: [String]) throws {
         let network = try store.get(reference)
         if network.name == NetworkStore.defaultName {
             throw BerthError(.failedPrecondition, "bridge is the default network; it cannot be removed (start the agent with --bridge none to go without)")
         }
-        guard users.isEmpty else {
-            throw BerthError(.failedPrecondition, "network \(network.name) has containers attached: \(users.sorted().joined(separator: ", "))")
-        }
+        try store.remove(network.id, users: users)
         dns.stop(networkID: network.id)
         if Firewall.available { try? firewall.remove(Firewall.Bridge(network)) }
-        try store.remove(network.id, users: users)
     }
 
     /// The bridge's firewall entries and resolver.
@@ -133,7 +131,7 @@ public final class ContainerNetworking: Sendable {
                 if networks.isEmpty {
                     try firewall.uninstall()
                 } else {
-                    try firewall.install(bridges: networks.map(Firewall.Bridge.init), forwards: running.flatMap(Self.forwards))
+                    try firewall.install(bridges: networks.map(Firewall.Bridge.init), forwards: running.flatMap(\.publishedPorts))
                     tableInstalled.withLock { $0 = true }
                 }
                 if networks.contains(where: { !$0.internal }) { try HostNetwork.enableForwarding() }
@@ -231,14 +229,19 @@ public final class ContainerNetworking: Sendable {
             throw BerthError.invalid(
                 "published ports need a bridge network; --network \(spec.network) has none (with --network host, the container's ports are the host's)")
         }
-        for port in ports {
-            if let ip = port.hostIP, ip != "0.0.0.0" {
-                guard (try? IPv4Address(parsing: ip)) != nil else {
-                    throw BerthError.invalid("published port \(port): only IPv4 host addresses are supported")
-                }
-            }
-        }
+        for port in ports { _ = try hostAddress(port) }
         return ports
+    }
+
+    /// The host address a port is published on; nil for every address.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for an IPv6 address.
+    static func hostAddress(_ port: PortMapping) throws -> IPv4Address? {
+        guard let ip = port.hostIP, ip != "0.0.0.0" else { return nil }
+        guard let address = try? IPv4Address(parsing: ip) else {
+            throw BerthError.invalid("published port \(port): only IPv4 host addresses are supported")
+        }
+        return address
     }
 
     /// What a run of the container on its networks needs.
@@ -268,8 +271,7 @@ public final class ContainerNetworking: Sendable {
             }
             var held: [PortReservation] = []
             for port in ports {
-                let hostIP = port.hostIP.flatMap { $0 == "0.0.0.0" ? nil : try? IPv4Address(parsing: $0) }
-                held.append(try PortReservation(hostIP: hostIP, port: port.hostPort, transport: port.transport))
+                held.append(try PortReservation(hostIP: try Self.hostAddress(port), port: port.hostPort, transport: port.transport))
             }
             reservations.withLock { $0[container.id] = held }
             let published = zip(ports, held).map { port, reservation in
@@ -277,9 +279,7 @@ public final class ContainerNetworking: Sendable {
                     hostIP: reservation.hostIP, hostPort: reservation.port, containerPort: port.containerPort, transport: port.transport,
                     containerIP: primary.address)
             }
-            if !published.isEmpty {
-                try firewall.add(published.map(Self.forward))
-            }
+            try firewall.add(published)
             var running = container
             running.publishedPorts = published
             register(running)
@@ -289,12 +289,14 @@ public final class ContainerNetworking: Sendable {
                 netnsPath: path, publishedPorts: published, resolvConf: RuntimePlanner.resolvConf(host: host, nameserver: resolver),
                 address: primary.address)
         } catch {
-            detach(container)
+            var undone = container
+            detach(&undone)
             throw error
         }
     }
 
-    /// Undoes `attach` (and a half-done one); safe to call more than once.
+    /// Undoes `attach` (and a half-done one), and clears the container's
+    /// published ports; safe to call more than once.
     ///
     /// Once the container's processes are gone, unbinding its namespace
     /// ends it, and the kernel takes its interfaces (the veths' host ends
@@ -303,14 +305,12 @@ public final class ContainerNetworking: Sendable {
     ///
     /// - Parameter processesGone: false when processes may still hold the
     ///   namespace (a shim lost): the host ends are then deleted at once.
-    public func detach(_ container: Container, processesGone: Bool = true) {
+    public func detach(_ container: inout Container, processesGone: Bool = true) {
         names.unregister(container: container.id.rawValue)
-        let forwards = Self.forwards(container)
-        if !forwards.isEmpty {
-            do { try firewall.remove(forwards) } catch {
-                logger.warning("port forwards not removed", metadata: ["container.id": "\(container.id.short)", "error": "\(error)"])
-            }
+        do { try firewall.remove(container.publishedPorts) } catch {
+            logger.warning("port forwards not removed", metadata: ["container.id": "\(container.id.short)", "error": "\(error)"])
         }
+        container.publishedPorts = []
         _ = reservations.withLock { $0.removeValue(forKey: container.id) }
         if !processesGone {
             for endpoint in container.endpoints { try? HostNetwork.deleteLink(hostLink(container.id, endpoint)) }
@@ -367,10 +367,4 @@ public final class ContainerNetworking: Sendable {
     func hostLink(_ id: ContainerID, _ endpoint: ContainerEndpoint) -> String {
         vethPrefix + id.rawValue.prefix(6) + endpoint.networkID.prefix(4)
     }
-
-    static func forward(_ port: PublishedPort) -> PortForward {
-        PortForward(hostIP: port.hostIP, hostPort: port.hostPort, transport: port.transport, containerIP: port.containerIP, containerPort: port.containerPort)
-    }
-
-    static func forwards(_ container: Container) -> [PortForward] { container.publishedPorts.map(forward) }
 }

@@ -371,7 +371,7 @@ public actor ContainerSupervisor {
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
         } catch {
             try? cgroups.remove(id.rawValue)
-            if attachment != nil { networking.detach(container) }
+            if attachment != nil { networking.detach(&container) }
             throw error
         }
         var attached = container
@@ -382,7 +382,7 @@ public actor ContainerSupervisor {
         do {
             (shimPID, outcome) = try await shim.start(config: config, launcher: launcher)
         } catch {
-            networking.detach(attached)
+            networking.detach(&attached)
             throw error
         }
         let shimReported = clock.now
@@ -397,8 +397,7 @@ public actor ContainerSupervisor {
         case .failed(let stage, let errno, let name, let detail):
             Processes.reap(shimPID)
             try? cgroups.remove(id.rawValue)
-            networking.detach(container)
-            container.publishedPorts = []
+            networking.detach(&container)
             let message = Self.startFailure(stage: stage, errno: errno, errnoName: name, detail: detail, command: config.args)
             try container.status.markStartFailed(message, exitCode: errno == 2 ? 127 : 126, at: Date())
             try commit(container, [event(.die, container, ["exitCode": String(container.status.exitCode ?? 127), "reason": "StartFailed", "error": message])])
@@ -556,8 +555,7 @@ public actor ContainerSupervisor {
         guard var container = containers[id], container.status.state.isActive else { return }
         logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
         try? container.status.markExited(ProcessExit(exitCode: 255), at: Date())
-        networking.detach(container, processesGone: false)
-        container.publishedPorts = []
+        networking.detach(&container, processesGone: false)
         try? commit(container, [event(.die, container, ["exitCode": "255", "error": reason])])
         try? cgroups.remove(id.rawValue)
         live[id]?.monitor = nil
@@ -598,8 +596,7 @@ public actor ContainerSupervisor {
         var attributes = ["exitCode": String(exit.code), "reason": processExit.reason.rawValue]
         if let signal { attributes["signal"] = signal.name }
         events.append(event(.die, container, attributes))
-        networking.detach(container)
-        container.publishedPorts = []
+        networking.detach(&container)
         do {
             try commit(container, events)
         } catch {
@@ -883,7 +880,7 @@ public actor ContainerSupervisor {
         guard var current = containers[id] else { return }
         do {
             _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete)
-            networking.detach(current)
+            networking.detach(&current)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try stateTrash.discard(id.rawValue, from: "\(environment.stateDir)/containers")
             try rootTrash.discard(id.rawValue, from: "\(environment.rootDir)/containers")

@@ -21,14 +21,13 @@ struct AgentConnection {
         try self.init(host, variable: "BERTH_HOST", default: Self.defaultHost, component: "agent", environment: environment)
     }
 
-    /// The controller's address; HOST:PORT without a scheme means TCP.
+    /// The controller's address (HOST:PORT means TCP, as everywhere).
     static func controller(_ address: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConnection {
         try AgentConnection(address, variable: "BERTH_CONTROLLER", default: "tcp://127.0.0.1:7450", component: "controller", environment: environment)
     }
 
     private init(_ given: String?, variable: String, default fallback: String, component: String, environment: [String: String]) throws {
-        var text = given ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
-        if component == "controller" && !text.contains("://") { text = "tcp://" + text }
+        let text = given ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
         do {
             self.address = try TransportAddress(parsing: text)
         } catch {

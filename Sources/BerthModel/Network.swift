@@ -45,9 +45,12 @@ public struct IPv4Address: Sendable, Hashable, Comparable, TextCodable {
     /// The MAC of an interface with this address, docker's scheme: 02:42
     /// and the address's four bytes, so that an address always has the same MAC.
     public var macAddress: String {
-        ([0x02, 0x42] + [value >> 24, value >> 16, value >> 8, value].map { UInt8($0 & 0xff) })
-            .map { b in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }
-            .joined(separator: ":")
+        macBytes.map { b in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }.joined(separator: ":")
+    }
+
+    /// The same MAC as six bytes.
+    public var macBytes: [UInt8] {
+        [0x02, 0x42] + [value >> 24, value >> 16, value >> 8, value].map { UInt8($0 & 0xff) }
     }
 }
 

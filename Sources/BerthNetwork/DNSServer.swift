@@ -123,19 +123,28 @@ public final class DNSServer: Sendable {
         for channel in all { channel.close(promise: nil) }
     }
 
-    /// The answer to `bytes` from `asker`, or nil to forward the question.
-    func localAnswer(_ bytes: [UInt8], asker: IPv4Address?, networkID: String) -> [UInt8]?? {
-        guard let query = DNSQuery(bytes) else { return .some(nil) }
-        guard query.questionClass == 1 else { return nil }
+    /// What becomes of a datagram that arrived.
+    enum Reply {
+        /// Answered here, from the name table.
+        case answer([UInt8])
+        /// Not a name of the table's: asked of the upstream resolvers.
+        case forward(DNSQuery)
+        /// Not a query: dropped.
+        case drop
+    }
+
+    func reply(to bytes: [UInt8], asker: IPv4Address?, networkID: String) -> Reply {
+        guard let query = DNSQuery(bytes) else { return .drop }
+        guard query.questionClass == 1 else { return .forward(query) }
         let asker = asker ?? IPv4Address(0)
         if query.type == DNSQuery.typePTR, let address = query.reverseAddress {
-            if let name = table.name(of: address, asker: asker, on: networkID) { return query.answer(pointer: name) }
-            return nil
+            if let name = table.name(of: address, asker: asker, on: networkID) { return .answer(query.answer(pointer: name)) }
+            return .forward(query)
         }
         let addresses = table.lookup(query.name, asker: asker, on: networkID)
-        guard !addresses.isEmpty else { return nil }
+        guard !addresses.isEmpty else { return .forward(query) }
         // A container's name has only IPv4 addresses: other types get an empty answer.
-        return query.answer(addresses: query.type == DNSQuery.typeA ? addresses : [])
+        return .answer(query.answer(addresses: query.type == DNSQuery.typeA ? addresses : []))
     }
 
     /// Sends the question to each upstream in turn until one answers
@@ -202,17 +211,11 @@ public final class DNSServer: Sendable {
                 buffer.writeBytes(answer)
                 channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: buffer), promise: nil)
             }
-            switch server.localAnswer(bytes, asker: asker, networkID: networkID) {
-            case .some(.some(let answer)): send(answer)
-            case .some(.none): return  // not a query: dropped
-            case .none:
-                server.forward(bytes, on: context.eventLoop).whenSuccess { answer in
-                    if let answer {
-                        send(answer)
-                    } else if let query = DNSQuery(bytes) {
-                        send(query.failure(rcode: 2))
-                    }
-                }
+            switch server.reply(to: bytes, asker: asker, networkID: networkID) {
+            case .answer(let answer): send(answer)
+            case .drop: return
+            case .forward(let query):
+                server.forward(bytes, on: context.eventLoop).whenSuccess { answer in send(answer ?? query.failure(rcode: 2)) }
             }
         }
     }

@@ -2,29 +2,14 @@ public import BerthModel
 import BerthLinux
 import Foundation
 
-/// One published port as the firewall sees it.
-public struct PortForward: Sendable, Hashable {
-    /// nil: every local address of the host.
-    public var hostIP: IPv4Address?
-    public var hostPort: UInt16
-    public var transport: PortProtocol
-    public var containerIP: IPv4Address
-    public var containerPort: UInt16
-
-    public init(hostIP: IPv4Address?, hostPort: UInt16, transport: PortProtocol, containerIP: IPv4Address, containerPort: UInt16) {
-        self.hostIP = hostIP
-        self.hostPort = hostPort
-        self.transport = transport
-        self.containerIP = containerIP
-        self.containerPort = containerPort
-    }
-
-    /// The element of the map it belongs to.
+extension PublishedPort {
+    /// Its element in the map it belongs to.
     var element: String {
         let key = "\(transport.rawValue) . \(hostPort)"
         return "\(hostIP.map { "\($0) . " } ?? "")\(key) : \(containerIP) . \(containerPort)"
     }
 
+    /// Forwards for every local address, or for one.
     var map: String { hostIP == nil ? "publish_any" : "publish_addr" }
 }
 
@@ -39,13 +24,13 @@ public struct Firewall: Sendable {
     /// nftables' table name, one per agent.
     public let table: String
 
-    static let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let nft = SystemTool("nft", missing: "nftables' nft command is not installed; published ports and outbound traffic need it")
 
     public init(table: String) {
         self.table = table
     }
 
-    public static var available: Bool { nft != nil }
+    public static var available: Bool { nft.path != nil }
 
     /// A bridge network as the firewall sees it.
     public struct Bridge: Sendable, Hashable {
@@ -62,7 +47,7 @@ public struct Firewall: Sendable {
 
     /// Replaces the table with one holding exactly `bridges` and `forwards`,
     /// in one transaction: what was stale is gone, nothing is half-applied.
-    public func install(bridges: [Bridge], forwards: [PortForward]) throws {
+    public func install(bridges: [Bridge], forwards: [PublishedPort]) throws {
         var script = "table ip \(table) {}\ndelete table ip \(table)\n"
         script += """
             table ip \(table) {
@@ -113,41 +98,17 @@ public struct Firewall: Sendable {
 
     public func remove(_ bridge: Bridge) throws { try apply(elements(adding: bridge).replacingOccurrences(of: "add element", with: "delete element")) }
 
-    public func add(_ forwards: [PortForward]) throws {
+    public func add(_ forwards: [PublishedPort]) throws {
         guard !forwards.isEmpty else { return }
         try apply(elements(adding: forwards))
     }
 
     /// Deletes forwards; ones already gone are no error.
-    public func remove(_ forwards: [PortForward]) throws {
+    public func remove(_ forwards: [PublishedPort]) throws {
         guard !forwards.isEmpty else { return }
         // Deleting an absent element fails the whole transaction: each is
         // added first (a no-op when present), then deleted.
         try apply(elements(adding: forwards) + elements(adding: forwards).replacingOccurrences(of: "add element", with: "delete element"))
-    }
-
-    /// The forwards the table holds now.
-    public func forwards() throws -> [PortForward] {
-        var result: [PortForward] = []
-        for map in ["publish_any", "publish_addr"] {
-            let text = try run(["list", "map", "ip", table, map])
-            guard let open = text.range(of: "elements = {"), let close = text.range(of: "}", range: open.upperBound..<text.endIndex) else { continue }
-            for entry in text[open.upperBound..<close.lowerBound].split(separator: ",") {
-                let words = entry.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).filter { $0 != "." && $0 != ":" }
-                let fields = words.map(String.init)
-                let hasIP = map == "publish_addr"
-                guard fields.count == (hasIP ? 5 : 4) else { continue }
-                let offset = hasIP ? 1 : 0
-                guard let transport = PortProtocol(rawValue: fields[offset]), let hostPort = UInt16(fields[offset + 1]),
-                    let containerIP = try? IPv4Address(parsing: fields[offset + 2]), let containerPort = UInt16(fields[offset + 3])
-                else { continue }
-                result.append(
-                    PortForward(
-                        hostIP: hasIP ? try? IPv4Address(parsing: fields[0]) : nil, hostPort: hostPort, transport: transport,
-                        containerIP: containerIP, containerPort: containerPort))
-            }
-        }
-        return result
     }
 
     private func elements(adding bridge: Bridge) -> String {
@@ -159,7 +120,7 @@ public struct Firewall: Sendable {
         return s
     }
 
-    private func elements(adding forwards: [PortForward]) -> String {
+    private func elements(adding forwards: [PublishedPort]) -> String {
         forwards.map { "add element ip \(table) \($0.map) { \($0.element) }\n" }.joined()
     }
 
@@ -167,18 +128,6 @@ public struct Firewall: Sendable {
         let file = NSTemporaryDirectory() + "berth-nft-\(UUID().uuidString).nft"
         try FileIO.write(script, to: file, create: true)
         defer { try? FileIO.removeFile(file) }
-        try run(["-f", file])
-    }
-
-    @discardableResult
-    private func run(_ arguments: [String]) throws -> String {
-        guard let nft = Self.nft else {
-            throw BerthError(.unavailable, "nftables' nft command is not installed; published ports and outbound traffic need it")
-        }
-        let result = try Processes.runBlocking(nft, arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout: .seconds(30))
-        guard result.status == 0 else {
-            throw BerthError(.internal, "nft \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        return result.stdout
+        try Self.nft.run(["-f", file])
     }
 }

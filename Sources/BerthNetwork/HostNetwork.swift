@@ -7,18 +7,11 @@ import Glibc
 /// The host's side of bridge networks, through iproute2: bridges, the host
 /// ends of containers' veth pairs, and the routes the host already has.
 public enum HostNetwork {
-    static let ip = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let ip = SystemTool("ip", missing: "iproute2's ip command is not installed; networks need it")
 
     /// Runs `ip` and returns what it printed.
     @discardableResult
-    public static func run(_ arguments: [String]) throws -> String {
-        guard let ip else { throw BerthError(.unavailable, "iproute2's ip command is not installed; networks need it") }
-        let result = try Processes.runBlocking(ip, arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout: .seconds(30))
-        guard result.status == 0 else {
-            throw BerthError(.internal, "ip \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        return result.stdout
-    }
+    public static func run(_ arguments: [String]) throws -> String { try ip.run(arguments) }
 
     public static func linkExists(_ name: String) -> Bool { FileIO.exists("/sys/class/net/\(name)") }
 
@@ -56,9 +49,7 @@ public enum HostNetwork {
     /// A veth pair: `host` on the host, in `bridge` and up; its peer moved
     /// into the namespace at `netns` as `peer`, with `mac`.
     public static func addVeth(host: String, bridge: String, peer: String, address: IPv4Address, netns: String) throws {
-        let v = address.value
-        let mac: [UInt8] = [0x02, 0x42, UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)]
-        guard berth_veth_create(host, bridge, peer, mac, netns) == 0 else {
+        guard berth_veth_create(host, bridge, peer, address.macBytes, netns) == 0 else {
             throw BerthError(.internal, "cannot make the veth pair \(host) (in \(bridge)) and \(peer): \(SystemError("rtnetlink", errno: errno))")
         }
     }

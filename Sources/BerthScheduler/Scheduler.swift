@@ -163,12 +163,12 @@ public enum Scheduler {
     }
 
     /// How full the node would be with the replica: the sum of its CPU and
-    /// memory fractions (kube-scheduler's MostAllocated).
+    /// memory fractions (kube-scheduler's MostAllocated), 2 less the free
+    /// fractions left.
     @inline(__always)
     static func binpackScore(_ request: PlacementRequest, _ cluster: Cluster, _ i: Int) -> Double {
-        let cpu = Double(cluster.nodes[i].allocatable.milliCPU - cluster.freeCPU[i] + request.resources.milliCPU)
-        let memory = Double(cluster.nodes[i].allocatable.memoryBytes - cluster.freeMemory[i] + request.resources.memoryBytes)
-        return cpu * cluster.inverseCPU[i] + memory * cluster.inverseMemory[i]
+        2 - Double(cluster.freeCPU[i] - request.resources.milliCPU) * cluster.inverseCPU[i]
+            - Double(cluster.freeMemory[i] - request.resources.memoryBytes) * cluster.inverseMemory[i]
     }
 
     /// The best feasible node for one more replica, nil when none fits.
@@ -179,22 +179,11 @@ public enum Scheduler {
         case .binpack:
             var bestIndex = -1
             var bestScore = -Double.infinity
-            cluster.freeCPU.withUnsafeBufferPointer { freeCPU in
-                cluster.freeMemory.withUnsafeBufferPointer { freeMemory in
-                    cluster.inverseCPU.withUnsafeBufferPointer { inverseCPU in
-                        cluster.inverseMemory.withUnsafeBufferPointer { inverseMemory in
-                            feasible.withUnsafeBufferPointer { feasible in
-                                for i in 0..<freeCPU.count where feasible[i] && freeCPU[i] >= cpu && freeMemory[i] >= memory {
-                                    // Fullness after placing: 2 − the free fractions left.
-                                    let score = -(Double(freeCPU[i] - cpu) * inverseCPU[i] + Double(freeMemory[i] - memory) * inverseMemory[i])
-                                    if score > bestScore {
-                                        bestScore = score
-                                        bestIndex = i
-                                    }
-                                }
-                            }
-                        }
-                    }
+            for i in cluster.freeCPU.indices where feasible[i] && cluster.freeCPU[i] >= cpu && cluster.freeMemory[i] >= memory {
+                let score = binpackScore(request, cluster, i)
+                if score > bestScore {
+                    bestScore = score
+                    bestIndex = i
                 }
             }
             return bestIndex >= 0 ? bestIndex : nil

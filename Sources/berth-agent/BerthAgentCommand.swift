@@ -97,7 +97,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }
-            configuration.controller = try controller.map { try TransportAddress(parsing: $0.contains("://") ? $0 : "tcp://\($0)") }
+            configuration.controller = try controller.map { try TransportAddress(parsing: $0) }
             configuration.advertise = advertise
             configuration.log = LogConfig(maxSize: try ByteSize(parsing: logMaxSize, for: "--log-max-size"), maxFiles: logMaxFile)
             for label in labels {

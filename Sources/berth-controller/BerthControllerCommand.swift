@@ -39,7 +39,7 @@ struct BerthControllerCommand: AsyncParsableCommand {
         configuration.dataDir = data
         configuration.nodeGrace = .milliseconds(Int64(nodeGrace * 1000))
         do {
-            configuration.listen = try TransportAddress(parsing: listen.contains("://") ? listen : "tcp://\(listen)")
+            configuration.listen = try TransportAddress(parsing: listen)
             let controller = try Controller(configuration: configuration, logger: logger)
             let group = ServiceGroup(
                 configuration: .init(

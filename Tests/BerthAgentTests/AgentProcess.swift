@@ -126,16 +126,20 @@ final class AgentProcess: @unchecked Sendable {
         stop()
         AgentProcess.killShims(under: state)
         AgentProcess.removeCgroups(parent: cgroupParent)
-        AgentProcess.removeNetworking(root: root, state: state)
+        removeNetworking()
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// The agent's node ID, from its root directory.
+    var nodeID: String {
+        get throws { try String(contentsOfFile: "\(root)/node-id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
     }
 
     /// Removes what the agent made on the host for networks and left there
     /// (the default network's bridge, containers' veths, its nftables
     /// table, namespace files): by the names its node ID gives them.
-    static func removeNetworking(root: String, state: String) {
-        guard let id = try? String(contentsOfFile: "\(root)/node-id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), id.count >= 8
-        else { return }
+    func removeNetworking() {
+        guard let id = try? nodeID, id.count >= 8 else { return }
         let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
         for link in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
         where link.hasPrefix("v" + id.prefix(4)) || link.hasPrefix("br" + id.prefix(4)) {

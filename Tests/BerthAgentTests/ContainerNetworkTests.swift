@@ -25,23 +25,25 @@ struct ContainerNetworkTests {
     /// until the body is `expected` (a server may still be starting).
     static func fetch(_ url: String, expecting expected: String) async throws -> String {
         let busybox = try TestImage.rootfs() + "/bin/busybox"
-        var body = ""
-        let deadline = ContinuousClock.now + .seconds(10)
-        repeat {
-            body = try await runCommand(URL(fileURLWithPath: busybox), ["timeout", "5", busybox, "wget", "-q", "-O", "-", url], environment: [:]).stdout
-            if body == expected { break }
-            try await Task.sleep(for: .milliseconds(100))
-        } while ContinuousClock.now < deadline
-        return body
+        return try await retrying(until: expected) {
+            try await runCommand(URL(fileURLWithPath: busybox), ["timeout", "5", busybox, "wget", "-q", "-O", "-", url], environment: [:]).stdout
+        }
     }
 
     /// GET from inside a new container on `network`, retried like `fetch`.
     static func fetch(_ host: ContainerHost, _ url: String, network: String?, expecting expected: String) async throws -> String {
+        let on = network.map { ["--network", $0] } ?? []
+        return try await retrying(until: expected) {
+            try await host.berth(["run", "--rm"] + on + ["busybox", "timeout", "5", "wget", "-q", "-O", "-", url]).stdout
+        }
+    }
+
+    /// Runs `attempt` until it returns `expected` or 10 s pass; what it returned last.
+    static func retrying(until expected: String, _ attempt: () async throws -> String) async throws -> String {
         var body = ""
         let deadline = ContinuousClock.now + .seconds(10)
         repeat {
-            let where_ = network.map { ["--network", $0] } ?? []
-            body = try await host.berth(["run", "--rm"] + where_ + ["busybox", "timeout", "5", "wget", "-q", "-O", "-", url]).stdout
+            body = try await attempt()
             if body == expected { break }
             try await Task.sleep(for: .milliseconds(100))
         } while ContinuousClock.now < deadline
@@ -69,26 +71,17 @@ struct ContainerNetworkTests {
     }
 
     /// A port nothing on the host uses now.
-    static func freePort() -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return UInt16(bigEndian: address.sin_port)
-    }
+    static func freePort() throws -> UInt16 { UInt16(try MetricsTests.freePort()) }
 
     /// The agent's nftables table, as nft lists it.
     static func table(_ agent: AgentProcess) throws -> String {
-        let id = try String(contentsOfFile: "\(agent.root)/node-id", encoding: .utf8).prefix(8)
+        let id = try agent.nodeID.prefix(8)
         return try Processes.runBlocking("/usr/sbin/nft", ["list", "table", "ip", "berth_\(id)"], environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]).stdout
     }
 
     /// The elements of the agent's port-forward maps, as nft lists them.
     static func forwards(_ agent: AgentProcess) throws -> String {
-        let id = try String(contentsOfFile: "\(agent.root)/node-id", encoding: .utf8).prefix(8)
+        let id = try agent.nodeID.prefix(8)
         return try ["publish_any", "publish_addr"].map { map in
             let text = try Processes.runBlocking("/usr/sbin/nft", ["list", "map", "ip", "berth_\(id)", map], environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]).stdout
             return text.split(separator: "\n").filter { $0.contains(" : ") && !$0.contains("type ") }.joined(separator: "\n")
@@ -99,7 +92,7 @@ struct ContainerNetworkTests {
     /// those of ended namespaces in the background: with `settled`, up to
     /// 10 s are given for the count to come down to `expected`.
     static func veths(_ agent: AgentProcess, settled expected: Int? = nil) async throws -> [String] {
-        let id = try String(contentsOfFile: "\(agent.root)/node-id", encoding: .utf8).prefix(4)
+        let id = try agent.nodeID.prefix(4)
         let deadline = ContinuousClock.now + .seconds(10)
         while true {
             let links = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/net").filter { $0.hasPrefix("v\(id)") }.sorted()
@@ -190,7 +183,7 @@ struct ContainerNetworkTests {
         let host = try await ContainerHost(extraArguments: ["--bridge-subnet", subnet])
         defer { host.cleanUp() }
         let echo = try Self.udpEcho.get()
-        let fixed = Self.freePort()
+        let fixed = try Self.freePort()
         let web = try await host.berth([
             "run", "-d", "--name", "web", "-p", "\(fixed):80", "-p", "127.0.0.1::80", "-p", "127.0.0.1::9000/udp",
             "-v", "\(echo):/udp-echo:ro", "busybox", "sh", "-c",
@@ -311,8 +304,8 @@ struct ContainerNetworkTests {
         let arguments = ["--bridge-subnet", subnet]
         let first = try await ContainerHost(extraArguments: arguments)
         defer { first.cleanUp() }
-        let keptPort = Self.freePort()
-        let lostPort = Self.freePort()
+        let keptPort = try Self.freePort()
+        let lostPort = try Self.freePort()
         #expect(try await first.berth(["run", "-d", "--name", "kept", "-p", "127.0.0.1:\(keptPort):80", "busybox", "sh", "-c",
                                         "echo kept > /tmp/index.html; exec httpd -f -p 80 -h /tmp"]).status == 0)
         #expect(try await first.berth(["run", "-d", "--name", "lost", "-p", "127.0.0.1:\(lostPort):80", "busybox", "httpd", "-f", "-p", "80"]).status == 0)
@@ -324,7 +317,7 @@ struct ContainerNetworkTests {
         // While the agent is away: the container's process dies, and
         // someone leaves a veth with the agent's prefix and a forward.
         kill(lostPID, SIGKILL)
-        let id = try String(contentsOfFile: "\(first.agent.root)/node-id", encoding: .utf8)
+        let id = try first.agent.nodeID
         let stale = "v\(id.prefix(4))stale0"
         let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
         _ = try Processes.runBlocking("/usr/sbin/ip", ["link", "add", stale, "type", "veth", "peer", "name", "p\(id.prefix(4))stale0"], environment: env)

@@ -99,7 +99,7 @@ struct ControllerNodeTests {
         defer { first.cleanUp() }
         let (second, _) = try await agent("b")
         defer { second.cleanUp() }
-        let firstID = try String(contentsOfFile: "\(first.root)/node-id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let firstID = try first.nodeID
         var nodes = try await Self.waitFor(controller) { $0.count == 2 && $0.allSatisfy { $0.state == "ready" } }
         #expect(nodes.count == 2 && nodes.allSatisfy { $0.state == "ready" && $0.availability == "active" }, "\(nodes)")
         #expect(Set(nodes.compactMap { $0.labels["zone"] }) == ["a", "b"])
