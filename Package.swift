@@ -314,6 +314,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BerthControllerTests",
+            dependencies: ["BerthController", "BerthScheduler", "BerthModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "BerthCgroupsTests",
             dependencies: ["BerthCgroups", "BerthLinux", "BerthModel"],
             swiftSettings: swiftSettings

@@ -46,7 +46,7 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Mount a tmpfs: /path[:size=64m].") var tmpfs: [String] = []
     @Flag(help: "Mount the container's root filesystem as read only.") var readOnly = false
     @Flag(help: "Run an init inside the container that forwards signals and reaps processes.") var `init` = false
-    @Option(help: "Restart policy: no, on-failure[:N], always, unless-stopped.") var restart: String = "no"
+    @Option(help: "Restart policy: no (the default; always for a service's replicas), on-failure[:N], always, unless-stopped.") var restart: String?
     @Option(help: "Signal to stop the container (default SIGTERM).") var stopSignal: String?
     @Option(help: "Seconds to wait for the stop signal before SIGKILL.") var stopTimeout: Int?
     @Option(help: "Add a Linux capability.") var capAdd: [String] = []
@@ -64,7 +64,7 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Log rotation: max-size=SIZE (e.g. 10m), max-file=N.") var logOpt: [String] = []
 
     /// - Throws: `BerthError.invalidArgument` with docker-like wording for a malformed flag.
-    func spec(image: String, command: [String], environment: [String: String]) throws -> ContainerSpec {
+    func spec(image: String, command: [String], environment: [String: String], defaultRestart: String = "no") throws -> ContainerSpec {
         if tty || interactive {
             throw BerthError(.unimplemented, "-t and -i need an attached terminal, which this release does not offer yet; run without them (output is streamed)")
         }
@@ -79,7 +79,7 @@ struct ContainerFlags: ParsableArguments {
             name: name, image: image, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, command: command, env: envs,
             workingDir: workdir, user: user, labels: labels, hostname: hostname, resources: resources, mounts: mounts,
             ports: try publish.map { try PortMapping(parsing: $0) }, publishAll: publishAll,
-            network: network, networkAliases: networkAlias, ipv4Address: ip, restartPolicy: try RestartPolicy(parsing: restart),
+            network: network, networkAliases: networkAlias, ipv4Address: ip, restartPolicy: try RestartPolicy(parsing: restart ?? defaultRestart),
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },

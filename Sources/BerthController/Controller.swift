@@ -38,6 +38,7 @@ public struct ControllerConfiguration: Sendable {
 public final class Controller: Service, Sendable {
     public let configuration: ControllerConfiguration
     public let registry: NodeRegistry
+    public let services: ServiceManager
     private let logger: Logger
 
     /// - Throws: `BerthError` for a bad configuration or a store that cannot be opened.
@@ -49,23 +50,35 @@ public final class Controller: Service, Sendable {
         let store = try SQLiteControllerStore(path: "\(configuration.dataDir)/controller.db")
         registry = try NodeRegistry(
             store: store, grace: configuration.nodeGrace, heartbeatInterval: configuration.heartbeatInterval, logger: logger)
+        services = try ServiceManager(store: store, logger: logger)
     }
 
     public func run() async throws {
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let server = GRPCServer(
             transport: NGHTTP2ServerTransport(config: .init(address: configuration.listen), logger: logger),
-            services: [NodesService(registry: registry)])
+            services: [
+                NodesService(registry: registry),
+                ServicesService(services: services, registry: registry, wake: { wake.yield() }),
+            ])
         let registry = self.registry
         let sweepEvery = configuration.nodeGrace / 10
+        let reconciler = Reconciler(
+            services: services, registry: registry,
+            driver: AgentDriver(clusterID: services.clusterID, connection: { .init(address: $0, connectTimeout: .seconds(3)) }, logger: logger),
+            logger: logger)
         logger.info("controller starting", metadata: ["data": "\(configuration.dataDir)", "grace": "\(configuration.nodeGrace)"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
                 group.addTask {
                     while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                        await registry.sweep()
+                        if !(await registry.sweep()).isEmpty { wake.yield() }
                         try? await Task.sleep(for: sweepEvery)
                     }
+                }
+                group.addTask {
+                    await cancelWhenGracefulShutdown { await reconciler.run(wakeups: wakeups) }
                 }
             }
         } onGracefulShutdown: { [logger] in

@@ -148,16 +148,19 @@ public enum PlacementStrategy: Sendable, Hashable {
 public struct PlacementRequest: Sendable, Hashable {
     /// Replicas of one service are spread and counted together.
     public var service: String
+    /// The service as messages name it.
+    public var name: String
     public var resources: Resources2D
     public var constraints: [Constraint]
     public var ports: [HostPort]
     public var strategy: PlacementStrategy
 
     public init(
-        service: String, resources: Resources2D, constraints: [Constraint] = [], ports: [HostPort] = [],
+        service: String, name: String? = nil, resources: Resources2D, constraints: [Constraint] = [], ports: [HostPort] = [],
         strategy: PlacementStrategy = .binpack
     ) {
         self.service = service
+        self.name = name ?? service
         self.resources = resources
         self.constraints = constraints
         self.ports = ports

@@ -15,9 +15,12 @@ public struct Cluster: Sendable {
     var replicas: [String: [Int32: Int32]] = [:]
     /// For a label: each node's value as a small number, and the values.
     var labelValues: [String: (ids: [Int32], count: Int)] = [:]
+    /// Each node's position, by ID.
+    let indexByID: [String: Int]
 
     public init(nodes: [SchedulerNode]) {
         self.nodes = nodes
+        indexByID = Dictionary(nodes.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { first, _ in first })
         ready = nodes.map { $0.availability == .ready }
         freeCPU = nodes.map { $0.allocatable.milliCPU - $0.allocated.milliCPU }
         freeMemory = nodes.map { $0.allocatable.memoryBytes - $0.allocated.memoryBytes }
@@ -66,8 +69,14 @@ public struct Cluster: Sendable {
     /// Adds a replica that already runs on node `id` (when the cluster is
     /// rebuilt from the store).
     public mutating func record(_ request: PlacementRequest, onNode id: String) {
-        guard let index = nodes.firstIndex(where: { $0.id == id }) else { return }
+        guard let index = indexByID[id] else { return }
         add(request, at: index)
+    }
+
+    /// Takes back a replica recorded on node `id` (one being shut down).
+    public mutating func remove(_ request: PlacementRequest, fromNode id: String) {
+        guard let index = indexByID[id], (replicas[request.service]?[Int32(index)] ?? 0) > 0 else { return }
+        remove(request, at: index)
     }
 
     /// How many replicas of `service` each node has.
@@ -103,7 +112,7 @@ public enum Scheduler {
                 for index in chosen.reversed() { cluster.remove(request, at: index) }
                 throw BerthError(
                     .resourceExhausted,
-                    "cannot place \(count - placed) of \(count) replicas of \(request.service): \(summary(verdicts))")
+                    "cannot place \(count - placed) of \(count) replicas of \(request.name): \(summary(verdicts))")
             }
             cluster.add(request, at: index)
             // A replica's host ports are now taken on that node.
@@ -111,6 +120,19 @@ public enum Scheduler {
             chosen.append(index)
         }
         return chosen.map { cluster.nodes[$0].id }
+    }
+
+    /// Places `count` replicas if they all fit, else as many as fit.
+    ///
+    /// - Returns: the chosen node IDs, and why not all fit (nil when they did).
+    public static func placeAsMany(_ request: PlacementRequest, count: Int, on cluster: inout Cluster) -> (nodes: [String], unplaced: BerthError?) {
+        do {
+            return (try place(request, count: count, on: &cluster), nil)
+        } catch {
+            var nodes: [String] = []
+            while nodes.count < count, let node = try? place(request, count: 1, on: &cluster).first { nodes.append(node) }
+            return (nodes, error as? BerthError ?? BerthError(.internal, "\(error)"))
+        }
     }
 
     /// Every node's verdict for the next replica, best first among those
