@@ -47,6 +47,10 @@ public struct AgentConfiguration: Sendable {
     public var controller: TransportAddress?
     /// Where the controller reaches this agent (HOST:PORT); by default the TCP listener's address.
     public var advertise: String?
+    /// Mutual TLS (`--tls-dir`): the TCP listener takes only clients with a
+    /// certificate from the cluster's CA, and the controller is called with
+    /// this agent's. The unix socket stays for local root.
+    public var tls: MutualTLS?
 
     public init() {}
 
@@ -94,10 +98,10 @@ public struct AgentConfiguration: Sendable {
             guard case .tcp(let host, _) = listen else {
                 throw BerthError.invalid("--listen \(listen): expected HOST:PORT")
             }
-            guard Self.isLoopback(host) else {
+            guard tls != nil || Self.isLoopback(host) else {
                 throw BerthError.invalid(
                     "--listen \(listen): a TCP listener without TLS would let anyone who reaches \(host) control this host; "
-                        + "listen on a loopback address (127.0.0.1 or ::1), or use the unix socket")
+                        + "listen on a loopback address (127.0.0.1 or ::1), use the unix socket, or give --tls-dir")
             }
         }
     }
@@ -206,10 +210,10 @@ public final class Agent: Service, Sendable {
         var addresses: [TransportAddress] = [.unix(path: configuration.socketPath)]
         if let listen = configuration.listen { addresses.append(listen) }
         var listeners = addresses.map { address in
-            GRPCServer(
-                transport: NGHTTP2ServerTransport(
-                    config: .init(address: address, limits: configuration.limits, routes: routes), logger: logger),
-                services: services, interceptors: [metrics.interceptor])
+            var config = NGHTTP2ServerTransport.Config(address: address, limits: configuration.limits, routes: routes)
+            if case .tcp = address { config.connectionInitializer = configuration.tls?.serverInitializer }
+            return GRPCServer(
+                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor])
         }
         if let metricsListen = configuration.metricsListen {
             var config = NGHTTP2ServerTransport.Config(address: metricsListen, limits: configuration.limits, routes: routes)
@@ -230,7 +234,8 @@ public final class Agent: Service, Sendable {
                     group.addTask { try await server.serve() }
                 }
                 if let controller = configuration.controller, let advertise = configuration.advertisedAddress {
-                    let link = ControllerLink(controller: controller, advertise: advertise, node: node, version: BuildInfo.version, logger: logger)
+                    let link = ControllerLink(
+                        controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger)
                     group.addTask { await cancelWhenGracefulShutdown { await link.run() } }
                 }
             }

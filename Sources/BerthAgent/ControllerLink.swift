@@ -10,6 +10,7 @@ import SwiftProtobuf
 /// a controller that no longer knows the node, registers again.
 struct ControllerLink: Sendable {
     let controller: TransportAddress
+    let tls: MutualTLS?
     /// Where the controller reaches this agent's API (HOST:PORT).
     let advertise: String
     let node: NodeDirectory
@@ -22,7 +23,8 @@ struct ControllerLink: Sendable {
             do {
                 var quiet = logger
                 quiet.logLevel = .critical
-                let transport = NGHTTP2ClientTransport(config: .init(address: controller, connectTimeout: .seconds(5)), logger: quiet)
+                let config = tls?.clientConfig(controller, connectTimeout: .seconds(5)) ?? .init(address: controller, connectTimeout: .seconds(5))
+                let transport = NGHTTP2ClientTransport(config: config, logger: quiet)
                 try await withGRPCClient(transport: transport) { client in
                     let nodes = Berth_Controller_V1_Nodes.Client(wrapping: client)
                     let info = node.info()

@@ -15,18 +15,23 @@ struct AgentConnection {
     let hostText: String
     /// "agent" or "controller", for messages.
     let component: String
+    /// Mutual TLS for TCP (`--tls-dir`, then `BERTH_CERT_PATH`).
+    let tls: MutualTLS?
 
     /// - Throws: `BerthError.invalidArgument` for an address that does not parse.
-    init(host: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
-        try self.init(host, variable: "BERTH_HOST", default: Self.defaultHost, component: "agent", environment: environment)
+    init(host: String?, tlsDir: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        try self.init(host, variable: "BERTH_HOST", default: Self.defaultHost, component: "agent", tlsDir: tlsDir, environment: environment)
     }
 
     /// The controller's address (HOST:PORT means TCP, as everywhere).
-    static func controller(_ address: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConnection {
-        try AgentConnection(address, variable: "BERTH_CONTROLLER", default: "tcp://127.0.0.1:7450", component: "controller", environment: environment)
+    static func controller(_ address: String?, tlsDir: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> AgentConnection {
+        try AgentConnection(
+            address, variable: "BERTH_CONTROLLER", default: "tcp://127.0.0.1:7450", component: "controller", tlsDir: tlsDir, environment: environment)
     }
 
-    private init(_ given: String?, variable: String, default fallback: String, component: String, environment: [String: String]) throws {
+    private init(
+        _ given: String?, variable: String, default fallback: String, component: String, tlsDir: String?, environment: [String: String]
+    ) throws {
         let text = given ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
         do {
             self.address = try TransportAddress(parsing: text)
@@ -35,6 +40,16 @@ struct AgentConnection {
         }
         self.hostText = text
         self.component = component
+        let directory = tlsDir ?? environment["BERTH_CERT_PATH"].flatMap { $0.isEmpty ? nil : $0 }
+        if case .tcp = address, let directory {
+            do {
+                tls = try MutualTLS(directory: directory)
+            } catch {
+                throw BerthError.invalid("TLS: \(error)")
+            }
+        } else {
+            tls = nil
+        }
     }
 
     /// Runs `body` with a connected client; maps transport and RPC failures
@@ -42,7 +57,8 @@ struct AgentConnection {
     func withClient<R: Sendable>(_ body: @Sendable (GRPCClient<NGHTTP2ClientTransport>) async throws -> R) async throws -> R {
         var logger = Logger(label: "berth.cli")
         logger.logLevel = .critical
-        let transport = NGHTTP2ClientTransport(config: .init(address: address, connectTimeout: .seconds(5)), logger: logger)
+        let config = tls?.clientConfig(address, connectTimeout: .seconds(5)) ?? .init(address: address, connectTimeout: .seconds(5))
+        let transport = NGHTTP2ClientTransport(config: config, logger: logger)
         do {
             return try await withGRPCClient(transport: transport) { client in try await body(client) }
         } catch let error as RPCError where error.code == .unavailable && error.metadata[stringValues: "berth-error-code"].first(where: { _ in true }) == nil {
@@ -51,7 +67,13 @@ struct AgentConnection {
                     .unavailable,
                     "cannot connect to the Berth \(component) at \(address) (\(failure.reason)). Is berth-\(component) running, and may you use its socket?")
             }
-            throw BerthError(.unavailable, "the Berth \(component) at \(address) is unavailable: \(error.message)")
+            var hint = ""
+            if case .tcp = address {
+                hint = tls.map {
+                    "\(error.cause.map { " (\($0))" } ?? ""). The TLS handshake may have failed: is \($0.directory)/ca.pem the cluster's CA, and is its certificate unexpired?"
+                } ?? ". If it takes mutual TLS only, give --tls-dir or BERTH_CERT_PATH."
+            }
+            throw BerthError(.unavailable, "the Berth \(component) at \(address) is unavailable: \(error.message)\(hint)")
         } catch let error as RPCError {
             throw BerthError(error)
         }

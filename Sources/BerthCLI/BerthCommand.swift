@@ -10,7 +10,10 @@ struct AgentOptions: ParsableArguments {
     @Option(name: [.customShort("H"), .long], help: "The agent to talk to: unix:///PATH or tcp://HOST:PORT (default $BERTH_HOST, then unix:///run/berth/agent.sock).")
     var host: String?
 
-    func connection() throws -> AgentConnection { try AgentConnection(host: host) }
+    @Option(help: "Mutual TLS for a tcp:// agent: a directory with ca.pem, cert.pem and key.pem (default $BERTH_CERT_PATH).")
+    var tlsDir: String?
+
+    func connection() throws -> AgentConnection { try AgentConnection(host: host, tlsDir: tlsDir) }
 }
 
 /// `berth`: the command line for Berth, with docker's spelling.

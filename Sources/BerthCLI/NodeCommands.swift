@@ -10,7 +10,10 @@ struct ControllerOptions: ParsableArguments {
     @Option(help: "The controller: HOST:PORT or tcp://HOST:PORT (default $BERTH_CONTROLLER, then 127.0.0.1:7450).")
     var controller: String?
 
-    func connection() throws -> AgentConnection { try AgentConnection.controller(controller) }
+    @Option(help: "Mutual TLS: a directory with ca.pem, cert.pem and key.pem (default $BERTH_CERT_PATH).")
+    var tlsDir: String?
+
+    func connection() throws -> AgentConnection { try AgentConnection.controller(controller, tlsDir: tlsDir) }
 }
 
 /// `berth node …`: the cluster's agents, as the controller knows them.

@@ -8,8 +8,10 @@ public import ServiceLifecycle
 
 /// How a controller is set up.
 public struct ControllerConfiguration: Sendable {
-    /// Where the controller's API listens (loopback until mutual TLS is configured).
+    /// Where the controller's API listens (loopback only without mutual TLS).
     public var listen: TransportAddress = .tcp(host: "127.0.0.1", port: 7450)
+    /// Mutual TLS for the API and for calls to agents (`--tls-dir`).
+    public var tls: MutualTLS?
     /// Persistent state (`controller.db`).
     public var dataDir = "/var/lib/berth-controller"
     /// No heartbeat for this long: a node is down.
@@ -22,9 +24,9 @@ public struct ControllerConfiguration: Sendable {
     public func validate() throws {
         guard dataDir.hasPrefix("/") else { throw BerthError.invalid("--data \"\(dataDir)\": must be an absolute path") }
         guard case .tcp(let host, _) = listen else { throw BerthError.invalid("--listen \(listen): expected HOST:PORT") }
-        guard host == "::1" || host == "localhost" || host.hasPrefix("127.") else {
+        guard tls != nil || host == "::1" || host == "localhost" || host.hasPrefix("127.") else {
             throw BerthError.invalid(
-                "--listen \(listen): without TLS anyone who reaches \(host) could control the cluster; listen on a loopback address")
+                "--listen \(listen): without TLS anyone who reaches \(host) could control the cluster; listen on a loopback address, or give --tls-dir")
         }
         guard nodeGrace >= .seconds(1) else { throw BerthError.invalid("--node-grace: at least one second") }
     }
@@ -55,8 +57,10 @@ public final class Controller: Service, Sendable {
 
     public func run() async throws {
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        var serverConfig = NGHTTP2ServerTransport.Config(address: configuration.listen)
+        serverConfig.connectionInitializer = configuration.tls?.serverInitializer
         let server = GRPCServer(
-            transport: NGHTTP2ServerTransport(config: .init(address: configuration.listen), logger: logger),
+            transport: NGHTTP2ServerTransport(config: serverConfig, logger: logger),
             services: [
                 NodesService(registry: registry),
                 ServicesService(services: services, registry: registry, wake: { wake.yield() }),
@@ -65,9 +69,14 @@ public final class Controller: Service, Sendable {
         let sweepEvery = configuration.nodeGrace / 10
         let reconciler = Reconciler(
             services: services, registry: registry,
-            driver: AgentDriver(clusterID: services.clusterID, connection: { .init(address: $0, connectTimeout: .seconds(3)) }, logger: logger),
+            driver: AgentDriver(
+                clusterID: services.clusterID,
+                connection: { [tls = configuration.tls] in tls?.clientConfig($0, connectTimeout: .seconds(3)) ?? .init(address: $0, connectTimeout: .seconds(3)) },
+                logger: logger),
             logger: logger)
-        logger.info("controller starting", metadata: ["data": "\(configuration.dataDir)", "grace": "\(configuration.nodeGrace)"])
+        logger.info(
+            "controller starting",
+            metadata: ["data": "\(configuration.dataDir)", "grace": "\(configuration.nodeGrace)", "tls": "\(configuration.tls?.directory ?? "off")"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }

@@ -6,6 +6,8 @@ public enum TransportError: Error, CustomStringConvertible, Sendable {
     case badAddress(String)
     /// The transport was shut down.
     case closed
+    /// TLS cannot be set up (a certificate or key that cannot be used).
+    case tls(String)
 
     public var description: String {
         switch self {
@@ -15,6 +17,8 @@ public enum TransportError: Error, CustomStringConvertible, Sendable {
             return message
         case .closed:
             return "the transport is shut down"
+        case .tls(let message):
+            return message
         }
     }
 

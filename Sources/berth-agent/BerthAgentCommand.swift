@@ -18,8 +18,11 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "The local control socket (mode 0600).")
     var socket = "/run/berth/agent.sock"
 
-    @Option(help: "Also listen on TCP HOST:PORT (loopback only until mutual TLS is configured).")
+    @Option(help: "Also listen on TCP HOST:PORT (loopback only without --tls-dir).")
     var listen: String?
+
+    @Option(help: "Mutual TLS: a directory with ca.pem, cert.pem and key.pem (berth-controller ca issue). TCP clients must then present a certificate from the same CA; the controller is called with this one.")
+    var tlsDir: String?
 
     @Option(help: "Also serve /metrics and /healthz, plain HTTP only, on HOST:PORT (for a Prometheus server elsewhere).")
     var metricsListen: String?
@@ -99,6 +102,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }
             configuration.controller = try controller.map { try TransportAddress(parsing: $0) }
             configuration.advertise = advertise
+            configuration.tls = try tlsDir.map { try MutualTLS(directory: $0) }
             configuration.log = LogConfig(maxSize: try ByteSize(parsing: logMaxSize, for: "--log-max-size"), maxFiles: logMaxFile)
             for label in labels {
                 let parts = label.split(separator: "=", maxSplits: 1)

@@ -11,10 +11,31 @@ import UnixSignals
 @main
 struct BerthControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "berth-controller", abstract: "Keep track of the cluster's agents and serve the controller's gRPC API.")
+        commandName: "berth-controller", abstract: "Schedule services over the cluster's agents, and keep them running.",
+        subcommands: [Serve.self, CACommand.self], defaultSubcommand: Serve.self)
+}
 
-    @Option(help: "Listen on TCP HOST:PORT (loopback only until mutual TLS is configured).")
+/// Prints a domain or transport error as one line and exits 1.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as BerthError {
+        FileHandle.standardError.write(Data("berth-controller: \(error)\n".utf8))
+        throw ExitCode(1)
+    } catch let error as TransportError {
+        FileHandle.standardError.write(Data("berth-controller: \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve the controller's gRPC API (the default).")
+
+    @Option(help: "Listen on TCP HOST:PORT (loopback only without --tls-dir).")
     var listen = "127.0.0.1:7450"
+
+    @Option(help: "Mutual TLS: a directory with ca.pem, cert.pem and key.pem (berth-controller ca issue). Clients and agents must then present a certificate from the same CA.")
+    var tlsDir: String?
 
     @Option(help: "Directory for persistent state.")
     var data = "/var/lib/berth-controller"
@@ -38,20 +59,54 @@ struct BerthControllerCommand: AsyncParsableCommand {
         var configuration = ControllerConfiguration()
         configuration.dataDir = data
         configuration.nodeGrace = .milliseconds(Int64(nodeGrace * 1000))
-        do {
+        try await reportingErrors {
             configuration.listen = try TransportAddress(parsing: listen)
+            configuration.tls = try tlsDir.map { try MutualTLS(directory: $0) }
             let controller = try Controller(configuration: configuration, logger: logger)
             let group = ServiceGroup(
                 configuration: .init(
                     services: [.init(service: controller, successTerminationBehavior: .gracefullyShutdownGroup)],
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-        } catch let error as BerthError {
-            FileHandle.standardError.write(Data("berth-controller: \(error)\n".utf8))
-            throw ExitCode(1)
-        } catch let error as TransportError {
-            FileHandle.standardError.write(Data("berth-controller: \(error)\n".utf8))
-            throw ExitCode(1)
+        }
+    }
+}
+
+struct CACommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ca", abstract: "The cluster's certificate authority: every TCP peer presents a certificate it issued.",
+        subcommands: [CAInit.self, CAIssue.self])
+}
+
+struct CAInit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Make the cluster CA (ca.pem, ca-key.pem); never overwrites one.")
+    @Option(help: "Where the CA is kept.") var dir = "/etc/berth/ca"
+    @Option(help: "Days the CA is valid.") var days = 3650
+
+    func run() async throws {
+        try await reportingErrors {
+            try ClusterCA.initialize(directory: dir, validFor: days)
+            print("\(dir)/ca.pem")
+        }
+    }
+}
+
+struct CAIssue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "issue",
+        abstract: "Issue a certificate for an agent, the controller or an operator: OUT/ca.pem, cert.pem, key.pem (docker's cert directory layout).")
+    @Option(help: "The certificate's name (a node's hostname, or an operator's name).") var node: String
+    @Option(help: "An IP address the holder is reached at (repeatable).") var ip: [String] = []
+    @Option(help: "Another DNS name the holder is reached at (repeatable).") var dns: [String] = []
+    @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
+    @Option(help: "Where to write the certificate (default: /etc/berth/certs/NAME).") var out: String?
+    @Option(help: "Days the certificate is valid.") var days = 365
+
+    func run() async throws {
+        try await reportingErrors {
+            let out = self.out ?? "/etc/berth/certs/\(node)"
+            try ClusterCA.issue(caDirectory: caDir, name: node, dnsNames: dns, ipAddresses: ip, outputDirectory: out, validFor: days)
+            print(out)
         }
     }
 }
