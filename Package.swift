@@ -358,6 +358,7 @@ let package = Package(
                 "BerthAgent",
                 "BerthAPI",
                 "BerthCgroups",
+                "BerthController",
                 "BerthImages",
                 "BerthLinux",
                 "BerthModel",

@@ -47,7 +47,9 @@ final class AgentProcess: @unchecked Sendable {
     let cgroupParent: String
 
     /// Starts the agent and waits until it answers on its socket.
-    init(extraArguments: [String] = [], tcp: Bool = true, directory: URL? = nil, cgroupParent: String? = nil) async throws {
+    /// - Parameter launcher: a command the agent is started through, such as
+    ///   `nsenter --net=…` (it must exec the agent, so the PID stays the agent's).
+    init(extraArguments: [String] = [], tcp: Bool = true, directory: URL? = nil, cgroupParent: String? = nil, launcher: [String] = []) async throws {
         let dir = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("berth-agent-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         self.directory = dir
@@ -65,9 +67,10 @@ final class AgentProcess: @unchecked Sendable {
         // names the resolver does not know go nowhere but loopback.
         if !extraArguments.contains(where: { $0.hasPrefix("--bridge") }) { arguments += ["--bridge", "none"] }
         if !extraArguments.contains("--dns") { arguments += ["--dns", "127.0.0.1:9"] }
+        let agent = try BuildProducts.executable("berth-agent").path
         process = ChildProcess(
             pid: try Processes.spawn(
-                executable: try BuildProducts.executable("berth-agent").path, arguments: arguments + extraArguments,
+                executable: launcher.first ?? agent, arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [agent]) + arguments + extraArguments,
                 environment: ProcessInfo.processInfo.environment.map { "\($0)=\($1)" }, stdout: logFD, stderr: logFD))
         try await waitUntilReady(tcp: tcp)
     }

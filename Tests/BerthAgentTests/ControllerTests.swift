@@ -9,9 +9,13 @@ final class ControllerProcess: @unchecked Sendable {
     let directory: URL
     let port: Int
     let grace: Double
+    let host: String
+    let extraArguments: [String]
     private(set) var process: ChildProcess
 
-    init(grace: Double, directory: URL? = nil, port: Int? = nil) async throws {
+    init(grace: Double, directory: URL? = nil, port: Int? = nil, host: String = "127.0.0.1", extraArguments: [String] = []) async throws {
+        self.host = host
+        self.extraArguments = extraArguments
         self.directory = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("berth-controller-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.port = try port ?? MetricsTests.freePort()
@@ -20,7 +24,7 @@ final class ControllerProcess: @unchecked Sendable {
         try await start()
     }
 
-    var address: String { "127.0.0.1:\(port)" }
+    var address: String { "\(host):\(port)" }
     var log: String { (try? String(contentsOf: directory.appendingPathComponent("controller.log"), encoding: .utf8)) ?? "" }
 
     func start() async throws {
@@ -30,7 +34,7 @@ final class ControllerProcess: @unchecked Sendable {
         process = ChildProcess(
             pid: try Processes.spawn(
                 executable: try BuildProducts.executable("berth-controller").path,
-                arguments: ["--listen", address, "--data", directory.appendingPathComponent("data").path, "--node-grace", String(grace)],
+                arguments: ["--listen", address, "--data", directory.appendingPathComponent("data").path, "--node-grace", String(grace)] + extraArguments,
                 environment: ["PATH=/usr/bin:/bin"], stdout: logFD, stderr: logFD))
         let deadline = ContinuousClock.now + .seconds(30)
         while log.components(separatedBy: "listening").count == before {

@@ -1,9 +1,62 @@
+import BerthController
+import BerthLinux
 import BerthModel
 import Foundation
 import Testing
 
-/// A controller and three agents on this host (loopback ports, a zone label
-/// each), with the test image in every agent.
+/// Three network namespaces on a bridge the test makes, as three hosts: each
+/// has its own address; the host side of the bridge is the controller's.
+final class TestHosts: @unchecked Sendable {
+    let tag = String(UUID().uuidString.prefix(5).lowercased())
+    let prefix: String
+    var bridge: String { "btb\(tag)" }
+    var controllerAddress: String { "\(prefix).1" }
+    func namespace(_ i: Int) -> String { "btn\(tag)\(i)" }
+    func address(_ i: Int) -> String { "\(prefix).\(11 + i)" }
+
+    init(count: Int) throws {
+        // A /24 of 10.250.0.0/16 that no route on this host uses.
+        let routes = try Self.ip(["-4", "route", "show"])
+        guard let third = (0..<256).shuffled().first(where: { !routes.contains("10.250.\($0).") }) else { throw HarnessError("no free /24 in 10.250.0.0/16") }
+        prefix = "10.250.\(third)"
+        do {
+            _ = try Self.ip(["link", "add", bridge, "type", "bridge"])
+            _ = try Self.ip(["addr", "add", "\(controllerAddress)/24", "dev", bridge])
+            _ = try Self.ip(["link", "set", bridge, "up"])
+            for i in 0..<count {
+                let ns = namespace(i)
+                _ = try Self.ip(["netns", "add", ns])
+                _ = try Self.ip(["link", "add", "btv\(tag)\(i)", "type", "veth", "peer", "name", "eth0", "netns", ns])
+                _ = try Self.ip(["link", "set", "btv\(tag)\(i)", "master", bridge, "up"])
+                _ = try Self.ip(["-n", ns, "addr", "add", "\(address(i))/24", "dev", "eth0"])
+                _ = try Self.ip(["-n", ns, "link", "set", "eth0", "up"])
+                _ = try Self.ip(["-n", ns, "link", "set", "lo", "up"])
+            }
+        } catch {
+            cleanUp()
+            throw error
+        }
+    }
+
+    /// Starts a process in namespace `i` (nsenter execs it: the PID is the process's).
+    func launcher(_ i: Int) -> [String] { ["/usr/bin/nsenter", "--net=/run/netns/\(namespace(i))"] }
+
+    @discardableResult
+    static func ip(_ arguments: [String]) throws -> String {
+        let r = try Processes.runBlocking("/usr/sbin/ip", arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        guard r.status == 0 else { throw HarnessError("ip \(arguments.joined(separator: " ")): \(r.stderr)") }
+        return r.stdout
+    }
+
+    func cleanUp() {
+        for i in 0..<3 { _ = try? Self.ip(["netns", "delete", namespace(i)]) }
+        _ = try? Self.ip(["link", "delete", bridge])
+    }
+}
+
+/// A controller and three agents (a zone label each), with the test image in
+/// every agent: on loopback ports, or (`isolated`) each agent in its own
+/// network namespace with its own address and every TCP peer on mutual TLS.
 final class ClusterHarness: @unchecked Sendable {
     let controller: ControllerProcess
     private(set) var agents: [AgentProcess] = []
@@ -11,12 +64,43 @@ final class ClusterHarness: @unchecked Sendable {
     private var retired: [AgentProcess] = []
     private var ports: [Int] = []
     let zones = ["a", "b", "c"]
+    let hosts: TestHosts?
+    /// The cluster CA and certificates (isolated clusters).
+    let certificates: URL?
+    var operatorCertificates: String? { certificates?.appendingPathComponent("operator").path }
 
-    init(grace: Double = 2) async throws {
-        controller = try await ControllerProcess(grace: grace)
+    init(grace: Double = 2, isolated: Bool = false) async throws {
+        if isolated {
+            let hosts = try TestHosts(count: 3)
+            let certificates = FileManager.default.temporaryDirectory.appendingPathComponent("berth-certs-\(hosts.tag)")
+            do {
+                let ca = certificates.appendingPathComponent("ca").path
+                try ClusterCA.initialize(directory: ca)
+                try ClusterCA.issue(
+                    caDirectory: ca, name: "controller", ipAddresses: [hosts.controllerAddress],
+                    outputDirectory: certificates.appendingPathComponent("controller").path)
+                try ClusterCA.issue(caDirectory: ca, name: "operator", outputDirectory: certificates.appendingPathComponent("operator").path)
+                for i in 0..<3 {
+                    try ClusterCA.issue(
+                        caDirectory: ca, name: "node\(i)", ipAddresses: [hosts.address(i)], outputDirectory: certificates.appendingPathComponent("node\(i)").path)
+                }
+                controller = try await ControllerProcess(
+                    grace: grace, host: hosts.controllerAddress, extraArguments: ["--tls-dir", certificates.appendingPathComponent("controller").path])
+            } catch {
+                hosts.cleanUp()
+                try? FileManager.default.removeItem(at: certificates)
+                throw error
+            }
+            self.hosts = hosts
+            self.certificates = certificates
+        } else {
+            controller = try await ControllerProcess(grace: grace)
+            hosts = nil
+            certificates = nil
+        }
         do {
             for zone in zones {
-                let port = try MetricsTests.freePort()
+                let port = try hosts == nil ? MetricsTests.freePort() : 7440
                 ports.append(port)
                 agents.append(try await startAgent(zone: zone, port: port, directory: nil, cgroupParent: nil))
             }
@@ -31,9 +115,15 @@ final class ClusterHarness: @unchecked Sendable {
     }
 
     private func startAgent(zone: String, port: Int, directory: URL?, cgroupParent: String?) async throws -> AgentProcess {
-        try await AgentProcess(
-            extraArguments: ["--listen", "127.0.0.1:\(port)", "--controller", controller.address, "--label", "zone=\(zone)"], tcp: false,
-            directory: directory, cgroupParent: cgroupParent)
+        let index = zones.firstIndex(of: zone)!
+        var arguments = ["--controller", controller.address, "--label", "zone=\(zone)"]
+        if let hosts, let certificates {
+            arguments += ["--listen", "\(hosts.address(index)):\(port)", "--tls-dir", certificates.appendingPathComponent("node\(index)").path]
+        } else {
+            arguments += ["--listen", "127.0.0.1:\(port)"]
+        }
+        return try await AgentProcess(
+            extraArguments: arguments, tcp: false, directory: directory, cgroupParent: cgroupParent, launcher: hosts?.launcher(index) ?? [])
     }
 
     /// kill -9 of agent `index`; its containers keep running.
@@ -55,9 +145,11 @@ final class ClusterHarness: @unchecked Sendable {
         return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env)
     }
 
-    func cli(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> CommandResult {
+    /// `berth` aimed at the controller, with the operator's certificate when the cluster has TLS.
+    func cli(_ arguments: [String], certificates: String?? = .none, timeout: Duration = .seconds(120)) async throws -> CommandResult {
         var env = ProcessInfo.processInfo.environment
         env["BERTH_CONTROLLER"] = controller.address
+        env["BERTH_CERT_PATH"] = certificates ?? operatorCertificates
         return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: timeout)
     }
 
@@ -98,6 +190,8 @@ final class ClusterHarness: @unchecked Sendable {
     func cleanUp() {
         for agent in agents + retired { agent.cleanUp() }
         controller.cleanUp()
+        hosts?.cleanUp()
+        if let certificates { try? FileManager.default.removeItem(at: certificates) }
     }
 }
 
@@ -216,5 +310,66 @@ struct ServiceTests {
         #expect(try await cluster.eventually { try await cluster.containers("web").values.allSatisfy(\.isEmpty) })
         #expect(try await cluster.eventually { try await cluster.replicas("", all: true).isEmpty })
         print("services: replicas moved off a lost node \(movedAfter) after its kill")
+    }
+}
+
+@Suite("a cluster of three hosts in network namespaces, on mutual TLS (processes)", .serialized, .timeLimit(.minutes(5)))
+struct MultiHostTests {
+    @Test("six replicas spread over three hosts; a host killed → its replicas run elsewhere within grace + 5 s; back → six; no certificate, a forged or an expired one → refused")
+    func multiHost() async throws {
+        guard Privileges.root else { return }
+        let cluster = try await ClusterHarness(isolated: true)
+        defer { cluster.cleanUp() }
+        let hosts = try #require(cluster.hosts)
+        let ids = try cluster.agents.map { try $0.nodeID }
+        #expect(try await cluster.eventually { try await cluster.cli(["node", "ls", "-q"]).stdout.split(separator: "\n").count == 3 })
+        let nodes = try await cluster.cli(["node", "ls"]).stdout
+        for i in 0..<3 { #expect(nodes.contains("\(hosts.address(i)):7440"), "each agent at its own address: \(nodes)") }
+
+        let created = try await cluster.cli(["service", "create", "--name", "web", "--replicas", "6", "--placement-pref", "spread=node.labels.zone", "-m", "16m", "busybox", "sleep", "100000"])
+        #expect(created.status == 0, "\(created.stderr)")
+        var placed = try await cluster.containers("web")
+        #expect(placed.values.map(\.count).sorted() == [2, 2, 2], "\(placed)")
+
+        cluster.killAgent(1)
+        let lost = ContinuousClock.now
+        let moved = try await cluster.eventually(timeout: .seconds(7)) {
+            let now = try await cluster.replicas("web")
+            return now.count == 6 && now.allSatisfy { $0.nodeID != ids[1] && $0.state == "running" }
+        }
+        let movedAfter = ContinuousClock.now - lost
+        #expect(moved, "within grace (2 s) + 5 s; took \(movedAfter)")
+        try await cluster.restartAgent(1)
+        let settled = try await cluster.eventually {
+            let placed = try await cluster.containers("web")
+            return placed[ids[1]]?.isEmpty == true && placed.values.map(\.count).reduce(0, +) == 6
+        }
+        placed = try await cluster.containers("web")
+        #expect(settled, "\(placed)")
+
+        // Refusals: the controller and an agent, without a certificate, with
+        // one from another CA, and with an expired one from the cluster's CA.
+        let scratch = try #require(cluster.certificates)
+        try ClusterCA.initialize(directory: scratch.appendingPathComponent("other-ca").path)
+        try ClusterCA.issue(
+            caDirectory: scratch.appendingPathComponent("other-ca").path, name: "operator", outputDirectory: scratch.appendingPathComponent("forged").path)
+        try ClusterCA.issue(
+            caDirectory: scratch.appendingPathComponent("ca").path, name: "operator", outputDirectory: scratch.appendingPathComponent("expired").path,
+            validFor: 1, notBefore: Date() - 3 * 86400)
+        let agentHost = "tcp://\(hosts.address(0)):7440"
+        for certificates in [nil, scratch.appendingPathComponent("forged").path, scratch.appendingPathComponent("expired").path] {
+            let toController = try await cluster.cli(["node", "ls"], certificates: .some(certificates))
+            #expect(toController.status != 0 && toController.stderr.contains("unavailable"), "\(certificates ?? "none"): \(toController.stderr)")
+            let toAgent = try await cluster.cli(["-H", agentHost, "ps"], certificates: .some(certificates))
+            #expect(toAgent.status != 0, "\(certificates ?? "none"): \(toAgent.stdout)")
+        }
+        let allowed = try await cluster.cli(["-H", agentHost, "ps"])
+        #expect(allowed.status == 0 && allowed.stdout.contains("web."), "an operator's certificate reaches the agent: \(allowed.stderr)")
+        let offLoopback = try await runCommand(try BuildProducts.executable("berth-agent"), ["--listen", "\(hosts.controllerAddress):7441", "--root", "/nonexistent/r"])
+        #expect(offLoopback.status != 0 && offLoopback.stderr.contains("or give --tls-dir"), "\(offLoopback.stderr)")
+
+        #expect(try await cluster.cli(["service", "rm", "web"]).status == 0)
+        #expect(try await cluster.eventually { try await cluster.containers("web").values.allSatisfy(\.isEmpty) })
+        print("multi-host: replicas moved off a killed host \(movedAfter) after its kill")
     }
 }
