@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "BerthTransport", targets: ["BerthTransport"]),
         .library(name: "BerthAgent", targets: ["BerthAgent"]),
         .library(name: "BerthScheduler", targets: ["BerthScheduler"]),
+        .library(name: "BerthController", targets: ["BerthController"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),

@@ -15,12 +15,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // Placements per second and binpack quality of the pure scheduler.
+        // Placements per second and binpack quality, of the pure scheduler
+        // and through the controller with its SQLite store.
         .executableTarget(
             name: "scheduler-bench",
             dependencies: [
                 .product(name: "BerthScheduler", package: "main"),
+                .product(name: "BerthController", package: "main"),
                 .product(name: "BerthModel", package: "main"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

@@ -53,6 +53,8 @@ enum ServicePlanner {
         services: [ClusterService], replicas: [Replica], nodes: [ClusterNode], now: Date, newID: () -> String = { RandomHex.make(32) }
     ) -> StoreChange {
         var current = Dictionary(uniqueKeysWithValues: replicas.map { ($0.id, $0) })
+        var byService: [String: [String]] = [:]
+        for replica in replicas { byService[replica.serviceID, default: []].append(replica.id) }
         var changed: Set<String> = []
         let servicesByID = Dictionary(uniqueKeysWithValues: services.map { ($0.id, $0) })
         let nodesByID = Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, $0) })
@@ -105,7 +107,7 @@ enum ServicePlanner {
                 shutDown(replica.id, why)
                 cluster.remove(request, fromNode: replica.nodeID)
             }
-            var live = current.values.filter { $0.serviceID == service.id && $0.desiredState == .running }
+            var live = (byService[service.id] ?? []).compactMap { current[$0] }.filter { $0.desiredState == .running }
                 .sorted { ($0.slot, -$0.version, $0.createdAt) < ($1.slot, -$1.version, $1.createdAt) }
             // Scaled down, and any second replica in one slot.
             var seen: Set<Int> = []

@@ -188,8 +188,9 @@ final class ClusterHarness: @unchecked Sendable {
     }
 
     func cleanUp() {
-        for agent in agents + retired { agent.cleanUp() }
+        // The controller first, or it would start the replicas the agents' cleanup removes.
         controller.cleanUp()
+        for agent in agents + retired { agent.cleanUp() }
         hosts?.cleanUp()
         if let certificates { try? FileManager.default.removeItem(at: certificates) }
     }
