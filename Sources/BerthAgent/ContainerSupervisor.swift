@@ -659,7 +659,18 @@ public actor ContainerSupervisor {
     public func stop(_ reference: String, timeout: Int? = nil) async throws -> Container {
         var container = try find(reference)
         let id = container.id
-        live[id]?.restart?.cancel()
+        if let pending = live[id]?.restart {
+            // The restart policy starts no new run from now on; a run it is
+            // already launching finishes first, and is then stopped like any.
+            if container.status.state == .exited && !container.status.stoppedByUser {
+                container.status.noteStopRequested()
+                try commit(container)
+            }
+            pending.cancel()
+            await pending.value
+            live[id]?.restart?.cancel()
+            container = try find(reference)
+        }
         guard container.status.state.isActive else {
             if container.status.state == .exited && !container.status.stoppedByUser {
                 container.status.noteStopRequested()

@@ -112,7 +112,7 @@ public struct AgentDriver: Sendable {
         do {
             do {
                 _ = try await containers.create(request)
-            } catch let error as RPCError where BerthError(error).code == .notFound && error.message.contains("image") {
+            } catch let error as RPCError where BerthError(error).code == .notFound && BerthError(error).message.hasPrefix("no such image: ") {
                 logger.info("pulling a replica's image", metadata: ["image": "\(spec.image)", "error": "\(error.message)"])
                 try await images.pull(.with { $0.reference = spec.image }) { response in
                     for try await _ in response.messages {}

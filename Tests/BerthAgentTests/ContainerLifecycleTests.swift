@@ -130,6 +130,18 @@ struct ContainerLifecycleTests {
         try await Task.sleep(for: .seconds(1))
         let after = try await host.inspect("loop")
         #expect(after.status.state == .exited && after.status.restartCount == stopped)
+        // A stop that comes while a restart is being launched stops that run
+        // too: nothing runs, or restarts, after it returns.
+        for round in 0..<4 {
+            let name = "quick\(round)"
+            #expect(try await host.berth(["run", "-d", "--name", name, "--restart", "always", "busybox", "true"]).status == 0)
+            _ = try await host.waitFor(name, timeout: .seconds(30)) { $0.status.restartCount >= 1 + round % 2 }
+            #expect(try await host.berth(["stop", "-t", "1", name]).status == 0)
+            let count = try await host.inspect(name).status.restartCount
+            try await Task.sleep(for: .milliseconds(500))
+            let later = try await host.inspect(name)
+            #expect(later.status.state == .exited && later.status.restartCount == count, "\(name): \(later.status)")
+        }
     }
 
     @Test("live limit changes with update reach the cgroup")
