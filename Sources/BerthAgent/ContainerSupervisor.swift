@@ -699,9 +699,16 @@ public actor ContainerSupervisor {
 
     private func sendSignal(_ id: ContainerID, _ signal: Signal) async throws {
         let shim = ShimClient(bundleDir: environment.bundleDir(id))
-        let reply = try await shim.request(.signal(signal.number))
-        if let error = reply["error"], containers[id]?.status.state.isActive == true {
-            throw BerthError(.internal, "cannot send \(signal.name): \(error)")
+        let failure: String?
+        do {
+            failure = try await shim.request(.signal(signal.number))["error"]
+        } catch {
+            failure = "\(error)"
+        }
+        // A process that has just exited (its shim may be gone already) is
+        // not a failure: its exit reaches the record within moments.
+        if let failure, await !waitForExit(id, timeout: .seconds(2)) {
+            throw BerthError(.internal, "cannot send \(signal.name): \(failure)")
         }
         // A frozen process handles signals only once thawed.
         if containers[id]?.status.state == .paused, signal == .kill || signal == .terminate || signal == .interrupt {

@@ -136,7 +136,8 @@ struct ContainerLifecycleTests {
             let name = "quick\(round)"
             #expect(try await host.berth(["run", "-d", "--name", name, "--restart", "always", "busybox", "true"]).status == 0)
             _ = try await host.waitFor(name, timeout: .seconds(30)) { $0.status.restartCount >= 1 + round % 2 }
-            #expect(try await host.berth(["stop", "-t", "1", name]).status == 0)
+            let stop = try await host.berth(["stop", "-t", "1", name])
+            #expect(stop.status == 0, "\(stop.stderr)")
             let count = try await host.inspect(name).status.restartCount
             try await Task.sleep(for: .milliseconds(500))
             let later = try await host.inspect(name)
