@@ -212,8 +212,10 @@ public final class Agent: Service, Sendable {
         var listeners = addresses.map { address in
             var config = NGHTTP2ServerTransport.Config(address: address, limits: configuration.limits, routes: routes)
             if case .tcp = address { config.connectionInitializer = configuration.tls?.serverInitializer }
+            // Over TLS, only the controller and operators control this host; nodes' certificates do not.
+            let roles = PeerRoleInterceptor { _ in [.controller, .operator] }
             return GRPCServer(
-                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor])
+                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor, roles])
         }
         if let metricsListen = configuration.metricsListen {
             var config = NGHTTP2ServerTransport.Config(address: metricsListen, limits: configuration.limits, routes: routes)

@@ -1,5 +1,6 @@
 import BerthLinux
 import BerthModel
+public import BerthTransport
 import Crypto
 import Foundation
 import SwiftASN1
@@ -38,15 +39,16 @@ public enum ClusterCA {
     }
 
     /// Issues a certificate for `name`, good for both ends of a connection
-    /// (server and client), naming `name`, `dnsNames` and `ipAddresses`.
+    /// (server and client), naming `name`, `dnsNames` and `ipAddresses`,
+    /// with `role` as its OU (what its holder may call).
     ///
     /// - Parameters:
     ///   - notBefore: when it starts to be valid (now, less five minutes of clock skew, by default).
     /// - Throws: `BerthError.invalidArgument` for an address that is not IPv4
     ///   or IPv6, `notFound` for a CA directory without a CA.
     public static func issue(
-        caDirectory: String, name: String, dnsNames: [String] = [], ipAddresses: [String] = [], outputDirectory: String, validFor days: Int = 365,
-        notBefore: Date? = nil
+        caDirectory: String, name: String, role: PeerRole, dnsNames: [String] = [], ipAddresses: [String] = [], outputDirectory: String,
+        validFor days: Int = 365, notBefore: Date? = nil
     ) throws {
         guard !name.isEmpty, days >= 1 || notBefore != nil else { throw BerthError.invalid("a certificate needs a name and at least one day") }
         let (caCertificate, caKey) = try load(caDirectory)
@@ -60,7 +62,11 @@ public enum ClusterCA {
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
             notValidBefore: start, notValidAfter: start + Double(days) * 86400 + (notBefore == nil ? 300 : 0),
-            issuer: caCertificate.subject, subject: try DistinguishedName { CommonName(name) },
+            issuer: caCertificate.subject,
+            subject: try DistinguishedName {
+                OrganizationalUnitName(role.rawValue)
+                CommonName(name)
+            },
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)

@@ -64,6 +64,13 @@ public final class Controller: Service, Sendable {
             services: [
                 NodesService(registry: registry),
                 ServicesService(services: services, registry: registry, wake: { wake.yield() }),
+            ],
+            interceptors: [
+                PeerRoleInterceptor { method in
+                    // Agents announce themselves; everything else is for operators (and controllers).
+                    method.service.fullyQualifiedService == "berth.controller.v1.Nodes" && ["Register", "Heartbeat"].contains(method.method)
+                        ? [.node] : [.operator, .controller]
+                }
             ])
         let registry = self.registry
         let sweepEvery = configuration.nodeGrace / 10

@@ -66,13 +66,17 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
     private let watermarks = StreamWatermarks()
     /// Called with the outcome when the connection ends.
     private let onClose: @Sendable () -> Void
+    /// The role in the TLS peer's certificate, passed to handlers in each
+    /// request's metadata; nil without TLS.
+    private let peerRole: String?
 
     init(
         limits: TransportLimits, logger: Logger, acceptor: any StreamAcceptor,
-        remotePeer: String, localPeer: String, onClose: @escaping @Sendable () -> Void
+        remotePeer: String, localPeer: String, peerRole: String? = nil, onClose: @escaping @Sendable () -> Void
     ) {
         self.acceptor = acceptor
         self.peers = (remotePeer, localPeer)
+        self.peerRole = peerRole
         self.onClose = onClose
         super.init(limits: limits, logger: logger)
     }
@@ -147,6 +151,9 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         case "grpc-timeout":
             stream.timeout = HeaderCoding.parseTimeout(text)
             stream.metadata.addString(text, forKey: key)
+        case PeerRole.metadataKey:
+            // Only the transport says who the peer is.
+            break
         default:
             if !HeaderCoding.isReserved(key) {
                 HeaderCoding.addMetadata(name: key, value: text, to: &stream.metadata)
@@ -176,6 +183,7 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         let io = ServerIO(key: Int(streamID), owner: scheduler, watermarks: watermarks, sizeOf: PartSize.of)
         stream.io = io
         stream.descriptor = descriptor
+        if let peerRole { stream.metadata.addString(peerRole, forKey: PeerRole.metadataKey) }
         io.deliver(.metadata(stream.metadata), bytes: 0)
         stream.metadata = Metadata()
         if endStream { io.finishInbound() }

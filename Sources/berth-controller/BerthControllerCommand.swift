@@ -96,6 +96,8 @@ struct CAIssue: AsyncParsableCommand {
         commandName: "issue",
         abstract: "Issue a certificate for an agent, the controller or an operator: OUT/ca.pem, cert.pem, key.pem (docker's cert directory layout).")
     @Option(help: "The certificate's name (a node's hostname, or an operator's name).") var node: String
+    @Option(help: "What the holder may do: node (an agent: registers and heartbeats), controller (calls agents), operator (berth: calls the controller and agents).")
+    var role = "node"
     @Option(help: "An IP address the holder is reached at (repeatable).") var ip: [String] = []
     @Option(help: "Another DNS name the holder is reached at (repeatable).") var dns: [String] = []
     @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
@@ -105,7 +107,8 @@ struct CAIssue: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let out = self.out ?? "/etc/berth/certs/\(node)"
-            try ClusterCA.issue(caDirectory: caDir, name: node, dnsNames: dns, ipAddresses: ip, outputDirectory: out, validFor: days)
+            guard let role = PeerRole(rawValue: role) else { throw BerthError.invalid("--role \(role): expected node, controller or operator") }
+            try ClusterCA.issue(caDirectory: caDir, name: node, role: role, dnsNames: dns, ipAddresses: ip, outputDirectory: out, validFor: days)
             print(out)
         }
     }

@@ -1,6 +1,7 @@
 import BerthController
 import BerthLinux
 import BerthModel
+import BerthTransport
 import Foundation
 import Testing
 
@@ -77,12 +78,14 @@ final class ClusterHarness: @unchecked Sendable {
                 let ca = certificates.appendingPathComponent("ca").path
                 try ClusterCA.initialize(directory: ca)
                 try ClusterCA.issue(
-                    caDirectory: ca, name: "controller", ipAddresses: [hosts.controllerAddress],
+                    caDirectory: ca, name: "controller", role: .controller, ipAddresses: [hosts.controllerAddress],
                     outputDirectory: certificates.appendingPathComponent("controller").path)
-                try ClusterCA.issue(caDirectory: ca, name: "operator", outputDirectory: certificates.appendingPathComponent("operator").path)
+                try ClusterCA.issue(
+                    caDirectory: ca, name: "operator", role: .operator, outputDirectory: certificates.appendingPathComponent("operator").path)
                 for i in 0..<3 {
                     try ClusterCA.issue(
-                        caDirectory: ca, name: "node\(i)", ipAddresses: [hosts.address(i)], outputDirectory: certificates.appendingPathComponent("node\(i)").path)
+                        caDirectory: ca, name: "node\(i)", role: .node, ipAddresses: [hosts.address(i)],
+                        outputDirectory: certificates.appendingPathComponent("node\(i)").path)
                 }
                 controller = try await ControllerProcess(
                     grace: grace, host: hosts.controllerAddress, extraArguments: ["--tls-dir", certificates.appendingPathComponent("controller").path])
@@ -316,7 +319,7 @@ struct ServiceTests {
 
 @Suite("a cluster of three hosts in network namespaces, on mutual TLS (processes)", .serialized, .timeLimit(.minutes(5)))
 struct MultiHostTests {
-    @Test("six replicas spread over three hosts; a host killed → its replicas run elsewhere within grace + 5 s; back → six; no certificate, a forged or an expired one → refused")
+    @Test("six replicas spread over three hosts; a host killed → its replicas run elsewhere within grace + 5 s; back → six; no certificate, a forged or an expired one → refused; a node's certificate controls nothing")
     func multiHost() async throws {
         guard Privileges.root else { return }
         let cluster = try await ClusterHarness(isolated: true)
@@ -353,10 +356,11 @@ struct MultiHostTests {
         let scratch = try #require(cluster.certificates)
         try ClusterCA.initialize(directory: scratch.appendingPathComponent("other-ca").path)
         try ClusterCA.issue(
-            caDirectory: scratch.appendingPathComponent("other-ca").path, name: "operator", outputDirectory: scratch.appendingPathComponent("forged").path)
+            caDirectory: scratch.appendingPathComponent("other-ca").path, name: "operator", role: .operator,
+            outputDirectory: scratch.appendingPathComponent("forged").path)
         try ClusterCA.issue(
-            caDirectory: scratch.appendingPathComponent("ca").path, name: "operator", outputDirectory: scratch.appendingPathComponent("expired").path,
-            validFor: 1, notBefore: Date() - 3 * 86400)
+            caDirectory: scratch.appendingPathComponent("ca").path, name: "operator", role: .operator,
+            outputDirectory: scratch.appendingPathComponent("expired").path, validFor: 1, notBefore: Date() - 3 * 86400)
         let agentHost = "tcp://\(hosts.address(0)):7440"
         for certificates in [nil, scratch.appendingPathComponent("forged").path, scratch.appendingPathComponent("expired").path] {
             let toController = try await cluster.cli(["node", "ls"], certificates: .some(certificates))
@@ -364,6 +368,13 @@ struct MultiHostTests {
             let toAgent = try await cluster.cli(["-H", agentHost, "ps"], certificates: .some(certificates))
             #expect(toAgent.status != 0, "\(certificates ?? "none"): \(toAgent.stdout)")
         }
+        // A node's own certificate (from the cluster's CA) controls no other
+        // agent, and calls nothing on the controller but its registration.
+        let nodeCertificate = scratch.appendingPathComponent("node1").path
+        let nodeToAgent = try await cluster.cli(["-H", agentHost, "ps"], certificates: .some(nodeCertificate))
+        #expect(nodeToAgent.status != 0 && nodeToAgent.stderr.contains("a node certificate may not call List"), "\(nodeToAgent.stderr)")
+        let nodeToController = try await cluster.cli(["service", "ls"], certificates: .some(nodeCertificate))
+        #expect(nodeToController.status != 0 && nodeToController.stderr.contains("a node certificate may not call List"), "\(nodeToController.stderr)")
         let allowed = try await cluster.cli(["-H", agentHost, "ps"])
         #expect(allowed.status == 0 && allowed.stdout.contains("web."), "an operator's certificate reaches the agent: \(allowed.stderr)")
         let offLoopback = try await runCommand(try BuildProducts.executable("berth-agent"), ["--listen", "\(hosts.controllerAddress):7441", "--root", "/nonexistent/r"])
