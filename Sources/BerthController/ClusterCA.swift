@@ -100,9 +100,10 @@ public enum ClusterCA {
     }
 
     private static func write(_ text: String, to path: String, mode: mode_t) throws {
-        let temporary = "\(path).tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: Int(mode)]),
-            rename(temporary, path) == 0
-        else { throw BerthError(.internal, "cannot write \(path)") }
+        do {
+            try AtomicFile.write(Array(text.utf8), to: path, mode: mode)
+        } catch {
+            throw BerthError(.internal, "cannot write \(path): \(error)")
+        }
     }
 }

@@ -70,12 +70,20 @@ public actor ServiceManager {
     }
 
     public func list() -> [(ClusterService, running: Int)] {
-        services.values.sorted { $0.spec.name < $1.spec.name }.map { ($0, running(of: $0)) }
+        // One pass over the replicas for all the services.
+        var running: [String: Int] = [:]
+        for replica in replicas.values where isRunning(replica) { running[replica.serviceID, default: 0] += 1 }
+        return services.values.sorted { $0.spec.name < $1.spec.name }.map { ($0, running[$0.id] ?? 0) }
     }
 
     /// Replicas of the current version that run.
     public func running(of service: ClusterService) -> Int {
-        replicas.values.count { $0.serviceID == service.id && $0.desiredState == .running && $0.version == service.version && $0.state == .running }
+        replicas.values.count { $0.serviceID == service.id && isRunning($0) }
+    }
+
+    /// Whether a replica runs its service's current version.
+    private func isRunning(_ replica: Replica) -> Bool {
+        replica.desiredState == .running && replica.state == .running && replica.version == services[replica.serviceID]?.version
     }
 
     /// By name, ID, or unique ID prefix.

@@ -39,8 +39,10 @@ enum ServicePlanner {
                 id: node.id, hostname: node.hostname, labels: node.labels, availability: availability,
                 allocatable: Resources2D(milliCPU: Int64(node.allocatable.cpus) * 1000, memoryBytes: node.allocatable.memoryBytes))
         })
+        // One request per service, not per replica (a request parses its constraints).
+        let requests = services.compactMapValues { try? request(for: $0) }
         for replica in replicas where replica.desiredState == .running {
-            guard let service = services[replica.serviceID], let request = try? request(for: service) else { continue }
+            guard let request = requests[replica.serviceID] else { continue }
             cluster.record(request, onNode: replica.nodeID)
         }
         return cluster

@@ -23,7 +23,8 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         let (service, verdicts, placements, unplaced) = try await services.create(spec, nodes: nodes, dryRun: request.dryRun)
         if service != nil { wake() }
         let hostnames = Dictionary(nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
-        let created = await service.asyncMap(proto)
+        var created: Berth_Controller_V1_Service?
+        if let service { created = await proto(service) }
         return .with {
             if let created { $0.service = created }
             $0.verdicts = verdicts.map { verdict in
@@ -81,12 +82,5 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
 
     private func proto(_ service: ClusterService) async -> Berth_Controller_V1_Service {
         service.proto(running: await services.running(of: service))
-    }
-}
-
-extension Optional {
-    fileprivate func asyncMap<T>(_ transform: (Wrapped) async -> T) async -> T? {
-        guard let self else { return nil }
-        return await transform(self)
     }
 }

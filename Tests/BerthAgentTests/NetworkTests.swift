@@ -6,8 +6,12 @@ import Testing
 /// Bridge networks on the host, and the network modes of containers.
 @Suite("networks (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct NetworkTests {
-    static func ip(_ arguments: [String]) throws -> String {
-        try Processes.runBlocking("/usr/sbin/ip", arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]).stdout
+    /// `ip` with `arguments`; its output. With `checked`, a non-zero exit throws with ip's message.
+    @discardableResult
+    static func ip(_ arguments: [String], checked: Bool = false) throws -> String {
+        let r = try Processes.runBlocking("/usr/sbin/ip", arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        if checked && r.status != 0 { throw HarnessError("ip \(arguments.joined(separator: " ")): \(r.stderr)") }
+        return r.stdout
     }
 
     /// A /24 in 10.200-249.x.0 that no host route touches.

@@ -16,22 +16,19 @@ final class TestHosts: @unchecked Sendable {
     func address(_ i: Int) -> String { "\(prefix).\(11 + i)" }
 
     init(count: Int) throws {
-        // A /24 of 10.250.0.0/16 that no route on this host uses.
-        let routes = try Self.ip(["-4", "route", "show"])
-        guard let third = (0..<256).shuffled().first(where: { !routes.contains("10.250.\($0).") }) else { throw HarnessError("no free /24 in 10.250.0.0/16") }
-        prefix = "10.250.\(third)"
+        prefix = String(try NetworkTests.freeSubnet().dropLast(".0/24".count))
         do {
-            _ = try Self.ip(["link", "add", bridge, "type", "bridge"])
-            _ = try Self.ip(["addr", "add", "\(controllerAddress)/24", "dev", bridge])
-            _ = try Self.ip(["link", "set", bridge, "up"])
+            try NetworkTests.ip(["link", "add", bridge, "type", "bridge"], checked: true)
+            try NetworkTests.ip(["addr", "add", "\(controllerAddress)/24", "dev", bridge], checked: true)
+            try NetworkTests.ip(["link", "set", bridge, "up"], checked: true)
             for i in 0..<count {
                 let ns = namespace(i)
-                _ = try Self.ip(["netns", "add", ns])
-                _ = try Self.ip(["link", "add", "btv\(tag)\(i)", "type", "veth", "peer", "name", "eth0", "netns", ns])
-                _ = try Self.ip(["link", "set", "btv\(tag)\(i)", "master", bridge, "up"])
-                _ = try Self.ip(["-n", ns, "addr", "add", "\(address(i))/24", "dev", "eth0"])
-                _ = try Self.ip(["-n", ns, "link", "set", "eth0", "up"])
-                _ = try Self.ip(["-n", ns, "link", "set", "lo", "up"])
+                try NetworkTests.ip(["netns", "add", ns], checked: true)
+                try NetworkTests.ip(["link", "add", "btv\(tag)\(i)", "type", "veth", "peer", "name", "eth0", "netns", ns], checked: true)
+                try NetworkTests.ip(["link", "set", "btv\(tag)\(i)", "master", bridge, "up"], checked: true)
+                try NetworkTests.ip(["-n", ns, "addr", "add", "\(address(i))/24", "dev", "eth0"], checked: true)
+                try NetworkTests.ip(["-n", ns, "link", "set", "eth0", "up"], checked: true)
+                try NetworkTests.ip(["-n", ns, "link", "set", "lo", "up"], checked: true)
             }
         } catch {
             cleanUp()
@@ -42,16 +39,9 @@ final class TestHosts: @unchecked Sendable {
     /// Starts a process in namespace `i` (nsenter execs it: the PID is the process's).
     func launcher(_ i: Int) -> [String] { ["/usr/bin/nsenter", "--net=/run/netns/\(namespace(i))"] }
 
-    @discardableResult
-    static func ip(_ arguments: [String]) throws -> String {
-        let r = try Processes.runBlocking("/usr/sbin/ip", arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
-        guard r.status == 0 else { throw HarnessError("ip \(arguments.joined(separator: " ")): \(r.stderr)") }
-        return r.stdout
-    }
-
     func cleanUp() {
-        for i in 0..<3 { _ = try? Self.ip(["netns", "delete", namespace(i)]) }
-        _ = try? Self.ip(["link", "delete", bridge])
+        for i in 0..<3 { _ = try? NetworkTests.ip(["netns", "delete", namespace(i)]) }
+        _ = try? NetworkTests.ip(["link", "delete", bridge])
     }
 }
 
@@ -190,6 +180,25 @@ final class ClusterHarness: @unchecked Sendable {
         return try await condition()
     }
 
+    /// Waits until every replica of `service` runs, `count` of them, none on
+    /// node `node`; whether they did.
+    func replicasRun(_ service: String, count: Int, noneOn node: String, timeout: Duration = .seconds(30)) async throws -> Bool {
+        try await eventually(timeout: timeout) {
+            let now = try await replicas(service)
+            return now.count == count && now.allSatisfy { $0.nodeID != node && $0.state == "running" }
+        }
+    }
+
+    /// Waits until the agents hold `count` containers of `service`, none on
+    /// node `node`; whether they did, and the containers last seen.
+    func containersSettle(_ service: String, count: Int, noneOn node: String) async throws -> (Bool, [String: [String]]) {
+        let settled = try await eventually {
+            let placed = try await containers(service)
+            return placed[node]?.isEmpty == true && placed.values.map(\.count).reduce(0, +) == count
+        }
+        return (settled, try await containers(service))
+    }
+
     func cleanUp() {
         // The controller first, or it would start the replicas the agents' cleanup removes.
         controller.cleanUp()
@@ -276,30 +285,21 @@ struct ServiceTests {
         // A lost node: its replicas run elsewhere within the grace period (2 s) + 5 s.
         cluster.killAgent(0)
         let lost = ContinuousClock.now
-        let moved = try await cluster.eventually(timeout: .seconds(7)) {
-            let now = try await cluster.replicas("web")
-            return now.count == 6 && now.allSatisfy { $0.nodeID != ids[0] && $0.state == "running" }
-        }
+        let moved = try await cluster.replicasRun("web", count: 6, noneOn: ids[0], timeout: .seconds(7))
         let afterLoss = try await cluster.replicas("web", all: true)
         #expect(moved, "replicas left node a within grace + 5 s: \(afterLoss)")
         let movedAfter = ContinuousClock.now - lost
         // It returns: its old containers go, and the count settles at six.
         try await cluster.restartAgent(0)
-        let settled = try await cluster.eventually {
-            let placed = try await cluster.containers("web")
-            return placed[ids[0]]?.isEmpty == true && placed.values.map(\.count).reduce(0, +) == 6
-        }
-        placed = try await cluster.containers("web")
+        let settled: Bool
+        (settled, placed) = try await cluster.containersSettle("web", count: 6, noneOn: ids[0])
         #expect(settled, "\(placed)")
         #expect(try await cluster.eventually { try await cluster.replicas("web", all: true).count == 6 }, "the orphans are forgotten once gone")
 
         // A drained node empties.
         #expect(try await cluster.cli(["node", "drain", ids[1]]).status == 0)
-        let drained = try await cluster.eventually {
-            let placed = try await cluster.containers("web")
-            return placed[ids[1]]?.isEmpty == true && placed.values.map(\.count).reduce(0, +) == 6
-        }
-        placed = try await cluster.containers("web")
+        let drained: Bool
+        (drained, placed) = try await cluster.containersSettle("web", count: 6, noneOn: ids[1])
         #expect(drained, "\(placed)")
 
         // A replica whose container ends for good (restart no) stays exited, not replaced.
@@ -337,18 +337,12 @@ struct MultiHostTests {
 
         cluster.killAgent(1)
         let lost = ContinuousClock.now
-        let moved = try await cluster.eventually(timeout: .seconds(7)) {
-            let now = try await cluster.replicas("web")
-            return now.count == 6 && now.allSatisfy { $0.nodeID != ids[1] && $0.state == "running" }
-        }
+        let moved = try await cluster.replicasRun("web", count: 6, noneOn: ids[1], timeout: .seconds(7))
         let movedAfter = ContinuousClock.now - lost
         #expect(moved, "within grace (2 s) + 5 s; took \(movedAfter)")
         try await cluster.restartAgent(1)
-        let settled = try await cluster.eventually {
-            let placed = try await cluster.containers("web")
-            return placed[ids[1]]?.isEmpty == true && placed.values.map(\.count).reduce(0, +) == 6
-        }
-        placed = try await cluster.containers("web")
+        let settled: Bool
+        (settled, placed) = try await cluster.containersSettle("web", count: 6, noneOn: ids[1])
         #expect(settled, "\(placed)")
 
         // Refusals: the controller and an agent, without a certificate, with
