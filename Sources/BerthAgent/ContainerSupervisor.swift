@@ -37,6 +37,9 @@ public actor ContainerSupervisor {
         var shimPID: Int32?
         var monitor: Task<Void, Never>?
         var restart: Task<Void, Never>?
+        /// The shim of an exited container being let go: a start or a
+        /// removal waits for it, as its socket is where the next shim's will be.
+        var retiring: Task<Void, Never>?
     }
 
     let database: AgentDatabase
@@ -241,6 +244,7 @@ public actor ContainerSupervisor {
     /// - Throws: `BerthError` for an invalid spec, an unknown image, a taken
     ///   name; nothing is left behind then.
     public func create(_ requested: ContainerSpec) throws -> (Container, [String]) {
+        var steps = StepTimes()
         var spec = requested
         try spec.validate(on: host)
         let image = try images.resolve(spec.image)
@@ -297,6 +301,7 @@ public actor ContainerSupervisor {
             for name in madeVolumes { try? volumes.remove(name, users: []) }
             throw error
         }
+        steps.lap("check")
         let id = ContainerID.random()
         let container = Container(
             id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()), endpoints: endpoints)
@@ -307,9 +312,12 @@ public actor ContainerSupervisor {
             for (sub, mode) in [("/upper", 0o755), ("/work", 0o700), ("/rootfs", 0o755), ("/logs", 0o700)] {
                 try Directories.create(dir + sub, mode: mode_t(mode))
             }
+            steps.lap("directories")
             let recorded = try database.insert(container, events: [event(.create, container)])
             containers[id] = container
             publish(recorded)
+            steps.lap("record")
+            logger.debug("container created", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
         } catch {
             try? RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)
             for name in madeVolumes { try? volumes.remove(name, users: []) }
@@ -327,6 +335,7 @@ public actor ContainerSupervisor {
     ///   child's stage and errno when the process cannot be started (the
     ///   container is then `exited` with reason StartFailed).
     public func start(_ reference: String) async throws -> (Container, [String]) {
+        await awaitRetiredShim(try find(reference).id)
         let container = try find(reference)
         guard container.status.state == .created || container.status.state == .exited else {
             throw BerthError(.failedPrecondition, "container \(container.name) is \(container.status.state); only a created or exited container can be started")
@@ -342,17 +351,19 @@ public actor ContainerSupervisor {
         let bundle = environment.bundleDir(id)
         let shim = ShimClient(bundleDir: bundle)
         let config: ShimConfig
-        let clock = ContinuousClock()
-        let began = clock.now
+        var steps = StepTimes()
         var attachment: ContainerNetworking.Attachment?
         do {
             try? RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
             try Directories.create(bundle, mode: 0o700)
+            steps.lap("bundle")
             let ports = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: !container.endpoints.isEmpty)
             attachment = try networking.attach(container, ports: ports)
+            steps.lap("network")
             try writeNameFiles(container, attachment)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try cgroups.create(id.rawValue, resources: spec.resources)
+            steps.lap("cgroups")
             let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
             let security = try SecurityOptions(spec.securityOpts)
             var seccompPath: String?
@@ -369,6 +380,7 @@ public actor ContainerSupervisor {
                 logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
                 volumesDir: volumes.root, netnsPath: attachment?.netnsPath)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
+            steps.lap("plan")
         } catch {
             try? cgroups.remove(id.rawValue)
             if attachment != nil { networking.detach(&container) }
@@ -376,7 +388,6 @@ public actor ContainerSupervisor {
         }
         var attached = container
         attached.publishedPorts = attachment?.publishedPorts ?? []
-        let prepared = clock.now
         let shimPID: Int32
         let outcome: ShimStart
         do {
@@ -385,7 +396,7 @@ public actor ContainerSupervisor {
             networking.detach(&attached)
             throw error
         }
-        let shimReported = clock.now
+        steps.lap("shim")
         // Other calls may have run while the shim started.
         guard let current = containers[id] else {
             _ = try? await shim.request(.delete)
@@ -411,10 +422,8 @@ public actor ContainerSupervisor {
             live[id, default: Live()].shimPID = shimPID
             monitor(id, shim: shim)
             watchMemory(id, fresh: true)
-            logger.debug("container started", metadata: [
-                "container.id": "\(id.short)", "prepare": "\(prepared - began)",
-                "shim": "\(shimReported - prepared)", "record": "\(clock.now - shimReported)",
-            ])
+            steps.lap("record")
+            logger.debug("container started", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
             for warning in warnings { logger.warning("container limit not applied", metadata: ["container.id": "\(id.short)", "warning": "\(warning)"]) }
             return (container, warnings)
         }
@@ -596,27 +605,44 @@ public actor ContainerSupervisor {
         var attributes = ["exitCode": String(exit.code), "reason": processExit.reason.rawValue]
         if let signal { attributes["signal"] = signal.name }
         events.append(event(.die, container, attributes))
+        var steps = StepTimes()
         networking.detach(&container)
+        steps.lap("network")
         do {
             try commit(container, events)
         } catch {
             logger.error("exit could not be persisted", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }
-        let shim = ShimClient(bundleDir: environment.bundleDir(id))
-        _ = try? await shim.request(.delete)
-        if let pid = live[id]?.shimPID { reap(pid) }
-        live[id]?.shimPID = nil
-        live[id]?.monitor = nil
+        steps.lap("record")
         do {
             try cgroups.remove(id.rawValue)
         } catch {
             logger.warning("cgroup not removed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }
+        steps.lap("cgroups")
+        logger.debug("container exited", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
+        // The exit is recorded: waiters hear of it while the shim is let go.
+        let shim = ShimClient(bundleDir: environment.bundleDir(id))
+        let shimPID = live[id]?.shimPID
+        live[id]?.shimPID = nil
+        live[id]?.monitor = nil
+        let retiring = Task {
+            _ = try? await shim.request(.delete)
+            if let shimPID { Self.reap(shimPID) }
+        }
+        live[id]?.retiring = retiring
         resumeWaiters(id)
+        await retiring.value
+        if live[id]?.retiring == retiring { live[id]?.retiring = nil }
         scheduleRestartIfNeeded(id)
     }
 
-    private func reap(_ pid: Int32) {
+    /// Waits until an exited container's previous shim has left.
+    private func awaitRetiredShim(_ id: ContainerID) async {
+        if let retiring = live[id]?.retiring { await retiring.value }
+    }
+
+    private static func reap(_ pid: Int32) {
         Task.detached {
             for _ in 0..<100 {
                 if Processes.reap(pid) { return }
@@ -895,14 +921,21 @@ public actor ContainerSupervisor {
                 throw BerthError(.internal, "container \(container.name) did not exit after SIGKILL")
             }
         }
+        await awaitRetiredShim(id)
         guard var current = containers[id] else { return }
         do {
+            var steps = StepTimes()
             _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete)
+            steps.lap("shim")
             networking.detach(&current)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
+            steps.lap("cgroups")
             try stateTrash.discard(id.rawValue, from: "\(environment.stateDir)/containers")
             try rootTrash.discard(id.rawValue, from: "\(environment.rootDir)/containers")
+            steps.lap("directories")
             let recorded = try database.delete(container: id, events: [event(.destroy, current)])
+            steps.lap("record")
+            logger.debug("container removed", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
             containers.removeValue(forKey: id)
             live.removeValue(forKey: id)
             for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: current) }

@@ -4,6 +4,7 @@ import BerthTransport
 import FoundationEssentials
 import GRPCCore
 import Logging
+import Synchronization
 
 /// How the CLI reaches an agent (`-H`, then `BERTH_HOST`, then the default
 /// socket) or the controller (`--controller`, then `BERTH_CONTROLLER`, then
@@ -52,13 +53,38 @@ struct AgentConnection {
         }
     }
 
-    /// Runs `body` with a connected client; maps transport and RPC failures
-    /// to `BerthError`s a person can act on.
-    func withClient<R: Sendable>(_ body: @Sendable (GRPCClient<NGHTTP2ClientTransport>) async throws -> R) async throws -> R {
+    /// The transport for this connection, with the CLI's settings.
+    private func makeTransport() -> NGHTTP2ClientTransport {
         var logger = Logger(label: "berth.cli")
         logger.logLevel = .critical
         let config = tls?.clientConfig(address, connectTimeout: .seconds(5)) ?? .init(address: address, connectTimeout: .seconds(5))
-        let transport = NGHTTP2ClientTransport(config: config, logger: logger)
+        return NGHTTP2ClientTransport(config: config, logger: logger)
+    }
+
+    /// A connection to the local agent begun while the command line is
+    /// parsed (on another thread): taken by the first `withClient` to the
+    /// same address, dropped at exit otherwise.
+    private static let early = Mutex<(address: TransportAddress, transport: NGHTTP2ClientTransport)?>(nil)
+
+    /// Begins connecting to the agent a command will talk to, when that is
+    /// a local socket (`-H` before the command, `BERTH_HOST`, or the
+    /// default), so that connecting overlaps parsing.
+    static func connectEarly(host: String?) {
+        guard let connection = try? AgentConnection(host: host), case .unix = connection.address else { return }
+        let transport = connection.makeTransport()
+        early.withLock { $0 = (connection.address, transport) }
+        Task.detached { transport.warmUp() }
+    }
+
+    /// Runs `body` with a connected client; maps transport and RPC failures
+    /// to `BerthError`s a person can act on.
+    func withClient<R: Sendable>(_ body: @Sendable (GRPCClient<NGHTTP2ClientTransport>) async throws -> R) async throws -> R {
+        let early = tls == nil ? Self.early.withLock { slot -> NGHTTP2ClientTransport? in
+            guard let taken = slot, taken.address == address else { return nil }
+            slot = nil
+            return taken.transport
+        } : nil
+        let transport = early ?? makeTransport()
         do {
             return try await withGRPCClient(transport: transport) { client in try await body(client) }
         } catch let error as RPCError where error.code == .unavailable && error.metadata[stringValues: "berth-error-code"].first(where: { _ in true }) == nil {

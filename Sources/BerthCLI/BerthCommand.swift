@@ -34,7 +34,9 @@ public struct BerthCommand: AsyncParsableCommand {
     /// 0 on success, 1 on a reported error, 2 on a usage error.
     public static func runAndExit() async -> Never {
         do {
-            let arguments = Self.movingGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+            let given = Array(CommandLine.arguments.dropFirst())
+            if let host = Self.agentHost(given) { AgentConnection.connectEarly(host: host) }
+            let arguments = Self.movingGlobalOptions(given)
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -82,6 +84,32 @@ extension BerthCommand {
             commands = match.configuration.subcommands
         }
         return path + globals + rest
+    }
+
+    /// Commands that do not talk to the agent.
+    static let notAgentCommands: Set<String> = ["service", "node", "login", "logout", "help"]
+
+    /// For a command that talks to the agent: the host given before the
+    /// command (`.some(nil)` when none is: the environment's or the
+    /// default). nil for a command that does not, or for help.
+    static func agentHost(_ arguments: [String]) -> String?? {
+        var host: String?
+        var rest = arguments[...]
+        while let first = rest.first, first.hasPrefix("-") {
+            if globalOptions.contains(first), rest.count >= 2 {
+                host = rest.dropFirst().first
+                rest = rest.dropFirst(2)
+            } else if let equals = first.firstIndex(of: "="), globalOptions.contains(String(first[..<equals])) {
+                host = String(first[first.index(after: equals)...])
+                rest = rest.dropFirst()
+            } else {
+                return nil
+            }
+        }
+        guard let command = rest.first, !notAgentCommands.contains(command),
+            !rest.contains("--help")
+        else { return nil }
+        return .some(host)
     }
 
     private static func names(of command: any ParsableCommand.Type) -> [String] {

@@ -46,11 +46,19 @@ public enum HostNetwork {
         try run(["link", "delete", name, "type", "bridge"])
     }
 
-    /// A veth pair: `host` on the host, in `bridge` and up; its peer moved
-    /// into the namespace at `netns` as `peer`, with `mac`.
-    public static func addVeth(host: String, bridge: String, peer: String, address: IPv4Address, netns: String) throws {
-        guard berth_veth_create(host, bridge, peer, address.macBytes, netns) == 0 else {
+    /// A veth pair: `host` on the host, in `bridge`, and up unless `up` is
+    /// false; its peer moved into the namespace at `netns` as `peer`, with
+    /// `mac` (down, until the namespace is configured).
+    public static func addVeth(host: String, bridge: String, peer: String, mac: [UInt8], netns: String, up: Bool = true) throws {
+        guard berth_veth_create(host, bridge, peer, mac, netns, up ? 1 : 0) == 0 else {
             throw BerthError(.internal, "cannot make the veth pair \(host) (in \(bridge)) and \(peer): \(SystemError("rtnetlink", errno: errno))")
+        }
+    }
+
+    /// Renames an interface that is down, and sets it up.
+    public static func renameUp(_ name: String, to newName: String) throws {
+        guard berth_link_rename_up(name, newName) == 0 else {
+            throw BerthError(.internal, "cannot rename \(name) to \(newName): \(SystemError("rtnetlink", errno: errno))")
         }
     }
 

@@ -15,12 +15,20 @@ public enum NetworkNamespace {
         try call("create network namespace \(path)") { berth_netns_create(path, $0, $1) }
     }
 
-    /// Gives `interface` (already in the namespace) its address and brings
-    /// it up; with `gateway`, a default route through it.
-    public static func configure(at path: String, interface: String, address: IPv4Address, prefix: Int, gateway: IPv4Address?) throws {
-        try call("configure \(interface) in \(path)") {
-            berth_netns_configure(path, interface, address.value, Int32(prefix), gateway?.value ?? 0, $0, $1)
+    /// Gives `interface` (already in the namespace) `mac` (when given; the
+    /// interface must be down), its address, and brings it up; with
+    /// `gateway`, a default route through it.
+    public static func configure(at path: String, interface: String, mac: [UInt8]? = nil, address: IPv4Address, prefix: Int, gateway: IPv4Address?) throws {
+        try call("configure \(interface) in \(path)") { stage, size in
+            guard let mac else { return berth_netns_configure(path, interface, nil, address.value, Int32(prefix), gateway?.value ?? 0, stage, size) }
+            return berth_netns_configure(path, interface, mac, address.value, Int32(prefix), gateway?.value ?? 0, stage, size)
         }
+    }
+
+    /// Moves a namespace file: binds its namespace at `path` (which must not
+    /// exist) and removes `from`.
+    public static func move(from: String, to path: String) throws {
+        guard berth_netns_move(from, path) == 0 else { throw SystemError("move network namespace \(from) to", path: path, errno: errno) }
     }
 
     /// Unbinds and deletes the file; the namespace ends with its last user.

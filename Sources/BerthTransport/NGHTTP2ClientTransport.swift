@@ -198,6 +198,16 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
 
     // MARK: Connections
 
+    /// Begins connecting now, without waiting, so that a first call made
+    /// later finds the connection made (or being made). A failure is kept
+    /// by nobody: the first call then connects again and reports its own.
+    public func warmUp() {
+        state.withLock { s in
+            guard s.phase == .active, s.current == nil, s.connecting == nil else { return }
+            s.connecting = makeConnection()
+        }
+    }
+
     private func connection() async throws -> Connection {
         let future = state.withLock { s -> EventLoopFuture<Connection> in
             if let current = s.current, current.state.isUsable, current.channel.isActive {

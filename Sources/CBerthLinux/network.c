@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -32,6 +33,7 @@ struct netns_job {
     uint32_t address; /* host byte order */
     int prefix;
     uint32_t gateway;
+    const unsigned char *mac; /* NULL: the interface keeps its own */
     int create;
     int error;
     char stage[BERTH_STAGE_MAX];
@@ -89,6 +91,14 @@ static void *netns_thread(void *argument) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     snprintf(ifr.ifr_name, IFNAMSIZ, "%s", job->ifname);
+    if (job->mac) {
+        /* Before it is up: a veth takes a new address only while down. */
+        ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+        memcpy(ifr.ifr_hwaddr.sa_data, job->mac, 6);
+        if (ioctl(s, SIOCSIFHWADDR, &ifr) < 0) { job_fail(job, "SIOCSIFHWADDR"); goto out; }
+        memset(&ifr, 0, sizeof ifr);
+        snprintf(ifr.ifr_name, IFNAMSIZ, "%s", job->ifname);
+    }
     set_ipv4(&ifr.ifr_addr, job->address);
     if (ioctl(s, SIOCSIFADDR, &ifr) < 0) { job_fail(job, "SIOCSIFADDR"); goto out; }
     set_ipv4(&ifr.ifr_netmask, job->prefix == 0 ? 0 : 0xffffffffu << (32 - job->prefix));
@@ -131,10 +141,23 @@ int berth_netns_create(const char *path, char *stage, size_t stage_size) {
     return run_job(&job, stage, stage_size);
 }
 
-int berth_netns_configure(const char *path, const char *ifname, uint32_t address, int prefix, uint32_t gateway, char *stage,
-                          size_t stage_size) {
-    struct netns_job job = {.path = path, .ifname = ifname, .address = address, .prefix = prefix, .gateway = gateway};
+int berth_netns_configure(const char *path, const char *ifname, const unsigned char *mac, uint32_t address, int prefix,
+                          uint32_t gateway, char *stage, size_t stage_size) {
+    struct netns_job job = {.path = path, .ifname = ifname, .mac = mac, .address = address, .prefix = prefix, .gateway = gateway};
     return run_job(&job, stage, stage_size);
+}
+
+int berth_netns_move(const char *from, const char *to) {
+    int fd = open(to, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    if (fd < 0) return -1;
+    close(fd);
+    if (mount(from, to, NULL, MS_BIND, NULL) < 0) {
+        int saved = errno;
+        unlink(to);
+        errno = saved;
+        return -1;
+    }
+    return berth_netns_remove(from);
 }
 
 int berth_netns_remove(const char *path) {
@@ -168,7 +191,61 @@ static void nl_end(struct nl_request *r, struct rtattr *nest) {
     nest->rta_len = (unsigned short)(r->buffer + r->length - (char *)nest);
 }
 
-int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path) {
+/* Sends one request and reads its acknowledgement: 0, or -1 with errno. */
+static int nl_exchange(const char *buffer, size_t length) {
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0) return -1;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    int result = -1;
+    if (sendto(s, buffer, length, 0, (struct sockaddr *)&kernel, sizeof kernel) == (ssize_t)length) {
+        _Alignas(struct nlmsghdr) char reply[4096];
+        for (;;) {
+            ssize_t n = recv(s, reply, sizeof reply, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) break;
+            struct nlmsghdr *answer = (struct nlmsghdr *)reply;
+            if (!NLMSG_OK(answer, (size_t)n) || answer->nlmsg_type != NLMSG_ERROR) {
+                errno = EPROTO;
+                break;
+            }
+            int error = ((struct nlmsgerr *)NLMSG_DATA(answer))->error;
+            if (error == 0) result = 0;
+            else errno = -error;
+            break;
+        }
+    }
+    int saved = errno;
+    close(s);
+    errno = saved;
+    return result;
+}
+
+int berth_link_rename_up(const char *name, const char *new_name) {
+    unsigned int index = if_nametoindex(name);
+    if (!index) return -1;
+    _Alignas(struct nlmsghdr) char buffer[256];
+    memset(buffer, 0, sizeof buffer);
+    struct nl_request r = {.buffer = buffer, .size = sizeof buffer};
+    struct nlmsghdr *header = (struct nlmsghdr *)buffer;
+    header->nlmsg_type = RTM_NEWLINK;
+    header->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    header->nlmsg_seq = 1;
+    r.length = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    struct ifinfomsg *info = NLMSG_DATA(header);
+    info->ifi_family = AF_UNSPEC;
+    info->ifi_index = (int)index;
+    /* The kernel renames before it changes flags: one request does both. */
+    info->ifi_flags = IFF_UP;
+    info->ifi_change = IFF_UP;
+    if (!nl_add(&r, IFLA_IFNAME, new_name, strlen(new_name) + 1)) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    header->nlmsg_len = (uint32_t)r.length;
+    return nl_exchange(buffer, r.length);
+}
+
+int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path, int up) {
     unsigned int bridge_index = if_nametoindex(bridge);
     if (!bridge_index) return -1;
     int netns = open(netns_path, O_RDONLY | O_CLOEXEC);
@@ -183,7 +260,7 @@ int berth_veth_create(const char *host, const char *bridge, const char *peer, co
     r.length = NLMSG_LENGTH(sizeof(struct ifinfomsg));
     struct ifinfomsg *info = NLMSG_DATA(header);
     info->ifi_family = AF_UNSPEC;
-    info->ifi_flags = IFF_UP;
+    info->ifi_flags = up ? IFF_UP : 0;
     info->ifi_change = IFF_UP;
     uint32_t master = bridge_index, fd = (uint32_t)netns;
     int ok = nl_add(&r, IFLA_IFNAME, host, strlen(host) + 1) && nl_add(&r, IFLA_MASTER, &master, sizeof master);
@@ -207,35 +284,8 @@ int berth_veth_create(const char *host, const char *bridge, const char *peer, co
     nl_end(&r, data);
     nl_end(&r, linkinfo);
     header->nlmsg_len = (uint32_t)r.length;
-
-    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (s < 0) {
-        int saved = errno;
-        close(netns);
-        errno = saved;
-        return -1;
-    }
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    int result = -1;
-    if (sendto(s, buffer, r.length, 0, (struct sockaddr *)&kernel, sizeof kernel) == (ssize_t)r.length) {
-        _Alignas(struct nlmsghdr) char reply[4096];
-        for (;;) {
-            ssize_t n = recv(s, reply, sizeof reply, 0);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) break;
-            struct nlmsghdr *answer = (struct nlmsghdr *)reply;
-            if (!NLMSG_OK(answer, (size_t)n) || answer->nlmsg_type != NLMSG_ERROR) {
-                errno = EPROTO;
-                break;
-            }
-            int error = ((struct nlmsgerr *)NLMSG_DATA(answer))->error;
-            if (error == 0) result = 0;
-            else errno = -error;
-            break;
-        }
-    }
+    int result = nl_exchange(buffer, r.length);
     int saved = errno;
-    close(s);
     close(netns);
     errno = saved;
     return result;

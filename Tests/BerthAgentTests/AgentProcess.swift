@@ -145,15 +145,17 @@ final class AgentProcess: @unchecked Sendable {
         guard let id = try? nodeID, id.count >= 8 else { return }
         let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
         for link in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
-        where link.hasPrefix("v" + id.prefix(4)) || link.hasPrefix("br" + id.prefix(4)) {
+        where link.hasPrefix("v" + id.prefix(4)) || link.hasPrefix("s" + id.prefix(4)) || link.hasPrefix("br" + id.prefix(4)) {
             _ = try? Processes.runBlocking("/usr/sbin/ip", ["link", "delete", link], environment: env)
         }
         if let tables = try? Processes.runBlocking("/usr/sbin/nft", ["list", "tables"], environment: env), tables.stdout.contains("berth_\(id.prefix(8))") {
             _ = try? Processes.runBlocking("/usr/sbin/nft", ["delete", "table", "ip", "berth_\(id.prefix(8))"], environment: env)
         }
-        for file in (try? FileManager.default.contentsOfDirectory(atPath: "\(state)/netns")) ?? [] {
-            umount2("\(state)/netns/\(file)", Int32(MNT_DETACH))
-            unlink("\(state)/netns/\(file)")
+        for dir in ["\(state)/netns", "\(state)/netns.standby"] {
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                umount2("\(dir)/\(file)", Int32(MNT_DETACH))
+                unlink("\(dir)/\(file)")
+            }
         }
     }
 
@@ -165,7 +167,9 @@ final class AgentProcess: @unchecked Sendable {
         }
     }
 
-    /// Removes a test's cgroup subtree in every hierarchy (children first).
+    /// Removes a test's cgroup subtree in every hierarchy (children first),
+    /// killing by PID the processes still in it (a container whose shim was
+    /// killed lives on).
     static func removeCgroups(parent: String) {
         let roots = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)" }
         for root in roots + ["/sys/fs/cgroup"] {
@@ -174,6 +178,10 @@ final class AgentProcess: @unchecked Sendable {
             for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
                 var isDir: ObjCBool = false
                 if FileManager.default.fileExists(atPath: "\(dir)/\(child)", isDirectory: &isDir), isDir.boolValue {
+                    for file in ["cgroup.procs", "tasks"] {
+                        let pids = (try? String(contentsOfFile: "\(dir)/\(child)/\(file)", encoding: .utf8)) ?? ""
+                        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) where pid > 1 { kill(pid, SIGKILL) }
+                    }
                     for _ in 0..<50 where rmdir("\(dir)/\(child)") != 0 { usleep(20_000) }
                 }
             }

@@ -298,6 +298,69 @@ struct ContainerNetworkTests {
         #expect(try await host.berth(["rm", "-f", "peer"]).status == 0)
     }
 
+    /// The agent's standby namespace files, once there are `expected` (up to 10 s).
+    static func standby(_ agent: AgentProcess, count expected: Int) async throws -> [String] {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: "\(agent.state)/netns.standby")) ?? []
+            if files.count == expected || ContinuousClock.now > deadline { return files }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Whether the interface exists, waiting up to 10 s for it to be `present`
+    /// (the kernel removes a dead namespace's interfaces in the background).
+    static func link(_ name: String, settles present: Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while FileManager.default.fileExists(atPath: "/sys/class/net/\(name)") != present && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
+    }
+
+    @Test("the next container's namespace is made ahead: one on the default network takes it over with its own address, MAC, route and host interface, and another is made; an agent killed with -9 leaves it to the next, which removes it; a stopped agent leaves none")
+    func standbyNamespace() async throws {
+        let subnet = try NetworkTests.freeSubnet()
+        let arguments = ["--bridge-subnet", subnet]
+        let first = try await ContainerHost(extraArguments: arguments)
+        defer { first.cleanUp() }
+        let id = try first.agent.nodeID.prefix(4)
+        let ready = try await Self.standby(first.agent, count: 1)
+        try #require(ready.count == 1, "one namespace is made ahead: \(ready)")
+        #expect(try await Self.link("s\(id)\(ready[0])", settles: true), "its veth waits in the bridge")
+
+        #expect(try await first.berth(["run", "-d", "--name", "one", "busybox", "sleep", "300"]).status == 0)
+        let one = try await first.inspect("one")
+        let endpoint = try #require(one.endpoints.first)
+        let seen = try await first.berth(["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"])
+        #expect(seen.stdout.contains(endpoint.address.macAddress + "\nup\n"), "\(seen.stdout)")
+        #expect(seen.stdout.contains("inet \(endpoint.address)/\(endpoint.subnet.prefix)"), "\(seen.stdout)")
+        #expect(seen.stdout.contains("default via \(endpoint.gateway) dev eth0"), "\(seen.stdout)")
+        #expect(try await first.berth(["exec", "one", "ping", "-c", "1", "-W", "5", endpoint.gateway.description]).status == 0)
+        let hostEnd = "v\(id)\(one.id.rawValue.prefix(6))\(endpoint.networkID.prefix(4))"
+        #expect(try await Self.link(hostEnd, settles: true), "the host end has the container's name")
+        #expect(try String(contentsOfFile: "/sys/class/net/\(hostEnd)/operstate", encoding: .utf8) == "up\n")
+        #expect(!(try await Self.link("s\(id)\(ready[0])", settles: false)), "the standby's name is gone with it")
+        let next = try await Self.standby(first.agent, count: 1)
+        #expect(next.count == 1 && next != ready, "another is made: \(next)")
+
+        // Killed: the next agent removes what the first had made ahead.
+        kill(first.agent.pid, SIGKILL)
+        first.agent.process.waitUntilExit()
+        let second = try await AgentProcess(extraArguments: arguments, tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
+        defer { second.cleanUp() }
+        #expect(!(try await Self.link("s\(id)\(next[0])", settles: false)), "the killed agent's standby veth is gone")
+        let again = try await Self.standby(second, count: 1)
+        #expect(again.count == 1 && again != next, "\(again)")
+        #expect(try await Self.veths(second) == [hostEnd], "the running container keeps its interface")
+
+        // Stopped: nothing made ahead stays.
+        #expect(try await first.berth(["rm", "-f", "one"]).status == 0)
+        #expect(second.stop() == 0)
+        #expect(try await Self.standby(second, count: 0).isEmpty)
+        #expect(!(try await Self.link("s\(id)\(again[0])", settles: false)))
+    }
+
     @Test("an agent killed with -9: a container that died meanwhile leaves no rule, veth or namespace; stale ones are removed; a running one keeps its address, name and port")
     func crashReconcile() async throws {
         let subnet = try NetworkTests.freeSubnet()
