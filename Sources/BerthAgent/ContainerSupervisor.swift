@@ -950,6 +950,22 @@ public actor ContainerSupervisor {
         }
     }
 
+    /// docker's --rm for a caller that went away before the end: the
+    /// container is removed now if it has exited, else when it exits.
+    public func removeWhenExited(_ id: ContainerID) async {
+        guard var container = containers[id] else { return }
+        if container.status.state.isActive {
+            container.spec.autoRemove = true
+            do { try commit(container) } catch {
+                logger.warning("--rm not recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+            }
+        } else {
+            do { try await remove(id.rawValue, force: false, volumes: true) } catch {
+                logger.warning("container not removed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+            }
+        }
+    }
+
     // MARK: Live restore
 
     /// Re-adopts the shims of containers that ran while the agent was away,

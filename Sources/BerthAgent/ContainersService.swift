@@ -25,6 +25,11 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
                 $0.warnings = warnings
             }
         }
+        return await start(container, warnings: warnings)
+    }
+
+    /// Starts a container just created; a failure to start is in the answer.
+    private func start(_ container: Container, warnings: [String]) async -> Berth_Agent_V1_CreateContainerResponse {
         do {
             let (started, startWarnings) = try await supervisor.start(container.id.rawValue)
             return .with {
@@ -79,12 +84,46 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     }
 
     public func wait(request: Berth_Agent_V1_WaitContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_WaitContainerResponse {
-        let container = try await supervisor.wait(request.container)
-        return .with {
+        Self.exit(of: try await supervisor.wait(request.container))
+    }
+
+    static func exit(of container: Container) -> Berth_Agent_V1_WaitContainerResponse {
+        .with {
             $0.exitCode = container.status.exitCode ?? 0
             $0.signal = container.status.signal?.name ?? ""
             $0.reason = container.status.reason?.rawValue ?? ""
             $0.error = container.status.error ?? ""
+        }
+    }
+
+    public func run(
+        request: Berth_Agent_V1_RunContainerRequest, response: RPCWriter<Berth_Agent_V1_RunContainerResponse>, context: ServerContext
+    ) async throws {
+        var spec = try ContainerSpec(proto: request.spec)
+        // Removed here, once the output is sent, not at the exit.
+        spec.autoRemove = false
+        let (created, warnings) = try await supervisor.create(spec)
+        let id = created.id
+        let supervisor = self.supervisor
+        let remove = request.remove
+        do {
+            try await untilRPCCancelled {
+                let started = await start(created, warnings: warnings)
+                try await response.write(.with { $0.started = started })
+                if started.startError.isEmpty {
+                    let reader = ContainerLogReader(path: environment.logFile(id))
+                    try await Self.streamLogs(
+                        reader: reader, request: .with { $0.follow = true }, supervisor: supervisor, id: id,
+                        write: { lines in try await response.write(contentsOf: lines.map { line in .with { $0.output = line } }) })
+                    let exited = try await supervisor.wait(id.rawValue)
+                    try await response.write(.with { $0.exited = Self.exit(of: exited) })
+                }
+                if remove { try await supervisor.remove(id.rawValue, force: true, volumes: true) }
+            }
+        } catch {
+            // The caller went away (or the stream broke): --rm still holds.
+            if remove { await supervisor.removeWhenExited(id) }
+            throw error
         }
     }
 
@@ -217,13 +256,13 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let supervisor = self.supervisor
         let id = container.id
         try await untilRPCCancelled {
-            try await Self.streamLogs(reader: reader, request: request, supervisor: supervisor, id: id, response: response)
+            try await Self.streamLogs(reader: reader, request: request, supervisor: supervisor, id: id) { try await response.write(contentsOf: $0) }
         }
     }
 
     private static func streamLogs(
         reader: ContainerLogReader, request: Berth_Agent_V1_ContainerLogsRequest, supervisor: ContainerSupervisor, id: ContainerID,
-        response: RPCWriter<Berth_Agent_V1_ContainerLogsResponse>
+        write: ([Berth_Agent_V1_ContainerLogsResponse]) async throws -> Void
     ) async throws {
         try await reader.stream(
             tail: request.hasTail ? Int(request.tail) : nil, since: request.hasSince ? request.since.date : nil,
@@ -231,8 +270,8 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
             isRunning: { (try? await supervisor.inspect(id.rawValue).status.state.isActive) ?? false },
             waitForChange: { await supervisor.waitForStop(id, timeout: .milliseconds(50)) }
         ) { lines in
-            try await response.write(
-                contentsOf: lines.map { line in
+            try await write(
+                lines.map { line in
                     .with {
                         $0.stream = line.stream == .stdout ? .stdout : .stderr
                         $0.time = Google_Protobuf_Timestamp(date: line.time)

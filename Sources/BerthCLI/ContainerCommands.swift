@@ -24,46 +24,60 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         var spec = try flags.spec(image: image, command: command, environment: ProcessInfo.processInfo.environment)
         let detach = self.detach
-        // Attached, this command removes the container itself once its output
-        // is read; detached, the agent does.
-        let removeAfter = spec.autoRemove && !detach
-        if removeAfter { spec.autoRemove = false }
+        // Attached, the agent removes the container once its output is
+        // sent (the Run call); detached, once it exits.
+        let remove = spec.autoRemove && !detach
+        if remove { spec.autoRemove = false }
         let request = spec
         let code: Int32 = try await agent.connection().withClient { grpc in
             let containers = Berth_Agent_V1_Containers.Client(wrapping: grpc)
-            // Created and started in one call.
-            let created = try await PullCommand.creating(image, policy: flags.pull, platform: flags.platform, agent: agent) {
-                try await containers.create(.with {
-                    $0.spec = request.proto
-                    $0.start = true
-                })
-            }
-            created.warnings.forEach { Console.error("WARNING: \($0)") }
-            let id = created.id
-            if !created.startError.isEmpty {
-                if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true; $0.removeVolumes = true }) }
-                Console.error("berth: \(created.startError)")
-                // Like docker: a command that cannot be started exits 127
-                // (not found) or 126; any other failure to start, 125.
-                let status = created.container.status
-                return status.reason == "StartFailed" && status.hasExitCode ? status.exitCode : 125
-            }
-            if detach {
-                Console.print(id)
+            guard !detach else {
+                let created = try await PullCommand.creating(image, policy: flags.pull, platform: flags.platform, agent: agent) {
+                    try await containers.create(.with {
+                        $0.spec = request.proto
+                        $0.start = true
+                    })
+                }
+                created.warnings.forEach { Console.error("WARNING: \($0)") }
+                if !created.startError.isEmpty { return Self.failedStart(created) }
+                Console.print(created.id)
                 return 0
             }
-            let forwarding = SignalForwarder(containers: containers, id: id)
-            defer { forwarding.cancel() }
             var options = CallOptions.defaults
             options.timeout = nil
-            // Asked at once, so that the exit is known when the output ends.
-            async let exited = containers.wait(.with { $0.container = id }, options: options)
-            try await LogsCommand.stream(containers: containers, id: id, follow: true, tail: nil, timestamps: false, since: nil)
-            let result = try await exited
-            if removeAfter { _ = try? await containers.remove(.with { $0.container = id; $0.force = true; $0.removeVolumes = true }) }
-            return result.exitCode
+            // Created, started, its output and its exit in one call.
+            return try await PullCommand.creating(image, policy: flags.pull, platform: flags.platform, agent: agent) {
+                try await containers.run(.with { $0.spec = request.proto; $0.remove = remove }, options: options) { response in
+                    var forwarding: SignalForwarder?
+                    defer { forwarding?.cancel() }
+                    var code: Int32 = 0
+                    for try await message in response.messages {
+                        switch message.event {
+                        case .started(let started):
+                            started.warnings.forEach { Console.error("WARNING: \($0)") }
+                            if !started.startError.isEmpty { return Self.failedStart(started) }
+                            forwarding = SignalForwarder(containers: containers, id: started.id)
+                        case .output(let line):
+                            Console.write(line.stream == .stderr ? STDERR_FILENO : STDOUT_FILENO, Array(line.line))
+                        case .exited(let exited):
+                            code = exited.exitCode
+                        case nil:
+                            break
+                        }
+                    }
+                    return code
+                }
+            }
         }
         if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Says why a container did not start; like docker, a command that
+    /// cannot be started exits 127 (not found) or 126, any other failure 125.
+    static func failedStart(_ created: Berth_Agent_V1_CreateContainerResponse) -> Int32 {
+        Console.error("berth: \(created.startError)")
+        let status = created.container.status
+        return status.reason == "StartFailed" && status.hasExitCode ? status.exitCode : 125
     }
 }
 

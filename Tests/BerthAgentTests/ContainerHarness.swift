@@ -79,12 +79,17 @@ final class ContainerHost: @unchecked Sendable {
         return first
     }
 
-    /// Polls until `condition` holds for the container, up to `timeout`.
+    /// Polls until `condition` holds for the container (which may not
+    /// exist yet), up to `timeout`.
     func waitFor(_ name: String, timeout: Duration = .seconds(30), _ condition: (Container) -> Bool) async throws -> Container {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let c = try await inspect(name)
-            if condition(c) || ContinuousClock.now > deadline { return c }
+            do {
+                let c = try await inspect(name)
+                if condition(c) || ContinuousClock.now > deadline { return c }
+            } catch where ContinuousClock.now < deadline {
+                // Not made yet.
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
     }

@@ -1,3 +1,4 @@
+import BerthLinux
 import BerthModel
 import Foundation
 import Testing
@@ -27,6 +28,39 @@ struct ContainerLifecycleTests {
         let fresh = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "ls /written.txt; cat /etc/group | head -1"])
         #expect(fresh.stderr.contains("No such file"))
         #expect(fresh.stdout == "root:x:0:\n")
+    }
+
+    @Test("run --rm attached: output in order, the exit code, nothing left; a CLI killed while attached leaves the container running, removed once it exits")
+    func runRemove() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let r = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "for i in 1 2 3; do echo out $i; done; echo err >&2; exit 3"])
+        #expect(r.status == 3 && r.stdout == "out 1\nout 2\nout 3\n" && r.stderr == "err\n", "\(r)")
+        #expect(try await host.berth(["ps", "-aq"]).stdout.isEmpty, "removed once its output was read")
+
+        var environment = ProcessInfo.processInfo.environment
+        environment["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
+        let cli = ChildProcess(
+            pid: try Processes.spawn(
+                executable: try BuildProducts.executable("berth").path, arguments: ["run", "--rm", "--name", "orphan", "busybox", "sleep", "300"],
+                environment: environment.map { "\($0.key)=\($0.value)" }, stdout: 2, stderr: 2))
+        defer {
+            kill(cli.pid, SIGKILL)
+            cli.waitUntilExit()
+        }
+        _ = try await host.waitFor("orphan") { $0.status.state == .running }
+        kill(cli.pid, SIGKILL)
+        cli.waitUntilExit()
+        let orphan = try await host.waitFor("orphan") { $0.spec.autoRemove }
+        #expect(orphan.status.state == .running, "the caller's end does not stop it")
+        #expect(try await host.berth(["kill", "orphan"]).status == 0)
+        var left = "?"
+        for _ in 0..<100 {
+            left = try await host.berth(["ps", "-aq"]).stdout
+            if left.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(left.isEmpty, "removed when it exited")
     }
 
     @Test("a standby shim killed before it is used: the next container starts anyway and the agent lives on")

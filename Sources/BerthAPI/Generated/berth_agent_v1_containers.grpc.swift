@@ -205,6 +205,19 @@ public enum Berth_Agent_V1_Containers: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "Run" metadata.
+        public enum Run: Sendable {
+            /// Request type for "Run".
+            public typealias Input = Berth_Agent_V1_RunContainerRequest
+            /// Response type for "Run".
+            public typealias Output = Berth_Agent_V1_RunContainerResponse
+            /// Descriptor for "Run".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.agent.v1.Containers"),
+                method: "Run",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "berth.agent.v1.Containers" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -220,7 +233,8 @@ public enum Berth_Agent_V1_Containers: Sendable {
             Update.descriptor,
             Exec.descriptor,
             Logs.descriptor,
-            Stats.descriptor
+            Stats.descriptor,
+            Run.descriptor
         ]
     }
 }
@@ -492,6 +506,27 @@ extension Berth_Agent_V1_Containers {
             request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_ContainerStatsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_ContainerStatsResponse>
+
+        /// Handle the "Run" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Creates and starts a container, streams its output and ends with how it
+        /// > exited: an attached `berth run` in one call. With `remove`, the
+        /// > container is removed once it has exited and its output is sent; if the
+        /// > caller goes away first, when it exits (as docker's --rm).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Agent_V1_RunContainerRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_RunContainerResponse` messages.
+        func run(
+            request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_RunContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse>
     }
 
     /// Service protocol for the "berth.agent.v1.Containers" service.
@@ -747,6 +782,27 @@ extension Berth_Agent_V1_Containers {
             request: GRPCCore.ServerRequest<Berth_Agent_V1_ContainerStatsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_ContainerStatsResponse>
+
+        /// Handle the "Run" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Creates and starts a container, streams its output and ends with how it
+        /// > exited: an attached `berth run` in one call. With `remove`, the
+        /// > container is removed once it has exited and its output is sent; if the
+        /// > caller goes away first, when it exits (as docker's --rm).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_RunContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_RunContainerResponse` messages.
+        func run(
+            request: GRPCCore.ServerRequest<Berth_Agent_V1_RunContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse>
     }
 
     /// Simple service protocol for the "berth.agent.v1.Containers" service.
@@ -1003,6 +1059,28 @@ extension Berth_Agent_V1_Containers {
             response: GRPCCore.RPCWriter<Berth_Agent_V1_ContainerStatsResponse>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Run" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Creates and starts a container, streams its output and ends with how it
+        /// > exited: an attached `berth run` in one call. With `remove`, the
+        /// > container is removed once it has exited and its output is sent; if the
+        /// > caller goes away first, when it exits (as docker's --rm).
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Agent_V1_RunContainerRequest` message.
+        ///   - response: A response stream of `Berth_Agent_V1_RunContainerResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func run(
+            request: Berth_Agent_V1_RunContainerRequest,
+            response: GRPCCore.RPCWriter<Berth_Agent_V1_RunContainerResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1164,6 +1242,17 @@ extension Berth_Agent_V1_Containers.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Berth_Agent_V1_Containers.Method.Run.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_RunContainerRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_RunContainerResponse>(),
+            handler: { request, context in
+                try await self.run(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1307,6 +1396,17 @@ extension Berth_Agent_V1_Containers.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_ContainerStatsResponse> {
         let response = try await self.stats(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func run(
+        request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_RunContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse> {
+        let response = try await self.run(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1502,6 +1602,23 @@ extension Berth_Agent_V1_Containers.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.stats(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func run(
+        request: GRPCCore.ServerRequest<Berth_Agent_V1_RunContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse> {
+        return GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.run(
                     request: request.message,
                     response: writer,
                     context: context
@@ -1835,6 +1952,32 @@ extension Berth_Agent_V1_Containers {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_ContainerStatsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_ContainerStatsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Run" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Creates and starts a container, streams its output and ends with how it
+        /// > exited: an attached `berth run` in one call. With `remove`, the
+        /// > container is removed once it has exited and its output is sent; if the
+        /// > caller goes away first, when it exits (as docker's --rm).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_RunContainerRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_RunContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_RunContainerResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func run<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_RunContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_RunContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_RunContainerResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_RunContainerResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2317,6 +2460,41 @@ extension Berth_Agent_V1_Containers {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Run" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Creates and starts a container, streams its output and ends with how it
+        /// > exited: an attached `berth run` in one call. With `remove`, the
+        /// > container is removed once it has exited and its output is sent; if the
+        /// > caller goes away first, when it exits (as docker's --rm).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_RunContainerRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_RunContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_RunContainerResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func run<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_RunContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_RunContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_RunContainerResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_RunContainerResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Berth_Agent_V1_Containers.Method.Run.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2712,6 +2890,36 @@ extension Berth_Agent_V1_Containers.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_ContainerStatsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_ContainerStatsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Run" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Creates and starts a container, streams its output and ends with how it
+    /// > exited: an attached `berth run` in one call. With `remove`, the
+    /// > container is removed once it has exited and its output is sent; if the
+    /// > caller goes away first, when it exits (as docker's --rm).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Agent_V1_RunContainerRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func run<Result>(
+        request: GRPCCore.ClientRequest<Berth_Agent_V1_RunContainerRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_RunContainerResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.run(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_RunContainerRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_RunContainerResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3166,6 +3374,40 @@ extension Berth_Agent_V1_Containers.ClientProtocol {
             metadata: metadata
         )
         return try await self.stats(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Run" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Creates and starts a container, streams its output and ends with how it
+    /// > exited: an attached `berth run` in one call. With `remove`, the
+    /// > container is removed once it has exited and its output is sent; if the
+    /// > caller goes away first, when it exits (as docker's --rm).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func run<Result>(
+        _ message: Berth_Agent_V1_RunContainerRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_RunContainerResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Agent_V1_RunContainerRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.run(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -604,6 +604,80 @@ public nonisolated struct Berth_Agent_V1_CreateContainerResponse: Sendable {
   fileprivate var _container: Berth_Agent_V1_Container? = nil
 }
 
+public nonisolated struct Berth_Agent_V1_RunContainerRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var spec: Berth_Agent_V1_ContainerSpec {
+    get {_spec ?? Berth_Agent_V1_ContainerSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  public var remove: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Berth_Agent_V1_ContainerSpec? = nil
+}
+
+public nonisolated struct Berth_Agent_V1_RunContainerResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var event: Berth_Agent_V1_RunContainerResponse.OneOf_Event? = nil
+
+  /// First: the container as the start left it, as Create answers with
+  /// `start`. With a start_error, nothing follows.
+  public var started: Berth_Agent_V1_CreateContainerResponse {
+    get {
+      if case .started(let v)? = event {return v}
+      return Berth_Agent_V1_CreateContainerResponse()
+    }
+    set {event = .started(newValue)}
+  }
+
+  /// Then its output, as it comes.
+  public var output: Berth_Agent_V1_ContainerLogsResponse {
+    get {
+      if case .output(let v)? = event {return v}
+      return Berth_Agent_V1_ContainerLogsResponse()
+    }
+    set {event = .output(newValue)}
+  }
+
+  /// Last: how it ended.
+  public var exited: Berth_Agent_V1_WaitContainerResponse {
+    get {
+      if case .exited(let v)? = event {return v}
+      return Berth_Agent_V1_WaitContainerResponse()
+    }
+    set {event = .exited(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Event: Equatable, Sendable {
+    /// First: the container as the start left it, as Create answers with
+    /// `start`. With a start_error, nothing follows.
+    case started(Berth_Agent_V1_CreateContainerResponse)
+    /// Then its output, as it comes.
+    case output(Berth_Agent_V1_ContainerLogsResponse)
+    /// Last: how it ended.
+    case exited(Berth_Agent_V1_WaitContainerResponse)
+
+  }
+
+  public init() {}
+}
+
 /// Containers are named by ID, unique ID prefix, or name.
 public nonisolated struct Berth_Agent_V1_StartContainerRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -2142,6 +2216,129 @@ nonisolated extension Berth_Agent_V1_CreateContainerResponse: SwiftProtobuf.Mess
     if lhs.warnings != rhs.warnings {return false}
     if lhs._container != rhs._container {return false}
     if lhs.startError != rhs.startError {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_RunContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RunContainerRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{1}remove\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.remove) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.remove != false {
+      try visitor.visitSingularBoolField(value: self.remove, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_RunContainerRequest, rhs: Berth_Agent_V1_RunContainerRequest) -> Bool {
+    if lhs._spec != rhs._spec {return false}
+    if lhs.remove != rhs.remove {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_RunContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RunContainerResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}started\0\u{1}output\0\u{1}exited\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Berth_Agent_V1_CreateContainerResponse?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .started(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .started(v)
+        }
+      }()
+      case 2: try {
+        var v: Berth_Agent_V1_ContainerLogsResponse?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .output(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .output(v)
+        }
+      }()
+      case 3: try {
+        var v: Berth_Agent_V1_WaitContainerResponse?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .exited(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .exited(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.event {
+    case .started?: try {
+      guard case .started(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .output?: try {
+      guard case .output(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .exited?: try {
+      guard case .exited(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_RunContainerResponse, rhs: Berth_Agent_V1_RunContainerResponse) -> Bool {
+    if lhs.event != rhs.event {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
