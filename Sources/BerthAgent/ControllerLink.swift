@@ -54,7 +54,7 @@ struct ControllerLink: Sendable {
                     logger.warning("the controller is unreachable; retrying every second", metadata: ["controller": "\(controller)", "error": "\(error)"])
                     reported = true
                 }
-                try? await Task.sleep(for: .seconds(1))
+                try? await Task.sleep(for: ClusterNode.retryInterval)
             }
         }
     }

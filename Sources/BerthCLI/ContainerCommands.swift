@@ -65,7 +65,10 @@ struct RunCommand: AsyncParsableCommand {
                             break
                         }
                     }
-                    return code
+                    // The call is complete (and the container removed, with
+                    // --rm): exit now, as the container did, without waiting
+                    // for the connection to close in order.
+                    Glibc.exit(code)
                 }
             }
         }

@@ -84,6 +84,7 @@ public final class Controller: Service, Sendable {
         logger.info(
             "controller starting",
             metadata: ["data": "\(configuration.dataDir)", "grace": "\(configuration.nodeGrace)", "tls": "\(configuration.tls?.directory ?? "off")"])
+        await registry.renewAll()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }

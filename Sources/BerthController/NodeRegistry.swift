@@ -27,7 +27,8 @@ public actor NodeRegistry {
         let now = ContinuousClock.now
         for node in try store.nodes() {
             nodes[node.id] = node
-            // A restarted controller gives every node a full grace period.
+            // A restarted controller gives every node a full grace period
+            // (`renewAll` starts it again when the controller serves).
             lastSeen[node.id] = now
         }
     }
@@ -75,6 +76,15 @@ public actor NodeRegistry {
             nodes[id]?.lastHeartbeat = Date()
         }
         return true
+    }
+
+    /// Starts every known node's grace period again, from now, and longer by
+    /// the agents' retry interval: called when a (re)started controller
+    /// begins to serve, so that its own start-up and an agent's wait before
+    /// its next attempt do not count against the node.
+    public func renewAll() {
+        let now = clock.now
+        for id in nodes.keys { lastSeen[id] = now + ClusterNode.retryInterval }
     }
 
     /// Marks down every ready node not heard from within the grace period.

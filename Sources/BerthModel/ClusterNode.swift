@@ -2,6 +2,10 @@ import FoundationEssentials
 
 /// An agent as the controller knows it.
 public struct ClusterNode: Codable, Sendable, Hashable, Identifiable {
+    /// How long an agent waits between attempts to reach a controller that
+    /// is away; a restarted controller adds it to every node's grace period.
+    public static let retryInterval = Duration.seconds(1)
+
     /// Whether heartbeats arrive.
     public enum State: String, Codable, Sendable, Hashable {
         case ready

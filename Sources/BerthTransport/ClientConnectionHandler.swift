@@ -14,24 +14,31 @@ struct PendingCall: Sendable {
 
 /// Calls handed from tasks to a client connection's event loop.
 final class CallRegistry: Sendable {
-    private let calls = Mutex<[Int: PendingCall]>([:])
+    private let calls = Mutex<(pending: [Int: PendingCall], closed: Bool)>(([:], false))
     private let nextKey = Atomic<Int>(1)
 
-    func register(_ make: (Int) -> PendingCall) -> PendingCall {
+    /// The call, registered; nil once the connection has closed (no one
+    /// would ever finish it).
+    func register(_ make: (Int) -> PendingCall) -> PendingCall? {
         let key = nextKey.wrappingAdd(1, ordering: .relaxed).oldValue
         let call = make(key)
-        calls.withLock { $0[key] = call }
-        return call
+        return calls.withLock { c in
+            guard !c.closed else { return nil }
+            c.pending[key] = call
+            return call
+        }
     }
 
     func take(_ key: Int) -> PendingCall? {
-        calls.withLock { $0.removeValue(forKey: key) }
+        calls.withLock { $0.pending.removeValue(forKey: key) }
     }
 
-    func takeAll() -> [PendingCall] {
+    /// Every call not yet taken; later registrations are refused.
+    func close() -> [PendingCall] {
         calls.withLock { c in
-            let all = Array(c.values)
-            c.removeAll()
+            c.closed = true
+            let all = Array(c.pending.values)
+            c.pending.removeAll()
             return all
         }
     }
@@ -90,7 +97,7 @@ final class ClientConnectionHandler: HTTP2ConnectionHandler {
         state.closed()
         let status = Status(code: .unavailable, message: "the connection to the server was closed")
         for stream in byKey.values { deliverStatus(stream, status, metadata: [:]) }
-        for call in registry.takeAll() {
+        for call in registry.close() {
             call.io.deliver(.status(status, [:]), bytes: 0)
             call.io.finishInbound()
             call.io.failOutbound(RPCError(code: .unavailable, message: status.message))

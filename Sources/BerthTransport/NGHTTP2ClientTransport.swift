@@ -166,10 +166,15 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
         defer { callEnded() }
 
         let connection = try await connection()
-        let call = connection.registry.register { key in
-            PendingCall(
-                io: ClientIO(key: key, owner: connection.scheduler, watermarks: StreamWatermarks(), sizeOf: PartSize.of),
-                descriptor: descriptor)
+        // A connection that closed after it was handed out takes no call.
+        guard
+            let call = connection.registry.register({ key in
+                PendingCall(
+                    io: ClientIO(key: key, owner: connection.scheduler, watermarks: StreamWatermarks(), sizeOf: PartSize.of),
+                    descriptor: descriptor)
+            })
+        else {
+            throw RPCError(code: .unavailable, message: "the connection to the server was closed")
         }
         let stream = RPCStream(
             descriptor: descriptor,

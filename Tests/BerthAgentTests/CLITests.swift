@@ -1,5 +1,6 @@
 import BerthModel
 import Foundation
+import Glibc
 import Testing
 
 @Suite("berth CLI against a running agent", .timeLimit(.minutes(5)))
@@ -9,6 +10,48 @@ struct CLITests {
         env.removeValue(forKey: "BERTH_HOST")
         for (k, v) in environment { env[k] = v }
         return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: .seconds(60))
+    }
+
+    @Test("a server that answers like a TLS-only agent to plaintext (an alert, then the close): every command fails with unavailable, none waits")
+    func closedByServer() async throws {
+        let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(server >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(server, $0, length) == 0 && listen(server, 64) == 0 && getsockname(server, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let port = UInt16(bigEndian: address.sin_port)
+        // Reads the client's first bytes, answers with a TLS alert, closes.
+        let serving = Thread {
+            while true {
+                let connection = accept(server, nil, nil)
+                if connection < 0 { return }
+                var buffer = [UInt8](repeating: 0, count: 1024)
+                _ = read(connection, &buffer, buffer.count)
+                let alert: [UInt8] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]
+                _ = write(connection, alert, alert.count)
+                close(connection)
+            }
+        }
+        serving.start()
+        defer {
+            shutdown(server, Int32(SHUT_RDWR))
+            close(server)
+        }
+        var outcomes: [String: Int] = [:]
+        for _ in 0..<60 {
+            // Killed after 5 s: a command that waits forever shows as a status other than 1.
+            var env = ProcessInfo.processInfo.environment
+            env.removeValue(forKey: "BERTH_CERT_PATH")
+            let r = try await runCommand(try BuildProducts.executable("berth"), ["-H", "tcp://127.0.0.1:\(port)", "ps"], environment: env, timeout: .seconds(5))
+            let outcome = r.status == 1 && r.stderr.contains("is unavailable") ? "unavailable" : "status \(r.status): \(r.stderr.prefix(200))"
+            outcomes[outcome, default: 0] += 1
+        }
+        #expect(outcomes == ["unavailable": 60], "\(outcomes)")
     }
 
     @Test("version and info, with -H before or after the command, BERTH_HOST, and --format json")
