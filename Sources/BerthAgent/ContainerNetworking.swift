@@ -260,14 +260,10 @@ public final class ContainerNetworking: Sendable {
         }
     }
 
-    /// Removes the standby namespace (its veth pair ends with it).
+    /// Removes the standby namespace, and any an agent killed before left
+    /// (a veth pair ends with its namespace): every file in the directory.
     private func removeStandby() {
-        let ready = standby.withLock { s -> Standby.Ready? in
-            defer { s.ready = nil }
-            return s.ready
-        }
-        if let ready { try? NetworkNamespace.remove(at: ready.path) }
-        // Any other (left by an agent that was killed).
+        standby.withLock { $0.ready = nil }
         for file in (try? FileIO.list(standbyDir)) ?? [] { try? NetworkNamespace.remove(at: "\(standbyDir)/\(file)") }
     }
 

@@ -61,29 +61,39 @@ extension BerthCommand {
     /// it, where each command declares them, leaving the command's own
     /// arguments (which may include a container's command line) untouched.
     static func movingGlobalOptions(_ arguments: [String]) -> [String] {
-        var globals: [String] = []
-        var rest = arguments[...]
-        while let first = rest.first, first.hasPrefix("-") {
-            if globalOptions.contains(first), rest.count >= 2 {
-                globals += rest.prefix(2)
-                rest = rest.dropFirst(2)
-            } else if let equals = first.firstIndex(of: "="), globalOptions.contains(String(first[..<equals])) {
-                globals.append(first)
-                rest = rest.dropFirst()
-            } else {
-                break
-            }
-        }
+        var (globals, _, rest) = leadingGlobalOptions(arguments)
         guard !globals.isEmpty else { return arguments }
         // Walk the subcommand tree as far as the arguments name it.
         var path: [String] = []
         var commands = configuration.subcommands
-        while let next = rest.first, let match = commands.first(where: { Self.names(of: $0).contains(next) }) {
+        while let next = rest.first, let match = subcommand(named: next, in: commands) {
             path.append(next)
             rest = rest.dropFirst()
             commands = match.configuration.subcommands
         }
         return path + globals + rest
+    }
+
+    /// The global options written before the command (`-H X`, `--host=X`),
+    /// the host they give (the last one), and the arguments after them.
+    static func leadingGlobalOptions(_ arguments: [String]) -> (globals: [String], host: String?, rest: ArraySlice<String>) {
+        var globals: [String] = []
+        var host: String?
+        var rest = arguments[...]
+        while let first = rest.first, first.hasPrefix("-") {
+            if globalOptions.contains(first), rest.count >= 2 {
+                globals += rest.prefix(2)
+                host = rest.dropFirst().first
+                rest = rest.dropFirst(2)
+            } else if let equals = first.firstIndex(of: "="), globalOptions.contains(String(first[..<equals])) {
+                globals.append(first)
+                host = String(first[first.index(after: equals)...])
+                rest = rest.dropFirst()
+            } else {
+                break
+            }
+        }
+        return (globals, host, rest)
     }
 
     /// Commands that do not talk to the agent.
@@ -93,21 +103,8 @@ extension BerthCommand {
     /// command (`.some(nil)` when none is: the environment's or the
     /// default). nil for a command that does not, or for help.
     static func agentHost(_ arguments: [String]) -> String?? {
-        var host: String?
-        var rest = arguments[...]
-        while let first = rest.first, first.hasPrefix("-") {
-            if globalOptions.contains(first), rest.count >= 2 {
-                host = rest.dropFirst().first
-                rest = rest.dropFirst(2)
-            } else if let equals = first.firstIndex(of: "="), globalOptions.contains(String(first[..<equals])) {
-                host = String(first[first.index(after: equals)...])
-                rest = rest.dropFirst()
-            } else {
-                return nil
-            }
-        }
-        guard let command = rest.first, !notAgentCommands.contains(command),
-            !rest.contains("--help")
+        let (_, host, rest) = leadingGlobalOptions(arguments)
+        guard let command = rest.first, !command.hasPrefix("-"), !notAgentCommands.contains(command), !rest.contains("--help")
         else { return nil }
         return .some(host)
     }
@@ -120,7 +117,7 @@ extension BerthCommand {
     /// reports it with the whole command path.
     static func parseLeaf(_ arguments: [String]) -> (any ParsableCommand)? {
         guard let name = arguments.first, !name.hasPrefix("-"),
-            let leaf = configuration.subcommands.first(where: { names(of: $0).contains(name) }),
+            let leaf = subcommand(named: name, in: configuration.subcommands),
             leaf.configuration.subcommands.isEmpty
         else { return nil }
         // Help comes back as a command of ArgumentParser's own.
@@ -129,9 +126,12 @@ extension BerthCommand {
         return parsed
     }
 
-    private static func names(of command: any ParsableCommand.Type) -> [String] {
-        let configuration = command.configuration
-        return [configuration.commandName ?? String(describing: command).lowercased()] + configuration.aliases
+    /// The command among `commands` that `name` names (or aliases).
+    private static func subcommand(named name: String, in commands: [any ParsableCommand.Type]) -> (any ParsableCommand.Type)? {
+        commands.first { command in
+            let configuration = command.configuration
+            return (configuration.commandName ?? String(describing: command).lowercased()) == name || configuration.aliases.contains(name)
+        }
     }
 }
 

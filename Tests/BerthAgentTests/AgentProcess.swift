@@ -100,14 +100,7 @@ final class AgentProcess: @unchecked Sendable {
     /// Sends SIGTERM and waits; SIGKILL after `grace`. Returns the exit status.
     @discardableResult
     func stop(grace: Duration = .seconds(10)) -> Int32 {
-        guard process.isRunning else { return process.terminationStatus }
-        kill(pid, SIGTERM)
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(pid, SIGKILL)
-            process.waitUntilExit()
-        }
+        process.terminate(grace: grace)
         return process.terminationStatus
     }
 
@@ -251,5 +244,19 @@ final class ChildProcess: @unchecked Sendable {
 
     func waitUntilExit() {
         while isRunning { usleep(5_000) }
+    }
+
+    /// Sends SIGTERM and waits; SIGKILL after `grace`. Whether it ended
+    /// within the grace period (or had ended already).
+    @discardableResult
+    func terminate(grace: Duration) -> Bool {
+        guard isRunning else { return true }
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+        guard isRunning else { return true }
+        kill(pid, SIGKILL)
+        waitUntilExit()
+        return false
     }
 }

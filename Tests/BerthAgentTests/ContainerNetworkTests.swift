@@ -93,10 +93,17 @@ struct ContainerNetworkTests {
     /// 10 s are given for the count to come down to `expected`.
     static func veths(_ agent: AgentProcess, settled expected: Int? = nil) async throws -> [String] {
         let id = try agent.nodeID.prefix(4)
+        return try await settled(until: { links in expected.map { links.count <= $0 } ?? true }) {
+            try FileManager.default.contentsOfDirectory(atPath: "/sys/class/net").filter { $0.hasPrefix("v\(id)") }.sorted()
+        }
+    }
+
+    /// What `read` gives once `done` holds of it, or after 10 s, read every 50 ms.
+    static func settled<T>(until done: (T) -> Bool, _ read: () throws -> T) async throws -> T {
         let deadline = ContinuousClock.now + .seconds(10)
         while true {
-            let links = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/net").filter { $0.hasPrefix("v\(id)") }.sorted()
-            guard let expected, links.count > expected, ContinuousClock.now < deadline else { return links }
+            let value = try read()
+            if done(value) || ContinuousClock.now > deadline { return value }
             try await Task.sleep(for: .milliseconds(50))
         }
     }
@@ -300,22 +307,15 @@ struct ContainerNetworkTests {
 
     /// The agent's standby namespace files, once there are `expected` (up to 10 s).
     static func standby(_ agent: AgentProcess, count expected: Int) async throws -> [String] {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while true {
-            let files = (try? FileManager.default.contentsOfDirectory(atPath: "\(agent.state)/netns.standby")) ?? []
-            if files.count == expected || ContinuousClock.now > deadline { return files }
-            try await Task.sleep(for: .milliseconds(50))
+        try await settled(until: { $0.count == expected }) {
+            (try? FileManager.default.contentsOfDirectory(atPath: "\(agent.state)/netns.standby")) ?? []
         }
     }
 
     /// Whether the interface exists, waiting up to 10 s for it to be `present`
     /// (the kernel removes a dead namespace's interfaces in the background).
     static func link(_ name: String, settles present: Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while FileManager.default.fileExists(atPath: "/sys/class/net/\(name)") != present && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
+        try await settled(until: { $0 == present }) { FileManager.default.fileExists(atPath: "/sys/class/net/\(name)") }
     }
 
     @Test("the next container's namespace is made ahead: one on the default network takes it over with its own address, MAC, route and host interface, and another is made; an agent killed with -9 leaves it to the next, which removes it; a stopped agent leaves none")

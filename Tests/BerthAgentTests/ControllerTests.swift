@@ -51,15 +51,8 @@ final class ControllerProcess: @unchecked Sendable {
     /// Stops the controller with SIGTERM; one still there 15 s later is an
     /// issue of the test (and is killed, so that the run goes on).
     func cleanUp() {
-        if process.isRunning {
-            kill(process.pid, SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(15)
-            while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
-            if process.isRunning {
-                Issue.record("the controller did not stop within 15 s of SIGTERM")
-                kill(process.pid, SIGKILL)
-                process.waitUntilExit()
-            }
+        if !process.terminate(grace: .seconds(15)) {
+            Issue.record("the controller did not stop within 15 s of SIGTERM")
         }
         try? FileManager.default.removeItem(at: directory)
     }
