@@ -160,6 +160,7 @@ let package = Package(
                 "BerthLinux",
                 "BerthCgroups",
                 "BerthShimProtocol",
+                "CBerthLinux",
                 "CSeccomp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

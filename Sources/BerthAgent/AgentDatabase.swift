@@ -15,6 +15,13 @@ public final class AgentDatabase: ImageIndex, Sendable {
     public let eventRetention: Int
     /// Wakes the event log's watchers after each append.
     public let eventSignal: EventSignal
+    /// The decoded rows of the small tables that every container start
+    /// reads (images, networks, volumes), by table, kept from the first read
+    /// until a write to the table. This process is the database's only
+    /// writer (the agent holds the host lock); a write drops its table's
+    /// rows once it is committed, under the lock a read keeps while it
+    /// fills them, so no read keeps rows older than the last write.
+    private let rows = Mutex<[String: any Sendable]>([:])
 
     /// Opens (creating and migrating as needed) the database.
     ///
@@ -135,13 +142,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
 
     // MARK: Images
 
-    public func allImages() throws -> [Image] {
-        try wrap("read images") {
-            try pool.read { db in
-                try Data.fetchAll(db, sql: "SELECT record FROM image").map { try Self.decoder.decode(Image.self, from: $0) }
-            }
-        }
-    }
+    public func allImages() throws -> [Image] { try records("image", "images") }
 
     public func save(_ image: Image) throws {
         let data = try Self.encoder.encode(image)
@@ -150,21 +151,33 @@ public final class AgentDatabase: ImageIndex, Sendable {
                 try db.execute(sql: "INSERT OR REPLACE INTO image (id, record) VALUES (?, ?)", arguments: [image.id, data])
             }
         }
+        changed("image")
     }
 
     public func deleteImage(id: String) throws {
         try wrap("delete image") {
             try pool.write { db in try db.execute(sql: "DELETE FROM image WHERE id = ?", arguments: [id]) }
         }
+        changed("image")
     }
 
     // MARK: Volumes and networks
 
     /// The decoded records of a table with a `record` column.
-    private func records<T: Decodable>(_ table: String, _ what: String) throws -> [T] {
-        try wrap("read \(what)") {
-            try pool.read { db in try Data.fetchAll(db, sql: "SELECT record FROM \(table)").map { try Self.decoder.decode(T.self, from: $0) } }
+    private func records<T: Decodable & Sendable>(_ table: String, _ what: String) throws -> [T] {
+        try rows.withLock { rows in
+            if let kept = rows[table] as? [T] { return kept }
+            let read: [T] = try wrap("read \(what)") {
+                try pool.read { db in try Data.fetchAll(db, sql: "SELECT record FROM \(table)").map { try Self.decoder.decode(T.self, from: $0) } }
+            }
+            rows[table] = read
+            return read
         }
+    }
+
+    /// Drops the kept rows of a table just written.
+    private func changed(_ table: String) {
+        _ = rows.withLock { $0.removeValue(forKey: table) }
     }
 
     /// Inserts a record (with its key columns) and its events in one transaction.
@@ -175,6 +188,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         let columns = (keys.map(\.0) + ["record"]).joined(separator: ", ")
         let marks = Array(repeating: "?", count: keys.count + 1).joined(separator: ", ")
         let arguments = StatementArguments(keys.map { $0.1.databaseValue } + [data.databaseValue])
+        defer { changed(table) }
         return try wrap(taken) {
             try pool.write { db in
                 try db.execute(sql: "INSERT INTO \(table) (\(columns)) VALUES (\(marks))", arguments: arguments)
@@ -185,7 +199,8 @@ public final class AgentDatabase: ImageIndex, Sendable {
 
     /// Deletes a record and appends its events in one transaction.
     private func deleteRecord(_ table: String, key: String, _ value: String, events: [PendingEvent]) throws -> [Event] {
-        try wrap("remove \(table) \(value)") {
+        defer { changed(table) }
+        return try wrap("remove \(table) \(value)") {
             try pool.write { db in
                 try db.execute(sql: "DELETE FROM \(table) WHERE \(key) = ?", arguments: [value])
                 return try appendAll(events, db)

@@ -40,6 +40,8 @@ public actor ContainerSupervisor {
         /// The shim of an exited container being let go: a start or a
         /// removal waits for it, as its socket is where the next shim's will be.
         var retiring: Task<Void, Never>?
+        /// That shim was asked to leave, and answered.
+        var retired = false
     }
 
     let database: AgentDatabase
@@ -420,6 +422,7 @@ public actor ContainerSupervisor {
             if restart { events.insert(event(.restart, container, ["restartCount": String(container.status.restartCount)]), at: 0) }
             try commit(container, events)
             live[id, default: Live()].shimPID = shimPID
+            live[id]?.retired = false
             monitor(id, shim: shim)
             watchMemory(id, fresh: true)
             steps.lap("record")
@@ -627,8 +630,9 @@ public actor ContainerSupervisor {
         live[id]?.shimPID = nil
         live[id]?.monitor = nil
         let retiring = Task {
-            _ = try? await shim.request(.delete)
+            let answered = (try? await shim.request(.delete)) != nil
             if let shimPID { Self.reap(shimPID) }
+            live[id]?.retired = answered
         }
         live[id]?.retiring = retiring
         resumeWaiters(id)
@@ -925,7 +929,8 @@ public actor ContainerSupervisor {
         guard var current = containers[id] else { return }
         do {
             var steps = StepTimes()
-            _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete)
+            // A shim let go at the exit has left already; one that did not answer then is asked again.
+            if live[id]?.retired != true { _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete) }
             steps.lap("shim")
             networking.detach(&current)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }

@@ -1,6 +1,7 @@
 import BerthModel
 public import BerthShimProtocol
 import BerthLinux
+import CBerthLinux
 import Dispatch
 import Glibc
 import NIOCore
@@ -40,8 +41,16 @@ public struct ShimClient: Sendable {
         }
     }
 
+    /// How long a request the shim answers at once may take.
+    static let quickRequestTimeout: Int32 = 30
+
     /// Sends one request and returns the reply (which for `wait` comes when
     /// the process exits).
+    ///
+    /// A request the shim answers at once (all but `wait`) is a short
+    /// blocking exchange on a thread of the global queue, which costs a
+    /// fraction of an event loop channel's set-up; `wait` waits on the event
+    /// loop, holding no thread.
     ///
     /// - Throws: `BerthError.unavailable` when the shim does not answer.
     public func request(_ request: ShimRequest) async throws -> LineRecord {
@@ -53,6 +62,13 @@ public struct ShimClient: Sendable {
             if dirfd >= 0 { path = "/proc/self/fd/\(dirfd)/shim.sock" }
         }
         defer { if dirfd >= 0 { close(dirfd) } }
+        if request != .wait {
+            let socketPath = path
+            let reply = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>) in
+                DispatchQueue.global().async { continuation.resume(returning: exchange(request, at: socketPath)) }
+            }
+            return try reply.get()
+        }
         do {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(unixDomainSocketPath: path) { channel in
@@ -76,6 +92,33 @@ public struct ShimClient: Sendable {
             throw error
         } catch {
             throw BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: error)
+        }
+    }
+
+    /// One request and its one-line reply over a blocking connection.
+    private func exchange(_ request: ShimRequest, at path: String) -> Result<LineRecord, BerthError> {
+        func unanswered(_ operation: String, _ error: Int32) -> Result<LineRecord, BerthError> {
+            .failure(BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: SystemError(operation, errno: error)))
+        }
+        let fd = berth_unix_connect(path, Self.quickRequestTimeout)
+        guard fd >= 0 else { return unanswered("connect", errno) }
+        defer { close(fd) }
+        let line = Array((request.line + "\n").utf8)
+        guard berth_write_all(fd, line, line.count) == 0 else { return unanswered("write", errno) }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while !reply.contains(UInt8(ascii: "\n")) {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return unanswered("read", errno) }
+            guard n > 0 else { return .failure(BerthError(.unavailable, "the container's shim closed its socket without answering")) }
+            reply += buffer[0..<n]
+        }
+        let text = String(decoding: reply.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        do {
+            return .success(try LineRecord(singleLine: text))
+        } catch {
+            return .failure(BerthError(.unavailable, "the container's shim answered \"\(text)\", which does not parse"))
         }
     }
 

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int berth_write_all(int fd, const void *bytes, size_t length) {
@@ -24,6 +26,33 @@ int berth_write_all(int fd, const void *bytes, size_t length) {
 int berth_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int berth_accept_cloexec_nonblock(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+int berth_unix_connect(const char *path, int timeout_seconds) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    size_t length = strlen(path);
+    if (length >= sizeof address.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(address.sun_path, path, length);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct timeval timeout = {.tv_sec = timeout_seconds};
+    int rc;
+    do {
+        rc = connect(fd, (struct sockaddr *)&address, sizeof address);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
 
 const char *berth_errno_name(int error) { return strerrorname_np(error); }
 

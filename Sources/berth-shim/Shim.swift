@@ -62,15 +62,17 @@ struct Shim {
     /// the types that read a config). Leaves when no bundle comes.
     static func awaitBundle(commandFD: Int32, under bundles: String) -> String {
         _ = try? LineRecord(parsing: "warm=1\nwarm=2\n").all("warm")
+        // The agent writes one line, then closes its end.
         var line: [UInt8] = []
-        var byte: UInt8 = 0
-        while line.count < 8192 {
-            let n = read(commandFD, &byte, 1)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while line.count < 8192 && !line.contains(UInt8(ascii: "\n")) {
+            let n = buffer.withUnsafeMutableBytes { read(commandFD, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            if n <= 0 || byte == UInt8(ascii: "\n") { break }
-            line.append(byte)
+            if n <= 0 { break }
+            line += buffer[0..<n]
         }
         close(commandFD)
+        line = Array(line.prefix { $0 != UInt8(ascii: "\n") })
         guard !line.isEmpty else { exit(0) }
         guard let record = try? LineRecord(parsing: String(decoding: line, as: UTF8.self)), let bundle = record["bundle"],
             bundle.hasPrefix(bundles + "/"), !bundle.split(separator: "/").contains("..")

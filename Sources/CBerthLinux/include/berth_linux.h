@@ -181,6 +181,10 @@ int berth_write_all(int fd, const void *bytes, size_t length);
 /* GNU extensions the Swift Glibc module does not show. */
 int berth_pipe2_cloexec(int fds[2]);
 int berth_accept_cloexec_nonblock(int listener);
+/* A blocking, close-on-exec connection to the unix socket at `path` (at
+ * most 107 bytes), whose reads and writes give up after `timeout_seconds`
+ * (EAGAIN). -1 with errno when it cannot be made. */
+int berth_unix_connect(const char *path, int timeout_seconds);
 /* GNU flag values the Swift Glibc module does not show. */
 enum { BERTH_O_PATH = 010000000, BERTH_AT_EMPTY_PATH = 0x1000 };
 
