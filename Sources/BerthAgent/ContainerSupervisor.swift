@@ -37,8 +37,9 @@ public actor ContainerSupervisor {
         var shimPID: Int32?
         var monitor: Task<Void, Never>?
         var restart: Task<Void, Never>?
-        /// The shim of an exited container being let go: a start or a
-        /// removal waits for it, as its socket is where the next shim's will be.
+        /// The shim of an exited container being let go, and its cgroup
+        /// removed: a start or a removal waits for it, as the next shim's
+        /// socket and the next cgroup are where these are.
         var retiring: Task<Void, Never>?
         /// That shim was asked to leave, and answered.
         var retired = false
@@ -92,6 +93,7 @@ public actor ContainerSupervisor {
         stateTrash.empty()
         launcher = ShimLauncher(executable: environment.shimExecutable, bundles: "\(environment.stateDir)/containers")
         launcher.prepare()
+        cgroups.removeSpares(closing: false)
         oomWatcher = OOMWatcher(unified: cgroups.mode == .v2)
     }
 
@@ -100,6 +102,7 @@ public actor ContainerSupervisor {
     public nonisolated func shutdown() {
         launcher.shutdown()
         networking.shutdown()
+        cgroups.removeSpares(closing: true)
     }
 
     // MARK: Events
@@ -337,7 +340,7 @@ public actor ContainerSupervisor {
     ///   child's stage and errno when the process cannot be started (the
     ///   container is then `exited` with reason StartFailed).
     public func start(_ reference: String) async throws -> (Container, [String]) {
-        await awaitRetiredShim(try find(reference).id)
+        await awaitRetired(try find(reference).id)
         let container = try find(reference)
         guard container.status.state == .created || container.status.state == .exited else {
             throw BerthError(.failedPrecondition, "container \(container.name) is \(container.status.state); only a created or exited container can be started")
@@ -365,6 +368,7 @@ public actor ContainerSupervisor {
             try writeNameFiles(container, attachment)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try cgroups.create(id.rawValue, resources: spec.resources)
+            cgroups.prepareSpare()
             steps.lap("cgroups")
             let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
             let security = try SecurityOptions(spec.securityOpts)
@@ -617,21 +621,19 @@ public actor ContainerSupervisor {
             logger.error("exit could not be persisted", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }
         steps.lap("record")
-        do {
-            try cgroups.remove(id.rawValue)
-        } catch {
-            logger.warning("cgroup not removed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
-        }
-        steps.lap("cgroups")
         logger.debug("container exited", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
-        // The exit is recorded: waiters hear of it while the shim is let go.
+        // The exit is recorded: waiters hear of it while the shim is let go
+        // and the cgroup removed, off the actor.
         let shim = ShimClient(bundleDir: environment.bundleDir(id))
         let shimPID = live[id]?.shimPID
         live[id]?.shimPID = nil
         live[id]?.monitor = nil
+        let (cgroups, logger) = (self.cgroups, self.logger)
         let retiring = Task {
+            async let cgroupRemoved: Void = Self.removeCgroup(id, cgroups, logger)
             let answered = (try? await shim.request(.delete)) != nil
             if let shimPID { Self.reap(shimPID) }
+            await cgroupRemoved
             live[id]?.retired = answered
         }
         live[id]?.retiring = retiring
@@ -641,9 +643,17 @@ public actor ContainerSupervisor {
         scheduleRestartIfNeeded(id)
     }
 
-    /// Waits until an exited container's previous shim has left.
-    private func awaitRetiredShim(_ id: ContainerID) async {
+    /// Waits until an exited container's previous shim has left and its cgroup is gone.
+    private func awaitRetired(_ id: ContainerID) async {
         if let retiring = live[id]?.retiring { await retiring.value }
+    }
+
+    private nonisolated static func removeCgroup(_ id: ContainerID, _ cgroups: any CgroupDriver, _ logger: Logger) async {
+        do {
+            try cgroups.remove(id.rawValue)
+        } catch {
+            logger.warning("cgroup not removed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
     }
 
     private static func reap(_ pid: Int32) {
@@ -925,7 +935,7 @@ public actor ContainerSupervisor {
                 throw BerthError(.internal, "container \(container.name) did not exit after SIGKILL")
             }
         }
-        await awaitRetiredShim(id)
+        await awaitRetired(id)
         guard var current = containers[id] else { return }
         do {
             var steps = StepTimes()

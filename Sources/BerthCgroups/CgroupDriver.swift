@@ -95,6 +95,19 @@ public protocol CgroupDriver: Sendable {
     /// What to mount at /sys/fs/cgroup inside a container (in its cgroup
     /// namespace, read-only): the container sees its own cgroup as the root.
     var containerMounts: [CgroupMount] { get }
+
+    /// Makes, in the background, a cgroup for the next `create` to take
+    /// over, when the driver can (none is made if one is ready or under way).
+    func prepareSpare()
+
+    /// Removes the spare cgroup, and any a driver of an agent killed before
+    /// left; `closing`, makes no more.
+    func removeSpares(closing: Bool)
+}
+
+extension CgroupDriver {
+    public func prepareSpare() {}
+    public func removeSpares(closing: Bool) {}
 }
 
 /// One filesystem to mount inside a container for its cgroups.

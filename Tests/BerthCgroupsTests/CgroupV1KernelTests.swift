@@ -13,6 +13,7 @@ struct CgroupV1KernelTests {
     func withDriver(_ body: (CgroupV1Driver) throws -> Void) throws {
         let driver = try CgroupV1Driver(root: "/sys/fs/cgroup", parent: parent, mode: .hybrid)
         defer {
+            driver.removeSpares(closing: true)
             for controller in driver.controllers {
                 let dir = "/sys/fs/cgroup/\(controller)/\(parent)"
                 for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where !child.contains(".") && child != "tasks" && child != "notify_on_release" && child != "release_agent" {
@@ -50,6 +51,37 @@ struct CgroupV1KernelTests {
             #expect(try read("\(base)/memory/\(parent)/c1/memory.memsw.limit_in_bytes") == "16777216")
             try driver.remove("c1")
             #expect(!driver.exists("c1"))
+        }
+    }
+
+    @Test("a spare cgroup made ahead, with Docker's device rules, becomes the next container's; spares an agent left are removed")
+    func spare() throws {
+        try withDriver { driver in
+            let base = "/sys/fs/cgroup"
+            func spares(_ controller: String) -> [String] {
+                ((try? FileManager.default.contentsOfDirectory(atPath: "\(base)/\(controller)/\(parent)")) ?? []).filter { $0.hasPrefix(".spare-") }
+            }
+            driver.prepareSpare()
+            for _ in 0..<500 where !driver.controllers.allSatisfy({ spares($0).count == 1 }) { usleep(10_000) }
+            let made = spares("devices")
+            try #require(made.count == 1 && driver.controllers.allSatisfy { spares($0) == made }, "one spare in every hierarchy")
+            #expect(try read("\(base)/devices/\(parent)/\(made[0])/devices.list").contains("c 1:3 rwm"))
+
+            try driver.create("c4", resources: Resources(memory: .mebibytes(32)))
+            #expect(driver.controllers.allSatisfy { spares($0).isEmpty }, "the spare was taken")
+            #expect(try read("\(base)/memory/\(parent)/c4/memory.limit_in_bytes") == "33554432")
+            #expect(try read("\(base)/devices/\(parent)/c4/devices.list").contains("c 1:3 rwm"))
+            #expect(!(try read("\(base)/devices/\(parent)/c4/devices.list")).contains("a *:* rwm"))
+
+            // Left by an agent killed while it made one: in some hierarchies only.
+            for controller in ["memory", "pids"] { mkdir("\(base)/\(controller)/\(parent)/.spare-left", 0o755) }
+            driver.removeSpares(closing: true)
+            #expect(driver.controllers.allSatisfy { spares($0).isEmpty })
+            driver.prepareSpare()
+            usleep(200_000)
+            #expect(driver.controllers.allSatisfy { spares($0).isEmpty }, "no spare once closed")
+            try driver.remove("c4")
+            #expect(!driver.exists("c4"))
         }
     }
 
