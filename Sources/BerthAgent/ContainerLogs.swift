@@ -95,12 +95,17 @@ public struct ContainerLogReader: Sendable {
                 try handle.close()
                 offset += data.count
                 pending.append(data)
+                // Whole lines, then what follows the last is kept for later:
+                // one cut of the buffer per read (not one per line, which
+                // copied the rest of the buffer for every line).
                 var batch: [LogLine] = []
-                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...newline)
+                var start = pending.startIndex
+                while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: pending[start..<newline], as: UTF8.self)
+                    start = pending.index(after: newline)
                     if let parsed = Self.parse(Substring(line)), until.map({ parsed.time <= $0 }) ?? true { batch.append(parsed) }
                 }
+                pending.removeSubrange(pending.startIndex..<start)
                 if !batch.isEmpty { try await emit(batch) }
                 continue
             }
