@@ -218,7 +218,7 @@ public final class ContainerNetworking: Sendable {
                 return true
             })
         else { return }
-        DispatchQueue.global().async { [self] in
+        Background.run { [self] in
             var made: Standby.Ready?
             do {
                 made = try makeStandby()

@@ -1,5 +1,4 @@
 import BerthLinux
-import Dispatch
 import Glibc
 import Logging
 
@@ -9,7 +8,6 @@ import Logging
 /// the agent starts again.
 final class Trash: Sendable {
     let dir: String
-    private let queue = DispatchQueue(label: "berth.trash", qos: .utility)
     private let logger: Logger
 
     /// - Parameter dir: a directory on the same filesystem as everything
@@ -43,7 +41,7 @@ final class Trash: Sendable {
         guard !entries.isEmpty else { return }
         let dir = self.dir
         let logger = self.logger
-        queue.async {
+        Background.run {
             for entry in entries {
                 do {
                     try RootedDirectory(path: dir).remove(entry)

@@ -1,6 +1,5 @@
 public import BerthModel
 import BerthLinux
-import Dispatch
 import Glibc
 import Synchronization
 
@@ -120,7 +119,7 @@ public struct CgroupV1Driver: CgroupDriver {
             return true
         }
         guard go else { return }
-        DispatchQueue.global().async { [self] in
+        Background.run { [self] in
             let name = Self.sparePrefix + String(UInt64.random(in: 1...UInt64.max), radix: 16)
             var made: String? = name
             do { try make(name) } catch {

@@ -4,8 +4,6 @@ import BerthLinux
 import CBerthLinux
 import Dispatch
 import Glibc
-import NIOCore
-import NIOPosix
 
 /// The agent's side of one `berth-shim`: starting it, and asking it for
 /// state, signals, the exit, and deletion over its control socket.
@@ -30,7 +28,7 @@ public struct ShimClient: Sendable {
             DispatchQueue.global().async { continuation.resume(returning: Processes.readToEnd(shim.report)) }
         }
         // The next container's shim starts while this one's start is recorded.
-        DispatchQueue.global().async { launcher.prepare() }
+        Background.run { launcher.prepare() }
         let text = String(decoding: bytes, as: UTF8.self)
         do {
             return (shim.pid, try ShimStart(record: LineRecord(parsing: text)))
@@ -47,12 +45,14 @@ public struct ShimClient: Sendable {
     /// Sends one request and returns the reply (which for `wait` comes when
     /// the process exits).
     ///
-    /// A request the shim answers at once (all but `wait`) is a short
-    /// blocking exchange on a thread of the global queue, which costs a
-    /// fraction of an event loop channel's set-up; `wait` waits on the event
-    /// loop, holding no thread.
+    /// Each is a connection of its own. A request the shim answers at once
+    /// (all but `wait`) is a short blocking exchange on a thread of the
+    /// global queue. `wait` sends its request the same way, then reads the
+    /// reply when the kernel says it is there (a dispatch read source),
+    /// holding no thread meanwhile.
     ///
-    /// - Throws: `BerthError.unavailable` when the shim does not answer.
+    /// - Throws: `BerthError.unavailable` when the shim does not answer;
+    ///   `BerthError.cancelled` when the task waiting is cancelled.
     public func request(_ request: ShimRequest) async throws -> LineRecord {
         var path = socketPath
         // sun_path holds 107 bytes; reach a long path through a descriptor of its directory.
@@ -62,64 +62,111 @@ public struct ShimClient: Sendable {
             if dirfd >= 0 { path = "/proc/self/fd/\(dirfd)/shim.sock" }
         }
         defer { if dirfd >= 0 { close(dirfd) } }
+        let connectPath = path
         if request != .wait {
-            let socketPath = path
             let reply = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>) in
-                DispatchQueue.global().async { continuation.resume(returning: exchange(request, at: socketPath)) }
+                DispatchQueue.global().async {
+                    continuation.resume(
+                        returning: send(request, at: connectPath).flatMap { fd in
+                            defer { close(fd) }
+                            return readReply(fd, blocking: true)
+                        })
+                }
             }
             return try reply.get()
         }
-        do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(unixDomainSocketPath: path) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
-            return try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(string: request.line + "\n"))
-                var buffer = ByteBuffer()
-                for try await var chunk in inbound {
-                    buffer.writeBuffer(&chunk)
-                    if let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-                        let line = buffer.readString(length: newline - buffer.readerIndex) ?? ""
-                        return try LineRecord(singleLine: line)
-                    }
-                }
-                throw BerthError(.unavailable, "the shim closed its socket without answering")
-            }
-        } catch let error as BerthError {
-            throw error
-        } catch {
-            throw BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: error)
+        let sent = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Int32, BerthError>, Never>) in
+            DispatchQueue.global().async { continuation.resume(returning: send(request, at: connectPath)) }
         }
+        return try await awaitReply(try sent.get())
     }
 
-    /// One request and its one-line reply over a blocking connection.
-    private func exchange(_ request: ShimRequest, at path: String) -> Result<LineRecord, BerthError> {
-        func unanswered(_ operation: String, _ error: Int32) -> Result<LineRecord, BerthError> {
-            .failure(BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: SystemError(operation, errno: error)))
-        }
+    private func unanswered(_ operation: String, _ error: Int32) -> BerthError {
+        BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: SystemError(operation, errno: error))
+    }
+
+    /// Connects and writes the request; the connection, whose reads time out.
+    private func send(_ request: ShimRequest, at path: String) -> Result<Int32, BerthError> {
         let fd = berth_unix_connect(path, Self.quickRequestTimeout)
-        guard fd >= 0 else { return unanswered("connect", errno) }
-        defer { close(fd) }
+        guard fd >= 0 else { return .failure(unanswered("connect", errno)) }
         let line = Array((request.line + "\n").utf8)
-        guard berth_write_all(fd, line, line.count) == 0 else { return unanswered("write", errno) }
-        var reply: [UInt8] = []
+        guard berth_write_all(fd, line, line.count) == 0 else {
+            let error = errno
+            close(fd)
+            return .failure(unanswered("write", error))
+        }
+        return .success(fd)
+    }
+
+    /// Reads the one-line reply: to its end (blocking, or until the socket
+    /// has nothing more for now: nil).
+    private func readReply(_ fd: Int32, blocking: Bool, into received: inout [UInt8]) -> Result<LineRecord, BerthError>? {
         var buffer = [UInt8](repeating: 0, count: 1024)
-        while !reply.contains(UInt8(ascii: "\n")) {
+        while !received.contains(UInt8(ascii: "\n")) {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { return unanswered("read", errno) }
+            if n < 0 && errno == EAGAIN && !blocking { return nil }
+            if n < 0 { return .failure(unanswered("read", errno)) }
             guard n > 0 else { return .failure(BerthError(.unavailable, "the container's shim closed its socket without answering")) }
-            reply += buffer[0..<n]
+            received += buffer[0..<n]
         }
-        let text = String(decoding: reply.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
         do {
             return .success(try LineRecord(singleLine: text))
         } catch {
             return .failure(BerthError(.unavailable, "the container's shim answered \"\(text)\", which does not parse"))
         }
+    }
+
+    private func readReply(_ fd: Int32, blocking: Bool) -> Result<LineRecord, BerthError> {
+        var received: [UInt8] = []
+        return readReply(fd, blocking: blocking, into: &received) ?? .failure(unanswered("read", EAGAIN))
+    }
+
+    /// Where replies to `wait` are read, one short line each.
+    private static let replies = DispatchQueue(label: "berth.shim-replies")
+
+    /// A `wait` under way; touched on `replies` only.
+    private final class PendingReply: @unchecked Sendable {
+        var received: [UInt8] = []
+        var continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>?
+        var source: (any DispatchSourceRead)?
+        var finished: Result<LineRecord, BerthError>?
+
+        func finish(_ result: Result<LineRecord, BerthError>) {
+            guard finished == nil else { return }
+            finished = result
+            source?.cancel()
+            continuation?.resume(returning: result)
+            continuation = nil
+        }
+    }
+
+    private func awaitReply(_ fd: Int32) async throws -> LineRecord {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        let pending = PendingReply()
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>) in
+                Self.replies.async {
+                    if let finished = pending.finished {
+                        close(fd)
+                        continuation.resume(returning: finished)
+                        return
+                    }
+                    pending.continuation = continuation
+                    let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.replies)
+                    pending.source = source
+                    source.setEventHandler {
+                        if let reply = readReply(fd, blocking: false, into: &pending.received) { pending.finish(reply) }
+                    }
+                    source.setCancelHandler { close(fd) }
+                    source.resume()
+                }
+            }
+        } onCancel: {
+            Self.replies.async { pending.finish(.failure(BerthError(.cancelled, "the wait for the container's exit was cancelled"))) }
+        }
+        return try result.get()
     }
 
     /// The exit recorded in the bundle, if the process has exited.

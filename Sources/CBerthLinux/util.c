@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -26,6 +27,8 @@ int berth_write_all(int fd, const void *bytes, size_t length) {
 int berth_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int berth_accept_cloexec_nonblock(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+int berth_set_thread_nice(int value) { return setpriority(PRIO_PROCESS, (id_t)gettid(), value); }
 
 int berth_unix_connect(const char *path, int timeout_seconds) {
     struct sockaddr_un address;

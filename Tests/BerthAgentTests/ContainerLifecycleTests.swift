@@ -63,6 +63,30 @@ struct ContainerLifecycleTests {
         #expect(left.isEmpty, "removed when it exited")
     }
 
+    @Test("work made ahead waits at the lowest priority (the standby shim at nice 19); a container runs at the usual one")
+    func standbyPriority() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        for _ in 0..<2 {
+            let r = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "cut -d' ' -f19 /proc/self/stat"])
+            #expect(r.status == 0 && r.stdout == "0\n", "the container's nice value: \(r)")
+        }
+        // The standby made after a start is made by the agent's background work.
+        var nice: String?
+        for _ in 0..<100 where nice == nil {
+            for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+                guard Int32(entry) != nil, let cmd = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
+                    cmd.contains("--standby"), cmd.contains(host.agent.state),
+                    let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                    let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 16
+                else { continue }
+                nice = String(fields[16])
+            }
+            if nice == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(nice == "19", "the standby shim's nice value")
+    }
+
     @Test("a standby shim killed before it is used: the next container starts anyway and the agent lives on")
     func standbyShimGone() async throws {
         let host = try await ContainerHost()

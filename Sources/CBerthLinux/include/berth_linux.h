@@ -185,6 +185,8 @@ int berth_accept_cloexec_nonblock(int listener);
  * most 107 bytes), whose reads and writes give up after `timeout_seconds`
  * (EAGAIN). -1 with errno when it cannot be made. */
 int berth_unix_connect(const char *path, int timeout_seconds);
+/* Sets the calling thread's nice value (setpriority on its thread ID). */
+int berth_set_thread_nice(int value);
 /* GNU flag values the Swift Glibc module does not show. */
 enum { BERTH_O_PATH = 010000000, BERTH_AT_EMPTY_PATH = 0x1000 };
 
