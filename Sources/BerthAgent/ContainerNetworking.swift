@@ -36,7 +36,7 @@ public final class ContainerNetworking: Sendable {
     let vethPrefix: String
     let defaultBridge: DefaultBridge
     private let reservations = Mutex<[ContainerID: [PortReservation]]>([:])
-    private let standby = Mutex(Standby())
+    private let standby = MadeAhead<StandbyNamespace>(open: false)
     /// Whether the agent's nftables table exists (made with the first network).
     private let tableInstalled = Mutex(false)
     private let logger: Logger
@@ -169,9 +169,10 @@ public final class ContainerNetworking: Sendable {
         for file in (try? FileIO.list(netnsDir)) ?? [] where !expectedNamespaces.contains(file) {
             do { try NetworkNamespace.remove(at: "\(netnsDir)/\(file)") } catch { problems.append("stale namespace \(file): \(error)") }
         }
+        _ = standby.close()
         removeStandby()
         for link in HostNetwork.links(prefix: standbyPrefix) { try? HostNetwork.deleteLink(link) }
-        standby.withLock { $0.open = true }
+        standby.open()
         prepareStandby()
         return problems
     }
@@ -180,7 +181,7 @@ public final class ContainerNetworking: Sendable {
     /// the next agent. The standby namespace goes.
     public func shutdown() {
         dns.stopAll()
-        standby.withLock { $0.open = false }
+        _ = standby.close()
         removeStandby()
     }
 
@@ -191,17 +192,12 @@ public final class ContainerNetworking: Sendable {
     /// pair in the bridge (both ends down, the host end under a temporary
     /// name). Making them costs about 2 ms (a namespace, two interfaces
     /// registered); taking them over, a bind mount, a rename and the
-    /// address: a start no longer waits for the rest.
-    private struct Standby {
-        struct Ready {
-            var path: String
-            var hostLink: String
-            var networkID: String
-        }
-        var ready: Ready?
-        var preparing = false
-        /// False before the agent's networks are reconciled and after shutdown.
-        var open = false
+    /// address: a start no longer waits for the rest. Made only between the
+    /// reconciliation of the agent's networks and its shutdown.
+    private struct StandbyNamespace {
+        var path: String
+        var hostLink: String
+        var networkID: String
     }
 
     /// Host ends of standby veths: `s` and 4 hex digits of the node ID.
@@ -211,34 +207,23 @@ public final class ContainerNetworking: Sendable {
     /// one or no default network. A failure is not an error: the next
     /// container's namespace is made as it starts.
     func prepareStandby() {
-        guard case .subnet = defaultBridge,
-            standby.withLock({ s in
-                guard s.open, s.ready == nil, !s.preparing else { return false }
-                s.preparing = true
-                return true
-            })
-        else { return }
-        Background.run { [self] in
-            var made: Standby.Ready?
-            do {
-                made = try makeStandby()
-            } catch {
-                logger.debug("no standby network namespace", metadata: ["error": "\(error)"])
-            }
-            let surplus = standby.withLock { s -> Standby.Ready? in
-                s.preparing = false
-                guard s.open, s.ready == nil else { return made }
-                s.ready = made
-                return nil
-            }
-            if let surplus { try? NetworkNamespace.remove(at: surplus.path) }
-        }
+        guard case .subnet = defaultBridge else { return }
+        standby.prepare(
+            make: { [self] in
+                do {
+                    return try makeStandby()
+                } catch {
+                    logger.debug("no standby network namespace", metadata: ["error": "\(error)"])
+                    return nil
+                }
+            },
+            discard: { try? NetworkNamespace.remove(at: $0.path) })
     }
 
-    private func makeStandby() throws -> Standby.Ready? {
+    private func makeStandby() throws -> StandbyNamespace? {
         guard let network = try? store.get(NetworkStore.defaultName) else { return nil }
         let suffix = (0..<5).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        let ready = Standby.Ready(path: "\(standbyDir)/\(suffix)", hostLink: standbyPrefix + suffix, networkID: network.id)
+        let ready = StandbyNamespace(path: "\(standbyDir)/\(suffix)", hostLink: standbyPrefix + suffix, networkID: network.id)
         try NetworkNamespace.create(at: ready.path)
         do {
             // A locally administered address until the container's is given.
@@ -252,18 +237,13 @@ public final class ContainerNetworking: Sendable {
     }
 
     /// The standby namespace, if it was made for `endpoint`'s network.
-    private func takeStandby(for endpoint: ContainerEndpoint) -> Standby.Ready? {
-        standby.withLock { s in
-            guard let ready = s.ready, ready.networkID == endpoint.networkID, endpoint.interface == "eth0" else { return nil }
-            s.ready = nil
-            return ready
-        }
+    private func takeStandby(for endpoint: ContainerEndpoint) -> StandbyNamespace? {
+        standby.take { $0.networkID == endpoint.networkID && endpoint.interface == "eth0" }
     }
 
     /// Removes the standby namespace, and any an agent killed before left
     /// (a veth pair ends with its namespace): every file in the directory.
     private func removeStandby() {
-        standby.withLock { $0.ready = nil }
         for file in (try? FileIO.list(standbyDir)) ?? [] { try? NetworkNamespace.remove(at: "\(standbyDir)/\(file)") }
     }
 
@@ -459,7 +439,7 @@ public final class ContainerNetworking: Sendable {
     /// it and up, the peer given the endpoint's address (and the MAC made
     /// from it). On failure the standby namespace is gone too (and `netns`
     /// may be left for the caller to remove).
-    private func adopt(_ ready: Standby.Ready, _ id: ContainerID, _ endpoint: ContainerEndpoint, netns: String) throws {
+    private func adopt(_ ready: StandbyNamespace, _ id: ContainerID, _ endpoint: ContainerEndpoint, netns: String) throws {
         do {
             let network = try network(of: endpoint)
             // Its bridge may have been made again since (by a restarted agent, after it was deleted).

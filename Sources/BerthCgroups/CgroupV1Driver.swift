@@ -1,7 +1,6 @@
 public import BerthModel
 import BerthLinux
 import Glibc
-import Synchronization
 
 /// Cgroup v1: one hierarchy per controller (`memory`, `cpu`, `cpuacct`,
 /// `cpuset`, `pids`, `freezer`, `blkio`, `devices`), each holding
@@ -13,7 +12,7 @@ public struct CgroupV1Driver: CgroupDriver {
     /// Controllers whose hierarchy is mounted under the root.
     public let controllers: [String]
     private let testTree: Bool
-    private let spare = Spare()
+    private let spare = MadeAhead<String>(open: true)
 
     static let known = ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices"]
     static let required = ["memory", "cpu", "cpuacct", "pids", "freezer"]
@@ -96,51 +95,34 @@ public struct CgroupV1Driver: CgroupDriver {
 
     // MARK: The spare
 
-    /// A cgroup made ahead of need (`make`, in the background): a create
-    /// renames it to the container's name in each hierarchy instead of
-    /// making it and writing its 13 device rules, half a millisecond of a
-    /// container's start. v1 cgroups can be renamed within their parent;
-    /// v2's cannot, and its driver keeps none.
-    final class Spare: Sendable {
-        struct State {
-            var ready: String?
-            var preparing = false
-            var closed = false
-        }
-        let state = Mutex(State())
-    }
+    // The spare: a cgroup made ahead of need (`make`): a create renames it
+    // to the container's name in each hierarchy instead of making it and
+    // writing its 13 device rules, half a millisecond of a container's
+    // start. v1 cgroups can be renamed within their parent; v2's cannot, and
+    // its driver keeps none.
 
     static let sparePrefix = ".spare-"
 
     public func prepareSpare() {
-        let go = spare.state.withLock { s in
-            guard s.ready == nil, !s.preparing, !s.closed else { return false }
-            s.preparing = true
-            return true
-        }
-        guard go else { return }
-        Background.run { [self] in
-            let name = Self.sparePrefix + String(UInt64.random(in: 1...UInt64.max), radix: 16)
-            var made: String? = name
-            do { try make(name) } catch {
-                try? remove(name)
-                made = nil
-            }
-            let surplus = spare.state.withLock { s -> String? in
-                s.preparing = false
-                guard !s.closed else { return made }
-                s.ready = made
-                return nil
-            }
-            if let surplus { try? remove(surplus) }
-        }
+        spare.prepare(
+            make: { [self] in
+                let name = Self.sparePrefix + String(UInt64.random(in: 1...UInt64.max), radix: 16)
+                do {
+                    try make(name)
+                    return name
+                } catch {
+                    try? remove(name)
+                    return nil
+                }
+            },
+            discard: { [self] in try? remove($0) })
     }
 
     /// Renames the spare, if there is one, to `name` in every hierarchy.
     /// Whatever goes wrong, the spare is gone and false says to make the
     /// cgroup afresh.
     private func adoptSpare(as name: String) -> Bool {
-        guard let ready = spare.state.withLock({ s -> String? in defer { s.ready = nil }; return s.ready }) else { return false }
+        guard let ready = spare.take() else { return false }
         var moved: [String] = []
         for controller in controllers {
             do {
@@ -156,10 +138,8 @@ public struct CgroupV1Driver: CgroupDriver {
     }
 
     public func removeSpares(closing: Bool) {
-        spare.state.withLock { s in
-            s.ready = nil
-            if closing { s.closed = true }
-        }
+        // The ready one is among the leftovers removed below.
+        _ = closing ? spare.close() : spare.take()
         let leftovers = Set(controllers.flatMap { controller in
             ((try? FileIO.list("\(root)/\(controller)/\(parent)")) ?? []).filter { $0.hasPrefix(Self.sparePrefix) }
         })

@@ -28,7 +28,7 @@ public struct ShimClient: Sendable {
             DispatchQueue.global().async { continuation.resume(returning: Processes.readToEnd(shim.report)) }
         }
         // The next container's shim starts while this one's start is recorded.
-        Background.run { launcher.prepare() }
+        launcher.prepare()
         let text = String(decoding: bytes, as: UTF8.self)
         do {
             return (shim.pid, try ShimStart(record: LineRecord(parsing: text)))

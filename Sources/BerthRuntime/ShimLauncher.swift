@@ -1,7 +1,6 @@
 import BerthModel
 import BerthLinux
 import Glibc
-import Synchronization
 
 /// Starts `berth-shim` processes, keeping one started ahead of need (in
 /// standby, waiting for its bundle): a container's start then does not wait
@@ -15,7 +14,7 @@ public final class ShimLauncher: Sendable {
         var command: Int32
         var ready: Int32
     }
-    private let standby = Mutex<Standby?>(nil)
+    private let standby = MadeAhead<Standby>(open: true)
     static let environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
     public init(executable: String, bundles: String) {
@@ -29,7 +28,7 @@ public final class ShimLauncher: Sendable {
     /// - Returns: the shim's pid and the read end of its report pipe.
     /// - Throws: `BerthError.internal` when no shim can be started.
     public func launch(bundleDir: String) throws -> (pid: Int32, report: Int32) {
-        if let ready = standby.withLock({ s -> Standby? in defer { s = nil }; return s }) {
+        if let ready = standby.take() {
             let line = Array("bundle=\(bundleDir)\n".utf8)
             let written = line.withUnsafeBytes { write(ready.command, $0.baseAddress, $0.count) }
             close(ready.command)
@@ -50,27 +49,27 @@ public final class ShimLauncher: Sendable {
         }
     }
 
-    /// Starts the next standby shim, if there is none. A failure is not an
-    /// error: the next launch starts a shim itself.
+    /// Starts the next standby shim in the background, if there is none.
+    /// A failure is not an error: the next launch starts a shim itself.
     public func prepare() {
-        let needed = standby.withLock { $0 == nil }
-        guard needed,
-            let spawned = try? Processes.spawnSession(
-                executable: executable, arguments: ["--standby", "--bundles", bundles, "--command-fd", "4", "--ready-fd", "3"],
-                environment: Self.environment, stderrPath: nil, input: true),
-            let command = spawned.input
-        else { return }
-        let surplus = standby.withLock { s -> Standby? in
-            if s != nil { return Standby(pid: spawned.pid, command: command, ready: spawned.pipe) }
-            s = Standby(pid: spawned.pid, command: command, ready: spawned.pipe)
-            return nil
-        }
-        if let surplus { Self.dismiss(surplus) }
+        let (executable, bundles) = (self.executable, self.bundles)
+        standby.prepare(
+            make: {
+                guard
+                    let spawned = try? Processes.spawnSession(
+                        executable: executable, arguments: ["--standby", "--bundles", bundles, "--command-fd", "4", "--ready-fd", "3"],
+                        environment: Self.environment, stderrPath: nil, input: true),
+                    let command = spawned.input
+                else { return nil }
+                return Standby(pid: spawned.pid, command: command, ready: spawned.pipe)
+            },
+            discard: Self.dismiss)
     }
 
-    /// Lets the standby shim go (it leaves on the end of its command pipe).
+    /// Lets the standby shim go (it leaves on the end of its command pipe),
+    /// and starts no more.
     public func shutdown() {
-        if let ready = standby.withLock({ s -> Standby? in defer { s = nil }; return s }) { Self.dismiss(ready) }
+        if let ready = standby.close() { Self.dismiss(ready) }
     }
 
     private static func dismiss(_ shim: Standby) {
