@@ -2,6 +2,7 @@ import BerthAPI
 import Foundation
 import Glibc
 import BerthImages
+import BerthLinux
 import BerthModel
 public import GRPCCore
 import SwiftProtobuf
@@ -65,7 +66,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         let images = self.images
         let path = "\(images.root)/tmp-save-\(UUID().uuidString).tar"
         defer { unlink(path) }
-        try await ImageStore.blocking {
+        try await Blocking.run {
             guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
                 let out = FileHandle(forWritingAtPath: path)
             else {
@@ -88,7 +89,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         let images = self.images
         let config = ImageConfig(proto: request.config)
         // File-system work, off the threads that serve RPCs.
-        let results = try await ImageStore.blocking { () throws -> [ImageStore.ImportResult] in
+        let results = try await Blocking.run { () throws -> [ImageStore.ImportResult] in
             let kind = try ImageStore.kind(of: request.path)
             if kind == .rootfs {
                 guard let reference else { throw BerthError.invalid("importing a root filesystem needs a NAME[:TAG] for the image") }

@@ -1,6 +1,5 @@
 public import BerthModel
 import BerthLinux
-import Dispatch
 import Foundation
 
 /// What a pull reports as it goes.
@@ -151,7 +150,7 @@ extension ImageStore {
             try ingest.commit()
         }
         progress(.layer(digest: id, phase: .extracting, current: size, total: size))
-        _ = try await Self.blocking { try self.unpackLayer(blob: digest, chainID: chainID, diffID: diffID) }
+        _ = try await Blocking.run { try self.unpackLayer(blob: digest, chainID: chainID, diffID: diffID) }
         progress(.layer(digest: id, phase: .done, current: size, total: size))
     }
 
@@ -160,12 +159,5 @@ extension ImageStore {
         // Any repository name will do: the check is of the registry's /v2/.
         let reference = try ImageReference(parsing: "\(registry)/login/check")
         try await RegistryClient.session(reference: reference, credentials: credentials, options: registryOptions) { try await $0.checkLogin() }
-    }
-
-    /// Runs file-system work on a thread of its own, off the async pool.
-    public static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-        }
     }
 }

@@ -20,3 +20,14 @@ public enum Background {
         }
     }
 }
+
+/// Work that blocks (on files, sockets, pipes) and whose result is awaited:
+/// on a thread of the global queue, at the usual priority, so that it holds
+/// none of Swift's async pool meanwhile.
+public enum Blocking {
+    public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+}

@@ -24,9 +24,7 @@ public struct ShimClient: Sendable {
         // The bundle lives in the state directory, for one boot: no fsync.
         try AtomicFile.write(Array(config.record.text.utf8), to: "\(bundleDir)/config", mode: 0o600, durable: false)
         let shim = try launcher.launch(bundleDir: bundleDir)
-        let bytes = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8], Never>) in
-            DispatchQueue.global().async { continuation.resume(returning: Processes.readToEnd(shim.report)) }
-        }
+        let bytes = try await Blocking.run { Processes.readToEnd(shim.report) }
         // The next container's shim starts while this one's start is recorded.
         launcher.prepare()
         let text = String(decoding: bytes, as: UTF8.self)
@@ -64,21 +62,14 @@ public struct ShimClient: Sendable {
         defer { if dirfd >= 0 { close(dirfd) } }
         let connectPath = path
         if request != .wait {
-            let reply = await withCheckedContinuation { (continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>) in
-                DispatchQueue.global().async {
-                    continuation.resume(
-                        returning: send(request, at: connectPath).flatMap { fd in
-                            defer { close(fd) }
-                            return readReply(fd, blocking: true)
-                        })
-                }
+            return try await Blocking.run {
+                try send(request, at: connectPath).flatMap { fd in
+                    defer { close(fd) }
+                    return readReply(fd, blocking: true)
+                }.get()
             }
-            return try reply.get()
         }
-        let sent = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Int32, BerthError>, Never>) in
-            DispatchQueue.global().async { continuation.resume(returning: send(request, at: connectPath)) }
-        }
-        return try await awaitReply(try sent.get())
+        return try await awaitReply(try await Blocking.run { try send(request, at: connectPath).get() })
     }
 
     private func unanswered(_ operation: String, _ error: Int32) -> BerthError {
