@@ -106,6 +106,21 @@ final class AgentProcess: @unchecked Sendable {
 
     /// Removes every container (killing shims by their PID if the agent is
     /// gone), stops the agent, removes its cgroup subtree and its directory.
+    /// The environment of a command line aimed at this agent: this
+    /// process's, with `extra`, and `BERTH_HOST` naming the agent's socket.
+    func cliEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+        var env = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+        env["BERTH_HOST"] = "unix://\(socketPath)"
+        return env
+    }
+
+    /// Runs `berth` (or `executable`, another build of it) against this agent.
+    func berth(
+        _ arguments: [String], environment: [String: String] = [:], executable: URL? = nil, timeout: Duration = .seconds(120)
+    ) async throws -> CommandResult {
+        try await runCommand(try executable ?? BuildProducts.executable("berth"), arguments, environment: cliEnvironment(environment), timeout: timeout)
+    }
+
     func cleanUp() {
         if process.isRunning, let berth = try? BuildProducts.executable("berth").path {
             let host = ["BERTH_HOST=unix://\(socketPath)", "PATH=/usr/bin:/bin"]

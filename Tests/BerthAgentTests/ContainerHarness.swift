@@ -64,10 +64,21 @@ final class ContainerHost: @unchecked Sendable {
         }
     }
 
-    func berth(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> CommandResult {
-        var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        env["BERTH_HOST"] = "unix://\(agent.socketPath)"
-        return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: timeout)
+    func berth(
+        _ arguments: [String], environment: [String: String] = [:], executable: URL? = nil, timeout: Duration = .seconds(120)
+    ) async throws -> CommandResult {
+        try await agent.berth(arguments, environment: environment, executable: executable, timeout: timeout)
+    }
+
+    /// PIDs of the agent's standby shims (started, waiting for a bundle or
+    /// just given one).
+    func standbyShims() throws -> [Int32] {
+        try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { entry in
+            guard let pid = Int32(entry), let cmd = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
+                cmd.contains("--standby"), cmd.contains(agent.state)
+            else { return nil }
+            return pid
+        }
     }
 
     /// `berth inspect` of one container, decoded.

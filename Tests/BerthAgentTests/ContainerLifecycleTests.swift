@@ -38,12 +38,10 @@ struct ContainerLifecycleTests {
         #expect(r.status == 3 && r.stdout == "out 1\nout 2\nout 3\n" && r.stderr == "err\n", "\(r)")
         #expect(try await host.berth(["ps", "-aq"]).stdout.isEmpty, "removed once its output was read")
 
-        var environment = ProcessInfo.processInfo.environment
-        environment["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
         let cli = ChildProcess(
             pid: try Processes.spawn(
                 executable: try BuildProducts.executable("berth").path, arguments: ["run", "--rm", "--name", "orphan", "busybox", "sleep", "300"],
-                environment: environment.map { "\($0.key)=\($0.value)" }, stdout: 2, stderr: 2))
+                environment: host.agent.cliEnvironment().map { "\($0.key)=\($0.value)" }, stdout: 2, stderr: 2))
         defer {
             kill(cli.pid, SIGKILL)
             cli.waitUntilExit()
@@ -74,10 +72,8 @@ struct ContainerLifecycleTests {
         // The standby made after a start is made by the agent's background work.
         var nice: String?
         for _ in 0..<100 where nice == nil {
-            for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
-                guard Int32(entry) != nil, let cmd = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
-                    cmd.contains("--standby"), cmd.contains(host.agent.state),
-                    let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            for pid in try host.standbyShims() {
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                     let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 16
                 else { continue }
                 nice = String(fields[16])
@@ -93,12 +89,9 @@ struct ContainerLifecycleTests {
         defer { host.cleanUp() }
         #expect(try await host.berth(["run", "--rm", "busybox", "true"]).status == 0)
         var killed = 0
-        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
-            guard let pid = Int32(entry), let cmd = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
-                cmd.contains("--standby"), cmd.contains(host.agent.state)
-            else { continue }
+        for pid in try host.standbyShims() {
             // Only a shim still waiting for its bundle: it has no container child.
-            let children = (try? String(contentsOfFile: "/proc/\(entry)/task/\(entry)/children", encoding: .utf8)) ?? ""
+            let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
             if children.trimmingCharacters(in: .whitespaces).isEmpty, kill(pid, SIGKILL) == 0 { killed += 1 }
         }
         #expect(killed == 1, "one standby shim was waiting")
@@ -267,16 +260,13 @@ struct ContainerLifecycleTests {
         try await Task.sleep(for: .seconds(3))
         let second = try await AgentProcess(tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
         defer { second.cleanUp() }
-        var env = ProcessInfo.processInfo.environment
-        env["BERTH_HOST"] = "unix://\(second.socketPath)"
-        func berth(_ args: [String]) async throws -> CommandResult { try await runCommand(try BuildProducts.executable("berth"), args, environment: env) }
-        let ps = try await berth(["inspect", "long", "short"])
+        let ps = try await second.berth(["inspect", "long", "short"])
         let records = try BerthJSON.decoder().decode([Container].self, from: Data(ps.stdout.utf8))
         #expect(records[0].status.state == .running && records[0].status.pid == pid)
         #expect(records[1].status.state == .exited && records[1].status.exitCode == 4)
         // The re-adopted container is fully controllable.
-        #expect(try await berth(["stop", "-t", "1", "long"]).status == 0)
+        #expect(try await second.berth(["stop", "-t", "1", "long"]).status == 0)
         #expect(kill(pid, 0) != 0)
-        #expect(try await berth(["rm", "long", "short"]).status == 0)
+        #expect(try await second.berth(["rm", "long", "short"]).status == 0)
     }
 }

@@ -390,9 +390,7 @@ struct ContainerNetworkTests {
 
         let second = try await AgentProcess(extraArguments: arguments, tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
         defer { second.cleanUp() }
-        var shell = ProcessInfo.processInfo.environment
-        shell["BERTH_HOST"] = "unix://\(second.socketPath)"
-        func berth(_ args: [String]) async throws -> CommandResult { try await runCommand(try BuildProducts.executable("berth"), args, environment: shell) }
+        func berth(_ args: [String]) async throws -> CommandResult { try await second.berth(args) }
         let records = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "kept", "lost"]).stdout.utf8))
         #expect(records[0].status.state == .running && records[0].endpoints == kept.endpoints)
         #expect(records[1].status.state == .exited && records[1].publishedPorts.isEmpty)

@@ -174,9 +174,7 @@ struct EventsRestartTests {
         // A new agent on the same directories; more events; the watcher resumes after its last revision.
         let second = try await AgentProcess(tcp: false, directory: agent.directory, cgroupParent: agent.cgroupParent)
         defer { second.cleanUp() }
-        var env = ProcessInfo.processInfo.environment
-        env["BERTH_HOST"] = "unix://\(second.socketPath)"
-        #expect(try await runCommand(try BuildProducts.executable("berth"), ["run", "--rm", "--name", "two", "busybox", "true"], environment: env).status == 0)
+        #expect(try await second.berth(["run", "--rm", "--name", "two", "busybox", "true"]).status == 0)
         let last = try #require(beforeCrash.last?.revision)
         try await second.watchEvents(from: last, into: seen) { events in
             events.contains { $0.action == "destroy" && $0.attributes["name"] == "two" }

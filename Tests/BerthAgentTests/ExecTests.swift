@@ -24,10 +24,8 @@ struct ExecTests {
     /// `berth` with stdin from a shell pipeline.
     static func piped(_ host: ContainerHost, _ input: String, _ arguments: [String]) async throws -> CommandResult {
         let berth = try BuildProducts.executable("berth").path
-        var env = ProcessInfo.processInfo.environment
-        env["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
         let quoted = arguments.map { "'\($0)'" }.joined(separator: " ")
-        return try await runCommand(URL(fileURLWithPath: "/bin/sh"), ["-c", "printf '\(input)' | \(berth) \(quoted)"], environment: env)
+        return try await runCommand(URL(fileURLWithPath: "/bin/sh"), ["-c", "printf '\(input)' | \(berth) \(quoted)"], environment: host.agent.cliEnvironment())
     }
 
     @Test("exec runs in the container's namespaces and cgroup with its capabilities, seccomp filter and no_new_privs; -u, -w, -e; the exit code")
@@ -125,8 +123,7 @@ struct ExecTests {
         #expect(unknown.status == 1 && unknown.stderr.contains("nosuch"), "\(unknown.stderr)")
 
         // A client that goes away (killed): its process is killed.
-        var env = ProcessInfo.processInfo.environment
-        env["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
+        let env = host.agent.cliEnvironment()
         let client = ChildProcess(
             pid: try Processes.spawn(
                 executable: try BuildProducts.executable("berth").path, arguments: ["exec", "box", "sleep", "300"],

@@ -84,9 +84,7 @@ struct LogsTests {
         try await Task.sleep(for: .seconds(1))
         let second = try await AgentProcess(tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
         defer { second.cleanUp() }
-        var env = ProcessInfo.processInfo.environment
-        env["BERTH_HOST"] = "unix://\(second.socketPath)"
-        let logs = try await runCommand(try BuildProducts.executable("berth"), ["logs", "ticker"], environment: env)
+        let logs = try await second.berth(["logs", "ticker"])
         let ticks = logs.stdout.split(separator: "\n").compactMap { Int($0.dropFirst(5)) }
         #expect(ticks.count >= 15, "about 20 ticks a second for 1.3 s: \(ticks.count)")
         #expect(ticks == Array(0..<ticks.count), "every tick once, in order")

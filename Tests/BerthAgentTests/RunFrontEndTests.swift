@@ -24,17 +24,13 @@ struct RunFrontEndTests {
         deinit { try? FileManager.default.removeItem(at: directory) }
 
         func run(_ host: ContainerHost, _ arguments: [String]) async throws -> CommandResult {
-            var environment = ProcessInfo.processInfo.environment
-            environment["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
-            return try await runCommand(executable, arguments, environment: environment, timeout: .seconds(60))
+            try await host.berth(arguments, executable: executable, timeout: .seconds(60))
         }
     }
 
     /// The full command line itself.
     static func full(_ host: ContainerHost, _ arguments: [String]) async throws -> CommandResult {
-        var environment = ProcessInfo.processInfo.environment
-        environment["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
-        return try await runCommand(try BuildProducts.executable("berth-cli"), arguments, environment: environment, timeout: .seconds(60))
+        try await host.berth(arguments, executable: try BuildProducts.executable("berth-cli"), timeout: .seconds(60))
     }
 
     @Test("every option it takes makes the container berth-cli makes from the same arguments")
@@ -133,8 +129,7 @@ struct RunFrontEndTests {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
         let alone = try Alone()
-        var environment = ProcessInfo.processInfo.environment
-        environment["BERTH_HOST"] = "unix://\(host.agent.socketPath)"
+        let environment = host.agent.cliEnvironment()
         for (signal, code) in [(SIGINT, 42), (SIGTERM, 43)] {
             let name = "signalled\(code)"
             let cli = ChildProcess(
