@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "berth", targets: ["berth"]),
         .executable(name: "berth-cli", targets: ["berth-cli"]),
         .executable(name: "berth-shim", targets: ["berth-shim"]),
+        .executable(name: "berth-init", targets: ["berth-init"]),
         .executable(name: "berth-controller", targets: ["berth-controller"]),
         .library(name: "BerthModel", targets: ["BerthModel"]),
         .library(name: "BerthAPI", targets: ["BerthAPI"]),
@@ -104,6 +105,15 @@ let package = Package(
             // One per container, started on every container start: a static
             // executable loads no shared library (about 1.5 ms less to start).
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
+        ),
+
+        // PID 1 of a container run with --init: reaps, forwards signals,
+        // exits as its child does. C, static, tiny: the agent runs it from a
+        // sealed copy in memory, never from the file.
+        .executableTarget(
+            name: "berth-init",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra"])],
+            linkerSettings: [.unsafeFlags(["-nostartfiles", "-static-executable"])]
         ),
 
         // The one Swift layer that calls the kernel.

@@ -112,6 +112,13 @@ extension ContainerSpec {
         p.openStdin = openStdin
         p.autoRemove = autoRemove
         p.ulimits = ulimits.map { u in .with { $0.name = u.name; $0.soft = u.soft; $0.hard = u.hard } }
+        p.devices = devices.map { d in
+            .with {
+                $0.hostPath = d.hostPath
+                $0.containerPath = d.containerPath
+                $0.permissions = d.access.description
+            }
+        }
         if let log {
             p.log = .with { l in
                 if let size = log.maxSize { l.maxSizeBytes = size.bytes }
@@ -155,7 +162,12 @@ extension ContainerSpec {
             log: p.hasLog
                 ? LogConfig(
                     maxSize: p.log.hasMaxSizeBytes ? ByteSize(bytes: p.log.maxSizeBytes) : nil,
-                    maxFiles: p.log.hasMaxFiles ? Int(p.log.maxFiles) : nil) : nil)
+                    maxFiles: p.log.hasMaxFiles ? Int(p.log.maxFiles) : nil) : nil,
+            devices: try p.devices.map { d in
+                try DeviceMapping(
+                    parsing: [d.hostPath, d.containerPath.isEmpty ? d.hostPath : d.containerPath, d.permissions.isEmpty ? "rwm" : d.permissions]
+                        .joined(separator: ":"))
+            })
     }
 }
 

@@ -29,6 +29,8 @@ public struct AgentConfiguration: Sendable {
     public var limits = TransportLimits()
     /// The berth-shim executable; by default the one beside the agent's own.
     public var shimExecutable: String?
+    /// The berth-init executable (`--init`); by default the one beside the agent's own.
+    public var initExecutable: String?
     /// Berth's subtree in each cgroup hierarchy.
     public var cgroupParent = "berth"
     /// How many events the event log keeps.
@@ -160,13 +162,17 @@ public final class Agent: Service, Sendable {
             throw BerthError(.permissionDenied, "cannot prepare the agent's directories: \(error)")
         }
         self.node = try NodeDirectory(rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels)
-        let shim = configuration.shimExecutable
-            ?? (Processes.currentExecutable as NSString).deletingLastPathComponent + "/berth-shim"
+        let beside = (Processes.currentExecutable as NSString).deletingLastPathComponent
+        let shim = configuration.shimExecutable ?? beside + "/berth-shim"
         guard FileManager.default.isExecutableFile(atPath: shim) else {
             throw BerthError(.unavailable, "berth-shim not found at \(shim); install it beside berth-agent or pass --shim PATH")
         }
+        let initExecutable = configuration.initExecutable ?? beside + "/berth-init"
+        guard FileManager.default.isExecutableFile(atPath: initExecutable) else {
+            throw BerthError(.unavailable, "berth-init not found at \(initExecutable); install it beside berth-agent or pass --init-path PATH")
+        }
         self.environment = RuntimeEnvironment(
-            rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim,
+            rootDir: configuration.rootDir, stateDir: configuration.stateDir, shimExecutable: shim, initExecutable: initExecutable,
             logMaxBytes: Int(configuration.log.maxSize?.bytes ?? 10 << 20), logMaxFiles: configuration.log.maxFiles ?? 3)
         self.database = try AgentDatabase(path: "\(configuration.rootDir)/agent.db", eventRetention: configuration.eventRetention)
         var registry = RegistryClient.Options()

@@ -12,13 +12,18 @@ public struct RuntimeEnvironment: Sendable {
     public var rootDir: String
     public var stateDir: String
     public var shimExecutable: String
+    /// berth-init, PID 1 of containers run with `--init`.
+    public var initExecutable: String
     public var logMaxBytes: Int
     public var logMaxFiles: Int
 
-    public init(rootDir: String, stateDir: String, shimExecutable: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3) {
+    public init(
+        rootDir: String, stateDir: String, shimExecutable: String, initExecutable: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3
+    ) {
         self.rootDir = rootDir
         self.stateDir = stateDir
         self.shimExecutable = shimExecutable
+        self.initExecutable = initExecutable
         self.logMaxBytes = logMaxBytes
         self.logMaxFiles = logMaxFiles
     }
@@ -91,7 +96,8 @@ public actor ContainerSupervisor {
         stateTrash = try Trash(dir: "\(environment.stateDir)/trash", logger: logger)
         rootTrash.empty()
         stateTrash.empty()
-        launcher = ShimLauncher(executable: environment.shimExecutable, bundles: "\(environment.stateDir)/containers")
+        launcher = try ShimLauncher(
+            shimExecutable: environment.shimExecutable, initExecutable: environment.initExecutable, bundles: "\(environment.stateDir)/containers")
         launcher.prepare()
         cgroups.removeSpares(closing: false)
         oomWatcher = OOMWatcher(unified: cgroups.mode == .v2)
@@ -285,6 +291,7 @@ public actor ContainerSupervisor {
         }
         _ = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
         _ = try SecurityOptions(spec.securityOpts)
+        _ = try HostDevices.resolve(spec.devices)
         let layers = try images.lowerDirectories(of: image)
         _ = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
         _ = try RuntimePlanner.command(spec: spec, image: image.config)
@@ -366,8 +373,9 @@ public actor ContainerSupervisor {
             attachment = try networking.attach(container, ports: ports)
             steps.lap("network")
             try writeNameFiles(container, attachment)
+            let devices = try HostDevices.resolve(spec.devices)
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
-            try cgroups.create(id.rawValue, resources: spec.resources)
+            try cgroups.create(id.rawValue, resources: spec.resources, devices: devices.rules)
             cgroups.prepareSpare()
             steps.lap("cgroups")
             let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
@@ -384,7 +392,7 @@ public actor ContainerSupervisor {
                 seccompProgram: seccompPath, logFile: environment.logFile(id),
                 logMaxBytes: spec.log?.maxSize.map { Int($0.bytes) } ?? environment.logMaxBytes,
                 logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
-                volumesDir: volumes.root, netnsPath: attachment?.netnsPath)
+                volumesDir: volumes.root, netnsPath: attachment?.netnsPath, devices: devices.nodes)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
             steps.lap("plan")
         } catch {

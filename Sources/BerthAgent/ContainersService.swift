@@ -2,6 +2,7 @@ import BerthAPI
 import BerthCgroups
 import BerthLinux
 import BerthModel
+import BerthRuntime
 import BerthShimProtocol
 public import GRPCCore
 import Foundation
@@ -177,7 +178,8 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         } catch {
             throw BerthError(.failedPrecondition, "container \(container.name) has no runtime configuration to exec with: \(error)")
         }
-        let process = try ExecProcess.start(request: spec, config: config, targetPID: targetPID)
+        let process = try await ExecProcess.start(
+            request: spec, config: config, targetPID: targetPID, shim: ShimClient(bundleDir: environment.bundleDir(container.id)))
         let command = spec.command.joined(separator: " ")
         await supervisor.recordExec(.execStart, container, ["execID": process.id, "command": command])
         let supervisor = self.supervisor

@@ -47,8 +47,10 @@ enum ExecOutput: Sendable {
 final class ExecProcess: Sendable {
     let id: String
     let pid: Int32
-    /// -1 once the process is reaped.
+    /// The process's pidfd, for signals; -1 once it has ended.
     private let pidfd: Mutex<Int32>
+    /// The shim's connection that tells the process's end; -1 once told.
+    private let endConnection: Mutex<Int32>
     /// The process's stdin (a pipe, or the terminal's master); -1 when closed.
     private let input: Mutex<Int32>
     /// The terminal's master (its own descriptor), for resizing; -1 once closed.
@@ -57,21 +59,25 @@ final class ExecProcess: Sendable {
     /// The exit code once known, and who waits for it.
     private let ending = Mutex<(code: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
 
-    private init(id: String, pid: Int32, pidfd: Int32, input: Int32, terminal: Int32?, outputs: [(fd: Int32, stream: Int)]) {
+    private init(id: String, process: ShimExecProcess, input: Int32, terminal: Int32?, outputs: [(fd: Int32, stream: Int)]) {
         self.id = id
-        self.pid = pid
-        self.pidfd = Mutex(pidfd)
+        self.pid = process.pid
+        self.pidfd = Mutex(process.pidfd)
+        self.endConnection = Mutex(process.connection)
         self.input = Mutex(input)
         self.terminal = Mutex(terminal ?? -1)
         self.outputs = outputs
     }
 
     /// Starts `request` in the container whose main process is `targetPID`,
-    /// as the container's own process was started (`config`, from its bundle).
+    /// as the container's own process was started (`config`, from its
+    /// bundle): its shim starts it (a clone of the shim until its exec, so
+    /// that no image of a host file is ever in the container), and the
+    /// agent holds its stdio.
     ///
     /// - Throws: `BerthError` naming the stage that failed; the missing
     ///   program as docker words it.
-    static func start(request: ExecRequestSpec, config: ShimConfig, targetPID: Int32) throws -> ExecProcess {
+    static func start(request: ExecRequestSpec, config: ShimConfig, targetPID: Int32, shim: ShimClient) async throws -> ExecProcess {
         guard let program = request.command.first, !program.isEmpty else {
             throw BerthError.invalid("exec needs a command")
         }
@@ -90,7 +96,6 @@ final class ExecProcess: Sendable {
             process.groups = resolved.additionalGroups
             if !process.env.contains(where: { $0.hasPrefix("HOME=") }) { process.env.append("HOME=\(resolved.home)") }
         }
-        let seccomp = config.seccompFile.isEmpty ? [] : [UInt8](try Data(contentsOf: URL(fileURLWithPath: config.seccompFile)))
 
         // stdio: a terminal, or three pipes (stdin only when attached).
         var parentEnds: [Int32] = []
@@ -147,23 +152,25 @@ final class ExecProcess: Sendable {
             outputs = [(out.read, 1), (err.read, 2)]
         }
 
-        let arena = CArena()
-        var spec = process.processSpec(in: arena, seccomp: seccomp, stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr)
-        spec.controlling_tty = request.tty ? 1 : 0
-        let targetFD = berth_pidfd_open(targetPID)
-        guard targetFD >= 0 else {
-            let e = errno
+        let id = ContainerID.random().rawValue
+        let exec = ShimExec(
+            process: process, stdin: stdio.stdin >= 0, stdout: stdio.stdout >= 0, stderr: stdio.stderr >= 0, controllingTerminal: request.tty)
+        let passed = [stdio.stdin, stdio.stdout, stdio.stderr].filter { $0 >= 0 }
+        let started: (start: ShimStart, process: ShimExecProcess?)
+        do {
+            started = try await shim.exec(exec, id: id, stdio: passed)
+        } catch {
             parentEnds.forEach { close($0) }
-            throw BerthError(.failedPrecondition, "the container's process \(targetPID) is gone (\(SystemError("pidfd_open", errno: e).errnoName))")
+            throw error
         }
-        defer { close(targetFD) }
-        var result = berth_start_result()
-        guard berth_exec_start(&spec, targetFD, &result) == 0 else {
+        guard let handle = started.process else {
             parentEnds.forEach { close($0) }
-            let stage = withUnsafeBytes(of: result.stage) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard case .failed(let stage, let error, let name, let detail) = started.start else {
+                throw BerthError(.internal, "the container's shim started the exec but gave no process")
+            }
             if stage.hasPrefix("exec") {
                 // docker's words for a program that is missing or not executable.
-                switch result.error {
+                switch error {
                 case ENOENT where program.contains("/"):
                     throw BerthError(.notFound, "exec: \"\(program)\": no such file or directory")
                 case ENOENT: throw BerthError(.notFound, "exec: \"\(program)\": executable file not found in $PATH")
@@ -171,12 +178,11 @@ final class ExecProcess: Sendable {
                 default: break
                 }
             }
-            throw BerthError(.internal, "exec failed at \(stage): \(SystemError(stage, errno: result.error).errnoName)")
+            if error == ESRCH { throw BerthError(.failedPrecondition, "the container is not running") }
+            throw BerthError(.internal, "exec failed at \(stage): \(name.isEmpty ? "" : name)\(detail.isEmpty ? "" : " \(detail)")")
         }
         if let master = outputs.first?.fd, request.tty { _ = fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK) }
-        return ExecProcess(
-            id: ContainerID.random().rawValue, pid: result.pid, pidfd: result.pidfd, input: input, terminal: terminal,
-            outputs: outputs)
+        return ExecProcess(id: id, process: handle, input: input, terminal: terminal, outputs: outputs)
     }
 
     /// The container's environment with `overrides` (KEY=VALUE) replacing
@@ -232,18 +238,20 @@ final class ExecProcess: Sendable {
         }
     }
 
-    /// Waits for the process to end (it is reaped then); its exit code, or
-    /// 128 + the signal that ended it.
+    /// The process's end as its shim tells it: its exit code, or 128 + the
+    /// signal that ended it (-1 when the shim went away without telling);
+    /// nil while it runs (without `block`).
     private func reap(block: Bool) -> Int32? {
-        pidfd.withLock { fd -> Int32? in
+        endConnection.withLock { fd -> Int32? in
             guard fd >= 0 else { return nil }
-            var code: Int32 = 0
-            var status: Int32 = 0
-            let rc = berth_pidfd_wait(fd, &code, &status, block ? 0 : WNOHANG)
-            guard rc == 0 || (rc < 0 && block) else { return nil }
+            guard let code = ShimExecProcess.readEnd(fd, blocking: block) else { return nil }
             close(fd)
             fd = -1
-            return rc < 0 ? -1 : (code == CLD_EXITED ? status : 128 + status)
+            pidfd.withLock { pidfd in
+                if pidfd >= 0 { close(pidfd) }
+                pidfd = -1
+            }
+            return code
         }
     }
 
@@ -273,7 +281,7 @@ final class ExecProcess: Sendable {
         var buffer = [UInt8](repeating: 0, count: 32 << 10)
         while !open.isEmpty {
             var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            let processFD = exitCode == nil ? pidfd.withLock { $0 } : -1
+            let processFD = exitCode == nil ? endConnection.withLock { $0 } : -1
             if processFD >= 0 { fds.append(pollfd(fd: processFD, events: Int16(POLLIN), revents: 0)) }
             // Once the process has exited, output still in flight is read;
             // descriptors a background process keeps open are not waited for long.

@@ -62,6 +62,7 @@ struct ContainerFlags: ParsableArguments {
     @Flag(help: "Automatically remove the container when it exits.") var rm = false
     @Option(help: "A process limit, NAME=SOFT[:HARD] (e.g. nofile=1024:2048).") var ulimit: [String] = []
     @Option(help: "Log rotation: max-size=SIZE (e.g. 10m), max-file=N.") var logOpt: [String] = []
+    @Option(help: "Add a host device to the container: HOST[:CONTAINER][:PERMISSIONS] (permissions: any of r, w, m; default rwm).") var device: [String] = []
 
     /// - Throws: `BerthError.invalidArgument` with docker-like wording for a malformed flag.
     func spec(image: String, command: [String], environment: [String: String], defaultRestart: String = "no") throws -> ContainerSpec {
@@ -83,7 +84,8 @@ struct ContainerFlags: ParsableArguments {
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },
-            log: logOpt.isEmpty ? nil : try LogConfig(parsingOptions: logOpt))
+            log: logOpt.isEmpty ? nil : try LogConfig(parsingOptions: logOpt),
+            devices: try device.map { try DeviceMapping(parsing: $0) })
     }
 }
 

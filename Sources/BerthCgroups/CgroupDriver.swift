@@ -59,12 +59,15 @@ public protocol CgroupDriver: Sendable {
     /// v1, v2 or hybrid (v1 controllers).
     var mode: CgroupMode { get }
 
-    /// Creates the cgroup and applies the limits.
+    /// Creates the cgroup, applies the limits and holds it to Docker's
+    /// device rules (`DeviceRule.defaults`) plus `devices` (`--device`):
+    /// v1 through its `devices` controller, v2 through a BPF program.
     ///
     /// - Throws: `BerthError.invalidArgument` for a limit this host cannot
-    ///   enforce; `BerthError.internal` naming the file the kernel refused.
+    ///   enforce; `BerthError.internal` naming the file the kernel refused;
+    ///   `BerthError.unavailable` when the device rules cannot be enforced.
     ///   A failed create leaves nothing behind.
-    func create(_ name: String, resources: Resources) throws
+    func create(_ name: String, resources: Resources, devices: [DeviceRule]) throws
 
     /// Changes limits of an existing cgroup (only those given).
     func update(_ name: String, resources: Resources) throws
@@ -106,6 +109,11 @@ public protocol CgroupDriver: Sendable {
 }
 
 extension CgroupDriver {
+    /// Creates the cgroup with Docker's device rules alone.
+    public func create(_ name: String, resources: Resources) throws {
+        try create(name, resources: resources, devices: [])
+    }
+
     public func prepareSpare() {}
     public func removeSpares(closing: Bool) {}
 }

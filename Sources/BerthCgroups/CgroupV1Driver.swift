@@ -15,7 +15,9 @@ public struct CgroupV1Driver: CgroupDriver {
     private let spare = MadeAhead<String>(open: true)
 
     static let known = ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices"]
-    static let required = ["memory", "cpu", "cpuacct", "pids", "freezer"]
+    /// Without `devices` a container could open any device node it makes
+    /// (CAP_MKNOD is in Docker's default set): the host's disks among them.
+    static let required = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"]
 
     /// - Parameters:
     ///   - root: where the hierarchies are mounted (`/sys/fs/cgroup`).
@@ -70,9 +72,11 @@ public struct CgroupV1Driver: CgroupDriver {
         FileIO.isDirectory(path("memory", name))
     }
 
-    public func create(_ name: String, resources: Resources) throws {
+    public func create(_ name: String, resources: Resources, devices: [DeviceRule]) throws {
         do {
             if !adoptSpare(as: name) { try make(name) }
+            // The spare, and `make`, have the defaults; --device adds to them.
+            for rule in devices { try write(rule.description, "devices", name, "devices.allow") }
             if controllers.contains("cpuset") {
                 for file in ["cpuset.cpus", "cpuset.mems"] {
                     let inherited = ((try? FileIO.read("\(root)/cpuset/\(parent)/\(file)")) ?? "").trimmingWhitespace()
@@ -90,7 +94,7 @@ public struct CgroupV1Driver: CgroupDriver {
     /// whatever its limits: Docker's device rules.
     private func make(_ name: String) throws {
         for controller in controllers { try FileIO.makeDirectory(path(controller, name)) }
-        if controllers.contains("devices") { try restrictDevices(name) }
+        try restrictDevices(name)
     }
 
     // MARK: The spare
@@ -146,17 +150,12 @@ public struct CgroupV1Driver: CgroupDriver {
         for name in leftovers { try? remove(name) }
     }
 
-    /// Docker's default device rules: nothing but the standard nodes and
-    /// terminals may be read or written; any may be created (mknod), none
-    /// used unless listed.
-    static let allowedDevices = [
-        "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
-    ]
-
+    /// Docker's default device rules (`DeviceRule.defaults`): nothing but
+    /// the standard nodes and terminals may be read or written; any may be
+    /// created (mknod), none used unless listed.
     private func restrictDevices(_ name: String) throws {
         try write("a", "devices", name, "devices.deny")
-        for rule in Self.allowedDevices { try write(rule, "devices", name, "devices.allow") }
+        for rule in DeviceRule.defaults { try write(rule.description, "devices", name, "devices.allow") }
     }
 
     public func update(_ name: String, resources r: Resources) throws {

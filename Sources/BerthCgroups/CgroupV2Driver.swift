@@ -8,15 +8,21 @@ public struct CgroupV2Driver: CgroupDriver {
     public let root: String
     public let parent: String
     private let testTree: Bool
+    private let deviceFilter: (any DeviceFilter)?
 
     static let wanted = ["cpuset", "cpu", "io", "memory", "pids"]
 
+    /// - Parameters:
+    ///   - deviceFilter: how containers' cgroups are held to their device
+    ///     rules; nil takes the kernel's BPF programs, except on a test tree
+    ///   (a plain directory), where none can be attached.
     /// - Throws: `BerthError.unavailable` when the root does not offer the
     ///   controllers Berth needs (Berth does not write to cgroups it did not create).
-    public init(root: String, parent: String, testTree: Bool = false) throws {
+    public init(root: String, parent: String, testTree: Bool = false, deviceFilter: (any DeviceFilter)? = nil) throws {
         self.root = root
         self.parent = parent
         self.testTree = testTree
+        self.deviceFilter = deviceFilter ?? (testTree ? nil : KernelDeviceFilter())
         let available = ((try? FileIO.read("\(root)/cgroup.subtree_control")) ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
         let missing = ["cpu", "memory", "pids"].filter { !available.contains($0) }
         guard missing.isEmpty else {
@@ -50,9 +56,12 @@ public struct CgroupV2Driver: CgroupDriver {
 
     public func exists(_ name: String) -> Bool { FileIO.isDirectory(path(name)) }
 
-    public func create(_ name: String, resources: Resources) throws {
+    public func create(_ name: String, resources: Resources, devices: [DeviceRule]) throws {
         do {
             try FileIO.makeDirectory(path(name))
+            // Before any process is in it: a container's first process is
+            // cloned into the cgroup with its device program in place.
+            try deviceFilter?.apply(DeviceRule.defaults + devices, toCgroup: path(name))
             try update(name, resources: resources)
         } catch {
             try? remove(name)

@@ -156,13 +156,30 @@ extension FileIO {
     public static func status(_ path: String) throws -> FileStatus {
         var st = stat()
         guard lstat(path, &st) == 0 else { throw SystemError("stat", path: path, errno: errno) }
-        return FileStatus(
+        return FileStatus(st)
+    }
+
+    /// stat(2): as `status`, but a final symlink is followed.
+    ///
+    /// - Throws: `SystemError` naming the path.
+    public static func statusFollowingLinks(_ path: String) throws -> FileStatus {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw SystemError("stat", path: path, errno: errno) }
+        return FileStatus(st)
+    }
+}
+
+extension FileStatus {
+    init(_ st: stat) {
+        self.init(
             mode: st.st_mode, uid: st.st_uid, gid: st.st_gid, size: Int64(st.st_size), mtime: Int64(st.st_mtim.tv_sec),
             inode: UInt64(st.st_ino), device: UInt64(st.st_dev), links: UInt64(st.st_nlink),
             rdevMajor: UInt32((st.st_rdev >> 8) & 0xFFF) | UInt32((st.st_rdev >> 32) & ~0xFFF),
             rdevMinor: UInt32(st.st_rdev & 0xFF) | UInt32((st.st_rdev >> 12) & ~0xFF))
     }
+}
 
+extension FileIO {
     /// The bytes a tree takes on disk (allocated blocks, each inode once),
     /// without following symlinks; 0 for what cannot be read.
     public static func diskUsage(_ path: String) -> Int64 {

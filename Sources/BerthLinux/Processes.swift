@@ -14,13 +14,23 @@ public enum Processes {
         public var input: Int32?
     }
 
+    /// The descriptor number a child of `spawnSession` sees for
+    /// `passing[index]`: after fd 3 (the report pipe) and, with `input`, fd 4.
+    public static func passedDescriptor(_ index: Int, input: Bool) -> Int32 { Int32(3 + (input ? 2 : 1) + index) }
+
     /// Starts `executable` detached from the caller's session (it survives
     /// the caller), with stderr appended to `stderrPath` (nil: /dev/null).
     ///
-    /// - Parameter input: also give the child a pipe to read as fd 4.
+    /// - Parameters:
+    ///   - argv0: the child's argv[0]; nil gives `executable`.
+    ///   - input: also give the child a pipe to read as fd 4.
+    ///   - passing: descriptors the child also gets, numbered as
+    ///     `passedDescriptor` says. `executable` may name one of them as
+    ///     `/proc/self/fd/N` (a sealed image): it is resolved in the child.
     /// - Throws: `SystemError` from pipe, open or posix_spawn.
     public static func spawnSession(
-        executable: String, arguments: [String], environment: [String], stderrPath: String?, input: Bool = false
+        executable: String, argv0: String? = nil, arguments: [String], environment: [String], stderrPath: String?, input: Bool = false,
+        passing extra: [Int32] = []
     ) throws -> Spawned {
         var fds: [Int32] = [0, 0]
         guard berth_pipe2_cloexec(&fds) == 0 else { throw SystemError("pipe2", errno: errno) }
@@ -45,13 +55,13 @@ public enum Processes {
             if inputFDs[0] >= 0 { close(inputFDs[0]) }
             if logFD >= 0 { close(logFD) }
         }
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let argv = ([argv0 ?? executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
-        let passed = input ? [fds[1], inputFDs[0]] : [fds[1]]
+        let passed = (input ? [fds[1], inputFDs[0]] : [fds[1]]) + extra
         let pid = berth_spawn_session(executable, argv, envp, passed, Int32(passed.count), logFD)
         guard pid > 0 else {
             let saved = errno

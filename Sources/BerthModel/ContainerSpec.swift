@@ -59,6 +59,9 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     public var ulimits: [Ulimit]
     /// Log rotation (`--log-opt`); nil takes the agent's.
     public var log: LogConfig?
+    /// Host devices made in the container, with the access the container
+    /// gets to them (`--device`).
+    public var devices: [DeviceMapping]
 
     public init(
         name: String? = nil,
@@ -89,7 +92,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         openStdin: Bool = false,
         autoRemove: Bool = false,
         ulimits: [Ulimit] = [],
-        log: LogConfig? = nil
+        log: LogConfig? = nil,
+        devices: [DeviceMapping] = []
     ) {
         self.name = name
         self.image = image
@@ -120,12 +124,13 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.autoRemove = autoRemove
         self.ulimits = ulimits
         self.log = log
+        self.devices = devices
     }
 
     enum CodingKeys: String, CodingKey {
         case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
         case network, networkAliases, ipv4Address, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
-        case securityOpts, tty, openStdin, autoRemove, ulimits, log
+        case securityOpts, tty, openStdin, autoRemove, ulimits, log, devices
     }
 
     public init(from decoder: any Decoder) throws {
@@ -159,7 +164,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
             openStdin: try c.decodeIfPresent(Bool.self, forKey: .openStdin) ?? false,
             autoRemove: try c.decodeIfPresent(Bool.self, forKey: .autoRemove) ?? false,
             ulimits: try c.decodeIfPresent([Ulimit].self, forKey: .ulimits) ?? [],
-            log: try c.decodeIfPresent(LogConfig.self, forKey: .log))
+            log: try c.decodeIfPresent(LogConfig.self, forKey: .log),
+            devices: try c.decodeIfPresent([DeviceMapping].self, forKey: .devices) ?? [])
     }
 
     /// The default grace period between the stop signal and SIGKILL.
@@ -191,6 +197,12 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         for mount in mounts {
             guard targets.insert(mount.target).inserted else {
                 throw BerthError.invalid("mount point \(mount.target) is used twice")
+            }
+        }
+        var devicePaths: Set<String> = []
+        for device in devices {
+            guard devicePaths.insert(device.containerPath).inserted else {
+                throw BerthError.invalid("device path \(device.containerPath) is given twice")
             }
         }
         var published: Set<String> = []

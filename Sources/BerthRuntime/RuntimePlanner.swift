@@ -25,13 +25,16 @@ public struct RuntimePaths: Sendable {
     /// The network namespace file the container joins; nil makes it its own
     /// (with loopback only), unless it shares the host's.
     public var netnsPath: String?
+    /// Host device nodes made in the container (`--device`, see `HostDevices`).
+    public var devices: [ShimConfig.DeviceNode]
 
     public init(
         containerDir: String, bundleDir: String, lowerDirs: [String], cgroup: CgroupPlacement, oomCounterFile: String,
         seccompProgram: String?, logFile: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3, cgroupMounts: [CgroupMount] = [],
-        volumesDir: String = "", netnsPath: String? = nil
+        volumesDir: String = "", netnsPath: String? = nil, devices: [ShimConfig.DeviceNode] = []
     ) {
         self.netnsPath = netnsPath
+        self.devices = devices
         self.cgroupMounts = cgroupMounts
         self.volumesDir = volumesDir
         self.containerDir = containerDir
@@ -203,7 +206,8 @@ public enum RuntimePlanner {
             logFile: paths.logFile,
             logMaxBytes: paths.logMaxBytes,
             logMaxFiles: paths.logMaxFiles,
-            netnsPath: paths.netnsPath ?? "")
+            netnsPath: paths.netnsPath ?? "",
+            devices: paths.devices)
     }
 
     /// The container's /etc/hosts.

@@ -5,6 +5,40 @@ import CBerthLinux
 import Dispatch
 import Glibc
 
+/// A process the shim started in its container (exec), as the agent holds it.
+public struct ShimExecProcess: Sendable {
+    public var pid: Int32
+    /// The process's pidfd, for signals (the shim, its parent, reaps it).
+    public var pidfd: Int32
+    /// The connection on which the shim tells the process's end (a
+    /// `ShimExit` line), then closes.
+    public var connection: Int32
+
+    /// Reads the end the shim tells: the exit code (or 128 + signal), or nil
+    /// while it is not there yet (non-blocking); -1 when the shim went away
+    /// without telling it. The connection is closed once an answer is read.
+    public static func readEnd(_ connection: Int32, blocking: Bool) -> Int32? {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 512)
+        var timeout: Int32 = blocking ? -1 : 0
+        while !received.contains(UInt8(ascii: "\n")) {
+            var ready = pollfd(fd: connection, events: Int16(POLLIN), revents: 0)
+            let polled = poll(&ready, 1, timeout)
+            if polled < 0 && errno == EINTR { continue }
+            if polled == 0 { return nil }
+            // Once the answer has begun, the rest is waited for.
+            timeout = -1
+            let n = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            if n <= 0 { return -1 }
+            received += buffer[0..<n]
+        }
+        let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        guard let record = try? LineRecord(singleLine: text), let exit = try? ShimExit(record: record) else { return -1 }
+        return exit.code
+    }
+}
+
 /// The agent's side of one `berth-shim`: starting it, and asking it for
 /// state, signals, the exit, and deletion over its control socket.
 public struct ShimClient: Sendable {
@@ -158,6 +192,71 @@ public struct ShimClient: Sendable {
             Self.replies.async { pending.finish(.failure(BerthError(.cancelled, "the wait for the container's exit was cancelled"))) }
         }
         return try result.get()
+    }
+
+    /// Starts a process in the running container through its shim (exec):
+    /// the shim clones it from itself, as it did the container's first
+    /// process, so that no image of a host file is ever inside the
+    /// container. `stdio` are the descriptors `exec` says come (stdin,
+    /// stdout, stderr, in that order, those it asks for).
+    ///
+    /// - Returns: how the start went and, when started, the process.
+    /// - Throws: `BerthError.unavailable` when the shim does not answer.
+    public func exec(_ exec: ShimExec, id: String, stdio: [Int32]) async throws -> (start: ShimStart, process: ShimExecProcess?) {
+        let file = ShimExec.file(id, in: bundleDir)
+        try AtomicFile.write(Array(exec.record.text.utf8), to: file, mode: 0o600, durable: false)
+        let path = socketPath
+        let bundle = bundleDir
+        let outcome: Result<(ShimStart, ShimExecProcess?), BerthError> = try await Blocking.run {
+            var dirfd: Int32 = -1
+            var connectPath = path
+            if path.utf8.count > 100 {
+                dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if dirfd >= 0 { connectPath = "/proc/self/fd/\(dirfd)/shim.sock" }
+            }
+            defer { if dirfd >= 0 { close(dirfd) } }
+            let fd = berth_unix_connect(connectPath, Self.quickRequestTimeout)
+            guard fd >= 0 else { return .failure(unanswered("connect", errno)) }
+            let line = Array((ShimRequest.exec(id: id).line + "\n").utf8)
+            let sent = line.withUnsafeBytes { bytes in stdio.withUnsafeBufferPointer { berth_send_with_fds(fd, bytes.baseAddress, bytes.count, $0.baseAddress, Int32(stdio.count)) } }
+            guard sent == 0 else {
+                let error = errno
+                close(fd)
+                return .failure(unanswered("sendmsg", error))
+            }
+            var received: [UInt8] = []
+            var passed: [Int32] = []
+            var buffer = [UInt8](repeating: 0, count: 1024)
+            while !received.contains(UInt8(ascii: "\n")) {
+                var fds: [Int32] = [-1, -1]
+                var count: Int32 = 0
+                let n = buffer.withUnsafeMutableBytes { berth_recv_with_fds(fd, $0.baseAddress, $0.count, &fds, 2, &count) }
+                passed += fds[0..<Int(count)]
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 {
+                    let error = n < 0 ? errno : 0
+                    passed.forEach { close($0) }
+                    close(fd)
+                    return .failure(error == 0 ? BerthError(.unavailable, "the container's shim closed its socket without answering") : unanswered("read", error))
+                }
+                received += buffer[0..<n]
+            }
+            let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            guard let record = try? LineRecord(singleLine: text), let start = try? ShimStart(record: record) else {
+                passed.forEach { close($0) }
+                close(fd)
+                return .failure(BerthError(.unavailable, "the container's shim answered \"\(text)\", which does not parse"))
+            }
+            guard case .started(let pid, _, _) = start, let pidfd = passed.first else {
+                passed.forEach { close($0) }
+                close(fd)
+                return .success((start, nil))
+            }
+            passed.dropFirst().forEach { close($0) }
+            return .success((start, ShimExecProcess(pid: pid, pidfd: pidfd, connection: fd)))
+        }
+        try? FileIO.removeFile(file)
+        return try outcome.get()
     }
 
     /// The exit recorded in the bundle, if the process has exited.

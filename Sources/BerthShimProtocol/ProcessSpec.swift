@@ -44,7 +44,12 @@ extension ShimConfig {
     /// - Parameters:
     ///   - seccomp: the compiled BPF program, empty for none.
     ///   - stdin, stdout, stderr: descriptors for fds 0–2; -1 for /dev/null.
-    public func processSpec(in arena: CArena, seccomp: [UInt8], stdin: Int32, stdout: Int32, stderr: Int32) -> berth_container_spec {
+    ///   - initFD: a sealed copy of berth-init, for a container with an init (-1: none).
+    ///   - forbidden: files the process must never execute (the runtime's own images).
+    public func processSpec(
+        in arena: CArena, seccomp: [UInt8], stdin: Int32, stdout: Int32, stderr: Int32, initFD: Int32 = -1,
+        forbidden: [berth_file_identity] = []
+    ) -> berth_container_spec {
         var spec = berth_container_spec()
         spec.clone_flags = cloneFlags
         spec.new_cgroup_namespace = newCgroupNamespace ? 1 : 0
@@ -93,6 +98,17 @@ extension ShimConfig {
         spec.stdout_fd = stdout
         spec.stderr_fd = stderr
         spec.`init` = initProcess ? 1 : 0
+        spec.init_fd = initFD
+        spec.init_argv = arena.strings(["berth-init", "--"] + args, nullTerminated: true)
+        spec.forbidden_exec = arena.array(forbidden)
+        spec.forbidden_exec_count = forbidden.count
+        spec.devices = arena.array(
+            devices.map { d in
+                berth_device_node(
+                    path: arena.string(d.path), type: CChar(UInt8(ascii: d.type == "b" ? "b" : "c")), major: d.major, minor: d.minor,
+                    mode: d.mode, uid: d.uid, gid: d.gid)
+            })
+        spec.device_count = devices.count
         spec.netns_path = netnsPath.isEmpty ? nil : arena.string(netnsPath)
         return spec
     }

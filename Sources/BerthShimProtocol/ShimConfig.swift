@@ -21,6 +21,30 @@ public struct ShimConfig: Sendable, Hashable {
         }
     }
 
+    /// A device node made in the container (`--device`), as the host has it.
+    public struct DeviceNode: Sendable, Hashable {
+        /// Absolute, inside the container.
+        public var path: String
+        /// "c" or "b".
+        public var type: String
+        public var major: UInt32
+        public var minor: UInt32
+        /// Permission bits.
+        public var mode: UInt32
+        public var uid: UInt32
+        public var gid: UInt32
+
+        public init(path: String, type: String, major: UInt32, minor: UInt32, mode: UInt32, uid: UInt32 = 0, gid: UInt32 = 0) {
+            self.path = path
+            self.type = type
+            self.major = major
+            self.minor = minor
+            self.mode = mode
+            self.uid = uid
+            self.gid = gid
+        }
+    }
+
     public struct Rlimit: Sendable, Hashable {
         public var resource: Int32
         public var soft: UInt64
@@ -78,6 +102,8 @@ public struct ShimConfig: Sendable, Hashable {
     /// A network namespace file the container joins (its `cloneFlags` then
     /// lack CLONE_NEWNET); empty for none.
     public var netnsPath: String
+    /// Device nodes made in the container (`--device`).
+    public var devices: [DeviceNode]
 
     public init(
         id: String, cloneFlags: UInt64, newCgroupNamespace: Bool, rootfs: String, overlayData: String,
@@ -86,9 +112,10 @@ public struct ShimConfig: Sendable, Hashable {
         env: [String], path: String, cwd: String, uid: UInt32, gid: UInt32, groups: [UInt32], rlimits: [Rlimit],
         capBounding: UInt64, capEffective: UInt64, capPermitted: UInt64, capInheritable: UInt64,
         capAmbient: UInt64, noNewPrivileges: Bool, seccompFile: String, initProcess: Bool, logFile: String,
-        logMaxBytes: Int, logMaxFiles: Int, netnsPath: String = ""
+        logMaxBytes: Int, logMaxFiles: Int, netnsPath: String = "", devices: [DeviceNode] = []
     ) {
         self.netnsPath = netnsPath
+        self.devices = devices
         self.id = id
         self.cloneFlags = cloneFlags
         self.newCgroupNamespace = newCgroupNamespace
@@ -162,6 +189,9 @@ public struct ShimConfig: Sendable, Hashable {
         r.add("log_max_bytes", logMaxBytes)
         r.add("log_max_files", logMaxFiles)
         if !netnsPath.isEmpty { r.add("netns", netnsPath) }
+        for d in devices {
+            r.add("device", [d.path, d.type, String(d.major), String(d.minor), String(d.mode, radix: 8), String(d.uid), String(d.gid)].map(Self.escapeField).joined(separator: "|"))
+        }
         return r
     }
 
@@ -226,6 +256,16 @@ public struct ShimConfig: Sendable, Hashable {
             }
             rlimits.append(Rlimit(resource: res, soft: soft, hard: hard))
         }
+        var devices: [DeviceNode] = []
+        for text in r.all("device") {
+            let f = text.split(separator: "|", omittingEmptySubsequences: false).map(Self.unescapeField)
+            guard f.count == 7, f[0].hasPrefix("/"), f[1] == "c" || f[1] == "b", let major = UInt32(f[2]), let minor = UInt32(f[3]),
+                let mode = UInt32(f[4], radix: 8), let uid = UInt32(f[5]), let gid = UInt32(f[6])
+            else {
+                throw LineRecordError(line: 0, reason: "malformed device \(text)")
+            }
+            devices.append(DeviceNode(path: f[0], type: f[1], major: major, minor: minor, mode: mode, uid: uid, gid: gid))
+        }
         var groups: [UInt32] = []
         for g in r.all("group") {
             guard let v = UInt32(g) else { throw LineRecordError(line: 0, reason: "malformed group \(g)") }
@@ -244,7 +284,7 @@ public struct ShimConfig: Sendable, Hashable {
             capInheritable: try number("cap_inheritable", UInt64.self), capAmbient: try number("cap_ambient", UInt64.self),
             noNewPrivileges: r.bool("no_new_privs"), seccompFile: r["seccomp"] ?? "", initProcess: r.bool("init"),
             logFile: try required("log_file"), logMaxBytes: r.int("log_max_bytes") ?? 0, logMaxFiles: r.int("log_max_files") ?? 1,
-            netnsPath: r["netns"] ?? "")
+            netnsPath: r["netns"] ?? "", devices: devices)
         if args.isEmpty { throw LineRecordError(line: 0, reason: "no command (arg)") }
     }
 }

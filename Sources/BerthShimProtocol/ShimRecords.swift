@@ -85,6 +85,12 @@ public enum ShimRequest: Sendable, Hashable {
     case wait
     /// Kills the process if it still runs, then the shim exits. Reply: `ok=1`.
     case delete
+    /// Starts a process in the container (exec), described by the file
+    /// `exec-ID` in the bundle (a `ShimExec`), with the stdio descriptors
+    /// it names attached to the request (SCM_RIGHTS). Reply: a `ShimStart`
+    /// (with the process's pidfd attached when started); then, on the same
+    /// connection, its `ShimExit` when it has ended.
+    case exec(id: String)
 
     public var line: String {
         switch self {
@@ -92,6 +98,7 @@ public enum ShimRequest: Sendable, Hashable {
         case .signal(let s): return "signal \(s)"
         case .wait: return "wait"
         case .delete: return "delete"
+        case .exec(let id): return "exec \(id)"
         }
     }
 
@@ -104,8 +111,64 @@ public enum ShimRequest: Sendable, Hashable {
         case "signal":
             guard parts.count == 2, let s = Int32(parts[1]) else { return nil }
             self = .signal(s)
+        case "exec":
+            guard parts.count == 2, ShimExec.isValidID(parts[1]) else { return nil }
+            self = .exec(id: String(parts[1]))
         default: return nil
         }
+    }
+}
+
+/// A process the shim starts in its running container (exec): the
+/// container's own configuration with the exec's command, environment,
+/// working directory and identity, and how its stdio comes.
+public struct ShimExec: Sendable, Hashable {
+    /// The process (the container's config, changed as the exec asks; its
+    /// root filesystem fields are not used).
+    public var process: ShimConfig
+    /// Which of fds 0, 1 and 2 come with the request, in that order; the
+    /// others are /dev/null.
+    public var stdin: Bool
+    public var stdout: Bool
+    public var stderr: Bool
+    /// stdin is a terminal that becomes the process's controlling terminal.
+    public var controllingTerminal: Bool
+
+    public init(process: ShimConfig, stdin: Bool, stdout: Bool, stderr: Bool, controllingTerminal: Bool) {
+        self.process = process
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.controllingTerminal = controllingTerminal
+    }
+
+    /// The file in the bundle that describes exec `id`.
+    public static func file(_ id: String, in bundle: String) -> String { "\(bundle)/exec-\(id)" }
+
+    /// IDs are letters and digits only, so that `exec-ID` stays in the bundle.
+    public static func isValidID(_ id: Substring) -> Bool {
+        !id.isEmpty && id.count <= 64 && id.utf8.allSatisfy { (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) }
+    }
+
+    public var record: LineRecord {
+        var r = process.record
+        r.add("exec_stdio", [stdin, stdout, stderr].map { $0 ? "1" : "0" }.joined())
+        r.add("exec_tty", controllingTerminal)
+        return r
+    }
+
+    /// - Throws: `LineRecordError` for a malformed record.
+    public init(record r: LineRecord) throws(LineRecordError) {
+        let stdio = Array((r["exec_stdio"] ?? "").utf8)
+        guard stdio.count == 3, stdio.allSatisfy({ $0 == UInt8(ascii: "0") || $0 == UInt8(ascii: "1") }) else {
+            throw LineRecordError(line: 0, reason: "malformed exec_stdio")
+        }
+        var process = try ShimConfig(record: r)
+        // An exec'd process is never an init.
+        process.initProcess = false
+        self.init(
+            process: process, stdin: stdio[0] == UInt8(ascii: "1"), stdout: stdio[1] == UInt8(ascii: "1"),
+            stderr: stdio[2] == UInt8(ascii: "1"), controllingTerminal: r.bool("exec_tty"))
     }
 }
 

@@ -260,6 +260,36 @@ static void make_devices(int status_fd, int rootfd) {
     close(dev);
 }
 
+/* The nodes asked for with --device, each where the container asked for it
+ * (its directories made as needed), replacing what the image has there. */
+static void make_requested_devices(int status_fd, int rootfd, const struct berth_container_spec *spec) {
+    for (size_t i = 0; i < spec->device_count; i++) {
+        const struct berth_device_node *d = &spec->devices[i];
+        char parent[4096];
+        parent[0] = 0;
+        if (s_append(parent, sizeof parent, d->path) < 0) {
+            errno = ENAMETOOLONG;
+            fail(status_fd, "device path", d->path);
+        }
+        size_t n = s_len(parent);
+        while (n > 0 && parent[n - 1] != '/') n--;
+        const char *name = d->path + n;
+        parent[n] = 0;
+        if (!*name || (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))) {
+            errno = EINVAL;
+            fail(status_fd, "device path", d->path);
+        }
+        if (make_in_root(rootfd, parent, 0) < 0) fail(status_fd, "create device directory", d->path);
+        int dir = open_in_root(rootfd, parent, O_PATH | O_DIRECTORY);
+        if (dir < 0) fail(status_fd, "open device directory", d->path);
+        if (unlinkat(dir, name, 0) < 0 && errno != ENOENT) fail(status_fd, "replace device", d->path);
+        mode_t kind = d->type == 'b' ? S_IFBLK : S_IFCHR;
+        if (mknodat(dir, name, kind | (d->mode & 07777), makedev(d->major, d->minor)) < 0) fail(status_fd, "mknod", d->path);
+        if (fchownat(dir, name, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) < 0) fail(status_fd, "chown device", d->path);
+        close(dir);
+    }
+}
+
 static void mask_paths(int status_fd, int rootfd, const struct berth_container_spec *spec) {
     char where[64];
     for (size_t i = 0; i < spec->masked_count; i++) {
@@ -395,21 +425,43 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
-/* execve with a $PATH search, as execvpe does, but without allocating. */
-__attribute__((noreturn)) static void exec_process(int status_fd, const struct berth_container_spec *spec) {
+/* True when `path` resolves to one of the files the process must never
+ * execute (the runtime's own images). Opened O_PATH, so nothing is read and
+ * a path that cannot be opened is left to execve to report. */
+static int is_forbidden(const struct berth_container_spec *spec, const char *path) {
+    if (spec->forbidden_exec_count == 0) return 0;
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    int rc = fstat(fd, &st);
+    close(fd);
+    if (rc < 0) return 0;
+    for (size_t i = 0; i < spec->forbidden_exec_count; i++) {
+        if ((uint64_t)st.st_dev == spec->forbidden_exec[i].dev && (uint64_t)st.st_ino == spec->forbidden_exec[i].ino) return 1;
+    }
+    return 0;
+}
+
+/* The candidates for argv[0], in order, as execvpe tries them: the name
+ * itself when it has a slash, else each $PATH directory joined with it.
+ * `visit` returns 0 to go on, 1 to stop (success); errno of the last
+ * failure is left for the caller. Nothing is allocated. */
+typedef int (*candidate_visit)(const struct berth_container_spec *spec, const char *candidate, int *saw_eacces, char *out, size_t cap);
+
+static int each_candidate(int status_fd, const struct berth_container_spec *spec, candidate_visit visit, char *out, size_t cap) {
     const char *file = spec->argv[0];
     if (!file || !*file) {
         errno = ENOENT;
         fail(status_fd, "exec", "(empty command)");
     }
+    int saw_eacces = 0;
     for (const char *p = file; *p; p++) {
         if (*p == '/') {
-            execve(file, (char *const *)spec->argv, (char *const *)spec->envp);
-            fail(status_fd, "exec", file);
+            if (visit(spec, file, &saw_eacces, out, cap)) return 0;
+            return -1;
         }
     }
     const char *path = spec->path ? spec->path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    int saw_eacces = 0;
     const char *segment = path;
     for (;;) {
         const char *end = segment;
@@ -426,15 +478,83 @@ __attribute__((noreturn)) static void exec_process(int status_fd, const struct b
             candidate[0] = 0;
         }
         if (s_append(candidate, sizeof candidate, file) == 0) {
-            execve(candidate, (char *const *)spec->argv, (char *const *)spec->envp);
-            if (errno == EACCES) saw_eacces = 1;
-            else if (errno != ENOENT && errno != ENOTDIR) fail(status_fd, "exec", file);
+            if (visit(spec, candidate, &saw_eacces, out, cap)) return 0;
+            if (errno != EACCES && errno != ENOENT && errno != ENOTDIR) return -1;
         }
         if (!*end) break;
         segment = end + 1;
     }
     errno = saw_eacces ? EACCES : ENOENT;
-    fail(status_fd, "exec", file);
+    return -1;
+}
+
+/* execve of a candidate; returns only on failure. */
+static int exec_candidate(const struct berth_container_spec *spec, const char *candidate, int *saw_eacces, char *out, size_t cap) {
+    (void)out;
+    (void)cap;
+    if (is_forbidden(spec, candidate)) {
+        errno = ENOENT;
+        return 0;
+    }
+    execve(candidate, (char *const *)spec->argv, (char *const *)spec->envp);
+    if (errno == EACCES) *saw_eacces = 1;
+    return 0;
+}
+
+/* A candidate that execve would take: a regular file that may be executed. */
+static int find_candidate(const struct berth_container_spec *spec, const char *candidate, int *saw_eacces, char *out, size_t cap) {
+    if (is_forbidden(spec, candidate)) {
+        errno = ENOENT;
+        return 0;
+    }
+    struct stat st;
+    if (stat(candidate, &st) < 0) return 0;
+    if (!S_ISREG(st.st_mode) || access(candidate, X_OK) < 0) {
+        errno = EACCES;
+        *saw_eacces = 1;
+        return 0;
+    }
+    out[0] = 0;
+    s_append(out, cap, candidate);
+    return 1;
+}
+
+/* execve with a $PATH search, as execvpe does, but without allocating. */
+__attribute__((noreturn)) static void exec_process(int status_fd, const struct berth_container_spec *spec) {
+    each_candidate(status_fd, spec, exec_candidate, NULL, 0);
+    fail(status_fd, "exec", spec->argv[0]);
+}
+
+/* With --init: the command is looked up (a missing one fails the start),
+ * then PID 1 becomes the init, from its sealed copy; the init runs the
+ * command as its child. */
+__attribute__((noreturn)) static void exec_init(int status_fd, const struct berth_container_spec *spec) {
+    char found[4096];
+    if (each_candidate(status_fd, spec, find_candidate, found, sizeof found) < 0) fail(status_fd, "exec", spec->argv[0]);
+    syscall(SYS_execveat, spec->init_fd, "", (char *const *)spec->init_argv, (char *const *)spec->envp, AT_EMPTY_PATH);
+    /* A seccomp profile without execveat: the same file through /proc. */
+    char path[64];
+    fd_path(path, sizeof path, spec->init_fd);
+    execve(path, (char *const *)spec->init_argv, (char *const *)spec->envp);
+    fail(status_fd, "exec", "the init");
+}
+
+/* The container's /dev/null, for stdio the caller gave no descriptor for
+ * (the shim gives the host's /dev/null instead). It must be the null
+ * device itself: in a running container (exec) its root may have replaced
+ * it with a symlink (to /proc/self/fd/N, a descriptor of the shim's, or
+ * anywhere) or another node, and a process's stdio must never lead to a
+ * host file. */
+static int open_dev_null(int status_fd, int flags) {
+    int fd = (int)sys_openat2(AT_FDCWD, "/dev/null", (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW), 0,
+                              RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    if (fd < 0) fail(status_fd, "open", "/dev/null");
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1 || minor(st.st_rdev) != 3) {
+        errno = ENODEV;
+        fail(status_fd, "open", "/dev/null (not the null device)");
+    }
+    return fd;
 }
 
 /* fds 0, 1 and 2 from the spec (/dev/null for -1), in a new session; a
@@ -443,10 +563,7 @@ static void set_up_stdio(int status_fd, const struct berth_container_spec *spec)
     int fds[3] = {spec->stdin_fd, spec->stdout_fd, spec->stderr_fd};
     for (int i = 0; i < 3; i++) {
         int fd = fds[i];
-        if (fd < 0) {
-            fd = open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
-            if (fd < 0) fail(status_fd, "open", "/dev/null");
-        }
+        if (fd < 0) fd = open_dev_null(status_fd, i == 0 ? O_RDONLY : O_WRONLY);
         if (fd != i) {
             if (dup2(fd, i) < 0) fail(status_fd, "dup2", NULL);
         } else {
@@ -478,6 +595,7 @@ static void set_up_root(int status_fd, const struct berth_container_spec *spec) 
         do_mount(status_fd, rootfd, &spec->mounts[i]);
         if (spec->create_devices && strcmp(spec->mounts[i].target, "/dev") == 0) make_devices(status_fd, rootfd);
     }
+    make_requested_devices(status_fd, rootfd, spec);
     mask_paths(status_fd, rootfd, spec);
     close(rootfd);
 
@@ -494,13 +612,31 @@ static void set_up_root(int status_fd, const struct berth_container_spec *spec) 
     set_up_stdio(status_fd, spec);
 }
 
+/* The working directory must be inside the container's root: a path
+ * through /proc/self/fd/N (a descriptor still open at this point) could
+ * otherwise land in a host directory (CVE-2024-21626). The kernel's
+ * getcwd says "(unreachable)…" for a directory outside the root. */
+static void check_cwd_inside_root(int status_fd, const char *cwd) {
+    char buffer[4096];
+    if (syscall(SYS_getcwd, buffer, sizeof buffer) < 0) fail(status_fd, "getcwd", cwd);
+    if (buffer[0] != '/') {
+        errno = ENOENT;
+        fail(status_fd, "chdir (outside the root)", cwd);
+    }
+}
+
 static void enter_working_directory(int status_fd, const struct berth_container_spec *spec) {
     if (!spec->cwd) return;
-    if (chdir(spec->cwd) == 0) return;
+    if (chdir(spec->cwd) == 0) {
+        check_cwd_inside_root(status_fd, spec->cwd);
+        return;
+    }
     if (errno != ENOENT) fail(status_fd, "chdir", spec->cwd);
     /* Like docker: a missing working directory is created. */
-    if (make_in_root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), spec->cwd, 0) < 0 || chdir(spec->cwd) < 0)
-        fail(status_fd, "chdir", spec->cwd);
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0 || make_in_root(root, spec->cwd, 0) < 0 || chdir(spec->cwd) < 0) fail(status_fd, "chdir", spec->cwd);
+    close(root);
+    check_cwd_inside_root(status_fd, spec->cwd);
 }
 
 __attribute__((noreturn)) static void become_process(int status_fd, const struct berth_container_spec *spec) {
@@ -522,46 +658,14 @@ __attribute__((noreturn)) static void become_process(int status_fd, const struct
                                   (struct sock_filter *)spec->seccomp_program};
         if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) fail(status_fd, "seccomp", NULL);
     }
-    exec_process(status_fd, spec);
-}
-
-/* PID 1 with --init: reap every child, forward signals to the process, and
- * exit as the process exits (its code, or 128 + the signal that ended it). */
-__attribute__((noreturn)) static void run_init(int status_fd, const struct berth_container_spec *spec) {
-    sigset_t all, previous;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, &previous);
-    pid_t child = fork();
-    if (child < 0) fail(status_fd, "fork", "(init)");
-    if (child == 0) {
-        sigprocmask(SIG_SETMASK, &previous, NULL);
-        become_process(status_fd, spec);
-    }
-    close(status_fd);
-    /* The init holds none of the shim's descriptors (its ready pipe among
-     * them): it never execs, so close-on-exec would not close them. */
-    if (syscall(SYS_close_range, 3U, ~0U, 0) < 0) {
-        for (int fd = 3; fd < 1024; fd++) close(fd);
-    }
-    /* The init keeps no privilege it does not need. */
-    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    for (;;) {
-        siginfo_t info;
-        int sig = sigwaitinfo(&all, &info);
-        if (sig < 0) continue;
-        if (sig == SIGCHLD) {
-            int status;
-            pid_t pid;
-            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-                if (pid == child) {
-                    if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
-                    _exit(128 + WTERMSIG(status));
-                }
-            }
-        } else {
-            kill(child, sig);
+    if (spec->init) {
+        if (spec->init_fd < 0) {
+            errno = ENOENT;
+            fail(status_fd, "exec", "the init (none was given)");
         }
+        exec_init(status_fd, spec);
     }
+    exec_process(status_fd, spec);
 }
 
 /* Moves the calling thread (the child is single-threaded) into each v1
@@ -585,7 +689,6 @@ __attribute__((noreturn)) static void child_main(const struct berth_container_sp
     umask(0);
     if (spec->new_cgroup_namespace && unshare(CLONE_NEWCGROUP) < 0) fail(status_fd, "unshare", "cgroup namespace");
     set_up_root(status_fd, spec);
-    if (spec->init) run_init(status_fd, spec);
     become_process(status_fd, spec);
 }
 
@@ -759,15 +862,25 @@ int berth_exec_start(const struct berth_container_spec *spec, int target_pidfd, 
 int berth_open_pty(int rootfd, int *master, int *slave, unsigned short rows, unsigned short columns) {
     int m;
     if (rootfd >= 0) {
-        /* The container's own devpts: its /dev/ptmx, resolved inside its root. */
-        m = (int)sys_openat2(rootfd, "dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-        if (m < 0) return -1;
+        /* The container's own devpts: its /dev/ptmx, resolved inside its
+         * root. Found first without opening it (O_PATH): the container may
+         * have put anything there, a disk's node or a FIFO among them, and
+         * only the pty multiplexer is ever opened. */
+        int found = (int)sys_openat2(rootfd, "dev/ptmx", O_PATH | O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+        if (found < 0) return -1;
         struct stat st;
-        if (fstat(m, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2) {
-            close(m);
+        if (fstat(found, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2) {
+            close(found);
             errno = ENOTTY;
             return -1;
         }
+        char path[64];
+        fd_path(path, sizeof path, found);
+        m = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+        int saved = errno;
+        close(found);
+        errno = saved;
+        if (m < 0) return -1;
     } else {
         m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (m < 0) return -1;

@@ -289,3 +289,147 @@ int berth_watch_wait(int epfd, int inotify_fd, int64_t *keys, int max) {
 int berth_watch_v2_file(int inotify_fd, const char *path) { return inotify_add_watch(inotify_fd, path, IN_MODIFY); }
 
 int berth_unwatch_v2_file(int inotify_fd, int wd) { return inotify_rm_watch(inotify_fd, wd); }
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+
+int berth_sealed_copy(const char *path, const char *name) {
+    int source = open(path, O_RDONLY | O_CLOEXEC);
+    if (source < 0) return -1;
+    struct stat st;
+    if (fstat(source, &st) < 0) {
+        int saved = errno;
+        close(source);
+        errno = saved;
+        return -1;
+    }
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        int saved = errno;
+        close(source);
+        errno = saved;
+        return -1;
+    }
+    off_t offset = 0;
+    while (offset < st.st_size) {
+        ssize_t n = sendfile(fd, source, &offset, (size_t)(st.st_size - offset));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int saved = n < 0 ? errno : EIO;
+            close(source);
+            close(fd);
+            errno = saved;
+            return -1;
+        }
+    }
+    close(source);
+    if (fchmod(fd, 0555) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    /* Kernels from 6.3 also seal the mode; older ones do not know it. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_EXEC);
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int berth_is_sealed(int fd) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0) return 0;
+    int needed = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+    return (seals & needed) == needed;
+}
+
+int berth_file_identity_of(int fd, struct berth_file_identity *identity) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -1;
+    identity->dev = (uint64_t)st.st_dev;
+    identity->ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+int berth_set_dumpable(int value) { return prctl(PR_SET_DUMPABLE, value, 0, 0, 0); }
+
+int berth_send_with_fds(int socket, const void *bytes, size_t length, const int *fds, int count) {
+    if (count < 0 || count > 8) {
+        errno = EINVAL;
+        return -1;
+    }
+    const char *p = bytes;
+    int first = 1;
+    while (length > 0) {
+        struct iovec iov = {.iov_base = (void *)p, .iov_len = length};
+        union {
+            char buffer[CMSG_SPACE(8 * sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        memset(&control, 0, sizeof control);
+        struct msghdr message;
+        memset(&message, 0, sizeof message);
+        message.msg_iov = &iov;
+        message.msg_iovlen = 1;
+        if (first && count > 0) {
+            message.msg_control = control.buffer;
+            message.msg_controllen = CMSG_SPACE((size_t)count * sizeof(int));
+            struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+            header->cmsg_level = SOL_SOCKET;
+            header->cmsg_type = SCM_RIGHTS;
+            header->cmsg_len = CMSG_LEN((size_t)count * sizeof(int));
+            memcpy(CMSG_DATA(header), fds, (size_t)count * sizeof(int));
+        }
+        ssize_t n = sendmsg(socket, &message, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        first = 0;
+        p += n;
+        length -= (size_t)n;
+    }
+    return 0;
+}
+
+ssize_t berth_recv_with_fds(int socket, void *bytes, size_t capacity, int *fds, int max_fds, int *received) {
+    *received = 0;
+    struct iovec iov = {.iov_base = bytes, .iov_len = capacity};
+    union {
+        char buffer[CMSG_SPACE(16 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.buffer;
+    message.msg_controllen = sizeof control.buffer;
+    ssize_t n;
+    do {
+        n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *passed = (int *)CMSG_DATA(header);
+        for (int i = 0; i < count; i++) {
+            if (*received < max_fds)
+                fds[(*received)++] = passed[i];
+            else
+                close(passed[i]);
+        }
+    }
+    return n;
+}

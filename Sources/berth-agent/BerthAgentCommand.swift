@@ -42,6 +42,9 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(help: "The berth-shim executable (default: beside berth-agent).")
     var shim: String?
 
+    @Option(name: .customLong("init-path"), help: "The berth-init executable, PID 1 of containers run with --init (default: beside berth-agent).")
+    var initPath: String?
+
     @Option(help: "Berth's subtree in each cgroup hierarchy.")
     var cgroupParent = "berth"
 
@@ -88,6 +91,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         configuration.rootDir = root
         configuration.stateDir = state
         configuration.shimExecutable = shim
+        configuration.initExecutable = initPath
         configuration.cgroupParent = cgroupParent
         configuration.eventRetention = eventRetention
         configuration.insecureRegistries = Set(insecureRegistries)

@@ -14,9 +14,16 @@ import Glibc
 /// bundle (the agent stopped or died) ends it quietly. The agent keeps one
 /// such shim ready, so that starting a container does not wait for a
 /// process to be executed and initialised.
+///
+/// `--init-fd K` is a sealed copy of berth-init, for containers that ask for
+/// an init; `--exe-fd E` is the sealed copy this shim runs from, which it
+/// closes once it knows its identity. Neither image is a host file: a
+/// container's process, a clone of this shim until its exec, can reach
+/// nothing of the host through /proc/self/exe, and never executes either.
 @main
 struct Shim {
-    static let usage = "usage: berth-shim --bundle DIR --ready-fd N | --standby --bundles DIR --command-fd M --ready-fd N"
+    static let usage =
+        "usage: berth-shim --bundle DIR --ready-fd N | --standby --bundles DIR --command-fd M --ready-fd N; with --init-fd K --exe-fd E"
 
     static func main() {
         var bundle: String?
@@ -24,6 +31,8 @@ struct Shim {
         var commandFD: Int32 = -1
         var standby = false
         var bundles: String?
+        var initFD: Int32 = -1
+        var exeFD: Int32 = -1
         var arguments = CommandLine.arguments.dropFirst()
         while let arg = arguments.popFirst() {
             switch arg {
@@ -32,11 +41,18 @@ struct Shim {
             case "--command-fd": commandFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
             case "--bundles": bundles = arguments.popFirst()
             case "--standby": standby = true
+            case "--init-fd": initFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
+            case "--exe-fd": exeFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
             default:
                 fatal("unknown argument \(arg); \(usage)")
             }
         }
-        if readyFD >= 0 { _ = fcntl(readyFD, F_SETFD, FD_CLOEXEC) }
+        // No process of a container may open this one's /proc/PID files
+        // (exe, fd, maps, mem): the clones that become a container's
+        // processes inherit this until their exec.
+        _ = berth_set_dumpable(0)
+        for fd in [readyFD, initFD, exeFD] where fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let images = RuntimeImages(initFD: initFD, exeFD: exeFD)
         signal(SIGPIPE, SIG_IGN)
         if standby {
             guard let bundles, commandFD >= 0 else { fatal(usage) }
@@ -52,7 +68,7 @@ struct Shim {
         }
         let supervisor: Supervisor
         do {
-            supervisor = try Supervisor(bundle: bundle)
+            supervisor = try Supervisor(bundle: bundle, images: images)
         } catch {
             report(.failed(stage: "read config", errno: 0, errnoName: "", detail: "\(error)"), readyFD: readyFD, bundle: bundle)
             exit(1)
@@ -101,6 +117,29 @@ struct Shim {
             Files.writeAll(readyFD, Array(text.utf8))
             close(readyFD)
         }
+    }
+}
+
+/// The runtime's own images as this shim knows them: the init it hands to
+/// containers that ask for one, and the files no process of a container may
+/// execute (its own image and the init's).
+struct RuntimeImages {
+    /// A sealed copy of berth-init; -1 when none was given.
+    let initFD: Int32
+    let forbidden: [berth_file_identity]
+
+    init(initFD: Int32, exeFD: Int32) {
+        self.initFD = initFD
+        var forbidden: [berth_file_identity] = []
+        var identity = berth_file_identity()
+        // Its own image: the descriptor it was started from, else /proc/self/exe.
+        let exe = exeFD >= 0 ? exeFD : open("/proc/self/exe", Int32(BERTH_O_PATH) | O_CLOEXEC)
+        if exe >= 0 {
+            if berth_file_identity_of(exe, &identity) == 0 { forbidden.append(identity) }
+            close(exe)
+        }
+        if initFD >= 0, berth_file_identity_of(initFD, &identity) == 0 { forbidden.append(identity) }
+        self.forbidden = forbidden
     }
 }
 

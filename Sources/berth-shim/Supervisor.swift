@@ -16,9 +16,20 @@ final class Supervisor {
     private var clients: [Int32: [UInt8]] = [:]
     private var waiters: [Int32] = []
     private var deleteRequested: Int32?
+    /// Descriptors that came with a client's request bytes (SCM_RIGHTS),
+    /// until its request line is complete.
+    private var passed: [Int32: [Int32]] = [:]
+    /// Processes started in the container (exec), by pidfd: the connection
+    /// that is told of the end.
+    private var execs: [Int32: Int32] = [:]
+    private let images: RuntimeImages
+    /// The host's /dev/null, for the stdio a process is not given: the
+    /// container's own may be anything its root put there.
+    private let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
 
-    init(bundle: String) throws {
+    init(bundle: String, images: RuntimeImages) throws {
         self.bundle = bundle
+        self.images = images
         self.config = try ShimConfig(record: LineRecord(parsing: Files.readText(bundle + "/config")))
     }
 
@@ -50,7 +61,15 @@ final class Supervisor {
         }
         oomBaseline = Files.oomKills(config.oomCounterFile)
 
-        var spec = config.processSpec(in: arena, seccomp: seccomp, stdin: -1, stdout: outPipe[1], stderr: errPipe[1])
+        if config.initProcess && images.initFD < 0 {
+            close(outPipe[0])
+            close(outPipe[1])
+            close(errPipe[0])
+            close(errPipe[1])
+            return .failed(stage: "init", errno: ENOENT, errnoName: Self.errnoName(ENOENT), detail: "the shim was given no init to run")
+        }
+        var spec = config.processSpec(
+            in: arena, seccomp: seccomp, stdin: devNull, stdout: outPipe[1], stderr: errPipe[1], initFD: images.initFD, forbidden: images.forbidden)
         var result = berth_start_result()
         let rc = berth_container_start(&spec, &result)
         close(outPipe[1])
@@ -126,6 +145,7 @@ final class Supervisor {
             for s in splitters { fds.append(pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0)) }
             if listener >= 0 { fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0)) }
             for fd in clients.keys { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
+            for fd in execs.keys { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
             let n = poll(&fds, nfds_t(fds.count), -1)
             if n < 0 {
                 if errno == EINTR { continue }
@@ -141,6 +161,8 @@ final class Supervisor {
                         close(splitters[index].fd)
                         splitters.remove(at: index)
                     }
+                } else if execs[entry.fd] != nil {
+                    reapExec(entry.fd)
                 } else if clients[entry.fd] != nil {
                     serve(entry.fd)
                 }
@@ -150,7 +172,9 @@ final class Supervisor {
                 reap()
             }
             if exitRecord != nil && splitters.isEmpty { finishExit() }
-            if let requester = deleteRequested, exitRecord != nil, splitters.isEmpty {
+            // Processes exec'd in the container die with its PID 1; their
+            // ends are told before the shim leaves.
+            if let requester = deleteRequested, exitRecord != nil, splitters.isEmpty, execs.isEmpty {
                 reply(requester, "ok=1")
                 unlink(bundle + "/shim.sock")
                 return
@@ -195,7 +219,10 @@ final class Supervisor {
 
     private func serve(_ fd: Int32) {
         var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        var received: [Int32] = Array(repeating: -1, count: 4)
+        var count: Int32 = 0
+        let n = buffer.withUnsafeMutableBytes { berth_recv_with_fds(fd, $0.baseAddress, $0.count, &received, 4, &count) }
+        if count > 0 { passed[fd, default: []] += received[0..<Int(count)] }
         if n <= 0 {
             if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
             drop(fd)
@@ -208,10 +235,17 @@ final class Supervisor {
         }
         let line = String(decoding: clients[fd]![..<newline], as: UTF8.self)
         clients[fd]!.removeFirst(newline + 1)
+        let descriptors = passed.removeValue(forKey: fd) ?? []
         guard let request = ShimRequest(line: Substring(line)) else {
+            descriptors.forEach { close($0) }
             reply(fd, "error=unknown request")
             return
         }
+        if case .exec(let id) = request {
+            startExec(id, stdio: descriptors, client: fd)
+            return
+        }
+        descriptors.forEach { close($0) }
         switch request {
         case .state:
             if let exit = exitRecord, exitWritten {
@@ -241,7 +275,88 @@ final class Supervisor {
         case .delete:
             if exitRecord == nil, pidfd >= 0 { _ = berth_pidfd_send_signal(pidfd, SIGKILL) }
             deleteRequested = fd
+        case .exec:
+            break
         }
+    }
+
+    // MARK: Exec
+
+    /// Starts the process `exec-ID` in the bundle describes, as a child of
+    /// this shim (a clone of it until its exec, like the container's
+    /// first process, so that nothing of a host binary is ever in the
+    /// container), and answers with its start; its end follows later on
+    /// the same connection.
+    private func startExec(_ id: String, stdio: [Int32], client: Int32) {
+        defer { stdio.forEach { close($0) } }
+        // The connection now belongs to this exec: no more requests on it.
+        clients.removeValue(forKey: client)
+        func refuse(_ stage: String, _ error: Int32, _ detail: String) {
+            reply(client, ShimStart.failed(stage: stage, errno: error, errnoName: Self.errnoName(error), detail: detail).record.singleLine)
+            close(client)
+        }
+        let file = ShimExec.file(id, in: bundle)
+        let exec: ShimExec
+        do {
+            exec = try ShimExec(record: LineRecord(parsing: Files.readText(file)))
+        } catch {
+            unlink(file)
+            return refuse("read exec", 0, "\(error)")
+        }
+        unlink(file)
+        guard exitRecord == nil, pidfd >= 0, deleteRequested == nil else {
+            return refuse("exec", ESRCH, "the container is not running")
+        }
+        let wanted = [exec.stdin, exec.stdout, exec.stderr]
+        guard stdio.count == wanted.filter({ $0 }).count else {
+            return refuse("exec", EBADF, "expected \(wanted.filter { $0 }.count) descriptors with the request, got \(stdio.count)")
+        }
+        var given = stdio.makeIterator()
+        let fds = wanted.map { $0 ? given.next() ?? devNull : devNull }
+        var seccomp: [UInt8] = []
+        if !exec.process.seccompFile.isEmpty {
+            do {
+                seccomp = try Files.read(exec.process.seccompFile)
+            } catch {
+                return refuse("read seccomp program", 0, "\(error)")
+            }
+        }
+        let arena = CArena()
+        var spec = exec.process.processSpec(
+            in: arena, seccomp: seccomp, stdin: fds[0], stdout: fds[1], stderr: fds[2], forbidden: images.forbidden)
+        spec.controlling_tty = exec.controllingTerminal ? 1 : 0
+        var result = berth_start_result()
+        guard berth_exec_start(&spec, pidfd, &result) == 0 else {
+            let stage = withUnsafeBytes(of: result.stage) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            return refuse(stage, result.error, "")
+        }
+        let text = ShimStart.started(pid: result.pid, startedAt: Files.nowNanos(), warnings: []).record.singleLine + "\n"
+        let sent = Array(text.utf8).withUnsafeBytes { bytes in
+            withUnsafePointer(to: result.pidfd) { berth_send_with_fds(client, bytes.baseAddress, bytes.count, $0, 1) }
+        }
+        if sent != 0 {
+            // The agent is gone: the process runs on (its stdio is the
+            // agent's, so it will end); its end is reaped, told to no one.
+            close(client)
+            execs[result.pidfd] = -1
+            return
+        }
+        execs[result.pidfd] = client
+    }
+
+    /// A process exec'd in the container has ended: reap it and tell its connection.
+    private func reapExec(_ processFD: Int32) {
+        var code: Int32 = 0
+        var status: Int32 = 0
+        guard berth_pidfd_wait(processFD, &code, &status, WNOHANG) == 0 else { return }
+        let client = execs.removeValue(forKey: processFD) ?? -1
+        close(processFD)
+        guard client >= 0 else { return }
+        let ended = code == CLD_EXITED
+            ? ShimExit(code: status, signal: 0, oomKilled: false, finishedAt: Files.nowNanos())
+            : ShimExit(code: 128 + status, signal: status, oomKilled: false, finishedAt: Files.nowNanos())
+        reply(client, ended.record.singleLine)
+        close(client)
     }
 
     private func reply(_ fd: Int32, _ line: String) {
@@ -252,6 +367,7 @@ final class Supervisor {
 
     private func drop(_ fd: Int32) {
         clients.removeValue(forKey: fd)
+        passed.removeValue(forKey: fd)?.forEach { close($0) }
         waiters.removeAll { $0 == fd }
         if deleteRequested == fd { deleteRequested = nil }
         close(fd)

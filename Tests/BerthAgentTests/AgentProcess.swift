@@ -49,7 +49,12 @@ final class AgentProcess: @unchecked Sendable {
     /// Starts the agent and waits until it answers on its socket.
     /// - Parameter launcher: a command the agent is started through, such as
     ///   `nsenter --net=…` (it must exec the agent, so the PID stays the agent's).
-    init(extraArguments: [String] = [], tcp: Bool = true, directory: URL? = nil, cgroupParent: String? = nil, launcher: [String] = []) async throws {
+    /// - Parameter executable: another berth-agent than the build's (its
+    ///   berth-shim and berth-init beside it).
+    init(
+        extraArguments: [String] = [], tcp: Bool = true, directory: URL? = nil, cgroupParent: String? = nil, launcher: [String] = [],
+        executable: String? = nil
+    ) async throws {
         let dir = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("berth-agent-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         self.directory = dir
@@ -67,7 +72,7 @@ final class AgentProcess: @unchecked Sendable {
         // names the resolver does not know go nowhere but loopback.
         if !extraArguments.contains(where: { $0.hasPrefix("--bridge") }) { arguments += ["--bridge", "none"] }
         if !extraArguments.contains("--dns") { arguments += ["--dns", "127.0.0.1:9"] }
-        let agent = try BuildProducts.executable("berth-agent").path
+        let agent = try executable ?? BuildProducts.executable("berth-agent").path
         process = ChildProcess(
             pid: try Processes.spawn(
                 executable: launcher.first ?? agent, arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [agent]) + arguments + extraArguments,

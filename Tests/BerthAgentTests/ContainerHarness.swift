@@ -34,16 +34,23 @@ enum TestImage {
     }
 
     /// A static helper that reports which system calls the kernel lets through.
-    static let probe: Result<String, HarnessError> = {
-        let out = directory.appendingPathComponent("syscall-probe").path
-        let source = BuildProducts.root.appendingPathComponent("Tests/Fixtures/syscall-probe.c").path
+    static let probe = fixture("syscall-probe")
+
+    /// A static helper that races to open and write /proc/PID/exe of every
+    /// process it sees (CVE-2019-5736).
+    static let racer = fixture("exe-racer")
+
+    /// `Tests/Fixtures/NAME.c`, built static, for bind-mounting into containers.
+    private static func fixture(_ name: String) -> Result<String, HarnessError> {
+        let out = directory.appendingPathComponent(name).path
+        let source = BuildProducts.root.appendingPathComponent("Tests/Fixtures/\(name).c").path
         guard let result = try? Processes.runBlocking("/usr/bin/cc", ["-static", "-O2", "-o", out, source], environment: ["PATH=/usr/bin:/bin"]),
             result.status == 0
         else {
-            return .failure(HarnessError("cannot build the syscall probe (is libc6-dev installed?)"))
+            return .failure(HarnessError("cannot build Tests/Fixtures/\(name).c (is libc6-dev installed?)"))
         }
         return .success(out)
-    }()
+    }
 }
 
 /// Root is needed for namespaces, mounts and cgroups.
@@ -55,8 +62,10 @@ enum Privileges {
 final class ContainerHost: @unchecked Sendable {
     let agent: AgentProcess
 
-    init(extraArguments: [String] = []) async throws {
-        agent = try await AgentProcess(extraArguments: extraArguments, tcp: false)
+    /// - Parameter agentExecutable: another copy of berth-agent (berth-shim
+    ///   and berth-init beside it) instead of the build's.
+    init(extraArguments: [String] = [], agentExecutable: String? = nil) async throws {
+        agent = try await AgentProcess(extraArguments: extraArguments, tcp: false, executable: agentExecutable)
         let imported = try await berth(["image", "import", try TestImage.tar.get(), "busybox"])
         guard imported.status == 0 else {
             agent.cleanUp()
@@ -68,6 +77,16 @@ final class ContainerHost: @unchecked Sendable {
         _ arguments: [String], environment: [String: String] = [:], executable: URL? = nil, timeout: Duration = .seconds(120)
     ) async throws -> CommandResult {
         try await agent.berth(arguments, environment: environment, executable: executable, timeout: timeout)
+    }
+
+    /// PIDs of the shims of the agent's containers.
+    func shims() throws -> [Int32] {
+        try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { entry in
+            guard let pid = Int32(entry), let cmd = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8),
+                cmd.hasPrefix("berth-shim\0"), cmd.contains(agent.state)
+            else { return nil }
+            return pid
+        }
     }
 
     /// PIDs of the agent's standby shims (started, waiting for a bundle or

@@ -44,4 +44,32 @@ struct LineRecordTests {
             #expect(error.reason == "dangling escape")
         }
     }
+
+    @Test("a shim config's devices and an exec's description survive a round trip; an exec is never an init")
+    func devicesAndExec() throws {
+        var config = ShimConfig(
+            id: "c1", cloneFlags: 0, newCgroupNamespace: true, rootfs: "/r", overlayData: "", readonlyRootfs: false, mounts: [],
+            maskedPaths: [], readonlyPaths: [], createDevices: true, hostname: "h", cgroupDir: "", cgroupTasks: [], oomCounterFile: "",
+            args: ["sleep", "1"], env: ["A=b"], path: "/bin", cwd: "/", uid: 0, gid: 0, groups: [], rlimits: [], capBounding: 1,
+            capEffective: 1, capPermitted: 1, capInheritable: 0, capAmbient: 0, noNewPrivileges: true, seccompFile: "",
+            initProcess: true, logFile: "/l", logMaxBytes: 1, logMaxFiles: 1,
+            devices: [ShimConfig.DeviceNode(path: "/dev/x|y", type: "b", major: 8, minor: 16, mode: 0o660, uid: 0, gid: 6)])
+        let parsed = try ShimConfig(record: LineRecord(parsing: config.record.text))
+        #expect(parsed == config)
+        config.args = ["true"]
+        let exec = ShimExec(process: config, stdin: false, stdout: true, stderr: true, controllingTerminal: false)
+        let back = try ShimExec(record: LineRecord(parsing: exec.record.text))
+        #expect(back.stdin == false && back.stdout && back.stderr && !back.controllingTerminal)
+        #expect(back.process.args == ["true"])
+        #expect(back.process.initProcess == false)
+        #expect(throws: LineRecordError.self) { try ShimExec(record: LineRecord(parsing: config.record.text)) }
+    }
+
+    @Test("exec IDs cannot name a file outside the bundle")
+    func execIDs() {
+        #expect(ShimRequest(line: "exec 0123abcDEF") == .exec(id: "0123abcDEF"))
+        for bad in ["exec ../config", "exec a/b", "exec", "exec a b", "exec .", "exec a.b"] {
+            #expect(ShimRequest(line: Substring(bad)) == nil, "\(bad)")
+        }
+    }
 }

@@ -1,6 +1,7 @@
 import BerthCgroups
 import BerthModel
 import Foundation
+import Synchronization
 import Testing
 
 /// The v2 driver on a temporary tree laid out like the kernel's: the files
@@ -104,6 +105,20 @@ final class CgroupV2DriverTests {
         #expect(throws: BerthError.self) { try CgroupV2Driver(root: root.path, parent: "berth", testTree: true) }
         #expect(try file("cgroup.subtree_control") == "cpuset io\n")
         #expect(!FileManager.default.fileExists(atPath: root.appendingPathComponent("berth").path))
+    }
+
+    @Test("a container's cgroup is held to Docker's device rules and its --device rules, before any limit or process")
+    func devices() throws {
+        let spy = SpyDeviceFilter()
+        let driver = try CgroupV2Driver(root: root.path, parent: "berth", testTree: true, deviceFilter: spy)
+        let extra = DeviceRule(.block, major: 8, minor: 16, access: .read)
+        try driver.create("d1", resources: Resources(memory: .mebibytes(64)), devices: [extra])
+        try driver.create("d2", resources: Resources())
+        let applied = spy.applied.withLock { $0 }
+        #expect(applied.count == 2)
+        #expect(applied.first?.rules == DeviceRule.defaults + [extra])
+        #expect(applied.first?.path == root.appendingPathComponent("berth/d1").path)
+        #expect(applied.last?.rules == DeviceRule.defaults)
     }
 }
 

@@ -103,6 +103,18 @@ struct HostileLayerTests {
         #expect(FileIO.xattr(layer.appendingPathComponent("var").path, name: "trusted.overlay.opaque") == Array("y".utf8))
     }
 
+    @Test("a whiteout of .. or . is refused, and deletes nothing outside")
+    func whiteoutOfParent() throws {
+        defer { cleanUp() }
+        for name in [".wh...", "etc/.wh...", ".wh..", "../outside/.wh.victim"] {
+            #expect(throws: LayerUnpacker.HostileEntry.self, "\(name)") {
+                try unpack([(TarEntry(name: "etc", kind: .directory, mode: 0o755), []), (TarEntry(name: name, kind: .file), [])])
+            }
+        }
+        #expect(victimIntact)
+        #expect(FileManager.default.fileExists(atPath: outside.path))
+    }
+
     @Test("device nodes are skipped with a warning; trusted xattrs from a layer are ignored")
     func devicesAndXattrs() throws {
         defer { cleanUp() }

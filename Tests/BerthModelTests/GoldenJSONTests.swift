@@ -21,7 +21,7 @@ struct GoldenJSONTests {
             ports: [PortMapping(hostIP: "127.0.0.1", hostPort: 8080, containerPort: 80), PortMapping(hostPort: 0, containerPort: 53, transport: .udp)],
             network: "front", networkAliases: ["www"], restartPolicy: .onFailure(maxRetries: 3), stopSignal: .quit,
             stopTimeout: 20, readOnlyRootfs: true, initProcess: true, capAdd: ["NET_ADMIN"], capDrop: ["MKNOD"],
-            securityOpts: ["seccomp=unconfined"])
+            securityOpts: ["seccomp=unconfined"], devices: [DeviceMapping(hostPath: "/dev/fuse", access: [.read, .write])])
     }
 
     static var container: Container {

@@ -1,4 +1,5 @@
 import BerthModel
+import Foundation
 import Testing
 
 @Suite("Parsing what people type")
@@ -194,6 +195,35 @@ struct ParsingTests {
         #expect(RFC3339.parse("2026-13-01T00:00:00Z") == nil)
         #expect(RFC3339.parse("yesterday") == nil)
     }
-}
 
-import Foundation
+    @Test("--device as docker spells it: HOST, HOST:CONTAINER, HOST:PERMISSIONS, HOST:CONTAINER:PERMISSIONS")
+    func devices() throws {
+        let plain = try DeviceMapping(parsing: "/dev/sdc")
+        #expect(plain.containerPath == "/dev/sdc" && plain.access == .all)
+        let moved = try DeviceMapping(parsing: "/dev/sdc:/dev/xvdc")
+        #expect(moved.hostPath == "/dev/sdc" && moved.containerPath == "/dev/xvdc" && moved.access == .all)
+        let readOnly = try DeviceMapping(parsing: "/dev/sdc:r")
+        #expect(readOnly.containerPath == "/dev/sdc" && readOnly.access == .read)
+        let all = try DeviceMapping(parsing: "/dev/sdc:/dev/xvdc:mw")
+        #expect(all.access == [.write, .mknod] && all.description == "/dev/sdc:/dev/xvdc:wm")
+    }
+
+    @Test("a --device that is not one says why", arguments: [
+        ("dev/sdc", "must be absolute"), ("/dev/sdc:xvdc:rw", "must be absolute"), ("/dev/sdc:/dev/x:rwx", "any of r, w and m"),
+        ("/dev/sdc:/dev/../etc/x", "may not contain"), ("/a:/b:r:w", "expected HOST"), ("/dev/sdc:", "any of r, w and m"),
+    ])
+    func badDevices(text: String, says: String) {
+        do {
+            _ = try DeviceMapping(parsing: text)
+            Issue.record("\(text) parsed")
+        } catch {
+            #expect("\(error)".contains(says), "\(error)")
+        }
+    }
+
+    @Test("one container path for two devices is refused")
+    func twoDevicesOnePath() {
+        let spec = ContainerSpec(image: "busybox", devices: [DeviceMapping(hostPath: "/dev/a", containerPath: "/dev/x"), DeviceMapping(hostPath: "/dev/b", containerPath: "/dev/x")])
+        #expect(throws: BerthError.self) { try spec.validate() }
+    }
+}

@@ -303,11 +303,36 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
   /// Clears the value of `ipv4Address`. Subsequent reads from it will return its default value.
   public mutating func clearIpv4Address() {_uniqueStorage()._ipv4Address = nil}
 
+  /// Host devices made in the container (--device).
+  public var devices: [Berth_Agent_V1_DeviceMapping] {
+    get {_storage._devices}
+    set {_uniqueStorage()._devices = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// --device HOST[:CONTAINER][:PERMISSIONS].
+public nonisolated struct Berth_Agent_V1_DeviceMapping: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var hostPath: String = String()
+
+  /// Empty: the same path as on the host.
+  public var containerPath: String = String()
+
+  /// Any of r, w and m; empty: rwm.
+  public var permissions: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// How a container's output log is rotated (docker's --log-opt max-size and
@@ -1449,7 +1474,7 @@ nonisolated extension Berth_Agent_V1_LogStream: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1481,6 +1506,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _ulimits: [Berth_Agent_V1_Ulimit] = []
     var _log: Berth_Agent_V1_LogConfig? = nil
     var _ipv4Address: String? = nil
+    var _devices: [Berth_Agent_V1_DeviceMapping] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1520,6 +1546,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _ulimits = source._ulimits
       _log = source._log
       _ipv4Address = source._ipv4Address
+      _devices = source._devices
     }
   }
 
@@ -1567,6 +1594,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 27: try { try decoder.decodeRepeatedMessageField(value: &_storage._ulimits) }()
         case 28: try { try decoder.decodeSingularMessageField(value: &_storage._log) }()
         case 29: try { try decoder.decodeSingularStringField(value: &_storage._ipv4Address) }()
+        case 30: try { try decoder.decodeRepeatedMessageField(value: &_storage._devices) }()
         default: break
         }
       }
@@ -1666,6 +1694,9 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       try { if let v = _storage._ipv4Address {
         try visitor.visitSingularStringField(value: v, fieldNumber: 29)
       } }()
+      if !_storage._devices.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._devices, fieldNumber: 30)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1704,10 +1735,51 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._ulimits != rhs_storage._ulimits {return false}
         if _storage._log != rhs_storage._log {return false}
         if _storage._ipv4Address != rhs_storage._ipv4Address {return false}
+        if _storage._devices != rhs_storage._devices {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_DeviceMapping: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeviceMapping"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_path\0\u{3}container_path\0\u{1}permissions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.hostPath) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.containerPath) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.permissions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.hostPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostPath, fieldNumber: 1)
+    }
+    if !self.containerPath.isEmpty {
+      try visitor.visitSingularStringField(value: self.containerPath, fieldNumber: 2)
+    }
+    if !self.permissions.isEmpty {
+      try visitor.visitSingularStringField(value: self.permissions, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_DeviceMapping, rhs: Berth_Agent_V1_DeviceMapping) -> Bool {
+    if lhs.hostPath != rhs.hostPath {return false}
+    if lhs.containerPath != rhs.containerPath {return false}
+    if lhs.permissions != rhs.permissions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -33,6 +33,23 @@ struct berth_rlimit {
     uint64_t hard;
 };
 
+/* A file by its identity (st_dev, st_ino). */
+struct berth_file_identity {
+    uint64_t dev;
+    uint64_t ino;
+};
+
+/* A device node made in the container (--device). */
+struct berth_device_node {
+    const char *path; /* absolute inside the container */
+    char type;        /* 'c' or 'b' */
+    unsigned major;
+    unsigned minor;
+    unsigned mode;    /* permission bits */
+    uid_t uid;
+    gid_t gid;
+};
+
 struct berth_container_spec {
     /* Namespaces to create (CLONE_NEW*); a cgroup namespace is entered once
      * the child is in its cgroups. */
@@ -95,9 +112,26 @@ struct berth_container_spec {
     int stdout_fd;
     int stderr_fd;
 
-    /* PID 1 stays a small init that reaps zombies and forwards signals to
-     * the process, which runs as its child. */
+    /* PID 1 is a small init (berth-init: it reaps zombies, forwards
+     * signals to the process, which runs as its child, and exits as it
+     * does), executed from `init_fd` (a sealed copy, never a file the
+     * container could reach) with `init_argv` once the process's identity,
+     * limits, capabilities and seccomp filter are in place. The command is
+     * looked up first, so that a missing one fails the start. */
     int init;
+    int init_fd;
+    const char *const *init_argv; /* NULL-terminated */
+
+    /* Files the process must never execute: the runtime's own images (the
+     * shim's and the init's sealed copies, which /proc/self/exe and
+     * /proc/self/fd/N lead to before the exec). An exec that resolves to
+     * one fails with ENOENT, as if the file were not there. */
+    const struct berth_file_identity *forbidden_exec;
+    size_t forbidden_exec_count;
+
+    /* Device nodes made in the container after its mounts. */
+    const struct berth_device_node *devices;
+    size_t device_count;
 
     /* stdin is a terminal that becomes the process's controlling terminal
      * (exec -t). */
@@ -233,6 +267,44 @@ int berth_netns_remove(const char *path);
 /* Binds the namespace of the file `from` at `to` (which must not exist),
  * then removes `from`. 0, or -1 with errno. */
 int berth_netns_move(const char *from, const char *to);
+
+/*
+ * The runtime's own executables, out of the container's reach (the class of
+ * CVE-2019-5736): a process that is about to become a container's is a
+ * clone of the shim, and until its execve /proc/self/exe leads to the
+ * shim's image. That image is a sealed copy in memory, never a host file.
+ */
+/* A memfd (close-on-exec) holding a copy of the file at `path`, sealed
+ * against every change (F_SEAL_SEAL|SHRINK|GROW|WRITE, and F_SEAL_EXEC
+ * where the kernel has it); named `name` in /proc/PID/exe. -1 with errno. */
+int berth_sealed_copy(const char *path, const char *name);
+/* 1 when fd is a memfd sealed against writes, shrinking and growth; 0 if not. */
+int berth_is_sealed(int fd);
+/* The identity of the file `fd` refers to; 0, or -1 with errno. */
+int berth_file_identity_of(int fd, struct berth_file_identity *identity);
+/* prctl(PR_SET_DUMPABLE, value). */
+int berth_set_dumpable(int value);
+
+/* One message on a unix stream socket with descriptors attached (SCM_RIGHTS):
+ * 0 once all `length` bytes are sent, or -1 with errno. */
+int berth_send_with_fds(int socket, const void *bytes, size_t length, const int *fds, int count);
+/* Reads up to `capacity` bytes; descriptors that came with them (at most
+ * `max_fds`, close-on-exec; any beyond are closed) land in `fds` and their
+ * number in *received. The bytes read (0 at the end), or -1 with errno. */
+ssize_t berth_recv_with_fds(int socket, void *bytes, size_t capacity, int *fds, int max_fds, int *received);
+
+/*
+ * cgroup v2 device access: a BPF_PROG_TYPE_CGROUP_DEVICE program (its
+ * instructions built by the caller: `count` struct bpf_insn of 8 bytes)
+ * loaded into the kernel, and attached to a cgroup (BPF_F_ALLOW_MULTI).
+ */
+/* The program's descriptor (close-on-exec), or -1 with errno and, when the
+ * verifier refused it, its log in `log`. */
+int berth_bpf_load_device_program(const void *instructions, size_t count, char *log, size_t log_size);
+/* 0, or -1 with errno. */
+int berth_bpf_attach_device_program(int program_fd, int cgroup_fd);
+/* The number of programs attached to the cgroup for device access (BPF_PROG_QUERY); -1 with errno. */
+int berth_bpf_count_device_programs(int cgroup_fd);
 
 /* "EINVAL", or NULL for an unknown errno. */
 const char *berth_errno_name(int error);

@@ -58,6 +58,51 @@ void   berth__agent__v1__container_spec__free_unpacked
   assert(message->base.descriptor == &berth__agent__v1__container_spec__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   berth__agent__v1__device_mapping__init
+                     (Berth__Agent__V1__DeviceMapping         *message)
+{
+  static const Berth__Agent__V1__DeviceMapping init_value = BERTH__AGENT__V1__DEVICE_MAPPING__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__device_mapping__get_packed_size
+                     (const Berth__Agent__V1__DeviceMapping *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__device_mapping__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__device_mapping__pack
+                     (const Berth__Agent__V1__DeviceMapping *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__device_mapping__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__device_mapping__pack_to_buffer
+                     (const Berth__Agent__V1__DeviceMapping *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__device_mapping__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__DeviceMapping *
+       berth__agent__v1__device_mapping__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__DeviceMapping *)
+     protobuf_c_message_unpack (&berth__agent__v1__device_mapping__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__device_mapping__free_unpacked
+                     (Berth__Agent__V1__DeviceMapping *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__device_mapping__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   berth__agent__v1__log_config__init
                      (Berth__Agent__V1__LogConfig         *message)
 {
@@ -2089,7 +2134,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry_
   (ProtobufCMessageInit) berth__agent__v1__container_spec__labels_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[29] =
+static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[30] =
 {
   {
     "name",
@@ -2439,12 +2484,25 @@ static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "devices",
+    30,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Berth__Agent__V1__ContainerSpec, n_devices),
+    offsetof(Berth__Agent__V1__ContainerSpec, devices),
+    &berth__agent__v1__device_mapping__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] = {
   25,   /* field[25] = auto_remove */
   20,   /* field[20] = cap_add */
   21,   /* field[21] = cap_drop */
   3,   /* field[3] = command */
+  29,   /* field[29] = devices */
   2,   /* field[2] = entrypoint */
   4,   /* field[4] = env */
   8,   /* field[8] = hostname */
@@ -2474,7 +2532,7 @@ static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] 
 static const ProtobufCIntRange berth__agent__v1__container_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 29 }
+  { 0, 30 }
 };
 const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
 {
@@ -2484,11 +2542,75 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
   "Berth__Agent__V1__ContainerSpec",
   "berth.agent.v1",
   sizeof(Berth__Agent__V1__ContainerSpec),
-  29,
+  30,
   berth__agent__v1__container_spec__field_descriptors,
   berth__agent__v1__container_spec__field_indices_by_name,
   1,  berth__agent__v1__container_spec__number_ranges,
   (ProtobufCMessageInit) berth__agent__v1__container_spec__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__device_mapping__field_descriptors[3] =
+{
+  {
+    "host_path",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__DeviceMapping, host_path),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "container_path",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__DeviceMapping, container_path),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "permissions",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__DeviceMapping, permissions),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__device_mapping__field_indices_by_name[] = {
+  1,   /* field[1] = container_path */
+  0,   /* field[0] = host_path */
+  2,   /* field[2] = permissions */
+};
+static const ProtobufCIntRange berth__agent__v1__device_mapping__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__device_mapping__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.DeviceMapping",
+  "DeviceMapping",
+  "Berth__Agent__V1__DeviceMapping",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__DeviceMapping),
+  3,
+  berth__agent__v1__device_mapping__field_descriptors,
+  berth__agent__v1__device_mapping__field_indices_by_name,
+  1,  berth__agent__v1__device_mapping__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__device_mapping__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor berth__agent__v1__log_config__field_descriptors[2] =

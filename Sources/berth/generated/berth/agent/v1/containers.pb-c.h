@@ -19,6 +19,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Berth__Agent__V1__ContainerSpec Berth__Agent__V1__ContainerSpec;
 typedef struct Berth__Agent__V1__ContainerSpec__LabelsEntry Berth__Agent__V1__ContainerSpec__LabelsEntry;
+typedef struct Berth__Agent__V1__DeviceMapping Berth__Agent__V1__DeviceMapping;
 typedef struct Berth__Agent__V1__LogConfig Berth__Agent__V1__LogConfig;
 typedef struct Berth__Agent__V1__Ulimit Berth__Agent__V1__Ulimit;
 typedef struct Berth__Agent__V1__StringList Berth__Agent__V1__StringList;
@@ -153,10 +154,36 @@ struct  Berth__Agent__V1__ContainerSpec
    * A fixed address on the network (--ip); unset takes the next free one.
    */
   char *ipv4_address;
+  /*
+   * Host devices made in the container (--device).
+   */
+  size_t n_devices;
+  Berth__Agent__V1__DeviceMapping **devices;
 };
 #define BERTH__AGENT__V1__CONTAINER_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__container_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0,NULL, NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+/*
+ * --device HOST[:CONTAINER][:PERMISSIONS].
+ */
+struct  Berth__Agent__V1__DeviceMapping
+{
+  ProtobufCMessage base;
+  char *host_path;
+  /*
+   * Empty: the same path as on the host.
+   */
+  char *container_path;
+  /*
+   * Any of r, w and m; empty: rwm.
+   */
+  char *permissions;
+};
+#define BERTH__AGENT__V1__DEVICE_MAPPING__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__device_mapping__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -885,6 +912,25 @@ Berth__Agent__V1__ContainerSpec *
                       const uint8_t       *data);
 void   berth__agent__v1__container_spec__free_unpacked
                      (Berth__Agent__V1__ContainerSpec *message,
+                      ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__DeviceMapping methods */
+void   berth__agent__v1__device_mapping__init
+                     (Berth__Agent__V1__DeviceMapping         *message);
+size_t berth__agent__v1__device_mapping__get_packed_size
+                     (const Berth__Agent__V1__DeviceMapping   *message);
+size_t berth__agent__v1__device_mapping__pack
+                     (const Berth__Agent__V1__DeviceMapping   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__device_mapping__pack_to_buffer
+                     (const Berth__Agent__V1__DeviceMapping   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__DeviceMapping *
+       berth__agent__v1__device_mapping__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__device_mapping__free_unpacked
+                     (Berth__Agent__V1__DeviceMapping *message,
                       ProtobufCAllocator *allocator);
 /* Berth__Agent__V1__LogConfig methods */
 void   berth__agent__v1__log_config__init
@@ -1730,6 +1776,9 @@ typedef void (*Berth__Agent__V1__ContainerSpec__LabelsEntry_Closure)
 typedef void (*Berth__Agent__V1__ContainerSpec_Closure)
                  (const Berth__Agent__V1__ContainerSpec *message,
                   void *closure_data);
+typedef void (*Berth__Agent__V1__DeviceMapping_Closure)
+                 (const Berth__Agent__V1__DeviceMapping *message,
+                  void *closure_data);
 typedef void (*Berth__Agent__V1__LogConfig_Closure)
                  (const Berth__Agent__V1__LogConfig *message,
                   void *closure_data);
@@ -2019,6 +2068,7 @@ extern const ProtobufCEnumDescriptor    berth__agent__v1__container_state__descr
 extern const ProtobufCEnumDescriptor    berth__agent__v1__log_stream__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__device_mapping__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__log_config__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__ulimit__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__string_list__descriptor;
