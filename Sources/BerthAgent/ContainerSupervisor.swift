@@ -343,26 +343,28 @@ public actor ContainerSupervisor {
     /// created or exited → running.
     ///
     /// - Returns: the container and warnings (limits that could not be applied).
+    /// - Parameter attaching: a caller will attach to the output (`Run`):
+    ///   the shim reads none of it until then, so that none is missed.
     /// - Throws: `BerthError.failedPrecondition` from another state; the
     ///   child's stage and errno when the process cannot be started (the
     ///   container is then `exited` with reason StartFailed).
-    public func start(_ reference: String) async throws -> (Container, [String]) {
+    public func start(_ reference: String, attaching: Bool = false) async throws -> (Container, [String]) {
         await awaitRetired(try find(reference).id)
         let container = try find(reference)
         guard container.status.state == .created || container.status.state == .exited else {
             throw BerthError(.failedPrecondition, "container \(container.name) is \(container.status.state); only a created or exited container can be started")
         }
         live[container.id]?.restart?.cancel()
-        return try await launch(container.id, restart: false)
+        return try await launch(container.id, restart: false, attaching: attaching)
     }
 
-    private func launch(_ id: ContainerID, restart: Bool) async throws -> (Container, [String]) {
+    private func launch(_ id: ContainerID, restart: Bool, attaching: Bool = false) async throws -> (Container, [String]) {
         guard var container = containers[id] else { throw BerthError.notFound("container", id.short) }
         let image = try images.resolve(container.imageID)
         let spec = container.spec
         let bundle = environment.bundleDir(id)
         let shim = ShimClient(bundleDir: bundle)
-        let config: ShimConfig
+        var config: ShimConfig
         var steps = StepTimes()
         var attachment: ContainerNetworking.Attachment?
         do {
@@ -394,6 +396,7 @@ public actor ContainerSupervisor {
                 logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
                 volumesDir: volumes.root, netnsPath: attachment?.netnsPath, devices: devices.nodes)
             config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
+            config.attachGate = attaching
             steps.lap("plan")
         } catch {
             try? cgroups.remove(id.rawValue)

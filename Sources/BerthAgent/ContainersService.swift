@@ -30,9 +30,9 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     }
 
     /// Starts a container just created; a failure to start is in the answer.
-    private func start(_ container: Container, warnings: [String]) async -> Berth_Agent_V1_CreateContainerResponse {
+    private func start(_ container: Container, warnings: [String], attaching: Bool = false) async -> Berth_Agent_V1_CreateContainerResponse {
         do {
-            let (started, startWarnings) = try await supervisor.start(container.id.rawValue)
+            let (started, startWarnings) = try await supervisor.start(container.id.rawValue, attaching: attaching)
             return .with {
                 $0.id = container.id.rawValue
                 $0.warnings = warnings + startWarnings
@@ -109,13 +109,27 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let remove = request.remove
         do {
             try await untilRPCCancelled {
-                let started = await start(created, warnings: warnings)
+                let started = await start(created, warnings: warnings, attaching: true)
                 try await response.write(.with { $0.started = started })
                 if started.startError.isEmpty {
-                    let reader = ContainerLogReader(path: environment.logFile(id))
-                    try await Self.streamLogs(
-                        reader: reader, request: .with { $0.follow = true }, supervisor: supervisor, id: id,
-                        write: { lines in try await response.write(contentsOf: lines.map { line in .with { $0.output = line } }) })
+                    // The output from its shim, as it is read: every byte,
+                    // whatever the log's rotation does; a slow caller slows
+                    // the container.
+                    try await ShimClient(bundleDir: environment.bundleDir(id)).followOutput { chunk in
+                        try await response.write(
+                            .with {
+                                $0.output = .with { o in
+                                    switch chunk {
+                                    case .stdout(let bytes):
+                                        o.stream = .stdout
+                                        o.line = Data(bytes)
+                                    case .stderr(let bytes):
+                                        o.stream = .stderr
+                                        o.line = Data(bytes)
+                                    }
+                                }
+                            })
+                    }
                     let exited = try await supervisor.wait(id.rawValue)
                     try await response.write(.with { $0.exited = Self.exit(of: exited) })
                 }
@@ -270,7 +284,17 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
             tail: request.hasTail ? Int(request.tail) : nil, since: request.hasSince ? request.since.date : nil,
             until: request.hasUntil ? request.until.date : nil, follow: request.follow,
             isRunning: { (try? await supervisor.inspect(id.rawValue).status.state.isActive) ?? false },
-            waitForChange: { await supervisor.waitForStop(id, timeout: .milliseconds(50)) }
+            waitForChange: { await supervisor.waitForStop(id, timeout: .milliseconds(50)) },
+            notice: { notice in
+                switch notice {
+                case .filesLost(let count):
+                    try await write([
+                        .with {
+                            $0.notice = "\(count) rotated log file\(count == 1 ? " was" : "s were") removed before this reader got to \(count == 1 ? "it" : "them"); the lines in \(count == 1 ? "it" : "them") are missing here"
+                        }
+                    ])
+                }
+            }
         ) { lines in
             try await write(
                 lines.map { line in

@@ -277,20 +277,21 @@ final class ExecProcess: Sendable {
     private func pump(_ continuation: AsyncStream<ExecOutput>.Continuation, credits: DispatchSemaphore) {
         var open = outputs
         var exitCode: Int32?
-        var drainDeadline: ContinuousClock.Instant?
+        var exited: Bool { exitCode != nil }
         var buffer = [UInt8](repeating: 0, count: 32 << 10)
         while !open.isEmpty {
             var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             let processFD = exitCode == nil ? endConnection.withLock { $0 } : -1
             if processFD >= 0 { fds.append(pollfd(fd: processFD, events: Int16(POLLIN), revents: 0)) }
-            // Once the process has exited, output still in flight is read;
-            // descriptors a background process keeps open are not waited for long.
-            let timeout: Int32 = drainDeadline == nil ? -1 : 50
+            // Once the process has exited, what is still in the pipes is
+            // read, however long a slow reader takes; descriptors a
+            // background process keeps open are given up once nothing has
+            // come for 50 ms.
+            let timeout: Int32 = exited ? 50 : -1
             let ready = poll(&fds, nfds_t(fds.count), timeout)
             if ready < 0 && errno == EINTR { continue }
             if processFD >= 0, let last = fds.last, last.fd == processFD, last.revents != 0, let code = reap(block: false) {
                 exitCode = code
-                drainDeadline = .now + .seconds(1)
             }
             var closed: [Int32] = []
             for (i, entry) in open.enumerated() where fds[i].revents != 0 {
@@ -308,7 +309,7 @@ final class ExecProcess: Sendable {
                 close(fd)
                 open.removeAll { $0.fd == fd }
             }
-            if let deadline = drainDeadline, ready == 0 || ContinuousClock.now > deadline {
+            if exited && ready == 0 {
                 for entry in open { close(entry.fd) }
                 open = []
             }

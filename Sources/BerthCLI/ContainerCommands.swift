@@ -364,6 +364,7 @@ struct LogsCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Show timestamps.") var timestamps = false
     @Option(name: [.customShort("n"), .long], help: "Number of lines from the end.") var tail: String?
     @Option(help: "Only lines since a time (RFC 3339, or a duration like 10m).") var since: String?
+    @Option(help: "Only lines before a time (RFC 3339, or a duration like 10m).") var until: String?
     @Argument var container: String
 
     func run() async throws {
@@ -373,11 +374,12 @@ struct LogsCommand: AsyncParsableCommand {
             return n
         }
         let sinceDate = try since.map { try Self.parseTime($0) }
+        let untilDate = try until.map { try Self.parseTime($0) }
         let (container, follow, timestamps) = (self.container, self.follow, self.timestamps)
         try await agent.connection().withClient { grpc in
             try await Self.stream(
                 containers: Berth_Agent_V1_Containers.Client(wrapping: grpc), id: container, follow: follow, tail: tailCount,
-                timestamps: timestamps, since: sinceDate)
+                timestamps: timestamps, since: sinceDate, until: untilDate)
         }
     }
 
@@ -391,18 +393,24 @@ struct LogsCommand: AsyncParsableCommand {
     }
 
     static func stream(
-        containers: Berth_Agent_V1_Containers.Client<some ClientTransport>, id: String, follow: Bool, tail: UInt32?, timestamps: Bool, since: Date?
+        containers: Berth_Agent_V1_Containers.Client<some ClientTransport>, id: String, follow: Bool, tail: UInt32?, timestamps: Bool, since: Date?,
+        until: Date? = nil
     ) async throws {
         let request = Berth_Agent_V1_ContainerLogsRequest.with {
             $0.container = id
             $0.follow = follow
             if let tail { $0.tail = tail }
             if let since { $0.since = Google_Protobuf_Timestamp(date: since) }
+            if let until { $0.until = Google_Protobuf_Timestamp(date: until) }
         }
         var options = CallOptions.defaults
         options.timeout = nil
         try await containers.logs(request, options: options) { response in
             for try await line in response.messages {
+                if !line.notice.isEmpty {
+                    Console.write(STDERR_FILENO, Array("berth: \(line.notice)\n".utf8))
+                    continue
+                }
                 var data = line.line
                 if timestamps { data = Data((RFC3339.format(line.time.date) + " ").utf8) + data }
                 Console.write(line.stream == .stderr ? STDERR_FILENO : STDOUT_FILENO, Array(data))

@@ -4,6 +4,8 @@ import BerthLinux
 import CBerthLinux
 import Dispatch
 import Glibc
+import NIOCore
+import NIOPosix
 
 /// A process the shim started in its container (exec), as the agent holds it.
 public struct ShimExecProcess: Sendable {
@@ -263,5 +265,81 @@ public struct ShimClient: Sendable {
     public func recordedExit() -> ShimExit? {
         guard let text = try? FileIO.read("\(bundleDir)/exit") else { return nil }
         return try? ShimExit(record: LineRecord(parsing: text))
+    }
+}
+
+extension ShimClient {
+    /// A piece of the container's output, as the shim read it.
+    public enum OutputChunk: Sendable {
+        case stdout([UInt8])
+        case stderr([UInt8])
+    }
+
+    /// Follows the container's output through its shim (attach): every
+    /// byte, in order, as the shim reads it, handed to `deliver` one piece
+    /// at a time; returns once the output has ended. The shim reads no
+    /// faster than `deliver` takes it, so a slow reader slows the container
+    /// instead of losing output.
+    ///
+    /// - Throws: `BerthError.unavailable` when the shim does not answer, or
+    ///   goes away before the end; what `deliver` throws.
+    public func followOutput(_ deliver: (OutputChunk) async throws -> Void) async throws {
+        let path = socketPath
+        let bundle = bundleDir
+        let fd: Int32 = try await Blocking.run {
+            var dirfd: Int32 = -1
+            var connectPath = path
+            if path.utf8.count > 100 {
+                dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if dirfd >= 0 { connectPath = "/proc/self/fd/\(dirfd)/shim.sock" }
+            }
+            defer { if dirfd >= 0 { close(dirfd) } }
+            let fd = berth_unix_connect(connectPath, Self.quickRequestTimeout)
+            guard fd >= 0 else { throw unanswered("connect", errno) }
+            let line = Array((ShimRequest.attach.line + "\n").utf8)
+            guard berth_write_all(fd, line, line.count) == 0 else {
+                let error = errno
+                close(fd)
+                throw unanswered("write", error)
+            }
+            return fd
+        }
+        // A channel of its own on the event loops: it reads only while its
+        // few buffers are taken (NIOAsyncChannel's back-pressure), so the
+        // socket fills when `deliver` is slow, and the shim waits.
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 4)))
+                }
+            }
+        } catch {
+            close(fd)
+            throw BerthError(.unavailable, "cannot follow the container's output", underlying: error)
+        }
+        let ended: Bool = try await channel.executeThenClose { inbound, _ in
+            var pending: [UInt8] = []
+            var consumed = 0
+            for try await buffer in inbound {
+                pending += buffer.readableBytesView
+                while let (tag, range) = ShimAttach.parse(pending[consumed...]) {
+                    consumed = range.upperBound
+                    switch tag {
+                    case 1: try await deliver(.stdout(Array(pending[range])))
+                    case 2: try await deliver(.stderr(Array(pending[range])))
+                    default: return true
+                    }
+                }
+                if consumed > 0 {
+                    pending.removeFirst(consumed)
+                    consumed = 0
+                }
+            }
+            return false
+        }
+        guard ended else { throw BerthError(.unavailable, "the container's shim went away before the end of its output") }
     }
 }

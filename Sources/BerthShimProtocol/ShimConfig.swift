@@ -104,6 +104,9 @@ public struct ShimConfig: Sendable, Hashable {
     public var netnsPath: String
     /// Device nodes made in the container (`--device`).
     public var devices: [DeviceNode]
+    /// The output is not read until a connection attaches (or 10 s pass):
+    /// an attached run receives it from the first byte.
+    public var attachGate: Bool
 
     public init(
         id: String, cloneFlags: UInt64, newCgroupNamespace: Bool, rootfs: String, overlayData: String,
@@ -112,10 +115,11 @@ public struct ShimConfig: Sendable, Hashable {
         env: [String], path: String, cwd: String, uid: UInt32, gid: UInt32, groups: [UInt32], rlimits: [Rlimit],
         capBounding: UInt64, capEffective: UInt64, capPermitted: UInt64, capInheritable: UInt64,
         capAmbient: UInt64, noNewPrivileges: Bool, seccompFile: String, initProcess: Bool, logFile: String,
-        logMaxBytes: Int, logMaxFiles: Int, netnsPath: String = "", devices: [DeviceNode] = []
+        logMaxBytes: Int, logMaxFiles: Int, netnsPath: String = "", devices: [DeviceNode] = [], attachGate: Bool = false
     ) {
         self.netnsPath = netnsPath
         self.devices = devices
+        self.attachGate = attachGate
         self.id = id
         self.cloneFlags = cloneFlags
         self.newCgroupNamespace = newCgroupNamespace
@@ -189,6 +193,7 @@ public struct ShimConfig: Sendable, Hashable {
         r.add("log_max_bytes", logMaxBytes)
         r.add("log_max_files", logMaxFiles)
         if !netnsPath.isEmpty { r.add("netns", netnsPath) }
+        if attachGate { r.add("attach_gate", true) }
         for d in devices {
             r.add("device", [d.path, d.type, String(d.major), String(d.minor), String(d.mode, radix: 8), String(d.uid), String(d.gid)].map(Self.escapeField).joined(separator: "|"))
         }
@@ -284,7 +289,7 @@ public struct ShimConfig: Sendable, Hashable {
             capInheritable: try number("cap_inheritable", UInt64.self), capAmbient: try number("cap_ambient", UInt64.self),
             noNewPrivileges: r.bool("no_new_privs"), seccompFile: r["seccomp"] ?? "", initProcess: r.bool("init"),
             logFile: try required("log_file"), logMaxBytes: r.int("log_max_bytes") ?? 0, logMaxFiles: r.int("log_max_files") ?? 1,
-            netnsPath: r["netns"] ?? "", devices: devices)
+            netnsPath: r["netns"] ?? "", devices: devices, attachGate: r.bool("attach_gate"))
         if args.isEmpty { throw LineRecordError(line: 0, reason: "no command (arg)") }
     }
 }

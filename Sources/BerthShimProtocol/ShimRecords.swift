@@ -91,6 +91,11 @@ public enum ShimRequest: Sendable, Hashable {
     /// (with the process's pidfd attached when started); then, on the same
     /// connection, its `ShimExit` when it has ended.
     case exec(id: String)
+    /// Follows the container's output from now on: the connection receives
+    /// `ShimAttach` frames, and the end frame once the output has ended.
+    /// The shim reads the container's output no faster than the slowest
+    /// attached connection takes it (the container waits, nothing is dropped).
+    case attach
 
     public var line: String {
         switch self {
@@ -99,6 +104,7 @@ public enum ShimRequest: Sendable, Hashable {
         case .wait: return "wait"
         case .delete: return "delete"
         case .exec(let id): return "exec \(id)"
+        case .attach: return "attach"
         }
     }
 
@@ -114,8 +120,36 @@ public enum ShimRequest: Sendable, Hashable {
         case "exec":
             guard parts.count == 2, ShimExec.isValidID(parts[1]) else { return nil }
             self = .exec(id: String(parts[1]))
+        case "attach": self = .attach
         default: return nil
         }
+    }
+}
+
+/// What an attached connection receives: frames of `tag` (1 stdout, 2
+/// stderr, 0 the end), a little-endian u32 length, then that many bytes.
+public enum ShimAttach {
+    public static let headerSize = 5
+
+    public static func frame(_ tag: UInt8, _ payload: UnsafeRawBufferPointer) -> [UInt8] {
+        var out: [UInt8] = [tag]
+        out.reserveCapacity(headerSize + payload.count)
+        out.appendLittleEndian(UInt32(payload.count))
+        out.append(contentsOf: payload)
+        return out
+    }
+
+    public static let endFrame: [UInt8] = [0, 0, 0, 0, 0]
+
+    /// The frame at the start of `bytes`: its tag and payload range, or nil
+    /// while it is not all there.
+    public static func parse(_ bytes: ArraySlice<UInt8>) -> (tag: UInt8, payload: Range<Int>)? {
+        guard bytes.count >= headerSize else { return nil }
+        let start = bytes.startIndex
+        var length = 0
+        for i in 0..<4 { length |= Int(bytes[start + 1 + i]) << (8 * i) }
+        guard bytes.count >= headerSize + length else { return nil }
+        return (bytes[start], (start + headerSize)..<(start + headerSize + length))
     }
 }
 

@@ -26,6 +26,35 @@ enum Files {
         return out
     }
 
+    /// The whole file, or nothing when it cannot be read.
+    static func readAll(_ path: String) -> [UInt8] {
+        (try? read(path)) ?? []
+    }
+
+    /// Writes `prefix` then `payload` (one writev when it all fits); a peer
+    /// that is gone ends the attempt quietly.
+    static func writeAll(_ fd: Int32, _ prefix: [UInt8], _ payload: UnsafeRawBufferPointer) {
+        let total = prefix.count + payload.count
+        let written = prefix.withUnsafeBytes { head -> Int in
+            var vectors = [
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count),
+            ]
+            var n: Int
+            repeat { n = writev(fd, &vectors, 2) } while n < 0 && errno == EINTR
+            return n
+        }
+        guard written >= 0, written < total else { return }
+        // A short write: the rest, as plain writes.
+        if written < prefix.count {
+            writeAll(fd, Array(prefix[written...]))
+            _ = berth_write_all(fd, payload.baseAddress, payload.count)
+        } else {
+            let done = written - prefix.count
+            _ = berth_write_all(fd, payload.baseAddress.map { $0 + done }, payload.count - done)
+        }
+    }
+
     static func readText(_ path: String) throws -> String {
         String(decoding: try read(path), as: UTF8.self)
     }

@@ -10,8 +10,21 @@ final class Supervisor {
     private var pid: Int32 = 0
     private var exitRecord: ShimExit?
     private var oomBaseline: UInt64 = 0
-    private var splitters: [StreamSplitter] = []
+    /// The container's stdout and stderr, until each ends.
+    private var outputs: [OutputPipe] = []
     private var log: LogWriter?
+    /// Connections following the output live (attach), by descriptor.
+    private var attached: [Int32: AttachedClient] = [:]
+    /// Until the first attach (or `attachGateDeadline`), the output is not
+    /// read: an attached run gets every byte from the first.
+    private var gated = false
+    private var attachGateDeadline: Int64 = 0
+    /// How far an attached client may fall behind before the container's
+    /// output stops being read (and the container, its pipe full, waits).
+    static let attachWindow = 256 * 1024
+    /// How long an output gate waits for its attach.
+    static let attachGateNanos: Int64 = 10_000_000_000
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var listener: Int32 = -1
     private var clients: [Int32: [UInt8]] = [:]
     private var waiters: [Int32] = []
@@ -86,10 +99,9 @@ final class Supervisor {
         for fd in [outPipe[0], errPipe[0]] {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         }
-        splitters = [
-            StreamSplitter(stream: "stdout", fd: outPipe[0], log: logWriter),
-            StreamSplitter(stream: "stderr", fd: errPipe[0], log: logWriter),
-        ]
+        outputs = [OutputPipe(stream: .stdout, fd: outPipe[0]), OutputPipe(stream: .stderr, fd: errPipe[0])]
+        gated = config.attachGate
+        attachGateDeadline = startedAt + Self.attachGateNanos
         let warnings = withUnsafeBytes(of: result.warnings) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             .split(separator: "\n").map(String.init)
         do {
@@ -140,13 +152,20 @@ final class Supervisor {
 
     func run() {
         while true {
+            if gated && Files.nowNanos() >= attachGateDeadline { gated = false }
+            // The output is read only while every attached client keeps up.
+            let reading = !gated && attached.values.allSatisfy { $0.backlog < Self.attachWindow }
             var fds: [pollfd] = []
             if pidfd >= 0 && exitRecord == nil { fds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
-            for s in splitters { fds.append(pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0)) }
+            if reading { for o in outputs { fds.append(pollfd(fd: o.fd, events: Int16(POLLIN), revents: 0)) } }
             if listener >= 0 { fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0)) }
             for fd in clients.keys { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
             for fd in execs.keys { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
-            let n = poll(&fds, nfds_t(fds.count), -1)
+            for (fd, client) in attached {
+                fds.append(pollfd(fd: fd, events: Int16(client.backlog > 0 ? POLLOUT : POLLIN), revents: 0))
+            }
+            let timeout = gated ? Int32(clamping: max(1, (attachGateDeadline - Files.nowNanos()) / 1_000_000)) : -1
+            let n = poll(&fds, nfds_t(fds.count), timeout)
             if n < 0 {
                 if errno == EINTR { continue }
                 fatal("poll: \(String(cString: strerror(errno)))")
@@ -156,30 +175,88 @@ final class Supervisor {
                     reap()
                 } else if entry.fd == listener {
                     accept()
-                } else if let index = splitters.firstIndex(where: { $0.fd == entry.fd }) {
-                    if !splitters[index].drain() {
-                        close(splitters[index].fd)
-                        splitters.remove(at: index)
+                } else if let output = outputs.first(where: { $0.fd == entry.fd }) {
+                    if !drain(output) {
+                        close(output.fd)
+                        outputs.removeAll { $0 === output }
+                        if outputs.isEmpty { endAttachments() }
                     }
+                } else if let client = attached[entry.fd] {
+                    if entry.revents & Int16(POLLOUT) != 0 { flush(client) }
+                    if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 && client.backlog == 0 { detach(client) }
                 } else if execs[entry.fd] != nil {
                     reapExec(entry.fd)
                 } else if clients[entry.fd] != nil {
                     serve(entry.fd)
                 }
             }
-            if exitRecord == nil, pidfd >= 0, splitters.isEmpty {
+            if exitRecord == nil, pidfd >= 0, outputs.isEmpty {
                 // Output closed before the exit was seen: wait for it now.
                 reap()
             }
-            if exitRecord != nil && splitters.isEmpty { finishExit() }
+            if exitRecord != nil && outputs.isEmpty { finishExit() }
             // Processes exec'd in the container die with its PID 1; their
-            // ends are told before the shim leaves.
-            if let requester = deleteRequested, exitRecord != nil, splitters.isEmpty, execs.isEmpty {
+            // ends are told, and attached connections get the rest of the
+            // output, before the shim leaves.
+            if let requester = deleteRequested, exitRecord != nil, outputs.isEmpty, execs.isEmpty, attached.isEmpty {
                 reply(requester, "ok=1")
                 unlink(bundle + "/shim.sock")
                 return
             }
         }
+    }
+
+    // MARK: Output
+
+    /// Reads what the container wrote, logs it, and queues it for every
+    /// attached client. False at the end of the pipe.
+    private func drain(_ output: OutputPipe) -> Bool {
+        let n = readBuffer.withUnsafeMutableBytes { read(output.fd, $0.baseAddress, $0.count) }
+        if n < 0 { return errno == EINTR || errno == EAGAIN }
+        if n == 0 { return false }
+        readBuffer.withUnsafeBytes { bytes in
+            let chunk = UnsafeRawBufferPointer(rebasing: bytes[0..<n])
+            log?.write(output.stream, chunk)
+            for client in attached.values {
+                client.queue(ShimAttach.frame(output.stream.rawValue, chunk))
+                flush(client)
+            }
+        }
+        return true
+    }
+
+    /// Starts following the output for the connection `fd`.
+    private func attach(_ fd: Int32) {
+        clients.removeValue(forKey: fd)
+        passed.removeValue(forKey: fd)?.forEach { close($0) }
+        let client = AttachedClient(fd: fd)
+        attached[fd] = client
+        gated = false
+        if outputs.isEmpty {
+            client.queue(ShimAttach.endFrame)
+            client.ending = true
+            flush(client)
+        }
+    }
+
+    /// The output has ended: every attached client is told, after what it has not read yet.
+    private func endAttachments() {
+        for client in attached.values where !client.ending {
+            client.queue(ShimAttach.endFrame)
+            client.ending = true
+            flush(client)
+        }
+    }
+
+    /// Sends what it can of a client's backlog without waiting; a client
+    /// told the end and caught up, or gone, is let go.
+    private func flush(_ client: AttachedClient) {
+        if !client.send() || (client.ending && client.backlog == 0) { detach(client) }
+    }
+
+    private func detach(_ client: AttachedClient) {
+        attached.removeValue(forKey: client.fd)
+        close(client.fd)
     }
 
     private func reap() {
@@ -245,6 +322,11 @@ final class Supervisor {
             startExec(id, stdio: descriptors, client: fd)
             return
         }
+        if case .attach = request {
+            descriptors.forEach { close($0) }
+            attach(fd)
+            return
+        }
         descriptors.forEach { close($0) }
         switch request {
         case .state:
@@ -275,7 +357,7 @@ final class Supervisor {
         case .delete:
             if exitRecord == nil, pidfd >= 0 { _ = berth_pidfd_send_signal(pidfd, SIGKILL) }
             deleteRequested = fd
-        case .exec:
+        case .exec, .attach:
             break
         }
     }
@@ -371,5 +453,57 @@ final class Supervisor {
         waiters.removeAll { $0 == fd }
         if deleteRequested == fd { deleteRequested = nil }
         close(fd)
+    }
+}
+
+/// The container's stdout or stderr, as the shim reads it.
+final class OutputPipe {
+    let stream: ContainerLogFormat.Stream
+    let fd: Int32
+
+    init(stream: ContainerLogFormat.Stream, fd: Int32) {
+        self.stream = stream
+        self.fd = fd
+    }
+}
+
+/// A connection following the output live: the frames it has not taken yet.
+final class AttachedClient {
+    let fd: Int32
+    private var pending: [UInt8] = []
+    private var sent = 0
+    /// The end frame is queued.
+    var ending = false
+
+    init(fd: Int32) {
+        self.fd = fd
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+
+    var backlog: Int { pending.count - sent }
+
+    func queue(_ frame: [UInt8]) {
+        if sent >= 64 * 1024 {
+            pending.removeFirst(sent)
+            sent = 0
+        }
+        pending += frame
+    }
+
+    /// Writes what the socket takes now. False when the peer is gone.
+    func send() -> Bool {
+        while sent < pending.count {
+            let n = pending.withUnsafeBytes { bytes in
+                Glibc.send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno == EAGAIN
+            }
+            sent += n
+        }
+        pending.removeAll(keepingCapacity: true)
+        sent = 0
+        return true
     }
 }

@@ -40,6 +40,9 @@ enum TestImage {
     /// process it sees (CVE-2019-5736).
     static let racer = fixture("exe-racer")
 
+    /// A static helper that writes a fixed pseudo-random byte sequence.
+    static let pattern = fixture("byte-pattern")
+
     /// `Tests/Fixtures/NAME.c`, built static, for bind-mounting into containers.
     private static func fixture(_ name: String) -> Result<String, HarnessError> {
         let out = directory.appendingPathComponent(name).path

@@ -111,7 +111,10 @@ enum CgroupV2VM {
         let script = """
             set -e
             test -f /sys/fs/cgroup/cgroup.controllers && ! test -d /sys/fs/cgroup/memory && echo "cgroup2 inside"
-            export BERTH_IN_CGROUP2_VM=1
+            # The VM's /tmp is an overlay, which cannot hold a container's
+            # writable layer (an overlay's upper directory): a tmpfs can.
+            mkdir -p /run/berth-vm-tmp && mount -t tmpfs -o size=1500m tmpfs /run/berth-vm-tmp
+            export TMPDIR=/run/berth-vm-tmp BERTH_IN_CGROUP2_VM=1
             exec \(binary) --testing-library swift-testing --filter '\\.\(suite)/'
             """
         var environment = ProcessInfo.processInfo.environment

@@ -6,13 +6,16 @@
  *
  *   exe-racer SECONDS [DEV:INO ...]
  *
+ * It stops once /tmp/exe-racer-stop exists, or after SECONDS.
  * DEV:INO name files that must never be reached (the runtime's binaries on
  * the host). For each distinct file it opened it prints
  *   opened TARGET dev=DEV ino=INO forbidden=0|1 written=0|1 (ERRNO)
  * and at the end
  *   summary scans=N opened=M forbidden=F written=W
  * A write is tried with the file's own first byte at offset 0, so that
- * even a successful one changes nothing.
+ * even a successful one changes nothing; files of the container's own root
+ * filesystem are not tried (holding one open for writing would make the
+ * container's next exec of it fail with ETXTBSY).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -48,10 +51,12 @@ int main(int argc, char **argv) {
         if (sscanf(argv[i], "%llu:%llu", &forbidden[forbidden_count].dev, &forbidden[forbidden_count].ino) == 2) forbidden_count++;
     }
     pid_t self = getpid();
+    struct stat root;
+    if (stat("/", &root) < 0) return 3;
     long scans = 0;
     int opened = 0, hits = 0, written = 0;
     double end = now() + seconds;
-    while (now() < end) {
+    while (now() < end && access("/tmp/exe-racer-stop", F_OK) != 0) {
         scans++;
         DIR *proc = opendir("/proc");
         if (!proc) return 3;
@@ -89,6 +94,13 @@ int main(int argc, char **argv) {
             /* Reopen what the descriptor holds, for reading, then for writing. */
             int wrote = 0, error = 0;
             unsigned char first = 0;
+            if (st.st_dev == root.st_dev) {
+                printf("opened %s dev=%llu ino=%llu forbidden=%d written=0 (own file)\n", target, (unsigned long long)st.st_dev,
+                       (unsigned long long)st.st_ino, bad);
+                fflush(stdout);
+                close(fd);
+                continue;
+            }
             int reader = open(path, O_RDONLY | O_CLOEXEC);
             if (reader >= 0) {
                 if (pread(reader, &first, 1, 0) != 1) first = 0;

@@ -1258,6 +1258,10 @@ public nonisolated struct Berth_Agent_V1_ContainerLogsResponse: Sendable {
 
   public var line: Data = Data()
 
+  /// Instead of a line: lines are missing here, and why (a follower fell so
+  /// far behind that log files were rotated away before it read them).
+  public var notice: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3393,7 +3397,7 @@ nonisolated extension Berth_Agent_V1_ContainerLogsRequest: SwiftProtobuf.Message
 
 nonisolated extension Berth_Agent_V1_ContainerLogsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerLogsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}time\0\u{1}line\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}time\0\u{1}line\0\u{1}notice\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3404,6 +3408,7 @@ nonisolated extension Berth_Agent_V1_ContainerLogsResponse: SwiftProtobuf.Messag
       case 1: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._time) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.line) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.notice) }()
       default: break
       }
     }
@@ -3423,6 +3428,9 @@ nonisolated extension Berth_Agent_V1_ContainerLogsResponse: SwiftProtobuf.Messag
     if !self.line.isEmpty {
       try visitor.visitSingularBytesField(value: self.line, fieldNumber: 3)
     }
+    if !self.notice.isEmpty {
+      try visitor.visitSingularStringField(value: self.notice, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3430,6 +3438,7 @@ nonisolated extension Berth_Agent_V1_ContainerLogsResponse: SwiftProtobuf.Messag
     if lhs.stream != rhs.stream {return false}
     if lhs._time != rhs._time {return false}
     if lhs.line != rhs.line {return false}
+    if lhs.notice != rhs.notice {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4785,7 +4785,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_logs_request__descr
   (ProtobufCMessageInit) berth__agent__v1__container_logs_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor berth__agent__v1__container_logs_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor berth__agent__v1__container_logs_response__field_descriptors[4] =
 {
   {
     "stream",
@@ -4823,16 +4823,29 @@ static const ProtobufCFieldDescriptor berth__agent__v1__container_logs_response_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "notice",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__ContainerLogsResponse, notice),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned berth__agent__v1__container_logs_response__field_indices_by_name[] = {
   2,   /* field[2] = line */
+  3,   /* field[3] = notice */
   0,   /* field[0] = stream */
   1,   /* field[1] = time */
 };
 static const ProtobufCIntRange berth__agent__v1__container_logs_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor berth__agent__v1__container_logs_response__descriptor =
 {
@@ -4842,7 +4855,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_logs_response__desc
   "Berth__Agent__V1__ContainerLogsResponse",
   "berth.agent.v1",
   sizeof(Berth__Agent__V1__ContainerLogsResponse),
-  3,
+  4,
   berth__agent__v1__container_logs_response__field_descriptors,
   berth__agent__v1__container_logs_response__field_indices_by_name,
   1,  berth__agent__v1__container_logs_response__number_ranges,

@@ -764,10 +764,15 @@ struct  Berth__Agent__V1__ContainerLogsResponse
   Berth__Agent__V1__LogStream stream;
   Google__Protobuf__Timestamp *time;
   ProtobufCBinaryData line;
+  /*
+   * Instead of a line: lines are missing here, and why (a follower fell so
+   * far behind that log files were rotated away before it read them).
+   */
+  char *notice;
 };
 #define BERTH__AGENT__V1__CONTAINER_LOGS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__container_logs_response__descriptor) \
-    , BERTH__AGENT__V1__LOG_STREAM__LOG_STREAM_UNSPECIFIED, NULL, {0,NULL} }
+    , BERTH__AGENT__V1__LOG_STREAM__LOG_STREAM_UNSPECIFIED, NULL, {0,NULL}, (char *)protobuf_c_empty_string }
 
 
 struct  Berth__Agent__V1__ContainerStatsRequest
