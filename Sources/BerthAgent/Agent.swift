@@ -49,6 +49,10 @@ public struct AgentConfiguration: Sendable {
     public var controller: TransportAddress?
     /// Where the controller reaches this agent (HOST:PORT); by default the TCP listener's address.
     public var advertise: String?
+    /// How long a graceful shutdown (SIGTERM) lets calls in flight finish;
+    /// calls still open then (a watch, a follow, an attached run or exec)
+    /// end with UNAVAILABLE, and the agent exits.
+    public var shutdownGrace: Duration = .seconds(2)
     /// Mutual TLS (`--tls-dir`): the TCP listener takes only clients with a
     /// certificate from the cluster's CA, and the controller is called with
     /// this agent's. The unix socket stays for local root.
@@ -130,7 +134,8 @@ public struct AgentConfiguration: Sendable {
 }
 
 /// The agent: its services served on the unix socket and, optionally, TCP,
-/// until a graceful shutdown (SIGTERM, SIGINT) lets in-flight calls finish.
+/// until a graceful shutdown (SIGTERM, SIGINT) lets in-flight calls finish
+/// for `shutdownGrace` and ends those still open.
 public final class Agent: Service, Sendable {
     public let configuration: AgentConfiguration
     public let node: NodeDirectory
@@ -217,6 +222,7 @@ public final class Agent: Service, Sendable {
         if let listen = configuration.listen { addresses.append(listen) }
         var listeners = addresses.map { address in
             var config = NGHTTP2ServerTransport.Config(address: address, limits: configuration.limits, routes: routes)
+            config.shutdownGrace = configuration.shutdownGrace
             if case .tcp = address { config.connectionInitializer = configuration.tls?.serverInitializer }
             // Over TLS, only the controller and operators control this host; nodes' certificates do not.
             let roles = PeerRoleInterceptor { _ in [.controller, .operator] }
@@ -226,6 +232,7 @@ public final class Agent: Service, Sendable {
         if let metricsListen = configuration.metricsListen {
             var config = NGHTTP2ServerTransport.Config(address: metricsListen, limits: configuration.limits, routes: routes)
             config.serveGRPC = false
+            config.shutdownGrace = configuration.shutdownGrace
             listeners.append(GRPCServer(transport: NGHTTP2ServerTransport(config: config, logger: logger), services: []))
         }
         let servers = listeners

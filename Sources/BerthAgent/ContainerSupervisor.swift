@@ -735,15 +735,24 @@ public actor ContainerSupervisor {
         let grace = timeout ?? container.spec.stopTimeout ?? ContainerSpec.defaultStopTimeout
         try commit(container, [event(.kill, container, ["signal": signal.name])])
         try await sendSignal(id, signal)
-        let exitedInTime = await waitForExit(id, timeout: grace < 0 ? nil : .seconds(grace))
-        if !exitedInTime {
+        var stopped = await stoppedRecord(id, timeout: grace < 0 ? nil : .seconds(grace))
+        if stopped == nil {
+            // Cancelled (the agent is stopping): the stop signal is sent, and
+            // no SIGKILL cuts its grace period short.
+            try Task.checkCancellation()
             if let current = containers[id], current.status.state.isActive {
                 try? commit(current, [event(.kill, current, ["signal": "SIGKILL"])])
                 try await sendSignal(id, .kill)
-                _ = await waitForExit(id, timeout: .seconds(30))
+                stopped = await stoppedRecord(id, timeout: .seconds(30))
             }
         }
-        guard let final = containers[id] else { throw BerthError.notFound("container", reference) }
+        guard let final = containers[id] else {
+            // Removed as it exited (--rm, or an attached run's removal): it
+            // stopped all the same, and that is the answer.
+            let last = stopped ?? container
+            publish(try database.append([event(.stop, last)]))
+            return last
+        }
         try commit(final, [event(.stop, final)])
         return final
     }
@@ -761,9 +770,16 @@ public actor ContainerSupervisor {
         if let failure, await !waitForExit(id, timeout: .seconds(2)) {
             throw BerthError(.internal, "cannot send \(signal.name): \(failure)")
         }
-        // A frozen process handles signals only once thawed.
-        if containers[id]?.status.state == .paused, signal == .kill || signal == .terminate || signal == .interrupt {
-            try? cgroups.thaw(id.rawValue)
+        // A frozen process handles a signal only once thawed: as docker
+        // does, the container is unpaused to take it, whatever the signal.
+        if var container = containers[id], container.status.state == .paused {
+            do {
+                try cgroups.thaw(id.rawValue)
+                try container.status.markResumed()
+                try commit(container, [event(.unpause, container)])
+            } catch {
+                logger.warning("container not thawed for a signal", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+            }
         }
     }
 
@@ -803,6 +819,25 @@ public actor ContainerSupervisor {
     private func resumeWaiters(_ id: ContainerID) {
         let container = containers[id]
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: container) }
+    }
+
+    /// The container as it was when it stopped running, if that happened
+    /// within `timeout` (it may have been removed since); nil when it is
+    /// still active, was removed before this was asked, or the wait was
+    /// cancelled.
+    private func stoppedRecord(_ id: ContainerID, timeout: Duration?) async -> Container? {
+        if let container = containers[id], !container.status.state.isActive { return container }
+        guard let timeout else { return await exitRecord(id) }
+        return await withTaskGroup(of: Container?.self) { group in
+            group.addTask { await self.exitRecord(id) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 
     /// Waits until the container is not active; true when it happened within `timeout`.
@@ -872,6 +907,9 @@ public actor ContainerSupervisor {
         if let v = resources.pidsLimit { merged.pidsLimit = v }
         if let v = resources.ioWeight { merged.ioWeight = v }
         try merged.validate(on: host)
+        if let restartPolicy, restartPolicy != .no, container.spec.autoRemove {
+            throw BerthError.invalid("restart policy cannot be updated because AutoRemove is enabled for the container (--rm)")
+        }
         if container.status.state.isActive {
             try cgroups.update(container.id.rawValue, resources: resources)
         }
@@ -1009,6 +1047,8 @@ public actor ContainerSupervisor {
                     await exited(container.id, exit: try ShimExit(record: state))
                 } else {
                     logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(state["pid"] ?? "?")"])
+                    // The shim that answered is the parent of the container's process.
+                    live[container.id, default: Live()].shimPID = state["pid"].flatMap { Int32($0) }.flatMap(Processes.parent(of:))
                     monitor(container.id, shim: shim)
                     watchMemory(container.id, fresh: false)
                 }

@@ -101,6 +101,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         request: Berth_Agent_V1_RunContainerRequest, response: RPCWriter<Berth_Agent_V1_RunContainerResponse>, context: ServerContext
     ) async throws {
         var spec = try ContainerSpec(proto: request.spec)
+        try ContainerSpec.checkAutoRemove(request.remove, restartPolicy: spec.restartPolicy)
         // Removed here, once the output is sent, not at the exit.
         spec.autoRemove = false
         let (created, warnings) = try await supervisor.create(spec)

@@ -101,9 +101,17 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
             return try images.importArchive(from: request.path, kind: kind, reference: reference)
         }
         try database.append(results.map {
-            .init(type: .image, action: .import, actorID: $0.image.id, attributes: ["name": $0.image.names.first.flatMap { try? ImageReference(parsing: $0).familiar } ?? ""])
+            .init(type: .image, action: .import, actorID: $0.image.id, attributes: ["name": $0.names.first.flatMap { try? ImageReference(parsing: $0).familiar } ?? ""])
         })
-        return .with { $0.images = results.map(\.image.proto) }
+        // Each image with the names this import gave it, not those it had
+        // before (docker load reports what the archive held).
+        return .with {
+            $0.images = results.map { result in
+                var image = result.image.proto
+                image.names = result.names
+                return image
+            }
+        }
     }
 
     public func list(request: Berth_Agent_V1_ListImagesRequest, context: ServerContext) async throws -> Berth_Agent_V1_ListImagesResponse {

@@ -88,6 +88,11 @@ struct AgentConnection {
         do {
             return try await withGRPCClient(transport: transport) { client in try await body(client) }
         } catch let error as RPCError where error.code == .unavailable && error.metadata[stringValues: "berth-error-code"].first(where: { _ in true }) == nil {
+            if error.message == NGHTTP2ServerTransport.shutdownMessage || error.message == NGHTTP2ClientTransport.closedDuringCallMessage {
+                // The call had begun: the other side stopped (or died) under it.
+                let why = error.message == NGHTTP2ServerTransport.shutdownMessage ? "it is shutting down" : "the connection closed during the call"
+                throw BerthError(.unavailable, "the Berth \(component) at \(address) went away (\(why))")
+            }
             if let failure = error.cause as? ConnectFailure {
                 throw BerthError(
                     .unavailable,

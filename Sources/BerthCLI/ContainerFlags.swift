@@ -76,11 +76,13 @@ struct ContainerFlags: ParsableArguments {
         mounts += try mount.map { try Mount(parsingMount: $0) }
         mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
         if let ip { _ = try IPv4Address(parsing: ip) }
+        let restartPolicy = try RestartPolicy(parsing: restart ?? defaultRestart)
+        try ContainerSpec.checkAutoRemove(rm, restartPolicy: restartPolicy)
         return ContainerSpec(
             name: name, image: image, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, command: command, env: envs,
             workingDir: workdir, user: user, labels: labels, hostname: hostname, resources: resources, mounts: mounts,
             ports: try publish.map { try PortMapping(parsing: $0) }, publishAll: publishAll,
-            network: network, networkAliases: networkAlias, ipv4Address: ip, restartPolicy: try RestartPolicy(parsing: restart ?? defaultRestart),
+            network: network, networkAliases: networkAlias, ipv4Address: ip, restartPolicy: restartPolicy,
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },

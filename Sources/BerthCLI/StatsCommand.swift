@@ -60,12 +60,17 @@ struct StatsCommand: AsyncParsableCommand {
                     Self.show(board.rows(hostMemory: UInt64(hostMemory)), output: output, noTrunc: noTrunc, clear: false)
                     return
                 }
-                // The first sample has no CPU % yet; the table starts with the second.
-                try await Task.sleep(for: .milliseconds(Self.interval + 100))
-                while !Task.isCancelled {
-                    Self.show(board.rows(hostMemory: UInt64(hostMemory)), output: output, noTrunc: noTrunc, clear: isatty(1) != 0)
-                    try await Task.sleep(for: .milliseconds(Self.interval))
+                group.addTask {
+                    // The first sample has no CPU % yet; the table starts with the second.
+                    try await Task.sleep(for: .milliseconds(Self.interval + 100))
+                    while !Task.isCancelled {
+                        Self.show(board.rows(hostMemory: UInt64(hostMemory)), output: output, noTrunc: noTrunc, clear: isatty(1) != 0)
+                        try await Task.sleep(for: .milliseconds(Self.interval))
+                    }
                 }
+                // Shown until interrupted, or until a stream fails (the agent
+                // went away): its error ends the command.
+                while try await group.next() != nil {}
             }
         }
     }

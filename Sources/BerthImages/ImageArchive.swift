@@ -156,7 +156,7 @@ extension ImageStore {
                 try recordUnnamed(image)
             }
             for name in names { try record(image, as: name) }
-            results.append(ImportResult(image: try resolve(image.id), warnings: warnings))
+            results.append(ImportResult(image: try resolve(image.id), names: names.map(\.canonical), warnings: warnings))
         }
         return results
     }

@@ -111,7 +111,12 @@ public final class ImageStore: Sendable {
 
     /// What an import made.
     public struct ImportResult: Sendable {
+        /// The image as stored: with every name it has, those it had
+        /// before this import included.
         public var image: Image
+        /// The names this import gave it (canonical), which is what docker
+        /// load reports; empty for an image the source did not name.
+        public var names: [String]
         public var warnings: [String]
     }
 
@@ -175,7 +180,7 @@ public final class ImageStore: Sendable {
             id: configDigest.description, names: [reference.canonical], digest: manifestDigest.description, sizeBytes: layerSize,
             layers: [diffID.description], os: "linux", architecture: Platform.architecture, config: oci.imageConfig, createdAt: created)
         try record(image, as: reference)
-        return ImportResult(image: try resolve(image.id), warnings: warnings)
+        return ImportResult(image: try resolve(image.id), names: [reference.canonical], warnings: warnings)
     }
 
     /// Records `image`, moving the name from any other image that held it
@@ -296,7 +301,8 @@ public final class ImageStore: Sendable {
     ///
     /// - Parameter inUse: whether a container uses the image ID.
     /// - Throws: `BerthError.failedPrecondition` when a container uses the
-    ///   image and `force` is not set.
+    ///   image, or when an ID names an image with several names, and
+    ///   `force` is not set.
     public func remove(_ text: String, force: Bool, inUse: (String) -> Bool) throws -> (untagged: [String], deleted: [String]) {
         try lock.withLock { _ in
             var image = try resolve(text)
@@ -306,6 +312,12 @@ public final class ImageStore: Sendable {
                 image.names.removeAll { $0 == reference.canonical }
                 try index.save(image)
                 return ([reference.familiar], [])
+            }
+            if !byName && image.names.count > 1 && !force {
+                // By ID, an image with several names would lose them all: docker asks for force.
+                throw BerthError(
+                    .failedPrecondition,
+                    "conflict: unable to delete \(image.shortID) (must be forced) - image is referenced in multiple repositories")
             }
             if inUse(image.id) && !force {
                 throw BerthError(

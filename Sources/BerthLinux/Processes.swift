@@ -198,6 +198,15 @@ public enum Processes {
         return state != nil && state != "Z" && state != "X"
     }
 
+    /// The parent of a process (PPid in /proc/PID/stat); nil when the
+    /// process is gone.
+    public static func parent(of pid: Int32) -> Int32? {
+        guard let text = try? FileIO.read("/proc/\(pid)/stat", limit: 4096), let close = text.lastIndex(of: ")") else { return nil }
+        // After the command's ')' come the state, then the parent.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
     /// The kernel's start time of a process (clock ticks since boot), to tell
     /// a process from a later one that reuses its pid.
     public static func startTime(_ pid: Int32) -> UInt64? {

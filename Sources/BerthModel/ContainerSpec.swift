@@ -212,8 +212,19 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
                 throw BerthError.invalid("host port \(key) is published twice")
             }
         }
+        try Self.checkAutoRemove(autoRemove, restartPolicy: restartPolicy)
         try log?.validate()
         try resources.validate(on: host)
+    }
+
+    /// `--rm` with a restart policy other than `no`: a container removed
+    /// when it exits cannot be restarted then, and docker refuses the pair.
+    ///
+    /// - Throws: `BerthError.invalidArgument` with docker's words.
+    public static func checkAutoRemove(_ autoRemove: Bool, restartPolicy: RestartPolicy) throws {
+        if autoRemove && restartPolicy != .no {
+            throw BerthError.invalid("conflicting options: cannot specify both --restart and --rm")
+        }
     }
 }
 

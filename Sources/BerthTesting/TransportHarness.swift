@@ -24,6 +24,7 @@ public enum TransportHarness {
         limits: TransportLimits = TransportLimits(),
         clientLimits: TransportLimits = TransportLimits(),
         routes: HTTPRoutes = .standard,
+        shutdownGrace: Duration? = nil,
         _ body: @Sendable (GRPCClient<NGHTTP2ClientTransport>, NGHTTP2ServerTransport, TransportAddress) async throws -> R
     ) async throws -> R {
         let address: TransportAddress
@@ -33,8 +34,9 @@ public enum TransportHarness {
         }
         var logger = Logger(label: "berth.test")
         logger.logLevel = .critical
-        let serverTransport = NGHTTP2ServerTransport(
-            config: .init(address: address, limits: limits, routes: routes), logger: logger)
+        var config = NGHTTP2ServerTransport.Config(address: address, limits: limits, routes: routes)
+        config.shutdownGrace = shutdownGrace
+        let serverTransport = NGHTTP2ServerTransport(config: config, logger: logger)
         let server = GRPCServer(transport: serverTransport, services: services)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.serve() }

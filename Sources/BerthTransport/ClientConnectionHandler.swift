@@ -96,7 +96,9 @@ final class ClientConnectionHandler: HTTP2ConnectionHandler {
     override func connectionClosed() {
         state.closed()
         let status = Status(code: .unavailable, message: "the connection to the server was closed")
-        for stream in byKey.values { deliverStatus(stream, status, metadata: [:]) }
+        // A call the server had answered was cut off, not refused.
+        let cutOff = Status(code: .unavailable, message: NGHTTP2ClientTransport.closedDuringCallMessage)
+        for stream in byKey.values { deliverStatus(stream, stream.responseStarted ? cutOff : status, metadata: [:]) }
         for call in registry.close() {
             call.io.deliver(.status(status, [:]), bytes: 0)
             call.io.finishInbound()

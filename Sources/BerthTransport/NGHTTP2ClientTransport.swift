@@ -330,6 +330,12 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
 }
 
 /// Why a connection could not be made, in a few words (`No such file or directory`).
+extension NGHTTP2ClientTransport {
+    /// The status message (UNAVAILABLE) of a call the server had begun to
+    /// answer when the connection closed: the server went away mid-call.
+    public static let closedDuringCallMessage = "the connection to the server closed during the call"
+}
+
 public struct ConnectFailure: Error, Sendable, CustomStringConvertible {
     public var reason: String
     public var description: String { reason }

@@ -26,6 +26,12 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         /// False for a plain HTTP listener (`--metrics-listen`): only the
         /// routes answer, an HTTP/2 connection is closed.
         public var serveGRPC: Bool = true
+        /// How long a graceful shutdown lets calls in flight finish. Past
+        /// it, every call still open (a watch, a follow, one waiting on
+        /// something that will not come) ends with UNAVAILABLE and
+        /// `shutdownMessage`, then the handlers still running are cancelled
+        /// and the connections closed. nil: calls are never cut short.
+        public var shutdownGrace: Duration?
 
         public init(
             address: TransportAddress, limits: TransportLimits = TransportLimits(), routes: HTTPRoutes = .standard,
@@ -49,6 +55,8 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         var phase: Phase = .idle
         var connections: [ObjectIdentifier: NIOLoopBound<ServerConnectionHandler>] = [:]
         var pendingChannels = 0
+        /// The task running the calls' handlers, while listening.
+        var handlers: Task<Void, Never>?
     }
 
     private let config: Config
@@ -74,6 +82,9 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
     public var listeningAddress: TransportAddress {
         get async throws { try await bound.futureResult.get() }
     }
+
+    /// The status of a call that a graceful shutdown ended past its grace.
+    public static let shutdownMessage = "the server is shutting down"
 
     private struct Acceptor: StreamAcceptor {
         let continuation: AsyncStream<AcceptedStream>.Continuation
@@ -108,23 +119,37 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         bound.succeed(Self.address(of: channel, fallback: config.address))
         logger.info("listening", metadata: ["address": "\(Self.address(of: channel, fallback: config.address))"])
 
-        await withDiscardingTaskGroup { group in
-            for await accepted in streams {
-                group.addTask {
-                    await withServerContextRPCCancellationHandle { handle in
-                        accepted.io.attach(handle)
-                        let context = ServerContext(
-                            descriptor: accepted.stream.descriptor, remotePeer: accepted.remotePeer,
-                            localPeer: accepted.localPeer, cancellation: handle)
-                        await streamHandler(accepted.stream, context)
-                        accepted.io.finishOutbound()
+        // The handlers run in a task of their own (with this task's locals),
+        // so that the end of a shutdown's grace can cancel every one still
+        // running, wherever the accepting loop is by then.
+        let handlers = Task {
+            await withDiscardingTaskGroup { group in
+                for await accepted in streams {
+                    group.addTask {
+                        await withServerContextRPCCancellationHandle { handle in
+                            accepted.io.attach(handle)
+                            let context = ServerContext(
+                                descriptor: accepted.stream.descriptor, remotePeer: accepted.remotePeer,
+                                localPeer: accepted.localPeer, cancellation: handle)
+                            await streamHandler(accepted.stream, context)
+                            accepted.io.finishOutbound()
+                        }
                     }
                 }
+                // Cancelled, or shut down with every connection closed.
+                forceClose()
             }
-            // Cancelled, or shut down with every connection closed.
-            forceClose()
         }
-        state.withLock { $0.phase = .stopped }
+        state.withLock { $0.handlers = handlers }
+        await withTaskCancellationHandler {
+            await handlers.value
+        } onCancel: {
+            handlers.cancel()
+        }
+        state.withLock {
+            $0.phase = .stopped
+            $0.handlers = nil
+        }
     }
 
     public func beginGracefulShutdown() {
@@ -144,7 +169,32 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         for connection in connections {
             connection.eventLoop.execute { connection.value.beginGracefulShutdown() }
         }
+        if channel != nil, let grace = config.shutdownGrace {
+            let nanos = grace.components.seconds * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000
+            group.next().scheduleTask(in: .nanoseconds(max(0, nanos))) { [weak self] in self?.endRemainingCalls() }
+        }
         finishIfDrained()
+    }
+
+    /// Past the shutdown grace: every call still open ends with UNAVAILABLE,
+    /// then the handlers still running are cancelled (after the statuses,
+    /// so that the status a client sees is the transport's).
+    private func endRemainingCalls() {
+        let found = state.withLock { s -> ([NIOLoopBound<ServerConnectionHandler>], Task<Void, Never>)? in
+            guard case .shuttingDown = s.phase, let handlers = s.handlers else { return nil }
+            return (Array(s.connections.values), handlers)
+        }
+        guard let (connections, handlers) = found else { return }
+        if !connections.isEmpty {
+            logger.info("ending calls still open at shutdown", metadata: ["connections": "\(connections.count)"])
+        }
+        let status = Status(code: .unavailable, message: Self.shutdownMessage)
+        let ended = connections.map { connection in
+            connection.eventLoop.submit { connection.value.endCalls(status) }
+        }
+        EventLoopFuture.andAllComplete(ended, on: group.next()).whenComplete { _ in
+            handlers.cancel()
+        }
     }
 
     private func forceClose() {

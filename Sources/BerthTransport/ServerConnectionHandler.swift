@@ -110,6 +110,18 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         }
     }
 
+    /// Past a graceful shutdown's grace: every call still open ends with
+    /// `status` (its handler's reads and writes fail, its RPC is cancelled),
+    /// written out with the final GOAWAY.
+    func endCalls(_ status: Status) {
+        guard !isClosing else { return }
+        for stream in streams.values where stream.io != nil {
+            terminate(stream, status: status)
+        }
+        sendFinalGoAway()
+        flushOutput()
+    }
+
     override func session(pingAcknowledged payload: UInt64) {
         if payload == shutdownPingPayload { sendFinalGoAway() }
     }

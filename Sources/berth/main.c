@@ -667,6 +667,15 @@ int main(int argc, char **argv) {
     /* The agent refused the call: nothing was made, and the full command
      * line takes it from the start (and pulls a missing image). */
     if (!s.started && s.grpc_status > 0) hand_over();
+    /* The agent stopped (past its shutdown grace, UNAVAILABLE) or died
+     * under a running container: say so, in berth-cli's words. */
+    if (s.started && !s.exited && (s.grpc_status == 14 || (s.grpc_status < 0 && s.broken))) {
+        const char *why = s.grpc_status != 14 ? "the connection closed during the call"
+                          : strcmp(s.grpc_message, "the server is shutting down") == 0 ? "it is shutting down"
+                          : s.grpc_message;
+        fprintf(stderr, "berth: the Berth agent at unix://%s went away (%s)\n", path, why);
+        return 1;
+    }
     if (s.grpc_status > 0) {
         fprintf(stderr, "berth: %s\n", s.grpc_message[0] ? s.grpc_message : "the Run call failed");
         return 1;

@@ -154,8 +154,13 @@ final class AgentProcess: @unchecked Sendable {
     /// Removes what the agent made on the host for networks and left there
     /// (the default network's bridge, containers' veths, its nftables
     /// table, namespace files): by the names its node ID gives them.
-    func removeNetworking() {
-        guard let id = try? nodeID, id.count >= 8 else { return }
+    func removeNetworking() { Self.removeNetworking(root: root, state: state) }
+
+    /// The same for an agent with these directories, running or not.
+    static func removeNetworking(root: String, state: String) {
+        guard let text = try? String(contentsOfFile: "\(root)/node-id", encoding: .utf8) else { return }
+        let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard id.count >= 8 else { return }
         let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
         for link in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
         where link.hasPrefix("v" + id.prefix(4)) || link.hasPrefix("s" + id.prefix(4)) || link.hasPrefix("br" + id.prefix(4)) {

@@ -1,6 +1,9 @@
+import BerthAPI
 import BerthLinux
 import BerthModel
 import Foundation
+import GRPCCore
+import SwiftProtobuf
 import Testing
 
 /// Container lifecycle on the real kernel (root): stop, pause, restart
@@ -268,5 +271,108 @@ struct ContainerLifecycleTests {
         #expect(try await second.berth(["stop", "-t", "1", "long"]).status == 0)
         #expect(kill(pid, 0) != 0)
         #expect(try await second.berth(["rm", "long", "short"]).status == 0)
+    }
+
+    @Test("stop -t 0 of a --rm container succeeds every time, also when the container is removed before stop answers")
+    func stopAutoRemoved() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        // Stops in parallel batches: the removal at the exit and the stop's
+        // answer race, more so while the agent is busy.
+        var failures: [String] = []
+        for batch in 0..<6 {
+            let names = (0..<12).map { "rm\(batch)-\($0)" }
+            for name in names {
+                let run = try await host.berth(["run", "-d", "--rm", "--name", name, "busybox", "sleep", "300"])
+                try #require(run.status == 0, "\(run.stderr)")
+            }
+            let results = try await withThrowingTaskGroup(of: (String, CommandResult).self) { group in
+                for name in names { group.addTask { (name, try await host.berth(["stop", "-t", "0", name])) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for (name, stop) in results where stop.status != 0 || stop.stdout != "\(name)\n" {
+                failures.append("\(name): status \(stop.status), \(stop.stdout)\(stop.stderr)")
+            }
+        }
+        #expect(failures.isEmpty, "\(failures.count) of 72 stops failed: \(failures.prefix(5))")
+        var left = "?"
+        for _ in 0..<200 {
+            left = try await host.berth(["ps", "-aq"]).stdout
+            if left.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(left.isEmpty, "every stopped --rm container is removed")
+    }
+
+    @Test("stop and kill of a paused container thaw it to deliver the signal, whatever the signal, as docker does; stop does not wait its whole timeout")
+    func signalPaused() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        // SIGQUIT: nginx's stop signal, one a frozen process took only at SIGKILL.
+        let script = "trap 'echo got QUIT; exit 3' QUIT; trap 'echo got USR1' USR1; echo up; while :; do sleep 0.1; done"
+        #expect(try await host.berth(["run", "-d", "--name", "frozen", "--stop-signal", "SIGQUIT", "busybox", "sh", "-c", script]).status == 0)
+        _ = try await host.waitFor("frozen") { $0.status.state == .running }
+        for _ in 0..<100 where !(try await host.berth(["logs", "frozen"]).stdout.contains("up")) { try await Task.sleep(for: .milliseconds(50)) }
+
+        #expect(try await host.berth(["pause", "frozen"]).status == 0)
+        #expect(try await host.berth(["kill", "-s", "USR1", "frozen"]).status == 0)
+        let woken = try await host.waitFor("frozen") { $0.status.state == .running }
+        #expect(woken.status.state == .running, "a signal unpauses it: \(woken.status)")
+        for _ in 0..<100 where !(try await host.berth(["logs", "frozen"]).stdout.contains("got USR1")) { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(try await host.berth(["logs", "frozen"]).stdout.contains("got USR1"))
+
+        #expect(try await host.berth(["pause", "frozen"]).status == 0)
+        let start = ContinuousClock.now
+        let stop = try await host.berth(["stop", "-t", "30", "frozen"])
+        let took = ContinuousClock.now - start
+        #expect(stop.status == 0, "\(stop.stderr)")
+        #expect(took < .seconds(10), "stop took \(took): it waited for the timeout")
+        let stopped = try await host.inspect("frozen")
+        #expect(stopped.status.state == .exited && stopped.status.exitCode == 3, "the trap ran: \(stopped.status)")
+        #expect(try await host.berth(["logs", "frozen"]).stdout.contains("got QUIT"))
+    }
+
+    @Test("--rm with a restart policy other than no is refused in docker's words, by berth, berth-cli and the agent; --rm keeps it from being updated in")
+    func removeWithRestart() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let message = "conflicting options: cannot specify both --restart and --rm"
+        for policy in ["always", "unless-stopped", "on-failure", "on-failure:3"] {
+            for arguments in [["run", "--rm", "--restart", policy], ["run", "-d", "--rm", "--restart", policy], ["create", "--rm", "--restart", policy]] {
+                let r = try await host.berth(arguments + ["busybox", "true"])
+                #expect(r.status == 1 && r.stderr.contains(message), "\(arguments): \(r.stdout)\(r.stderr)")
+            }
+        }
+        #expect(try await host.berth(["run", "--rm", "--restart", "no", "busybox", "true"]).status == 0)
+        // The agent itself, for a client that does not check: a Run call and a create.
+        let spec = Berth_Agent_V1_ContainerSpec.with {
+            $0.image = "busybox"
+            $0.command = ["true"]
+            $0.restartPolicy = "always"
+        }
+        let refusals = try await host.agent.withClient { client in
+            let containers = Berth_Agent_V1_Containers.Client(wrapping: client)
+            var messages: [String] = []
+            do {
+                try await containers.run(.with { $0.spec = spec; $0.remove = true }) { response in
+                    for try await _ in response.messages {}
+                }
+            } catch let error as RPCError {
+                messages.append(error.message)
+            }
+            do {
+                _ = try await containers.create(.with { $0.spec = spec; $0.spec.autoRemove = true })
+            } catch let error as RPCError {
+                messages.append(error.message)
+            }
+            return messages
+        }
+        #expect(refusals.count == 2 && refusals.allSatisfy { $0.contains(message) }, "\(refusals)")
+        #expect(try await host.berth(["ps", "-aq"]).stdout.isEmpty, "nothing was made")
+
+        #expect(try await host.berth(["run", "-d", "--rm", "--name", "once", "busybox", "sleep", "300"]).status == 0)
+        let update = try await host.berth(["update", "--restart", "always", "once"])
+        #expect(update.status == 1 && update.stderr.contains("restart policy cannot be updated because AutoRemove is enabled"), "\(update.stderr)")
+        #expect(try await host.inspect("once").spec.restartPolicy == .no)
     }
 }

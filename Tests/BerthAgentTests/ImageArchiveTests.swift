@@ -104,6 +104,43 @@ struct ImageArchiveTests {
         #expect(try await host.berth(["images", "-q"]).stdout.isEmpty)
     }
 
+    @Test("rmi of an ID whose image has two names is refused in docker's words unless forced; by name, one name goes")
+    func removeByIDWithNames() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["image", "tag", "busybox", "other:2"]).status == 0)
+        let id = try #require(try await host.berth(["images", "-q"]).stdout.split(separator: "\n").first.map(String.init))
+        let refused = try await host.berth(["rmi", id])
+        #expect(refused.status == 1, "\(refused.stdout)")
+        #expect(refused.stderr.contains("conflict: unable to delete \(id) (must be forced) - image is referenced in multiple repositories"), "\(refused.stderr)")
+        let listed = try await host.berth(["images"]).stdout
+        #expect(listed.contains("busybox") && listed.contains("other"), "both names stay: \(listed)")
+        #expect(try await host.berth(["rmi", "other:2"]).stdout == "Untagged: other:2\n")
+        #expect(try await host.berth(["image", "tag", "busybox", "other:2"]).status == 0)
+        let forced = try await host.berth(["rmi", "-f", id])
+        #expect(forced.status == 0, "\(forced.stderr)")
+        #expect(forced.stdout.contains("Untagged: busybox:latest") && forced.stdout.contains("Untagged: other:2") && forced.stdout.contains("Deleted: sha256:\(id)"), "\(forced.stdout)")
+        #expect(try await host.berth(["images", "-q"]).stdout.isEmpty)
+    }
+
+    @Test("load prints the images the archive holds, by the archive's names only, not other names the image has here")
+    func loadPrintsArchiveNames() async throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["image", "tag", "busybox", "shipped:1"]).status == 0)
+        let archive = dir.appendingPathComponent("shipped.tar").path
+        #expect(try await host.berth(["save", "-o", archive, "shipped:1"]).status == 0)
+        #expect(try await host.berth(["rmi", "shipped:1"]).stdout == "Untagged: shipped:1\n")
+        // The image is here as busybox; the archive names it shipped:1.
+        let loaded = try await host.berth(["load", "-i", archive])
+        #expect(loaded.status == 0, "\(loaded.stderr)")
+        #expect(loaded.stdout == "Loaded image: shipped:1\n", "\(loaded.stdout)")
+        let again = try await host.berth(["load", "-i", archive])
+        #expect(again.stdout == "Loaded image: shipped:1\n", "\(again.stdout)")
+    }
+
     @Test("hostile or broken archives are refused with a clear error and record nothing: a blob that is not its digest, a link out of the archive, a missing layer, a layer unlike its diff ID")
     func hostileArchives() async throws {
         let dir = try Self.scratch()

@@ -83,6 +83,29 @@ struct MetricsTests {
         #expect(grpc.status != 0, "gRPC on the metrics port: \(grpc.stdout)")
     }
 
+    @Test("berth_shims_alive counts every running container's shim after an agent restart, re-adopted ones included")
+    func shimsAfterRestart() async throws {
+        let first = try await ContainerHost()
+        defer { first.cleanUp() }
+        for i in 0..<6 {
+            #expect(try await first.berth(["run", "-d", "--name", "c\(i)", "busybox", "sleep", "1000"]).status == 0)
+        }
+        #expect(try await first.berth(["pause", "c5"]).status == 0)
+        let before = try await RawHTTP2Client.get(unixPath: first.agent.socketPath, path: "/metrics")
+        #expect(Self.value(before.body, "berth_shims_alive") == 6, "\(before.body.split(separator: "\n").filter { $0.hasPrefix("berth_shims") })")
+        #expect(first.agent.stop() == 0)
+        let second = try await AgentProcess(tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
+        defer { second.cleanUp() }
+        let after = try await RawHTTP2Client.get(unixPath: second.socketPath, path: "/metrics")
+        #expect(Self.value(after.body, "berth_shims_alive") == 6, "\(after.body.split(separator: "\n").filter { $0.hasPrefix("berth_shims") })")
+        #expect(Self.value(after.body, "berth_containers", ["state": "running"]) == 5)
+        // The count follows the containers: one stopped, one more started.
+        #expect(try await second.berth(["stop", "-t", "1", "c0"]).status == 0)
+        #expect(try await second.berth(["run", "-d", "--name", "c6", "busybox", "sleep", "1000"]).status == 0)
+        let later = try await RawHTTP2Client.get(unixPath: second.socketPath, path: "/metrics")
+        #expect(Self.value(later.body, "berth_shims_alive") == 6)
+    }
+
     /// A free TCP port on loopback (bound, read and released).
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -59,6 +59,37 @@ struct VolumeTests {
         #expect(try await Self.volumes(host).compactMap { $0["name"] as? String } == ["keep"], "rm -v and run --rm take their anonymous volumes")
     }
 
+    @Test("volume prune asks first and reads the answer from standard input, terminal or not; no answer or no removes nothing; -f does not ask")
+    func pruneAsks() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        #expect(try await host.berth(["run", "--name", "a", "-v", "/scratch", "busybox", "true"]).status == 0)
+        #expect(try await host.berth(["rm", "a"]).status == 0)
+        let anon = try #require(try await Self.volumes(host).first { $0["anonymous"] as? Bool == true }?["name"] as? String)
+        let berth = try BuildProducts.executable("berth").path
+        func prune(input: String, _ arguments: [String] = []) async throws -> CommandResult {
+            try await runCommand(
+                URL(fileURLWithPath: "/bin/sh"), ["-c", "\(input) | \(berth) volume prune \(arguments.joined(separator: " "))"],
+                environment: host.agent.cliEnvironment())
+        }
+        let question = "Are you sure you want to continue? [y/N] "
+        for input in ["printf 'n\\n'", "printf ''", "cat /dev/null", "printf 'nope\\n'"] {
+            let declined = try await prune(input: input)
+            #expect(declined.status == 0 && declined.stdout.contains(question), "\(input): \(declined.stdout)\(declined.stderr)")
+            #expect(!declined.stdout.contains("Deleted Volumes"), "\(input): \(declined.stdout)")
+            #expect(try await Self.volumes(host).contains { $0["name"] as? String == anon }, "\(input) removed the volume")
+        }
+        let accepted = try await prune(input: "printf 'y\\n'")
+        #expect(accepted.status == 0 && accepted.stdout.contains(question) && accepted.stdout.contains(anon), "\(accepted.stdout)\(accepted.stderr)")
+        #expect(try await Self.volumes(host).isEmpty)
+
+        #expect(try await host.berth(["run", "--name", "b", "-v", "/scratch", "busybox", "true"]).status == 0)
+        #expect(try await host.berth(["rm", "b"]).status == 0)
+        let forced = try await prune(input: "printf 'n\\n'", ["-f"])
+        #expect(forced.status == 0 && !forced.stdout.contains(question) && forced.stdout.contains("Deleted Volumes"), "\(forced.stdout)")
+        #expect(try await Self.volumes(host).isEmpty)
+    }
+
     @Test("an image's VOLUME gets an anonymous volume filled with the image's files, owner and mode included", .enabled(if: RegistryTools.available))
     func imageVolume() async throws {
         let host = try await ContainerHost()

@@ -42,6 +42,7 @@ enum Echo {
     static let unknown = MethodDescriptor(service: service, method: "DoesNotExist")
     static let flood = MethodDescriptor(service: service, method: "Flood")
     static let slowSink = MethodDescriptor(service: service, method: "SlowSink")
+    static let follow = MethodDescriptor(service: service, method: "Follow")
 }
 
 /// A service with one method of each kind, written against GRPCCore alone.
@@ -109,6 +110,22 @@ struct EchoService: RegistrableRPCService {
                 for _ in 0..<100_000 {
                     try await writer.write(chunk)
                     probe.wrote()
+                }
+                return [:]
+            }
+        }
+        // Writes one message, then waits for more to say, as a follower
+        // does: it heeds its task's cancellation only, not the RPC's.
+        router.registerHandler(forMethod: Echo.follow, deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
+            for try await _ in request.messages {}
+            return StreamingServerResponse { writer in
+                probe.started()
+                try await writer.write([1])
+                do {
+                    try await Task.sleep(for: .seconds(3600))
+                } catch {
+                    probe.cancelled()
+                    throw error
                 }
                 return [:]
             }

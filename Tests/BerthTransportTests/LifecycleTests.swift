@@ -207,4 +207,54 @@ struct LifecycleTests {
             await #expect(throws: (any Error).self) { _ = try await RawHTTP2Client(port: port) }
         }
     }
+
+    @Test("past the shutdown grace, calls still open end with UNAVAILABLE, their handlers are cancelled and the server stops")
+    func shutdownGrace() async throws {
+        let probe = EchoProbe()
+        let start = ContinuousClock.now
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)], shutdownGrace: .milliseconds(300)) { client, server, _ in
+            // A follower that never ends by itself, and a call that waits for its RPC's cancellation.
+            let follower = Task {
+                try await client.serverStreaming(
+                    request: ClientRequest(message: []), descriptor: Echo.follow,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { response in
+                    var count = 0
+                    for try await _ in response.messages { count += 1 }
+                    return count
+                }
+            }
+            let hanging = Task {
+                try await client.unary(
+                    request: ClientRequest(message: []), descriptor: Echo.hang,
+                    serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                ) { try $0.message }
+            }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while probe.startedCount < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            try #require(probe.startedCount == 2)
+            let shutdown = ContinuousClock.now
+            server.beginGracefulShutdown()
+            func expectShutdownStatus(_ call: () async throws -> Void) async {
+                do {
+                    try await call()
+                    Issue.record("a call open at shutdown ended without an error")
+                } catch let error as RPCError {
+                    #expect(error.code == .unavailable)
+                    #expect(error.message == NGHTTP2ServerTransport.shutdownMessage)
+                } catch {
+                    Issue.record("a call open at shutdown failed with \(error)")
+                }
+            }
+            await expectShutdownStatus { _ = try await follower.value }
+            await expectShutdownStatus { _ = try await hanging.value }
+            let ended = ContinuousClock.now - shutdown
+            #expect(ended >= .milliseconds(300) && ended < .seconds(10), "the calls ended \(ended) after the shutdown began")
+            let cancelled = ContinuousClock.now + .seconds(30)
+            while probe.cancelledCount < 2 && ContinuousClock.now < cancelled { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(probe.cancelledCount == 2)
+        }
+        // The harness returns once the server has stopped.
+        #expect(ContinuousClock.now - start < .seconds(60))
+    }
 }

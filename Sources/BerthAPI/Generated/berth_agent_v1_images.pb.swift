@@ -315,6 +315,9 @@ public nonisolated struct Berth_Agent_V1_ImportImageResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The images the source held, each with the names the import gave it
+  /// (none for an image the source does not name); a name it had before is
+  /// not repeated here (Inspect shows every name).
   public var images: [Berth_Agent_V1_Image] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
