@@ -124,6 +124,25 @@ public struct AgentConfiguration: Sendable {
         return try SocketAddress(ipAddress: text, port: 53)
     }
 
+    /// With mutual TLS and a controller: the node ID in this agent's node
+    /// certificate (its CN), which the controller lets it register as.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for a certificate that is not a
+    ///   node's, or names no node ID.
+    func certifiedNodeID() throws -> String? {
+        guard let tls else { return nil }
+        let identity = tls.identity
+        guard identity.role == PeerRole.node.rawValue else {
+            throw BerthError.invalid(
+                "--tls-dir \(tls.directory): its certificate is a \(identity.role.isEmpty ? "certificate without a role" : identity.role + " certificate"); an agent registers with a node certificate (berth-controller ca issue --role node)")
+        }
+        guard identity.name.count == 32, identity.name.allSatisfy({ $0.isHexDigit }) else {
+            throw BerthError.invalid(
+                "--tls-dir \(tls.directory): its certificate names no node ID (its CN is \"\(identity.name)\"); issue one with berth-controller ca issue --role node --node-id ID, ID being this agent's \(rootDir)/node-id if it has one")
+        }
+        return identity.name
+    }
+
     static func isLoopback(_ host: String) -> Bool {
         host == "::1" || host == "localhost" || host.hasPrefix("127.")
     }
@@ -161,7 +180,9 @@ public final class Agent: Service, Sendable {
         } catch let error as SystemError {
             throw BerthError(.permissionDenied, "cannot prepare the agent's directories: \(error)")
         }
-        self.node = try NodeDirectory(rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels)
+        self.node = try NodeDirectory(
+            rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels,
+            certifiedID: configuration.controller == nil ? nil : try configuration.certifiedNodeID())
         let beside = (Processes.currentExecutable as NSString).deletingLastPathComponent
         let shim = configuration.shimExecutable ?? beside + "/berth-shim"
         guard FileManager.default.isExecutableFile(atPath: shim) else {
@@ -242,8 +263,11 @@ public final class Agent: Service, Sendable {
                     group.addTask { try await server.serve() }
                 }
                 if let controller = configuration.controller, let advertise = configuration.advertisedAddress {
+                    let supervisor = self.supervisor
                     let link = ControllerLink(
-                        controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger)
+                        controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger,
+                        replicas: { await supervisor.list(all: false).filter { $0.spec.labels[ReplicaLabel.cluster] != nil } },
+                        stop: { container in _ = try? await supervisor.stop(container.id.rawValue) })
                     group.addTask { await cancelWhenGracefulShutdown { await link.run() } }
                 }
             }
