@@ -133,6 +133,7 @@ extension ClusterService {
                     status.startedAt = Google_Protobuf_Timestamp(date: update.startedAt)
                     if let completed = update.completedAt { status.completedAt = Google_Protobuf_Timestamp(date: completed) }
                     status.message = update.message
+                    status.failed = update.failed
                 }
             }
             $0.desired = Int32(clamping: desired)

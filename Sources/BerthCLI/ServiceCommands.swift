@@ -224,7 +224,8 @@ struct ServiceView: Encodable {
         if s.hasUpdateStatus, let state = UpdateStatus.State(proto: s.updateStatus.state) {
             updateStatus = UpdateStatus(
                 state: state, startedAt: s.updateStatus.startedAt.date,
-                completedAt: s.updateStatus.hasCompletedAt ? s.updateStatus.completedAt.date : nil, message: s.updateStatus.message)
+                completedAt: s.updateStatus.hasCompletedAt ? s.updateStatus.completedAt.date : nil, message: s.updateStatus.message,
+                failed: s.updateStatus.failed)
         }
         self.spec = spec
         if s.hasPreviousSpec {

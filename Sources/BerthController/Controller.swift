@@ -109,7 +109,7 @@ public final class Controller: Service, Sendable {
         let server = GRPCServer(
             transport: NGHTTP2ServerTransport(config: serverConfig, logger: logger),
             services: [
-                NodesService(registry: registry),
+                NodesService(registry: registry, removed: { await reconciler.evict($0) }),
                 ServicesService(
                     services: services, registry: registry,
                     logs: ServiceLogs(services: services, registry: registry, client: { reconciler.client(for: $0) }),

@@ -78,10 +78,12 @@ public struct ContainerReport: Sendable, Hashable {
                 message = error
             } else if status.reason == .oomKilled {
                 message = "out of memory (OOMKilled)"
+            } else if status.stoppedByUser {
+                message = "stopped on its node" + (status.signal.map { " (\($0))" } ?? code.map { " (exit \($0))" } ?? "")
             } else if let signal = status.signal {
                 message = "killed by \(signal)"
             } else if let code {
-                message = status.stoppedByUser ? "stopped (exit \(code))" : "exited (\(code))"
+                message = "exited (\(code))"
             }
         }
         self.init(

@@ -9,9 +9,12 @@ import SwiftProtobuf
 /// (from the transport) to the registry, which decides whom it speaks for.
 public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     let registry: NodeRegistry
+    /// Told of a node removed while it was ready (its containers are to go).
+    let removed: @Sendable (ClusterNode) async -> Void
 
-    public init(registry: NodeRegistry) {
+    public init(registry: NodeRegistry, removed: @escaping @Sendable (ClusterNode) async -> Void = { _ in }) {
         self.registry = registry
+        self.removed = removed
     }
 
     public func register(
@@ -64,6 +67,7 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
         request: ServerRequest<Berth_Controller_V1_RemoveNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_RemoveNodeResponse> {
         let node = try await registry.remove(request.message.node, force: request.message.force)
+        if node.state == .ready { await removed(node) }
         return ServerResponse(message: .with { $0.id = node.id })
     }
 }

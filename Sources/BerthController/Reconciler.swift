@@ -93,6 +93,39 @@ public final class Reconciler: Sendable {
         for worker in woken { worker.wake() }
     }
 
+    /// Empties a node removed from the cluster while its agent ran (`node rm
+    /// --force`): its replicas are replaced elsewhere by a pass, then its
+    /// agent is asked, once and best effort, to remove the cluster's
+    /// containers, so that a node no longer in the cluster runs none of its work.
+    public func evict(_ node: ClusterNode) async {
+        await pass()
+        let client = clients.client(for: node)
+        defer { client.close() }
+        guard let containers = try? await client.containers(cluster: services.clusterID, deadline: deadlines.list) else {
+            logger.warning("a removed node's containers could not be listed; they stay on it", metadata: ["node": "\(node.hostname)"])
+            return
+        }
+        let deadlines = self.deadlines
+        let reports = await withTaskGroup(of: ReplicaReport?.self) { group in
+            for container in containers {
+                group.addTask {
+                    let timeout = container.spec.stopTimeout ?? 10
+                    do throws(AgentCallError) {
+                        try await client.remove(container: container.id.rawValue, stopTimeout: timeout, deadline: .seconds(timeout) + deadlines.remove)
+                    } catch {
+                        return nil
+                    }
+                    return container.spec.labels[ReplicaLabel.replica].map { ReplicaReport.gone(id: $0) }
+                }
+            }
+            var all: [ReplicaReport] = []
+            for await report in group { if let report { all.append(report) } }
+            return all
+        }
+        await services.observe(reports)
+        logger.info("a removed node's containers were removed", metadata: ["node": "\(node.hostname)", "containers": "\(reports.count)"])
+    }
+
     /// Passes until cancelled; `wake` brings the next one forward. The
     /// workers stop with it.
     public func run() async {

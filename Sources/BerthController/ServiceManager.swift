@@ -174,22 +174,37 @@ public actor ServiceManager {
         var progress = ServiceStatus.Progress.progressing
         var message = service.message
         let updateState = service.update?.state
-        if let updateState, [.paused, .rollbackPaused, .rolledBack].contains(updateState) {
+        if let updateState, [.paused, .rollbackPaused, .rolledBack].contains(updateState), service.update?.failed == true {
             progress = .stalled
             message = service.update?.message ?? message
-        } else if spec.mode.isJob ? completed >= desired : (live.count { $0.version == service.version && $0.state == .running } >= desired
+        } else if spec.mode.isJob ? completed >= desired : (updated >= desired
             && live.allSatisfy { $0.version == service.version } && !(updateState?.isActive ?? false))
         {
+            // Converged once every replica has run for the monitor: a crash
+            // loop's moments of running are not convergence.
             progress = .converged
             message = ""
         } else {
-            // Stalled when every slot not yet running the current version is
-            // stuck: its replica fits no node, or has failed before.
-            let waiting = live.filter { !($0.state == .running && $0.version == service.version) && $0.state != .complete }
+            // Stalled when every slot not yet running the current version
+            // steadily is stuck: its replica fits no node, or its slot has
+            // failed before and it has not yet run for the monitor.
+            let monitor = spec.update.monitor
+            let waiting = live.filter {
+                !($0.version == service.version && ServicePlanner.isSettled($0, monitor: monitor, now: now)) && $0.state != .complete
+            }
             let stuck = waiting.filter { ($0.state == .pending && (!$0.isAssigned && $0.message.hasPrefix("no node fits"))) || $0.attempt > 0 }
             if !waiting.isEmpty && stuck.count == waiting.count && !(updateState?.isActive ?? false) {
                 progress = .stalled
-                if message.isEmpty { message = stuck.first?.message ?? "" }
+                if let first = stuck.first, first.attempt > 0 {
+                    // The slot's last failure says why.
+                    let last = replicas.filter { $0.desiredState == .shutdown && $0.slot == first.slot && $0.nodeID != "" && ServicePlanner.isFailure($0) }
+                        .max { $0.createdAt < $1.createdAt }
+                    let slot = first.slot > 0 ? "replica \(first.slot)" : "a replica"
+                    message = "\(stuck.count == 1 ? slot : "\(stuck.count) replicas") keep\(stuck.count == 1 ? "s" : "") failing (\(first.attempt) tries in a row)"
+                        + (last.map { ": \($0.message)" } ?? "")
+                } else if message.isEmpty {
+                    message = stuck.first?.message ?? ""
+                }
             }
         }
         return ServiceStatus(

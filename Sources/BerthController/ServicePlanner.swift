@@ -222,6 +222,8 @@ private struct Pass {
         -> Replica
     {
         var attempt = 0
+        // Failures of another version do not hold up this one.
+        let history = history.filter { $0.version == placing.version }
         if let last = history.max(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }), ServicePlanner.isFailure(last) {
             let ranSteadily = last.runningSince.map { last.updatedAt.timeIntervalSince($0) >= ServicePlanner.steadyAfter } ?? false
             attempt = (ranSteadily ? 0 : last.attempt) + 1
@@ -259,11 +261,11 @@ private struct Pass {
                 let last = all.filter { $0.version == service.version && ServicePlanner.isFailure($0) }.max { $0.updatedAt < $1.updatedAt }
                 let why = last.map { "replica \($0.slot > 0 ? String($0.slot) : String($0.nodeID.prefix(12))) of version \(service.version) failed: \($0.message)" } ?? ""
                 if status.state == .rollingBack {
-                    service.update = UpdateStatus(state: .rollbackPaused, startedAt: status.startedAt, message: "rollback paused: \(why)")
+                    service.update = UpdateStatus(state: .rollbackPaused, startedAt: status.startedAt, message: "rollback paused: \(why)", failed: true)
                 } else {
                     switch service.spec.update.failureAction {
                     case .pause:
-                        service.update = UpdateStatus(state: .paused, startedAt: status.startedAt, message: "update paused: \(why)")
+                        service.update = UpdateStatus(state: .paused, startedAt: status.startedAt, message: "update paused: \(why)", failed: true)
                     case .rollback:
                         if let previous = service.previous {
                             let bad = VersionedSpec(version: service.version, spec: service.spec)
@@ -272,9 +274,9 @@ private struct Pass {
                             service.previous = bad
                             service.revision += 1
                             service.updatedAt = now
-                            service.update = UpdateStatus(state: .rollingBack, startedAt: now, message: "rolling back: \(why)")
+                            service.update = UpdateStatus(state: .rollingBack, startedAt: now, message: "rolling back after a failure: \(why)", failed: true)
                         } else {
-                            service.update = UpdateStatus(state: .paused, startedAt: status.startedAt, message: "update paused: \(why)")
+                            service.update = UpdateStatus(state: .paused, startedAt: status.startedAt, message: "update paused: \(why)", failed: true)
                         }
                     case .continue:
                         break
@@ -287,7 +289,7 @@ private struct Pass {
         case .global, .globalJob: planGlobal(&service, history: history, messages: &messages, newID: newID)
         case .replicatedJob: planJob(&service, history: history, messages: &messages, newID: newID)
         }
-        if let status = service.update, !status.state.isActive, status.message.isEmpty == false, status.state != .completed {
+        if let status = service.update, !status.state.isActive, status.failed {
             messages.insert(status.message, at: 0)
         }
         service.message = messages.joined(separator: "; ")
@@ -467,6 +469,7 @@ private struct Pass {
             if done {
                 status.state = status.state == .rollingBack ? .rolledBack : .completed
                 status.completedAt = now
+                if status.failed { status.message = status.message.replacingOccurrences(of: "rolling back after a failure", with: "rolled back after a failure") }
                 service.update = status
             }
         }

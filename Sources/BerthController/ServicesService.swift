@@ -99,8 +99,26 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         let lines = try await logs.lines(
             of: request.service, follow: request.follow, tail: request.hasTail ? Int(request.tail) : nil,
             since: request.hasSince ? request.since.date : nil)
-        for try await line in lines {
-            try await response.write(.with {
+        // gRPC tells a handler that its client left, but does not cancel its
+        // task: a quiet `logs -f` would otherwise wait (and hold up a shutdown) forever.
+        let task = Task {
+            for try await line in lines {
+                try await response.write(Self.proto(line))
+            }
+        }
+        try await withTaskCancellationHandler {
+            try await withRPCCancellationHandler {
+                try await task.value
+            } onCancelRPC: {
+                task.cancel()
+            }
+        } onCancel: {
+            task.cancel()
+        }
+    }
+
+    static func proto(_ line: ServiceLogs.Line) -> Berth_Controller_V1_ServiceLogsResponse {
+            .with {
                 $0.replicaID = line.replica.id
                 $0.replicaName = line.replica.containerName
                 $0.nodeID = line.replica.nodeID
@@ -108,8 +126,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
                 $0.stream = line.line.stream == .stderr ? .stderr : .stdout
                 $0.time = Google_Protobuf_Timestamp(date: line.line.time)
                 $0.line = Data(line.line.bytes)
-            })
-        }
+            }
     }
 
     private func proto(_ service: ClusterService, nodes: [ClusterNode]) async -> Berth_Controller_V1_Service {

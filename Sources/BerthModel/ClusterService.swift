@@ -248,12 +248,26 @@ public struct UpdateStatus: Codable, Sendable, Hashable {
     public var completedAt: Date?
     /// Why it paused or rolled back.
     public var message: String
+    /// Whether new replicas failed it (a pause, or a rollback of its own);
+    /// a rollback an operator asked for is no failure.
+    public var failed: Bool
 
-    public init(state: State, startedAt: Date, completedAt: Date? = nil, message: String = "") {
+    public init(state: State, startedAt: Date, completedAt: Date? = nil, message: String = "", failed: Bool = false) {
         self.state = state
         self.startedAt = startedAt
         self.completedAt = completedAt
         self.message = message
+        self.failed = failed
+    }
+
+    private enum CodingKeys: String, CodingKey { case state, startedAt, completedAt, message, failed }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            state: try c.decode(State.self, forKey: .state), startedAt: try c.decode(Date.self, forKey: .startedAt),
+            completedAt: try c.decodeIfPresent(Date.self, forKey: .completedAt), message: try c.decodeIfPresent(String.self, forKey: .message) ?? "",
+            failed: try c.decodeIfPresent(Bool.self, forKey: .failed) ?? false)
     }
 }
 

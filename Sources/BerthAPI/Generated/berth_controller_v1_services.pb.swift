@@ -385,6 +385,10 @@ public nonisolated struct Berth_Controller_V1_UpdateStatus: Sendable {
 
   public var message: String = String()
 
+  /// New replicas failed it (a pause, or a rollback of its own); a
+  /// rollback an operator asked for is no failure.
+  public var failed: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1203,7 +1207,7 @@ nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, Sw
 
 nonisolated extension Berth_Controller_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}started_at\0\u{3}completed_at\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}started_at\0\u{3}completed_at\0\u{1}message\0\u{1}failed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1215,6 +1219,7 @@ nonisolated extension Berth_Controller_V1_UpdateStatus: SwiftProtobuf.Message, S
       case 2: try { try decoder.decodeSingularMessageField(value: &self._startedAt) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._completedAt) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.failed) }()
       default: break
       }
     }
@@ -1237,6 +1242,9 @@ nonisolated extension Berth_Controller_V1_UpdateStatus: SwiftProtobuf.Message, S
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 4)
     }
+    if self.failed != false {
+      try visitor.visitSingularBoolField(value: self.failed, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1245,6 +1253,7 @@ nonisolated extension Berth_Controller_V1_UpdateStatus: SwiftProtobuf.Message, S
     if lhs._startedAt != rhs._startedAt {return false}
     if lhs._completedAt != rhs._completedAt {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.failed != rhs.failed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
