@@ -157,6 +157,8 @@ public final class Agent: Service, Sendable {
     public let images: ImageStore
     public let supervisor: ContainerSupervisor
     public let metrics = AgentMetrics()
+    /// Revoked certificates' serials, as the controller last handed them over.
+    let revoked: RevocationList
     let environment: RuntimeEnvironment
     private let logger: Logger
 
@@ -170,6 +172,11 @@ public final class Agent: Service, Sendable {
         // came, a closed pipe or socket) must be an error to handle, never
         // a signal that ends the agent.
         signal(SIGPIPE, SIG_IGN)
+        // Certificates the controller says are revoked are refused here too.
+        var configuration = configuration
+        let revoked = RevocationList()
+        self.revoked = revoked
+        configuration.tls?.admit = { revoked.refusal($0) }
         self.configuration = configuration
         self.logger = logger
         do {
@@ -241,8 +248,9 @@ public final class Agent: Service, Sendable {
             if case .tcp = address { config.connectionInitializer = configuration.tls?.serverInitializer }
             // Over TLS, only the controller and operators control this host; nodes' certificates do not.
             let roles = PeerRoleInterceptor { _ in [.controller, .operator] }
+            let revocations = RevokedPeerInterceptor(revoked: revoked)
             return GRPCServer(
-                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor, roles])
+                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor, revocations, roles])
         }
         if let metricsListen = configuration.metricsListen {
             var config = NGHTTP2ServerTransport.Config(address: metricsListen, limits: configuration.limits, routes: routes)
@@ -266,6 +274,7 @@ public final class Agent: Service, Sendable {
                     let supervisor = self.supervisor
                     let link = ControllerLink(
                         controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger,
+                        revoked: revoked,
                         replicas: { await supervisor.list(all: false).filter { $0.spec.labels[ReplicaLabel.cluster] != nil } },
                         stop: { container in _ = try? await supervisor.stop(container.id.rawValue) })
                     group.addTask { await cancelWhenGracefulShutdown { await link.run() } }

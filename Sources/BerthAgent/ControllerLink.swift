@@ -25,10 +25,12 @@ struct ControllerLink: Sendable {
     let replicas: @Sendable () async -> [Container]
     let stop: @Sendable (Container) async -> Void
     let clock: any Clock<Duration>
+    /// Where the revoked serials the controller hands over go.
+    let revoked: RevocationList
 
     init(
         controller: TransportAddress, tls: MutualTLS?, advertise: String, node: NodeDirectory, version: String, logger: Logger,
-        replicas: @escaping @Sendable () async -> [Container], stop: @escaping @Sendable (Container) async -> Void,
+        revoked: RevocationList = RevocationList(), replicas: @escaping @Sendable () async -> [Container], stop: @escaping @Sendable (Container) async -> Void,
         clock: any Clock<Duration> = ContinuousClock()
     ) {
         self.controller = controller
@@ -40,6 +42,7 @@ struct ControllerLink: Sendable {
         self.replicas = replicas
         self.stop = stop
         self.clock = clock
+        self.revoked = revoked
     }
 
     /// When the controller last answered this node (the agent's start until it first does).
@@ -104,16 +107,19 @@ struct ControllerLink: Sendable {
                         $0.agentVersion = version
                     })
                     contact.heard(at: .now)
+                    revoked.hand(Set(reply.revokedSerials))
                     logger.info("registered with the controller", metadata: ["controller": "\(controller)"])
                     reported = false
                     let interval = Duration.milliseconds(max(100, Int64(reply.heartbeatIntervalMs)))
                     while !Task.isCancelled {
                         try await clock.sleep(for: interval)
-                        guard try await nodes.heartbeat(.with { $0.id = node.id }).known else {
+                        let beat = try await nodes.heartbeat(.with { $0.id = node.id })
+                        guard beat.known else {
                             logger.warning("the controller no longer knows this node; registering again")
                             return
                         }
                         contact.heard(at: .now)
+                        revoked.hand(Set(beat.revokedSerials))
                     }
                 }
             } catch {

@@ -109,7 +109,7 @@ public final class Controller: Service, Sendable {
         let server = GRPCServer(
             transport: NGHTTP2ServerTransport(config: serverConfig, logger: logger),
             services: [
-                NodesService(registry: registry, removed: { await reconciler.evict($0) }),
+                NodesService(registry: registry, revoked: revoked, removed: { await reconciler.evict($0) }),
                 ServicesService(
                     services: services, registry: registry,
                     logs: ServiceLogs(services: services, registry: registry, client: { reconciler.client(for: $0) }),
@@ -159,20 +159,4 @@ final class WakeLater: Sendable {
         set { slot.withLock { $0 = newValue } }
     }
     func wake() { target?.wake() }
-}
-
-/// Refuses, on every call, a TLS peer whose certificate was revoked after
-/// its connection was made.
-struct RevokedPeerInterceptor: ServerInterceptor {
-    let revoked: RevocationList?
-
-    func intercept<Input: Sendable, Output: Sendable>(
-        request: StreamingServerRequest<Input>, context: ServerContext,
-        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
-    ) async throws -> StreamingServerResponse<Output> {
-        if let revoked, let peer = PeerIdentity(metadata: request.metadata), let refusal = revoked.refusal(peer) {
-            throw RPCError(code: .unauthenticated, message: refusal)
-        }
-        return try await next(request, context)
-    }
 }

@@ -9,13 +9,18 @@ import SwiftProtobuf
 /// (from the transport) to the registry, which decides whom it speaks for.
 public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     let registry: NodeRegistry
+    /// Revoked certificates, handed to agents with every answer (they refuse them too).
+    let revoked: RevocationList?
     /// Told of a node removed while it was ready (its containers are to go).
     let removed: @Sendable (ClusterNode) async -> Void
 
-    public init(registry: NodeRegistry, removed: @escaping @Sendable (ClusterNode) async -> Void = { _ in }) {
+    public init(registry: NodeRegistry, revoked: RevocationList? = nil, removed: @escaping @Sendable (ClusterNode) async -> Void = { _ in }) {
         self.registry = registry
+        self.revoked = revoked
         self.removed = removed
     }
+
+    private var revokedSerials: [String] { revoked?.serials.sorted() ?? [] }
 
     public func register(
         request: ServerRequest<Berth_Controller_V1_RegisterNodeRequest>, context: ServerContext
@@ -29,6 +34,7 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
         return ServerResponse(message: .with {
             $0.node = node.proto
             $0.heartbeatIntervalMs = Int32(interval.seconds * 1000 + interval.attoseconds / 1_000_000_000_000_000)
+            $0.revokedSerials = revokedSerials
         })
     }
 
@@ -36,7 +42,10 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
         request: ServerRequest<Berth_Controller_V1_HeartbeatNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_HeartbeatNodeResponse> {
         let known = try await registry.heartbeat(id: request.message.id, peer: PeerIdentity(metadata: request.metadata))
-        return ServerResponse(message: .with { $0.known = known })
+        return ServerResponse(message: .with {
+            $0.known = known
+            $0.revokedSerials = revokedSerials
+        })
     }
 
     public func list(

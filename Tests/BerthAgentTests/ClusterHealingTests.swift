@@ -570,11 +570,18 @@ extension MultiHostTests {
         let second = certificates.appendingPathComponent("operator2").path
         try ClusterCA.issue(caDirectory: ca, name: "operator2", role: .operator, outputDirectory: second)
         #expect(try await cluster.cli(["node", "ls"], certificates: .some(second)).status == 0)
+        #expect(try await cluster.cli(["-H", "tcp://\(hosts.address(0)):7440", "ps"], certificates: .some(second)).status == 0)
         let revoked = try await runCommand(try BuildProducts.executable("berth-controller"), ["ca", "revoke", "--ca-dir", ca, second])
         #expect(revoked.status == 0, "\(revoked.stderr)")
         let afterRevoke = try await cluster.cli(["node", "ls"], certificates: .some(second))
         #expect(afterRevoke.status != 0, "a revoked certificate: \(afterRevoke.stdout)")
         #expect(try await cluster.cli(["node", "ls"]).status == 0, "the operator's own still works")
+        // The controller hands the revoked serials to the agents with their heartbeats.
+        let agentHost = "tcp://\(hosts.address(0)):7440"
+        #expect(try await cluster.eventually(timeout: .seconds(5)) {
+            try await cluster.cli(["-H", agentHost, "ps"], certificates: .some(second)).status != 0
+        }, "an agent refuses the revoked certificate too")
+        #expect(try await cluster.cli(["-H", agentHost, "ps"]).status == 0)
 
         // ca rotate: node0's certificate renewed while it runs; the old one is refused, node0 stays ready.
         let old = certificates.appendingPathComponent("node0-old")

@@ -260,6 +260,12 @@ public nonisolated struct Berth_Controller_V1_RegisterNodeResponse: @unchecked S
     set {_uniqueStorage()._heartbeatIntervalMs = newValue}
   }
 
+  /// Serial numbers (hex) of revoked certificates: the agent refuses them too.
+  public var revokedSerials: [String] {
+    get {_storage._revokedSerials}
+    set {_uniqueStorage()._revokedSerials = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -287,6 +293,9 @@ public nonisolated struct Berth_Controller_V1_HeartbeatNodeResponse: Sendable {
   /// False when the controller does not know the node (its store was
   /// reset): the agent registers again.
   public var known: Bool = false
+
+  /// Serial numbers (hex) of revoked certificates, as in RegisterNodeResponse.
+  public var revokedSerials: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -618,11 +627,12 @@ nonisolated extension Berth_Controller_V1_RegisterNodeRequest: SwiftProtobuf.Mes
 
 nonisolated extension Berth_Controller_V1_RegisterNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}heartbeat_interval_ms\0\u{3}revoked_serials\0")
 
   fileprivate class _StorageClass {
     var _node: Berth_Controller_V1_ClusterNode? = nil
     var _heartbeatIntervalMs: Int32 = 0
+    var _revokedSerials: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -635,6 +645,7 @@ nonisolated extension Berth_Controller_V1_RegisterNodeResponse: SwiftProtobuf.Me
     init(copying source: _StorageClass) {
       _node = source._node
       _heartbeatIntervalMs = source._heartbeatIntervalMs
+      _revokedSerials = source._revokedSerials
     }
   }
 
@@ -655,6 +666,7 @@ nonisolated extension Berth_Controller_V1_RegisterNodeResponse: SwiftProtobuf.Me
         switch fieldNumber {
         case 1: try { try decoder.decodeSingularMessageField(value: &_storage._node) }()
         case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._heartbeatIntervalMs) }()
+        case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._revokedSerials) }()
         default: break
         }
       }
@@ -673,6 +685,9 @@ nonisolated extension Berth_Controller_V1_RegisterNodeResponse: SwiftProtobuf.Me
       if _storage._heartbeatIntervalMs != 0 {
         try visitor.visitSingularInt32Field(value: _storage._heartbeatIntervalMs, fieldNumber: 2)
       }
+      if !_storage._revokedSerials.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._revokedSerials, fieldNumber: 3)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -684,6 +699,7 @@ nonisolated extension Berth_Controller_V1_RegisterNodeResponse: SwiftProtobuf.Me
         let rhs_storage = _args.1
         if _storage._node != rhs_storage._node {return false}
         if _storage._heartbeatIntervalMs != rhs_storage._heartbeatIntervalMs {return false}
+        if _storage._revokedSerials != rhs_storage._revokedSerials {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -725,7 +741,7 @@ nonisolated extension Berth_Controller_V1_HeartbeatNodeRequest: SwiftProtobuf.Me
 
 nonisolated extension Berth_Controller_V1_HeartbeatNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}known\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}known\0\u{3}revoked_serials\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -734,6 +750,7 @@ nonisolated extension Berth_Controller_V1_HeartbeatNodeResponse: SwiftProtobuf.M
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBoolField(value: &self.known) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.revokedSerials) }()
       default: break
       }
     }
@@ -743,11 +760,15 @@ nonisolated extension Berth_Controller_V1_HeartbeatNodeResponse: SwiftProtobuf.M
     if self.known != false {
       try visitor.visitSingularBoolField(value: self.known, fieldNumber: 1)
     }
+    if !self.revokedSerials.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.revokedSerials, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_HeartbeatNodeResponse, rhs: Berth_Controller_V1_HeartbeatNodeResponse) -> Bool {
     if lhs.known != rhs.known {return false}
+    if lhs.revokedSerials != rhs.revokedSerials {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
