@@ -55,10 +55,18 @@ enum ServicePlanner {
     /// should run on them request.
     static func cluster(nodes: [ClusterNode], services: [String: ClusterService], replicas: some Sequence<Replica>) -> Cluster {
         var cluster = Cluster(nodes: nodes.map(schedulerNode))
-        // One request per service, not per replica (a request parses its constraints).
-        let requests = services.compactMapValues { try? request(for: $0) }
+        // One request per service that has replicas, not per replica (a
+        // request parses its constraints), made when first needed.
+        var requests: [String: PlacementRequest?] = [:]
         for replica in replicas where replica.desiredState == .running && replica.isAssigned && replica.state != .complete {
-            guard let request = requests[replica.serviceID] else { continue }
+            let request: PlacementRequest?
+            if let known = requests[replica.serviceID] {
+                request = known
+            } else {
+                request = services[replica.serviceID].flatMap { try? Self.request(for: $0) }
+                requests[replica.serviceID] = request
+            }
+            guard let request else { continue }
             cluster.record(request, onNode: replica.nodeID)
         }
         return cluster
