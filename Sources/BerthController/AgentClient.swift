@@ -30,9 +30,12 @@ public protocol AgentClient: Sendable {
 
 /// One line of a container's output.
 public struct LogLine: Sendable, Hashable {
+    /// Which of the process's outputs the line came from.
     public enum Stream: String, Sendable, Hashable { case stdout, stderr }
     public var stream: Stream
+    /// When the agent's shim read it.
     public var time: Date
+    /// The line, with its newline when it had one.
     public var bytes: [UInt8]
 
     public init(stream: Stream, time: Date, bytes: [UInt8]) {

@@ -44,6 +44,7 @@ public enum ClusterCA {
         public var name: String
         /// A node certificate's node ID (its CN), nil for other roles.
         public var nodeID: String?
+        /// What its holder may call.
         public var role: PeerRole
         /// Its serial number, lowercase hex (what `ca revoke` takes).
         public var serial: String

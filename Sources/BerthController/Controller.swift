@@ -47,7 +47,9 @@ public final class Controller: Service, Sendable {
     public let configuration: ControllerConfiguration
     public let registry: NodeRegistry
     public let services: ServiceManager
+    /// What `/metrics` shows.
     public let metrics = ControllerMetrics()
+    /// The planner's passes and the node workers.
     public let reconciler: Reconciler
     private let lock: ProcessLock
     private let revoked: RevocationList?

@@ -27,6 +27,7 @@ public final class ControllerMetrics: Sendable {
         "berth_controller_updates",
     ]
 
+    /// Counters that start at zero, so that rate() has a start.
     public init() {
         // Present from the first scrape, so that rate() has a start.
         _ = placements
@@ -78,8 +79,11 @@ public final class ControllerMetrics: Sendable {
 
     /// What a scrape reads from the records.
     public struct Snapshot: Sendable {
+        /// Every node, in every state.
         public var nodes: [ClusterNode]
+        /// Every service.
         public var services: [ClusterService]
+        /// Every replica record, history included.
         public var replicas: [Replica]
     }
 

@@ -29,6 +29,7 @@ public final class GRPCAgentClient: AgentClient {
 
     deinit { runner.cancel() }
 
+    /// Closes the connection once the calls under way end.
     public func close() {
         grpc.beginGracefulShutdown()
     }
@@ -192,11 +193,13 @@ public struct GRPCAgentClients: AgentClientFactory {
     let tls: MutualTLS?
     let logger: Logger
 
+    /// - Parameter tls: the controller's own certificate, and the CA agents must be from.
     public init(tls: MutualTLS?, logger: Logger) {
         self.tls = tls
         self.logger = logger
     }
 
+    /// A client on a connection of its own to `node`'s agent.
     public func client(for node: ClusterNode) -> any AgentClient {
         guard let address = try? TransportAddress(parsing: node.address) else { return UnreachableAgent(why: "address \"\(node.address)\" does not parse") }
         return GRPCAgentClient(address: address, tls: tls, nodeID: tls == nil ? nil : node.id, logger: logger)

@@ -5,7 +5,9 @@ public import Foundation
 /// whose container may exist (those to run, and those being shut down
 /// whose container has not been seen gone), with the specs they run.
 public struct NodeWork: Sendable {
+    /// The node.
     public var node: ClusterNode
+    /// Its replicas whose container may exist.
     public var replicas: [Replica]
     /// Each replica's service spec, by `NodeWork.key(service:version:)`.
     public var specs: [String: ServiceSpec]
@@ -19,8 +21,10 @@ public struct NodeWork: Sendable {
         self.clusterID = clusterID
     }
 
+    /// The key of a spec in `specs`.
     public static func key(service: String, version: Int) -> String { "\(service)@\(version)" }
 
+    /// The spec `replica` runs, nil when the service (or that version) is gone.
     public func spec(of replica: Replica) -> ServiceSpec? { specs[Self.key(service: replica.serviceID, version: replica.version)] }
 }
 
@@ -52,10 +56,13 @@ public enum NodeAction: Sendable, Hashable {
 
 /// What the agent showed of a replica's container.
 public struct ContainerReport: Sendable, Hashable {
+    /// The container's state on its node.
     public var state: ContainerState
+    /// Its last exit code, once it exited.
     public var exitCode: Int?
     /// Why it ended, or why it could not start.
     public var message: String
+    /// Restarts its agent made under the restart policy.
     public var restartCount: Int
     /// Whether its restart policy brings it back by itself.
     public var willRestart: Bool
@@ -103,6 +110,7 @@ public enum ReplicaReport: Sendable, Hashable {
     /// It has no container on its node.
     case gone(id: String)
 
+    /// The replica's ID.
     public var id: String {
         switch self {
         case .container(let id, _), .failed(let id, _), .gone(let id): return id

@@ -10,6 +10,7 @@ public struct AgentDeadlines: Sendable {
     public var run: Duration = .seconds(60)
     /// Pulling an image (a registry that never answers holds up only its own replica).
     public var pull: Duration = .seconds(600)
+    /// Starting a made container.
     public var start: Duration = .seconds(30)
     /// Removing a container, beyond its stop timeout.
     public var remove: Duration = .seconds(20)
