@@ -83,6 +83,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 // Not swift-certificates: it imports Foundation, which the CLI does without.
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
@@ -217,6 +218,7 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -261,10 +263,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // Helpers shared by tests: a raw HTTP/2 client for hostile input.
+        // Helpers shared by tests: a raw HTTP/2 client for hostile input, a
+        // manual clock, an agent in memory for the controller's reconciler.
         .target(
             name: "BerthTesting",
             dependencies: [
+                "BerthController",
+                "BerthModel",
                 "BerthTransport",
                 "CNghttp2",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -350,7 +355,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BerthControllerTests",
-            dependencies: ["BerthController", "BerthScheduler", "BerthModel"],
+            dependencies: ["BerthController", "BerthScheduler", "BerthModel", "BerthTesting", "BerthTransport", "BerthLinux"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -22,7 +22,8 @@ extension ClusterNode {
             $0.id = id
             $0.hostname = hostname
             $0.address = address
-            $0.labels = labels
+            $0.labels = operatorLabels
+            $0.agentLabels = agentLabels
             $0.capacity = capacity.clusterProto
             $0.allocatable = allocatable.clusterProto
             $0.state = state == .ready ? .ready : .down

@@ -128,6 +128,25 @@ public struct AgentConfiguration: Sendable {
         return try SocketAddress(ipAddress: text, port: 53)
     }
 
+    /// With mutual TLS and a controller: the node ID in this agent's node
+    /// certificate (its CN), which the controller lets it register as.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for a certificate that is not a
+    ///   node's, or names no node ID.
+    func certifiedNodeID() throws -> String? {
+        guard let tls else { return nil }
+        let identity = tls.identity
+        guard identity.role == PeerRole.node.rawValue else {
+            throw BerthError.invalid(
+                "--tls-dir \(tls.directory): its certificate is a \(identity.role.isEmpty ? "certificate without a role" : identity.role + " certificate"); an agent registers with a node certificate (berth-controller ca issue --role node)")
+        }
+        guard identity.name.count == 32, identity.name.allSatisfy({ $0.isHexDigit }) else {
+            throw BerthError.invalid(
+                "--tls-dir \(tls.directory): its certificate names no node ID (its CN is \"\(identity.name)\"); issue one with berth-controller ca issue --role node --node-id ID, ID being this agent's \(rootDir)/node-id if it has one")
+        }
+        return identity.name
+    }
+
     static func isLoopback(_ host: String) -> Bool {
         host == "::1" || host == "localhost" || host.hasPrefix("127.")
     }
@@ -143,6 +162,8 @@ public final class Agent: Service, Sendable {
     public let images: ImageStore
     public let supervisor: ContainerSupervisor
     public let metrics = AgentMetrics()
+    /// Revoked certificates' serials, as the controller last handed them over.
+    let revoked: RevocationList
     let environment: RuntimeEnvironment
     private let logger: Logger
 
@@ -156,6 +177,11 @@ public final class Agent: Service, Sendable {
         // came, a closed pipe or socket) must be an error to handle, never
         // a signal that ends the agent.
         signal(SIGPIPE, SIG_IGN)
+        // Certificates the controller says are revoked are refused here too.
+        var configuration = configuration
+        let revoked = RevocationList()
+        self.revoked = revoked
+        configuration.tls?.admit = { revoked.refusal($0) }
         self.configuration = configuration
         self.logger = logger
         do {
@@ -166,7 +192,9 @@ public final class Agent: Service, Sendable {
         } catch let error as SystemError {
             throw BerthError(.permissionDenied, "cannot prepare the agent's directories: \(error)")
         }
-        self.node = try NodeDirectory(rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels)
+        self.node = try NodeDirectory(
+            rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels,
+            certifiedID: configuration.controller == nil ? nil : try configuration.certifiedNodeID())
         let beside = (Processes.currentExecutable as NSString).deletingLastPathComponent
         let shim = configuration.shimExecutable ?? beside + "/berth-shim"
         guard FileManager.default.isExecutableFile(atPath: shim) else {
@@ -226,8 +254,9 @@ public final class Agent: Service, Sendable {
             if case .tcp = address { config.connectionInitializer = configuration.tls?.serverInitializer }
             // Over TLS, only the controller and operators control this host; nodes' certificates do not.
             let roles = PeerRoleInterceptor { _ in [.controller, .operator] }
+            let revocations = RevokedPeerInterceptor(revoked: revoked)
             return GRPCServer(
-                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor, roles])
+                transport: NGHTTP2ServerTransport(config: config, logger: logger), services: services, interceptors: [metrics.interceptor, revocations, roles])
         }
         if let metricsListen = configuration.metricsListen {
             var config = NGHTTP2ServerTransport.Config(address: metricsListen, limits: configuration.limits, routes: routes)
@@ -249,8 +278,12 @@ public final class Agent: Service, Sendable {
                     group.addTask { try await server.serve() }
                 }
                 if let controller = configuration.controller, let advertise = configuration.advertisedAddress {
+                    let supervisor = self.supervisor
                     let link = ControllerLink(
-                        controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger)
+                        controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger,
+                        revoked: revoked,
+                        replicas: { await supervisor.list(all: false).filter { $0.spec.labels[ReplicaLabel.cluster] != nil } },
+                        stop: { container in _ = try? await supervisor.stop(container.id.rawValue) })
                     group.addTask { await cancelWhenGracefulShutdown { await link.run() } }
                 }
             }

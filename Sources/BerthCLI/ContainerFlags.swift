@@ -27,6 +27,21 @@ struct ResourceFlags: ParsableArguments {
         resources.ioWeight = blkioWeight
         return resources
     }
+
+    /// Sets in `resources` the limits given here, leaving the others.
+    ///
+    /// - Throws: `BerthError.invalidArgument` as `resources()` does.
+    func apply(to resources: inout Resources) throws {
+        let given = try self.resources()
+        if memory != nil { resources.memory = given.memory }
+        if memorySwap != nil { resources.memorySwap = given.memorySwap }
+        if cpus != nil { resources.cpus = given.cpus }
+        if cpuShares != nil { resources.cpuShares = given.cpuShares }
+        if cpusetCpus != nil { resources.cpusetCPUs = given.cpusetCPUs }
+        if cpusetMems != nil { resources.cpusetMems = given.cpusetMems }
+        if pidsLimit != nil { resources.pidsLimit = given.pidsLimit }
+        if blkioWeight != nil { resources.ioWeight = given.ioWeight }
+    }
 }
 
 /// The flags `run` and `create` share, with docker's spelling.

@@ -20,7 +20,7 @@ struct ControllerOptions: ParsableArguments {
 struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node", abstract: "Manage the cluster's nodes (through the controller).",
-        subcommands: [NodeList.self, NodeInspect.self, NodeDrain.self, NodeActivate.self, NodeLabel.self])
+        subcommands: [NodeList.self, NodeInspect.self, NodeDrain.self, NodeActivate.self, NodeLabel.self, NodeRemove.self])
 }
 
 /// A node as `inspect` and `ls --format json` show it.
@@ -30,7 +30,10 @@ struct NodeView: Encodable {
     var address: String
     var state: String
     var availability: String
+    /// Set by operators (`berth node label`): `node.labels.KEY` in constraints.
     var labels: [String: String]
+    /// The agent's own (`berth-agent --label`): `engine.labels.KEY` in constraints.
+    var agentLabels: [String: String]
     var cpus: Double
     var memoryBytes: Int64
     var registeredAt: Date
@@ -44,6 +47,7 @@ struct NodeView: Encodable {
         state = n.state == .ready ? "ready" : "down"
         availability = n.availability == .drain ? "drain" : "active"
         labels = n.labels
+        agentLabels = n.agentLabels
         cpus = Double(n.allocatable.milliCpu) / 1000
         memoryBytes = n.allocatable.memoryBytes
         registeredAt = n.registeredAt.date
@@ -72,7 +76,8 @@ struct NodeList: AsyncParsableCommand {
         case .human:
             let rows = nodes.map { n -> [String] in
                 let view = NodeView(n)
-                let labels = view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                let labels = (view.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                    + view.agentLabels.sorted { $0.key < $1.key }.map { "engine.\($0.key)=\($0.value)" }).joined(separator: ",")
                 return [String(n.id.prefix(12)), n.hostname, n.address, view.state.uppercased(), view.availability.capitalized,
                         "\(n.allocatable.milliCpu / 1000) / \(Human.size(view.memoryBytes))", labels]
             }
@@ -120,8 +125,30 @@ struct NodeActivate: AsyncParsableCommand {
     func run() async throws { try await updateNode(options, .with { $0.node = node; $0.availability = .active }) }
 }
 
+struct NodeRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Remove nodes from the cluster: down ones, or with --force any. Their replicas run elsewhere; a removed node may not join again.",
+        aliases: ["remove"])
+    @OptionGroup var options: ControllerOptions
+    @Flag(name: .shortAndLong, help: "Also remove a node that is ready (its agent is refused from then on).") var force = false
+    @Argument var nodes: [String]
+
+    func run() async throws {
+        let force = self.force
+        try await EachName.run(nodes) { name in
+            let id = try await options.connection().withClient { grpc in
+                try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).remove(.with { $0.node = name; $0.force = force }).id
+            }
+            Console.print(id)
+        }
+    }
+}
+
 struct NodeLabel: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "label", abstract: "Add or remove a node's labels.")
+    static let configuration = CommandConfiguration(
+        commandName: "label",
+        abstract: "Add or remove a node's operator labels (node.labels.KEY); the agent's own labels (engine.labels.KEY) come from its --label flags.")
     @OptionGroup var options: ControllerOptions
     @Option(name: .customLong("add"), help: "A label to add, KEY=VALUE (repeatable).") var add: [String] = []
     @Option(name: .customLong("rm"), help: "A label key to remove (repeatable).") var remove: [String] = []

@@ -9,6 +9,10 @@ public protocol ControllerStore: Sendable {
     func nodes() throws -> [ClusterNode]
     /// Inserts or replaces a node's record.
     func put(_ node: ClusterNode) throws
+    /// Removes a node's record and remembers its ID as removed, in one step.
+    func remove(node id: String) throws
+    /// The IDs of nodes removed from the cluster (`berth node rm`): they may not register again.
+    func removedNodes() throws -> Set<String>
     /// The cluster's ID, made at the store's first use and never changed.
     func clusterID() throws -> String
     func services() throws -> [ClusterService]
@@ -70,6 +74,12 @@ public final class SQLiteControllerStore: ControllerStore {
                     t.column("record", .blob).notNull()
                 }
             }
+            migrator.registerMigration("v3-removed-nodes") { db in
+                try db.create(table: "removed_node") { t in
+                    t.column("id", .text).primaryKey()
+                    t.column("removed_at", .double).notNull()
+                }
+            }
             try migrator.migrate(pool)
         } catch {
             throw BerthError(.internal, "cannot open the controller database \(path)", underlying: error)
@@ -88,6 +98,22 @@ public final class SQLiteControllerStore: ControllerStore {
             try pool.write { db in
                 try db.execute(sql: "INSERT OR REPLACE INTO node (id, record) VALUES (?, ?)", arguments: [node.id, data])
             }
+        }
+    }
+
+    public func remove(node id: String) throws {
+        try wrap("remove node \(id)") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM node WHERE id = ?", arguments: [id])
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO removed_node (id, removed_at) VALUES (?, ?)", arguments: [id, Date().timeIntervalSince1970])
+            }
+        }
+    }
+
+    public func removedNodes() throws -> Set<String> {
+        try wrap("read removed nodes") {
+            Set(try pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM removed_node") })
         }
     }
 

@@ -1,4 +1,5 @@
 public import BerthModel
+public import BerthTransport
 import Foundation
 public import Logging
 
@@ -17,13 +18,21 @@ public actor NodeRegistry {
     /// wall clock jump must not mark nodes down).
     private var lastSeen: [String: ContinuousClock.Instant] = [:]
     private let clock = ContinuousClock()
+    /// Nodes removed with `berth node rm`: their IDs may not come back.
+    private var removed: Set<String>
+    /// Told of every change that may move replicas (a node new, back, down, removed, relabelled).
+    private let changed: @Sendable () -> Void
 
     /// - Throws: what the store throws when its records cannot be read.
-    public init(store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger) throws {
+    public init(
+        store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger, changed: @escaping @Sendable () -> Void = {}
+    ) throws {
         self.store = store
         self.grace = grace
         self.heartbeatInterval = heartbeatInterval
         self.logger = logger
+        self.changed = changed
+        removed = try store.removedNodes()
         let now = ContinuousClock.now
         for node in try store.nodes() {
             nodes[node.id] = node
@@ -33,18 +42,48 @@ public actor NodeRegistry {
         }
     }
 
+    /// Whether `peer` (the TLS certificate a call came with, nil without
+    /// TLS) may speak for node `id`: a node's certificate names its node ID
+    /// in its CN, as swarm's do, and speaks for that node alone; a removed
+    /// node speaks no more.
+    ///
+    /// - Throws: `BerthError.permissionDenied` saying why not.
+    func authorize(_ peer: PeerIdentity?, for id: String) throws {
+        if let peer, peer.name != id {
+            throw BerthError(
+                .permissionDenied,
+                "this certificate (CN \"\(peer.name)\") belongs to another node: it may register and heartbeat only as node \(peer.name), not \(id)")
+        }
+        if removed.contains(id) {
+            throw BerthError(
+                .permissionDenied,
+                "node \(id) was removed from the cluster (berth node rm); to join again the host needs a new identity: a certificate with a new node ID (berth-controller ca issue --role node) and an agent on a fresh --root")
+        }
+    }
+
     /// Records an agent's registration: a new node, or one known before
     /// (its operator labels and availability are kept).
+    ///
+    /// - Parameter peer: the certificate the call came with (nil without TLS).
+    /// - Throws: `BerthError.permissionDenied` for a certificate of another
+    ///   node or a removed node, `invalidArgument` for a malformed ID or address.
     public func register(
         id: String, hostname: String, address: String, labels: [String: String], capacity: NodeCapacity, allocatable: NodeCapacity,
-        agentVersion: String
+        agentVersion: String, peer: PeerIdentity? = nil
     ) throws -> ClusterNode {
         guard id.count == 32, id.allSatisfy(\.isHexDigit) else { throw BerthError.invalid("node ID \"\(id)\": expected 32 hex digits") }
         guard !address.isEmpty else { throw BerthError.invalid("node \(id): the agent's address is empty") }
+        try authorize(peer, for: id)
+        if let other = nodes.values.first(where: { $0.address == address && $0.id != id && $0.state == .ready }) {
+            throw BerthError(
+                .alreadyExists,
+                "address \(address) is node \(other.id.prefix(12))'s (\(other.hostname)), which is ready; two nodes cannot share one address")
+        }
         let now = Date()
         var node = nodes[id] ?? ClusterNode(
             id: id, hostname: hostname, address: address, capacity: capacity, allocatable: allocatable, registeredAt: now, lastHeartbeat: now)
         let wasDown = nodes[id]?.state == .down
+        let before = nodes[id]
         node.hostname = hostname
         node.address = address
         node.agentLabels = labels
@@ -57,11 +96,14 @@ public actor NodeRegistry {
         nodes[id] = node
         lastSeen[id] = clock.now
         logger.info(wasDown ? "node back" : "node registered", metadata: ["node.id": "\(id)", "address": "\(address)"])
+        if before == nil || wasDown || before?.address != address || before?.agentLabels != labels || before?.allocatable != allocatable { changed() }
         return node
     }
 
     /// - Returns: false for a node the controller does not know.
-    public func heartbeat(id: String) throws -> Bool {
+    /// - Throws: `BerthError.permissionDenied` as `register` does.
+    public func heartbeat(id: String, peer: PeerIdentity? = nil) throws -> Bool {
+        try authorize(peer, for: id)
         guard var node = nodes[id] else { return false }
         lastSeen[id] = clock.now
         if node.state == .down {
@@ -70,6 +112,7 @@ public actor NodeRegistry {
             try store.put(node)
             nodes[id] = node
             logger.info("node back", metadata: ["node.id": "\(id)"])
+            changed()
         } else {
             // Kept in memory; persisted when something changes (a write per
             // heartbeat would cost the store more than all else).
@@ -107,6 +150,7 @@ public actor NodeRegistry {
             down.append(changed)
             logger.warning("node down: no heartbeat within the grace period", metadata: ["node.id": "\(id)", "grace": "\(grace)"])
         }
+        if !down.isEmpty { self.changed() }
         return down
     }
 
@@ -131,7 +175,9 @@ public actor NodeRegistry {
 
     /// Drains or activates a node; adds or removes operator labels.
     ///
-    /// - Throws: `BerthError.invalidArgument` for a malformed label key; nothing changes then.
+    /// - Throws: `BerthError.invalidArgument` for a malformed label key, or
+    ///   a key to remove that is not an operator's label (an agent's own
+    ///   label comes from its flags); nothing changes then.
     public func update(
         _ reference: String, availability: ClusterNode.Availability?, addLabels: [String: String], removeLabels: [String]
     ) throws -> ClusterNode {
@@ -139,11 +185,41 @@ public actor NodeRegistry {
         for key in Array(addLabels.keys) + removeLabels where key.isEmpty || key.contains("=") || key.contains(where: \.isWhitespace) {
             throw BerthError.invalid("label key \"\(key)\": keys are non-empty, without '=' or spaces")
         }
+        for key in removeLabels where node.operatorLabels[key] == nil {
+            if let value = node.agentLabels[key] {
+                throw BerthError.invalid(
+                    "label \"\(key)\" of node \(node.hostname) is the agent's own (berth-agent --label \(key)=\(value)): it comes from the agent's flags and goes only there; constraints see it as engine.labels.\(key). berth node label sets operators' labels (node.labels.KEY)")
+            }
+            throw BerthError.invalid("node \(node.hostname) has no label \"\(key)\" set by an operator")
+        }
         if let availability { node.availability = availability }
         node.operatorLabels.merge(addLabels) { _, new in new }
         for key in removeLabels { node.operatorLabels.removeValue(forKey: key) }
         try store.put(node)
         nodes[node.id] = node
+        changed()
+        return node
+    }
+
+    /// Removes a node from the cluster; its ID may not register again, and
+    /// its replicas are replaced elsewhere.
+    ///
+    /// - Parameter force: also a node that is ready (its agent is then refused from its next heartbeat).
+    /// - Throws: `BerthError.failedPrecondition` for a ready node without `force`.
+    /// - Returns: the removed node.
+    public func remove(_ reference: String, force: Bool) throws -> ClusterNode {
+        let node = try get(reference)
+        if node.state == .ready && !force {
+            throw BerthError(
+                .failedPrecondition,
+                "node \(node.hostname) (\(node.id.prefix(12))) is ready: stop its agent first (it is then down after the grace period), or use --force to remove it while it runs")
+        }
+        try store.remove(node: node.id)
+        nodes[node.id] = nil
+        lastSeen[node.id] = nil
+        removed.insert(node.id)
+        logger.warning("node removed", metadata: ["node.id": "\(node.id)", "hostname": "\(node.hostname)", "forced": "\(force)"])
+        changed()
         return node
     }
 }

@@ -1,47 +1,82 @@
 import BerthAPI
 import BerthModel
+import BerthTransport
 public import GRPCCore
 import SwiftProtobuf
 
-/// `berth.controller.v1.Nodes`: a thin adapter from the wire to the registry.
-public struct NodesService: Berth_Controller_V1_Nodes.SimpleServiceProtocol {
+/// `berth.controller.v1.Nodes`: a thin adapter from the wire to the
+/// registry. Registrations and heartbeats carry the caller's certificate
+/// (from the transport) to the registry, which decides whom it speaks for.
+public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     let registry: NodeRegistry
+    /// Revoked certificates, handed to agents with every answer (they refuse them too).
+    let revoked: RevocationList?
+    /// Told of a node removed while it was ready (its containers are to go).
+    let removed: @Sendable (ClusterNode) async -> Void
 
-    public init(registry: NodeRegistry) {
+    public init(registry: NodeRegistry, revoked: RevocationList? = nil, removed: @escaping @Sendable (ClusterNode) async -> Void = { _ in }) {
         self.registry = registry
+        self.revoked = revoked
+        self.removed = removed
     }
 
-    public func register(request: Berth_Controller_V1_RegisterNodeRequest, context: ServerContext) async throws -> Berth_Controller_V1_RegisterNodeResponse {
+    private var revokedSerials: [String] { revoked?.serials.sorted() ?? [] }
+
+    public func register(
+        request: ServerRequest<Berth_Controller_V1_RegisterNodeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Berth_Controller_V1_RegisterNodeResponse> {
+        let message = request.message
         let node = try await registry.register(
-            id: request.id, hostname: request.hostname, address: request.address, labels: request.labels,
-            capacity: NodeCapacity(clusterProto: request.capacity), allocatable: NodeCapacity(clusterProto: request.allocatable),
-            agentVersion: request.agentVersion)
+            id: message.id, hostname: message.hostname, address: message.address, labels: message.labels,
+            capacity: NodeCapacity(clusterProto: message.capacity), allocatable: NodeCapacity(clusterProto: message.allocatable),
+            agentVersion: message.agentVersion, peer: PeerIdentity(metadata: request.metadata))
         let interval = registry.heartbeatInterval.components
-        return .with {
+        return ServerResponse(message: .with {
             $0.node = node.proto
             $0.heartbeatIntervalMs = Int32(interval.seconds * 1000 + interval.attoseconds / 1_000_000_000_000_000)
-        }
+            $0.revokedSerials = revokedSerials
+        })
     }
 
-    public func heartbeat(request: Berth_Controller_V1_HeartbeatNodeRequest, context: ServerContext) async throws -> Berth_Controller_V1_HeartbeatNodeResponse {
-        let known = try await registry.heartbeat(id: request.id)
-        return .with { $0.known = known }
+    public func heartbeat(
+        request: ServerRequest<Berth_Controller_V1_HeartbeatNodeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Berth_Controller_V1_HeartbeatNodeResponse> {
+        let known = try await registry.heartbeat(id: request.message.id, peer: PeerIdentity(metadata: request.metadata))
+        return ServerResponse(message: .with {
+            $0.known = known
+            $0.revokedSerials = revokedSerials
+        })
     }
 
-    public func list(request: Berth_Controller_V1_ListNodesRequest, context: ServerContext) async throws -> Berth_Controller_V1_ListNodesResponse {
+    public func list(
+        request: ServerRequest<Berth_Controller_V1_ListNodesRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Berth_Controller_V1_ListNodesResponse> {
         let nodes = await registry.list()
-        return .with { $0.nodes = nodes.map(\.proto) }
+        return ServerResponse(message: .with { $0.nodes = nodes.map(\.proto) })
     }
 
-    public func inspect(request: Berth_Controller_V1_InspectNodeRequest, context: ServerContext) async throws -> Berth_Controller_V1_InspectNodeResponse {
-        let node = try await registry.get(request.node)
-        return .with { $0.node = node.proto }
+    public func inspect(
+        request: ServerRequest<Berth_Controller_V1_InspectNodeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Berth_Controller_V1_InspectNodeResponse> {
+        let node = try await registry.get(request.message.node)
+        return ServerResponse(message: .with { $0.node = node.proto })
     }
 
-    public func update(request: Berth_Controller_V1_UpdateNodeRequest, context: ServerContext) async throws -> Berth_Controller_V1_UpdateNodeResponse {
+    public func update(
+        request: ServerRequest<Berth_Controller_V1_UpdateNodeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Berth_Controller_V1_UpdateNodeResponse> {
+        let message = request.message
         let node = try await registry.update(
-            request.node, availability: ClusterNode.Availability(proto: request.availability), addLabels: request.addLabels,
-            removeLabels: request.removeLabels)
-        return .with { $0.node = node.proto }
+            message.node, availability: ClusterNode.Availability(proto: message.availability), addLabels: message.addLabels,
+            removeLabels: message.removeLabels)
+        return ServerResponse(message: .with { $0.node = node.proto })
+    }
+
+    public func remove(
+        request: ServerRequest<Berth_Controller_V1_RemoveNodeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Berth_Controller_V1_RemoveNodeResponse> {
+        let node = try await registry.remove(request.message.node, force: request.message.force)
+        if node.state == .ready { await removed(node) }
+        return ServerResponse(message: .with { $0.id = node.id })
     }
 }

@@ -1,214 +1,156 @@
-import BerthAPI
 import BerthModel
-public import BerthTransport
-import GRPCCore
+import Foundation
 public import Logging
-import SwiftProtobuf
+import Synchronization
 
-/// Brings one agent to what the records say: makes and starts the replicas
-/// placed on its node, removes the containers of replicas being shut down
-/// (and any container of this cluster that no record claims), and reports
-/// what it found. The containers are known by their labels; a replica's
-/// container name is fixed, so a controller killed between its decision
-/// and the agent's answer never makes a second container for one replica.
-public struct AgentDriver: Sendable {
-    public let clusterID: String
-    /// How to reach an agent (TLS is set up here).
-    public let connection: @Sendable (TransportAddress) -> NGHTTP2ClientTransport.Config
-    public let logger: Logger
-
-    public init(clusterID: String, connection: @escaping @Sendable (TransportAddress) -> NGHTTP2ClientTransport.Config, logger: Logger) {
-        self.clusterID = clusterID
-        self.connection = connection
-        self.logger = logger
-    }
-
-    /// - Throws: when the agent cannot be reached or listed; nothing is observed then.
-    public func drive(_ work: NodeWork) async throws -> [ReplicaObservation] {
-        let address = try TransportAddress(parsing: work.node.address)
-        var quiet = logger
-        quiet.logLevel = .critical
-        let transport = NGHTTP2ClientTransport(config: connection(address), logger: quiet)
-        return try await withGRPCClient(transport: transport) { grpc in
-            let containers = Berth_Agent_V1_Containers.Client(wrapping: grpc)
-            let images = Berth_Agent_V1_Images.Client(wrapping: grpc)
-            return try await reconcile(work, containers: containers, images: images)
-        }
-    }
-
-    private func reconcile(
-        _ work: NodeWork, containers: Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>,
-        images: Berth_Agent_V1_Images.Client<NGHTTP2ClientTransport>
-    ) async throws -> [ReplicaObservation] {
-        let clusterLabel = "\(ReplicaLabel.cluster)=\(clusterID)"
-        let found = try await containers.list(.with {
-            $0.all = true
-            $0.filters = [.with { $0.key = "label"; $0.values = [clusterLabel] }]
-        }).containers
-        let records = Dictionary(uniqueKeysWithValues: work.replicas.map { ($0.id, $0) })
-        var observations: [ReplicaObservation] = []
-        var present: Set<String> = []
-
-        for container in found {
-            let replicaID = container.spec.labels[ReplicaLabel.replica] ?? ""
-            guard let replica = records[replicaID], replica.desiredState == .running, replica.nodeID == work.node.id,
-                container.name == replica.containerName
-            else {
-                // Shut down, replaced, or claimed by no record: it goes.
-                do {
-                    _ = try await containers.remove(.with { $0.container = container.id; $0.force = true })
-                    logger.info("replica container removed", metadata: ["node": "\(work.node.hostname)", "container": "\(container.name)"])
-                    if records[replicaID] != nil { observations.append(.gone(id: replicaID)) }
-                } catch {
-                    logger.warning("cannot remove a replica's container", metadata: ["container": "\(container.name)", "error": "\(error)"])
-                }
-                continue
-            }
-            present.insert(replicaID)
-            let status = container.status
-            switch status.state {
-            case .running, .paused:
-                observations.append(.state(id: replicaID, .running, message: "", exitCode: nil))
-            case .created where replica.state != .failed:
-                // Made, but its start did not happen or failed: start it.
-                observations.append(await start(container.id, replica, containers))
-            case .exited, .dead, .created:
-                let code = status.hasExitCode ? Int(status.exitCode) : nil
-                let why = status.error.isEmpty ? status.reason : status.error
-                observations.append(.state(id: replicaID, status.state == .exited ? .exited : .failed, message: why, exitCode: code))
-            default:
-                break
-            }
-        }
-
-        for replica in work.replicas where !present.contains(replica.id) {
-            switch replica.desiredState {
-            case .shutdown:
-                observations.append(.gone(id: replica.id))
-            case .running where replica.state != .failed:
-                guard let service = work.services[replica.serviceID] else { continue }
-                observations.append(await create(replica, service, containers: containers, images: images))
-            case .running:
-                break
-            }
-        }
-        return observations
-    }
-
-    /// Makes and starts a replica's container; pulls its image once when the agent lacks it.
-    private func create(
-        _ replica: Replica, _ service: ClusterService, containers: Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>,
-        images: Berth_Agent_V1_Images.Client<NGHTTP2ClientTransport>
-    ) async -> ReplicaObservation {
-        var spec = service.spec.container
-        spec.name = replica.containerName
-        spec.labels[ReplicaLabel.cluster] = clusterID
-        spec.labels[ReplicaLabel.service] = service.spec.name
-        spec.labels[ReplicaLabel.replica] = replica.id
-        let request = Berth_Agent_V1_CreateContainerRequest.with {
-            $0.spec = spec.proto
-            $0.start = true
-        }
-        do {
-            do {
-                _ = try await containers.create(request)
-            } catch let error as RPCError where BerthError(error).code == .notFound && BerthError(error).message.hasPrefix("no such image: ") {
-                logger.info("pulling a replica's image", metadata: ["image": "\(spec.image)", "error": "\(error.message)"])
-                try await images.pull(.with { $0.reference = spec.image }) { response in
-                    for try await _ in response.messages {}
-                }
-                _ = try await containers.create(request)
-            }
-            logger.info("replica started", metadata: ["container": "\(replica.containerName)"])
-            return .state(id: replica.id, .running, message: "", exitCode: nil)
-        } catch let error as RPCError where BerthError(error).code == .alreadyExists {
-            // Made by an earlier pass whose answer was lost; the next list shows it.
-            return .state(id: replica.id, replica.state, message: replica.message, exitCode: replica.exitCode)
-        } catch {
-            let message = Self.message(error)
-            logger.warning("a replica could not be started", metadata: ["container": "\(replica.containerName)", "error": "\(message)"])
-            return .state(id: replica.id, .failed, message: message, exitCode: nil)
-        }
-    }
-
-    private func start(_ id: String, _ replica: Replica, _ containers: Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>) async -> ReplicaObservation {
-        do {
-            _ = try await containers.start(.with { $0.container = id })
-            return .state(id: replica.id, .running, message: "", exitCode: nil)
-        } catch {
-            return .state(id: replica.id, .failed, message: Self.message(error), exitCode: nil)
-        }
-    }
-
-    static func message(_ error: any Error) -> String {
-        if let rpc = error as? RPCError { return BerthError(rpc).message }
-        return "\(error)"
-    }
-}
-
-/// Runs reconcile passes: one a second, and one at once after any change an
-/// operator makes or a node going down.
-public struct Reconciler: Sendable {
+/// Keeps the cluster at what its records say. The planner decides from
+/// records alone (a pass every second, and at once after an operator's
+/// change, a node going down or back, or news from a node) and stores its
+/// decisions; a `NodeWorker` per ready node brings that node's agent along
+/// on its own, concurrently with every other, through one `AgentClient` per
+/// node. Workers start when a node is ready and stop when it goes down or
+/// away; the planner wakes them when their work may have changed.
+public final class Reconciler: Sendable {
     let services: ServiceManager
     let registry: NodeRegistry
-    let driver: AgentDriver
+    let clients: any AgentClientFactory
+    let clock: any Clock<Duration>
+    let deadlines: AgentDeadlines
+    let metrics: ControllerMetrics?
     let logger: Logger
-    /// Agents driven at once.
-    let concurrency = 32
+    let interval: Duration
+    private let wakeups: AsyncStream<Void>
+    private let wakeup: AsyncStream<Void>.Continuation
 
-    public init(services: ServiceManager, registry: NodeRegistry, driver: AgentDriver, logger: Logger) {
+    /// A node's worker, the address it was made for, and the task it runs in.
+    private struct Running: Sendable {
+        var worker: NodeWorker
+        var address: String
+        var task: Task<Void, Never>
+        var client: any AgentClient
+    }
+
+    private let workers = Mutex<[String: Running]>([:])
+
+    public init(
+        services: ServiceManager, registry: NodeRegistry, clients: any AgentClientFactory, clock: any Clock<Duration> = ContinuousClock(),
+        deadlines: AgentDeadlines = AgentDeadlines(), metrics: ControllerMetrics? = nil, logger: Logger, interval: Duration = .seconds(1)
+    ) {
         self.services = services
         self.registry = registry
-        self.driver = driver
+        self.clients = clients
+        self.clock = clock
+        self.deadlines = deadlines
+        self.metrics = metrics
         self.logger = logger
+        self.interval = interval
+        (wakeups, wakeup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// One pass: decide, store, then bring every ready agent along.
+    /// Brings the next planning pass forward.
+    public func wake() { wakeup.yield() }
+
+    /// The client of a ready node's agent (the one connection its worker
+    /// uses); nil for a node that has no worker.
+    public func client(for node: ClusterNode) -> (any AgentClient)? {
+        workers.withLock { $0[node.id]?.client }
+    }
+
+    /// One planning pass; then every ready node has a worker, and those
+    /// whose work may have changed are woken.
     public func pass() async {
-        let work = await services.plan(nodes: registry.list())
-        let observations = await withTaskGroup(of: [ReplicaObservation].self) { group in
-            var pending = work[...]
-            var all: [ReplicaObservation] = []
-            func next() {
-                guard let item = pending.popFirst() else { return }
+        let nodes = await registry.list()
+        let started = ContinuousClock.now
+        let changed = await services.plan(nodes: nodes)
+        metrics?.planned(after: ContinuousClock.now - started)
+        let ready = nodes.filter { $0.state == .ready }
+        let (stopped, woken) = workers.withLock { running -> ([Running], [NodeWorker]) in
+            var stopped: [Running] = []
+            let readyIDs = Set(ready.map(\.id))
+            for (id, worker) in running where !readyIDs.contains(id) {
+                stopped.append(worker)
+                running[id] = nil
+            }
+            var woken: [NodeWorker] = []
+            for node in ready {
+                if let existing = running[node.id], existing.address == node.address {
+                    if changed { woken.append(existing.worker) }
+                    continue
+                }
+                if let old = running[node.id] { stopped.append(old) }
+                let client = clients.client(for: node)
+                let worker = NodeWorker(
+                    node: node, client: client, services: services, clock: clock, deadlines: deadlines, metrics: metrics, logger: logger,
+                    interval: interval, changed: { [weak self] in self?.wake() })
+                running[node.id] = Running(worker: worker, address: node.address, task: Task { await worker.run() }, client: client)
+            }
+            return (stopped, woken)
+        }
+        for running in stopped {
+            running.task.cancel()
+            running.client.close()
+        }
+        for worker in woken { worker.wake() }
+    }
+
+    /// Empties a node removed from the cluster while its agent ran (`node rm
+    /// --force`): its replicas are replaced elsewhere by a pass, then its
+    /// agent is asked, once and best effort, to remove the cluster's
+    /// containers, so that a node no longer in the cluster runs none of its work.
+    public func evict(_ node: ClusterNode) async {
+        await pass()
+        let client = clients.client(for: node)
+        defer { client.close() }
+        guard let containers = try? await client.containers(cluster: services.clusterID, deadline: deadlines.list) else {
+            logger.warning("a removed node's containers could not be listed; they stay on it", metadata: ["node": "\(node.hostname)"])
+            return
+        }
+        let deadlines = self.deadlines
+        let reports = await withTaskGroup(of: ReplicaReport?.self) { group in
+            for container in containers {
                 group.addTask {
-                    do {
-                        return try await driver.drive(item)
+                    let timeout = container.spec.stopTimeout ?? 10
+                    do throws(AgentCallError) {
+                        try await client.remove(container: container.id.rawValue, stopTimeout: timeout, deadline: .seconds(timeout) + deadlines.remove)
                     } catch {
-                        logger.debug("agent not reached this pass", metadata: ["node": "\(item.node.hostname)", "error": "\(error)"])
-                        return []
+                        return nil
                     }
+                    return container.spec.labels[ReplicaLabel.replica].map { ReplicaReport.gone(id: $0) }
                 }
             }
-            for _ in 0..<concurrency { next() }
-            for await result in group {
-                all += result
-                next()
-            }
+            var all: [ReplicaReport] = []
+            for await report in group { if let report { all.append(report) } }
             return all
         }
-        await services.observe(observations)
+        await services.observe(reports)
+        logger.info("a removed node's containers were removed", metadata: ["node": "\(node.hostname)", "containers": "\(reports.count)"])
     }
 
-    /// Passes until cancelled; `wakeups` brings the next one forward.
-    public func run(wakeups: AsyncStream<Void>, interval: Duration = .seconds(1)) async {
+    /// Passes until cancelled; `wake` brings the next one forward. The
+    /// workers stop with it.
+    public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            let (ticks, tick) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-            group.addTask {
-                for await _ in wakeups { tick.yield() }
-            }
-            group.addTask {
+            let (clock, interval) = (self.clock, self.interval)
+            group.addTask { [weak self] in
                 while !Task.isCancelled {
-                    tick.yield()
-                    try? await Task.sleep(for: interval)
+                    self?.wake()
+                    try? await clock.sleep(for: interval)
                 }
-                tick.finish()
             }
-            for await _ in ticks {
+            for await _ in wakeups {
                 if Task.isCancelled { break }
                 await pass()
             }
             group.cancelAll()
         }
+        let all = workers.withLock { running in
+            defer { running = [:] }
+            return Array(running.values)
+        }
+        for running in all {
+            running.task.cancel()
+            running.client.close()
+        }
+        for running in all { await running.task.value }
     }
 }

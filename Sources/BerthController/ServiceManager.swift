@@ -3,20 +3,32 @@ public import BerthScheduler
 import Foundation
 public import Logging
 
-/// What one agent is to be brought to: the replicas placed on its node
-/// (to run, or to be shut down) and their services.
-public struct NodeWork: Sendable {
-    public var node: ClusterNode
-    public var replicas: [Replica]
-    public var services: [String: ClusterService]
-}
+/// A service as operators see it: its record, and what its replicas amount to.
+public struct ServiceStatus: Sendable, Hashable {
+    public enum Progress: String, Sendable, Hashable {
+        /// Every replica runs (a job: has completed) on the current spec.
+        case converged
+        /// Replicas are being placed, started or updated.
+        case progressing
+        /// Nothing moves without a change: replicas keep failing or fit no
+        /// node, or the update paused or rolled back.
+        case stalled
+    }
 
-/// What an agent was found to hold, for a replica.
-public enum ReplicaObservation: Sendable, Hashable {
-    /// Its container's state now.
-    case state(id: String, Replica.State, message: String, exitCode: Int?)
-    /// Its container is gone from its node.
-    case gone(id: String)
+    public var service: ClusterService
+    /// Replicas wanted: the count, or for a global service its eligible nodes.
+    public var desired: Int
+    /// Replicas that run, of any version.
+    public var running: Int
+    /// Replicas of the current version that have run for the update monitor.
+    public var updated: Int
+    /// Replicas waiting for a node or for a backoff to pass.
+    public var pending: Int
+    /// Jobs: replicas that completed on the current spec.
+    public var completed: Int
+    public var progress: Progress
+    /// Why it has stalled, or what it waits for.
+    public var progressMessage: String
 }
 
 /// The services and their replicas: what operators ask for and what the
@@ -24,23 +36,70 @@ public enum ReplicaObservation: Sendable, Hashable {
 public actor ServiceManager {
     private let store: any ControllerStore
     private let logger: Logger
+    private let metrics: ControllerMetrics?
     /// The cluster's ID, put on every container the controller makes.
     public nonisolated let clusterID: String
     private var services: [String: ClusterService] = [:]
     private var replicas: [String: Replica] = [:]
+    /// Replicas by node, for each node's pass.
+    private var byNode: [String: Set<String>] = [:]
 
     /// - Throws: what the store throws when its records cannot be read.
-    public init(store: any ControllerStore, logger: Logger) throws {
+    public init(store: any ControllerStore, logger: Logger, metrics: ControllerMetrics? = nil) throws {
         self.store = store
         self.logger = logger
+        self.metrics = metrics
         clusterID = try store.clusterID()
         for service in try store.services() { services[service.id] = service }
-        for replica in try store.replicas() { replicas[replica.id] = replica }
+        var replicas: [String: Replica] = [:]
+        var byNode: [String: Set<String>] = [:]
+        for replica in try store.replicas() {
+            replicas[replica.id] = replica
+            if replica.isAssigned { byNode[replica.nodeID, default: []].insert(replica.id) }
+        }
+        self.replicas = replicas
+        self.byNode = byNode
+    }
+
+    private func index(_ replica: Replica) {
+        if let old = replicas[replica.id], old.nodeID != replica.nodeID { byNode[old.nodeID]?.remove(replica.id) }
+        replicas[replica.id] = replica
+        if replica.isAssigned { byNode[replica.nodeID, default: []].insert(replica.id) }
+    }
+
+    private func forget(_ id: String) {
+        if let old = replicas.removeValue(forKey: id) { byNode[old.nodeID]?.remove(id) }
+    }
+
+    private func apply(_ change: StoreChange) throws {
+        try store.commit(change)
+        for service in change.services { services[service.id] = service }
+        for id in change.removedServices { services[id] = nil }
+        for replica in change.replicas { index(replica) }
+        for id in change.removedReplicas { forget(id) }
     }
 
     // MARK: Operators' requests
 
-    /// Checks `spec` and that all its replicas fit now; with `dryRun`, stores nothing.
+    /// Resolves short node IDs in `node.id` constraints to the node's full ID.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for a prefix more than one node has.
+    static func normalized(_ spec: ServiceSpec, nodes: [ClusterNode]) throws -> ServiceSpec {
+        var spec = spec
+        spec.constraints = try spec.constraints.map { text in
+            let constraint = try Constraint(parsing: text)
+            guard constraint.field == .id, constraint.value.count < 32 else { return text }
+            let matches = nodes.filter { $0.id.hasPrefix(constraint.value) }
+            if matches.count > 1 {
+                throw BerthError.invalid("constraint \"\(text)\": \(constraint.value) is the start of \(matches.count) node IDs; give more of it")
+            }
+            guard let node = matches.first, constraint.value.count >= 12 else { return text }
+            return "node.id\(constraint.equals ? "==" : "!=")\(node.id)"
+        }
+        return spec
+    }
+
+    /// Checks `spec` and that its replicas fit now; with `dryRun`, stores nothing.
     ///
     /// - Returns: the service (nil for a dry run), every node's verdict for
     ///   the first replica, each replica's node, and for a dry run whose
@@ -48,8 +107,9 @@ public actor ServiceManager {
     /// - Throws: `BerthError.invalidArgument` for a bad spec,
     ///   `alreadyExists` for a name in use, `resourceExhausted` when the
     ///   replicas do not all fit ("insufficient memory on 3 of 3 nodes").
-    public func create(_ spec: ServiceSpec, nodes: [ClusterNode], dryRun: Bool) throws -> (ClusterService?, [NodeVerdict], [String], String) {
-        try spec.validate()
+    public func create(_ given: ServiceSpec, nodes: [ClusterNode], dryRun: Bool) throws -> (ClusterService?, [NodeVerdict], [String], String) {
+        try given.validate()
+        let spec = try Self.normalized(given, nodes: nodes)
         if services.values.contains(where: { $0.spec.name == spec.name }) {
             throw BerthError(.alreadyExists, "service \"\(spec.name)\" already exists")
         }
@@ -58,32 +118,98 @@ public actor ServiceManager {
         let request = try ServicePlanner.request(for: service)
         var cluster = ServicePlanner.cluster(nodes: nodes, services: services, replicas: replicas.values)
         let verdicts = Scheduler.explain(request, on: cluster)
+        let count = Self.fitCount(spec, verdicts: verdicts)
         if dryRun {
-            let (placed, unplaced) = Scheduler.placeAsMany(request, count: spec.replicas, on: &cluster)
+            let (placed, unplaced) = Scheduler.placeAsMany(request, count: count, on: &cluster)
             return (nil, verdicts, placed, unplaced?.message ?? "")
         }
-        let placements = try Scheduler.place(request, count: spec.replicas, on: &cluster)
-        try store.commit(StoreChange(services: [service]))
-        services[service.id] = service
-        logger.info("service created", metadata: ["service": "\(spec.name)", "replicas": "\(spec.replicas)"])
+        let placements = try Scheduler.place(request, count: count, on: &cluster)
+        try apply(StoreChange(services: [service]))
+        logger.info("service created", metadata: ["service": "\(spec.name)", "mode": "\(spec.mode.rawValue)", "replicas": "\(spec.replicas)"])
         return (service, verdicts, placements, "")
     }
 
-    public func list() -> [(ClusterService, running: Int)] {
-        // One pass over the replicas for all the services.
-        var running: [String: Int] = [:]
-        for replica in replicas.values where isRunning(replica) { running[replica.serviceID, default: 0] += 1 }
-        return services.values.sorted { $0.spec.name < $1.spec.name }.map { ($0, running[$0.id] ?? 0) }
+    /// How many replicas must fit at once for a spec to be taken: its
+    /// count, a job's parallelism, one per node that takes a global service.
+    static func fitCount(_ spec: ServiceSpec, verdicts: [NodeVerdict]) -> Int {
+        switch spec.mode {
+        case .replicated: return spec.replicas
+        case .replicatedJob: return spec.replicas == 0 ? 0 : spec.parallelism
+        case .global, .globalJob: return verdicts.contains { $0.rejection == nil } ? 1 : 0
+        }
     }
 
-    /// Replicas of the current version that run.
-    public func running(of service: ClusterService) -> Int {
-        replicas.values.count { $0.serviceID == service.id && isRunning($0) }
+    /// Every service with its status.
+    public func list(nodes: [ClusterNode], now: Date = Date()) -> [ServiceStatus] {
+        var byService: [String: [Replica]] = [:]
+        for replica in replicas.values { byService[replica.serviceID, default: []].append(replica) }
+        return services.values.sorted { $0.spec.name < $1.spec.name }.map { Self.status(of: $0, replicas: byService[$0.id] ?? [], nodes: nodes, now: now) }
     }
 
-    /// Whether a replica runs its service's current version.
-    private func isRunning(_ replica: Replica) -> Bool {
-        replica.desiredState == .running && replica.state == .running && replica.version == services[replica.serviceID]?.version
+    /// One service's status.
+    public func status(of service: ClusterService, nodes: [ClusterNode], now: Date = Date()) -> ServiceStatus {
+        Self.status(of: service, replicas: replicas.values.filter { $0.serviceID == service.id }, nodes: nodes, now: now)
+    }
+
+    /// What a service's replicas amount to, and whether it has converged,
+    /// is getting there, or has stalled (and why).
+    static func status(of service: ClusterService, replicas: [Replica], nodes: [ClusterNode], now: Date) -> ServiceStatus {
+        let spec = service.spec
+        let live = replicas.filter { $0.desiredState == .running }
+        let running = live.count { $0.state == .running }
+        let pending = live.count { $0.state == .pending }
+        let completed = live.count { $0.state == .complete && $0.version == service.version }
+        let updated = live.count { $0.version == service.version && ServicePlanner.isSettled($0, monitor: spec.update.monitor, now: now) }
+        let desired: Int
+        switch spec.mode {
+        case .replicated, .replicatedJob:
+            desired = spec.replicas
+        case .global, .globalJob:
+            let constraints = (try? spec.constraints.map { try Constraint(parsing: $0) }) ?? []
+            desired = nodes.count { node in
+                node.state == .ready && node.availability == .active
+                    && constraints.allSatisfy { $0.matches(ServicePlanner.schedulerNode(node)) }
+            }
+        }
+        var progress = ServiceStatus.Progress.progressing
+        var message = service.message
+        let updateState = service.update?.state
+        if let updateState, [.paused, .rollbackPaused, .rolledBack].contains(updateState), service.update?.failed == true {
+            progress = .stalled
+            message = service.update?.message ?? message
+        } else if spec.mode.isJob ? completed >= desired : (updated >= desired
+            && live.allSatisfy { $0.version == service.version } && !(updateState?.isActive ?? false))
+        {
+            // Converged once every replica has run for the monitor: a crash
+            // loop's moments of running are not convergence.
+            progress = .converged
+            message = ""
+        } else {
+            // Stalled when every slot not yet running the current version
+            // steadily is stuck: its replica fits no node, or its slot has
+            // failed before and it has not yet run for the monitor.
+            let monitor = spec.update.monitor
+            let waiting = live.filter {
+                !($0.version == service.version && ServicePlanner.isSettled($0, monitor: monitor, now: now)) && $0.state != .complete
+            }
+            let stuck = waiting.filter { ($0.state == .pending && (!$0.isAssigned && $0.message.hasPrefix("no node fits"))) || $0.attempt > 0 }
+            if !waiting.isEmpty && stuck.count == waiting.count && !(updateState?.isActive ?? false) {
+                progress = .stalled
+                if let first = stuck.first, first.attempt > 0 {
+                    // The slot's last failure says why.
+                    let last = replicas.filter { $0.desiredState == .shutdown && $0.slot == first.slot && $0.nodeID != "" && ServicePlanner.isFailure($0) }
+                        .max { $0.createdAt < $1.createdAt }
+                    let slot = first.slot > 0 ? "replica \(first.slot)" : "a replica"
+                    message = "\(stuck.count == 1 ? slot : "\(stuck.count) replicas") keep\(stuck.count == 1 ? "s" : "") failing (\(first.attempt) tries in a row)"
+                        + (last.map { ": \($0.message)" } ?? "")
+                } else if message.isEmpty {
+                    message = stuck.first?.message ?? ""
+                }
+            }
+        }
+        return ServiceStatus(
+            service: service, desired: desired, running: running, updated: updated, pending: pending, completed: completed, progress: progress,
+            progressMessage: message)
     }
 
     /// By name, ID, or unique ID prefix.
@@ -97,38 +223,84 @@ public actor ServiceManager {
         throw BerthError.notFound("service", reference)
     }
 
-    /// Replaces a service's spec; its replicas roll over to the new one.
+    /// A replica by ID, unique ID prefix, or container name.
+    ///
+    /// - Throws: `BerthError.notFound`, or `invalidArgument` for an ambiguous prefix.
+    public func replica(_ reference: String) throws -> Replica {
+        if let replica = replicas[reference] { return replica }
+        if let byName = replicas.values.first(where: { $0.containerName == reference }) { return byName }
+        let matches = reference.count < 4 ? [] : replicas.values.filter { $0.id.hasPrefix(reference) }
+        if matches.count == 1 { return matches[0] }
+        if matches.count > 1 { throw BerthError.invalid("replica \"\(reference)\" is ambiguous") }
+        throw BerthError.notFound("service or replica", reference)
+    }
+
+    /// Replaces a service's spec; its replicas roll over to the new one as
+    /// its update policy says, and the old spec is kept for a rollback.
     ///
     /// - Throws: `BerthError` as `create` does, `failedPrecondition` when
-    ///   the service changed since `expectedVersion`, or for a rename.
-    public func update(_ reference: String, spec: ServiceSpec, expectedVersion: Int?, force: Bool, nodes: [ClusterNode]) throws -> ClusterService {
+    ///   the service changed since `expectedRevision`, or for a rename.
+    public func update(_ reference: String, spec given: ServiceSpec, expectedRevision: Int?, force: Bool, nodes: [ClusterNode]) throws -> ClusterService {
         var service = try get(reference)
-        try spec.validate()
-        if let expectedVersion, expectedVersion != service.version {
+        try given.validate()
+        let spec = try Self.normalized(given, nodes: nodes)
+        if let expectedRevision, expectedRevision != service.revision {
             throw BerthError(
-                .failedPrecondition, "service \(service.spec.name) changed meanwhile (version \(service.version), not \(expectedVersion)); try again")
+                .failedPrecondition, "service \(service.spec.name) changed meanwhile (revision \(service.revision), not \(expectedRevision)); try again")
         }
         guard spec.name == service.spec.name else { throw BerthError(.failedPrecondition, "a service cannot be renamed") }
+        guard spec.mode == service.spec.mode else {
+            throw BerthError(.failedPrecondition, "a service's mode cannot change (\(service.spec.mode.rawValue)); remove it and create it again")
+        }
         guard spec != service.spec || force else { return service }
         var updated = service
         updated.spec = spec
         // Every replica moves to the new spec: it must fit where the old ones are gone.
         var cluster = ServicePlanner.cluster(nodes: nodes, services: services, replicas: replicas.values.filter { $0.serviceID != service.id })
-        _ = try Scheduler.place(try ServicePlanner.request(for: updated), count: spec.replicas, on: &cluster)
-        let onlyCount = spec.withReplicas(service.spec.replicas) == service.spec && !force
+        let request = try ServicePlanner.request(for: updated)
+        _ = try Scheduler.place(request, count: Self.fitCount(spec, verdicts: Scheduler.explain(request, on: cluster)), on: &cluster)
+        let now = Date()
+        let onlyCount = spec.mode != .replicatedJob && { var same = spec; same.replicas = service.spec.replicas; return same == service.spec }() && !force
+        if !onlyCount {
+            service.previous = VersionedSpec(version: service.version, spec: service.spec)
+            service.version = max(service.version, service.previous?.version ?? 0, replicas.values.filter { $0.serviceID == service.id }.map(\.version).max() ?? 0) + 1
+            service.update = UpdateStatus(state: .updating, startedAt: now)
+        }
         service.spec = spec
-        if !onlyCount { service.version += 1 }
-        service.updatedAt = Date()
-        try store.commit(StoreChange(services: [service]))
-        services[service.id] = service
+        service.revision += 1
+        service.updatedAt = now
+        try apply(StoreChange(services: [service]))
         logger.info("service updated", metadata: ["service": "\(spec.name)", "version": "\(service.version)"])
         return service
     }
 
-    /// Changes the replica count only.
+    /// Changes the replica count only (a job's completions).
     public func scale(_ reference: String, replicas count: Int, nodes: [ClusterNode]) throws -> ClusterService {
         let service = try get(reference)
-        return try update(service.id, spec: service.spec.withReplicas(count), expectedVersion: nil, force: false, nodes: nodes)
+        guard !service.spec.mode.isGlobal else { throw BerthError(.failedPrecondition, "\(service.spec.name) is global: it has one replica per node") }
+        var spec = service.spec
+        spec.replicas = count
+        return try update(service.id, spec: spec, expectedRevision: nil, force: false, nodes: nodes)
+    }
+
+    /// Restores the spec before the last update, batch by batch.
+    ///
+    /// - Throws: `BerthError.failedPrecondition` for a service never updated.
+    public func rollback(_ reference: String) throws -> ClusterService {
+        var service = try get(reference)
+        guard let previous = service.previous else {
+            throw BerthError(.failedPrecondition, "service \(service.spec.name) has no previous spec to roll back to (it was never updated)")
+        }
+        let now = Date()
+        service.previous = VersionedSpec(version: service.version, spec: service.spec)
+        service.spec = previous.spec
+        service.version = previous.version
+        service.revision += 1
+        service.updatedAt = now
+        service.update = UpdateStatus(state: .rollingBack, startedAt: now, message: "rollback requested")
+        try apply(StoreChange(services: [service]))
+        logger.info("service rolling back", metadata: ["service": "\(service.spec.name)", "version": "\(service.version)"])
+        return service
     }
 
     /// Removes the service; its replicas are shut down by the next pass.
@@ -142,85 +314,101 @@ public actor ServiceManager {
             replica.desiredState = .shutdown
             replica.message = "the service was removed"
             replica.updatedAt = now
+            if !replica.isAssigned { replica.removed = true }
             return replica
         }
-        try store.commit(StoreChange(removedServices: [service.id], replicas: stopping))
-        services[service.id] = nil
-        for replica in stopping { replicas[replica.id] = replica }
+        try apply(StoreChange(removedServices: [service.id], replicas: stopping))
         logger.info("service removed", metadata: ["service": "\(service.spec.name)"])
         return service.id
     }
 
-    /// A service's replicas (every service's for nil), by service and slot;
-    /// those being shut down only with `all`.
+    /// A service's replicas (every service's for nil), by service and slot:
+    /// those meant to run, and with `all` those being shut down and each
+    /// slot's history too, newest first within a slot.
     public func replicaList(service reference: String?, all: Bool) throws -> [Replica] {
         let serviceID = try reference.map { try get($0).id }
         return replicas.values.filter { (serviceID == nil || $0.serviceID == serviceID) && (all || $0.desiredState == .running) }
-            .sorted { ($0.serviceName, $0.slot, $0.createdAt) < ($1.serviceName, $1.slot, $1.createdAt) }
+            .sorted {
+                ($0.serviceName, $0.slot, $0.nodeID, $0.desiredState == .running ? 0 : 1, -$0.createdAt.timeIntervalSince1970)
+                    < ($1.serviceName, $1.slot, $1.nodeID, $1.desiredState == .running ? 0 : 1, -$1.createdAt.timeIntervalSince1970)
+            }
+    }
+
+    /// What a scrape of `/metrics` reads.
+    func snapshot() -> (services: [ClusterService], replicas: [Replica]) {
+        (Array(services.values), Array(replicas.values))
     }
 
     // MARK: The reconciler's side
 
     /// Decides this pass's changes and stores them.
     ///
-    /// - Returns: each reachable node's work (every ready node, also those
-    ///   with nothing placed: they may hold containers to remove).
-    public func plan(nodes: [ClusterNode]) -> [NodeWork] {
-        let change = ServicePlanner.plan(services: Array(services.values), replicas: Array(replicas.values), nodes: nodes, now: Date())
+    /// - Returns: whether anything changed.
+    @discardableResult
+    public func plan(nodes: [ClusterNode], now: Date = Date()) -> Bool {
+        let change = ServicePlanner.plan(services: Array(services.values), replicas: Array(replicas.values), nodes: nodes, now: now)
+        guard !change.isEmpty else { return false }
         do {
-            try store.commit(change)
-            for service in change.services { services[service.id] = service }
-            for replica in change.replicas {
-                if replicas[replica.id] == nil {
-                    logger.info("replica placed", metadata: ["service": "\(replica.serviceName)", "slot": "\(replica.slot)", "node.id": "\(replica.nodeID)"])
-                }
-                replicas[replica.id] = replica
+            var placed = 0
+            for replica in change.replicas where replica.isAssigned && replicas[replica.id].map({ !$0.isAssigned }) ?? true {
+                placed += 1
+                logger.debug("replica placed", metadata: ["service": "\(replica.serviceName)", "slot": "\(replica.slot)", "node.id": "\(replica.nodeID)"])
             }
+            for service in change.services where services[service.id]?.update?.state != service.update?.state {
+                logger.info(
+                    "service update state", metadata: ["service": "\(service.spec.name)", "state": "\(service.update?.state.rawValue ?? "")", "message": "\(service.update?.message ?? "")"])
+            }
+            try apply(change)
+            metrics?.placed(placed)
         } catch {
             logger.error("the reconciler's decisions could not be stored; nothing was changed", metadata: ["error": "\(error)"])
+            return false
         }
-        var byNode: [String: [Replica]] = [:]
-        for replica in replicas.values { byNode[replica.nodeID, default: []].append(replica) }
-        return nodes.filter { $0.state == .ready }.map { NodeWork(node: $0, replicas: byNode[$0.id] ?? [], services: services) }
+        return true
     }
 
-    /// Records what agents reported; a replica being shut down whose
-    /// container is gone is forgotten.
-    public func observe(_ observations: [ReplicaObservation]) {
-        var change = StoreChange()
-        let now = Date()
-        for observation in observations {
-            switch observation {
-            case .state(let id, let state, let message, let exitCode):
-                guard var replica = replicas[id] else { continue }
-                // A replica being shut down keeps saying why.
-                let newMessage = replica.desiredState == .shutdown ? replica.message : message
-                guard replica.state != state || replica.message != newMessage || replica.exitCode != exitCode else { continue }
-                if replica.state == .orphaned && replica.desiredState == .shutdown { continue }
-                replica.state = state
-                replica.message = newMessage
-                replica.exitCode = exitCode
-                replica.updatedAt = now
-                change.replicas.append(replica)
-            case .gone(let id):
-                guard let replica = replicas[id], replica.desiredState == .shutdown else { continue }
-                change.removedReplicas.append(id)
+    /// What `node`'s agent is to be brought to (a node with no replicas
+    /// may still hold containers to remove: its work is empty, not absent).
+    public func work(for node: ClusterNode) -> NodeWork {
+        let onNode = (byNode[node.id] ?? []).compactMap { replicas[$0] }.filter { !$0.removed }
+        var specs: [String: ServiceSpec] = [:]
+        for replica in onNode where replica.desiredState == .running {
+            guard let service = services[replica.serviceID] else { continue }
+            let key = NodeWork.key(service: service.id, version: replica.version)
+            if specs[key] != nil { continue }
+            if replica.version == service.version {
+                specs[key] = service.spec
+            } else if let previous = service.previous, previous.version == replica.version {
+                specs[key] = previous.spec
             }
         }
+        return NodeWork(node: node, replicas: onNode, specs: specs, clusterID: clusterID)
+    }
+
+    /// Records what a node pass learned; a replica being shut down whose
+    /// container is gone becomes history.
+    ///
+    /// - Returns: whether anything changed (the planner has new facts).
+    @discardableResult
+    public func observe(_ reports: [ReplicaReport], now: Date = Date()) -> Bool {
+        var change = StoreChange()
+        var failed = 0
+        for report in reports {
+            guard let replica = replicas[report.id] else { continue }
+            let isJob = services[replica.serviceID]?.spec.mode.isJob ?? false
+            let next = replica.applying(report, isJob: isJob, now: now)
+            guard next != replica else { continue }
+            if next.state == .failed || next.state == .exited, replica.state != next.state { failed += 1 }
+            change.replicas.append(next)
+        }
+        guard !change.isEmpty else { return false }
         do {
-            try store.commit(change)
-            for replica in change.replicas { replicas[replica.id] = replica }
-            for id in change.removedReplicas { replicas[id] = nil }
+            try apply(change)
+            metrics?.failed(failed)
         } catch {
             logger.error("replica states could not be stored", metadata: ["error": "\(error)"])
+            return false
         }
-    }
-}
-
-extension ServiceSpec {
-    func withReplicas(_ count: Int) -> ServiceSpec {
-        var spec = self
-        spec.replicas = count
-        return spec
+        return true
     }
 }

@@ -1,6 +1,7 @@
 import BerthAPI
 import BerthScheduler
 import BerthModel
+import Foundation
 public import GRPCCore
 import SwiftProtobuf
 
@@ -9,11 +10,13 @@ import SwiftProtobuf
 public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtocol {
     let services: ServiceManager
     let registry: NodeRegistry
+    let logs: ServiceLogs
     let wake: @Sendable () -> Void
 
-    public init(services: ServiceManager, registry: NodeRegistry, wake: @escaping @Sendable () -> Void) {
+    public init(services: ServiceManager, registry: NodeRegistry, logs: ServiceLogs, wake: @escaping @Sendable () -> Void) {
         self.services = services
         self.registry = registry
+        self.logs = logs
         self.wake = wake
     }
 
@@ -24,7 +27,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         if service != nil { wake() }
         let hostnames = Dictionary(nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
         var created: Berth_Controller_V1_Service?
-        if let service { created = await proto(service) }
+        if let service { created = await proto(service, nodes: nodes) }
         return .with {
             if let created { $0.service = created }
             $0.verdicts = verdicts.map { verdict in
@@ -34,6 +37,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
                     $0.rejection = verdict.rejection?.description ?? ""
                     $0.score = verdict.score
                     $0.chosen = verdict.chosen
+                    $0.replicas = Int32(clamping: verdict.replicas)
                 }
             }
             $0.placements = placements
@@ -42,29 +46,38 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
     }
 
     public func list(request: Berth_Controller_V1_ListServicesRequest, context: ServerContext) async throws -> Berth_Controller_V1_ListServicesResponse {
-        let all = await services.list()
-        return .with { $0.services = all.map { $0.0.proto(running: $0.running) } }
+        let all = await services.list(nodes: registry.list())
+        return .with { $0.services = all.map(Self.proto) }
     }
 
     public func inspect(request: Berth_Controller_V1_InspectServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_InspectServiceResponse {
         let service = try await services.get(request.service)
-        let reply = await proto(service)
+        let reply = await proto(service, nodes: registry.list())
         return .with { $0.service = reply }
     }
 
     public func update(request: Berth_Controller_V1_UpdateServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_UpdateServiceResponse {
+        let nodes = await registry.list()
         let service = try await services.update(
-            request.service, spec: try ServiceSpec(proto: request.spec), expectedVersion: request.expectedVersion == 0 ? nil : Int(request.expectedVersion),
-            force: request.force, nodes: await registry.list())
+            request.service, spec: try ServiceSpec(proto: request.spec), expectedRevision: request.expectedVersion == 0 ? nil : Int(request.expectedVersion),
+            force: request.force, nodes: nodes)
         wake()
-        let reply = await proto(service)
+        let reply = await proto(service, nodes: nodes)
         return .with { $0.service = reply }
     }
 
     public func scale(request: Berth_Controller_V1_ScaleServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_ScaleServiceResponse {
-        let service = try await services.scale(request.service, replicas: Int(request.replicas), nodes: await registry.list())
+        let nodes = await registry.list()
+        let service = try await services.scale(request.service, replicas: Int(request.replicas), nodes: nodes)
         wake()
-        let reply = await proto(service)
+        let reply = await proto(service, nodes: nodes)
+        return .with { $0.service = reply }
+    }
+
+    public func rollback(request: Berth_Controller_V1_RollbackServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_RollbackServiceResponse {
+        let service = try await services.rollback(request.service)
+        wake()
+        let reply = await proto(service, nodes: registry.list())
         return .with { $0.service = reply }
     }
 
@@ -80,7 +93,55 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         return .with { $0.replicas = replicas.map { $0.proto(hostname: hostnames[$0.nodeID] ?? "") } }
     }
 
-    private func proto(_ service: ClusterService) async -> Berth_Controller_V1_Service {
-        service.proto(running: await services.running(of: service))
+    public func logs(
+        request: Berth_Controller_V1_ServiceLogsRequest, response: RPCWriter<Berth_Controller_V1_ServiceLogsResponse>, context: ServerContext
+    ) async throws {
+        let lines = try await logs.lines(
+            of: request.service, follow: request.follow, tail: request.hasTail ? Int(request.tail) : nil,
+            since: request.hasSince ? request.since.date : nil)
+        // gRPC tells a handler that its client left, but does not cancel its
+        // task: a quiet `logs -f` would otherwise wait (and hold up a shutdown) forever.
+        let task = Task {
+            for try await line in lines {
+                try await response.write(Self.proto(line))
+            }
+        }
+        try await withTaskCancellationHandler {
+            try await withRPCCancellationHandler {
+                try await task.value
+            } onCancelRPC: {
+                task.cancel()
+            }
+        } onCancel: {
+            task.cancel()
+        }
+    }
+
+    static func proto(_ line: ServiceLogs.Line) -> Berth_Controller_V1_ServiceLogsResponse {
+            .with {
+                $0.replicaID = line.replica.id
+                $0.replicaName = line.replica.containerName
+                $0.nodeID = line.replica.nodeID
+                $0.nodeHostname = line.hostname
+                $0.stream = line.line.stream == .stderr ? .stderr : .stdout
+                $0.time = Google_Protobuf_Timestamp(date: line.line.time)
+                $0.line = Data(line.line.bytes)
+            }
+    }
+
+    private func proto(_ service: ClusterService, nodes: [ClusterNode]) async -> Berth_Controller_V1_Service {
+        Self.proto(await services.status(of: service, nodes: nodes))
+    }
+
+    static func proto(_ status: ServiceStatus) -> Berth_Controller_V1_Service {
+        let progress: Berth_Controller_V1_Progress =
+            switch status.progress {
+            case .converged: .converged
+            case .progressing: .progressing
+            case .stalled: .stalled
+            }
+        return status.service.proto(
+            running: status.running, desired: status.desired, updated: status.updated, pending: status.pending, completed: status.completed,
+            progress: progress, progressMessage: status.progressMessage)
     }
 }

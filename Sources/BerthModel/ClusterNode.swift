@@ -25,9 +25,12 @@ public struct ClusterNode: Codable, Sendable, Hashable, Identifiable {
     public var hostname: String
     /// Where the agent's API is reached (HOST:PORT).
     public var address: String
-    /// The agent's own labels (`berth-agent --label`), as it last registered them.
+    /// The agent's own labels (`berth-agent --label`), as it last registered
+    /// them: constraints name them `engine.labels.KEY`, as swarm's do.
     public var agentLabels: [String: String]
-    /// Labels set through the controller (`berth node label`); they win over the agent's.
+    /// Labels set by operators through the controller (`berth node label`):
+    /// constraints name them `node.labels.KEY`. An agent cannot set these, so
+    /// a node cannot make itself eligible for work meant for others.
     public var operatorLabels: [String: String]
     public var capacity: NodeCapacity
     public var allocatable: NodeCapacity
@@ -55,7 +58,4 @@ public struct ClusterNode: Codable, Sendable, Hashable, Identifiable {
         self.lastHeartbeat = lastHeartbeat
         self.agentVersion = agentVersion
     }
-
-    /// The labels constraints see: the agent's, then the operator's.
-    public var labels: [String: String] { agentLabels.merging(operatorLabels) { _, own in own } }
 }

@@ -42,7 +42,10 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
 public struct SchedulerNode: Sendable, Hashable {
     public var id: String
     public var hostname: String
+    /// Labels set by operators (`node.labels.KEY`).
     public var labels: [String: String]
+    /// The agent's own labels (`engine.labels.KEY`).
+    public var engineLabels: [String: String]
     public var availability: NodeAvailability
     public var allocatable: Resources2D
     /// The requests of what runs there now.
@@ -50,12 +53,13 @@ public struct SchedulerNode: Sendable, Hashable {
     public var usedPorts: Set<HostPort>
 
     public init(
-        id: String, hostname: String = "", labels: [String: String] = [:], availability: NodeAvailability = .ready,
-        allocatable: Resources2D, allocated: Resources2D = .zero, usedPorts: Set<HostPort> = []
+        id: String, hostname: String = "", labels: [String: String] = [:], engineLabels: [String: String] = [:],
+        availability: NodeAvailability = .ready, allocatable: Resources2D, allocated: Resources2D = .zero, usedPorts: Set<HostPort> = []
     ) {
         self.id = id
         self.hostname = hostname.isEmpty ? id : hostname
         self.labels = labels
+        self.engineLabels = engineLabels
         self.availability = availability
         self.allocatable = allocatable
         self.allocated = allocated
@@ -63,11 +67,45 @@ public struct SchedulerNode: Sendable, Hashable {
     }
 }
 
-/// `node.labels.KEY==VALUE`, `node.labels.KEY!=VALUE`, `node.id==…`,
+/// A node label as constraints and preferences name it: `node.labels.KEY`
+/// (set by operators) or `engine.labels.KEY` (the agent's own), as swarm
+/// spells them.
+public enum LabelKey: Sendable, Hashable, CustomStringConvertible {
+    case node(String)
+    case engine(String)
+
+    /// `node.labels.KEY` or `engine.labels.KEY`; nil for anything else.
+    init?(_ text: Substring) {
+        for (prefix, make) in [("node.labels.", LabelKey.node), ("engine.labels.", LabelKey.engine)]
+        where text.hasPrefix(prefix) && text.count > prefix.count {
+            self = make(String(text.dropFirst(prefix.count)))
+            return
+        }
+        return nil
+    }
+
+    /// The node's value of this label, nil when it has none.
+    public func value(on node: SchedulerNode) -> String? {
+        switch self {
+        case .node(let key): return node.labels[key]
+        case .engine(let key): return node.engineLabels[key]
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .node(let key): return "node.labels.\(key)"
+        case .engine(let key): return "engine.labels.\(key)"
+        }
+    }
+}
+
+/// `node.labels.KEY==VALUE`, `engine.labels.KEY==VALUE`, `!=` of either,
+/// `node.id==…` (the full ID or the 12 digits `node ls` shows),
 /// `node.hostname==…` (docker swarm's spelling).
 public struct Constraint: Sendable, Hashable, CustomStringConvertible {
     public enum Field: Sendable, Hashable {
-        case label(String)
+        case label(LabelKey)
         case id
         case hostname
     }
@@ -78,7 +116,8 @@ public struct Constraint: Sendable, Hashable, CustomStringConvertible {
 
     /// - Throws: `BerthError.invalidArgument` naming what does not parse.
     public init(parsing text: String) throws {
-        let expected = "expected node.labels.KEY==VALUE, node.labels.KEY!=VALUE, node.id==ID or node.hostname==NAME"
+        let expected =
+            "expected node.labels.KEY==VALUE (an operator's label), engine.labels.KEY==VALUE (the agent's own), != of either, node.id==ID or node.hostname==NAME"
         let equals: Bool
         let parts: [Substring]
         if let range = text.firstRange(of: "!=") {
@@ -96,29 +135,31 @@ public struct Constraint: Sendable, Hashable, CustomStringConvertible {
         switch key {
         case "node.id": field = .id
         case "node.hostname": field = .hostname
-        case let k where k.hasPrefix("node.labels.") && k.count > "node.labels.".count:
-            field = .label(String(k.dropFirst("node.labels.".count)))
         default:
-            throw BerthError.invalid("constraint \"\(text)\": unknown attribute \"\(key)\"; \(expected)")
+            guard let label = LabelKey(key) else {
+                throw BerthError.invalid("constraint \"\(text)\": unknown attribute \"\(key)\"; \(expected)")
+            }
+            field = .label(label)
         }
         self.equals = equals
         self.value = String(value)
     }
 
     public func matches(_ node: SchedulerNode) -> Bool {
-        let actual: String?
+        let matched: Bool
         switch field {
-        case .label(let key): actual = node.labels[key]
-        case .id: actual = node.id
-        case .hostname: actual = node.hostname
+        case .label(let key): matched = key.value(on: node) == value
+        // The short ID `node ls` prints names the node as well as its full ID.
+        case .id: matched = node.id == value || (value.count >= 12 && node.id.hasPrefix(value))
+        case .hostname: matched = node.hostname == value
         }
-        return (actual == value) == equals
+        return matched == equals
     }
 
     public var description: String {
         let key: String
         switch field {
-        case .label(let k): key = "node.labels.\(k)"
+        case .label(let k): key = k.description
         case .id: key = "node.id"
         case .hostname: key = "node.hostname"
         }
@@ -126,22 +167,16 @@ public struct Constraint: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// How replicas are spread over nodes.
+/// How a service's replicas are laid over nodes.
 public enum PlacementStrategy: Sendable, Hashable {
-    /// Fill the fullest node that fits (fewest nodes used).
+    /// The default, as swarm and Kubernetes place: the node with the fewest
+    /// replicas of the service first (after the spread over a label's values,
+    /// when the service has one), then the node that would be fullest
+    /// (binpack) among equals.
+    case spread
+    /// Fill the fullest node that fits (fewest nodes used), whatever the
+    /// service already has there.
     case binpack
-    /// Even out replicas over the values of a node label (`spread=node.labels.zone`),
-    /// binpack within each value.
-    case spread(label: String)
-
-    /// - Throws: `BerthError.invalidArgument` for anything but `spread=node.labels.KEY`.
-    public init(parsingPreference text: String) throws {
-        let prefix = "spread=node.labels."
-        guard text.hasPrefix(prefix), text.count > prefix.count else {
-            throw BerthError.invalid("placement preference \"\(text)\": expected spread=node.labels.KEY")
-        }
-        self = .spread(label: String(text.dropFirst(prefix.count)))
-    }
 }
 
 /// What one replica of a service needs.
@@ -154,10 +189,14 @@ public struct PlacementRequest: Sendable, Hashable {
     public var constraints: [Constraint]
     public var ports: [HostPort]
     public var strategy: PlacementStrategy
+    /// Spread over this label's values first (`--placement-pref spread=…`).
+    public var spreadLabel: LabelKey?
+    /// At most this many replicas of the service on one node (0: no limit).
+    public var maxPerNode: Int
 
     public init(
         service: String, name: String? = nil, resources: Resources2D, constraints: [Constraint] = [], ports: [HostPort] = [],
-        strategy: PlacementStrategy = .binpack
+        strategy: PlacementStrategy = .spread, spreadLabel: LabelKey? = nil, maxPerNode: Int = 0
     ) {
         self.service = service
         self.name = name ?? service
@@ -165,6 +204,19 @@ public struct PlacementRequest: Sendable, Hashable {
         self.constraints = constraints
         self.ports = ports
         self.strategy = strategy
+        self.spreadLabel = spreadLabel
+        self.maxPerNode = maxPerNode
+    }
+
+    /// `spread=node.labels.KEY` or `spread=engine.labels.KEY`.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for anything else.
+    public static func spreadLabel(parsingPreference text: String) throws -> LabelKey {
+        let prefix = "spread="
+        guard text.hasPrefix(prefix), let label = LabelKey(text.dropFirst(prefix.count)) else {
+            throw BerthError.invalid("placement preference \"\(text)\": expected spread=node.labels.KEY or spread=engine.labels.KEY")
+        }
+        return label
     }
 }
 
@@ -173,6 +225,7 @@ public enum Rejection: Sendable, Hashable, CustomStringConvertible {
     case notReady(NodeAvailability)
     case constraint(Constraint)
     case portInUse(HostPort)
+    case maxPerNode(Int)
     case insufficientCPU
     case insufficientMemory
 
@@ -181,6 +234,7 @@ public enum Rejection: Sendable, Hashable, CustomStringConvertible {
         case .notReady(let state): return "node is \(state.rawValue)"
         case .constraint(let c): return "constraint \(c) is not met"
         case .portInUse(let p): return "host port \(p) is in use"
+        case .maxPerNode(let n): return "it has \(n) of the service's replicas already (--replicas-max-per-node)"
         case .insufficientCPU: return "insufficient cpu"
         case .insufficientMemory: return "insufficient memory"
         }
@@ -191,8 +245,11 @@ public enum Rejection: Sendable, Hashable, CustomStringConvertible {
 public struct NodeVerdict: Sendable, Hashable {
     public var node: String
     public var rejection: Rejection?
-    /// Higher is preferred (binpack: how full the node would be).
+    /// Higher is preferred among nodes with as many of the service's
+    /// replicas (binpack: how full the node would be).
     public var score: Double
+    /// The service's replicas on the node already.
+    public var replicas: Int
     public var chosen: Bool
 }
 

@@ -288,7 +288,7 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
                 let key = ObjectIdentifier(context.channel)
                 let handler = ServerConnectionHandler(
                     limits: limits, logger: logger, acceptor: acceptor, remotePeer: remote, localPeer: local,
-                    peerRole: MutualTLS.peerRole(pipeline), onClose: { [weak self] in self?.connectionClosed(key) })
+                    peer: MutualTLS.peerIdentity(pipeline), onClose: { [weak self] in self?.connectionClosed(key) })
                 guard let self, self.register(key, NIOLoopBound(handler, eventLoop: context.eventLoop)) else {
                     throw TransportError.closed
                 }

@@ -66,17 +66,17 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
     private let watermarks = StreamWatermarks()
     /// Called with the outcome when the connection ends.
     private let onClose: @Sendable () -> Void
-    /// The role in the TLS peer's certificate, passed to handlers in each
-    /// request's metadata; nil without TLS.
-    private let peerRole: String?
+    /// The TLS peer's certificate (role, CN, serial), passed to handlers in
+    /// each request's metadata; nil without TLS.
+    private let peer: PeerIdentity?
 
     init(
         limits: TransportLimits, logger: Logger, acceptor: any StreamAcceptor,
-        remotePeer: String, localPeer: String, peerRole: String? = nil, onClose: @escaping @Sendable () -> Void
+        remotePeer: String, localPeer: String, peer: PeerIdentity? = nil, onClose: @escaping @Sendable () -> Void
     ) {
         self.acceptor = acceptor
         self.peers = (remotePeer, localPeer)
-        self.peerRole = peerRole
+        self.peer = peer
         self.onClose = onClose
         super.init(limits: limits, logger: logger)
     }
@@ -163,7 +163,7 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         case "grpc-timeout":
             stream.timeout = HeaderCoding.parseTimeout(text)
             stream.metadata.addString(text, forKey: key)
-        case PeerRole.metadataKey:
+        case PeerRole.metadataKey, PeerIdentity.nameKey, PeerIdentity.serialKey:
             // Only the transport says who the peer is.
             break
         default:
@@ -195,7 +195,11 @@ final class ServerConnectionHandler: HTTP2ConnectionHandler {
         let io = ServerIO(key: Int(streamID), owner: scheduler, watermarks: watermarks, sizeOf: PartSize.of)
         stream.io = io
         stream.descriptor = descriptor
-        if let peerRole { stream.metadata.addString(peerRole, forKey: PeerRole.metadataKey) }
+        if let peer {
+            stream.metadata.addString(peer.role, forKey: PeerRole.metadataKey)
+            stream.metadata.addString(peer.name, forKey: PeerIdentity.nameKey)
+            stream.metadata.addString(peer.serial, forKey: PeerIdentity.serialKey)
+        }
         io.deliver(.metadata(stream.metadata), bytes: 0)
         stream.metadata = Metadata()
         if endStream { io.finishInbound() }

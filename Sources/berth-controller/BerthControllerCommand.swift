@@ -37,7 +37,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Mutual TLS: a directory with ca.pem, cert.pem and key.pem (berth-controller ca issue). Clients and agents must then present a certificate from the same CA.")
     var tlsDir: String?
 
-    @Option(help: "Directory for persistent state.")
+    @Option(help: "Revoked certificates: a file of serial numbers, one a line (berth-controller ca revoke writes CA_DIR/revoked); read again when it changes, checked at every handshake and call. Default: TLS_DIR/revoked.")
+    var revoked: String?
+
+    @Option(help: "Directory for persistent state (one controller at a time: it is locked while the controller runs).")
     var data = "/var/lib/berth-controller"
 
     @Option(help: "Seconds without a heartbeat after which a node is down.")
@@ -62,6 +65,7 @@ struct Serve: AsyncParsableCommand {
         try await reportingErrors {
             configuration.listen = try TransportAddress(parsing: listen)
             configuration.tls = try tlsDir.map { try MutualTLS(directory: $0) }
+            configuration.revocationFile = revoked
             let controller = try Controller(configuration: configuration, logger: logger)
             let group = ServiceGroup(
                 configuration: .init(
@@ -75,7 +79,7 @@ struct Serve: AsyncParsableCommand {
 struct CACommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca", abstract: "The cluster's certificate authority: every TCP peer presents a certificate it issued.",
-        subcommands: [CAInit.self, CAIssue.self])
+        subcommands: [CAInit.self, CAIssue.self, CARevoke.self, CARotate.self])
 }
 
 struct CAInit: AsyncParsableCommand {
@@ -96,8 +100,10 @@ struct CAIssue: AsyncParsableCommand {
         commandName: "issue",
         abstract: "Issue a certificate for an agent, the controller or an operator: OUT/ca.pem, cert.pem, key.pem (docker's cert directory layout).")
     @Option(help: "The certificate's name (a node's hostname, or an operator's name).") var node: String
-    @Option(help: "What the holder may do: node (an agent: registers and heartbeats), controller (calls agents), operator (berth: calls the controller and agents).")
+    @Option(help: "What the holder may do: node (an agent: registers and heartbeats as its node only), controller (calls agents), operator (berth: calls the controller and agents).")
     var role = "node"
+    @Option(help: "A node certificate's node ID (an existing agent's ROOT/node-id); a new one when left out, which the agent takes at its first start.")
+    var nodeId: String?
     @Option(help: "An IP address the holder is reached at (repeatable).") var ip: [String] = []
     @Option(help: "Another DNS name the holder is reached at (repeatable).") var dns: [String] = []
     @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
@@ -108,8 +114,44 @@ struct CAIssue: AsyncParsableCommand {
         try await reportingErrors {
             let out = self.out ?? "/etc/berth/certs/\(node)"
             guard let role = PeerRole(rawValue: role) else { throw BerthError.invalid("--role \(role): expected node, controller or operator") }
-            try ClusterCA.issue(caDirectory: caDir, name: node, role: role, dnsNames: dns, ipAddresses: ip, outputDirectory: out, validFor: days)
+            let issued = try ClusterCA.issue(
+                caDirectory: caDir, name: node, role: role, nodeID: nodeId, dnsNames: dns, ipAddresses: ip, outputDirectory: out, validFor: days)
             print(out)
+            if let id = issued.nodeID { FileHandle.standardError.write(Data("node ID \(id), serial \(issued.serial)\n".utf8)) }
+        }
+    }
+}
+
+struct CARevoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke",
+        abstract: "Revoke certificates: their serials go into CA_DIR/revoked, which the controller checks at every handshake and call.")
+    @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
+    @Option(help: "The revocation file to write (default: CA_DIR/revoked; point the controller's --revoked at it).") var file: String?
+    @Argument(help: "Certificate directories (their cert.pem) or serial numbers (hex).") var certificates: [String]
+
+    func run() async throws {
+        try await reportingErrors {
+            guard !certificates.isEmpty else { throw BerthError.invalid("give the certificate directories or serial numbers to revoke") }
+            for line in try ClusterCA.revoke(caDirectory: caDir, certificates, revocationFile: file) { print(line) }
+        }
+    }
+}
+
+struct CARotate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate",
+        abstract: "Replace a certificate with a new one (new key, same holder, node ID and addresses) and revoke the old one; daemons take the new files at their next connection.")
+    @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
+    @Option(help: "The revocation file to write (default: CA_DIR/revoked).") var file: String?
+    @Option(help: "Days the new certificate is valid.") var days = 365
+    @Argument(help: "The certificate directory to renew (with ca.pem, cert.pem, key.pem).") var directory: String
+
+    func run() async throws {
+        try await reportingErrors {
+            let issued = try ClusterCA.rotate(caDirectory: caDir, certificateDirectory: directory, validFor: days, revocationFile: file)
+            print(directory)
+            FileHandle.standardError.write(Data("\(issued.role.rawValue) \(issued.nodeID ?? issued.name): new serial \(issued.serial)\n".utf8))
         }
     }
 }

@@ -67,6 +67,7 @@ struct ControllerNodeTests {
         var state: String
         var availability: String
         var labels: [String: String]
+        var agentLabels: [String: String]
     }
 
     static func nodes(_ controller: ControllerProcess) async throws -> [NodeRecord] {
@@ -107,7 +108,7 @@ struct ControllerNodeTests {
         let firstID = try first.nodeID
         var nodes = try await Self.waitFor(controller) { $0.count == 2 && $0.allSatisfy { $0.state == "ready" } }
         #expect(nodes.count == 2 && nodes.allSatisfy { $0.state == "ready" && $0.availability == "active" }, "\(nodes)")
-        #expect(Set(nodes.compactMap { $0.labels["zone"] }) == ["a", "b"])
+        #expect(Set(nodes.compactMap { $0.agentLabels["zone"] }) == ["a", "b"] && nodes.allSatisfy(\.labels.isEmpty))
         #expect(nodes.first { $0.id == firstID }?.address == "127.0.0.1:\(firstPort)")
 
         #expect(try await Self.berth(controller, ["node", "label", "--add", "tier=web", firstID]).status == 0)
@@ -131,7 +132,7 @@ struct ControllerNodeTests {
         defer { again.cleanUp() }
         nodes = try await Self.waitFor(controller) { $0.first { $0.id == firstID }?.state == "ready" }
         let back = try #require(nodes.first { $0.id == firstID })
-        #expect(back.state == "ready" && back.availability == "drain" && back.labels == ["zone": "a", "tier": "web"], "\(back)")
+        #expect(back.state == "ready" && back.availability == "drain" && back.labels == ["tier": "web"] && back.agentLabels == ["zone": "a"], "\(back)")
 
         // A controller killed and restarted keeps what it knew; heartbeats go on.
         controller.kill9()

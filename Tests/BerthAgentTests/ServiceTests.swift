@@ -54,6 +54,8 @@ final class ClusterHarness: @unchecked Sendable {
     /// Agents replaced by a restart: their shims and cgroups are cleaned up too.
     private var retired: [AgentProcess] = []
     private var ports: [Int] = []
+    /// Each agent's TCP port.
+    var agentPorts: [Int] { ports }
     let zones = ["a", "b", "c"]
     let hosts: TestHosts?
     /// The cluster CA and certificates (isolated clusters).
@@ -78,7 +80,11 @@ final class ClusterHarness: @unchecked Sendable {
                         outputDirectory: certificates.appendingPathComponent("node\(i)").path)
                 }
                 controller = try await ControllerProcess(
-                    grace: grace, host: hosts.controllerAddress, extraArguments: ["--tls-dir", certificates.appendingPathComponent("controller").path])
+                    grace: grace, host: hosts.controllerAddress,
+                    extraArguments: [
+                        "--tls-dir", certificates.appendingPathComponent("controller").path, "--revoked",
+                        ClusterCA.revocationFile(certificates.appendingPathComponent("ca").path),
+                    ])
             } catch {
                 hosts.cleanUp()
                 try? FileManager.default.removeItem(at: certificates)
@@ -100,6 +106,15 @@ final class ClusterHarness: @unchecked Sendable {
             for agent in agents {
                 let imported = try await berth(agent, ["image", "import", try TestImage.tar.get(), "busybox"])
                 guard imported.status == 0 else { throw HarnessError("image import: \(imported.stderr)") }
+            }
+            // The zones as operators' labels too (node.labels.zone), as an
+            // operator sets them: an agent's own labels are engine.labels.
+            guard try await eventually(timeout: .seconds(30), { try await self.cli(["node", "ls", "-q"]).stdout.split(separator: "\n").count == 3 }) else {
+                throw HarnessError("the agents did not register: \(controller.log.suffix(2000))")
+            }
+            for (agent, zone) in zip(agents, zones) {
+                let labelled = try await cli(["node", "label", "--add", "zone=\(zone)", try agent.nodeID])
+                guard labelled.status == 0 else { throw HarnessError("node label: \(labelled.stderr)") }
             }
         } catch {
             cleanUp()
@@ -147,9 +162,13 @@ final class ClusterHarness: @unchecked Sendable {
     }
 
     struct ReplicaRecord: Decodable {
-        var id, service, name, nodeID, desiredState, state, message: String
+        var id, service, name, node, nodeID, desiredState, state, message: String
         var slot: Int
         var version: Int
+        var attempt: Int
+        var restartCount: Int
+        var removed: Bool
+        var exitCode: Int?
     }
 
     func replicas(_ service: String, all: Bool = false) async throws -> [ReplicaRecord] {
@@ -294,7 +313,9 @@ struct ServiceTests {
         let settled: Bool
         (settled, placed) = try await cluster.containersSettle("web", count: 6, noneOn: ids[0])
         #expect(settled, "\(placed)")
-        #expect(try await cluster.eventually { try await cluster.replicas("web", all: true).count == 6 }, "the orphans are forgotten once gone")
+        #expect(
+            try await cluster.eventually { try await cluster.replicas("web", all: true).allSatisfy { $0.desiredState == "running" || $0.removed } },
+            "the orphans' containers are gone; they remain as history")
 
         // A drained node empties.
         #expect(try await cluster.cli(["node", "drain", ids[1]]).status == 0)
@@ -302,10 +323,10 @@ struct ServiceTests {
         (drained, placed) = try await cluster.containersSettle("web", count: 6, noneOn: ids[1])
         #expect(drained, "\(placed)")
 
-        // A replica whose container ends for good (restart no) stays exited, not replaced.
-        let once = try await cluster.cli(["service", "create", "--name", "once", "--restart", "no", "-d", "busybox", "true"])
+        // A job's replica that completes is done, not replaced.
+        let once = try await cluster.cli(["service", "create", "--name", "once", "--mode", "replicated-job", "-d", "busybox", "true"])
         #expect(once.status == 0, "\(once.stderr)")
-        #expect(try await cluster.eventually { try await cluster.replicas("once").first?.state == "exited" })
+        #expect(try await cluster.eventually { try await cluster.replicas("once").first?.state == "complete" })
         try await Task.sleep(for: .seconds(2))
         #expect(try await cluster.replicas("once", all: true).count == 1)
 

@@ -16,30 +16,63 @@ struct SchedulerTests {
     }
 
     static func request(_ service: String = "web", cpu: Int64 = 500, memoryGiB: Int64 = 1, constraints: [String] = [], ports: [HostPort] = [],
-                        strategy: PlacementStrategy = .binpack) throws -> PlacementRequest {
+                        strategy: PlacementStrategy = .spread, spread: String? = nil, maxPerNode: Int = 0) throws -> PlacementRequest {
         PlacementRequest(
             service: service, resources: Resources2D(milliCPU: cpu, memoryBytes: memoryGiB * gib),
-            constraints: try constraints.map(Constraint.init(parsing:)), ports: ports, strategy: strategy)
+            constraints: try constraints.map(Constraint.init(parsing:)), ports: ports, strategy: strategy,
+            spreadLabel: try spread.map { try PlacementRequest.spreadLabel(parsingPreference: $0) }, maxPerNode: maxPerNode)
     }
 
-    @Test("binpack fills one node before the next")
+    @Test("by default a service's replicas spread over nodes, even without requests; binpack decides among equals")
+    func spreadByDefault() throws {
+        var cluster = Cluster(nodes: Self.nodes(3))
+        let placed = try Scheduler.place(try Self.request(cpu: 0, memoryGiB: 0), count: 6, on: &cluster)
+        #expect(placed.sorted() == ["n0", "n0", "n1", "n1", "n2", "n2"], "six replicas with no resources, two per node: \(placed)")
+        // Another service's replicas make a node fuller: among nodes with as
+        // many of this service's replicas, the fuller one is chosen.
+        var nodes = Self.nodes(3)
+        nodes[2].allocated = Resources2D(milliCPU: 2000, memoryBytes: 2 * Self.gib)
+        cluster = Cluster(nodes: nodes)
+        #expect(try Scheduler.place(try Self.request(), count: 1, on: &cluster) == ["n2"])
+        #expect(try Scheduler.place(try Self.request(), count: 2, on: &cluster).sorted() == ["n0", "n1"])
+    }
+
+    @Test("binpack alone fills one node before the next")
     func binpack() throws {
         var cluster = Cluster(nodes: Self.nodes(3))
-        let placed = try Scheduler.place(try Self.request(), count: 8, on: &cluster)
+        let placed = try Scheduler.place(try Self.request(strategy: .binpack), count: 8, on: &cluster)
         #expect(placed == Array(repeating: "n0", count: 8), "4 CPUs, 8 GiB: eight replicas of 0.5 CPU and 1 GiB fit one node")
-        #expect(try Scheduler.place(try Self.request(), count: 1, on: &cluster) == ["n1"])
+        #expect(try Scheduler.place(try Self.request(strategy: .binpack), count: 1, on: &cluster) == ["n1"])
         #expect(cluster.nodesInUse == 2)
     }
 
-    @Test("spread evens replicas over a label's values, binpacking within each")
+    @Test("a spread preference evens replicas over a label's values, then over the nodes within each")
     func spread() throws {
         var cluster = Cluster(nodes: Self.nodes(6, zones: ["a", "b", "c"]))
-        let placed = try Scheduler.place(try Self.request(strategy: .spread(label: "zone")), count: 6, on: &cluster)
+        let placed = try Scheduler.place(try Self.request(spread: "spread=node.labels.zone"), count: 6, on: &cluster)
         let zones = placed.map { id in cluster.nodes.first { $0.id == id }!.labels["zone"]! }
         #expect(zones.sorted() == ["a", "a", "b", "b", "c", "c"])
-        #expect(Set(placed).count == 3, "within a zone, the fuller node: \(placed)")
-        #expect(try PlacementStrategy(parsingPreference: "spread=node.labels.zone") == .spread(label: "zone"))
-        #expect(throws: BerthError.self) { try PlacementStrategy(parsingPreference: "spread=zone") }
+        #expect(Set(placed).count == 6, "within a zone, over its nodes: \(placed)")
+        #expect(try PlacementRequest.spreadLabel(parsingPreference: "spread=node.labels.zone") == .node("zone"))
+        #expect(try PlacementRequest.spreadLabel(parsingPreference: "spread=engine.labels.zone") == .engine("zone"))
+        #expect(throws: BerthError.self) { try PlacementRequest.spreadLabel(parsingPreference: "spread=zone") }
+    }
+
+    @Test("--replicas-max-per-node is a filter; nodes to avoid are used last")
+    func maxPerNodeAndAvoid() throws {
+        var cluster = Cluster(nodes: Self.nodes(2))
+        let request = try Self.request(strategy: .binpack, maxPerNode: 2)
+        #expect(try Scheduler.place(request, count: 4, on: &cluster).sorted() == ["n0", "n0", "n1", "n1"])
+        do {
+            _ = try Scheduler.place(request, count: 1, on: &cluster)
+            Issue.record("a fifth replica has no node")
+        } catch let error as BerthError {
+            #expect(error.message.contains("it has 2 of the service's replicas already (--replicas-max-per-node) on 2 of 2 nodes"), "\(error.message)")
+        }
+        cluster = Cluster(nodes: Self.nodes(3))
+        #expect(try Scheduler.place(try Self.request(strategy: .binpack), count: 2, on: &cluster, avoid: ["n0"]) == ["n1", "n1"])
+        var one = Cluster(nodes: Self.nodes(1))
+        #expect(try Scheduler.place(try Self.request(), count: 1, on: &one, avoid: ["n0"]) == ["n0"], "the only node still serves")
     }
 
     @Test("constraints, node state and host ports filter nodes; each host port once per node")
@@ -51,6 +84,17 @@ struct SchedulerTests {
         #expect(try Scheduler.place(try Self.request(constraints: ["node.labels.zone==a"]), count: 2, on: &cluster) == ["n2", "n2"])
         #expect(try Scheduler.place(try Self.request(constraints: ["node.labels.zone!=a"]), count: 1, on: &cluster) == ["n1"])
         #expect(try Scheduler.place(try Self.request(constraints: ["node.id==n1"]), count: 1, on: &cluster) == ["n1"])
+        // Operators' labels are node.labels; the agent's own are engine.labels.
+        var labelled = Self.nodes(2)
+        labelled[0].labels = [:]
+        labelled[0].engineLabels = ["zone": "a"]
+        let both = Cluster(nodes: labelled)
+        #expect(Scheduler.explain(try Self.request(constraints: ["node.labels.zone==a"]), on: both).filter { $0.rejection == nil }.map(\.node) == ["n1"])
+        #expect(Scheduler.explain(try Self.request(constraints: ["engine.labels.zone==a"]), on: both).filter { $0.rejection == nil }.map(\.node) == ["n0"])
+        // node.id takes the 12 digits node ls prints.
+        let long = Cluster(nodes: [SchedulerNode(id: "0123456789abcdef0123456789abcdef", allocatable: Resources2D(milliCPU: 1000, memoryBytes: Self.gib))])
+        #expect(Scheduler.explain(try Self.request(cpu: 0, memoryGiB: 0, constraints: ["node.id==0123456789ab"]), on: long).first?.rejection == nil)
+        #expect(Scheduler.explain(try Self.request(cpu: 0, memoryGiB: 0, constraints: ["node.id==0123"]), on: long).first?.rejection != nil, "too short to name a node")
         let web = try Self.request("api", ports: [HostPort(8080)])
         #expect(Set(try Scheduler.place(web, count: 2, on: &cluster)) == ["n1", "n2"])
         let before = cluster.nodes
@@ -80,7 +124,7 @@ struct SchedulerTests {
     func explain() throws {
         var nodes = Self.nodes(3, zones: ["a", "b", "a"])
         nodes[2].allocated = Resources2D(milliCPU: 3000, memoryBytes: 4 * Self.gib)
-        let verdicts = Scheduler.explain(try Self.request(constraints: ["node.labels.zone==a"]), on: Cluster(nodes: nodes))
+        let verdicts = Scheduler.explain(try Self.request(constraints: ["node.labels.zone==a"], strategy: .binpack), on: Cluster(nodes: nodes))
         #expect(verdicts.map(\.node) == ["n2", "n0", "n1"])
         #expect(verdicts[0].chosen && verdicts[0].rejection == nil)
         #expect(verdicts[2].rejection?.description == "constraint node.labels.zone==a is not met")
@@ -90,13 +134,15 @@ struct SchedulerTests {
     func constraints() throws {
         #expect(try Constraint(parsing: "node.labels.zone==a").description == "node.labels.zone==a")
         #expect(try Constraint(parsing: "node.hostname != h1").description == "node.hostname!=h1")
-        for bad in ["zone==a", "node.labels.==a", "node.labels.zone=a", "node.labels.zone==", "node.ip==1.2.3.4"] {
+        #expect(try Constraint(parsing: "engine.labels.disk==ssd").description == "engine.labels.disk==ssd")
+        for bad in ["zone==a", "node.labels.==a", "node.labels.zone=a", "node.labels.zone==", "node.ip==1.2.3.4", "engine.labels.==x"] {
             #expect(throws: BerthError.self, "\(bad)") { try Constraint(parsing: bad) }
         }
     }
 
-    @Test("quality: varied requests pack within 5% of the lower bound")
-    func quality() throws {
+    /// Places 500 services of 1–10 replicas of varied sizes on 200 nodes;
+    /// the nodes used against the lower bound (total requests over one node).
+    static func packing(_ strategy: PlacementStrategy) throws -> (used: Int, bound: Double) {
         var generator = SplitMix(seed: 7)
         var cluster = Cluster(nodes: Self.nodes(200, cpus: 32, memoryGiB: 128))
         var cpu: Int64 = 0
@@ -105,14 +151,22 @@ struct SchedulerTests {
             let request = PlacementRequest(
                 service: "s\(service)",
                 resources: Resources2D(milliCPU: [250, 500, 1000, 2000].randomElement(using: &generator)!,
-                                       memoryBytes: [256, 512, 1024, 4096].randomElement(using: &generator)! << 20))
+                                       memoryBytes: [256, 512, 1024, 4096].randomElement(using: &generator)! << 20),
+                strategy: strategy)
             let count = Int.random(in: 1...10, using: &generator)
             _ = try Scheduler.place(request, count: count, on: &cluster)
             cpu += request.resources.milliCPU * Int64(count)
             memory += request.resources.memoryBytes * Int64(count)
         }
-        let bound = max(Double(cpu) / 32_000, Double(memory) / Double(128 * Self.gib)).rounded(.up)
-        #expect(Double(cluster.nodesInUse) <= bound * 1.05, "\(cluster.nodesInUse) nodes against a bound of \(bound)")
+        return (cluster.nodesInUse, max(Double(cpu) / 32_000, Double(memory) / Double(128 * Self.gib)).rounded(.up))
+    }
+
+    @Test("quality: binpack packs varied requests within 5% of the lower bound; with each service spread over nodes first, within 10%")
+    func quality() throws {
+        let binpack = try Self.packing(.binpack)
+        #expect(Double(binpack.used) <= binpack.bound * 1.05, "\(binpack.used) nodes against a bound of \(binpack.bound)")
+        let spread = try Self.packing(.spread)
+        #expect(Double(spread.used) <= spread.bound * 1.10, "\(spread.used) nodes against a bound of \(spread.bound)")
     }
 }
 

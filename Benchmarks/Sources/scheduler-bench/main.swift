@@ -1,7 +1,8 @@
-// Placements per second, and how close binpack comes to the lower bound on
-// nodes (total requests / node capacity), for 150,000 replicas onto 5,000
-// nodes: with the pure scheduler (BerthScheduler), then through the
-// controller (services created through its ServiceManager, each checked to
+// Placements per second, and how close the placements come to the lower
+// bound on nodes (total requests / node capacity), for 150,000 replicas onto
+// 5,000 nodes: with the pure scheduler (BerthScheduler: binpack alone, the
+// default spread of each service over nodes with binpack second, and a
+// spread over zones), then through the controller (services created through its ServiceManager, each checked to
 // fit and stored; then one reconcile pass that places every replica and
 // commits the placements to the SQLite store in one transaction). The
 // references are published figures: kube-scheduler's scalability threshold
@@ -40,7 +41,7 @@ func nodes() -> [SchedulerNode] {
 
 /// Services of 1–19 replicas (10 on average) with requests drawn from
 /// typical sizes, the same every run.
-func workload(strategy: PlacementStrategy) -> [(PlacementRequest, Int)] {
+func workload(strategy: PlacementStrategy, spreadLabel: LabelKey? = nil) -> [(PlacementRequest, Int)] {
     var generator = SplitMix(state: 20261129)
     var jobs: [(PlacementRequest, Int)] = []
     var total = 0
@@ -51,15 +52,15 @@ func workload(strategy: PlacementStrategy) -> [(PlacementRequest, Int)] {
             resources: Resources2D(
                 milliCPU: [100, 250, 500, 1000, 2000].randomElement(using: &generator)!,
                 memoryBytes: [128, 256, 512, 1024, 2048, 4096].randomElement(using: &generator)! << 20),
-            strategy: strategy)
+            strategy: strategy, spreadLabel: spreadLabel)
         jobs.append((request, count))
         total += count
     }
     return jobs
 }
 
-func run(_ name: String, strategy: PlacementStrategy) throws {
-    let jobs = workload(strategy: strategy)
+func run(_ name: String, strategy: PlacementStrategy, spreadLabel: LabelKey? = nil) throws {
+    let jobs = workload(strategy: strategy, spreadLabel: spreadLabel)
     var cluster = Cluster(nodes: nodes())
     let clock = ContinuousClock()
     let started = clock.now
@@ -77,8 +78,9 @@ print("\(replicaTotal) replicas onto \(nodeCount) nodes (32 CPUs, 128 GiB each);
 print()
 print("| strategy | placed | seconds | placements/s | vs kube-scheduler 270/s | vs Nomad C1M 3,750/s | nodes used | lower bound | over the bound |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-try run("binpack", strategy: .binpack)
-try run("spread over 5 zones", strategy: .spread(label: "zone"))
+try run("binpack alone", strategy: .binpack)
+try run("each service spread over nodes, binpack second (the default)", strategy: .spread)
+try run("spread over 5 zones, then over nodes", strategy: .spread, spreadLabel: .node("zone"))
 try await throughController()
 
 /// Nodes the requests need at the least: their total over one node's capacity, on the scarcer resource.
@@ -90,7 +92,8 @@ func lowerBound(_ jobs: [(PlacementRequest, Int)]) -> Double {
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
-/// The binpack workload through the controller and its store.
+/// The workload through the controller and its store, placed as services
+/// are by default (spread over nodes, binpack second).
 func throughController() async throws {
     let clock = ContinuousClock()
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-controller-bench-\(getpid())")
@@ -108,7 +111,7 @@ func throughController() async throws {
     }
     let clusterNodes = await registry.list()
     let services = try ServiceManager(store: store, logger: logger)
-    let jobs = workload(strategy: .binpack)
+    let jobs = workload(strategy: .spread)
     let specs = jobs.map { request, count in
         var container = ContainerSpec(image: "busybox")
         container.resources.cpus = CPUQuantity(nanoCPUs: request.resources.milliCPU * 1_000_000)

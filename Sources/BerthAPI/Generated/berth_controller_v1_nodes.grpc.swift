@@ -88,13 +88,27 @@ public enum Berth_Controller_V1_Nodes: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Remove" metadata.
+        public enum Remove: Sendable {
+            /// Request type for "Remove".
+            public typealias Input = Berth_Controller_V1_RemoveNodeRequest
+            /// Response type for "Remove".
+            public typealias Output = Berth_Controller_V1_RemoveNodeResponse
+            /// Descriptor for "Remove".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.controller.v1.Nodes"),
+                method: "Remove",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "berth.controller.v1.Nodes" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Register.descriptor,
             Heartbeat.descriptor,
             List.descriptor,
             Inspect.descriptor,
-            Update.descriptor
+            Update.descriptor,
+            Remove.descriptor
         ]
     }
 }
@@ -202,6 +216,25 @@ extension Berth_Controller_V1_Nodes {
             request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_UpdateNodeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_UpdateNodeResponse>
+
+        /// Handle the "Remove" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a node from the cluster: a down one, or with force any. Its
+        /// > ID may not register again.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Controller_V1_RemoveNodeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Controller_V1_RemoveNodeResponse` messages.
+        func remove(
+            request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_RemoveNodeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_RemoveNodeResponse>
     }
 
     /// Service protocol for the "berth.controller.v1.Nodes" service.
@@ -293,6 +326,25 @@ extension Berth_Controller_V1_Nodes {
             request: GRPCCore.ServerRequest<Berth_Controller_V1_UpdateNodeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_UpdateNodeResponse>
+
+        /// Handle the "Remove" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a node from the cluster: a down one, or with force any. Its
+        /// > ID may not register again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_RemoveNodeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Berth_Controller_V1_RemoveNodeResponse` message.
+        func remove(
+            request: GRPCCore.ServerRequest<Berth_Controller_V1_RemoveNodeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_RemoveNodeResponse>
     }
 
     /// Simple service protocol for the "berth.controller.v1.Nodes" service.
@@ -382,6 +434,25 @@ extension Berth_Controller_V1_Nodes {
             request: Berth_Controller_V1_UpdateNodeRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Berth_Controller_V1_UpdateNodeResponse
+
+        /// Handle the "Remove" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a node from the cluster: a down one, or with force any. Its
+        /// > ID may not register again.
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Controller_V1_RemoveNodeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Berth_Controller_V1_RemoveNodeResponse` to respond with.
+        func remove(
+            request: Berth_Controller_V1_RemoveNodeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Berth_Controller_V1_RemoveNodeResponse
     }
 }
 
@@ -444,6 +515,17 @@ extension Berth_Controller_V1_Nodes.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Berth_Controller_V1_Nodes.Method.Remove.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_RemoveNodeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_RemoveNodeResponse>(),
+            handler: { request, context in
+                try await self.remove(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -499,6 +581,17 @@ extension Berth_Controller_V1_Nodes.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_UpdateNodeResponse> {
         let response = try await self.update(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func remove(
+        request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_RemoveNodeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_RemoveNodeResponse> {
+        let response = try await self.remove(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -567,6 +660,19 @@ extension Berth_Controller_V1_Nodes.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_UpdateNodeResponse> {
         return GRPCCore.ServerResponse<Berth_Controller_V1_UpdateNodeResponse>(
             message: try await self.update(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func remove(
+        request: GRPCCore.ServerRequest<Berth_Controller_V1_RemoveNodeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_RemoveNodeResponse> {
+        return GRPCCore.ServerResponse<Berth_Controller_V1_RemoveNodeResponse>(
+            message: try await self.remove(
                 request: request.message,
                 context: context
             ),
@@ -689,6 +795,30 @@ extension Berth_Controller_V1_Nodes {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_UpdateNodeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_UpdateNodeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Remove" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a node from the cluster: a down one, or with force any. Its
+        /// > ID may not register again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_RemoveNodeRequest` message.
+        ///   - serializer: A serializer for `Berth_Controller_V1_RemoveNodeRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Controller_V1_RemoveNodeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func remove<Result>(
+            request: GRPCCore.ClientRequest<Berth_Controller_V1_RemoveNodeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Controller_V1_RemoveNodeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_RemoveNodeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RemoveNodeResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -869,6 +999,41 @@ extension Berth_Controller_V1_Nodes {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Remove" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a node from the cluster: a down one, or with force any. Its
+        /// > ID may not register again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_RemoveNodeRequest` message.
+        ///   - serializer: A serializer for `Berth_Controller_V1_RemoveNodeRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Controller_V1_RemoveNodeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func remove<Result>(
+            request: GRPCCore.ClientRequest<Berth_Controller_V1_RemoveNodeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Controller_V1_RemoveNodeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_RemoveNodeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RemoveNodeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Berth_Controller_V1_Nodes.Method.Remove.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1007,6 +1172,36 @@ extension Berth_Controller_V1_Nodes.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_UpdateNodeRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_UpdateNodeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Remove" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes a node from the cluster: a down one, or with force any. Its
+    /// > ID may not register again.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Controller_V1_RemoveNodeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func remove<Result>(
+        request: GRPCCore.ClientRequest<Berth_Controller_V1_RemoveNodeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RemoveNodeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.remove(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_RemoveNodeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_RemoveNodeResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1167,6 +1362,40 @@ extension Berth_Controller_V1_Nodes.ClientProtocol {
             metadata: metadata
         )
         return try await self.update(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Remove" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes a node from the cluster: a down one, or with force any. Its
+    /// > ID may not register again.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func remove<Result>(
+        _ message: Berth_Controller_V1_RemoveNodeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RemoveNodeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Controller_V1_RemoveNodeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.remove(
             request: request,
             options: options,
             onResponse: handleResponse

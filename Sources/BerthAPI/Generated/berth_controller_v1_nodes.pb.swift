@@ -135,6 +135,8 @@ public nonisolated struct Berth_Controller_V1_ClusterNode: Sendable {
   /// Where the agent's API is reached (HOST:PORT).
   public var address: String = String()
 
+  /// Labels set by operators (`berth node label`): what node.labels.KEY
+  /// constraints see.
   public var labels: Dictionary<String,String> = [:]
 
   public var capacity: Berth_Controller_V1_NodeResources {
@@ -179,6 +181,10 @@ public nonisolated struct Berth_Controller_V1_ClusterNode: Sendable {
 
   public var agentVersion: String = String()
 
+  /// The agent's own labels (`berth-agent --label`): what engine.labels.KEY
+  /// constraints see.
+  public var agentLabels: Dictionary<String,String> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -194,14 +200,16 @@ public nonisolated struct Berth_Controller_V1_RegisterNodeRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Over mutual TLS, the node ID in the agent's certificate (its CN); any
+  /// other is refused.
   public var id: String = String()
 
   public var hostname: String = String()
 
   public var address: String = String()
 
-  /// The agent's own labels (`berth-agent --label`); labels set through the
-  /// controller are kept beside them.
+  /// The agent's own labels (`berth-agent --label`); labels set by
+  /// operators are kept apart from them.
   public var labels: Dictionary<String,String> = [:]
 
   public var capacity: Berth_Controller_V1_NodeResources {
@@ -232,28 +240,37 @@ public nonisolated struct Berth_Controller_V1_RegisterNodeRequest: Sendable {
   fileprivate var _allocatable: Berth_Controller_V1_NodeResources? = nil
 }
 
-public nonisolated struct Berth_Controller_V1_RegisterNodeResponse: Sendable {
+public nonisolated struct Berth_Controller_V1_RegisterNodeResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var node: Berth_Controller_V1_ClusterNode {
-    get {_node ?? Berth_Controller_V1_ClusterNode()}
-    set {_node = newValue}
+    get {_storage._node ?? Berth_Controller_V1_ClusterNode()}
+    set {_uniqueStorage()._node = newValue}
   }
   /// Returns true if `node` has been explicitly set.
-  public var hasNode: Bool {self._node != nil}
+  public var hasNode: Bool {_storage._node != nil}
   /// Clears the value of `node`. Subsequent reads from it will return its default value.
-  public mutating func clearNode() {self._node = nil}
+  public mutating func clearNode() {_uniqueStorage()._node = nil}
 
   /// How often to send heartbeats.
-  public var heartbeatIntervalMs: Int32 = 0
+  public var heartbeatIntervalMs: Int32 {
+    get {_storage._heartbeatIntervalMs}
+    set {_uniqueStorage()._heartbeatIntervalMs = newValue}
+  }
+
+  /// Serial numbers (hex) of revoked certificates: the agent refuses them too.
+  public var revokedSerials: [String] {
+    get {_storage._revokedSerials}
+    set {_uniqueStorage()._revokedSerials = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _node: Berth_Controller_V1_ClusterNode? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Berth_Controller_V1_HeartbeatNodeRequest: Sendable {
@@ -276,6 +293,37 @@ public nonisolated struct Berth_Controller_V1_HeartbeatNodeResponse: Sendable {
   /// False when the controller does not know the node (its store was
   /// reset): the agent registers again.
   public var known: Bool = false
+
+  /// Serial numbers (hex) of revoked certificates, as in RegisterNodeResponse.
+  public var revokedSerials: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Controller_V1_RemoveNodeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// ID, unique ID prefix, or hostname.
+  public var node: String = String()
+
+  /// Also a node that is still ready.
+  public var force: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Controller_V1_RemoveNodeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -426,7 +474,7 @@ nonisolated extension Berth_Controller_V1_NodeResources: SwiftProtobuf.Message, 
 
 nonisolated extension Berth_Controller_V1_ClusterNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hostname\0\u{1}address\0\u{1}labels\0\u{1}capacity\0\u{1}allocatable\0\u{1}state\0\u{1}availability\0\u{3}registered_at\0\u{3}last_heartbeat\0\u{3}agent_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hostname\0\u{1}address\0\u{1}labels\0\u{1}capacity\0\u{1}allocatable\0\u{1}state\0\u{1}availability\0\u{3}registered_at\0\u{3}last_heartbeat\0\u{3}agent_version\0\u{3}agent_labels\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -445,6 +493,7 @@ nonisolated extension Berth_Controller_V1_ClusterNode: SwiftProtobuf.Message, Sw
       case 9: try { try decoder.decodeSingularMessageField(value: &self._registeredAt) }()
       case 10: try { try decoder.decodeSingularMessageField(value: &self._lastHeartbeat) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
+      case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.agentLabels) }()
       default: break
       }
     }
@@ -488,6 +537,9 @@ nonisolated extension Berth_Controller_V1_ClusterNode: SwiftProtobuf.Message, Sw
     if !self.agentVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.agentVersion, fieldNumber: 11)
     }
+    if !self.agentLabels.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.agentLabels, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -503,6 +555,7 @@ nonisolated extension Berth_Controller_V1_ClusterNode: SwiftProtobuf.Message, Sw
     if lhs._registeredAt != rhs._registeredAt {return false}
     if lhs._lastHeartbeat != rhs._lastHeartbeat {return false}
     if lhs.agentVersion != rhs.agentVersion {return false}
+    if lhs.agentLabels != rhs.agentLabels {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -574,38 +627,83 @@ nonisolated extension Berth_Controller_V1_RegisterNodeRequest: SwiftProtobuf.Mes
 
 nonisolated extension Berth_Controller_V1_RegisterNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}heartbeat_interval_ms\0\u{3}revoked_serials\0")
+
+  fileprivate class _StorageClass {
+    var _node: Berth_Controller_V1_ClusterNode? = nil
+    var _heartbeatIntervalMs: Int32 = 0
+    var _revokedSerials: [String] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _node = source._node
+      _heartbeatIntervalMs = source._heartbeatIntervalMs
+      _revokedSerials = source._revokedSerials
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.heartbeatIntervalMs) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._node) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._heartbeatIntervalMs) }()
+        case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._revokedSerials) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._node {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if self.heartbeatIntervalMs != 0 {
-      try visitor.visitSingularInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 2)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._node {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._heartbeatIntervalMs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._heartbeatIntervalMs, fieldNumber: 2)
+      }
+      if !_storage._revokedSerials.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._revokedSerials, fieldNumber: 3)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_RegisterNodeResponse, rhs: Berth_Controller_V1_RegisterNodeResponse) -> Bool {
-    if lhs._node != rhs._node {return false}
-    if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._node != rhs_storage._node {return false}
+        if _storage._heartbeatIntervalMs != rhs_storage._heartbeatIntervalMs {return false}
+        if _storage._revokedSerials != rhs_storage._revokedSerials {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -643,7 +741,7 @@ nonisolated extension Berth_Controller_V1_HeartbeatNodeRequest: SwiftProtobuf.Me
 
 nonisolated extension Berth_Controller_V1_HeartbeatNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}known\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}known\0\u{3}revoked_serials\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -652,6 +750,7 @@ nonisolated extension Berth_Controller_V1_HeartbeatNodeResponse: SwiftProtobuf.M
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBoolField(value: &self.known) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.revokedSerials) }()
       default: break
       }
     }
@@ -661,11 +760,80 @@ nonisolated extension Berth_Controller_V1_HeartbeatNodeResponse: SwiftProtobuf.M
     if self.known != false {
       try visitor.visitSingularBoolField(value: self.known, fieldNumber: 1)
     }
+    if !self.revokedSerials.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.revokedSerials, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_HeartbeatNodeResponse, rhs: Berth_Controller_V1_HeartbeatNodeResponse) -> Bool {
     if lhs.known != rhs.known {return false}
+    if lhs.revokedSerials != rhs.revokedSerials {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_RemoveNodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveNodeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}force\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.force) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if self.force != false {
+      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_RemoveNodeRequest, rhs: Berth_Controller_V1_RemoveNodeRequest) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.force != rhs.force {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_RemoveNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveNodeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_RemoveNodeResponse, rhs: Berth_Controller_V1_RemoveNodeResponse) -> Bool {
+    if lhs.id != rhs.id {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -114,6 +114,32 @@ public enum Berth_Controller_V1_Services: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Rollback" metadata.
+        public enum Rollback: Sendable {
+            /// Request type for "Rollback".
+            public typealias Input = Berth_Controller_V1_RollbackServiceRequest
+            /// Response type for "Rollback".
+            public typealias Output = Berth_Controller_V1_RollbackServiceResponse
+            /// Descriptor for "Rollback".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.controller.v1.Services"),
+                method: "Rollback",
+                type: .unary
+            )
+        }
+        /// Namespace for "Logs" metadata.
+        public enum Logs: Sendable {
+            /// Request type for "Logs".
+            public typealias Input = Berth_Controller_V1_ServiceLogsRequest
+            /// Response type for "Logs".
+            public typealias Output = Berth_Controller_V1_ServiceLogsResponse
+            /// Descriptor for "Logs".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.controller.v1.Services"),
+                method: "Logs",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "berth.controller.v1.Services" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -122,7 +148,9 @@ public enum Berth_Controller_V1_Services: Sendable {
             Update.descriptor,
             Scale.descriptor,
             Remove.descriptor,
-            ListReplicas.descriptor
+            ListReplicas.descriptor,
+            Rollback.descriptor,
+            Logs.descriptor
         ]
     }
 }
@@ -264,6 +292,43 @@ extension Berth_Controller_V1_Services {
             request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_ListReplicasRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_ListReplicasResponse>
+
+        /// Handle the "Rollback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Restores the spec before the last update, batch by batch.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Controller_V1_RollbackServiceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Controller_V1_RollbackServiceResponse` messages.
+        func rollback(
+            request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_RollbackServiceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_RollbackServiceResponse>
+
+        /// Handle the "Logs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The output of a service's replicas (or of one), each line with the
+        /// > replica it came from.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Controller_V1_ServiceLogsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Controller_V1_ServiceLogsResponse` messages.
+        func logs(
+            request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_ServiceLogsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_ServiceLogsResponse>
     }
 
     /// Service protocol for the "berth.controller.v1.Services" service.
@@ -389,6 +454,43 @@ extension Berth_Controller_V1_Services {
             request: GRPCCore.ServerRequest<Berth_Controller_V1_ListReplicasRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_ListReplicasResponse>
+
+        /// Handle the "Rollback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Restores the spec before the last update, batch by batch.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_RollbackServiceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Berth_Controller_V1_RollbackServiceResponse` message.
+        func rollback(
+            request: GRPCCore.ServerRequest<Berth_Controller_V1_RollbackServiceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_RollbackServiceResponse>
+
+        /// Handle the "Logs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The output of a service's replicas (or of one), each line with the
+        /// > replica it came from.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_ServiceLogsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Controller_V1_ServiceLogsResponse` messages.
+        func logs(
+            request: GRPCCore.ServerRequest<Berth_Controller_V1_ServiceLogsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_ServiceLogsResponse>
     }
 
     /// Simple service protocol for the "berth.controller.v1.Services" service.
@@ -512,6 +614,44 @@ extension Berth_Controller_V1_Services {
             request: Berth_Controller_V1_ListReplicasRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Berth_Controller_V1_ListReplicasResponse
+
+        /// Handle the "Rollback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Restores the spec before the last update, batch by batch.
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Controller_V1_RollbackServiceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Berth_Controller_V1_RollbackServiceResponse` to respond with.
+        func rollback(
+            request: Berth_Controller_V1_RollbackServiceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Berth_Controller_V1_RollbackServiceResponse
+
+        /// Handle the "Logs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The output of a service's replicas (or of one), each line with the
+        /// > replica it came from.
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Controller_V1_ServiceLogsRequest` message.
+        ///   - response: A response stream of `Berth_Controller_V1_ServiceLogsResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func logs(
+            request: Berth_Controller_V1_ServiceLogsRequest,
+            response: GRPCCore.RPCWriter<Berth_Controller_V1_ServiceLogsResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -591,6 +731,28 @@ extension Berth_Controller_V1_Services.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_ListReplicasResponse>(),
             handler: { request, context in
                 try await self.listReplicas(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Berth_Controller_V1_Services.Method.Rollback.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_RollbackServiceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_RollbackServiceResponse>(),
+            handler: { request, context in
+                try await self.rollback(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Berth_Controller_V1_Services.Method.Logs.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_ServiceLogsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_ServiceLogsResponse>(),
+            handler: { request, context in
+                try await self.logs(
                     request: request,
                     context: context
                 )
@@ -677,6 +839,28 @@ extension Berth_Controller_V1_Services.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func rollback(
+        request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_RollbackServiceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_RollbackServiceResponse> {
+        let response = try await self.rollback(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func logs(
+        request: GRPCCore.StreamingServerRequest<Berth_Controller_V1_ServiceLogsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_ServiceLogsResponse> {
+        let response = try await self.logs(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -771,6 +955,36 @@ extension Berth_Controller_V1_Services.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func rollback(
+        request: GRPCCore.ServerRequest<Berth_Controller_V1_RollbackServiceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Berth_Controller_V1_RollbackServiceResponse> {
+        return GRPCCore.ServerResponse<Berth_Controller_V1_RollbackServiceResponse>(
+            message: try await self.rollback(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func logs(
+        request: GRPCCore.ServerRequest<Berth_Controller_V1_ServiceLogsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Controller_V1_ServiceLogsResponse> {
+        return GRPCCore.StreamingServerResponse<Berth_Controller_V1_ServiceLogsResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.logs(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -933,6 +1147,53 @@ extension Berth_Controller_V1_Services {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_ListReplicasResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_ListReplicasResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Rollback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Restores the spec before the last update, batch by batch.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_RollbackServiceRequest` message.
+        ///   - serializer: A serializer for `Berth_Controller_V1_RollbackServiceRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Controller_V1_RollbackServiceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func rollback<Result>(
+            request: GRPCCore.ClientRequest<Berth_Controller_V1_RollbackServiceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Controller_V1_RollbackServiceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_RollbackServiceResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RollbackServiceResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Logs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The output of a service's replicas (or of one), each line with the
+        /// > replica it came from.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_ServiceLogsRequest` message.
+        ///   - serializer: A serializer for `Berth_Controller_V1_ServiceLogsRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Controller_V1_ServiceLogsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func logs<Result>(
+            request: GRPCCore.ClientRequest<Berth_Controller_V1_ServiceLogsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Controller_V1_ServiceLogsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_ServiceLogsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Controller_V1_ServiceLogsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1179,6 +1440,73 @@ extension Berth_Controller_V1_Services {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Rollback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Restores the spec before the last update, batch by batch.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_RollbackServiceRequest` message.
+        ///   - serializer: A serializer for `Berth_Controller_V1_RollbackServiceRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Controller_V1_RollbackServiceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func rollback<Result>(
+            request: GRPCCore.ClientRequest<Berth_Controller_V1_RollbackServiceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Controller_V1_RollbackServiceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_RollbackServiceResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RollbackServiceResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Berth_Controller_V1_Services.Method.Rollback.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Logs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The output of a service's replicas (or of one), each line with the
+        /// > replica it came from.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Controller_V1_ServiceLogsRequest` message.
+        ///   - serializer: A serializer for `Berth_Controller_V1_ServiceLogsRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Controller_V1_ServiceLogsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func logs<Result>(
+            request: GRPCCore.ClientRequest<Berth_Controller_V1_ServiceLogsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Controller_V1_ServiceLogsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Controller_V1_ServiceLogsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Controller_V1_ServiceLogsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Berth_Controller_V1_Services.Method.Logs.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1373,6 +1701,63 @@ extension Berth_Controller_V1_Services.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_ListReplicasRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_ListReplicasResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Rollback" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Restores the spec before the last update, batch by batch.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Controller_V1_RollbackServiceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rollback<Result>(
+        request: GRPCCore.ClientRequest<Berth_Controller_V1_RollbackServiceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RollbackServiceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.rollback(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_RollbackServiceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_RollbackServiceResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Logs" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The output of a service's replicas (or of one), each line with the
+    /// > replica it came from.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Controller_V1_ServiceLogsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func logs<Result>(
+        request: GRPCCore.ClientRequest<Berth_Controller_V1_ServiceLogsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Controller_V1_ServiceLogsResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.logs(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Controller_V1_ServiceLogsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Controller_V1_ServiceLogsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1597,6 +1982,71 @@ extension Berth_Controller_V1_Services.ClientProtocol {
             metadata: metadata
         )
         return try await self.listReplicas(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Rollback" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Restores the spec before the last update, batch by batch.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rollback<Result>(
+        _ message: Berth_Controller_V1_RollbackServiceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Controller_V1_RollbackServiceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Controller_V1_RollbackServiceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.rollback(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Logs" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The output of a service's replicas (or of one), each line with the
+    /// > replica it came from.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func logs<Result>(
+        _ message: Berth_Controller_V1_ServiceLogsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Controller_V1_ServiceLogsResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Controller_V1_ServiceLogsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.logs(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -11,6 +11,11 @@
 /// Services: a container kept at a replica count across the cluster's
 /// nodes, placed by the scheduler and healed by the controller.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -21,6 +26,269 @@ import SwiftProtobuf
 fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobuf.ProtobufAPIVersionCheck {
   struct _2: SwiftProtobuf.ProtobufAPIVersion_2 {}
   typealias Version = _2
+}
+
+public nonisolated enum Berth_Controller_V1_ServiceMode: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case replicated // = 1
+  case global // = 2
+  case replicatedJob // = 3
+  case globalJob // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .replicated
+    case 2: self = .global
+    case 3: self = .replicatedJob
+    case 4: self = .globalJob
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .replicated: return 1
+    case .global: return 2
+    case .replicatedJob: return 3
+    case .globalJob: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Berth_Controller_V1_ServiceMode] = [
+    .unspecified,
+    .replicated,
+    .global,
+    .replicatedJob,
+    .globalJob,
+  ]
+
+}
+
+public nonisolated enum Berth_Controller_V1_UpdateOrder: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case stopFirst // = 1
+  case startFirst // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .stopFirst
+    case 2: self = .startFirst
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .stopFirst: return 1
+    case .startFirst: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Berth_Controller_V1_UpdateOrder] = [
+    .unspecified,
+    .stopFirst,
+    .startFirst,
+  ]
+
+}
+
+public nonisolated enum Berth_Controller_V1_UpdateFailureAction: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case pause // = 1
+  case `continue` // = 2
+  case rollback // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .pause
+    case 2: self = .continue
+    case 3: self = .rollback
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .pause: return 1
+    case .continue: return 2
+    case .rollback: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Berth_Controller_V1_UpdateFailureAction] = [
+    .unspecified,
+    .pause,
+    .continue,
+    .rollback,
+  ]
+
+}
+
+public nonisolated enum Berth_Controller_V1_UpdateState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case updating // = 1
+  case paused // = 2
+  case completed // = 3
+  case rollingBack // = 4
+  case rollbackPaused // = 5
+  case rolledBack // = 6
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .updating
+    case 2: self = .paused
+    case 3: self = .completed
+    case 4: self = .rollingBack
+    case 5: self = .rollbackPaused
+    case 6: self = .rolledBack
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .updating: return 1
+    case .paused: return 2
+    case .completed: return 3
+    case .rollingBack: return 4
+    case .rollbackPaused: return 5
+    case .rolledBack: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Berth_Controller_V1_UpdateState] = [
+    .unspecified,
+    .updating,
+    .paused,
+    .completed,
+    .rollingBack,
+    .rollbackPaused,
+    .rolledBack,
+  ]
+
+}
+
+/// Whether a service has reached what it was asked for.
+public nonisolated enum Berth_Controller_V1_Progress: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Every replica runs (or, for a job, has completed) on the current spec.
+  case converged // = 1
+
+  /// Replicas are being placed, started or updated.
+  case progressing // = 2
+
+  /// Nothing moves without a change: replicas keep failing or fit no node,
+  /// or the update paused or rolled back. `progress_message` says why.
+  case stalled // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .converged
+    case 2: self = .progressing
+    case 3: self = .stalled
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .converged: return 1
+    case .progressing: return 2
+    case .stalled: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Berth_Controller_V1_Progress] = [
+    .unspecified,
+    .converged,
+    .progressing,
+    .stalled,
+  ]
+
+}
+
+public nonisolated struct Berth_Controller_V1_UpdatePolicy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Replicas replaced at a time (1 when 0).
+  public var parallelism: Int32 = 0
+
+  public var delayMs: Int64 = 0
+
+  /// How long a new replica must keep running (5 s when absent).
+  public var monitorMs: Int64 {
+    get {_monitorMs ?? 0}
+    set {_monitorMs = newValue}
+  }
+  /// Returns true if `monitorMs` has been explicitly set.
+  public var hasMonitorMs: Bool {self._monitorMs != nil}
+  /// Clears the value of `monitorMs`. Subsequent reads from it will return its default value.
+  public mutating func clearMonitorMs() {self._monitorMs = nil}
+
+  public var order: Berth_Controller_V1_UpdateOrder = .unspecified
+
+  public var failureAction: Berth_Controller_V1_UpdateFailureAction = .unspecified
+
+  public var maxFailureRatio: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _monitorMs: Int64? = nil
 }
 
 public nonisolated struct Berth_Controller_V1_ServiceSpec: Sendable {
@@ -45,135 +313,339 @@ public nonisolated struct Berth_Controller_V1_ServiceSpec: Sendable {
   /// node.labels.KEY==VALUE, node.labels.KEY!=VALUE, node.id==ID, node.hostname==NAME.
   public var constraints: [String] = []
 
-  /// spread=node.labels.KEY; none means binpack.
+  /// spread=node.labels.KEY or spread=engine.labels.KEY, before the spread
+  /// over nodes every service has.
   public var placementPreferences: [String] = []
 
-  /// Replicas an update replaces at a time (1 when 0).
+  /// Replicas an update replaces at a time (1 when 0); update.parallelism
+  /// when update is present.
   public var updateParallelism: Int32 = 0
+
+  public var mode: Berth_Controller_V1_ServiceMode = .unspecified
+
+  /// Replicated jobs: replicas run at once (all when 0).
+  public var maxConcurrent: Int32 = 0
+
+  /// At most this many replicas on one node (0: no limit).
+  public var maxReplicasPerNode: Int32 = 0
+
+  public var update: Berth_Controller_V1_UpdatePolicy {
+    get {_update ?? Berth_Controller_V1_UpdatePolicy()}
+    set {_update = newValue}
+  }
+  /// Returns true if `update` has been explicitly set.
+  public var hasUpdate: Bool {self._update != nil}
+  /// Clears the value of `update`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdate() {self._update = nil}
+
+  /// The agent stops the replicas itself after this long without its
+  /// controller; absent: they keep running.
+  public var stopAfterDisconnectMs: Int64 {
+    get {_stopAfterDisconnectMs ?? 0}
+    set {_stopAfterDisconnectMs = newValue}
+  }
+  /// Returns true if `stopAfterDisconnectMs` has been explicitly set.
+  public var hasStopAfterDisconnectMs: Bool {self._stopAfterDisconnectMs != nil}
+  /// Clears the value of `stopAfterDisconnectMs`. Subsequent reads from it will return its default value.
+  public mutating func clearStopAfterDisconnectMs() {self._stopAfterDisconnectMs = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _container: Berth_Agent_V1_ContainerSpec? = nil
+  fileprivate var _update: Berth_Controller_V1_UpdatePolicy? = nil
+  fileprivate var _stopAfterDisconnectMs: Int64? = nil
 }
 
-public nonisolated struct Berth_Controller_V1_Service: Sendable {
+public nonisolated struct Berth_Controller_V1_UpdateStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var state: Berth_Controller_V1_UpdateState = .unspecified
 
-  public var spec: Berth_Controller_V1_ServiceSpec {
-    get {_spec ?? Berth_Controller_V1_ServiceSpec()}
-    set {_spec = newValue}
+  public var startedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_startedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_startedAt = newValue}
   }
-  /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
-  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  /// Returns true if `startedAt` has been explicitly set.
+  public var hasStartedAt: Bool {self._startedAt != nil}
+  /// Clears the value of `startedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearStartedAt() {self._startedAt = nil}
 
-  /// Raised by every update.
-  public var version: Int64 = 0
-
-  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_createdAt = newValue}
+  public var completedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_completedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_completedAt = newValue}
   }
-  /// Returns true if `createdAt` has been explicitly set.
-  public var hasCreatedAt: Bool {self._createdAt != nil}
-  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
-  public mutating func clearCreatedAt() {self._createdAt = nil}
+  /// Returns true if `completedAt` has been explicitly set.
+  public var hasCompletedAt: Bool {self._completedAt != nil}
+  /// Clears the value of `completedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCompletedAt() {self._completedAt = nil}
 
-  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_updatedAt = newValue}
-  }
-  /// Returns true if `updatedAt` has been explicitly set.
-  public var hasUpdatedAt: Bool {self._updatedAt != nil}
-  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
-  public mutating func clearUpdatedAt() {self._updatedAt = nil}
-
-  /// Why replicas wait, empty when none do.
   public var message: String = String()
 
-  /// Replicas of the current version that run.
-  public var running: Int32 = 0
+  /// New replicas failed it (a pause, or a rollback of its own); a
+  /// rollback an operator asked for is no failure.
+  public var failed: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _spec: Berth_Controller_V1_ServiceSpec? = nil
-  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _completedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
-public nonisolated struct Berth_Controller_V1_Replica: Sendable {
+public nonisolated struct Berth_Controller_V1_Service: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var serviceID: String = String()
+  public var spec: Berth_Controller_V1_ServiceSpec {
+    get {_storage._spec ?? Berth_Controller_V1_ServiceSpec()}
+    set {_uniqueStorage()._spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {_storage._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  public var serviceName: String = String()
+  /// Raised by every update.
+  public var version: Int64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
-  public var slot: Int32 = 0
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {_storage._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {_uniqueStorage()._createdAt = nil}
 
-  public var version: Int64 = 0
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {_storage._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {_uniqueStorage()._updatedAt = nil}
 
-  public var nodeID: String = String()
+  /// Why replicas wait, empty when none do.
+  public var message: String {
+    get {_storage._message}
+    set {_uniqueStorage()._message = newValue}
+  }
 
-  public var nodeHostname: String = String()
+  /// Replicas that run, of any version.
+  public var running: Int32 {
+    get {_storage._running}
+    set {_uniqueStorage()._running = newValue}
+  }
 
-  public var containerName: String = String()
+  /// Raised by every change an operator makes; what expected_version is checked against.
+  public var revision: Int64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
+
+  /// The spec before the last update, which a rollback restores.
+  public var previousSpec: Berth_Controller_V1_ServiceSpec {
+    get {_storage._previousSpec ?? Berth_Controller_V1_ServiceSpec()}
+    set {_uniqueStorage()._previousSpec = newValue}
+  }
+  /// Returns true if `previousSpec` has been explicitly set.
+  public var hasPreviousSpec: Bool {_storage._previousSpec != nil}
+  /// Clears the value of `previousSpec`. Subsequent reads from it will return its default value.
+  public mutating func clearPreviousSpec() {_uniqueStorage()._previousSpec = nil}
+
+  public var previousVersion: Int64 {
+    get {_storage._previousVersion}
+    set {_uniqueStorage()._previousVersion = newValue}
+  }
+
+  public var updateStatus: Berth_Controller_V1_UpdateStatus {
+    get {_storage._updateStatus ?? Berth_Controller_V1_UpdateStatus()}
+    set {_uniqueStorage()._updateStatus = newValue}
+  }
+  /// Returns true if `updateStatus` has been explicitly set.
+  public var hasUpdateStatus: Bool {_storage._updateStatus != nil}
+  /// Clears the value of `updateStatus`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdateStatus() {_uniqueStorage()._updateStatus = nil}
+
+  /// Replicas wanted: the count, or for a global service the eligible nodes.
+  public var desired: Int32 {
+    get {_storage._desired}
+    set {_uniqueStorage()._desired = newValue}
+  }
+
+  /// Replicas of the current version that have run for the update monitor.
+  public var updated: Int32 {
+    get {_storage._updated}
+    set {_uniqueStorage()._updated = newValue}
+  }
+
+  /// Replicas waiting for a node or for a backoff to pass.
+  public var pending: Int32 {
+    get {_storage._pending}
+    set {_uniqueStorage()._pending = newValue}
+  }
+
+  /// Jobs: replicas that completed (exited 0) on the current spec.
+  public var completed: Int32 {
+    get {_storage._completed}
+    set {_uniqueStorage()._completed = newValue}
+  }
+
+  public var progress: Berth_Controller_V1_Progress {
+    get {_storage._progress}
+    set {_uniqueStorage()._progress = newValue}
+  }
+
+  public var progressMessage: String {
+    get {_storage._progressMessage}
+    set {_uniqueStorage()._progressMessage = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Berth_Controller_V1_Replica: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var serviceID: String {
+    get {_storage._serviceID}
+    set {_uniqueStorage()._serviceID = newValue}
+  }
+
+  public var serviceName: String {
+    get {_storage._serviceName}
+    set {_uniqueStorage()._serviceName = newValue}
+  }
+
+  public var slot: Int32 {
+    get {_storage._slot}
+    set {_uniqueStorage()._slot = newValue}
+  }
+
+  public var version: Int64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
+
+  public var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
+
+  public var nodeHostname: String {
+    get {_storage._nodeHostname}
+    set {_uniqueStorage()._nodeHostname = newValue}
+  }
+
+  public var containerName: String {
+    get {_storage._containerName}
+    set {_uniqueStorage()._containerName = newValue}
+  }
 
   /// running or shutdown.
-  public var desiredState: String = String()
+  public var desiredState: String {
+    get {_storage._desiredState}
+    set {_uniqueStorage()._desiredState = newValue}
+  }
 
-  /// pending, created, running, exited, failed or orphaned.
-  public var state: String = String()
+  /// pending, created, running, exited, failed, orphaned, complete or shutdown.
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var message: String = String()
+  public var message: String {
+    get {_storage._message}
+    set {_uniqueStorage()._message = newValue}
+  }
 
   /// Present once the container has exited.
   public var exitCode: Int32 {
-    get {_exitCode ?? 0}
-    set {_exitCode = newValue}
+    get {_storage._exitCode ?? 0}
+    set {_uniqueStorage()._exitCode = newValue}
   }
   /// Returns true if `exitCode` has been explicitly set.
-  public var hasExitCode: Bool {self._exitCode != nil}
+  public var hasExitCode: Bool {_storage._exitCode != nil}
   /// Clears the value of `exitCode`. Subsequent reads from it will return its default value.
-  public mutating func clearExitCode() {self._exitCode = nil}
+  public mutating func clearExitCode() {_uniqueStorage()._exitCode = nil}
 
   public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_createdAt = newValue}
+    get {_storage._createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createdAt = newValue}
   }
   /// Returns true if `createdAt` has been explicitly set.
-  public var hasCreatedAt: Bool {self._createdAt != nil}
+  public var hasCreatedAt: Bool {_storage._createdAt != nil}
   /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
-  public mutating func clearCreatedAt() {self._createdAt = nil}
+  public mutating func clearCreatedAt() {_uniqueStorage()._createdAt = nil}
 
   public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_updatedAt = newValue}
+    get {_storage._updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._updatedAt = newValue}
   }
   /// Returns true if `updatedAt` has been explicitly set.
-  public var hasUpdatedAt: Bool {self._updatedAt != nil}
+  public var hasUpdatedAt: Bool {_storage._updatedAt != nil}
   /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
-  public mutating func clearUpdatedAt() {self._updatedAt = nil}
+  public mutating func clearUpdatedAt() {_uniqueStorage()._updatedAt = nil}
+
+  /// Not placed before this (a backoff after its slot's failures).
+  public var notBefore: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._notBefore ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._notBefore = newValue}
+  }
+  /// Returns true if `notBefore` has been explicitly set.
+  public var hasNotBefore: Bool {_storage._notBefore != nil}
+  /// Clears the value of `notBefore`. Subsequent reads from it will return its default value.
+  public mutating func clearNotBefore() {_uniqueStorage()._notBefore = nil}
+
+  /// Restarts its agent made under the restart policy.
+  public var restartCount: Int32 {
+    get {_storage._restartCount}
+    set {_uniqueStorage()._restartCount = newValue}
+  }
+
+  /// Failures of its slot in a row before it.
+  public var attempt: Int32 {
+    get {_storage._attempt}
+    set {_uniqueStorage()._attempt = newValue}
+  }
+
+  /// Its container is gone: history.
+  public var removed: Bool {
+    get {_storage._removed}
+    set {_uniqueStorage()._removed = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _exitCode: Int32? = nil
-  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// One node's verdict for the next replica.
@@ -189,70 +661,36 @@ public nonisolated struct Berth_Controller_V1_NodeVerdict: Sendable {
   /// Empty when the node fits.
   public var rejection: String = String()
 
-  /// Higher is preferred.
+  /// Higher is preferred among nodes with as many of the service's replicas.
   public var score: Double = 0
 
   public var chosen: Bool = false
+
+  /// The service's replicas on the node already.
+  public var replicas: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-public nonisolated struct Berth_Controller_V1_CreateServiceRequest: Sendable {
+public nonisolated struct Berth_Controller_V1_CreateServiceRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var spec: Berth_Controller_V1_ServiceSpec {
-    get {_spec ?? Berth_Controller_V1_ServiceSpec()}
-    set {_spec = newValue}
+    get {_storage._spec ?? Berth_Controller_V1_ServiceSpec()}
+    set {_uniqueStorage()._spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
+  public var hasSpec: Bool {_storage._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
-  public var dryRun: Bool = false
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-
-  fileprivate var _spec: Berth_Controller_V1_ServiceSpec? = nil
-}
-
-public nonisolated struct Berth_Controller_V1_CreateServiceResponse: @unchecked Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  /// Absent for a dry run.
-  public var service: Berth_Controller_V1_Service {
-    get {_storage._service ?? Berth_Controller_V1_Service()}
-    set {_uniqueStorage()._service = newValue}
-  }
-  /// Returns true if `service` has been explicitly set.
-  public var hasService: Bool {_storage._service != nil}
-  /// Clears the value of `service`. Subsequent reads from it will return its default value.
-  public mutating func clearService() {_uniqueStorage()._service = nil}
-
-  /// Every node's verdict for the first replica.
-  public var verdicts: [Berth_Controller_V1_NodeVerdict] {
-    get {_storage._verdicts}
-    set {_uniqueStorage()._verdicts = newValue}
-  }
-
-  /// The node of each replica, in slot order.
-  public var placements: [String] {
-    get {_storage._placements}
-    set {_uniqueStorage()._placements = newValue}
-  }
-
-  /// A dry run whose replicas do not all fit: why (a real create fails instead).
-  public var unplaced: String {
-    get {_storage._unplaced}
-    set {_uniqueStorage()._unplaced = newValue}
+  public var dryRun: Bool {
+    get {_storage._dryRun}
+    set {_uniqueStorage()._dryRun = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -260,6 +698,37 @@ public nonisolated struct Berth_Controller_V1_CreateServiceResponse: @unchecked 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Berth_Controller_V1_CreateServiceResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Absent for a dry run.
+  public var service: Berth_Controller_V1_Service {
+    get {_service ?? Berth_Controller_V1_Service()}
+    set {_service = newValue}
+  }
+  /// Returns true if `service` has been explicitly set.
+  public var hasService: Bool {self._service != nil}
+  /// Clears the value of `service`. Subsequent reads from it will return its default value.
+  public mutating func clearService() {self._service = nil}
+
+  /// Every node's verdict for the first replica.
+  public var verdicts: [Berth_Controller_V1_NodeVerdict] = []
+
+  /// The node of each replica, in slot order.
+  public var placements: [String] = []
+
+  /// A dry run whose replicas do not all fit: why (a real create fails instead).
+  public var unplaced: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _service: Berth_Controller_V1_Service? = nil
 }
 
 public nonisolated struct Berth_Controller_V1_ListServicesRequest: Sendable {
@@ -318,33 +787,42 @@ public nonisolated struct Berth_Controller_V1_InspectServiceResponse: Sendable {
   fileprivate var _service: Berth_Controller_V1_Service? = nil
 }
 
-public nonisolated struct Berth_Controller_V1_UpdateServiceRequest: Sendable {
+public nonisolated struct Berth_Controller_V1_UpdateServiceRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var service: String = String()
+  public var service: String {
+    get {_storage._service}
+    set {_uniqueStorage()._service = newValue}
+  }
 
   public var spec: Berth_Controller_V1_ServiceSpec {
-    get {_spec ?? Berth_Controller_V1_ServiceSpec()}
-    set {_spec = newValue}
+    get {_storage._spec ?? Berth_Controller_V1_ServiceSpec()}
+    set {_uniqueStorage()._spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
+  public var hasSpec: Bool {_storage._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
   /// Refused when the service has changed since (0 skips the check).
-  public var expectedVersion: Int64 = 0
+  public var expectedVersion: Int64 {
+    get {_storage._expectedVersion}
+    set {_uniqueStorage()._expectedVersion = newValue}
+  }
 
   /// Roll the replicas over even if the spec is unchanged.
-  public var force: Bool = false
+  public var force: Bool {
+    get {_storage._force}
+    set {_uniqueStorage()._force = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _spec: Berth_Controller_V1_ServiceSpec? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Berth_Controller_V1_UpdateServiceResponse: Sendable {
@@ -435,7 +913,7 @@ public nonisolated struct Berth_Controller_V1_ListReplicasRequest: Sendable {
   /// Empty for every service's.
   public var service: String = String()
 
-  /// Also replicas being shut down.
+  /// Also replicas being shut down, and each slot's history.
   public var all: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -455,13 +933,197 @@ public nonisolated struct Berth_Controller_V1_ListReplicasResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Berth_Controller_V1_RollbackServiceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Controller_V1_RollbackServiceResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: Berth_Controller_V1_Service {
+    get {_service ?? Berth_Controller_V1_Service()}
+    set {_service = newValue}
+  }
+  /// Returns true if `service` has been explicitly set.
+  public var hasService: Bool {self._service != nil}
+  /// Clears the value of `service`. Subsequent reads from it will return its default value.
+  public mutating func clearService() {self._service = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _service: Berth_Controller_V1_Service? = nil
+}
+
+public nonisolated struct Berth_Controller_V1_ServiceLogsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A service (name, ID or ID prefix), or one replica (its ID, ID prefix
+  /// or container name).
+  public var service: String = String()
+
+  public var follow: Bool = false
+
+  /// The last N lines of each replica; absent means all.
+  public var tail: UInt32 {
+    get {_tail ?? 0}
+    set {_tail = newValue}
+  }
+  /// Returns true if `tail` has been explicitly set.
+  public var hasTail: Bool {self._tail != nil}
+  /// Clears the value of `tail`. Subsequent reads from it will return its default value.
+  public mutating func clearTail() {self._tail = nil}
+
+  public var since: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_since ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_since = newValue}
+  }
+  /// Returns true if `since` has been explicitly set.
+  public var hasSince: Bool {self._since != nil}
+  /// Clears the value of `since`. Subsequent reads from it will return its default value.
+  public mutating func clearSince() {self._since = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _tail: UInt32? = nil
+  fileprivate var _since: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Berth_Controller_V1_ServiceLogsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var replicaID: String = String()
+
+  /// SERVICE.SLOT.ID12, as its container is named.
+  public var replicaName: String = String()
+
+  public var nodeID: String = String()
+
+  public var nodeHostname: String = String()
+
+  public var stream: Berth_Agent_V1_LogStream = .unspecified
+
+  public var time: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_time ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_time = newValue}
+  }
+  /// Returns true if `time` has been explicitly set.
+  public var hasTime: Bool {self._time != nil}
+  /// Clears the value of `time`. Subsequent reads from it will return its default value.
+  public mutating func clearTime() {self._time = nil}
+
+  public var line: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _time: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "berth.controller.v1"
 
+nonisolated extension Berth_Controller_V1_ServiceMode: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SERVICE_MODE_UNSPECIFIED\0\u{1}SERVICE_MODE_REPLICATED\0\u{1}SERVICE_MODE_GLOBAL\0\u{1}SERVICE_MODE_REPLICATED_JOB\0\u{1}SERVICE_MODE_GLOBAL_JOB\0")
+}
+
+nonisolated extension Berth_Controller_V1_UpdateOrder: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UPDATE_ORDER_UNSPECIFIED\0\u{1}UPDATE_ORDER_STOP_FIRST\0\u{1}UPDATE_ORDER_START_FIRST\0")
+}
+
+nonisolated extension Berth_Controller_V1_UpdateFailureAction: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UPDATE_FAILURE_ACTION_UNSPECIFIED\0\u{1}UPDATE_FAILURE_ACTION_PAUSE\0\u{1}UPDATE_FAILURE_ACTION_CONTINUE\0\u{1}UPDATE_FAILURE_ACTION_ROLLBACK\0")
+}
+
+nonisolated extension Berth_Controller_V1_UpdateState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UPDATE_STATE_UNSPECIFIED\0\u{1}UPDATE_STATE_UPDATING\0\u{1}UPDATE_STATE_PAUSED\0\u{1}UPDATE_STATE_COMPLETED\0\u{1}UPDATE_STATE_ROLLING_BACK\0\u{1}UPDATE_STATE_ROLLBACK_PAUSED\0\u{1}UPDATE_STATE_ROLLED_BACK\0")
+}
+
+nonisolated extension Berth_Controller_V1_Progress: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROGRESS_UNSPECIFIED\0\u{1}PROGRESS_CONVERGED\0\u{1}PROGRESS_PROGRESSING\0\u{1}PROGRESS_STALLED\0")
+}
+
+nonisolated extension Berth_Controller_V1_UpdatePolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdatePolicy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}parallelism\0\u{3}delay_ms\0\u{3}monitor_ms\0\u{1}order\0\u{3}failure_action\0\u{3}max_failure_ratio\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.parallelism) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.delayMs) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self._monitorMs) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.order) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.failureAction) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.maxFailureRatio) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.parallelism != 0 {
+      try visitor.visitSingularInt32Field(value: self.parallelism, fieldNumber: 1)
+    }
+    if self.delayMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.delayMs, fieldNumber: 2)
+    }
+    try { if let v = self._monitorMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 3)
+    } }()
+    if self.order != .unspecified {
+      try visitor.visitSingularEnumField(value: self.order, fieldNumber: 4)
+    }
+    if self.failureAction != .unspecified {
+      try visitor.visitSingularEnumField(value: self.failureAction, fieldNumber: 5)
+    }
+    if self.maxFailureRatio.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.maxFailureRatio, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_UpdatePolicy, rhs: Berth_Controller_V1_UpdatePolicy) -> Bool {
+    if lhs.parallelism != rhs.parallelism {return false}
+    if lhs.delayMs != rhs.delayMs {return false}
+    if lhs._monitorMs != rhs._monitorMs {return false}
+    if lhs.order != rhs.order {return false}
+    if lhs.failureAction != rhs.failureAction {return false}
+    if lhs.maxFailureRatio != rhs.maxFailureRatio {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}replicas\0\u{1}container\0\u{1}constraints\0\u{3}placement_preferences\0\u{3}update_parallelism\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}replicas\0\u{1}container\0\u{1}constraints\0\u{3}placement_preferences\0\u{3}update_parallelism\0\u{1}mode\0\u{3}max_concurrent\0\u{3}max_replicas_per_node\0\u{1}update\0\u{3}stop_after_disconnect_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -475,6 +1137,11 @@ nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.constraints) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.placementPreferences) }()
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.updateParallelism) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.mode) }()
+      case 8: try { try decoder.decodeSingularInt32Field(value: &self.maxConcurrent) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.maxReplicasPerNode) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._update) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self._stopAfterDisconnectMs) }()
       default: break
       }
     }
@@ -503,6 +1170,21 @@ nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, Sw
     if self.updateParallelism != 0 {
       try visitor.visitSingularInt32Field(value: self.updateParallelism, fieldNumber: 6)
     }
+    if self.mode != .unspecified {
+      try visitor.visitSingularEnumField(value: self.mode, fieldNumber: 7)
+    }
+    if self.maxConcurrent != 0 {
+      try visitor.visitSingularInt32Field(value: self.maxConcurrent, fieldNumber: 8)
+    }
+    if self.maxReplicasPerNode != 0 {
+      try visitor.visitSingularInt32Field(value: self.maxReplicasPerNode, fieldNumber: 9)
+    }
+    try { if let v = self._update {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
+    try { if let v = self._stopAfterDisconnectMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -513,6 +1195,65 @@ nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, Sw
     if lhs.constraints != rhs.constraints {return false}
     if lhs.placementPreferences != rhs.placementPreferences {return false}
     if lhs.updateParallelism != rhs.updateParallelism {return false}
+    if lhs.mode != rhs.mode {return false}
+    if lhs.maxConcurrent != rhs.maxConcurrent {return false}
+    if lhs.maxReplicasPerNode != rhs.maxReplicasPerNode {return false}
+    if lhs._update != rhs._update {return false}
+    if lhs._stopAfterDisconnectMs != rhs._stopAfterDisconnectMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}started_at\0\u{3}completed_at\0\u{1}message\0\u{1}failed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._startedAt) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._completedAt) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.failed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
+    }
+    try { if let v = self._startedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._completedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 4)
+    }
+    if self.failed != false {
+      try visitor.visitSingularBoolField(value: self.failed, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_UpdateStatus, rhs: Berth_Controller_V1_UpdateStatus) -> Bool {
+    if lhs.state != rhs.state {return false}
+    if lhs._startedAt != rhs._startedAt {return false}
+    if lhs._completedAt != rhs._completedAt {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.failed != rhs.failed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -520,63 +1261,181 @@ nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, Sw
 
 nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Service"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}created_at\0\u{3}updated_at\0\u{1}message\0\u{1}running\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}created_at\0\u{3}updated_at\0\u{1}message\0\u{1}running\0\u{1}revision\0\u{3}previous_spec\0\u{3}previous_version\0\u{3}update_status\0\u{1}desired\0\u{1}updated\0\u{1}pending\0\u{1}completed\0\u{1}progress\0\u{3}progress_message\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _spec: Berth_Controller_V1_ServiceSpec? = nil
+    var _version: Int64 = 0
+    var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _message: String = String()
+    var _running: Int32 = 0
+    var _revision: Int64 = 0
+    var _previousSpec: Berth_Controller_V1_ServiceSpec? = nil
+    var _previousVersion: Int64 = 0
+    var _updateStatus: Berth_Controller_V1_UpdateStatus? = nil
+    var _desired: Int32 = 0
+    var _updated: Int32 = 0
+    var _pending: Int32 = 0
+    var _completed: Int32 = 0
+    var _progress: Berth_Controller_V1_Progress = .unspecified
+    var _progressMessage: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _spec = source._spec
+      _version = source._version
+      _createdAt = source._createdAt
+      _updatedAt = source._updatedAt
+      _message = source._message
+      _running = source._running
+      _revision = source._revision
+      _previousSpec = source._previousSpec
+      _previousVersion = source._previousVersion
+      _updateStatus = source._updateStatus
+      _desired = source._desired
+      _updated = source._updated
+      _pending = source._pending
+      _completed = source._completed
+      _progress = source._progress
+      _progressMessage = source._progressMessage
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.message) }()
-      case 7: try { try decoder.decodeSingularInt32Field(value: &self.running) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._version) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._createdAt) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._updatedAt) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._message) }()
+        case 7: try { try decoder.decodeSingularInt32Field(value: &_storage._running) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._revision) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._previousSpec) }()
+        case 10: try { try decoder.decodeSingularInt64Field(value: &_storage._previousVersion) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._updateStatus) }()
+        case 12: try { try decoder.decodeSingularInt32Field(value: &_storage._desired) }()
+        case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._updated) }()
+        case 14: try { try decoder.decodeSingularInt32Field(value: &_storage._pending) }()
+        case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._completed) }()
+        case 16: try { try decoder.decodeSingularEnumField(value: &_storage._progress) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._progressMessage) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
-    }
-    try { if let v = self._spec {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    if self.version != 0 {
-      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 3)
-    }
-    try { if let v = self._createdAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    try { if let v = self._updatedAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.message.isEmpty {
-      try visitor.visitSingularStringField(value: self.message, fieldNumber: 6)
-    }
-    if self.running != 0 {
-      try visitor.visitSingularInt32Field(value: self.running, fieldNumber: 7)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      try { if let v = _storage._spec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      if _storage._version != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._version, fieldNumber: 3)
+      }
+      try { if let v = _storage._createdAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._updatedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._message.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._message, fieldNumber: 6)
+      }
+      if _storage._running != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._running, fieldNumber: 7)
+      }
+      if _storage._revision != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._revision, fieldNumber: 8)
+      }
+      try { if let v = _storage._previousSpec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      if _storage._previousVersion != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._previousVersion, fieldNumber: 10)
+      }
+      try { if let v = _storage._updateStatus {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      if _storage._desired != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._desired, fieldNumber: 12)
+      }
+      if _storage._updated != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._updated, fieldNumber: 13)
+      }
+      if _storage._pending != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._pending, fieldNumber: 14)
+      }
+      if _storage._completed != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._completed, fieldNumber: 15)
+      }
+      if _storage._progress != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._progress, fieldNumber: 16)
+      }
+      if !_storage._progressMessage.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._progressMessage, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_Service, rhs: Berth_Controller_V1_Service) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs._spec != rhs._spec {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs._createdAt != rhs._createdAt {return false}
-    if lhs._updatedAt != rhs._updatedAt {return false}
-    if lhs.message != rhs.message {return false}
-    if lhs.running != rhs.running {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._createdAt != rhs_storage._createdAt {return false}
+        if _storage._updatedAt != rhs_storage._updatedAt {return false}
+        if _storage._message != rhs_storage._message {return false}
+        if _storage._running != rhs_storage._running {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._previousSpec != rhs_storage._previousSpec {return false}
+        if _storage._previousVersion != rhs_storage._previousVersion {return false}
+        if _storage._updateStatus != rhs_storage._updateStatus {return false}
+        if _storage._desired != rhs_storage._desired {return false}
+        if _storage._updated != rhs_storage._updated {return false}
+        if _storage._pending != rhs_storage._pending {return false}
+        if _storage._completed != rhs_storage._completed {return false}
+        if _storage._progress != rhs_storage._progress {return false}
+        if _storage._progressMessage != rhs_storage._progressMessage {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -584,98 +1443,188 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replica"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_name\0\u{1}slot\0\u{1}version\0\u{3}node_id\0\u{3}node_hostname\0\u{3}container_name\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at\0\u{3}updated_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_name\0\u{1}slot\0\u{1}version\0\u{3}node_id\0\u{3}node_hostname\0\u{3}container_name\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at\0\u{3}updated_at\0\u{3}not_before\0\u{3}restart_count\0\u{1}attempt\0\u{1}removed\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _serviceID: String = String()
+    var _serviceName: String = String()
+    var _slot: Int32 = 0
+    var _version: Int64 = 0
+    var _nodeID: String = String()
+    var _nodeHostname: String = String()
+    var _containerName: String = String()
+    var _desiredState: String = String()
+    var _state: String = String()
+    var _message: String = String()
+    var _exitCode: Int32? = nil
+    var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _notBefore: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _restartCount: Int32 = 0
+    var _attempt: Int32 = 0
+    var _removed: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _serviceID = source._serviceID
+      _serviceName = source._serviceName
+      _slot = source._slot
+      _version = source._version
+      _nodeID = source._nodeID
+      _nodeHostname = source._nodeHostname
+      _containerName = source._containerName
+      _desiredState = source._desiredState
+      _state = source._state
+      _message = source._message
+      _exitCode = source._exitCode
+      _createdAt = source._createdAt
+      _updatedAt = source._updatedAt
+      _notBefore = source._notBefore
+      _restartCount = source._restartCount
+      _attempt = source._attempt
+      _removed = source._removed
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.serviceID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.serviceName) }()
-      case 4: try { try decoder.decodeSingularInt32Field(value: &self.slot) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.nodeHostname) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.containerName) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.desiredState) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.state) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.message) }()
-      case 12: try { try decoder.decodeSingularInt32Field(value: &self._exitCode) }()
-      case 13: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
-      case 14: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._serviceID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._serviceName) }()
+        case 4: try { try decoder.decodeSingularInt32Field(value: &_storage._slot) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._version) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._nodeHostname) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._containerName) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._desiredState) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._message) }()
+        case 12: try { try decoder.decodeSingularInt32Field(value: &_storage._exitCode) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._createdAt) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._updatedAt) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._notBefore) }()
+        case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._restartCount) }()
+        case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._attempt) }()
+        case 18: try { try decoder.decodeSingularBoolField(value: &_storage._removed) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._serviceID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._serviceID, fieldNumber: 2)
+      }
+      if !_storage._serviceName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._serviceName, fieldNumber: 3)
+      }
+      if _storage._slot != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._slot, fieldNumber: 4)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._version, fieldNumber: 5)
+      }
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 6)
+      }
+      if !_storage._nodeHostname.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeHostname, fieldNumber: 7)
+      }
+      if !_storage._containerName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._containerName, fieldNumber: 8)
+      }
+      if !_storage._desiredState.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._desiredState, fieldNumber: 9)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 10)
+      }
+      if !_storage._message.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._message, fieldNumber: 11)
+      }
+      try { if let v = _storage._exitCode {
+        try visitor.visitSingularInt32Field(value: v, fieldNumber: 12)
+      } }()
+      try { if let v = _storage._createdAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._updatedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
+      try { if let v = _storage._notBefore {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
+      if _storage._restartCount != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._restartCount, fieldNumber: 16)
+      }
+      if _storage._attempt != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._attempt, fieldNumber: 17)
+      }
+      if _storage._removed != false {
+        try visitor.visitSingularBoolField(value: _storage._removed, fieldNumber: 18)
+      }
     }
-    if !self.serviceID.isEmpty {
-      try visitor.visitSingularStringField(value: self.serviceID, fieldNumber: 2)
-    }
-    if !self.serviceName.isEmpty {
-      try visitor.visitSingularStringField(value: self.serviceName, fieldNumber: 3)
-    }
-    if self.slot != 0 {
-      try visitor.visitSingularInt32Field(value: self.slot, fieldNumber: 4)
-    }
-    if self.version != 0 {
-      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 5)
-    }
-    if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 6)
-    }
-    if !self.nodeHostname.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeHostname, fieldNumber: 7)
-    }
-    if !self.containerName.isEmpty {
-      try visitor.visitSingularStringField(value: self.containerName, fieldNumber: 8)
-    }
-    if !self.desiredState.isEmpty {
-      try visitor.visitSingularStringField(value: self.desiredState, fieldNumber: 9)
-    }
-    if !self.state.isEmpty {
-      try visitor.visitSingularStringField(value: self.state, fieldNumber: 10)
-    }
-    if !self.message.isEmpty {
-      try visitor.visitSingularStringField(value: self.message, fieldNumber: 11)
-    }
-    try { if let v = self._exitCode {
-      try visitor.visitSingularInt32Field(value: v, fieldNumber: 12)
-    } }()
-    try { if let v = self._createdAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    } }()
-    try { if let v = self._updatedAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_Replica, rhs: Berth_Controller_V1_Replica) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.serviceID != rhs.serviceID {return false}
-    if lhs.serviceName != rhs.serviceName {return false}
-    if lhs.slot != rhs.slot {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.nodeHostname != rhs.nodeHostname {return false}
-    if lhs.containerName != rhs.containerName {return false}
-    if lhs.desiredState != rhs.desiredState {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.message != rhs.message {return false}
-    if lhs._exitCode != rhs._exitCode {return false}
-    if lhs._createdAt != rhs._createdAt {return false}
-    if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._serviceID != rhs_storage._serviceID {return false}
+        if _storage._serviceName != rhs_storage._serviceName {return false}
+        if _storage._slot != rhs_storage._slot {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._nodeHostname != rhs_storage._nodeHostname {return false}
+        if _storage._containerName != rhs_storage._containerName {return false}
+        if _storage._desiredState != rhs_storage._desiredState {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._message != rhs_storage._message {return false}
+        if _storage._exitCode != rhs_storage._exitCode {return false}
+        if _storage._createdAt != rhs_storage._createdAt {return false}
+        if _storage._updatedAt != rhs_storage._updatedAt {return false}
+        if _storage._notBefore != rhs_storage._notBefore {return false}
+        if _storage._restartCount != rhs_storage._restartCount {return false}
+        if _storage._attempt != rhs_storage._attempt {return false}
+        if _storage._removed != rhs_storage._removed {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -683,7 +1632,7 @@ nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Berth_Controller_V1_NodeVerdict: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeVerdict"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}hostname\0\u{1}rejection\0\u{1}score\0\u{1}chosen\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}hostname\0\u{1}rejection\0\u{1}score\0\u{1}chosen\0\u{1}replicas\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -696,6 +1645,7 @@ nonisolated extension Berth_Controller_V1_NodeVerdict: SwiftProtobuf.Message, Sw
       case 3: try { try decoder.decodeSingularStringField(value: &self.rejection) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.chosen) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
       default: break
       }
     }
@@ -717,6 +1667,9 @@ nonisolated extension Berth_Controller_V1_NodeVerdict: SwiftProtobuf.Message, Sw
     if self.chosen != false {
       try visitor.visitSingularBoolField(value: self.chosen, fieldNumber: 5)
     }
+    if self.replicas != 0 {
+      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -726,6 +1679,7 @@ nonisolated extension Berth_Controller_V1_NodeVerdict: SwiftProtobuf.Message, Sw
     if lhs.rejection != rhs.rejection {return false}
     if lhs.score != rhs.score {return false}
     if lhs.chosen != rhs.chosen {return false}
+    if lhs.replicas != rhs.replicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -735,50 +1689,9 @@ nonisolated extension Berth_Controller_V1_CreateServiceRequest: SwiftProtobuf.Me
   public static let protoMessageName: String = _protobuf_package + ".CreateServiceRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}dry_run\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._spec {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if self.dryRun != false {
-      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 2)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Berth_Controller_V1_CreateServiceRequest, rhs: Berth_Controller_V1_CreateServiceRequest) -> Bool {
-    if lhs._spec != rhs._spec {return false}
-    if lhs.dryRun != rhs.dryRun {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Berth_Controller_V1_CreateServiceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CreateServiceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}verdicts\0\u{1}placements\0\u{1}unplaced\0")
-
   fileprivate class _StorageClass {
-    var _service: Berth_Controller_V1_Service? = nil
-    var _verdicts: [Berth_Controller_V1_NodeVerdict] = []
-    var _placements: [String] = []
-    var _unplaced: String = String()
+    var _spec: Berth_Controller_V1_ServiceSpec? = nil
+    var _dryRun: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -789,10 +1702,8 @@ nonisolated extension Berth_Controller_V1_CreateServiceResponse: SwiftProtobuf.M
     private init() {}
 
     init(copying source: _StorageClass) {
-      _service = source._service
-      _verdicts = source._verdicts
-      _placements = source._placements
-      _unplaced = source._unplaced
+      _spec = source._spec
+      _dryRun = source._dryRun
     }
   }
 
@@ -811,10 +1722,8 @@ nonisolated extension Berth_Controller_V1_CreateServiceResponse: SwiftProtobuf.M
         // allocates stack space for every case branch when no optimizations are
         // enabled. https://github.com/apple/swift-protobuf/issues/1034
         switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._service) }()
-        case 2: try { try decoder.decodeRepeatedMessageField(value: &_storage._verdicts) }()
-        case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._placements) }()
-        case 4: try { try decoder.decodeSingularStringField(value: &_storage._unplaced) }()
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._dryRun) }()
         default: break
         }
       }
@@ -827,35 +1736,76 @@ nonisolated extension Berth_Controller_V1_CreateServiceResponse: SwiftProtobuf.M
       // allocates stack space for every if/case branch local when no optimizations
       // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
       // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._service {
+      try { if let v = _storage._spec {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
       } }()
-      if !_storage._verdicts.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._verdicts, fieldNumber: 2)
-      }
-      if !_storage._placements.isEmpty {
-        try visitor.visitRepeatedStringField(value: _storage._placements, fieldNumber: 3)
-      }
-      if !_storage._unplaced.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._unplaced, fieldNumber: 4)
+      if _storage._dryRun != false {
+        try visitor.visitSingularBoolField(value: _storage._dryRun, fieldNumber: 2)
       }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Berth_Controller_V1_CreateServiceResponse, rhs: Berth_Controller_V1_CreateServiceResponse) -> Bool {
+  public static func ==(lhs: Berth_Controller_V1_CreateServiceRequest, rhs: Berth_Controller_V1_CreateServiceRequest) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
         let rhs_storage = _args.1
-        if _storage._service != rhs_storage._service {return false}
-        if _storage._verdicts != rhs_storage._verdicts {return false}
-        if _storage._placements != rhs_storage._placements {return false}
-        if _storage._unplaced != rhs_storage._unplaced {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._dryRun != rhs_storage._dryRun {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_CreateServiceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreateServiceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}verdicts\0\u{1}placements\0\u{1}unplaced\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._service) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.verdicts) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.placements) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.unplaced) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._service {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.verdicts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.verdicts, fieldNumber: 2)
+    }
+    if !self.placements.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.placements, fieldNumber: 3)
+    }
+    if !self.unplaced.isEmpty {
+      try visitor.visitSingularStringField(value: self.unplaced, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_CreateServiceResponse, rhs: Berth_Controller_V1_CreateServiceResponse) -> Bool {
+    if lhs._service != rhs._service {return false}
+    if lhs.verdicts != rhs.verdicts {return false}
+    if lhs.placements != rhs.placements {return false}
+    if lhs.unplaced != rhs.unplaced {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -978,46 +1928,88 @@ nonisolated extension Berth_Controller_V1_UpdateServiceRequest: SwiftProtobuf.Me
   public static let protoMessageName: String = _protobuf_package + ".UpdateServiceRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}spec\0\u{3}expected_version\0\u{1}force\0")
 
+  fileprivate class _StorageClass {
+    var _service: String = String()
+    var _spec: Berth_Controller_V1_ServiceSpec? = nil
+    var _expectedVersion: Int64 = 0
+    var _force: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _service = source._service
+      _spec = source._spec
+      _expectedVersion = source._expectedVersion
+      _force = source._force
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.expectedVersion) }()
-      case 4: try { try decoder.decodeSingularBoolField(value: &self.force) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._service) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._expectedVersion) }()
+        case 4: try { try decoder.decodeSingularBoolField(value: &_storage._force) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.service.isEmpty {
-      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
-    }
-    try { if let v = self._spec {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    if self.expectedVersion != 0 {
-      try visitor.visitSingularInt64Field(value: self.expectedVersion, fieldNumber: 3)
-    }
-    if self.force != false {
-      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 4)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._service.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._service, fieldNumber: 1)
+      }
+      try { if let v = _storage._spec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      if _storage._expectedVersion != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._expectedVersion, fieldNumber: 3)
+      }
+      if _storage._force != false {
+        try visitor.visitSingularBoolField(value: _storage._force, fieldNumber: 4)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_UpdateServiceRequest, rhs: Berth_Controller_V1_UpdateServiceRequest) -> Bool {
-    if lhs.service != rhs.service {return false}
-    if lhs._spec != rhs._spec {return false}
-    if lhs.expectedVersion != rhs.expectedVersion {return false}
-    if lhs.force != rhs.force {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._service != rhs_storage._service {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._expectedVersion != rhs_storage._expectedVersion {return false}
+        if _storage._force != rhs_storage._force {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1246,6 +2238,183 @@ nonisolated extension Berth_Controller_V1_ListReplicasResponse: SwiftProtobuf.Me
 
   public static func ==(lhs: Berth_Controller_V1_ListReplicasResponse, rhs: Berth_Controller_V1_ListReplicasResponse) -> Bool {
     if lhs.replicas != rhs.replicas {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_RollbackServiceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RollbackServiceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_RollbackServiceRequest, rhs: Berth_Controller_V1_RollbackServiceRequest) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_RollbackServiceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RollbackServiceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._service) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._service {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_RollbackServiceResponse, rhs: Berth_Controller_V1_RollbackServiceResponse) -> Bool {
+    if lhs._service != rhs._service {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_ServiceLogsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceLogsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}follow\0\u{1}tail\0\u{1}since\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._tail) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._since) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 2)
+    }
+    try { if let v = self._tail {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._since {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_ServiceLogsRequest, rhs: Berth_Controller_V1_ServiceLogsRequest) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs._tail != rhs._tail {return false}
+    if lhs._since != rhs._since {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_ServiceLogsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceLogsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{3}replica_name\0\u{3}node_id\0\u{3}node_hostname\0\u{1}stream\0\u{1}time\0\u{1}line\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.replicaID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.replicaName) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.nodeHostname) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._time) }()
+      case 7: try { try decoder.decodeSingularBytesField(value: &self.line) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.replicaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.replicaID, fieldNumber: 1)
+    }
+    if !self.replicaName.isEmpty {
+      try visitor.visitSingularStringField(value: self.replicaName, fieldNumber: 2)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 3)
+    }
+    if !self.nodeHostname.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeHostname, fieldNumber: 4)
+    }
+    if self.stream != .unspecified {
+      try visitor.visitSingularEnumField(value: self.stream, fieldNumber: 5)
+    }
+    try { if let v = self._time {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if !self.line.isEmpty {
+      try visitor.visitSingularBytesField(value: self.line, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_ServiceLogsResponse, rhs: Berth_Controller_V1_ServiceLogsResponse) -> Bool {
+    if lhs.replicaID != rhs.replicaID {return false}
+    if lhs.replicaName != rhs.replicaName {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.nodeHostname != rhs.nodeHostname {return false}
+    if lhs.stream != rhs.stream {return false}
+    if lhs._time != rhs._time {return false}
+    if lhs.line != rhs.line {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,68 @@
+import BerthModel
+import Foundation
+import Testing
+
+@Suite("the cluster's model: durations, shell words, service specs")
+struct ClusterModelTests {
+    @Test("durations as docker spells them; anything else is a clear error")
+    func durations() throws {
+        for (text, seconds) in [("5s", 5.0), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5s", 1.5), ("0", 0), ("250us", 0.00025)] {
+            #expect(try DurationText.seconds(parsing: text, for: "--update-delay") == seconds, "\(text)")
+        }
+        for bad in ["", "5", "5x", "s", "-1s", "1m30"] {
+            #expect(throws: BerthError.self, "\(bad)") { try DurationText.seconds(parsing: bad, for: "--update-delay") }
+        }
+        do {
+            _ = try DurationText.seconds(parsing: "5x", for: "--update-monitor")
+        } catch let error as BerthError {
+            #expect(error.message == "--update-monitor \"5x\": expected a duration like 10s, 1m30s or 500ms")
+        }
+        #expect(DurationText.format(90) == "1m30s" && DurationText.format(0.25) == "250ms" && DurationText.format(5) == "5s" && DurationText.format(0) == "0s")
+    }
+
+    @Test("--args is split as a shell splits words")
+    func shellWords() throws {
+        #expect(try ShellWords.split("sh -c 'sleep 2; exit 1'") == ["sh", "-c", "sleep 2; exit 1"])
+        #expect(try ShellWords.split(#"echo "a \"b\" c" d\ e"#) == ["echo", #"a "b" c"#, "d e"])
+        #expect(try ShellWords.split("  spaced   out  ") == ["spaced", "out"])
+        #expect(try ShellWords.split("''") == [""])
+        #expect(try ShellWords.split(#""\n is kept""#) == [#"\n is kept"#])
+        #expect(throws: BerthError.self) { try ShellWords.split("sh -c 'open") }
+        #expect(throws: BerthError.self) { try ShellWords.split(#"echo "open"#) }
+        #expect(throws: BerthError.self) { try ShellWords.split("trailing \\") }
+    }
+
+    @Test("a service spec stored before modes and update policies reads with their defaults")
+    func legacySpec() throws {
+        let json = #"{"name":"web","replicas":3,"container":{"image":"busybox","command":[],"env":[],"labels":{},"resources":{},"mounts":[],"ports":[],"publishAll":false,"network":"bridge","networkAliases":[],"restartPolicy":"always","readOnlyRootfs":false,"initProcess":false,"capAdd":[],"capDrop":[],"securityOpts":[],"tty":false,"openStdin":false,"autoRemove":false,"ulimits":[]},"constraints":[],"placementPreferences":[],"updateParallelism":2}"#
+        let spec = try BerthJSON.decoder().decode(ServiceSpec.self, from: Data(json.utf8))
+        #expect(spec.mode == .replicated && spec.update == UpdatePolicy(parallelism: 2) && spec.maxReplicasPerNode == 0 && spec.stopAfterDisconnect == nil)
+        let again = try BerthJSON.decoder().decode(ServiceSpec.self, from: BerthJSON.encoder().encode(spec))
+        #expect(again == spec)
+    }
+
+    @Test("a spec a service cannot have is refused, saying why")
+    func validation() {
+        let container = ContainerSpec(image: "busybox")
+        let cases: [(ServiceSpec, String)] = [
+            (ServiceSpec(name: "web", maxConcurrent: 2, container: container), "--max-concurrent: only for --mode replicated-job"),
+            (ServiceSpec(name: "web", mode: .global, container: container, maxReplicasPerNode: 1), "a global service has one replica per node"),
+            (ServiceSpec(name: "web", container: container, update: UpdatePolicy(maxFailureRatio: 1.5)), "from 0 to 1"),
+            (ServiceSpec(name: "web", container: container, update: UpdatePolicy(parallelism: 0)), "--update-parallelism 0: at least 1"),
+            (ServiceSpec(name: "web", container: container, stopAfterDisconnect: 0), "--stop-after-disconnect"),
+            (ServiceSpec(name: "web", container: container, maxReplicasPerNode: -1), "--replicas-max-per-node"),
+        ]
+        for (spec, message) in cases {
+            do {
+                try spec.validate()
+                Issue.record("\(spec) was taken")
+            } catch let error as BerthError {
+                #expect(error.code == .invalidArgument && error.message.contains(message), "\(error.message)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+        #expect(throws: BerthError.self) { try ServiceMode(parsing: "daemon") }
+        #expect(throws: BerthError.self) { try UpdatePolicy.FailureAction(parsing: "retry") }
+    }
+}
