@@ -431,7 +431,7 @@ enum LogTail {
             var lines = Int(last?.lines ?? 0)
             var unfinished = false
             while let record = cursor.next() {
-                lines += LineCount.breaks(record.payload)
+                lines += ContainerLogFormat.lineBreaks(record.payload)
                 if let final = record.payload.last { unfinished = final != 10 }
             }
             if fileIndex == newest && unfinished { lines += 1 }
@@ -455,20 +455,5 @@ enum LogTail {
             if case .text = cursors[fileIndex].format { return (fileIndex, 0, 0) }
         }
         return (0, cursors[0].firstRecordOffset, 0)
-    }
-}
-
-enum LineCount {
-    static func breaks(_ bytes: [UInt8]) -> Int {
-        bytes.withUnsafeBytes { raw in
-            guard let base = raw.baseAddress else { return 0 }
-            var offset = 0
-            var count = 0
-            while offset < raw.count, let hit = memchr(base + offset, 10, raw.count - offset) {
-                count += 1
-                offset = base.distance(to: UnsafeRawPointer(hit)) + 1
-            }
-            return count
-        }
     }
 }

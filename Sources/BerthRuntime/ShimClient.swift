@@ -88,39 +88,42 @@ public struct ShimClient: Sendable {
     /// - Throws: `BerthError.unavailable` when the shim does not answer;
     ///   `BerthError.cancelled` when the task waiting is cancelled.
     public func request(_ request: ShimRequest) async throws -> LineRecord {
-        var path = socketPath
-        // sun_path holds 107 bytes; reach a long path through a descriptor of its directory.
-        var dirfd: Int32 = -1
-        if path.utf8.count > 100 {
-            dirfd = open(bundleDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if dirfd >= 0 { path = "/proc/self/fd/\(dirfd)/shim.sock" }
-        }
-        defer { if dirfd >= 0 { close(dirfd) } }
-        let connectPath = path
         if request != .wait {
             return try await Blocking.run {
-                try send(request, at: connectPath).flatMap { fd in
+                try send(request).flatMap { fd in
                     defer { close(fd) }
                     return readReply(fd, blocking: true)
                 }.get()
             }
         }
-        return try await awaitReply(try await Blocking.run { try send(request, at: connectPath).get() })
+        return try await awaitReply(try await Blocking.run { try send(request).get() })
     }
 
     private func unanswered(_ operation: String, _ error: Int32) -> BerthError {
         BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: SystemError(operation, errno: error))
     }
 
-    /// Connects and writes the request; the connection, whose reads time out.
-    private func send(_ request: ShimRequest, at path: String) -> Result<Int32, BerthError> {
+    /// Connects and writes the request, with `fds` attached (SCM_RIGHTS);
+    /// the connection, whose reads time out. Blocking.
+    private func send(_ request: ShimRequest, fds: [Int32] = []) -> Result<Int32, BerthError> {
+        // sun_path holds 107 bytes; reach a long path through a descriptor of its directory.
+        var path = socketPath
+        var dirfd: Int32 = -1
+        if path.utf8.count > 100 {
+            dirfd = open(bundleDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dirfd >= 0 { path = "/proc/self/fd/\(dirfd)/shim.sock" }
+        }
+        defer { if dirfd >= 0 { close(dirfd) } }
         let fd = berth_unix_connect(path, Self.quickRequestTimeout)
         guard fd >= 0 else { return .failure(unanswered("connect", errno)) }
         let line = Array((request.line + "\n").utf8)
-        guard berth_write_all(fd, line, line.count) == 0 else {
+        let sent = line.withUnsafeBytes { bytes in
+            fds.withUnsafeBufferPointer { berth_send_with_fds(fd, bytes.baseAddress, bytes.count, $0.baseAddress, Int32(fds.count)) }
+        }
+        guard sent == 0 else {
             let error = errno
             close(fd)
-            return .failure(unanswered("write", error))
+            return .failure(unanswered("sendmsg", error))
         }
         return .success(fd)
     }
@@ -207,24 +210,11 @@ public struct ShimClient: Sendable {
     public func exec(_ exec: ShimExec, id: String, stdio: [Int32]) async throws -> (start: ShimStart, process: ShimExecProcess?) {
         let file = ShimExec.file(id, in: bundleDir)
         try AtomicFile.write(Array(exec.record.text.utf8), to: file, mode: 0o600, durable: false)
-        let path = socketPath
-        let bundle = bundleDir
         let outcome: Result<(ShimStart, ShimExecProcess?), BerthError> = try await Blocking.run {
-            var dirfd: Int32 = -1
-            var connectPath = path
-            if path.utf8.count > 100 {
-                dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if dirfd >= 0 { connectPath = "/proc/self/fd/\(dirfd)/shim.sock" }
-            }
-            defer { if dirfd >= 0 { close(dirfd) } }
-            let fd = berth_unix_connect(connectPath, Self.quickRequestTimeout)
-            guard fd >= 0 else { return .failure(unanswered("connect", errno)) }
-            let line = Array((ShimRequest.exec(id: id).line + "\n").utf8)
-            let sent = line.withUnsafeBytes { bytes in stdio.withUnsafeBufferPointer { berth_send_with_fds(fd, bytes.baseAddress, bytes.count, $0.baseAddress, Int32(stdio.count)) } }
-            guard sent == 0 else {
-                let error = errno
-                close(fd)
-                return .failure(unanswered("sendmsg", error))
+            let fd: Int32
+            switch send(.exec(id: id), fds: stdio) {
+            case .success(let connected): fd = connected
+            case .failure(let error): return .failure(error)
             }
             var received: [UInt8] = []
             var passed: [Int32] = []
@@ -284,26 +274,7 @@ extension ShimClient {
     /// - Throws: `BerthError.unavailable` when the shim does not answer, or
     ///   goes away before the end; what `deliver` throws.
     public func followOutput(_ deliver: (OutputChunk) async throws -> Void) async throws {
-        let path = socketPath
-        let bundle = bundleDir
-        let fd: Int32 = try await Blocking.run {
-            var dirfd: Int32 = -1
-            var connectPath = path
-            if path.utf8.count > 100 {
-                dirfd = open(bundle, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if dirfd >= 0 { connectPath = "/proc/self/fd/\(dirfd)/shim.sock" }
-            }
-            defer { if dirfd >= 0 { close(dirfd) } }
-            let fd = berth_unix_connect(connectPath, Self.quickRequestTimeout)
-            guard fd >= 0 else { throw unanswered("connect", errno) }
-            let line = Array((ShimRequest.attach.line + "\n").utf8)
-            guard berth_write_all(fd, line, line.count) == 0 else {
-                let error = errno
-                close(fd)
-                throw unanswered("write", error)
-            }
-            return fd
-        }
+        let fd: Int32 = try await Blocking.run { try send(.attach).get() }
         // A channel of its own on the event loops: it reads only while its
         // few buffers are taken (NIOAsyncChannel's back-pressure), so the
         // socket fills when `deliver` is slow, and the shim waits.

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The file format of a container's log, as `berth-shim` writes it and the
 /// agent reads it.
 ///
@@ -186,6 +188,20 @@ public enum ContainerLogFormat {
 
     /// `path`'s index file.
     public static func indexPath(_ path: String) -> String { path + ".idx" }
+
+    /// The line breaks in `bytes` (what an index counts).
+    public static func lineBreaks(_ bytes: UnsafeRawBufferPointer) -> Int {
+        guard let base = bytes.baseAddress else { return 0 }
+        var offset = 0
+        var count = 0
+        while offset < bytes.count, let hit = memchr(base + offset, 10, bytes.count - offset) {
+            count += 1
+            offset = base.distance(to: UnsafeRawPointer(hit)) + 1
+        }
+        return count
+    }
+
+    public static func lineBreaks(_ bytes: [UInt8]) -> Int { bytes.withUnsafeBytes { lineBreaks($0) } }
 }
 
 extension [UInt8] {

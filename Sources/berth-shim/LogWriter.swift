@@ -69,7 +69,7 @@ final class LogWriter {
             let decoded = rest.withUnsafeBytes { ContainerLogFormat.decode(UnsafeRawBufferPointer(rebasing: $0[at...]), base: found.base) }
             switch decoded {
             case .record(let record, let size):
-                counted += UInt64(Self.lineBreaks(record.payload))
+                counted += UInt64(ContainerLogFormat.lineBreaks(record.payload))
                 at += size
             case .incomplete, .malformed:
                 break decoding
@@ -161,22 +161,9 @@ final class LogWriter {
         }
         Files.writeAll(fd, prefix, payload)
         size += prefix.count + payload.count
-        lines += UInt64(Self.lineBreaks(payload))
+        lines += UInt64(ContainerLogFormat.lineBreaks(payload))
         if payload.last == 10 { midLine.remove(stream) } else { midLine.insert(stream) }
     }
-
-    static func lineBreaks(_ bytes: UnsafeRawBufferPointer) -> Int {
-        guard let base = bytes.baseAddress else { return 0 }
-        var offset = 0
-        var count = 0
-        while offset < bytes.count, let hit = memchr(base + offset, 10, bytes.count - offset) {
-            count += 1
-            offset = base.distance(to: UnsafeRawPointer(hit)) + 1
-        }
-        return count
-    }
-
-    static func lineBreaks(_ bytes: [UInt8]) -> Int { bytes.withUnsafeBytes { lineBreaks($0) } }
 
     func sync() {
         fsync(fd)
