@@ -42,21 +42,29 @@ public final class RawHTTP2Client: Sendable {
     public init(port: Int? = nil, unixPath: String? = nil, http2: Bool = true, maxSendHeaderBlock: Int = 1 << 20) async throws {
         let store = RecordStore()
         self.store = store
+        // The handler is kept as it is added: the agent may close the
+        // connection (it drops one that stays silent) before a lookup
+        // in the pipeline would find it.
+        let added = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: NIOLoopBound<Handler>.self)
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        Handler(http2: http2, maxSendHeaderBlock: maxSendHeaderBlock, store: store))
+                    let handler = Handler(http2: http2, maxSendHeaderBlock: maxSendHeaderBlock, store: store)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    added.succeed(NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
             }
-        if let unixPath {
-            channel = try await bootstrap.connect(unixDomainSocketPath: unixPath).get()
-        } else {
-            channel = try await bootstrap.connect(host: "127.0.0.1", port: port ?? 0).get()
+        do {
+            if let unixPath {
+                channel = try await bootstrap.connect(unixDomainSocketPath: unixPath).get()
+            } else {
+                channel = try await bootstrap.connect(host: "127.0.0.1", port: port ?? 0).get()
+            }
+        } catch {
+            added.fail(error)
+            throw error
         }
-        self.handler = try await channel.eventLoop.submit { [channel] in
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: Handler.self), eventLoop: channel.eventLoop)
-        }.get()
+        self.handler = try await added.futureResult.get()
     }
 
     /// A snapshot of what was observed so far.

@@ -190,10 +190,11 @@ final class Supervisor {
                     serve(entry.fd)
                 }
             }
-            if exitRecord == nil, pidfd >= 0, outputs.isEmpty {
-                // Output closed before the exit was seen: wait for it now.
-                reap()
-            }
+            // With the output closed, the exit is still waited for by
+            // poll, never by a blocking wait: PID 1 of the container does
+            // not become waitable until every other process of its PID
+            // namespace is reaped, and the shim reaps the processes exec'd
+            // into it (a blocking wait here would wait for itself).
             if exitRecord != nil && outputs.isEmpty { finishExit() }
             // Processes exec'd in the container die with its PID 1; their
             // ends are told, and attached connections get the rest of the
@@ -262,7 +263,7 @@ final class Supervisor {
     private func reap() {
         var code: Int32 = 0
         var status: Int32 = 0
-        guard berth_pidfd_wait(pidfd, &code, &status, 0) == 0 else { return }
+        guard berth_pidfd_wait(pidfd, &code, &status, WNOHANG) == 0 else { return }
         let finished = Files.nowNanos()
         var exit = ShimExit(code: 0, signal: 0, oomKilled: false, finishedAt: finished)
         if code == CLD_EXITED {

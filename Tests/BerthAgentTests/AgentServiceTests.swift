@@ -1,12 +1,13 @@
 import BerthAPI
 import BerthCgroups
 import BerthModel
+import BerthTesting
 import Foundation
 import GRPCCore
 import SwiftProtobuf
 import Testing
 
-@Suite("berth-agent: Node service and process behaviour", .timeLimit(.minutes(5)))
+@Suite("berth-agent: Node service and process behaviour", .ownThreads, .timeLimit(.minutes(5)))
 struct AgentServiceTests {
     @Test("Version and Info describe this host, on the unix socket and on TCP")
     func versionAndInfo() async throws {

@@ -1,9 +1,10 @@
 import BerthModel
+import BerthTesting
 import Foundation
 import Glibc
 import Testing
 
-@Suite("berth CLI against a running agent", .timeLimit(.minutes(5)))
+@Suite("berth CLI against a running agent", .ownThreads, .timeLimit(.minutes(5)))
 struct CLITests {
     static func berth(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
         var env = ProcessInfo.processInfo.environment

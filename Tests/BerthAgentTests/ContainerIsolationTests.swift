@@ -1,10 +1,11 @@
 import BerthAPI
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
 /// Real containers on the real kernel (root): isolation, limits, security.
-@Suite("containers: isolation and limits (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("containers: isolation and limits (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct ContainerIsolationTests {
     @Test("the container is PID 1, sees no host process, has its own hostname and mounts")
     func isolation() async throws {

@@ -1,6 +1,7 @@
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import GRPCCore
 import SwiftProtobuf
@@ -8,7 +9,7 @@ import Testing
 
 /// Container lifecycle on the real kernel (root): stop, pause, restart
 /// policies, removal, live restore, bad input.
-@Suite("containers: lifecycle (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("containers: lifecycle (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct ContainerLifecycleTests {
     @Test("files written in the container vanish at rm; the image is untouched")
     func writableLayer() async throws {

@@ -1,5 +1,6 @@
 @testable import BerthAgent
 import BerthShimProtocol
+import BerthTesting
 import Foundation
 import Synchronization
 import Testing
@@ -7,7 +8,7 @@ import Testing
 /// The log reader on files written here in the shim's format: rotations,
 /// indexes, lines split across reads, the older text format, and a follower
 /// that falls behind.
-@Suite("container logs: the reader")
+@Suite("container logs: the reader", .ownThreads, .ownThreads)
 final class ContainerLogReaderTests {
     let dir: URL
     var path: String { dir.appendingPathComponent("container.log").path }

@@ -1,6 +1,7 @@
 import BerthAgent
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Glibc
 import Testing
@@ -8,7 +9,7 @@ import Testing
 /// Containers on bridge networks: names, published ports, outbound
 /// traffic, and what is left on the host afterwards (nothing). Traffic goes
 /// only to loopback and to the namespaces these tests make.
-@Suite("container networks (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("container networks (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct ContainerNetworkTests {
     /// A static UDP echo server, mounted into containers.
     static let udpEcho: Result<String, HarnessError> = {
@@ -411,7 +412,7 @@ struct ContainerNetworkTests {
     }
 }
 
-@Suite("published ports requested")
+@Suite("published ports requested", .ownThreads, .ownThreads)
 struct RequestedPortsTests {
     @Test("-P adds the image's exposed ports on free host ports, after -p's; IPv6 host addresses and ports without a network are refused")
     func requested() throws {

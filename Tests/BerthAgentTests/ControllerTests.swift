@@ -1,5 +1,6 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
@@ -58,7 +59,7 @@ final class ControllerProcess: @unchecked Sendable {
     }
 }
 
-@Suite("controller: nodes register, heartbeat, go down and come back (processes)", .timeLimit(.minutes(3)))
+@Suite("controller: nodes register, heartbeat, go down and come back (processes)", .ownThreads, .timeLimit(.minutes(3)))
 struct ControllerNodeTests {
     struct NodeRecord: Decodable {
         var id: String

@@ -1,5 +1,6 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import CBerthLinux
 import Foundation
 import Testing
@@ -7,7 +8,7 @@ import Testing
 /// Device nodes in containers, on the real kernel (root): on cgroup v1 the
 /// `devices` controller holds a container to its rules, on cgroup v2 a BPF
 /// program; the same tests run on both (v2 in a VM, below).
-@Suite("containers: devices (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("containers: devices (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct DeviceTests {
     /// A node of a character device number no driver has here (a major
     /// /proc/devices does not list): opening it says ENXIO where the rules
@@ -84,7 +85,7 @@ struct DeviceTests {
 /// found through BERTH_CGROUP2_VM or beside the checkout) by this test
 /// binary itself.
 @Suite(
-    "containers: devices on cgroup v2, in a VM (root)", .enabled(if: Privileges.root && CgroupV2VM.tool != nil && !CgroupV2VM.inside),
+    "containers: devices on cgroup v2, in a VM (root)", .ownThreads, .enabled(if: Privileges.root && CgroupV2VM.tool != nil && !CgroupV2VM.inside),
     .timeLimit(.minutes(12)))
 struct CgroupV2DeviceTests {
     @Test("on cgroup v2, the device program holds containers to the same rules as v1")

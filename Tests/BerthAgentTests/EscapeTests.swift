@@ -1,12 +1,13 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
 /// Every class of container escape that runc and crun have had, tried
 /// against real containers on the real kernel (root). docs/security.md
 /// lists them with the test that covers each.
-@Suite("container escapes (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(10)))
+@Suite("container escapes (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(10)))
 struct EscapeTests {
     /// Strings that would show a host path of Berth's inside a container.
     static let hostMarkers = [BuildProducts.root.path, "/.build/", "berth-shim --"]

@@ -11,7 +11,7 @@ import Testing
 
 /// The event log and `Events.Watch`, on a real database and a real gRPC
 /// server and client (no agent process, no root).
-@Suite("events: the log and Watch", .timeLimit(.minutes(5)))
+@Suite("events: the log and Watch", .ownThreads, .timeLimit(.minutes(5)))
 struct EventsTests {
     static func database(retention: Int = 100_000) throws -> (AgentDatabase, URL) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-events-\(UUID().uuidString.prefix(8))")
@@ -150,7 +150,7 @@ struct EventsTests {
     }
 }
 
-@Suite("events: across an agent restart (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("events: across an agent restart (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct EventsRestartTests {
     @Test("kill -9 of the agent mid-watch: the watcher resumes from its last revision with no gap and no duplicate")
     func resume() async throws {

@@ -1,6 +1,7 @@
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import GRPCCore
 import SwiftProtobuf
@@ -8,7 +9,7 @@ import Synchronization
 import Testing
 
 /// `berth exec` and `Containers.Exec` on real containers.
-@Suite("exec (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("exec (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct ExecTests {
     /// A host with one running container, "box".
     static func host() async throws -> ContainerHost {
@@ -161,6 +162,36 @@ struct ExecTests {
         #expect(try await host.berth(["stop", "-t", "1", "box"]).status == 0)
         let stopped = try await host.berth(["exec", "box", "true"])
         #expect(stopped.status == 1 && stopped.stderr.contains("is not running"), "\(stopped.stderr)")
+    }
+
+    @Test("a process exec'd into a container whose main process exits dies with it, is reported, and the container exits")
+    func outlivedByExec() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let started = try await host.berth(["run", "-d", "--name", "ends", "busybox", "sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done"])
+        #expect(started.status == 0, "\(started.stderr)")
+        let client = ChildProcess(
+            pid: try Processes.spawn(
+                executable: try BuildProducts.executable("berth").path, arguments: ["exec", "ends", "sleep", "300"],
+                environment: host.agent.cliEnvironment().map { "\($0)=\($1)" }))
+        defer {
+            if client.isRunning { kill(client.pid, SIGKILL) }
+            client.waitUntilExit()
+        }
+        var running = false
+        for _ in 0..<100 where !running {
+            running = try await host.berth(["exec", "ends", "ps", "-o", "args"]).stdout.contains("sleep 300")
+            if !running { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(running, "the exec'd sleep runs")
+        // PID 1 exits; the kernel kills the exec'd sleep, whose parent (the
+        // shim) must reap it before PID 1 can be reaped.
+        _ = try await host.berth(["exec", "ends", "touch", "/tmp/go"])
+        let ended = try await host.waitFor("ends", timeout: .seconds(20)) { $0.status.state == .exited }
+        #expect(ended.status.state == .exited && ended.status.exitCode == 0, "\(ended.status)")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while client.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(client.terminationStatus == 137, "the exec's client ends with its process, killed")
     }
 
     @Test("exec_start and exec_die events, with the command and the exit code")

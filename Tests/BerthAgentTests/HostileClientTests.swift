@@ -8,7 +8,7 @@ import Testing
 /// Hostile and broken clients against a real agent process: each gets the
 /// right HTTP/2 or gRPC error, a well-behaved client keeps being served the
 /// whole time, and the agent's memory stays bounded.
-@Suite("berth-agent: hostile clients", .timeLimit(.minutes(5)))
+@Suite("berth-agent: hostile clients", .ownThreads, .timeLimit(.minutes(5)))
 struct HostileClientTests {
     final class Monitor: Sendable {
         let state = Mutex<(ok: Int, failed: [String])>((0, []))

@@ -1,12 +1,13 @@
 import BerthImages
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
 /// `berth load`, `berth save` and `berth image import` of OCI layouts and
 /// docker archives, made and read by umoci and skopeo.
-@Suite("image archives (root)", .enabled(if: Privileges.root && RegistryTools.available), .timeLimit(.minutes(5)))
+@Suite("image archives (root)", .ownThreads, .enabled(if: Privileges.root && RegistryTools.available), .timeLimit(.minutes(5)))
 struct ImageArchiveTests {
     static func scratch() throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-archives-\(UUID().uuidString.prefix(8))")

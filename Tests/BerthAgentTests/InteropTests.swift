@@ -1,9 +1,10 @@
+import BerthTesting
 import Foundation
 import Testing
 
 /// Clients that are not Berth's own: a C client built with nghttp2 and
 /// protobuf-c, and Python's grpcio. Both must work against a running agent.
-@Suite("Interop with standard gRPC clients", .timeLimit(.minutes(5)))
+@Suite("Interop with standard gRPC clients", .ownThreads, .timeLimit(.minutes(5)))
 struct InteropTests {
     @Test("the C client (nghttp2 + protobuf-c) calls Version and a server stream, and cancels one", .timeLimit(.minutes(3)))
     func cClient() async throws {

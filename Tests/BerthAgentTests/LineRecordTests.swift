@@ -1,7 +1,8 @@
 import BerthShimProtocol
+import BerthTesting
 import Testing
 
-@Suite("The shim's line format")
+@Suite("The shim's line format", .ownThreads, .ownThreads)
 struct LineRecordTests {
     @Test("values with escapes, repeats and multi-byte text survive a round trip")
     func roundTrip() throws {

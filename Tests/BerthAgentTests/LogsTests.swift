@@ -1,10 +1,11 @@
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
 /// Containers' logs: rotation per agent and per container, `berth logs`
 /// options, and output that keeps flowing while the agent is down.
-@Suite("logs (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("logs (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct LogsTests {
     static func logFiles(_ host: ContainerHost, _ c: Container) throws -> [String: Int] {
         let dir = "\(host.agent.root)/containers/\(c.id.rawValue)/logs"

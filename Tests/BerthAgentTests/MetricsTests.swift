@@ -6,7 +6,7 @@ import Testing
 
 /// `/metrics`: the text format checked by promtool, the values against the
 /// kernel's files, and a real Prometheus server scraping the agent.
-@Suite("metrics (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("metrics (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct MetricsTests {
     /// A host whose agent also serves plain HTTP on a loopback port.
     static func host() async throws -> (ContainerHost, port: Int) {

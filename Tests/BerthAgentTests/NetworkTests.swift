@@ -1,10 +1,11 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
 /// Bridge networks on the host, and the network modes of containers.
-@Suite("networks (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("networks (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct NetworkTests {
     /// `ip` with `arguments`; its output. With `checked`, a non-zero exit throws with ip's message.
     @discardableResult

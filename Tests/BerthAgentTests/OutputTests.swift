@@ -1,5 +1,6 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
 /// `logs -f`, in order, however fast it writes, however slow the reader and
 /// however often its log rotates: the container is slowed, never a byte
 /// dropped (root).
-@Suite("containers: every byte of output, through run, exec and logs -f (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(15)))
+@Suite("containers: every byte of output, through run, exec and logs -f (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(15)))
 struct OutputTests {
     static let reader = BuildProducts.root.appendingPathComponent("Tests/Fixtures/slow-reader.py").path
 

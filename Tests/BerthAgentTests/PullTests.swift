@@ -1,12 +1,13 @@
 import BerthLinux
-import Glibc
 import BerthModel
+import BerthTesting
 import Foundation
+import Glibc
 import Testing
 
 /// `berth pull` against a real registry (Debian's docker-registry on
 /// 127.0.0.1) holding images built by umoci and pushed by skopeo.
-@Suite("pull from a registry (root)", .enabled(if: Privileges.root && RegistryTools.available), .timeLimit(.minutes(5)))
+@Suite("pull from a registry (root)", .ownThreads, .enabled(if: Privileges.root && RegistryTools.available), .timeLimit(.minutes(5)))
 struct PullTests {
     /// What an agent's image store holds on disk: blob digests, unpacked layers, partial downloads.
     static func stored(_ host: ContainerHost) -> (blobs: Set<String>, layers: Set<String>, partials: [String]) {

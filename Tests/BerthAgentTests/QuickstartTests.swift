@@ -1,11 +1,12 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Testing
 
 /// `scripts/quickstart` in a real terminal (tmux): its Ctrl-C does what it
 /// promises.
-@Suite("quickstart in a terminal (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("quickstart in a terminal (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct QuickstartTests {
     /// A tmux server of this test's own, on its own socket.
     struct Terminal {

@@ -1,5 +1,6 @@
 import BerthLinux
 import BerthModel
+import BerthTesting
 import Foundation
 import Glibc
 import Testing
@@ -8,7 +9,7 @@ import Testing
 /// and hands everything else to berth-cli. A copy of `berth` alone in a
 /// directory cannot hand over: what it does, it did itself, and what it
 /// hands over fails with "cannot run berth-cli".
-@Suite("berth: the foreground run's front end (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("berth: the foreground run's front end (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct RunFrontEndTests {
     /// `berth` copied into a directory of its own, without berth-cli.
     final class Alone {
@@ -105,7 +106,7 @@ struct RunFrontEndTests {
         let detached = try await host.berth(["run", "-d", "busybox", "true"])
         #expect(detached.status == 0 && detached.stdout.count == 65, "an ID: \(detached)")
         let taken = try await host.berth(["run", "--name", "taken", "busybox", "true"])
-        #expect(taken.status != 0 && taken.stderr.contains("taken"), "\(taken)")
+        #expect(taken.status != 0 && taken.stderr.contains("taken"), "\(taken)\nthe agent's log ends:\n\(host.agent.log.suffix(3000))")
     }
 
     @Test("output on its streams, the exit code, a failed start's code and message, nothing left behind")

@@ -1,6 +1,7 @@
 import BerthController
 import BerthLinux
 import BerthModel
+import BerthTesting
 import BerthTransport
 import Foundation
 import Testing
@@ -227,7 +228,7 @@ final class ClusterHarness: @unchecked Sendable {
     }
 }
 
-@Suite("services: placed across agents, kept at their count, healed (processes)", .serialized, .timeLimit(.minutes(6)))
+@Suite("services: placed across agents, kept at their count, healed (processes)", .ownThreads, .serialized, .timeLimit(.minutes(6)))
 struct ServiceTests {
     @Test("a service spreads over zones, scales, rolls over, survives a controller kill -9, moves off a lost and a drained node; bad input changes nothing")
     func services() async throws {
@@ -338,7 +339,7 @@ struct ServiceTests {
     }
 }
 
-@Suite("a cluster of three hosts in network namespaces, on mutual TLS (processes)", .serialized, .timeLimit(.minutes(5)))
+@Suite("a cluster of three hosts in network namespaces, on mutual TLS (processes)", .ownThreads, .serialized, .timeLimit(.minutes(5)))
 struct MultiHostTests {
     @Test("six replicas spread over three hosts; a host killed → its replicas run elsewhere within grace + 5 s; back → six; no certificate, a forged or an expired one → refused; a node's certificate controls nothing")
     func multiHost() async throws {

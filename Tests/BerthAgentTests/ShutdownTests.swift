@@ -1,11 +1,12 @@
 import BerthLinux
+import BerthTesting
 import Foundation
 import Testing
 
 /// SIGTERM stops the agent while clients follow its streams: past a short
 /// grace the open calls end with UNAVAILABLE, the agent exits, and the
 /// clients say the agent went away.
-@Suite("agent shutdown with streams open (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("agent shutdown with streams open (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct ShutdownTests {
     /// A kind of call that stays open: what starts it, and what it prints
     /// once it is under way.

@@ -1,14 +1,15 @@
+import BerthAPI
 @testable import BerthAgent
 import BerthCgroups
-import BerthAPI
 import BerthModel
+import BerthTesting
 import Foundation
 import GRPCCore
 import SwiftProtobuf
 import Testing
 
 /// `Containers.Stats` and `berth stats` against the kernel's own files.
-@Suite("stats (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("stats (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct StatsTests {
     @Test("berth stats memory is the cgroup's usage minus inactive_file; limit and pids are the cgroup's")
     func memoryMatchesCgroup() async throws {
@@ -124,7 +125,7 @@ struct StatsTests {
 }
 
 /// The kernel's formats the stats and metrics parse, without a kernel.
-@Suite("stats: kernel formats")
+@Suite("stats: kernel formats", .ownThreads, .ownThreads)
 struct StatsFormatTests {
     @Test("/proc/PID/net/dev: every interface but loopback, wide counters that touch the colon included")
     func netDev() {

@@ -1,8 +1,9 @@
+import BerthTesting
 import Foundation
 import Testing
 
 /// Volumes: named, anonymous, the image's own, binds and tmpfs, as docker has them.
-@Suite("volumes (root)", .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+@Suite("volumes (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
 struct VolumeTests {
     static func volumes(_ host: ContainerHost) async throws -> [[String: Any]] {
         let r = try await host.berth(["volume", "ls", "--format", "json"])
