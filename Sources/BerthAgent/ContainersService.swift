@@ -4,6 +4,7 @@ import BerthLinux
 import BerthModel
 import BerthRuntime
 import BerthShimProtocol
+import BerthTransport
 public import GRPCCore
 import Foundation
 import SwiftProtobuf

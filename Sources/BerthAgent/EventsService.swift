@@ -1,5 +1,6 @@
 import BerthAPI
 import BerthModel
+import BerthTransport
 public import GRPCCore
 import SwiftProtobuf
 

@@ -1,5 +1,6 @@
 import BerthAPI
 import BerthScheduler
+import BerthTransport
 import BerthModel
 import Foundation
 public import GRPCCore
@@ -99,21 +100,10 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         let lines = try await logs.lines(
             of: request.service, follow: request.follow, tail: request.hasTail ? Int(request.tail) : nil,
             since: request.hasSince ? request.since.date : nil)
-        // gRPC tells a handler that its client left, but does not cancel its
-        // task: a quiet `logs -f` would otherwise wait (and hold up a shutdown) forever.
-        let task = Task {
+        try await untilRPCCancelled {
             for try await line in lines {
                 try await response.write(Self.proto(line))
             }
-        }
-        try await withTaskCancellationHandler {
-            try await withRPCCancellationHandler {
-                try await task.value
-            } onCancelRPC: {
-                task.cancel()
-            }
-        } onCancel: {
-            task.cancel()
         }
     }
 

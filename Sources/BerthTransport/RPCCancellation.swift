@@ -6,7 +6,7 @@ import GRPCCore
 /// the handler's task, so a handler that waits without writing (a quiet
 /// `logs -f`, a watch with no new events) would otherwise wait forever.
 @discardableResult
-func untilRPCCancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func untilRPCCancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
     let task = Task { try await body() }
     return try await withTaskCancellationHandler {
         try await withRPCCancellationHandler {
