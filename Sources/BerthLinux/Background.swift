@@ -1,23 +1,26 @@
 import CBerthLinux
 import Dispatch
+import Foundation
 import Glibc
 
 /// Work that can wait: making things ahead of need (a standby shim, network
-/// namespace and cgroup) and deleting removed files. It runs on threads of
-/// a queue of its own at the lowest CPU priority (nice 19) while it runs, so
-/// that on a busy host it takes no core from a container's start. Only root
-/// can give a thread its priority back afterwards; for anyone else the work
-/// runs at the usual priority.
+/// namespace and cgroup) and deleting removed files. Each piece runs on a
+/// thread of its own at the lowest CPU priority (nice 19), so that on a
+/// busy host it takes no core from a container's start. Its own thread, not
+/// one of a shared queue: a thread at nice 19 on a busy host runs rarely,
+/// and work queued behind it on a pool of one thread per core (where
+/// `Blocking` work runs) would wait as long. Only root may lower a thread's
+/// priority; for anyone else the work runs at the usual one.
 public enum Background {
-    private static let queue = DispatchQueue(label: "berth.background", attributes: .concurrent)
     private static let mayRenice = geteuid() == 0
 
     public static func run(_ work: @escaping @Sendable () -> Void) {
-        queue.async {
-            let lowered = mayRenice && berth_set_thread_nice(19) == 0
+        let thread = Thread {
+            if mayRenice { _ = berth_set_thread_nice(19) }
             work()
-            if lowered { _ = berth_set_thread_nice(0) }
         }
+        thread.name = "berth-background"
+        thread.start()
     }
 }
 

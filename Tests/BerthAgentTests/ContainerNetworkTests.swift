@@ -39,10 +39,12 @@ struct ContainerNetworkTests {
         }
     }
 
-    /// Runs `attempt` until it returns `expected` or 10 s pass; what it returned last.
+    /// Runs `attempt` until it returns `expected` or 30 s pass (each
+    /// attempt may be a container's whole run, slow while every other suite
+    /// loads the machine); what it returned last.
     static func retrying(until expected: String, _ attempt: () async throws -> String) async throws -> String {
         var body = ""
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         repeat {
             body = try await attempt()
             if body == expected { break }
@@ -333,7 +335,13 @@ struct ContainerNetworkTests {
         #expect(try await first.berth(["run", "-d", "--name", "one", "busybox", "sleep", "300"]).status == 0)
         let one = try await first.inspect("one")
         let endpoint = try #require(one.endpoints.first)
-        let seen = try await first.berth(["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"])
+        // The kernel reports the link's operational state from a work queue
+        // of its own, a moment after the link is up (longer on a loaded machine).
+        var seen = try await first.berth(["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"])
+        for _ in 0..<100 where !seen.stdout.contains("\nup\n") {
+            try await Task.sleep(for: .milliseconds(50))
+            seen = try await first.berth(["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"])
+        }
         #expect(seen.stdout.contains(endpoint.address.macAddress + "\nup\n"), "\(seen.stdout)")
         #expect(seen.stdout.contains("inet \(endpoint.address)/\(endpoint.subnet.prefix)"), "\(seen.stdout)")
         #expect(seen.stdout.contains("default via \(endpoint.gateway) dev eth0"), "\(seen.stdout)")
