@@ -247,6 +247,54 @@ public actor ContainerSupervisor {
     /// Image IDs used by any container.
     public var imagesInUse: Set<String> { Set(containers.values.map(\.imageID)) }
 
+    // MARK: Removing what containers use
+    //
+    // Whether any container uses a volume, a network or an image, and its
+    // removal, are one turn of this actor, with no suspension between; a
+    // create is one turn too. So a create and a removal are ordered: either
+    // the container exists and the removal is refused, or the removal came
+    // first and the create makes the volume again or fails with a clear
+    // error. Never a container whose volume, network or image is gone.
+
+    /// Removes a volume no container (in any state) uses.
+    /// - Throws: `notFound`, or `failedPrecondition` naming its users.
+    public func removeVolume(_ name: String) throws {
+        try volumes.remove(name, users: (volumeUsers[name] ?? []).map(\.name))
+    }
+
+    /// Removes the anonymous volumes no container uses, as docker's prune
+    /// does: their names and the bytes they held.
+    public func pruneVolumes() throws -> (removed: [String], reclaimed: Int64) {
+        let users = volumeUsers
+        var removed: [String] = []
+        var reclaimed: Int64 = 0
+        for volume in try volumes.list() where volume.anonymous && (users[volume.name] ?? []).isEmpty {
+            let size = volumes.usage(volume.name)
+            do {
+                try volumes.remove(volume.name, users: [])
+            } catch let error as BerthError where error.code == .notFound {
+                continue  // its directory went behind the agent's back
+            }
+            removed.append(volume.name)
+            reclaimed += size
+        }
+        return (removed, reclaimed)
+    }
+
+    /// Removes a network no container is attached to.
+    /// - Throws: `notFound`, or `failedPrecondition` naming its users.
+    public func removeNetwork(_ reference: String) throws {
+        let network = try networking.store.get(reference)
+        try networking.remove(network.id, users: (networkUsers[network.id] ?? []).map(\.name))
+    }
+
+    /// Removes an image's name, and the image with its last name, unless a
+    /// container uses it (`force` untags an image in use and keeps it).
+    public func removeImage(_ reference: String, force: Bool) throws -> (untagged: [String], deleted: [String]) {
+        let used = imagesInUse
+        return try images.remove(reference, force: force, inUse: { used.contains($0) })
+    }
+
     // MARK: Create
 
     /// Creates a container (state `created`) from a present image.

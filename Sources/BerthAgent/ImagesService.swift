@@ -131,8 +131,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     }
 
     public func remove(request: Berth_Agent_V1_RemoveImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveImageResponse {
-        let used = await supervisor.imagesInUse
-        let (untagged, deleted) = try images.remove(request.image, force: request.force, inUse: { used.contains($0) })
+        let (untagged, deleted) = try await supervisor.removeImage(request.image, force: request.force)
         var events: [AgentDatabase.PendingEvent] = untagged.map { .init(type: .image, action: .untag, actorID: request.image, attributes: ["name": $0]) }
         events += deleted.filter { $0.hasPrefix("sha256:") }.prefix(1).map { .init(type: .image, action: .delete, actorID: $0) }
         try database.append(events)

@@ -45,9 +45,7 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
     }
 
     public func remove(request: Berth_Agent_V1_RemoveNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveNetworkResponse {
-        let network = try networks.get(request.network)
-        let users = await supervisor.networkUsers[network.id] ?? []
-        try networking.remove(network.id, users: users.map(\.name))
+        try await supervisor.removeNetwork(request.network)
         return .init()
     }
 

@@ -48,26 +48,12 @@ public struct VolumesService: Berth_Agent_V1_Volumes.SimpleServiceProtocol {
     }
 
     public func remove(request: Berth_Agent_V1_RemoveVolumeRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveVolumeResponse {
-        let users = await supervisor.volumeUsers[request.name] ?? []
-        try volumes.remove(request.name, users: users.map(\.name))
+        try await supervisor.removeVolume(request.name)
         return .init()
     }
 
     public func prune(request: Berth_Agent_V1_PruneVolumesRequest, context: ServerContext) async throws -> Berth_Agent_V1_PruneVolumesResponse {
-        let users = await supervisor.volumeUsers
-        var removed: [String] = []
-        var reclaimed: Int64 = 0
-        // As docker does: only anonymous volumes no container uses.
-        for volume in try volumes.list() where volume.anonymous && (users[volume.name] ?? []).isEmpty {
-            let size = volumes.usage(volume.name)
-            do {
-                try volumes.remove(volume.name, users: [])
-                removed.append(volume.name)
-                reclaimed += size
-            } catch let error as BerthError where error.code == .notFound {
-                continue  // removed meanwhile
-            }
-        }
+        let (removed, reclaimed) = try await supervisor.pruneVolumes()
         return .with {
             $0.removed = removed
             $0.reclaimedBytes = reclaimed
