@@ -280,7 +280,10 @@ public final class NGHTTP2ServerTransport: ServerTransport, Sendable {
         let serveGRPC = config.serveGRPC
         let logger = self.logger
         let acceptor = Acceptor(continuation: streamsContinuation)
-        let makeSniffer = { @Sendable [weak self] in ProtocolSniffer { [weak self] decision, context in
+        let closing: @Sendable (String) -> Void = { why in
+            logger.info("connection closed before its first request", metadata: ["peer": "\(remote)", "why": "\(why)"])
+        }
+        let makeSniffer = { @Sendable [weak self] in ProtocolSniffer(closing: closing) { [weak self] decision, context in
             let pipeline = context.pipeline.syncOperations
             switch decision {
             case .http2:

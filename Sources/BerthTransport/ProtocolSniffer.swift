@@ -17,18 +17,24 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
 
     private var buffered: ByteBuffer?
     private let configure: (Decision, ChannelHandlerContext) throws -> Void
+    private let closing: @Sendable (String) -> Void
     private var timeout: Scheduled<Void>?
 
-    /// - Parameter configure: adds the handlers for the protocol after this
-    ///   one; it is called once, on the event loop.
-    init(configure: @escaping (Decision, ChannelHandlerContext) throws -> Void) {
+    /// - Parameters:
+    ///   - closing: told why, when this handler closes the connection.
+    ///   - configure: adds the handlers for the protocol after this one; it
+    ///     is called once, on the event loop.
+    init(closing: @escaping @Sendable (String) -> Void = { _ in }, configure: @escaping (Decision, ChannelHandlerContext) throws -> Void) {
+        self.closing = closing
         self.configure = configure
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         // A peer that sends nothing recognisable for 10 s is let go.
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let closing = self.closing
         timeout = context.eventLoop.scheduleTask(in: .seconds(10)) {
+            closing("nothing recognisable within 10 s")
             loopBound.value.close(promise: nil)
         }
     }
@@ -69,6 +75,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
         do {
             try configure(decision, context)
         } catch {
+            closing("\(error)")
             context.close(promise: nil)
             return
         }

@@ -143,6 +143,11 @@ final class AgentProcess: @unchecked Sendable {
         AgentProcess.killShims(under: state)
         AgentProcess.removeCgroups(parent: cgroupParent)
         removeNetworking()
+        // Connections the agent let go before their first request are rare
+        // and always worth seeing beside a failure.
+        for line in log.split(separator: "\n") where line.contains("connection closed before its first request") {
+            FileHandle.standardError.write(Data("\(directory.lastPathComponent): \(line)\n".utf8))
+        }
         try? FileManager.default.removeItem(at: directory)
     }
 
