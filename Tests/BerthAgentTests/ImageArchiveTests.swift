@@ -43,9 +43,10 @@ struct ImageArchiveTests {
         // Saved, read back by skopeo, removed and loaded again.
         let saved = dir.appendingPathComponent("saved.tar").path
         let save = try await host.berth(["save", "-o", saved, "team/app:v1"])
-        #expect(save.status == 0, "\(save.stderr)")
+        #expect(save.status == 0, "\(save.stderr)\nthe agent's log ends:\n\(host.agent.log.suffix(3000))")
         let inspect = try await Self.skopeo(["inspect", "oci-archive:\(saved)"])
-        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let savedSize = (try? FileManager.default.attributesOfItem(atPath: saved)[.size] as? Int) ?? -1
+        #expect(inspect.status == 0, "\(inspect.stderr)\nsaved.tar is \(savedSize) bytes; the agent's log ends:\n\(host.agent.log.suffix(3000))")
         #expect(inspect.stdout.contains("\"Layers\"") && inspect.stdout.contains("GREETING=hi"), "\(inspect.stdout)")
         #expect(try await host.berth(["rmi", "team/app:v1", "team/docker:v2"]).status == 0)
         let reloaded = try await host.berth(["load", "-i", saved])
