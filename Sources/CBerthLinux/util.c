@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -29,6 +30,13 @@ int berth_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int berth_accept_cloexec_nonblock(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }
 
 int berth_set_thread_nice(int value) { return setpriority(PRIO_PROCESS, (id_t)gettid(), value); }
+
+int berth_set_thread_io_idle(void) {
+    /* IOPRIO_WHO_PROCESS = 1; IOPRIO_CLASS_IDLE = 3, in the class bits from 13. */
+    return (int)syscall(SYS_ioprio_set, 1, (int)gettid(), 3 << 13);
+}
+
+int berth_set_thread_io_default(void) { return (int)syscall(SYS_ioprio_set, 1, (int)gettid(), 0); }
 
 int berth_unix_connect(const char *path, int timeout_seconds) {
     struct sockaddr_un address;

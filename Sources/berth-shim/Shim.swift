@@ -59,9 +59,9 @@ struct Shim {
             bundle = awaitBundle(commandFD: commandFD, under: bundles)
         }
         guard let bundle else { fatal(usage) }
-        // A standby shim is started at the lowest priority (by the agent's
-        // background work); its container gets the usual one.
-        if standby && berth_set_thread_nice(0) != 0 {
+        // A standby shim is started at the lowest priority, CPU and disk (by
+        // the agent's background work); its container gets the usual ones.
+        if standby && (berth_set_thread_nice(0) != 0 || berth_set_thread_io_default() != 0) {
             let error = errno
             report(.failed(stage: "restore the shim's priority", errno: error, errnoName: Supervisor.errnoName(error), detail: ""), readyFD: readyFD, bundle: bundle)
             exit(1)

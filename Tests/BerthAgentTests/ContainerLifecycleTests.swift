@@ -67,26 +67,37 @@ struct ContainerLifecycleTests {
         #expect(left.isEmpty, "removed when it exited")
     }
 
-    @Test("work made ahead waits at the lowest priority (the standby shim at nice 19); a container runs at the usual one")
+    @Test("work made ahead waits at the lowest priority (the standby shim at nice 19, idle for the disk); a container runs at the usual ones")
     func standbyPriority() async throws {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
         for _ in 0..<2 {
-            let r = try await host.berth(["run", "--rm", "busybox", "sh", "-c", "cut -d' ' -f19 /proc/self/stat"])
-            #expect(r.status == 0 && r.stdout == "0\n", "the container's nice value: \(r)")
+            let r = try await host.berth(["run", "-d", "busybox", "sleep", "300"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let pid = try #require(try await host.inspect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)).status.pid)
+            let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+            #expect(stat.split(separator: ")").last?.split(separator: " ").dropFirst(16).first == "0", "the container's nice value: \(stat)")
+            let io = try await runCommand(URL(fileURLWithPath: "/usr/bin/ionice"), ["-p", "\(pid)"])
+            #expect(io.stdout == "none: prio 0\n", "the container's I/O priority: \(io.stdout)")
         }
         // The standby made after a start is made by the agent's background work.
+        var standby: Int32?
         var nice: String?
-        for _ in 0..<100 where nice == nil {
+        for _ in 0..<600 where nice == nil {
             for pid in try host.standbyShims() {
                 guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                     let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 16
                 else { continue }
                 nice = String(fields[16])
+                standby = pid
             }
             if nice == nil { try await Task.sleep(for: .milliseconds(50)) }
         }
         #expect(nice == "19", "the standby shim's nice value")
+        if let standby {
+            let io = try await runCommand(URL(fileURLWithPath: "/usr/bin/ionice"), ["-p", "\(standby)"])
+            #expect(io.stdout == "idle\n", "the standby shim's I/O priority: \(io.stdout)")
+        }
     }
 
     @Test("a standby shim killed before it is used: the next container starts anyway and the agent lives on")

@@ -221,6 +221,12 @@ int berth_accept_cloexec_nonblock(int listener);
 int berth_unix_connect(const char *path, int timeout_seconds);
 /* Sets the calling thread's nice value (setpriority on its thread ID). */
 int berth_set_thread_nice(int value);
+/* Puts the calling thread's disk I/O in the idle class (ioprio_set): it is
+ * served when no other I/O waits. */
+int berth_set_thread_io_idle(void);
+/* Gives the calling thread's disk I/O the default priority back (its nice
+ * value decides it again). */
+int berth_set_thread_io_default(void);
 /* GNU flag values the Swift Glibc module does not show. */
 enum { BERTH_O_PATH = 010000000, BERTH_AT_EMPTY_PATH = 0x1000 };
 
