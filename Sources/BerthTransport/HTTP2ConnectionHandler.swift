@@ -57,7 +57,8 @@ class HTTP2ConnectionHandler: ChannelInboundHandler, NGHTTP2SessionDelegate, Con
         do {
             try session.receive(buffer)
         } catch {
-            logger.debug("http2 protocol error from peer", metadata: ["error": "\(error)"])
+            // Rare from a real client, and then worth seeing: the connection ends here.
+            logger.info("closing the connection: the peer's HTTP/2 was not understood", metadata: ["error": "\(error)"])
             receiveFailed(error)
             // nghttp2 queued a GOAWAY; send it, then close.
             reading = false
@@ -107,6 +108,7 @@ class HTTP2ConnectionHandler: ChannelInboundHandler, NGHTTP2SessionDelegate, Con
                 wrote = true
             }
             if !ok {
+                logger.info("closing the connection: nghttp2 could not produce its output")
                 close()
                 break
             }

@@ -145,7 +145,8 @@ final class AgentProcess: @unchecked Sendable {
         removeNetworking()
         // Connections the agent let go before their first request are rare
         // and always worth seeing beside a failure.
-        for line in log.split(separator: "\n") where line.contains("connection closed before its first request") {
+        for line in log.split(separator: "\n")
+        where line.contains("connection closed before its first request") || line.contains("closing the connection:") {
             FileHandle.standardError.write(Data("\(directory.lastPathComponent): \(line)\n".utf8))
         }
         try? FileManager.default.removeItem(at: directory)

@@ -80,12 +80,15 @@ struct ContainerLifecycleTests {
             let io = try await runCommand(URL(fileURLWithPath: "/usr/bin/ionice"), ["-p", "\(pid)"])
             #expect(io.stdout == "none: prio 0\n", "the container's I/O priority: \(io.stdout)")
         }
-        // The standby made after a start is made by the agent's background work.
+        // The standby made after a start is made by the agent's background
+        // work; the shims of the running containers were standbys too, and
+        // have a child (their container's process).
         var standby: Int32?
         var nice: String?
         for _ in 0..<600 where nice == nil {
             for pid in try host.standbyShims() {
-                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+                guard children.trimmingCharacters(in: .whitespaces).isEmpty, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                     let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 16
                 else { continue }
                 nice = String(fields[16])
