@@ -86,7 +86,13 @@ class HTTP2ConnectionHandler: ChannelInboundHandler, NGHTTP2SessionDelegate, Con
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("connection error", metadata: ["error": "\(error)"])
+        // The socket's own errors (a peer that reset the connection or went
+        // away) are ordinary; anything else that ends a connection is worth seeing.
+        if error is IOError {
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+        } else {
+            logger.info("closing the connection: \(error)")
+        }
         close()
     }
 
