@@ -244,8 +244,8 @@ public actor ContainerSupervisor {
         }
     }
 
-    /// Image IDs used by any container.
-    public var imagesInUse: Set<String> { Set(containers.values.map(\.imageID)) }
+    /// Image IDs used by any container: for `removeImage`, in the same turn.
+    private var imagesInUse: Set<String> { Set(containers.values.map(\.imageID)) }
 
     // MARK: Removing what containers use
     //

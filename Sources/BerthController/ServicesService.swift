@@ -1,7 +1,7 @@
 import BerthAPI
+import BerthModel
 import BerthScheduler
 import BerthTransport
-import BerthModel
 import Foundation
 public import GRPCCore
 import SwiftProtobuf

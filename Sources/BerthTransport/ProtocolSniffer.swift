@@ -24,7 +24,7 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     ///   - closing: told why, when this handler closes the connection.
     ///   - configure: adds the handlers for the protocol after this one; it
     ///     is called once, on the event loop.
-    init(closing: @escaping @Sendable (String) -> Void = { _ in }, configure: @escaping (Decision, ChannelHandlerContext) throws -> Void) {
+    init(closing: @escaping @Sendable (String) -> Void, configure: @escaping (Decision, ChannelHandlerContext) throws -> Void) {
         self.closing = closing
         self.configure = configure
     }

@@ -103,6 +103,22 @@ final class ContainerHost: @unchecked Sendable {
         }
     }
 
+    /// The agent's standby shims still waiting for a bundle (no container
+    /// child yet), as soon as there is one: they are made in the
+    /// background at the lowest priority, so on a loaded machine this
+    /// waits, `timeout` at most (then none).
+    func waitingStandbyShims(timeout: Duration = .seconds(30)) async throws -> [Int32] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let waiting = try standbyShims().filter { pid in
+                let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+                return children.trimmingCharacters(in: .whitespaces).isEmpty
+            }
+            if !waiting.isEmpty || ContinuousClock.now > deadline { return waiting }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// `berth inspect` of one container, decoded.
     func inspect(_ name: String) async throws -> Container {
         let result = try await berth(["inspect", name])

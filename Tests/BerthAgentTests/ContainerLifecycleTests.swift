@@ -71,36 +71,25 @@ struct ContainerLifecycleTests {
     func standbyPriority() async throws {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
+        /// A process's nice value, from /proc.
+        func nice(_ pid: Int32) -> String? {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
+            return stat.split(separator: ")").last?.split(separator: " ").dropFirst(16).first.map(String.init)
+        }
         for _ in 0..<2 {
             let r = try await host.berth(["run", "-d", "busybox", "sleep", "300"])
             #expect(r.status == 0, "\(r.stderr)")
             let pid = try #require(try await host.inspect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)).status.pid)
-            let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-            #expect(stat.split(separator: ")").last?.split(separator: " ").dropFirst(16).first == "0", "the container's nice value: \(stat)")
+            #expect(nice(pid) == "0", "the container's nice value")
             let io = try await runCommand(URL(fileURLWithPath: "/usr/bin/ionice"), ["-p", "\(pid)"])
             #expect(io.stdout == "none: prio 0\n", "the container's I/O priority: \(io.stdout)")
         }
         // The standby made after a start is made by the agent's background
-        // work; the shims of the running containers were standbys too, and
-        // have a child (their container's process).
-        var standby: Int32?
-        var nice: String?
-        for _ in 0..<600 where nice == nil {
-            for pid in try host.standbyShims() {
-                let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
-                guard children.trimmingCharacters(in: .whitespaces).isEmpty, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                    let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 16
-                else { continue }
-                nice = String(fields[16])
-                standby = pid
-            }
-            if nice == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        #expect(nice == "19", "the standby shim's nice value")
-        if let standby {
-            let io = try await runCommand(URL(fileURLWithPath: "/usr/bin/ionice"), ["-p", "\(standby)"])
-            #expect(io.stdout == "idle\n", "the standby shim's I/O priority: \(io.stdout)")
-        }
+        // work (the shims of the running containers were standbys too).
+        let standby = try #require(try await host.waitingStandbyShims().first, "a standby shim waits")
+        #expect(nice(standby) == "19", "the standby shim's nice value")
+        let io = try await runCommand(URL(fileURLWithPath: "/usr/bin/ionice"), ["-p", "\(standby)"])
+        #expect(io.stdout == "idle\n", "the standby shim's I/O priority: \(io.stdout)")
     }
 
     @Test("a standby shim killed before it is used: the next container starts anyway and the agent lives on")
@@ -108,18 +97,8 @@ struct ContainerLifecycleTests {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
         #expect(try await host.berth(["run", "--rm", "busybox", "true"]).status == 0)
-        // The next standby shim is made in the background, at the lowest
-        // priority: on a loaded machine it may take a while to be there.
         var killed = 0
-        let deadline = ContinuousClock.now + .seconds(30)
-        while killed == 0 && ContinuousClock.now < deadline {
-            for pid in try host.standbyShims() {
-                // Only a shim still waiting for its bundle: it has no container child.
-                let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
-                if children.trimmingCharacters(in: .whitespaces).isEmpty, kill(pid, SIGKILL) == 0 { killed += 1 }
-            }
-            if killed == 0 { try await Task.sleep(for: .milliseconds(50)) }
-        }
+        for pid in try await host.waitingStandbyShims() where kill(pid, SIGKILL) == 0 { killed += 1 }
         #expect(killed == 1, "one standby shim was waiting")
         try await Task.sleep(for: .milliseconds(100))
         let r = try await host.berth(["run", "--rm", "busybox", "echo", "still here"])

@@ -337,10 +337,11 @@ struct ContainerNetworkTests {
         let endpoint = try #require(one.endpoints.first)
         // The kernel reports the link's operational state from a work queue
         // of its own, a moment after the link is up (longer on a loaded machine).
-        var seen = try await first.berth(["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"])
+        let look = ["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"]
+        var seen = try await first.berth(look)
         for _ in 0..<100 where !seen.stdout.contains("\nup\n") {
             try await Task.sleep(for: .milliseconds(50))
-            seen = try await first.berth(["exec", "one", "sh", "-c", "cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate; ip -4 -o addr show eth0; ip route"])
+            seen = try await first.berth(look)
         }
         #expect(seen.stdout.contains(endpoint.address.macAddress + "\nup\n"), "\(seen.stdout)")
         #expect(seen.stdout.contains("inet \(endpoint.address)/\(endpoint.subnet.prefix)"), "\(seen.stdout)")
