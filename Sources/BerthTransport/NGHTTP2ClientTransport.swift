@@ -165,15 +165,18 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
         }
         defer { callEnded() }
 
-        let connection = try await connection()
         // A connection that closed after it was handed out takes no call.
-        guard
-            let call = connection.registry.register({ key in
-                PendingCall(
-                    io: ClientIO(key: key, owner: connection.scheduler, watermarks: StreamWatermarks(), sizeOf: PartSize.of),
-                    descriptor: descriptor)
-            })
-        else {
+        // Nothing of the call was sent on it, so the call takes the next
+        // connection (a few times at most).
+        var attempts = 0
+        var connection = try await connection()
+        var registered = register(descriptor, on: connection)
+        while registered == nil && attempts < 2 {
+            attempts += 1
+            connection = try await self.connection()
+            registered = register(descriptor, on: connection)
+        }
+        guard let call = registered else {
             throw RPCError(code: .unavailable, message: "the connection to the server was closed")
         }
         let stream = RPCStream(
@@ -186,6 +189,15 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
             localPeer: NGHTTP2ServerTransport.peerDescription(connection.channel.localAddress))
         defer { call.io.release() }
         return try await closure(stream, context)
+    }
+
+    /// The call registered on `connection`; nil once that connection has closed.
+    private func register(_ descriptor: MethodDescriptor, on connection: Connection) -> PendingCall? {
+        connection.registry.register { key in
+            PendingCall(
+                io: ClientIO(key: key, owner: connection.scheduler, watermarks: StreamWatermarks(), sizeOf: PartSize.of),
+                descriptor: descriptor)
+        }
     }
 
     private func callEnded() {
