@@ -115,13 +115,23 @@ final class ContainerLogReaderTests {
             let running = Mutex(true)
             let got = Mutex<[String]>([])
             let notices = Mutex<[LogNotice]>([])
+            /// While `paused`, the follower stays in its wait; `parked` says it is there.
+            /// Both change under one lock, so a test that saw `parked` after pausing
+            /// knows the follower reads nothing until it is let go.
+            let gate = Mutex((paused: false, parked: false))
+            func waitForChange() async {
+                repeat { try? await Task.sleep(for: .milliseconds(5)) } while gate.withLock { g in
+                    g.parked = g.paused
+                    return g.paused
+                }
+            }
         }
         let seen = Seen()
         let reader = ContainerLogReader(path: path)
         let following = Task {
             try await reader.stream(
                 tail: nil, since: nil, until: nil, follow: true, isRunning: { seen.running.withLock { $0 } },
-                waitForChange: { try? await Task.sleep(for: .milliseconds(5)) }, notice: { n in seen.notices.withLock { $0.append(n) } }
+                waitForChange: { await seen.waitForChange() }, notice: { n in seen.notices.withLock { $0.append(n) } }
             ) { batch in seen.got.withLock { $0 += batch.map { String(decoding: $0.text, as: UTF8.self) } } }
         }
         func waitFor(_ count: Int) async throws {
@@ -134,10 +144,14 @@ final class ContainerLogReaderTests {
         try await waitFor(200)
         #expect(seen.got.withLock { $0 }.map { Int($0)! } == Array(1...200))
         // Two rotations while it waits: sequence 3 is gone before it is read.
+        seen.gate.withLock { $0.paused = true }
+        for _ in 0..<2000 where !seen.gate.withLock({ $0.parked }) { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(seen.gate.withLock { $0.parked })
         try FileManager.default.moveItem(atPath: path, toPath: "\(path).2")
         try write("\(path).1", sequence: 3, records: Self.numbered(201...300, perRecord: 10, start: t0 + 200))
         try FileManager.default.removeItem(atPath: "\(path).1")
         try write(path, sequence: 4, records: Self.numbered(301...400, perRecord: 10, start: t0 + 300))
+        seen.gate.withLock { $0.paused = false }
         try await waitFor(300)
         seen.running.withLock { $0 = false }
         try await following.value
