@@ -236,7 +236,7 @@ int berth_watch_open(int *inotify_fd) {
     return ep;
 }
 
-int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_control, int *control_fd) {
+int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_control, int64_t key, int *control_fd) {
     int ofd = open(oom_control, O_RDONLY | O_CLOEXEC);
     if (ofd < 0) return -1;
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -252,7 +252,7 @@ int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_cont
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.events = EPOLLIN;
-    ev.data.u64 = (uint64_t)efd;
+    ev.data.u64 = (uint64_t)key;
     if (cfd < 0 || write(cfd, line, (size_t)n) != n || epoll_ctl(epfd, EPOLL_CTL_ADD, efd, &ev) < 0) {
         int e = errno;
         if (cfd >= 0) close(cfd);
@@ -284,14 +284,17 @@ int berth_watch_wait(int epfd, int inotify_fd, int64_t *keys, int max) {
                     p += sizeof(struct inotify_event) + event->len;
                 }
             }
-        } else {
-            uint64_t value;
-            ssize_t ignored = read((int)key, &value, sizeof value);
-            (void)ignored;
-            if (count < max) keys[count++] = (int64_t)key;
+        } else if (count < max) {
+            keys[count++] = (int64_t)key;
         }
     }
     return count;
+}
+
+void berth_eventfd_drain(int fd) {
+    uint64_t value;
+    ssize_t ignored = read(fd, &value, sizeof value);
+    (void)ignored;
 }
 
 int berth_watch_v2_file(int inotify_fd, const char *path) { return inotify_add_watch(inotify_fd, path, IN_MODIFY); }

@@ -192,14 +192,20 @@ int berth_get_window_size(int fd, unsigned short *rows, unsigned short *columns)
  */
 /* The epoll set (and the inotify descriptor in it); -1 with errno. */
 int berth_watch_open(int *inotify_fd);
-/* v1: an eventfd registered for oom_control's events, in the set (its key is
- * the eventfd); *control_fd is the oom_control descriptor to close with it. */
-int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_control, int *control_fd);
+/* v1: an eventfd registered for oom_control's events, in the set under `key`
+ * (positive, below 2^40, never used for another); *control_fd is the
+ * oom_control descriptor to close with it. */
+int berth_watch_v1_oom(int epfd, const char *oom_control, const char *event_control, int64_t key, int *control_fd);
+/* Takes what an eventfd counted (non-blocking); its owner calls it, never
+ * the waiting thread on its own: a descriptor closed meanwhile may already
+ * be another file. */
+void berth_eventfd_drain(int fd);
 /* v2: a watch descriptor for modifications of `path` (its key is -wd). */
 int berth_watch_v2_file(int inotify_fd, const char *path);
 int berth_unwatch_v2_file(int inotify_fd, int wd);
-/* Blocks until something fires; the keys of what fired (eventfds drained);
- * their count, 0 on EINTR, -1 on error. */
+/* Blocks until something fires; the keys of what fired (inotify's events
+ * read; eventfds are left to their owner to drain); their count, 0 on
+ * EINTR, -1 on error. */
 int berth_watch_wait(int epfd, int inotify_fd, int64_t *keys, int max);
 
 /* Small wrappers for system calls glibc 2.36 does not wrap. */
