@@ -1099,6 +1099,9 @@ public actor ContainerSupervisor {
                     live[container.id, default: Live()].shimPID = state["pid"].flatMap { Int32($0) }.flatMap(Processes.parent(of:))
                     monitor(container.id, shim: shim)
                     watchMemory(container.id, fresh: false)
+                    // An attached run's caller is gone with the agent that
+                    // served it: the output it held goes to the log.
+                    _ = try? await shim.request(.release)
                 }
             } catch {
                 if let exit = shim.recordedExit() {

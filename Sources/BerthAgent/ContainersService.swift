@@ -109,36 +109,43 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let id = created.id
         let supervisor = self.supervisor
         let remove = request.remove
+        let shim = ShimClient(bundleDir: environment.bundleDir(id))
         do {
             try await untilRPCCancelled {
+                // The shim holds the output until this call attaches or
+                // releases it: nothing is read before the caller can have it.
                 let started = await start(created, warnings: warnings, attaching: true)
-                try await response.write(.with { $0.started = started })
-                if started.startError.isEmpty {
-                    // The output from its shim, as it is read: every byte,
-                    // whatever the log's rotation does; a slow caller slows
-                    // the container.
-                    try await ShimClient(bundleDir: environment.bundleDir(id)).followOutput { chunk in
-                        try await response.write(
-                            .with {
-                                $0.output = .with { o in
-                                    switch chunk {
-                                    case .stdout(let bytes):
-                                        o.stream = .stdout
-                                        o.line = Data(bytes)
-                                    case .stderr(let bytes):
-                                        o.stream = .stderr
-                                        o.line = Data(bytes)
-                                    }
-                                }
-                            })
-                    }
-                    let exited = try await supervisor.wait(id.rawValue)
-                    try await response.write(.with { $0.exited = Self.exit(of: exited) })
+                guard started.startError.isEmpty else {
+                    try await response.write(.with { $0.started = started })
+                    if remove { try await supervisor.remove(id.rawValue, force: true, volumes: true) }
+                    return
                 }
+                // The output from its shim, as it is read: every byte,
+                // whatever the log's rotation does; a slow caller slows the
+                // container. Attached before the caller is told of the start.
+                try await shim.followOutput(attached: { try await response.write(.with { $0.started = started }) }) { chunk in
+                    try await response.write(
+                        .with {
+                            $0.output = .with { o in
+                                switch chunk {
+                                case .stdout(let bytes):
+                                    o.stream = .stdout
+                                    o.line = Data(bytes)
+                                case .stderr(let bytes):
+                                    o.stream = .stderr
+                                    o.line = Data(bytes)
+                                }
+                            }
+                        })
+                }
+                let exited = try await supervisor.wait(id.rawValue)
+                try await response.write(.with { $0.exited = Self.exit(of: exited) })
                 if remove { try await supervisor.remove(id.rawValue, force: true, volumes: true) }
             }
         } catch {
-            // The caller went away (or the stream broke): --rm still holds.
+            // The caller went away (or the stream broke): the container's
+            // output goes to its log from now on, and --rm still holds.
+            _ = try? await shim.request(.release)
             if remove { await supervisor.removeWhenExited(id) }
             throw error
         }

@@ -2,7 +2,6 @@ import BerthModel
 public import BerthShimProtocol
 import BerthLinux
 import CBerthLinux
-import Dispatch
 import Glibc
 import NIOCore
 import NIOPosix
@@ -82,8 +81,7 @@ public struct ShimClient: Sendable {
     /// Each is a connection of its own. A request the shim answers at once
     /// (all but `wait`) is a short blocking exchange on a thread of the
     /// global queue. `wait` sends its request the same way, then reads the
-    /// reply when the kernel says it is there (a dispatch read source),
-    /// holding no thread meanwhile.
+    /// reply on the event loops, holding no thread meanwhile.
     ///
     /// - Throws: `BerthError.unavailable` when the shim does not answer;
     ///   `BerthError.cancelled` when the task waiting is cancelled.
@@ -92,7 +90,7 @@ public struct ShimClient: Sendable {
             return try await Blocking.run {
                 try send(request).flatMap { fd in
                     defer { close(fd) }
-                    return readReply(fd, blocking: true)
+                    return readReply(fd)
                 }.get()
             }
         }
@@ -128,18 +126,22 @@ public struct ShimClient: Sendable {
         return .success(fd)
     }
 
-    /// Reads the one-line reply: to its end (blocking, or until the socket
-    /// has nothing more for now: nil).
-    private func readReply(_ fd: Int32, blocking: Bool, into received: inout [UInt8]) -> Result<LineRecord, BerthError>? {
+    /// Reads the one-line reply (blocking, until the socket's read timeout).
+    private func readReply(_ fd: Int32) -> Result<LineRecord, BerthError> {
+        var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
         while !received.contains(UInt8(ascii: "\n")) {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 && errno == EAGAIN && !blocking { return nil }
             if n < 0 { return .failure(unanswered("read", errno)) }
             guard n > 0 else { return .failure(BerthError(.unavailable, "the container's shim closed its socket without answering")) }
             received += buffer[0..<n]
         }
+        return readReply(from: received)
+    }
+
+    /// The reply line at the start of `received`.
+    private func readReply(from received: [UInt8]) -> Result<LineRecord, BerthError> {
         let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
         do {
             return .success(try LineRecord(singleLine: text))
@@ -148,55 +150,45 @@ public struct ShimClient: Sendable {
         }
     }
 
-    private func readReply(_ fd: Int32, blocking: Bool) -> Result<LineRecord, BerthError> {
-        var received: [UInt8] = []
-        return readReply(fd, blocking: blocking, into: &received) ?? .failure(unanswered("read", EAGAIN))
-    }
-
-    /// Where replies to `wait` are read, one short line each.
-    private static let replies = DispatchQueue(label: "berth.shim-replies")
-
-    /// A `wait` under way; touched on `replies` only.
-    private final class PendingReply: @unchecked Sendable {
-        var received: [UInt8] = []
-        var continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>?
-        var source: (any DispatchSourceRead)?
-        var finished: Result<LineRecord, BerthError>?
-
-        func finish(_ result: Result<LineRecord, BerthError>) {
-            guard finished == nil else { return }
-            finished = result
-            source?.cancel()
-            continuation?.resume(returning: result)
-            continuation = nil
-        }
-    }
-
-    private func awaitReply(_ fd: Int32) async throws -> LineRecord {
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        let pending = PendingReply()
-        let result = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Result<LineRecord, BerthError>, Never>) in
-                Self.replies.async {
-                    if let finished = pending.finished {
-                        close(fd)
-                        continuation.resume(returning: finished)
-                        return
-                    }
-                    pending.continuation = continuation
-                    let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.replies)
-                    pending.source = source
-                    source.setEventHandler {
-                        if let reply = readReply(fd, blocking: false, into: &pending.received) { pending.finish(reply) }
-                    }
-                    source.setCancelHandler { close(fd) }
-                    source.resume()
+    /// A connection to the shim handed to the event loops: read only as
+    /// fast as its consumer takes it (NIOAsyncChannel's back-pressure). NIO
+    /// owns the descriptor from here on and closes it, also when this throws.
+    private func channel(_ fd: Int32) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        do {
+            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 4)))
                 }
             }
-        } onCancel: {
-            Self.replies.async { pending.finish(.failure(BerthError(.cancelled, "the wait for the container's exit was cancelled"))) }
+        } catch {
+            throw BerthError(.unavailable, "cannot read from the container's shim at \(socketPath)", underlying: error)
         }
-        return try result.get()
+    }
+
+    /// The reply to `wait`, read on the event loops when it comes (an
+    /// exit may be days away): no thread is held meanwhile. The event
+    /// loops own the descriptor, so that it is closed exactly once, by the
+    /// one that watches it.
+    private func awaitReply(_ fd: Int32) async throws -> LineRecord {
+        let connection = try await channel(fd)
+        let cancelled = BerthError(.cancelled, "the wait for the container's exit was cancelled")
+        let reply: LineRecord?
+        do {
+            reply = try await connection.executeThenClose { inbound, _ in
+                var received: [UInt8] = []
+                for try await buffer in inbound {
+                    received += buffer.readableBytesView
+                    if received.contains(UInt8(ascii: "\n")) { return try readReply(from: received).get() }
+                }
+                return nil
+            }
+        } catch {
+            throw Task.isCancelled ? cancelled : error
+        }
+        if let reply { return reply }
+        throw Task.isCancelled ? cancelled : BerthError(.unavailable, "the container's shim closed its socket without answering")
     }
 
     /// Starts a process in the running container through its shim (exec):
@@ -271,27 +263,17 @@ extension ShimClient {
     /// faster than `deliver` takes it, so a slow reader slows the container
     /// instead of losing output.
     ///
+    /// - Parameter attached: called once the shim has the attach request,
+    ///   before any output is delivered.
     /// - Throws: `BerthError.unavailable` when the shim does not answer, or
-    ///   goes away before the end; what `deliver` throws.
-    public func followOutput(_ deliver: (OutputChunk) async throws -> Void) async throws {
-        let fd: Int32 = try await Blocking.run { try send(.attach).get() }
+    ///   goes away before the end; what `attached` or `deliver` throws.
+    public func followOutput(attached: () async throws -> Void = {}, _ deliver: (OutputChunk) async throws -> Void) async throws {
         // A channel of its own on the event loops: it reads only while its
-        // few buffers are taken (NIOAsyncChannel's back-pressure), so the
-        // socket fills when `deliver` is slow, and the shim waits.
-        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 4)))
-                }
-            }
-        } catch {
-            close(fd)
-            throw BerthError(.unavailable, "cannot follow the container's output", underlying: error)
-        }
+        // few buffers are taken, so the socket fills when `deliver` is slow,
+        // and the shim waits.
+        let channel = try await channel(try await Blocking.run { try send(.attach).get() })
         let ended: Bool = try await channel.executeThenClose { inbound, _ in
+            try await attached()
             var pending: [UInt8] = []
             var consumed = 0
             for try await buffer in inbound {

@@ -104,8 +104,9 @@ public struct ShimConfig: Sendable, Hashable {
     public var netnsPath: String
     /// Device nodes made in the container (`--device`).
     public var devices: [DeviceNode]
-    /// The output is not read until a connection attaches (or 10 s pass):
-    /// an attached run receives it from the first byte.
+    /// The output is not read until a connection attaches or the agent
+    /// releases it (`ShimRequest.release`): an attached run receives it
+    /// from the first byte.
     public var attachGate: Bool
 
     public init(

@@ -96,6 +96,10 @@ public enum ShimRequest: Sendable, Hashable {
     /// The shim reads the container's output no faster than the slowest
     /// attached connection takes it (the container waits, nothing is dropped).
     case attach
+    /// No attach is coming (the caller of `Run` went away, or the agent
+    /// restarted): the output held for one is read from now on, into the
+    /// log. Reply: `ok=1`.
+    case release
 
     public var line: String {
         switch self {
@@ -105,6 +109,7 @@ public enum ShimRequest: Sendable, Hashable {
         case .delete: return "delete"
         case .exec(let id): return "exec \(id)"
         case .attach: return "attach"
+        case .release: return "release"
         }
     }
 
@@ -121,6 +126,7 @@ public enum ShimRequest: Sendable, Hashable {
             guard parts.count == 2, ShimExec.isValidID(parts[1]) else { return nil }
             self = .exec(id: String(parts[1]))
         case "attach": self = .attach
+        case "release": self = .release
         default: return nil
         }
     }

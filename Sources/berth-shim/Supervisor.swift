@@ -15,15 +15,18 @@ final class Supervisor {
     private var log: LogWriter?
     /// Connections following the output live (attach), by descriptor.
     private var attached: [Int32: AttachedClient] = [:]
-    /// Until the first attach (or `attachGateDeadline`), the output is not
-    /// read: an attached run gets every byte from the first.
+    /// Until the first attach, or until the agent says no attach comes
+    /// (`release`), the output is not read: an attached run gets every
+    /// byte from the first, however long its attach takes.
     private var gated = false
     private var attachGateDeadline: Int64 = 0
     /// How far an attached client may fall behind before the container's
     /// output stops being read (and the container, its pipe full, waits).
     static let attachWindow = 256 * 1024
-    /// How long an output gate waits for its attach.
-    static let attachGateNanos: Int64 = 10_000_000_000
+    /// How long an output gate waits for an attach or a release at most:
+    /// only for an agent that died between a start and its attach and was
+    /// not started again (a restarted agent releases every gate it finds).
+    static let attachGateNanos: Int64 = 300_000_000_000
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var listener: Int32 = -1
     private var clients: [Int32: [UInt8]] = [:]
@@ -358,6 +361,9 @@ final class Supervisor {
         case .delete:
             if exitRecord == nil, pidfd >= 0 { _ = berth_pidfd_send_signal(pidfd, SIGKILL) }
             deleteRequested = fd
+        case .release:
+            gated = false
+            reply(fd, "ok=1")
         case .exec, .attach:
             break
         }

@@ -66,9 +66,12 @@ struct LineRecordTests {
         #expect(throws: LineRecordError.self) { try ShimExec(record: LineRecord(parsing: config.record.text)) }
     }
 
-    @Test("exec IDs cannot name a file outside the bundle")
+    @Test("every request reads back as itself; exec IDs cannot name a file outside the bundle")
     func execIDs() {
         #expect(ShimRequest(line: "exec 0123abcDEF") == .exec(id: "0123abcDEF"))
+        for request in [ShimRequest.state, .signal(15), .wait, .delete, .attach, .release] {
+            #expect(ShimRequest(line: Substring(request.line)) == request, "\(request.line)")
+        }
         for bad in ["exec ../config", "exec a/b", "exec", "exec a b", "exec .", "exec a.b"] {
             #expect(ShimRequest(line: Substring(bad)) == nil, "\(bad)")
         }
