@@ -94,7 +94,7 @@ public actor ServiceManager {
                 throw BerthError.invalid("constraint \"\(text)\": \(constraint.value) is the start of \(matches.count) node IDs; give more of it")
             }
             guard let node = matches.first, constraint.value.count >= 12 else { return text }
-            return "node.id\(constraint.equals ? "==" : "!=")\(node.id)"
+            return "node.id\(constraint.op.rawValue)\(node.id)"
         }
         return spec
     }

@@ -35,7 +35,7 @@ enum ServicePlanner {
         let resources = spec.container.resources
         return PlacementRequest(
             service: service.id, name: spec.name,
-            resources: Resources2D(
+            resources: ResourceRequest(
                 milliCPU: (resources.cpus?.nanoCPUs ?? 0) / 1_000_000, memoryBytes: resources.memory?.bytes ?? 0),
             constraints: try spec.constraints.map { try Constraint(parsing: $0) },
             ports: spec.container.ports.map { HostPort($0.hostPort, $0.transport) },
@@ -48,7 +48,7 @@ enum ServicePlanner {
         let availability: NodeAvailability = node.state == .down ? .down : node.availability == .drain ? .draining : .ready
         return SchedulerNode(
             id: node.id, hostname: node.hostname, labels: node.operatorLabels, engineLabels: node.agentLabels, availability: availability,
-            allocatable: Resources2D(milliCPU: Int64(node.allocatable.cpus) * 1000, memoryBytes: node.allocatable.memoryBytes))
+            allocatable: ResourceRequest(milliCPU: Int64(node.allocatable.cpus) * 1000, memoryBytes: node.allocatable.memoryBytes))
     }
 
     /// The nodes as the scheduler sees them, with what the replicas that

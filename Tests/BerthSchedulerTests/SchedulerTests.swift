@@ -11,14 +11,14 @@ struct SchedulerTests {
         (0..<count).map { i in
             SchedulerNode(
                 id: "n\(i)", labels: ["zone": zones[i % zones.count]],
-                allocatable: Resources2D(milliCPU: cpus * 1000, memoryBytes: memoryGiB * gib))
+                allocatable: ResourceRequest(milliCPU: cpus * 1000, memoryBytes: memoryGiB * gib))
         }
     }
 
     static func request(_ service: String = "web", cpu: Int64 = 500, memoryGiB: Int64 = 1, constraints: [String] = [], ports: [HostPort] = [],
                         strategy: PlacementStrategy = .spread, spread: String? = nil, maxPerNode: Int = 0) throws -> PlacementRequest {
         PlacementRequest(
-            service: service, resources: Resources2D(milliCPU: cpu, memoryBytes: memoryGiB * gib),
+            service: service, resources: ResourceRequest(milliCPU: cpu, memoryBytes: memoryGiB * gib),
             constraints: try constraints.map(Constraint.init(parsing:)), ports: ports, strategy: strategy,
             spreadLabel: try spread.map { try PlacementRequest.spreadLabel(parsingPreference: $0) }, maxPerNode: maxPerNode)
     }
@@ -31,7 +31,7 @@ struct SchedulerTests {
         // Another service's replicas make a node fuller: among nodes with as
         // many of this service's replicas, the fuller one is chosen.
         var nodes = Self.nodes(3)
-        nodes[2].allocated = Resources2D(milliCPU: 2000, memoryBytes: 2 * Self.gib)
+        nodes[2].allocated = ResourceRequest(milliCPU: 2000, memoryBytes: 2 * Self.gib)
         cluster = Cluster(nodes: nodes)
         #expect(try Scheduler.place(try Self.request(), count: 1, on: &cluster) == ["n2"])
         #expect(try Scheduler.place(try Self.request(), count: 2, on: &cluster).sorted() == ["n0", "n1"])
@@ -92,7 +92,7 @@ struct SchedulerTests {
         #expect(Scheduler.explain(try Self.request(constraints: ["node.labels.zone==a"]), on: both).filter { $0.rejection == nil }.map(\.node) == ["n1"])
         #expect(Scheduler.explain(try Self.request(constraints: ["engine.labels.zone==a"]), on: both).filter { $0.rejection == nil }.map(\.node) == ["n0"])
         // node.id takes the 12 digits node ls prints.
-        let long = Cluster(nodes: [SchedulerNode(id: "0123456789abcdef0123456789abcdef", allocatable: Resources2D(milliCPU: 1000, memoryBytes: Self.gib))])
+        let long = Cluster(nodes: [SchedulerNode(id: "0123456789abcdef0123456789abcdef", allocatable: ResourceRequest(milliCPU: 1000, memoryBytes: Self.gib))])
         #expect(Scheduler.explain(try Self.request(cpu: 0, memoryGiB: 0, constraints: ["node.id==0123456789ab"]), on: long).first?.rejection == nil)
         #expect(Scheduler.explain(try Self.request(cpu: 0, memoryGiB: 0, constraints: ["node.id==0123"]), on: long).first?.rejection != nil, "too short to name a node")
         let web = try Self.request("api", ports: [HostPort(8080)])
@@ -123,11 +123,68 @@ struct SchedulerTests {
     @Test("explain: every node's verdict, the chosen one first")
     func explain() throws {
         var nodes = Self.nodes(3, zones: ["a", "b", "a"])
-        nodes[2].allocated = Resources2D(milliCPU: 3000, memoryBytes: 4 * Self.gib)
+        nodes[2].allocated = ResourceRequest(milliCPU: 3000, memoryBytes: 4 * Self.gib)
         let verdicts = Scheduler.explain(try Self.request(constraints: ["node.labels.zone==a"], strategy: .binpack), on: Cluster(nodes: nodes))
         #expect(verdicts.map(\.node) == ["n2", "n0", "n1"])
         #expect(verdicts[0].chosen && verdicts[0].rejection == nil)
         #expect(verdicts[2].rejection?.description == "constraint node.labels.zone==a is not met")
+    }
+
+    @Test("place and explain walk the same checks and scorers: explain's first node is place's choice, on random clusters")
+    func placeAndExplainAgree() throws {
+        var generator = SeededGenerator(seed: 7)
+        for round in 0..<300 {
+            var nodes = Self.nodes(Int.random(in: 1...12, using: &generator), zones: ["a", "b", "c"])
+            for i in nodes.indices {
+                nodes[i].allocated = ResourceRequest(
+                    milliCPU: Int64.random(in: 0...4000, using: &generator), memoryBytes: Int64.random(in: 0...8, using: &generator) * Self.gib)
+                if Int.random(in: 0..<6, using: &generator) == 0 { nodes[i].availability = .draining }
+                if Int.random(in: 0..<4, using: &generator) == 0 { nodes[i].usedPorts = [HostPort(8080)] }
+            }
+            var cluster = Cluster(nodes: nodes)
+            // Replicas of the service already placed, for the spreads to count.
+            for _ in 0..<Int.random(in: 0...6, using: &generator) {
+                _ = try? Scheduler.place(try Self.request(cpu: 0, memoryGiB: 0), count: 1, on: &cluster)
+            }
+            let request = try Self.request(
+                cpu: Int64.random(in: 0...2000, using: &generator), memoryGiB: Int64.random(in: 0...3, using: &generator),
+                constraints: Bool.random(using: &generator) ? ["node.labels.zone!=c"] : [],
+                ports: Bool.random(using: &generator) ? [HostPort(8080)] : [],
+                strategy: Bool.random(using: &generator) ? .spread : .binpack,
+                spread: Bool.random(using: &generator) ? "spread=node.labels.zone" : nil,
+                maxPerNode: Int.random(in: 0...2, using: &generator))
+            let verdicts = Scheduler.explain(request, on: cluster)
+            let placed = try? Scheduler.place(request, count: 1, on: &cluster)
+            #expect(placed?.first == verdicts.first(where: { $0.rejection == nil })?.node, "round \(round): \(verdicts)")
+            #expect(verdicts.filter(\.chosen).map(\.node) == (placed ?? []), "round \(round)")
+            for verdict in verdicts {
+                #expect(verdict.rejection == Scheduler.rejection(request, onNode: verdict.node, in: cluster) || placed?.first == verdict.node)
+            }
+        }
+    }
+
+    @Test("a node is rejected for the first check it fails, the cheapest first")
+    func rejectionOrder() throws {
+        var nodes = Self.nodes(1)
+        nodes[0].availability = .draining
+        nodes[0].usedPorts = [HostPort(80)]
+        nodes[0].allocated = ResourceRequest(milliCPU: 4000, memoryBytes: 8 * Self.gib)
+        let request = try Self.request(constraints: ["node.labels.zone==b"], ports: [HostPort(80)])
+        #expect(FeasibilityCheck.checks(for: request) == FeasibilityCheck.ordered.filter { $0 != .maxPerNode })
+        #expect(FeasibilityCheck.checks(for: try Self.request()) == [.ready, .cpu, .memory])
+        var expected: [Rejection] = [.notReady(.draining), .insufficientCPU, .insufficientMemory, .portInUse(HostPort(80))]
+        expected.append(.constraint(try Constraint(parsing: "node.labels.zone==b")))
+        for rejection in expected {
+            #expect(Scheduler.rejection(request, onNode: "n0", in: Cluster(nodes: nodes)) == rejection)
+            switch rejection {
+            case .notReady: nodes[0].availability = .ready
+            case .insufficientCPU: nodes[0].allocated.milliCPU = 0
+            case .insufficientMemory: nodes[0].allocated.memoryBytes = 0
+            case .portInUse: nodes[0].usedPorts = []
+            default: nodes[0].labels["zone"] = "b"
+            }
+        }
+        #expect(Scheduler.rejection(request, onNode: "n0", in: Cluster(nodes: nodes)) == nil)
     }
 
     @Test("constraints parse docker's spelling; anything else is a clear error")
@@ -150,7 +207,7 @@ struct SchedulerTests {
         for service in 0..<500 {
             let request = PlacementRequest(
                 service: "s\(service)",
-                resources: Resources2D(milliCPU: [250, 500, 1000, 2000].randomElement(using: &generator)!,
+                resources: ResourceRequest(milliCPU: [250, 500, 1000, 2000].randomElement(using: &generator)!,
                                        memoryBytes: [256, 512, 1024, 4096].randomElement(using: &generator)! << 20),
                 strategy: strategy)
             let count = Int.random(in: 1...10, using: &generator)
@@ -172,6 +229,19 @@ struct SchedulerTests {
 
 /// A seeded generator, so that the quality test is the same every run.
 struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A reproducible generator (SplitMix64) for the random clusters.
+struct SeededGenerator: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

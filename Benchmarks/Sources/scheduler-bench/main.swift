@@ -35,7 +35,7 @@ let zones = ["a", "b", "c", "d", "e"]
 
 func nodes() -> [SchedulerNode] {
     (0..<nodeCount).map { i in
-        SchedulerNode(id: "node-\(i)", labels: ["zone": zones[i % zones.count]], allocatable: Resources2D(milliCPU: nodeCPU, memoryBytes: nodeMemory))
+        SchedulerNode(id: "node-\(i)", labels: ["zone": zones[i % zones.count]], allocatable: ResourceRequest(milliCPU: nodeCPU, memoryBytes: nodeMemory))
     }
 }
 
@@ -49,7 +49,7 @@ func workload(strategy: PlacementStrategy, spreadLabel: LabelKey? = nil) -> [(Pl
         let count = min(Int.random(in: 1...19, using: &generator), replicaTotal - total)
         let request = PlacementRequest(
             service: "svc-\(jobs.count)",
-            resources: Resources2D(
+            resources: ResourceRequest(
                 milliCPU: [100, 250, 500, 1000, 2000].randomElement(using: &generator)!,
                 memoryBytes: [128, 256, 512, 1024, 2048, 4096].randomElement(using: &generator)! << 20),
             strategy: strategy, spreadLabel: spreadLabel)
