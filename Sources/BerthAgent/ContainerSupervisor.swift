@@ -68,12 +68,8 @@ public actor ContainerSupervisor {
     private var live: [ContainerID: Live] = [:]
     private var waiters: [ContainerID: [UUID: CheckedContinuation<Container?, Never>]] = [:]
     private var listeners: [UUID: @Sendable ([Event]) -> Void] = [:]
-    /// OOM kills in each running container's cgroup already recorded as
-    /// `oom` events (the counter's value when watching began, then after
-    /// each report).
-    private var oomKillsReported: [ContainerID: UInt64] = [:]
-    /// When the last `oom` event of a running container was recorded.
-    private var lastOOMReport: [ContainerID: Date] = [:]
+    /// What has been reported of each watched running container's OOM kills.
+    private var oomAccounts: [ContainerID: OOMAccount] = [:]
     private let oomWatcher: OOMWatcher?
 
     /// - Throws: `BerthError` when the records cannot be read.
@@ -556,20 +552,12 @@ public actor ContainerSupervisor {
     ///   re-adopted container) counting starts from the counter's value now.
     private func watchMemory(_ id: ContainerID, fresh: Bool) {
         oomWatcher?.onPressure { [weak self] id in Task { await self?.memoryPressure(id) } }
-        oomKillsReported[id] = fresh ? 0 : oomKills(id) ?? 0
+        oomAccounts[id] = OOMAccount(startingAt: fresh ? 0 : oomKills(id) ?? 0)
         do {
             try oomWatcher?.watch(id, counterFile: cgroups.oomCounterFile(id.rawValue))
         } catch {
             logger.warning("OOM kills are reported at exit only", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }
-    }
-
-    /// OOM kills the counter shows that no event has reported yet; from
-    /// now on they count as reported.
-    private func newOOMKills(_ id: ContainerID) -> UInt64 {
-        guard let reported = oomKillsReported[id], let count = oomKills(id), count > reported else { return 0 }
-        oomKillsReported[id] = count
-        return count - reported
     }
 
     /// One `oom` event per out-of-memory episode, with how many processes
@@ -588,9 +576,7 @@ public actor ContainerSupervisor {
         guard let container = containers[id], container.status.state.isActive, let pid = container.status.pid,
             Processes.isRunning(pid)
         else { return }
-        let kills = newOOMKills(id)
-        guard kills > 0 else { return }
-        lastOOMReport[id] = Date()
+        guard let kills = oomAccounts[id]?.pressure(counter: oomKills(id), at: Date()), kills > 0 else { return }
         do {
             publish(try database.append([oomEvent(container, kills: kills)]))
         } catch {
@@ -630,6 +616,8 @@ public actor ContainerSupervisor {
         guard var container = containers[id], container.status.state.isActive else { return }
         logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
         try? container.status.markExited(ProcessExit(exitCode: 255), at: Date())
+        oomAccounts[id] = nil
+        oomWatcher?.unwatch(id)
         networking.detach(&container, processesGone: false)
         try? commit(container, [event(.die, container, ["exitCode": "255", "error": reason])])
         try? cgroups.remove(id.rawValue)
@@ -640,30 +628,17 @@ public actor ContainerSupervisor {
     private func exited(_ id: ContainerID, exit: ShimExit) async {
         guard var container = containers[id], container.status.state.isActive else { return }
         let signal = exit.signal > 0 ? Signal(number: exit.signal) : nil
-        // The shim counts every OOM kill in the cgroup since the start. Kills
-        // of other processes were reported as they happened, so the
-        // container's own process was OOM-killed only when a kill not yet
-        // reported came with its exit. Without a count (no watch), the shim's word.
-        // With --init the victim is the init's child and the init exits 137:
-        // a kill reported just before such an exit counts as the container's,
-        // and kills at the exit that follow a report just before it belong
-        // to the same episode (one event).
-        let watched = oomKillsReported[id] != nil
-        let kills = newOOMKills(id)
         let finished = Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9)
-        let reportedJustBefore = lastOOMReport[id].map { finished.timeIntervalSince($0) < 2 } == true
-        let killedJustAfterReport = (exit.signal == SIGKILL || exit.code == 137) && reportedJustBefore
-        let oomKilled = watched ? exit.oomKilled && (kills > 0 || killedJustAfterReport) : exit.oomKilled
-        var events: [AgentDatabase.PendingEvent] = []
-        if kills > 0 && !reportedJustBefore { events.append(oomEvent(container, kills: kills)) }
-        if !watched && exit.oomKilled { events.append(oomEvent(container, kills: 1)) }
+        let oom = oomAccounts.removeValue(forKey: id).map {
+            $0.exit(counter: oomKills(id), shimSaysOOM: exit.oomKilled, killed: exit.signal == SIGKILL || exit.code == 137, finishedAt: finished)
+        } ?? OOMAccount.unwatchedExit(shimSaysOOM: exit.oomKilled)
         oomWatcher?.unwatch(id)
-        oomKillsReported.removeValue(forKey: id)
-        lastOOMReport.removeValue(forKey: id)
-        let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: oomKilled)
+        var events: [AgentDatabase.PendingEvent] = []
+        if let kills = oom.eventKills { events.append(oomEvent(container, kills: kills)) }
+        let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: oom.oomKilled)
         if container.status.state == .paused { try? cgroups.thaw(id.rawValue) }
         do {
-            try container.status.markExited(processExit, at: Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9))
+            try container.status.markExited(processExit, at: finished)
         } catch {
             logger.error("exit could not be recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
             return
