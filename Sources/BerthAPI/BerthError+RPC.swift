@@ -15,6 +15,7 @@ extension BerthError: RPCErrorConvertible {
         case .cancelled: return .cancelled
         case .unavailable: return .unavailable
         case .unimplemented: return .unimplemented
+        case .outOfRange: return .outOfRange
         case .internal: return .internalError
         default: return .unknown
         }
@@ -38,7 +39,8 @@ extension BerthError {
         }
         let code: Code
         switch error.code {
-        case .invalidArgument, .outOfRange: code = .invalidArgument
+        case .invalidArgument: code = .invalidArgument
+        case .outOfRange: code = .outOfRange
         case .notFound: code = .notFound
         case .alreadyExists: code = .alreadyExists
         case .failedPrecondition, .aborted: code = .failedPrecondition

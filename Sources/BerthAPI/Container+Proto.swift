@@ -265,6 +265,16 @@ extension Container {
         }
     }
 
+    /// How the container's last run ended, as `Wait` and `Run` answer.
+    public var exitProto: Berth_Agent_V1_WaitContainerResponse {
+        .with {
+            $0.exitCode = status.exitCode ?? 0
+            $0.signal = status.signal?.name ?? ""
+            $0.reason = status.reason?.rawValue ?? ""
+            $0.error = status.error ?? ""
+        }
+    }
+
     /// - Throws: `BerthError.invalidArgument` naming the first malformed field.
     public init(proto p: Berth_Agent_V1_Container) throws {
         self.init(

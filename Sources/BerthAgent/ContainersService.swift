@@ -86,16 +86,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     }
 
     public func wait(request: Berth_Agent_V1_WaitContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_WaitContainerResponse {
-        Self.exit(of: try await supervisor.wait(request.container))
-    }
-
-    static func exit(of container: Container) -> Berth_Agent_V1_WaitContainerResponse {
-        .with {
-            $0.exitCode = container.status.exitCode ?? 0
-            $0.signal = container.status.signal?.name ?? ""
-            $0.reason = container.status.reason?.rawValue ?? ""
-            $0.error = container.status.error ?? ""
-        }
+        try await supervisor.wait(request.container).exitProto
     }
 
     public func run(
@@ -139,7 +130,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
                         })
                 }
                 let exited = try await supervisor.wait(id.rawValue)
-                try await response.write(.with { $0.exited = Self.exit(of: exited) })
+                try await response.write(.with { $0.exited = exited.exitProto })
                 if remove { try await supervisor.remove(id.rawValue, force: true, volumes: true) }
             }
         } catch {
@@ -185,7 +176,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
     ) async throws {
         let requests = RequestIterator(request.makeAsyncIterator())
         guard let first = try await requests.next(), case .start(let start)? = first.request else {
-            throw RPCError(code: .invalidArgument, message: "the first message of an exec must be its start (ExecSpec)")
+            throw BerthError.invalid("the first message of an exec must be its start (ExecSpec)")
         }
         let spec = ExecRequestSpec(
             command: start.command, env: start.env, workingDir: start.hasWorkingDir ? start.workingDir : nil,
@@ -244,7 +235,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
                     case .stdin(let bytes): try await process.write([UInt8](bytes))
                     case .closeStdin: process.closeInput()
                     case .resize(let size): process.resize(rows: UInt16(clamping: size.rows), columns: UInt16(clamping: size.columns))
-                    case .start, nil: throw RPCError(code: .invalidArgument, message: "an exec is started once, by its first message")
+                    case .start, nil: throw BerthError.invalid("an exec is started once, by its first message")
                     }
                 }
                 // The client has nothing more to send: the process's stdin ends.

@@ -27,9 +27,7 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
         let bounds = try database.eventBounds()
         let start = request.liveOnly ? bounds.latest : request.fromRevision
         guard start <= bounds.latest else {
-            throw RPCError(
-                code: .outOfRange,
-                message: "revision \(start) is in the future: the latest revision is \(bounds.latest)")
+            throw BerthError(.outOfRange, "revision \(start) is in the future: the latest revision is \(bounds.latest)")
         }
         // From 0 the replay starts at the oldest event kept; after any other
         // revision, the next one must still be in the log.
@@ -40,7 +38,7 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
             try await untilRPCCancelled {
                 try await Self.follow(database: database, page: page, after: start, gapless: gapless, filter: filter, response: response)
             }
-        } catch let error as RPCError where error.code == .failedPrecondition {
+        } catch let error as BerthError where error.code == .failedPrecondition {
             metrics?.watchGapped()
             throw error
         }
@@ -61,9 +59,9 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
                 continue
             }
             if gapless && first.revision > last + 1 {
-                throw RPCError(
-                    code: .failedPrecondition,
-                    message: "revision \(last) is older than the event log keeps: the oldest revision kept is \(first.revision); watch from \(first.revision - 1) or later")
+                throw BerthError(
+                    .failedPrecondition,
+                    "revision \(last) is older than the event log keeps: the oldest revision kept is \(first.revision); watch from \(first.revision - 1) or later")
             }
             gapless = true
             let matching = events.filter(filter.matches)

@@ -41,7 +41,7 @@ public struct NodeService: Berth_Agent_V1_Node.SimpleServiceProtocol {
         var sequence: UInt64 = 0
         while request.count == 0 || sequence < UInt64(request.count) {
             if await Cancellation.sleep(for: interval, unless: context.cancellation) {
-                throw RPCError(code: .cancelled, message: "the call was cancelled")
+                throw BerthError(.cancelled, "the call was cancelled")
             }
             let now = node.probe.cpuTicks
             var cpus = 0.0

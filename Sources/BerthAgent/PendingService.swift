@@ -1,4 +1,5 @@
 public import GRPCCore
+import BerthModel
 
 /// Answers every method of a service that this agent does not implement yet
 /// with UNIMPLEMENTED and a message saying so, rather than pretending.
@@ -20,7 +21,7 @@ public struct PendingService: RegistrableRPCService {
             router.registerHandler(forMethod: method, deserializer: IgnoringDeserializer(), serializer: NothingSerializer()) {
                 request, _ in
                 for try await _ in request.messages {}
-                throw RPCError(code: .unimplemented, message: message)
+                throw BerthError(.unimplemented, message)
             }
         }
     }

@@ -28,6 +28,8 @@ public struct BerthError: Error, Codable, Sendable, Hashable, CustomStringConver
         public static let cancelled = Code(rawValue: "cancelled")
         /// A peer or a kernel feature is not reachable now; retrying may help.
         public static let unavailable = Code(rawValue: "unavailable")
+        /// The request names a position past what exists (a revision in the future).
+        public static let outOfRange = Code(rawValue: "out_of_range")
         /// The operation is not implemented by this build or on this host.
         public static let unimplemented = Code(rawValue: "unimplemented")
         /// An invariant inside Berth broke; this is a bug or a damaged host.
