@@ -223,3 +223,16 @@ extension AgentProcess {
         }
     }
 }
+
+/// Copies of executables to run.
+enum ExecutableCopy {
+    /// Copies `source` to `destination` by `cp` in a process of its own: the
+    /// test process, whose other threads start processes all the time,
+    /// never holds the copy open for writing, so no child of theirs can
+    /// inherit that descriptor and make the copy's exec fail with ETXTBSY
+    /// (a writer open anywhere makes a file busy for exec).
+    static func make(_ source: URL, _ destination: URL) throws {
+        let copied = try Processes.runBlocking("/bin/cp", ["--", source.path, destination.path], environment: ["PATH=/usr/bin:/bin"], timeout: .seconds(60))
+        guard copied.status == 0 else { throw HarnessError("cp \(source.path) \(destination.path): \(copied.stderr)") }
+    }
+}

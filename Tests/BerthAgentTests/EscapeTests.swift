@@ -75,7 +75,7 @@ struct EscapeTests {
             for name in ["berth-agent", "berth-shim", "berth-init"] {
                 let built = try BuildProducts.executable(name)
                 let copy = directory.appendingPathComponent(name)
-                try FileManager.default.copyItem(at: built, to: copy)
+                try ExecutableCopy.make(built, copy)
                 for file in [built.path, copy.path] {
                     let status = try FileIO.statusFollowingLinks(file)
                     identities.append("\(status.device):\(status.inode)")

@@ -19,7 +19,7 @@ struct RunFrontEndTests {
         init() throws {
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-alone-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try FileManager.default.copyItem(at: try BuildProducts.executable("berth"), to: executable)
+            try ExecutableCopy.make(try BuildProducts.executable("berth"), executable)
         }
 
         deinit { try? FileManager.default.removeItem(at: directory) }
