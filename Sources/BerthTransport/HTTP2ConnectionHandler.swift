@@ -177,6 +177,16 @@ class HTTP2ConnectionHandler: ChannelInboundHandler, NGHTTP2SessionDelegate, Con
     func session(goAwayWithLastStreamID lastStreamID: Int32, errorCode: UInt32) {}
     func session(pingAcknowledged payload: UInt64) {}
     func session(sentEndStreamOn streamID: Int32) {}
+
+    /// Rare from a real peer, and then worth seeing: nghttp2 ends the
+    /// connection for what the peer sent (a frame out of place, a window
+    /// overflow), which `receive` does not report as an error.
+    func session(sentGoAwayWithError errorCode: UInt32, debugData: String) {
+        logger.info(
+            "closing the connection: the peer's HTTP/2 broke the protocol",
+            metadata: ["error": "\(NGHTTP2Session.errorName(errorCode))", "detail": "\(debugData)"])
+    }
+
     func session(
         readDataFor streamID: Int32, into buffer: UnsafeMutableRawBufferPointer, eof: inout Bool, trailers: inout [HeaderField]?
     ) -> Int { Int(NGHTTP2_ERR_DEFERRED.rawValue) }

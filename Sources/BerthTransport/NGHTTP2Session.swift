@@ -31,6 +31,9 @@ protocol NGHTTP2SessionDelegate: AnyObject {
     func session(goAwayWithLastStreamID lastStreamID: Int32, errorCode: UInt32)
     /// This side sent a frame that ended its half of a stream.
     func session(sentEndStreamOn streamID: Int32)
+    /// This side sent GOAWAY with an error: nghttp2 ended the session for
+    /// something the peer sent (`debugData` says what, when nghttp2 says).
+    func session(sentGoAwayWithError errorCode: UInt32, debugData: String)
     /// An acknowledgement of our PING with this payload.
     func session(pingAcknowledged payload: UInt64)
     /// nghttp2 wants DATA for a stream: copy at most `buffer.count` bytes,
@@ -371,6 +374,11 @@ private let onFrameSend: nghttp2_on_frame_send_callback = { _, frame, userData i
         hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
     {
         session(userData).delegate.session(sentEndStreamOn: hd.stream_id)
+    }
+    if type == NGHTTP2_GOAWAY.rawValue, frame.pointee.goaway.error_code != NGHTTP2_NO_ERROR.rawValue {
+        let goaway = frame.pointee.goaway
+        let debug = goaway.opaque_data.map { String(decoding: UnsafeBufferPointer(start: $0, count: goaway.opaque_data_len), as: UTF8.self) } ?? ""
+        session(userData).delegate.session(sentGoAwayWithError: goaway.error_code, debugData: debug)
     }
     return 0
 }
