@@ -288,7 +288,11 @@ public actor ContainerSupervisor {
     /// container uses it (`force` untags an image in use and keeps it).
     public func removeImage(_ reference: String, force: Bool) throws -> (untagged: [String], deleted: [String]) {
         let used = imagesInUse
-        return try images.remove(reference, force: force, inUse: { used.contains($0) })
+        let (untagged, deleted) = try images.remove(reference, force: force, inUse: { used.contains($0) })
+        var events: [AgentDatabase.PendingEvent] = untagged.map { .init(type: .image, action: .untag, actorID: reference, attributes: ["name": $0]) }
+        events += deleted.filter { $0.hasPrefix("sha256:") }.prefix(1).map { .init(type: .image, action: .delete, actorID: $0) }
+        publish(try database.append(events))
+        return (untagged, deleted)
     }
 
     // MARK: Create

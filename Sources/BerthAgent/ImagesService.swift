@@ -11,13 +11,13 @@ import Synchronization
 /// `berth.agent.v1.Images`: a thin adapter from the wire to the image store.
 public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     let images: ImageStore
+    let catalog: ImageCatalog
     let supervisor: ContainerSupervisor
-    let database: AgentDatabase
 
     public init(images: ImageStore, supervisor: ContainerSupervisor, database: AgentDatabase) {
         self.images = images
+        self.catalog = ImageCatalog(store: images, database: database)
         self.supervisor = supervisor
-        self.database = database
     }
 
     public func pull(request: Berth_Agent_V1_PullImageRequest, response: RPCWriter<Berth_Agent_V1_PullImageResponse>, context: ServerContext) async throws {
@@ -28,7 +28,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
             ? RegistryCredentials(username: request.credentials.username, password: request.credentials.password) : nil
         let (updates, continuation) = AsyncStream<PullProgress>.makeStream()
         let throttle = ProgressThrottle()
-        let images = self.images
+        let catalog = self.catalog
         let image = try await withThrowingTaskGroup(of: Image?.self) { group in
             group.addTask {
                 for await update in updates {
@@ -38,7 +38,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
             }
             group.addTask {
                 defer { continuation.finish() }
-                return try await images.pull(reference, platform: platform, credentials: credentials) { update in
+                return try await catalog.pull(reference, platform: platform, credentials: credentials) { update in
                     if throttle.admit(update) { continuation.yield(update) }
                 }
             }
@@ -48,7 +48,6 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
             }
             return pulled!
         }
-        try database.append([.init(type: .image, action: .pull, actorID: image.id, attributes: ["name": reference.familiar])])
         try await response.write(.with { $0.image = image.proto })
     }
 
@@ -84,25 +83,9 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     }
 
     public func importImage(request: Berth_Agent_V1_ImportImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_ImportImageResponse {
-        guard request.path.hasPrefix("/") else { throw BerthError.invalid("import path \"\(request.path)\" must be absolute on the agent's host") }
         let reference = try request.reference.isEmpty ? nil : ImageReference(parsing: request.reference)
-        let images = self.images
-        let config = ImageConfig(proto: request.config)
-        // File-system work, off the threads that serve RPCs.
-        let results = try await Blocking.run { () throws -> [ImageStore.ImportResult] in
-            let kind = try ImageStore.kind(of: request.path)
-            if kind == .rootfs {
-                guard let reference else { throw BerthError.invalid("importing a root filesystem needs a NAME[:TAG] for the image") }
-                return [try images.importRootfs(from: request.path, reference: reference, config: config)]
-            }
-            if request.hasConfig && config != ImageConfig() {
-                throw BerthError.invalid("image settings (--change) apply to root filesystems; \(request.path) is an image archive with its own")
-            }
-            return try images.importArchive(from: request.path, kind: kind, reference: reference)
-        }
-        try database.append(results.map {
-            .init(type: .image, action: .import, actorID: $0.image.id, attributes: ["name": $0.names.first.flatMap { try? ImageReference(parsing: $0).familiar } ?? ""])
-        })
+        let results = try await catalog.importImages(
+            from: request.path, reference: reference, config: request.hasConfig ? ImageConfig(proto: request.config) : nil)
         // Each image with the names this import gave it, not those it had
         // before (docker load reports what the archive held).
         return .with {
@@ -123,18 +106,12 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     }
 
     public func tag(request: Berth_Agent_V1_TagImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_TagImageResponse {
-        let reference = try ImageReference(parsing: request.reference)
-        try images.tag(request.image, as: reference)
-        let image = try images.resolve(reference.canonical)
-        try database.append([.init(type: .image, action: .tag, actorID: image.id, attributes: ["name": reference.familiar])])
+        try catalog.tag(request.image, as: try ImageReference(parsing: request.reference))
         return .init()
     }
 
     public func remove(request: Berth_Agent_V1_RemoveImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_RemoveImageResponse {
         let (untagged, deleted) = try await supervisor.removeImage(request.image, force: request.force)
-        var events: [AgentDatabase.PendingEvent] = untagged.map { .init(type: .image, action: .untag, actorID: request.image, attributes: ["name": $0]) }
-        events += deleted.filter { $0.hasPrefix("sha256:") }.prefix(1).map { .init(type: .image, action: .delete, actorID: $0) }
-        try database.append(events)
         return .with {
             $0.untagged = untagged
             $0.deleted = deleted
