@@ -79,10 +79,29 @@ extension [FeasibilityCheck] {
         return nil
     }
 
-    /// Whether each node fits.
+    /// Whether each node fits. The checks every request has, at the head
+    /// of every list, are one pass over the flat arrays together.
     func fits(_ request: PlacementRequest, _ cluster: Cluster) -> [Bool] {
-        var fits = [Bool](repeating: true, count: cluster.nodes.count)
-        for check in self { check.exclude(from: &fits, request, cluster) }
+        let common: [FeasibilityCheck] = [.ready, .cpu, .memory]
+        guard starts(with: common) else {
+            var fits = [Bool](repeating: true, count: cluster.nodes.count)
+            for check in self { check.exclude(from: &fits, request, cluster) }
+            return fits
+        }
+        let (cpu, memory) = (request.resources.milliCPU, request.resources.memoryBytes)
+        let count = cluster.nodes.count
+        // Once per placement call over every node: without bounds checks.
+        var fits = [Bool](unsafeUninitializedCapacity: count) { out, initialized in
+            cluster.ready.withUnsafeBufferPointer { ready in
+                cluster.freeCPU.withUnsafeBufferPointer { freeCPU in
+                    cluster.freeMemory.withUnsafeBufferPointer { freeMemory in
+                        for i in 0..<count { out[i] = ready[i] && freeCPU[i] >= cpu && freeMemory[i] >= memory }
+                    }
+                }
+            }
+            initialized = count
+        }
+        for check in dropFirst(common.count) { check.exclude(from: &fits, request, cluster) }
         return fits
     }
 }

@@ -76,10 +76,12 @@ struct Ranking {
     /// The counting scorers' rank of node `i`: lower is better.
     @inline(__always)
     func key(_ i: Int) -> Int64 {
+        // Masking shifts: the shifts are known to be in range, and the
+        // checking kind costs a branch each in the inner loop.
         var key: Int64 = 0
-        if let avoided, avoided[i] { key |= 1 << avoidShift }
-        if let labels { key |= Int64(perValue[Int(labels.ids[i])]) << labelShift }
-        if nodeShift >= 0 { key |= Int64(onNode[i]) << nodeShift }
+        if let avoided, avoided[i] { key |= 1 &<< avoidShift }
+        if let labels { key |= Int64(perValue[Int(labels.ids[i])]) &<< labelShift }
+        if nodeShift >= 0 { key |= Int64(onNode[i]) &<< nodeShift }
         return key
     }
 
