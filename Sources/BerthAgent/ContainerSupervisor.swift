@@ -71,12 +71,16 @@ public actor ContainerSupervisor {
     /// What has been reported of each watched running container's OOM kills.
     private var oomAccounts: [ContainerID: OOMAccount] = [:]
     private let oomWatcher: OOMWatcher?
+    /// Restart delays are measured on it.
+    private let clock: any Clock<Duration>
 
     /// - Throws: `BerthError` when the records cannot be read.
+    /// - Parameter clock: what restart delays are measured on.
     public init(
         database: AgentDatabase, images: ImageStore, cgroups: any CgroupDriver, environment: RuntimeEnvironment, host: NodeCapacity,
-        networking: ContainerNetworking, logger: Logger
+        networking: ContainerNetworking, logger: Logger, clock: any Clock<Duration> = ContinuousClock()
     ) throws {
+        self.clock = clock
         self.database = database
         self.images = images
         self.volumes = try VolumeStore(root: "\(environment.rootDir)/volumes", database: database)
@@ -705,17 +709,21 @@ public actor ContainerSupervisor {
 
     private func scheduleRestartIfNeeded(_ id: ContainerID) {
         guard let container = containers[id], container.status.state == .exited else { return }
-        let policy = container.spec.restartPolicy
         let status = container.status
-        if policy.shouldRestart(exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser) {
-            let delay = RestartPolicy.backoff(attempt: status.restartCount)
+        switch container.spec.restartPolicy.afterExit(
+            exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser, autoRemove: container.spec.autoRemove)
+        {
+        case .restart(let delay):
+            let clock = self.clock
             live[id, default: Live()].restart = Task { [weak self] in
-                try? await Task.sleep(for: delay)
+                try? await clock.sleep(for: delay)
                 guard !Task.isCancelled else { return }
                 await self?.restartAfterExit(id)
             }
-        } else if container.spec.autoRemove {
+        case .remove:
             Task { [weak self] in try? await self?.remove(id.rawValue, force: false, volumes: true) }
+        case .stay:
+            break
         }
     }
 

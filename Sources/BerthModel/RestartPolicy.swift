@@ -53,6 +53,22 @@ public enum RestartPolicy: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// What follows a container's run that just ended, by docker's rules: a
+    /// stop or kill asked for by a person never restarts; a container that
+    /// does not restart is removed when it was started with `--rm`.
+    ///
+    /// - Parameters:
+    ///   - exitCode: the exit code of the main process.
+    ///   - restartCount: restarts already made under this policy.
+    ///   - stoppedByUser: true when a person asked for the stop or kill.
+    ///   - autoRemove: the container was started with `--rm`.
+    public func afterExit(exitCode: Int32, restartCount: Int, stoppedByUser: Bool, autoRemove: Bool) -> AfterExit {
+        if shouldRestart(exitCode: exitCode, restartCount: restartCount, stoppedByUser: stoppedByUser) {
+            return .restart(after: Self.backoff(attempt: restartCount))
+        }
+        return autoRemove ? .remove : .stay
+    }
+
     /// Decides whether a container that just exited should be restarted.
     ///
     /// - Parameters:
@@ -90,4 +106,14 @@ extension RestartPolicy: Codable {
         var container = encoder.singleValueContainer()
         try container.encode(description)
     }
+}
+
+/// What follows the end of a container's run.
+public enum AfterExit: Sendable, Hashable {
+    /// It runs again after this delay (the policy's backoff).
+    case restart(after: Duration)
+    /// It is removed (`--rm`).
+    case remove
+    /// It stays exited.
+    case stay
 }

@@ -112,6 +112,23 @@ struct ParsingTests {
         #expect(RestartPolicy.backoff(attempt: 100) == .seconds(60))
     }
 
+    @Test("after a run: restart after the backoff, remove (--rm), or stay, by docker's rules")
+    func afterExit() {
+        func after(_ policy: RestartPolicy, code: Int32 = 1, restarts: Int = 0, byUser: Bool = false, rm: Bool = false) -> AfterExit {
+            policy.afterExit(exitCode: code, restartCount: restarts, stoppedByUser: byUser, autoRemove: rm)
+        }
+        #expect(after(.always) == .restart(after: .milliseconds(100)))
+        #expect(after(.always, code: 0, restarts: 3) == .restart(after: .milliseconds(800)))
+        #expect(after(.unlessStopped, restarts: 30) == .restart(after: .seconds(60)))
+        #expect(after(.always, byUser: true) == .stay, "a stop asked for by a person never restarts")
+        #expect(after(.onFailure(maxRetries: 2), restarts: 1) == .restart(after: .milliseconds(200)))
+        #expect(after(.onFailure(maxRetries: 2), restarts: 2) == .stay, "retries used up")
+        #expect(after(.onFailure(maxRetries: nil), code: 0) == .stay, "a success is not a failure")
+        #expect(after(.no, rm: true) == .remove)
+        #expect(after(.no, byUser: true, rm: true) == .remove, "--rm holds for a stopped container too")
+        #expect(after(.no) == .stay)
+    }
+
     @Test("published ports in every docker form")
     func ports() throws {
         #expect(try PortMapping(parsing: "8080:80") == PortMapping(hostPort: 8080, containerPort: 80))
