@@ -14,26 +14,36 @@ public actor NodeRegistry {
     /// What agents are asked to keep to.
     public let heartbeatInterval: Duration
     private var nodes: [String: ClusterNode] = [:]
-    /// When each node's last heartbeat came, by this process's clock (a
-    /// wall clock jump must not mark nodes down).
-    private var lastSeen: [String: ContinuousClock.Instant] = [:]
-    private let clock = ContinuousClock()
+    /// When each node's last heartbeat came, on `now`.
+    private var lastSeen: [String: Duration] = [:]
+    /// Monotonic time (a wall clock jump must not mark nodes down): how
+    /// long since some fixed point. Tests give their own.
+    private let now: @Sendable () -> Duration
     /// Nodes removed with `berth node rm`: their IDs may not come back.
     private var removed: Set<String>
     /// Told of every change that may move replicas (a node new, back, down, removed, relabelled).
     private let changed: @Sendable () -> Void
 
+    /// This process's monotonic time: since the registry type was first used.
+    public static let processTime: @Sendable () -> Duration = {
+        let start = ContinuousClock.now
+        return { ContinuousClock.now - start }
+    }()
+
+    /// - Parameter now: monotonic time the grace period is measured on.
     /// - Throws: what the store throws when its records cannot be read.
     public init(
-        store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger, changed: @escaping @Sendable () -> Void = {}
+        store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger, changed: @escaping @Sendable () -> Void = {},
+        now: @escaping @Sendable () -> Duration = NodeRegistry.processTime
     ) throws {
+        self.now = now
         self.store = store
         self.grace = grace
         self.heartbeatInterval = heartbeatInterval
         self.logger = logger
         self.changed = changed
         removed = try store.removedNodes()
-        let now = ContinuousClock.now
+        let now = self.now()
         for node in try store.nodes() {
             nodes[node.id] = node
             // A restarted controller gives every node a full grace period
@@ -94,7 +104,7 @@ public actor NodeRegistry {
         node.lastHeartbeat = now
         try store.put(node)
         nodes[id] = node
-        lastSeen[id] = clock.now
+        lastSeen[id] = self.now()
         logger.info(wasDown ? "node back" : "node registered", metadata: ["node.id": "\(id)", "address": "\(address)"])
         if before == nil || wasDown || before?.address != address || before?.agentLabels != labels || before?.allocatable != allocatable { changed() }
         return node
@@ -105,7 +115,7 @@ public actor NodeRegistry {
     public func heartbeat(id: String, peer: PeerIdentity? = nil) throws -> Bool {
         try authorize(peer, for: id)
         guard var node = nodes[id] else { return false }
-        lastSeen[id] = clock.now
+        lastSeen[id] = self.now()
         if node.state == .down {
             node.state = .ready
             node.lastHeartbeat = Date()
@@ -126,7 +136,7 @@ public actor NodeRegistry {
     /// begins to serve, so that its own start-up and an agent's wait before
     /// its next attempt do not count against the node.
     public func renewAll() {
-        let now = clock.now
+        let now = self.now()
         for id in nodes.keys { lastSeen[id] = now + ClusterNode.retryInterval }
     }
 
@@ -135,7 +145,7 @@ public actor NodeRegistry {
     /// - Returns: the nodes that went down now.
     @discardableResult
     public func sweep() -> [ClusterNode] {
-        let now = clock.now
+        let now = self.now()
         var down: [ClusterNode] = []
         for (id, node) in nodes where node.state == .ready {
             guard let seen = lastSeen[id], now - seen > grace else { continue }
