@@ -152,7 +152,9 @@ public struct ShimClient: Sendable {
 
     /// A connection to the shim handed to the event loops: read only as
     /// fast as its consumer takes it (NIOAsyncChannel's back-pressure). NIO
-    /// owns the descriptor from here on and closes it, also when this throws.
+    /// owns the descriptor from here on; this never closes it itself, even
+    /// when NIO refuses it (a second close could hit whatever the number
+    /// was given to since).
     private func channel(_ fd: Int32) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
