@@ -22,7 +22,14 @@ final class ControllerProcess: @unchecked Sendable {
         self.port = try port ?? MetricsTests.freePort()
         self.grace = grace
         process = ChildProcess(pid: 0)
-        try await start()
+        do {
+            try await start()
+        } catch {
+            // The error carries the controller's log; nothing is left behind.
+            if process.pid > 0 { _ = process.terminate(grace: .seconds(5)) }
+            try? FileManager.default.removeItem(at: self.directory)
+            throw error
+        }
     }
 
     var address: String { "\(host):\(port)" }
