@@ -50,21 +50,12 @@ public enum FeasibilityCheck: Sendable, Hashable, CaseIterable {
         }
     }
 
-    /// Clears `fits` for every node that fails this check: one pass over
-    /// the nodes, flat arrays for the cheap checks.
+    /// Clears `fits` for every node that fails this check (the checks after
+    /// the common head, which `fits` takes in one pass of its own).
     func exclude(from fits: inout [Bool], _ request: PlacementRequest, _ cluster: Cluster) {
-        switch self {
-        case .ready:
-            for i in fits.indices where !cluster.ready[i] { fits[i] = false }
-        case .cpu:
-            let cpu = request.resources.milliCPU
-            for i in fits.indices where cluster.freeCPU[i] < cpu { fits[i] = false }
-        case .memory:
-            let memory = request.resources.memoryBytes
-            for i in fits.indices where cluster.freeMemory[i] < memory { fits[i] = false }
-        case .maxPerNode:
+        if self == .maxPerNode {
             for (index, count) in cluster.replicas[request.service] ?? [:] where count >= request.maxPerNode { fits[Int(index)] = false }
-        case .ports, .constraints:
+        } else {
             for i in fits.indices where fits[i] && rejection(request, cluster, i) != nil { fits[i] = false }
         }
     }
@@ -80,14 +71,10 @@ extension [FeasibilityCheck] {
     }
 
     /// Whether each node fits. The checks every request has, at the head
-    /// of every list, are one pass over the flat arrays together.
+    /// of every list (`checks(for:)`), are one pass over the flat arrays.
     func fits(_ request: PlacementRequest, _ cluster: Cluster) -> [Bool] {
         let common: [FeasibilityCheck] = [.ready, .cpu, .memory]
-        guard starts(with: common) else {
-            var fits = [Bool](repeating: true, count: cluster.nodes.count)
-            for check in self { check.exclude(from: &fits, request, cluster) }
-            return fits
-        }
+        precondition(starts(with: common), "every list of checks begins with ready, cpu, memory")
         let (cpu, memory) = (request.resources.milliCPU, request.resources.memoryBytes)
         let count = cluster.nodes.count
         // Once per placement call over every node: without bounds checks.

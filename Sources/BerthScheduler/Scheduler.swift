@@ -66,10 +66,12 @@ public enum Scheduler {
         let ranking = Ranking(Scorer.scorers(for: request), request, &cluster, avoid: [])
         let best = best(request, in: cluster, fits: checks.fits(request, cluster), ranking: ranking)
         let ranked = cluster.nodes.indices.map { i in
-            (verdict: NodeVerdict(
-                node: cluster.nodes[i].id, rejection: checks.rejection(request, cluster, i), score: Ranking.binpack(request, cluster, i),
-                replicas: Int(cluster.replicas[request.service]?[Int32(i)] ?? 0), chosen: i == best),
-             rank: (key: ranking.key(i), score: Ranking.binpack(request, cluster, i)))
+            let score = Ranking.binpack(request, cluster, i)
+            return (
+                verdict: NodeVerdict(
+                    node: cluster.nodes[i].id, rejection: checks.rejection(request, cluster, i), score: score,
+                    replicas: Int(cluster.replicas[request.service]?[Int32(i)] ?? 0), chosen: i == best),
+                rank: (key: ranking.key(i), score: score))
         }
         return ranked.sorted { a, b in
             if (a.verdict.rejection == nil) != (b.verdict.rejection == nil) { return a.verdict.rejection == nil }
