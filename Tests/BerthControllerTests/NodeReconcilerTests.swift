@@ -144,10 +144,17 @@ struct NodeReconcilerTests {
                 }
             }
         }
-        // The pulls wait on the clock; everything else finished.
+        // The pulls wait on the clock; everything else finishes (the web
+        // runs are tasks of their own: under load they may still be under
+        // way when both pulls sleep, so the workers look until they are done).
         while clock.sleepers < 2 { await Task.yield() }
-        for worker in workers { _ = await worker.pass() }
-        var web = try await services.replicaList(service: "web", all: false)
+        var web: [Replica] = []
+        for _ in 0..<500 {
+            for worker in workers { _ = await worker.pass() }
+            web = try await services.replicaList(service: "web", all: false)
+            if web.count == 4 && web.allSatisfy({ $0.state == .running }) { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(web.count == 4 && web.allSatisfy { $0.state == .running }, "\(web.map(\.state))")
 
         // Node 2 is lost: its replicas of web are made on node 1 at once, while node 1's pull still hangs.
