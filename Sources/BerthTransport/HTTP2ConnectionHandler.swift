@@ -178,12 +178,12 @@ class HTTP2ConnectionHandler: ChannelInboundHandler, NGHTTP2SessionDelegate, Con
     func session(pingAcknowledged payload: UInt64) {}
     func session(sentEndStreamOn streamID: Int32) {}
 
-    /// Rare from a real peer, and then worth seeing: nghttp2 ends the
-    /// connection for what the peer sent (a frame out of place, a window
-    /// overflow), which `receive` does not report as an error.
+    /// Worth seeing: the connection ends with an HTTP/2 error (nghttp2's
+    /// for what the peer sent, a frame out of place or a window overflow,
+    /// which `receive` does not report as an error; or nghttp2's own).
     func session(sentGoAwayWithError errorCode: UInt32, debugData: String) {
         logger.info(
-            "closing the connection: the peer's HTTP/2 broke the protocol",
+            "closing the connection: GOAWAY sent with an HTTP/2 error",
             metadata: ["error": "\(NGHTTP2Session.errorName(errorCode))", "detail": "\(debugData)"])
     }
 

@@ -31,8 +31,8 @@ protocol NGHTTP2SessionDelegate: AnyObject {
     func session(goAwayWithLastStreamID lastStreamID: Int32, errorCode: UInt32)
     /// This side sent a frame that ended its half of a stream.
     func session(sentEndStreamOn streamID: Int32)
-    /// This side sent GOAWAY with an error: nghttp2 ended the session for
-    /// something the peer sent (`debugData` says what, when nghttp2 says).
+    /// This side sent GOAWAY with an error code (`debugData` says why, when
+    /// nghttp2 says).
     func session(sentGoAwayWithError errorCode: UInt32, debugData: String)
     /// An acknowledgement of our PING with this payload.
     func session(pingAcknowledged payload: UInt64)
