@@ -309,9 +309,14 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
         case .unix(let path): channelFuture = bootstrap.connect(unixDomainSocketPath: path)
         }
         let result = channelFuture.flatMapThrowing { channel -> Connection in
-            let handler = try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self)
-            guard let scheduler = connectionState.scheduler else {
-                throw RPCError(code: .unavailable, message: "the connection failed while starting")
+            // A peer that answers and closes at once (a TLS-only server
+            // sent plaintext) can close the channel before this runs; its
+            // pipeline is then empty. That is the server's answer, not a
+            // failure to connect.
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self),
+                let scheduler = connectionState.scheduler
+            else {
+                throw RPCError(code: .unavailable, message: "the server closed the connection as it was made")
             }
             return Connection(
                 channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop), registry: registry,
