@@ -175,6 +175,8 @@ let package = Package(
                 "CSeccomp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -270,6 +272,7 @@ let package = Package(
             dependencies: [
                 "BerthController",
                 "BerthModel",
+                "BerthRuntime",
                 "BerthTransport",
                 "CNghttp2",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

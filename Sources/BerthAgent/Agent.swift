@@ -3,6 +3,7 @@ import BerthModel
 import BerthCgroups
 import BerthImages
 import BerthLinux
+import BerthRuntime
 import Foundation
 public import BerthTransport
 import GRPCCore
@@ -165,6 +166,8 @@ public final class Agent: Service, Sendable {
     /// Revoked certificates' serials, as the controller last handed them over.
     let revoked: RevocationList
     let environment: RuntimeEnvironment
+    let runtime: ShimRuntime
+    let stats: StatsReader
     private let logger: Logger
 
     /// Prepares the directories and the node's identity.
@@ -216,8 +219,11 @@ public final class Agent: Service, Sendable {
         let networking = try ContainerNetworking(
             database: database, nodeID: node.id, stateDir: configuration.stateDir, defaultBridge: configuration.defaultBridge,
             dnsServers: configuration.dnsServers.isEmpty ? nil : try configuration.dnsServers.map(AgentConfiguration.dnsAddress), logger: logger)
+        self.runtime = try ShimRuntime(environment: environment, cgroups: cgroups, logger: logger)
+        self.stats = StatsReader(cgroups: cgroups)
         self.supervisor = try ContainerSupervisor(
-            database: database, images: images, cgroups: cgroups, environment: environment, host: info.capacity, networking: networking,
+            database: database, images: images, volumes: try VolumeStore(root: "\(configuration.rootDir)/volumes", database: database),
+            runtime: runtime, host: info.capacity, networking: networking,
             logger: logger)
     }
 
@@ -227,7 +233,7 @@ public final class Agent: Service, Sendable {
         let images = self.images
         return [
             NodeService(node: node, counts: { (await supervisor.counts, (try? images.list().count) ?? 0) }),
-            ContainersService(supervisor: supervisor, environment: environment),
+            ContainersService(supervisor: supervisor, runtime: runtime, environment: environment, stats: stats),
             ImagesService(images: images, supervisor: supervisor, database: database),
             VolumesService(volumes: supervisor.volumes, supervisor: supervisor),
             NetworksService(networking: supervisor.networking, supervisor: supervisor),
@@ -238,7 +244,7 @@ public final class Agent: Service, Sendable {
     /// Plain HTTP on the same listeners: `/healthz` and `/metrics`.
     public var routes: HTTPRoutes {
         var routes = HTTPRoutes.standard
-        let endpoint = MetricsEndpoint(supervisor: supervisor, database: database, metrics: metrics, cgroupParent: configuration.cgroupParent)
+        let endpoint = MetricsEndpoint(supervisor: supervisor, stats: stats, database: database, metrics: metrics, cgroupParent: configuration.cgroupParent)
         routes.add("/metrics") { HTTPResponse(contentType: MetricsEndpoint.contentType, bytes: await endpoint.render()) }
         return routes
     }
@@ -271,6 +277,11 @@ public final class Agent: Service, Sendable {
                 "node.id": "\(node.id)", "socket": "\(configuration.socketPath)", "root": "\(configuration.rootDir)",
                 "state": "\(configuration.stateDir)",
             ])
+        // Networks first: a re-adopted container's names, ports and
+        // interfaces are back before its record is.
+        for problem in await supervisor.networking.reconcile(containers: await supervisor.list(all: true)) {
+            logger.error("network not restored", metadata: ["error": "\(problem)"])
+        }
         await supervisor.restore()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in

@@ -1,45 +1,19 @@
-import BerthCgroups
 import BerthImages
 import BerthLinux
 public import BerthModel
-import BerthRuntime
+public import BerthRuntime
 import BerthShimProtocol
 import Foundation
 public import Logging
 
-/// Where the agent keeps things, and how it starts shims.
-public struct RuntimeEnvironment: Sendable {
-    public var rootDir: String
-    public var stateDir: String
-    public var shimExecutable: String
-    /// berth-init, PID 1 of containers run with `--init`.
-    public var initExecutable: String
-    public var logMaxBytes: Int
-    public var logMaxFiles: Int
-
-    public init(
-        rootDir: String, stateDir: String, shimExecutable: String, initExecutable: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 3
-    ) {
-        self.rootDir = rootDir
-        self.stateDir = stateDir
-        self.shimExecutable = shimExecutable
-        self.initExecutable = initExecutable
-        self.logMaxBytes = logMaxBytes
-        self.logMaxFiles = logMaxFiles
-    }
-
-    func containerDir(_ id: ContainerID) -> String { "\(rootDir)/containers/\(id.rawValue)" }
-    func bundleDir(_ id: ContainerID) -> String { "\(stateDir)/containers/\(id.rawValue)" }
-    func logFile(_ id: ContainerID) -> String { "\(containerDir(id))/logs/container.log" }
-}
-
-/// Owns every container of this host: their records, their shims, their
-/// cgroups, and every state transition (each one persisted with its event).
+/// Owns every container of this host: their records, every state
+/// transition (each one persisted with its event), the waiters for their
+/// exits and the restart policy. What runs their processes is the
+/// runtime it is given; it decides, the runtime does.
 ///
 /// State is re-checked after every `await`: other calls may have run.
 public actor ContainerSupervisor {
     private struct Live {
-        var shimPID: Int32?
         var monitor: Task<Void, Never>?
         var restart: Task<Void, Never>?
         /// The shim of an exited container being let go, and its cgroup
@@ -55,60 +29,46 @@ public actor ContainerSupervisor {
     public let volumes: VolumeStore
     public let networking: ContainerNetworking
     public nonisolated var networks: NetworkStore { networking.store }
-    let cgroups: any CgroupDriver
-    let environment: RuntimeEnvironment
+    let runtime: any ContainerRuntime
     let host: NodeCapacity
     let logger: Logger
-    /// Starts shims, one kept ready ahead of need.
-    let launcher: ShimLauncher
-    /// Removed containers' directories, deleted in the background.
-    private let rootTrash: Trash
-    private let stateTrash: Trash
     private var containers: [ContainerID: Container] = [:]
     private var live: [ContainerID: Live] = [:]
     private var waiters: [ContainerID: [UUID: CheckedContinuation<Container?, Never>]] = [:]
     private var listeners: [UUID: @Sendable ([Event]) -> Void] = [:]
     /// What has been reported of each watched running container's OOM kills.
     private var oomAccounts: [ContainerID: OOMAccount] = [:]
-    private let oomWatcher: OOMWatcher?
-    /// Restart delays are measured on it.
+    /// Restart delays, and the wait for an OOM kill's victim, are measured on it.
     private let clock: any Clock<Duration>
+    /// The time of records and events.
+    private let now: @Sendable () -> Date
 
     /// - Throws: `BerthError` when the records cannot be read.
-    /// - Parameter clock: what restart delays are measured on.
+    /// - Parameters:
+    ///   - clock: what restart delays are measured on.
+    ///   - now: the time records and events carry.
     public init(
-        database: AgentDatabase, images: ImageStore, cgroups: any CgroupDriver, environment: RuntimeEnvironment, host: NodeCapacity,
-        networking: ContainerNetworking, logger: Logger, clock: any Clock<Duration> = ContinuousClock()
+        database: AgentDatabase, images: ImageStore, volumes: VolumeStore, runtime: any ContainerRuntime, host: NodeCapacity,
+        networking: ContainerNetworking, logger: Logger, clock: any Clock<Duration> = ContinuousClock(),
+        now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         self.clock = clock
+        self.now = now
         self.database = database
         self.images = images
-        self.volumes = try VolumeStore(root: "\(environment.rootDir)/volumes", database: database)
+        self.volumes = volumes
         self.networking = networking
-        self.cgroups = cgroups
-        self.environment = environment
+        self.runtime = runtime
         self.host = host
         self.logger = logger
         for container in try database.allContainers() { containers[container.id] = container }
-        try Directories.create("\(environment.rootDir)/containers", mode: 0o700)
-        try Directories.create("\(environment.stateDir)/containers", mode: 0o700)
-        rootTrash = try Trash(dir: "\(environment.rootDir)/trash", logger: logger)
-        stateTrash = try Trash(dir: "\(environment.stateDir)/trash", logger: logger)
-        rootTrash.empty()
-        stateTrash.empty()
-        launcher = try ShimLauncher(
-            shimExecutable: environment.shimExecutable, initExecutable: environment.initExecutable, bundles: "\(environment.stateDir)/containers")
-        launcher.prepare()
-        cgroups.removeSpares(closing: false)
-        oomWatcher = OOMWatcher(unified: cgroups.mode == .v2)
     }
 
     /// Lets the standby shim go; containers and their shims stay, and so
     /// do their networks.
     public nonisolated func shutdown() {
-        launcher.shutdown()
+        runtime.shutdown()
         networking.shutdown()
-        cgroups.removeSpares(closing: true)
     }
 
     // MARK: Events
@@ -130,7 +90,7 @@ public actor ContainerSupervisor {
     private func event(_ action: EventAction, _ container: Container, _ extra: [String: String] = [:]) -> AgentDatabase.PendingEvent {
         var attributes = ["name": container.name, "image": container.spec.image]
         attributes.merge(extra) { _, new in new }
-        return AgentDatabase.PendingEvent(type: .container, action: action, actorID: container.id.rawValue, attributes: attributes)
+        return AgentDatabase.PendingEvent(type: .container, action: action, actorID: container.id.rawValue, attributes: attributes, time: now())
     }
 
     /// Persists a container and its events together, then tells listeners.
@@ -188,11 +148,7 @@ public actor ContainerSupervisor {
     }
 
     /// The shims of active containers.
-    public var shimPIDs: [Int32] { live.values.compactMap(\.shimPID) }
-
-    /// Reads containers' figures from the kernel. It works outside the
-    /// actor: reading a cgroup takes longer than any change of state.
-    public nonisolated var statsReader: StatsReader { StatsReader(cgroups: cgroups) }
+    public nonisolated var shimPIDs: [Int32] { runtime.shimPIDs }
 
     /// Waits until the container stops running or `timeout` passes,
     /// whichever is first (for followers of its output).
@@ -293,8 +249,8 @@ public actor ContainerSupervisor {
     public func removeImage(_ reference: String, force: Bool) throws -> (untagged: [String], deleted: [String]) {
         let used = imagesInUse
         let (untagged, deleted) = try images.remove(reference, force: force, inUse: { used.contains($0) })
-        var events: [AgentDatabase.PendingEvent] = untagged.map { .init(type: .image, action: .untag, actorID: reference, attributes: ["name": $0]) }
-        events += deleted.filter { $0.hasPrefix("sha256:") }.prefix(1).map { .init(type: .image, action: .delete, actorID: $0) }
+        var events: [AgentDatabase.PendingEvent] = untagged.map { .init(type: .image, action: .untag, actorID: reference, attributes: ["name": $0], time: now()) }
+        events += deleted.filter { $0.hasPrefix("sha256:") }.prefix(1).map { .init(type: .image, action: .delete, actorID: $0, time: now()) }
         publish(try database.append(events))
         return (untagged, deleted)
     }
@@ -368,14 +324,11 @@ public actor ContainerSupervisor {
         steps.lap("check")
         let id = ContainerID.random()
         let container = Container(
-            id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: Date()), endpoints: endpoints)
-        let dir = environment.containerDir(id)
+            id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: now()), endpoints: endpoints)
+        var made = false
         do {
-            // The upper directory is the container's "/": others must be able to enter it.
-            try Directories.create(dir, mode: 0o711)
-            for (sub, mode) in [("/upper", 0o755), ("/work", 0o700), ("/rootfs", 0o755), ("/logs", 0o700)] {
-                try Directories.create(dir + sub, mode: mode_t(mode))
-            }
+            try runtime.create(id)
+            made = true
             steps.lap("directories")
             let recorded = try database.insert(container, events: [event(.create, container)])
             containers[id] = container
@@ -383,7 +336,10 @@ public actor ContainerSupervisor {
             steps.lap("record")
             logger.debug("container created", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
         } catch {
-            try? RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)
+            if made {
+                let runtime = self.runtime
+                Task { try? await runtime.delete(id, shimRetired: true) }
+            }
             for name in madeVolumes { try? volumes.remove(name, users: []) }
             throw error
         }
@@ -414,72 +370,46 @@ public actor ContainerSupervisor {
         guard var container = containers[id] else { throw BerthError.notFound("container", id.short) }
         let image = try images.resolve(container.imageID)
         let spec = container.spec
-        let bundle = environment.bundleDir(id)
-        let shim = ShimClient(bundleDir: bundle)
-        var config: ShimConfig
         var steps = StepTimes()
         var attachment: ContainerNetworking.Attachment?
+        let prepared: PreparedStart
         do {
-            try? RootedDirectory(path: "\(environment.stateDir)/containers").remove(id.rawValue)
-            try Directories.create(bundle, mode: 0o700)
-            steps.lap("bundle")
             let ports = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: !container.endpoints.isEmpty)
             attachment = try networking.attach(container, ports: ports)
             steps.lap("network")
-            try writeNameFiles(container, attachment)
-            let devices = try HostDevices.resolve(spec.devices)
-            if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
-            try cgroups.create(id.rawValue, resources: spec.resources, devices: devices.rules)
-            cgroups.prepareSpare()
-            steps.lap("cgroups")
-            let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
-            let security = try SecurityOptions(spec.securityOpts)
-            var seccompPath: String?
-            if let profile = try security.seccompProfile() {
-                seccompPath = try seccompProgram(profile, key: security.profileKey, capabilities: capabilities)
-            }
-            let layers = try images.lowerDirectories(of: image)
-            let user = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
-            let paths = RuntimePaths(
-                containerDir: environment.containerDir(id), bundleDir: bundle, lowerDirs: layers,
-                cgroup: cgroups.placement(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
-                seccompProgram: seccompPath, logFile: environment.logFile(id),
-                logMaxBytes: spec.log?.maxSize.map { Int($0.bytes) } ?? environment.logMaxBytes,
-                logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
-                volumesDir: volumes.root, netnsPath: attachment?.netnsPath, devices: devices.nodes)
-            config = try RuntimePlanner.plan(container: container, image: image, user: user, capabilities: capabilities, paths: paths)
-            config.attachGate = attaching
-            steps.lap("plan")
+            let hostname = spec.hostname ?? id.short
+            prepared = try await runtime.prepare(
+                RuntimeStartRequest(
+                    container: container, image: image, lowerDirs: try images.lowerDirectories(of: image), netnsPath: attachment?.netnsPath,
+                    hostname: hostname, hosts: RuntimePlanner.hostsFile(hostname: hostname, address: attachment?.address.description),
+                    resolvConf: attachment?.resolvConf ?? RuntimePlanner.resolvConf(host: (try? FileIO.read("/etc/resolv.conf")) ?? ""),
+                    attachGate: attaching))
+            steps.lap("prepare")
         } catch {
-            try? cgroups.remove(id.rawValue)
             if attachment != nil { networking.detach(&container) }
             throw error
         }
         var attached = container
         attached.publishedPorts = attachment?.publishedPorts ?? []
-        let shimPID: Int32
-        let outcome: ShimStart
+        let outcome: RuntimeStart
         do {
-            (shimPID, outcome) = try await shim.start(config: config, launcher: launcher)
+            outcome = try await runtime.start(prepared)
         } catch {
             networking.detach(&attached)
             throw error
         }
-        steps.lap("shim")
-        // Other calls may have run while the shim started.
+        steps.lap("start")
+        // Other calls may have run while the process started.
         guard let current = containers[id] else {
-            _ = try? await shim.request(.delete)
+            _ = await runtime.retire(id)
             throw BerthError.notFound("container", id.short)
         }
         container = current
         container.publishedPorts = attached.publishedPorts
         switch outcome {
-        case .failed(let stage, let errno, let name, let detail):
-            Processes.reap(shimPID)
-            try? cgroups.remove(id.rawValue)
+        case .failed(let message, let exitCode):
             networking.detach(&container)
-            let message = Self.startFailure(stage: stage, errno: errno, errnoName: name, detail: detail, command: config.args)
-            try container.status.markStartFailed(message, exitCode: errno == 2 ? 127 : 126, at: Date())
+            try container.status.markStartFailed(message, exitCode: exitCode, at: now())
             try commit(container, [event(.die, container, ["exitCode": String(container.status.exitCode ?? 127), "reason": "StartFailed", "error": message])])
             resumeWaiters(id)
             throw BerthError(.failedPrecondition, message)
@@ -488,9 +418,8 @@ public actor ContainerSupervisor {
             var events = [event(.start, container)]
             if restart { events.insert(event(.restart, container, ["restartCount": String(container.status.restartCount)]), at: 0) }
             try commit(container, events)
-            live[id, default: Live()].shimPID = shimPID
-            live[id]?.retired = false
-            monitor(id, shim: shim)
+            live[id, default: Live()].retired = false
+            monitor(id)
             watchMemory(id, fresh: true)
             steps.lap("record")
             logger.debug("container started", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
@@ -499,57 +428,7 @@ public actor ContainerSupervisor {
         }
     }
 
-    /// /etc/hostname, /etc/hosts and /etc/resolv.conf of the container,
-    /// written afresh at every start as docker does (the host's resolvers may
-    /// have changed). Regenerated, so not fsynced.
-    private func writeNameFiles(_ container: Container, _ attachment: ContainerNetworking.Attachment?) throws {
-        let dir = environment.containerDir(container.id)
-        let hostname = container.spec.hostname ?? container.id.short
-        let resolv = attachment?.resolvConf ?? RuntimePlanner.resolvConf(host: (try? FileIO.read("/etc/resolv.conf")) ?? "")
-        for (file, text) in [
-            ("hostname", "\(hostname)\n"), ("hosts", RuntimePlanner.hostsFile(hostname: hostname, address: attachment?.address.description)),
-            ("resolv.conf", resolv),
-        ] {
-            try AtomicFile.write(Array(text.utf8), to: "\(dir)/\(file)", durable: false)
-        }
-    }
-
-    /// The compiled program for a profile and a capability set, compiled
-    /// once and kept under the state directory (compiling costs milliseconds
-    /// on every start otherwise).
-    private func seccompProgram(_ profile: SeccompProfile, key: String, capabilities: UInt64) throws -> String {
-        let dir = "\(environment.stateDir)/seccomp"
-        let path = "\(dir)/\(key)-\(String(capabilities, radix: 16)).bpf"
-        if FileIO.exists(path) { return path }
-        try Directories.create(dir, mode: 0o700)
-        let temporary = path + ".\(UUID().uuidString)"
-        try SeccompCompiler.compile(profile, capabilities: Capabilities.names(in: capabilities), to: temporary, kernel: Processes.kernelRelease)
-        try FileIO.rename(temporary, to: path)
-        return path
-    }
-
-    /// docker's wording for start failures where docker has one.
-    static func startFailure(stage: String, errno: Int32, errnoName: String, detail: String, command: [String]) -> String {
-        let program = command.first ?? ""
-        if stage.hasPrefix("exec") {
-            if errno == 2 {
-                return program.contains("/")
-                    ? "exec: \"\(program)\": no such file or directory"
-                    : "exec: \"\(program)\": executable file not found in $PATH"
-            }
-            if errno == 13 { return "exec: \"\(program)\": permission denied" }
-        }
-        if errno == 0 { return detail.isEmpty ? stage : "\(stage): \(detail)" }
-        let what = detail.isEmpty ? stage : "\(stage) (\(detail))"
-        return "\(what): \(errnoName.isEmpty ? "errno \(errno)" : errnoName)"
-    }
-
     // MARK: OOM kills
-
-    /// The cgroup's OOM-kill counter.
-    private func oomKills(_ id: ContainerID) -> UInt64? {
-        KernelText(cgroups.oomCounterFile(id.rawValue))?.value("oom_kill")
-    }
 
     /// Starts watching a running container's OOM kills.
     ///
@@ -559,10 +438,10 @@ public actor ContainerSupervisor {
     ///   in the milliseconds between the start and this call). Otherwise (a
     ///   re-adopted container) counting starts from the counter's value now.
     private func watchMemory(_ id: ContainerID, fresh: Bool) {
-        oomWatcher?.onPressure { [weak self] id in Task { await self?.memoryPressure(id) } }
-        oomAccounts[id] = OOMAccount(startingAt: fresh ? 0 : oomKills(id) ?? 0)
+        runtime.onMemoryPressure { [weak self] id in Task { await self?.memoryPressure(id) } }
+        oomAccounts[id] = OOMAccount(startingAt: fresh ? 0 : runtime.oomKills(id) ?? 0)
         do {
-            try oomWatcher?.watch(id, counterFile: cgroups.oomCounterFile(id.rawValue))
+            try runtime.watchMemory(id)
         } catch {
             logger.warning("OOM kills are reported at exit only", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }
@@ -574,17 +453,21 @@ public actor ContainerSupervisor {
         event(.oom, container, ["kills": String(kills)])
     }
 
+    /// How long a process the kernel OOM-killed may take to die before its
+    /// container's process is known to have survived.
+    static let oomVictimGrace = Duration.milliseconds(100)
+
     /// The kernel reported memory pressure in a container's cgroup: a
     /// process may have been OOM-killed while the container runs on.
     private func memoryPressure(_ id: ContainerID) async {
         // A kill of the container's own process is its exit's to report
         // (as OOMKilled): give the victim time to die, and leave the count
         // alone when the container's process is the one gone.
-        try? await Task.sleep(for: .milliseconds(100))
+        try? await clock.sleep(for: Self.oomVictimGrace)
         guard let container = containers[id], container.status.state.isActive, let pid = container.status.pid,
-            Processes.isRunning(pid)
+            runtime.isRunning(pid: pid)
         else { return }
-        guard let kills = oomAccounts[id]?.pressure(counter: oomKills(id), at: Date()), kills > 0 else { return }
+        guard let kills = oomAccounts[id]?.pressure(counter: runtime.oomKills(id), at: now()), kills > 0 else { return }
         do {
             publish(try database.append([oomEvent(container, kills: kills)]))
         } catch {
@@ -592,59 +475,48 @@ public actor ContainerSupervisor {
         }
     }
 
-    /// Waits on the shim for the process's exit, then records it.
-    private func monitor(_ id: ContainerID, shim: ShimClient) {
+    /// Waits on the runtime for the process's exit, then records it.
+    private func monitor(_ id: ContainerID) {
+        let runtime = self.runtime
         live[id, default: Live()].monitor = Task { [weak self] in
-            var attempts = 0
-            while !Task.isCancelled {
-                do {
-                    let reply = try await shim.request(.wait)
-                    let exit = try ShimExit(record: reply)
-                    await self?.exited(id, exit: exit)
-                    return
-                } catch {
-                    // The shim may be gone; it leaves its exit record behind if the process ended.
-                    if let exit = shim.recordedExit() {
-                        await self?.exited(id, exit: exit)
-                        return
-                    }
-                    attempts += 1
-                    if attempts > 5 {
-                        await self?.lost(id, reason: "its shim stopped answering (\(error))")
-                        return
-                    }
-                    try? await Task.sleep(for: .milliseconds(200 * attempts))
-                }
+            do {
+                let exit = try await runtime.wait(id)
+                await self?.exited(id, exit: exit)
+            } catch let lost as RuntimeLost {
+                await self?.lost(id, reason: lost.reason)
+            } catch {
+                // Cancelled: the agent is stopping; the process runs on.
             }
         }
     }
 
     /// The shim vanished without an exit record (host reboot, kill -9 of the shim).
-    private func lost(_ id: ContainerID, reason: String) {
+    private func lost(_ id: ContainerID, reason: String) async {
         guard var container = containers[id], container.status.state.isActive else { return }
         logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
-        try? container.status.markExited(ProcessExit(exitCode: 255), at: Date())
+        try? container.status.markExited(ProcessExit(exitCode: 255), at: now())
         oomAccounts[id] = nil
-        oomWatcher?.unwatch(id)
+        runtime.unwatchMemory(id)
         networking.detach(&container, processesGone: false)
         try? commit(container, [event(.die, container, ["exitCode": "255", "error": reason])])
-        try? cgroups.remove(id.rawValue)
         live[id]?.monitor = nil
         resumeWaiters(id)
+        _ = await runtime.retire(id)
     }
 
     private func exited(_ id: ContainerID, exit: ShimExit) async {
         guard var container = containers[id], container.status.state.isActive else { return }
         let signal = exit.signal > 0 ? Signal(number: exit.signal) : nil
         let finished = Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9)
+        let counter = runtime.oomKills(id)
         let oom = oomAccounts.removeValue(forKey: id).map {
-            $0.exit(counter: oomKills(id), shimSaysOOM: exit.oomKilled, killed: exit.signal == SIGKILL || exit.code == 137, finishedAt: finished)
+            $0.exit(counter: counter, shimSaysOOM: exit.oomKilled, killed: exit.signal == SIGKILL || exit.code == 137, finishedAt: finished)
         } ?? OOMAccount.unwatchedExit(shimSaysOOM: exit.oomKilled)
-        oomWatcher?.unwatch(id)
+        runtime.unwatchMemory(id)
         var events: [AgentDatabase.PendingEvent] = []
         if let kills = oom.eventKills { events.append(oomEvent(container, kills: kills)) }
         let processExit = ProcessExit(exitCode: exit.code, signal: signal, oomKilled: oom.oomKilled)
-        if container.status.state == .paused { try? cgroups.thaw(id.rawValue) }
+        if container.status.state == .paused { try? runtime.resume(id) }
         do {
             try container.status.markExited(processExit, at: finished)
         } catch {
@@ -664,18 +536,12 @@ public actor ContainerSupervisor {
         }
         steps.lap("record")
         logger.debug("container exited", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
-        // The exit is recorded: waiters hear of it while the shim is let go
-        // and the cgroup removed, off the actor.
-        let shim = ShimClient(bundleDir: environment.bundleDir(id))
-        let shimPID = live[id]?.shimPID
-        live[id]?.shimPID = nil
+        // The exit is recorded: waiters hear of it while the runtime lets
+        // the process's supervision go and removes its cgroup.
         live[id]?.monitor = nil
-        let (cgroups, logger) = (self.cgroups, self.logger)
+        let runtime = self.runtime
         let retiring = Task {
-            async let cgroupRemoved: Void = Self.removeCgroup(id, cgroups, logger)
-            let answered = (try? await shim.request(.delete)) != nil
-            if let shimPID { Self.reap(shimPID) }
-            await cgroupRemoved
+            let answered = await runtime.retire(id)
             live[id]?.retired = answered
         }
         live[id]?.retiring = retiring
@@ -688,23 +554,6 @@ public actor ContainerSupervisor {
     /// Waits until an exited container's previous shim has left and its cgroup is gone.
     private func awaitRetired(_ id: ContainerID) async {
         if let retiring = live[id]?.retiring { await retiring.value }
-    }
-
-    private nonisolated static func removeCgroup(_ id: ContainerID, _ cgroups: any CgroupDriver, _ logger: Logger) async {
-        do {
-            try cgroups.remove(id.rawValue)
-        } catch {
-            logger.warning("cgroup not removed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
-        }
-    }
-
-    private static func reap(_ pid: Int32) {
-        Task.detached {
-            for _ in 0..<100 {
-                if Processes.reap(pid) { return }
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-        }
     }
 
     private func scheduleRestartIfNeeded(_ id: ContainerID) {
@@ -793,23 +642,18 @@ public actor ContainerSupervisor {
     }
 
     private func sendSignal(_ id: ContainerID, _ signal: Signal) async throws {
-        let shim = ShimClient(bundleDir: environment.bundleDir(id))
-        let failure: String?
         do {
-            failure = try await shim.request(.signal(signal.number))["error"]
+            try await runtime.signal(id, signal)
         } catch {
-            failure = "\(error)"
-        }
-        // A process that has just exited (its shim may be gone already) is
-        // not a failure: its exit reaches the record within moments.
-        if let failure, await !waitForExit(id, timeout: .seconds(2)) {
-            throw BerthError(.internal, "cannot send \(signal.name): \(failure)")
+            // A process that has just exited (its shim may be gone already) is
+            // not a failure: its exit reaches the record within moments.
+            if await !waitForExit(id, timeout: .seconds(2)) { throw error }
         }
         // A frozen process handles a signal only once thawed: as docker
         // does, the container is unpaused to take it, whatever the signal.
         if var container = containers[id], container.status.state == .paused {
             do {
-                try cgroups.thaw(id.rawValue)
+                try runtime.resume(id)
                 try container.status.markResumed()
                 try commit(container, [event(.unpause, container)])
             } catch {
@@ -834,7 +678,7 @@ public actor ContainerSupervisor {
         guard container.status.state == .running else {
             throw BerthError(.failedPrecondition, "container \(container.name) is \(container.status.state); only a running container can be paused")
         }
-        try cgroups.freeze(container.id.rawValue)
+        try runtime.pause(container.id)
         try container.status.markPaused()
         try commit(container, [event(.pause, container)])
     }
@@ -844,7 +688,7 @@ public actor ContainerSupervisor {
         guard container.status.state == .paused else {
             throw BerthError(.failedPrecondition, "container \(container.name) is not paused")
         }
-        try cgroups.thaw(container.id.rawValue)
+        try runtime.resume(container.id)
         try container.status.markResumed()
         try commit(container, [event(.unpause, container)])
     }
@@ -866,7 +710,7 @@ public actor ContainerSupervisor {
         return await withTaskGroup(of: Container?.self) { group in
             group.addTask { await self.exitRecord(id) }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                try? await self.clock.sleep(for: timeout)
                 return nil
             }
             let first = await group.next() ?? nil
@@ -882,7 +726,7 @@ public actor ContainerSupervisor {
             let finished = await withTaskGroup(of: Bool.self) { group in
                 group.addTask { await self.exitRecord(id) != nil }
                 group.addTask {
-                    try? await Task.sleep(for: timeout)
+                    try? await self.clock.sleep(for: timeout)
                     return false
                 }
                 let first = await group.next() ?? false
@@ -946,7 +790,7 @@ public actor ContainerSupervisor {
             throw BerthError.invalid("restart policy cannot be updated because AutoRemove is enabled for the container (--rm)")
         }
         if container.status.state.isActive {
-            try cgroups.update(container.id.rawValue, resources: resources)
+            try runtime.update(container.id, resources: resources)
         }
         container.spec.resources = merged
         if let restartPolicy { container.spec.restartPolicy = restartPolicy }
@@ -994,7 +838,7 @@ public actor ContainerSupervisor {
     private func networkEvent(_ action: EventAction, _ network: Network, _ container: Container) -> AgentDatabase.PendingEvent {
         AgentDatabase.PendingEvent(
             type: .network, action: action, actorID: network.id,
-            attributes: ["name": network.name, "container": container.id.rawValue, "containerName": container.name])
+            attributes: ["name": network.name, "container": container.id.rawValue, "containerName": container.name], time: now())
     }
 
     // MARK: Remove
@@ -1023,15 +867,10 @@ public actor ContainerSupervisor {
         guard var current = containers[id] else { return }
         do {
             var steps = StepTimes()
-            // A shim let go at the exit has left already; one that did not answer then is asked again.
-            if live[id]?.retired != true { _ = try? await ShimClient(bundleDir: environment.bundleDir(id)).request(.delete) }
-            steps.lap("shim")
             networking.detach(&current)
-            if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
-            steps.lap("cgroups")
-            try stateTrash.discard(id.rawValue, from: "\(environment.stateDir)/containers")
-            try rootTrash.discard(id.rawValue, from: "\(environment.rootDir)/containers")
-            steps.lap("directories")
+            steps.lap("network")
+            try await runtime.delete(id, shimRetired: live[id]?.retired == true)
+            steps.lap("runtime")
             let recorded = try database.delete(container: id, events: [event(.destroy, current)])
             steps.lap("record")
             logger.debug("container removed", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
@@ -1069,33 +908,22 @@ public actor ContainerSupervisor {
 
     /// Re-adopts the shims of containers that ran while the agent was away,
     /// records exits that happened meanwhile, and starts containers whose
-    /// restart policy asks for it.
+    /// restart policy asks for it. Their networks are restored first
+    /// (`ContainerNetworking.reconcile`).
     public func restore() async {
-        for problem in await networking.reconcile(containers: Array(containers.values)) {
-            logger.error("network not restored", metadata: ["error": "\(problem)"])
-        }
         for container in containers.values where container.status.state.isActive {
-            let shim = ShimClient(bundleDir: environment.bundleDir(container.id))
-            do {
-                let state = try await shim.request(.state)
-                if state["state"] == "exited" {
-                    await exited(container.id, exit: try ShimExit(record: state))
-                } else {
-                    logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(state["pid"] ?? "?")"])
-                    // The shim that answered is the parent of the container's process.
-                    live[container.id, default: Live()].shimPID = state["pid"].flatMap { Int32($0) }.flatMap(Processes.parent(of:))
-                    monitor(container.id, shim: shim)
-                    watchMemory(container.id, fresh: false)
-                    // An attached run's caller is gone with the agent that
-                    // served it: the output it held goes to the log.
-                    _ = try? await shim.request(.release)
-                }
-            } catch {
-                if let exit = shim.recordedExit() {
-                    await exited(container.id, exit: exit)
-                } else {
-                    lost(container.id, reason: "its shim is gone (was the host restarted?)")
-                }
+            switch await runtime.state(container.id) {
+            case .exited(let exit):
+                await exited(container.id, exit: exit)
+            case .running(let pid):
+                logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(pid)"])
+                monitor(container.id)
+                watchMemory(container.id, fresh: false)
+                // An attached run's caller is gone with the agent that
+                // served it: the output it held goes to the log.
+                await runtime.release(container.id)
+            case .gone:
+                await lost(container.id, reason: "its shim is gone (was the host restarted?)")
             }
         }
         for container in containers.values where container.status.state == .exited {
@@ -1103,54 +931,6 @@ public actor ContainerSupervisor {
             if (policy == .always || policy == .unlessStopped) && !container.status.stoppedByUser {
                 _ = try? await launch(container.id, restart: true)
             }
-        }
-    }
-}
-
-/// `--security-opt` values Berth understands.
-struct SecurityOptions {
-    enum Seccomp {
-        case defaultProfile
-        case unconfined
-        case file(String)
-    }
-
-    var seccomp: Seccomp = .defaultProfile
-
-    /// Names the profile's content, for caching its compiled form.
-    var profileKey: String {
-        switch seccomp {
-        case .defaultProfile: return "default"
-        case .unconfined: return "unconfined"
-        case .file(let path):
-            let data = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
-            return "file-" + Digest.of(data).hex
-        }
-    }
-
-    /// - Throws: `BerthError.invalidArgument` for an option Berth does not know.
-    init(_ options: [String]) throws {
-        for option in options {
-            let parts = option.split(separator: option.contains("=") ? "=" : ":", maxSplits: 1).map(String.init)
-            switch (parts.first, parts.count) {
-            case ("seccomp", 2):
-                seccomp = parts[1] == "unconfined" ? .unconfined : .file(parts[1])
-                if case .file(let path) = seccomp { _ = try SeccompProfile.load(path: path) }
-            case ("no-new-privileges", _):
-                if parts.count == 2 && parts[1] == "false" {
-                    throw BerthError.invalid("--security-opt no-new-privileges=false: Berth always sets no_new_privs")
-                }
-            default:
-                throw BerthError.invalid("--security-opt \"\(option)\": supported are seccomp=unconfined, seccomp=PROFILE.json and no-new-privileges")
-            }
-        }
-    }
-
-    func seccompProfile() throws -> SeccompProfile? {
-        switch seccomp {
-        case .defaultProfile: return .default
-        case .unconfined: return nil
-        case .file(let path): return try SeccompProfile.load(path: path)
         }
     }
 }

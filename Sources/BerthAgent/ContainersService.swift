@@ -2,7 +2,7 @@ import BerthAPI
 import BerthCgroups
 import BerthLinux
 import BerthModel
-import BerthRuntime
+public import BerthRuntime
 import BerthShimProtocol
 import BerthTransport
 public import GRPCCore
@@ -12,11 +12,15 @@ import SwiftProtobuf
 /// `berth.agent.v1.Containers`: a thin adapter from the wire to the supervisor.
 public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol {
     let supervisor: ContainerSupervisor
+    let runtime: any ContainerRuntime
     let environment: RuntimeEnvironment
+    let stats: StatsReader
 
-    public init(supervisor: ContainerSupervisor, environment: RuntimeEnvironment) {
+    public init(supervisor: ContainerSupervisor, runtime: any ContainerRuntime, environment: RuntimeEnvironment, stats: StatsReader) {
         self.supervisor = supervisor
+        self.runtime = runtime
         self.environment = environment
+        self.stats = stats
     }
 
     public func create(request: Berth_Agent_V1_CreateContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_CreateContainerResponse {
@@ -100,7 +104,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         let id = created.id
         let supervisor = self.supervisor
         let remove = request.remove
-        let shim = ShimClient(bundleDir: environment.bundleDir(id))
+        let runtime = self.runtime
         do {
             try await untilRPCCancelled {
                 // The shim holds the output until this call attaches or
@@ -114,7 +118,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
                 // The output from its shim, as it is read: every byte,
                 // whatever the log's rotation does; a slow caller slows the
                 // container. Attached before the caller is told of the start.
-                try await shim.followOutput(attached: { try await response.write(.with { $0.started = started }) }) { chunk in
+                try await runtime.followOutput(id, attached: { try await response.write(.with { $0.started = started }) }) { chunk in
                     try await response.write(
                         .with {
                             $0.output = .with { o in
@@ -136,7 +140,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         } catch {
             // The caller went away (or the stream broke): the container's
             // output goes to its log from now on, and --rm still holds.
-            _ = try? await shim.request(.release)
+            await runtime.release(id)
             if remove { await supervisor.removeWhenExited(id) }
             throw error
         }
@@ -186,14 +190,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
             throw BerthError.invalid("environment entry \"\(entry)\": expected KEY=VALUE")
         }
         let (container, targetPID) = try await supervisor.execTarget(start.container)
-        let config: ShimConfig
-        do {
-            config = try ShimConfig(record: LineRecord(parsing: FileIO.read(environment.bundleDir(container.id) + "/config")))
-        } catch {
-            throw BerthError(.failedPrecondition, "container \(container.name) has no runtime configuration to exec with: \(error)")
-        }
-        let process = try await ExecProcess.start(
-            request: spec, config: config, targetPID: targetPID, shim: ShimClient(bundleDir: environment.bundleDir(container.id)))
+        let process = try await runtime.exec(container.id, mainPID: targetPID, spec)
         let command = spec.command.joined(separator: " ")
         await supervisor.recordExec(.execStart, container, ["execID": process.id, "command": command])
         let supervisor = self.supervisor
@@ -311,7 +308,7 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         request: Berth_Agent_V1_ContainerStatsRequest, response: RPCWriter<Berth_Agent_V1_ContainerStatsResponse>, context: ServerContext
     ) async throws {
         let container = try await supervisor.inspect(request.container)
-        let reader = supervisor.statsReader
+        let reader = stats
         guard request.stream else {
             try await response.write(reader.sample(container).proto)
             return

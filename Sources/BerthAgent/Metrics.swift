@@ -117,6 +117,7 @@ struct RPCMetricsInterceptor: ServerInterceptor {
 /// `berth_*` series, in the Prometheus text format (0.0.4).
 struct MetricsEndpoint: Sendable {
     let supervisor: ContainerSupervisor
+    let stats: StatsReader
     let database: AgentDatabase
     let metrics: AgentMetrics
     let cgroupParent: String
@@ -125,8 +126,8 @@ struct MetricsEndpoint: Sendable {
 
     func render() async -> [UInt8] {
         let all = await supervisor.list(all: true)
-        let shims = await supervisor.shimPIDs
-        let reader = supervisor.statsReader
+        let shims = supervisor.shimPIDs
+        let reader = stats
         let samples = all.filter { $0.status.state.isActive }.map { reader.sample($0, hostCPU: false) }
         var text = PrometheusText()
         Self.containerFamilies(samples, into: &text, cgroupParent: cgroupParent)

@@ -1,7 +1,6 @@
 import BerthLinux
 import BerthModel
-import BerthRuntime
-import BerthShimProtocol
+public import BerthShimProtocol
 import CBerthLinux
 import Foundation
 import Synchronization
@@ -34,7 +33,7 @@ public struct ExecRequestSpec: Sendable {
 }
 
 /// One output chunk of an exec'd process, or its end.
-enum ExecOutput: Sendable {
+public enum ExecOutput: Sendable {
     case stdout([UInt8])
     case stderr([UInt8])
     case exit(Int32)
@@ -44,9 +43,9 @@ enum ExecOutput: Sendable {
 /// cgroups and namespaces and took the identity, capabilities, limits,
 /// no_new_privs and seccomp filter the container's process has. The agent
 /// holds its stdio: pipes, or the master side of a pseudo-terminal.
-final class ExecProcess: Sendable {
-    let id: String
-    let pid: Int32
+public final class ExecProcess: Sendable {
+    public let id: String
+    public let pid: Int32
     /// The process's pidfd, for signals; -1 once it has ended.
     private let pidfd: Mutex<Int32>
     /// The shim's connection that tells the process's end; -1 once told.
@@ -77,7 +76,7 @@ final class ExecProcess: Sendable {
     ///
     /// - Throws: `BerthError` naming the stage that failed; the missing
     ///   program as docker words it.
-    static func start(request: ExecRequestSpec, config: ShimConfig, targetPID: Int32, shim: ShimClient) async throws -> ExecProcess {
+    public static func start(request: ExecRequestSpec, config: ShimConfig, targetPID: Int32, shim: ShimClient) async throws -> ExecProcess {
         guard let program = request.command.first, !program.isEmpty else {
             throw BerthError.invalid("exec needs a command")
         }
@@ -199,7 +198,7 @@ final class ExecProcess: Sendable {
 
     /// Writes to the process's stdin, waiting (without holding a thread)
     /// while the pipe or terminal is full.
-    func write(_ bytes: [UInt8]) async throws {
+    public func write(_ bytes: [UInt8]) async throws {
         var offset = 0
         while offset < bytes.count {
             let written = input.withLock { fd -> Int in
@@ -219,20 +218,20 @@ final class ExecProcess: Sendable {
         }
     }
 
-    func closeInput() {
+    public func closeInput() {
         input.withLock { fd in
             if fd >= 0 { close(fd) }
             fd = -1
         }
     }
 
-    func resize(rows: UInt16, columns: UInt16) {
+    public func resize(rows: UInt16, columns: UInt16) {
         terminal.withLock { fd in
             if fd >= 0 { _ = berth_set_window_size(fd, rows, columns) }
         }
     }
 
-    func kill() {
+    public func kill() {
         pidfd.withLock { fd in
             if fd >= 0 { _ = berth_pidfd_send_signal(fd, SIGKILL) }
         }
@@ -258,7 +257,7 @@ final class ExecProcess: Sendable {
     /// The process's output, then its exit code. A thread of its own polls
     /// the descriptors; at most `window` chunks wait for the consumer, so a
     /// slow client slows the process's output instead of growing memory.
-    func output(window: Int = 16) -> AsyncStream<ExecOutput> {
+    public func output(window: Int = 16) -> AsyncStream<ExecOutput> {
         let (stream, continuation) = AsyncStream<ExecOutput>.makeStream()
         let credits = DispatchSemaphore(value: window)
         let thread = Thread { [self] in
@@ -333,7 +332,7 @@ final class ExecProcess: Sendable {
 
     /// The process's exit code (or 128 + the signal that ended it), once
     /// it has ended and its output has been read.
-    func exitCode() async -> Int32 {
+    public func exitCode() async -> Int32 {
         await withCheckedContinuation { continuation in
             let known = ending.withLock { state -> Int32? in
                 if let code = state.code { return code }
