@@ -264,19 +264,16 @@ public actor ContainerSupervisor {
     ///   name; nothing is left behind then.
     public func create(_ requested: ContainerSpec) throws -> (Container, [String]) {
         var steps = StepTimes()
-        var spec = requested
-        try spec.validate(on: host)
-        let image = try images.resolve(spec.image)
-        if let name = spec.name, containers.values.contains(where: { $0.name == name }) {
-            throw BerthError(.alreadyExists, "container name \"\(name)\" is already in use; remove that container or choose another name")
-        }
-        let name = spec.name ?? NameGenerator.make(avoiding: Set(containers.values.map(\.name)))
-        spec.name = name
-        if spec.network == "default" || spec.network.isEmpty { spec.network = "bridge" }
-        let network = try networking.network(for: spec)
-        if network == nil && !spec.networkAliases.isEmpty {
-            throw BerthError.invalid("--network-alias needs a user-defined network")
-        }
+        let names = Set(containers.values.map(\.name))
+        var checked = try ContainerAdmission.check(requested, capacity: host, names: names)
+        let image = try images.resolve(checked.image)
+        let name = checked.name ?? NameGenerator.make(avoiding: names)
+        checked.name = name
+        let network = try networking.network(for: checked)
+        let layers = try images.lowerDirectories(of: image)
+        let admission = try ContainerAdmission.admit(
+            checked, image: image, onNetwork: network != nil, users: UserDatabase(layers: layers), host: LiveAdmissionHost())
+        var spec = admission.spec
         _ = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: network != nil)
         var endpoints: [ContainerEndpoint] = []
         if let network {
@@ -285,24 +282,6 @@ public actor ContainerSupervisor {
                 try networking.endpoint(
                     on: network, aliases: spec.networkAliases, requested: requested, existing: [], others: Array(containers.values)))
         }
-        for mount in spec.mounts where mount.kind == .bind {
-            guard FileIO.exists(mount.source) else {
-                throw BerthError.invalid("bind source path does not exist: \(mount.source)")
-            }
-        }
-        // The image's labels, under the container's own, as docker merges them.
-        spec.labels = image.config.labels.merging(spec.labels) { _, own in own }
-        // The image's VOLUME paths that no mount covers get anonymous volumes.
-        let targets = Set(spec.mounts.map(\.target))
-        for path in image.config.volumes where !targets.contains(path) && path.hasPrefix("/") {
-            spec.mounts.append(Mount(kind: .volume, target: path))
-        }
-        _ = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
-        _ = try SecurityOptions(spec.securityOpts)
-        _ = try HostDevices.resolve(spec.devices)
-        let layers = try images.lowerDirectories(of: image)
-        _ = try UserDatabase(layers: layers).resolve(spec.user ?? image.config.user)
-        _ = try RuntimePlanner.command(spec: spec, image: image.config)
 
         // Volumes: named ones made on first use, anonymous ones made for this
         // container; a new volume gets what the image has at its path.
@@ -324,7 +303,8 @@ public actor ContainerSupervisor {
         steps.lap("check")
         let id = ContainerID.random()
         let container = Container(
-            id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: now()), endpoints: endpoints)
+            id: id, name: name, spec: spec, imageID: image.id, status: ContainerStatus(createdAt: now()), endpoints: endpoints,
+            admitted: admission.process)
         var made = false
         do {
             try runtime.create(id)
@@ -378,9 +358,13 @@ public actor ContainerSupervisor {
             attachment = try networking.attach(container, ports: ports)
             steps.lap("network")
             let hostname = spec.hostname ?? id.short
+            let layers = try images.lowerDirectories(of: image)
+            // Admitted at create; a record from before admissions were kept is admitted now.
+            let process = try container.admitted
+                ?? ContainerAdmission.process(of: container, image: image, users: UserDatabase(layers: layers), host: LiveAdmissionHost())
             prepared = try await runtime.prepare(
                 RuntimeStartRequest(
-                    container: container, image: image, lowerDirs: try images.lowerDirectories(of: image), netnsPath: attachment?.netnsPath,
+                    container: container, image: image, process: process, lowerDirs: layers, netnsPath: attachment?.netnsPath,
                     hostname: hostname, hosts: RuntimePlanner.hostsFile(hostname: hostname, address: attachment?.address.description),
                     resolvConf: attachment?.resolvConf ?? RuntimePlanner.resolvConf(host: (try? FileIO.read("/etc/resolv.conf")) ?? ""),
                     attachGate: attaching))

@@ -72,6 +72,8 @@ actor NodeWorker {
     /// Wakes the planner.
     let changed: @Sendable () -> Void
     let interval: Duration
+    /// The time replicas' reports and plans are made at.
+    let now: @Sendable () -> Date
 
     /// Actions under way, by key.
     private var busy: Set<String> = []
@@ -84,8 +86,10 @@ actor NodeWorker {
 
     init(
         node: ClusterNode, client: any AgentClient, services: ServiceManager, clock: any Clock<Duration>, deadlines: AgentDeadlines,
-        metrics: ControllerMetrics?, logger: Logger, interval: Duration = .seconds(1), changed: @escaping @Sendable () -> Void
+        metrics: ControllerMetrics?, logger: Logger, interval: Duration = .seconds(1), now: @escaping @Sendable () -> Date = { Date() },
+        changed: @escaping @Sendable () -> Void
     ) {
+        self.now = now
         self.node = node
         self.client = client
         self.services = services
@@ -136,8 +140,8 @@ actor NodeWorker {
         }
         let recent = Set(finishedAt.filter { $0.value > listedAfter }.keys)
         finishedAt = finishedAt.filter { $0.value > listedAfter }
-        let (actions, reports) = NodeReconciler.plan(work, containers: containers, busy: busy.union(recent), now: Date())
-        if await services.observe(reports, now: Date()) { changed() }
+        let (actions, reports) = NodeReconciler.plan(work, containers: containers, busy: busy.union(recent), now: now())
+        if await services.observe(reports, now: now()) { changed() }
         for action in actions { busy.insert(action.key) }
         return actions
     }
@@ -201,7 +205,7 @@ actor NodeWorker {
                 logger.warning("cannot remove a replica's container", metadata: ["node": "\(hostname)", "container": "\(name)", "error": "\(error)"])
             }
         }
-        if !reports.isEmpty, await services.observe(reports, now: Date()) { changed() }
+        if !reports.isEmpty, await services.observe(reports, now: now()) { changed() }
         finished(action.key)
     }
 

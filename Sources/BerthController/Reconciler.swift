@@ -19,6 +19,8 @@ public final class Reconciler: Sendable {
     let metrics: ControllerMetrics?
     let logger: Logger
     let interval: Duration
+    /// The time plans are made at.
+    let now: @Sendable () -> Date
     private let wakeups: AsyncStream<Void>
     private let wakeup: AsyncStream<Void>.Continuation
 
@@ -34,8 +36,10 @@ public final class Reconciler: Sendable {
 
     public init(
         services: ServiceManager, registry: NodeRegistry, clients: any AgentClientFactory, clock: any Clock<Duration> = ContinuousClock(),
-        deadlines: AgentDeadlines = AgentDeadlines(), metrics: ControllerMetrics? = nil, logger: Logger, interval: Duration = .seconds(1)
+        deadlines: AgentDeadlines = AgentDeadlines(), metrics: ControllerMetrics? = nil, logger: Logger, interval: Duration = .seconds(1),
+        now: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.now = now
         self.services = services
         self.registry = registry
         self.clients = clients
@@ -61,7 +65,7 @@ public final class Reconciler: Sendable {
     public func pass() async {
         let nodes = await registry.list()
         let started = ContinuousClock.now
-        let changed = await services.plan(nodes: nodes)
+        let changed = await services.plan(nodes: nodes, now: now())
         metrics?.planned(after: ContinuousClock.now - started)
         let ready = nodes.filter { $0.state == .ready }
         let (stopped, woken) = workers.withLock { running -> ([Running], [NodeWorker]) in
@@ -81,7 +85,7 @@ public final class Reconciler: Sendable {
                 let client = clients.client(for: node)
                 let worker = NodeWorker(
                     node: node, client: client, services: services, clock: clock, deadlines: deadlines, metrics: metrics, logger: logger,
-                    interval: interval, changed: { [weak self] in self?.wake() })
+                    interval: interval, now: now, changed: { [weak self] in self?.wake() })
                 running[node.id] = Running(worker: worker, address: node.address, task: Task { await worker.run() }, client: client)
             }
             return (stopped, woken)

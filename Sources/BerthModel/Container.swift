@@ -12,10 +12,13 @@ public struct Container: Codable, Sendable, Hashable, Identifiable {
     public var endpoints: [ContainerEndpoint]
     /// The published ports in effect while it runs, host ports resolved.
     public var publishedPorts: [PublishedPort]
+    /// What admission decided for its process; nil in a record made
+    /// before admissions were kept (worked out at each start then).
+    public var admitted: AdmittedProcess?
 
     public init(
         id: ContainerID, name: String, spec: ContainerSpec, imageID: String, status: ContainerStatus,
-        endpoints: [ContainerEndpoint] = [], publishedPorts: [PublishedPort] = []
+        endpoints: [ContainerEndpoint] = [], publishedPorts: [PublishedPort] = [], admitted: AdmittedProcess? = nil
     ) {
         self.id = id
         self.name = name
@@ -24,10 +27,11 @@ public struct Container: Codable, Sendable, Hashable, Identifiable {
         self.status = status
         self.endpoints = endpoints
         self.publishedPorts = publishedPorts
+        self.admitted = admitted
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, name, spec, imageID, status, endpoints, publishedPorts
+        case id, name, spec, imageID, status, endpoints, publishedPorts, admitted
     }
 
     public init(from decoder: any Decoder) throws {
@@ -37,7 +41,8 @@ public struct Container: Codable, Sendable, Hashable, Identifiable {
             spec: try c.decode(ContainerSpec.self, forKey: .spec), imageID: try c.decode(String.self, forKey: .imageID),
             status: try c.decode(ContainerStatus.self, forKey: .status),
             endpoints: try c.decodeIfPresent([ContainerEndpoint].self, forKey: .endpoints) ?? [],
-            publishedPorts: try c.decodeIfPresent([PublishedPort].self, forKey: .publishedPorts) ?? [])
+            publishedPorts: try c.decodeIfPresent([PublishedPort].self, forKey: .publishedPorts) ?? [],
+            admitted: try c.decodeIfPresent(AdmittedProcess.self, forKey: .admitted))
     }
 }
 

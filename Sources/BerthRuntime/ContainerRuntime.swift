@@ -89,6 +89,8 @@ public protocol ContainerRuntime: Sendable {
 public struct RuntimeStartRequest: Sendable {
     public var container: Container
     public var image: Image
+    /// What its process is, as admitted.
+    public var process: AdmittedProcess
     /// The image's layers, lowest last (overlayfs's order).
     public var lowerDirs: [String]
     /// The namespace the process joins (a container on a network).
@@ -101,11 +103,12 @@ public struct RuntimeStartRequest: Sendable {
     public var attachGate: Bool
 
     public init(
-        container: Container, image: Image, lowerDirs: [String], netnsPath: String?, hostname: String, hosts: String, resolvConf: String,
-        attachGate: Bool
+        container: Container, image: Image, process: AdmittedProcess, lowerDirs: [String], netnsPath: String?, hostname: String, hosts: String,
+        resolvConf: String, attachGate: Bool
     ) {
         self.container = container
         self.image = image
+        self.process = process
         self.lowerDirs = lowerDirs
         self.netnsPath = netnsPath
         self.hostname = hostname

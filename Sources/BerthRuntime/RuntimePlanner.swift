@@ -120,12 +120,12 @@ public enum RuntimePlanner {
     ///
     /// - Throws: `BerthError.invalidArgument` for a command, user, capability
     ///   or mount that cannot be honoured.
-    public static func plan(
-        container: Container, image: Image, user: ProcessUser, capabilities: UInt64, paths: RuntimePaths
-    ) throws -> ShimConfig {
+    public static func plan(container: Container, image: Image, process: AdmittedProcess, paths: RuntimePaths) throws -> ShimConfig {
         let spec = container.spec
         let hostname = spec.hostname ?? container.id.short
-        let args = try command(spec: spec, image: image.config)
+        let args = process.command
+        let user = process.user
+        let capabilities = process.capabilities
         let env = environment(spec: spec, image: image.config, hostname: hostname, home: user.home)
         let path = env.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? defaultPath
         var cwd = spec.workingDir ?? (image.config.workingDir.isEmpty ? "/" : image.config.workingDir)

@@ -70,16 +70,26 @@ public struct SeccompProfile: Codable, Sendable, Hashable {
     ///
     /// - Throws: `BerthError.invalidArgument` naming the file and what is wrong.
     public static func load(path: String) throws -> SeccompProfile {
-        let data: Data
+        try parse(try read(path: path), named: path)
+    }
+
+    /// A profile file's text.
+    /// - Throws: `BerthError.invalidArgument` naming the file.
+    public static func read(path: String) throws -> String {
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
+            return try String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8)
         } catch {
             throw BerthError.invalid("seccomp profile \(path): cannot be read")
         }
+    }
+
+    /// A profile in docker's format.
+    /// - Throws: `BerthError.invalidArgument` naming the profile and what is wrong.
+    public static func parse(_ json: String, named name: String) throws -> SeccompProfile {
         do {
-            return try JSONDecoder().decode(SeccompProfile.self, from: data)
+            return try JSONDecoder().decode(SeccompProfile.self, from: Data(json.utf8))
         } catch let error as DecodingError {
-            throw BerthError.invalid("seccomp profile \(path): not a docker seccomp profile (\(Self.describe(error)))")
+            throw BerthError.invalid("seccomp profile \(name): not a docker seccomp profile (\(Self.describe(error)))")
         }
     }
 

@@ -108,13 +108,11 @@ public final class ShimRuntime: ContainerRuntime {
             if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
             try cgroups.create(id.rawValue, resources: spec.resources, devices: devices.rules)
             cgroups.prepareSpare()
-            let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
-            let security = try SecurityOptions(spec.securityOpts)
+            let process = request.process
             var seccompPath: String?
-            if let profile = try security.seccompProfile() {
-                seccompPath = try seccompProgram(profile, key: security.profileKey, capabilities: capabilities)
+            if process.seccomp != .unconfined {
+                seccompPath = try seccompProgram(process.seccomp, capabilities: process.capabilities)
             }
-            let user = try UserDatabase(layers: request.lowerDirs).resolve(spec.user ?? request.image.config.user)
             let paths = RuntimePaths(
                 containerDir: dir, bundleDir: bundle, lowerDirs: request.lowerDirs,
                 cgroup: cgroups.placement(id.rawValue), oomCounterFile: cgroups.oomCounterFile(id.rawValue),
@@ -122,8 +120,7 @@ public final class ShimRuntime: ContainerRuntime {
                 logMaxBytes: spec.log?.maxSize.map { Int($0.bytes) } ?? environment.logMaxBytes,
                 logMaxFiles: spec.log?.maxFiles ?? environment.logMaxFiles, cgroupMounts: cgroups.containerMounts,
                 volumesDir: "\(environment.rootDir)/volumes", netnsPath: request.netnsPath, devices: devices.nodes)
-            var config = try RuntimePlanner.plan(
-                container: container, image: request.image, user: user, capabilities: capabilities, paths: paths)
+            var config = try RuntimePlanner.plan(container: container, image: request.image, process: process, paths: paths)
             config.attachGate = request.attachGate
             return PreparedStart(id: id, command: config.args, config: config)
         } catch {
@@ -151,10 +148,11 @@ public final class ShimRuntime: ContainerRuntime {
     /// The compiled program for a profile and a capability set, compiled
     /// once and kept under the state directory (compiling costs milliseconds
     /// on every start otherwise).
-    private func seccompProgram(_ profile: SeccompProfile, key: String, capabilities: UInt64) throws -> String {
+    private func seccompProgram(_ choice: SeccompChoice, capabilities: UInt64) throws -> String? {
         let dir = "\(environment.stateDir)/seccomp"
-        let path = "\(dir)/\(key)-\(String(capabilities, radix: 16)).bpf"
+        let path = "\(dir)/\(choice.key)-\(String(capabilities, radix: 16)).bpf"
         if FileIO.exists(path) { return path }
+        guard let profile = try choice.profile() else { return nil }
         try Directories.create(dir, mode: 0o700)
         let temporary = path + ".\(UUID().uuidString)"
         try SeccompCompiler.compile(profile, capabilities: Capabilities.names(in: capabilities), to: temporary, kernel: Processes.kernelRelease)

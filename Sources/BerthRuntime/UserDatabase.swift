@@ -1,21 +1,6 @@
-import BerthModel
+public import BerthModel
 import BerthLinux
 import Glibc
-
-/// The identity a container's process runs as.
-public struct ProcessUser: Sendable, Hashable {
-    public var uid: UInt32
-    public var gid: UInt32
-    public var additionalGroups: [UInt32]
-    public var home: String
-
-    public init(uid: UInt32, gid: UInt32, additionalGroups: [UInt32] = [], home: String = "/") {
-        self.uid = uid
-        self.gid = gid
-        self.additionalGroups = additionalGroups
-        self.home = home
-    }
-}
 
 /// /etc/passwd and /etc/group of an image, read from its layers (top first)
 /// without following any link out of them.
@@ -28,12 +13,17 @@ public struct UserDatabase: Sendable {
 
     /// Reads the image's files; a missing file means no entries.
     public init(layers: [String]) {
-        users = Self.read("etc/passwd", layers: layers).split(separator: "\n").compactMap { line in
+        self.init(passwd: Self.read("etc/passwd", layers: layers), group: Self.read("etc/group", layers: layers))
+    }
+
+    /// The entries of these files' texts.
+    public init(passwd: String, group: String) {
+        users = passwd.split(separator: "\n").compactMap { line in
             let f = line.split(separator: ":", omittingEmptySubsequences: false)
             guard f.count >= 7, let uid = UInt32(f[2]), let gid = UInt32(f[3]) else { return nil }
             return PasswdEntry(name: String(f[0]), uid: uid, gid: gid, home: String(f[5]))
         }
-        groups = Self.read("etc/group", layers: layers).split(separator: "\n").compactMap { line in
+        groups = group.split(separator: "\n").compactMap { line in
             let f = line.split(separator: ":", omittingEmptySubsequences: false)
             guard f.count >= 4, let gid = UInt32(f[2]) else { return nil }
             return GroupEntry(name: String(f[0]), gid: gid, members: f[3].split(separator: ",").map(String.init))

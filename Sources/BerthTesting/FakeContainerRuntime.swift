@@ -24,6 +24,8 @@ public final class FakeContainerRuntime: ContainerRuntime {
         public var lost = false
         public var retired = false
         public var resources: Resources?
+        /// What the start ran, as admitted.
+        public var admitted: AdmittedProcess?
     }
 
     private struct State {
@@ -40,6 +42,7 @@ public final class FakeContainerRuntime: ContainerRuntime {
         var watched: Set<ContainerID> = []
         var pressure: (@Sendable (ContainerID) -> Void)?
         var released: [ContainerID] = []
+        var prepared: [ContainerID: AdmittedProcess] = [:]
     }
 
     private let state = Mutex(State())
@@ -111,8 +114,8 @@ public final class FakeContainerRuntime: ContainerRuntime {
 
     public func prepare(_ request: RuntimeStartRequest) async throws -> PreparedStart {
         if let failure = state.withLock({ s -> BerthError? in defer { s.prepareFailure = nil }; return s.prepareFailure }) { throw failure }
-        let command = try RuntimePlanner.command(spec: request.container.spec, image: request.image.config)
-        return PreparedStart(id: request.container.id, command: command, config: nil)
+        state.withLock { $0.prepared[request.container.id] = request.process }
+        return PreparedStart(id: request.container.id, command: request.process.command, config: nil)
     }
 
     public func start(_ prepared: PreparedStart) async throws -> RuntimeStart {
@@ -124,7 +127,7 @@ public final class FakeContainerRuntime: ContainerRuntime {
                 return .failed(message: "exec: \"\(program)\": executable file not found in $PATH", exitCode: 127)
             }
             s.nextPID += 1
-            s.processes[prepared.id] = Process(pid: s.nextPID, command: prepared.command)
+            s.processes[prepared.id] = Process(pid: s.nextPID, command: prepared.command, admitted: s.prepared[prepared.id])
             return .started(pid: s.nextPID, startedAtNanos: nanos(started), warnings: [])
         }
     }
