@@ -1,32 +1,7 @@
-public import BerthCgroups
+import BerthCgroups
 import BerthLinux
 public import BerthModel
 import Foundation
-
-/// The counters of one network interface in a container's namespace.
-public struct InterfaceCounters: Sendable, Hashable {
-    public var name: String
-    public var rxBytes: UInt64 = 0
-    public var rxPackets: UInt64 = 0
-    public var txBytes: UInt64 = 0
-    public var txPackets: UInt64 = 0
-}
-
-/// One container's resource use at one moment, as the kernel counts it.
-public struct ContainerSample: Sendable {
-    public var container: Container
-    public var time: Date
-    /// Zero for a container that is not running or paused (docker's way).
-    public var cgroup: CgroupStats
-    /// The container's interfaces except loopback.
-    public var networks: [InterfaceCounters]
-    /// Processes in the container's cgroup.
-    public var processes: Int
-    /// Cumulative CPU time of the whole host and its online CPUs: docker's
-    /// CPU % is the container's share of the host's time between samples.
-    public var hostCPUNanos: UInt64
-    public var onlineCPUs: Int
-}
 
 /// Reads a container's figures from the kernel: its cgroup and its network
 /// namespace (`/proc/PID/net/dev` shows the interfaces of PID's namespace).

@@ -1,38 +1,6 @@
 public import BerthModel
 import BerthLinux
 
-/// Resource use of one cgroup, as the kernel counts it.
-public struct CgroupStats: Sendable, Hashable {
-    /// Total CPU time, nanoseconds.
-    public var cpuUsageNanos: UInt64 = 0
-    public var cpuUserNanos: UInt64 = 0
-    public var cpuSystemNanos: UInt64 = 0
-    /// CFS enforcement periods, how many were throttled, and for how long.
-    public var cpuPeriods: UInt64 = 0
-    public var cpuThrottledPeriods: UInt64 = 0
-    public var cpuThrottledNanos: UInt64 = 0
-    /// Memory charged to the cgroup (page cache included).
-    public var memoryUsage: UInt64 = 0
-    /// Usage minus inactive file cache: what the OOM killer weighs.
-    public var memoryWorkingSet: UInt64 = 0
-    public var memoryRSS: UInt64 = 0
-    public var memoryCache: UInt64 = 0
-    /// 0 when unlimited.
-    public var memoryLimit: UInt64 = 0
-    public var memorySwap: UInt64 = 0
-    /// Times the limit was hit (v2 memory.events `oom`; v1 memory.failcnt).
-    public var oomEvents: UInt64 = 0
-    /// Processes the OOM killer killed in this cgroup.
-    public var oomKills: UInt64 = 0
-    public var pidsCurrent: UInt64 = 0
-    /// 0 when unlimited.
-    public var pidsLimit: UInt64 = 0
-    public var ioReadBytes: UInt64 = 0
-    public var ioWriteBytes: UInt64 = 0
-
-    public init() {}
-}
-
 /// One way of placing containers in cgroups and holding them to limits.
 /// Drivers work under their own subtree (`berth/` by default) of a root
 /// that is a parameter, so tests run them on temporary trees.
