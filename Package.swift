@@ -91,17 +91,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // The C side of starting a container: clone3, mounts, pivot_root,
-        // capabilities, seccomp load, execve. The child runs syscalls only.
-        .target(name: "CBerthLinux"),
+        // C, by job. Small system calls the Swift Glibc module does not show
+        // or glibc does not wrap (pipes, spawning, descriptor passing, sealed
+        // copies, terminals, pidfds, epoll/inotify/eventfd, xattrs, openat2,
+        // the cgroup v2 device program): used by BerthLinux and the shim only.
+        .target(name: "CBerthSyscalls"),
+        // Network namespaces as files and rtnetlink (veth pairs, links): used by BerthLinux only.
+        .target(name: "CBerthNetlink"),
+        // The container child: clone3, mounts, pivot_root, capabilities,
+        // seccomp load, execve. It runs system calls only. Used by the shim only.
+        .target(name: "CBerthContainer", dependencies: ["CBerthSyscalls"]),
 
-        // The agent↔shim formats: Foundation-free, so the shim stays small.
-        .target(name: "BerthShimProtocol", dependencies: ["CBerthLinux"], swiftSettings: swiftSettings),
+        // The agent↔shim formats: pure Swift, no Foundation, no C.
+        .target(name: "BerthShimProtocol", swiftSettings: swiftSettings),
 
         // One small supervisor per container; outlives the agent.
         .executableTarget(
             name: "berth-shim",
-            dependencies: ["BerthShimProtocol", "CBerthLinux"],
+            dependencies: ["BerthShimProtocol", "CBerthContainer", "CBerthSyscalls"],
             swiftSettings: swiftSettings,
             // One per container, started on every container start: a static
             // executable loads no shared library (about 1.5 ms less to start).
@@ -120,7 +127,7 @@ let package = Package(
         // The one Swift layer that calls the kernel.
         .target(
             name: "BerthLinux",
-            dependencies: ["CBerthLinux"],
+            dependencies: ["CBerthSyscalls", "CBerthNetlink"],
             swiftSettings: swiftSettings
         ),
 
@@ -171,7 +178,6 @@ let package = Package(
                 "BerthLinux",
                 "BerthCgroups",
                 "BerthShimProtocol",
-                "CBerthLinux",
                 "CSeccomp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -188,7 +194,6 @@ let package = Package(
             dependencies: [
                 "BerthModel",
                 "BerthLinux",
-                "CBerthLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -255,7 +260,7 @@ let package = Package(
             name: "BerthCLI",
             dependencies: [
                 "BerthModel",
-                "CBerthLinux",
+                "BerthLinux",
                 "BerthAPI",
                 "BerthTransport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -400,7 +405,6 @@ let package = Package(
                 "BerthModel",
                 "BerthShimProtocol",
                 "BerthTesting",
-                "CBerthLinux",
                 "BerthTransport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -179,7 +179,7 @@ public final class Agent: Service, Sendable {
         // A peer that has gone (a standby shim killed before its bundle
         // came, a closed pipe or socket) must be an error to handle, never
         // a signal that ends the agent.
-        signal(SIGPIPE, SIG_IGN)
+        Signals.ignore(Signal.pipe.number)
         // Certificates the controller says are revoked are refused here too.
         var configuration = configuration
         let revoked = RevocationList()

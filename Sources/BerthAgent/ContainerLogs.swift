@@ -2,7 +2,6 @@ import BerthLinux
 import BerthModel
 import BerthShimProtocol
 import Foundation
-import Glibc
 
 /// One line of a container's output, as the shim logged it.
 public struct LogLine: Sendable, Hashable {
@@ -241,7 +240,7 @@ final class LogFileCursor {
     }
 
     let path: String
-    let fd: Int32
+    let fd: Descriptor
     let format: Format
     let inode: UInt64
     private var buffer: [UInt8] = []
@@ -251,7 +250,7 @@ final class LogFileCursor {
 
     static let blockSize = 256 * 1024
 
-    private init(path: String, fd: Int32, format: Format, inode: UInt64) {
+    private init(path: String, fd: Descriptor, format: Format, inode: UInt64) {
         self.path = path
         self.fd = fd
         self.format = format
@@ -259,29 +258,27 @@ final class LogFileCursor {
         if case .records = format { offset = ContainerLogFormat.headerSize } else { offset = 0 }
     }
 
-    deinit { close(fd) }
+    deinit { fd.close() }
 
     /// Opens `path` and reads its header.
     static func open(_ path: String) -> LogFileCursor? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            close(fd)
+        guard let fd = try? Descriptor.open(path) else { return nil }
+        guard let st = try? fd.status() else {
+            fd.close()
             return nil
         }
         var head = [UInt8](repeating: 0, count: ContainerLogFormat.headerSize)
-        let n = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        let n = (try? head.withUnsafeMutableBytes { try fd.read(into: $0, at: 0) }) ?? 0
         if n == ContainerLogFormat.headerSize, let header = ContainerLogFormat.Header(head) {
-            return LogFileCursor(path: path, fd: fd, format: .records(header), inode: UInt64(st.st_ino))
+            return LogFileCursor(path: path, fd: fd, format: .records(header), inode: st.inode)
         }
         let start = Array(head.prefix(max(0, min(n, 8))))
         if n < ContainerLogFormat.headerSize && start == Array(ContainerLogFormat.magic.prefix(start.count)) {
             // Empty, or a header being written: nothing to read yet.
-            close(fd)
+            fd.close()
             return nil
         }
-        return LogFileCursor(path: path, fd: fd, format: .text, inode: UInt64(st.st_ino))
+        return LogFileCursor(path: path, fd: fd, format: .text, inode: st.inode)
     }
 
     /// The log's files, oldest first, then the live one; each opened now,
@@ -331,7 +328,7 @@ final class LogFileCursor {
             used = 0
         }
         var block = [UInt8](repeating: 0, count: Self.blockSize)
-        let n = block.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset + buffer.count)) }
+        let n = (try? block.withUnsafeMutableBytes { try fd.read(into: $0, at: Int64(offset + buffer.count)) }) ?? 0
         guard n > 0 else { return false }
         buffer += block[0..<n]
         return true
@@ -388,8 +385,7 @@ final class LogFileCursor {
     /// oldest newer one, and how many were lost between. Nil while this
     /// is still the live file.
     func successor() -> (cursor: LogFileCursor, lost: Int)? {
-        var st = stat()
-        if stat(path, &st) == 0, UInt64(st.st_ino) == inode { return nil }
+        if let st = try? FileIO.statusFollowingLinks(path), st.inode == inode { return nil }
         // This file was renamed: the log goes on in a newer one.
         let candidates = Self.openAll(Self.livePath(of: path)).filter { $0.sequence > sequence }
         guard let next = candidates.min(by: { $0.sequence < $1.sequence }) else { return nil }
@@ -398,8 +394,7 @@ final class LogFileCursor {
 
     /// The size of the file now.
     var size: Int {
-        var st = stat()
-        return fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+        (try? fd.status()).map { Int($0.size) } ?? 0
     }
 
     /// The live file's path for a path of the log (`container.log.2` → `container.log`).

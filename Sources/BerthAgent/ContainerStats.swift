@@ -23,7 +23,7 @@ public struct StatsReader: Sendable {
         return sample
     }
 
-    static let onlineCPUs = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    static let onlineCPUs = SystemInfo.onlineCPUs
 
     /// The host's total CPU time: the "cpu" line of /proc/stat, in USER_HZ
     /// (100 per second) ticks.

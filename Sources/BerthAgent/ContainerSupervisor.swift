@@ -494,7 +494,7 @@ public actor ContainerSupervisor {
         let finished = Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9)
         let counter = runtime.oomKills(id)
         let oom = oomAccounts.removeValue(forKey: id).map {
-            $0.exit(counter: counter, shimSaysOOM: exit.oomKilled, killed: exit.signal == SIGKILL || exit.code == 137, finishedAt: finished)
+            $0.exit(counter: counter, shimSaysOOM: exit.oomKilled, killed: exit.signal == Signal.kill.number || exit.code == 137, finishedAt: finished)
         } ?? OOMAccount.unwatchedExit(shimSaysOOM: exit.oomKilled)
         runtime.unwatchMemory(id)
         var events: [AgentDatabase.PendingEvent] = []

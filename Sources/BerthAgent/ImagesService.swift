@@ -1,6 +1,5 @@
 import BerthAPI
 import Foundation
-import Glibc
 import BerthImages
 import BerthLinux
 import BerthModel
@@ -64,7 +63,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
         // archive's writer is synchronous, the stream is not.
         let images = self.images
         let path = "\(images.root)/tmp-save-\(UUID().uuidString).tar"
-        defer { unlink(path) }
+        defer { try? FileIO.removeFile(path) }
         try await Blocking.run {
             guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
                 let out = FileHandle(forWritingAtPath: path)

@@ -220,7 +220,7 @@ struct MetricsEndpoint: Sendable {
             text.sample("berth_containers", [("state", state.rawValue)], Double(containers.filter { $0.status.state == state }.count))
         }
         text.header("berth_shims_alive", "gauge", "Container shims whose process is alive.")
-        text.sample("berth_shims_alive", [], Double(shims.filter { kill($0, 0) == 0 }.count))
+        text.sample("berth_shims_alive", [], Double(shims.filter { Processes.isAlive($0) }.count))
         if let bounds = try? database.eventBounds() {
             text.header("berth_events_written_total", "counter", "Events appended to the event log (the latest revision).")
             text.sample("berth_events_written_total", [], Double(bounds.latest))
@@ -238,7 +238,7 @@ struct MetricsEndpoint: Sendable {
         guard let statm = try? FileIO.read("/proc/self/statm", limit: 256) else { return 0 }
         let fields = statm.split(separator: " ")
         guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+        return pages * SystemInfo.pageSize
     }
 }
 

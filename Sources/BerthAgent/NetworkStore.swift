@@ -2,7 +2,6 @@ public import BerthModel
 import BerthLinux
 import BerthNetwork
 import Foundation
-import Glibc
 import Synchronization
 
 /// The agent's bridge networks, recorded in its database with a `create`

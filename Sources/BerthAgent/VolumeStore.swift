@@ -2,7 +2,6 @@ public import BerthModel
 import BerthImages
 import BerthLinux
 import Foundation
-import Glibc
 import Synchronization
 
 /// The agent's volumes: directories under `<root>/volumes/<name>/_data`,
@@ -96,25 +95,29 @@ public final class VolumeStore: Sendable {
             // The image's merged view, read-only, for the time of the copy.
             let point = "\(root)/.populate-\(UInt32.random(in: 0...UInt32.max))"
             try Directories.create(point, mode: 0o700)
-            guard mount("overlay", point, "overlay", UInt(MS_RDONLY), "lowerdir=\(layers.joined(separator: ":"))") == 0 else {
-                let e = errno
-                rmdir(point)
-                throw BerthError(.internal, "cannot mount the image to fill volume \(name)", underlying: SystemError("mount", path: point, errno: e))
+            do {
+                try Mounts.overlay(lower: layers, at: point, readOnly: true)
+            } catch {
+                try? FileIO.removeDirectory(point)
+                throw BerthError(.internal, "cannot mount the image to fill volume \(name)", underlying: error)
             }
             mounted = point
             view = point
         }
         defer {
             if let mounted {
-                umount2(mounted, Int32(MNT_DETACH))
-                rmdir(mounted)
+                try? Mounts.unmount(mounted, detach: true)
+                try? FileIO.removeDirectory(mounted)
             }
         }
         let source = view + (path.hasPrefix("/") ? path : "/" + path)
         guard let status = try? FileIO.status(source), status.isDirectory, !status.isSymlink else { return }
         try TreeCopy.copy(from: source, into: data, scratch: "\(root)/\(name)")
-        guard chown(data, status.uid, status.gid) == 0, chmod(data, mode_t(status.mode & 0o7777)) == 0 else {
-            throw BerthError(.internal, "cannot set the owner of volume \(name)", underlying: SystemError("chown", path: data, errno: errno))
+        do {
+            try FileIO.setOwner(data, uid: status.uid, gid: status.gid)
+            try FileIO.setPermissions(data, status.mode)
+        } catch {
+            throw BerthError(.internal, "cannot set the owner of volume \(name)", underlying: error)
         }
     }
 }

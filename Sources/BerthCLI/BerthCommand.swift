@@ -1,8 +1,8 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import FoundationEssentials
-import Glibc
 import GRPCCore
 
 /// Options every command that talks to an agent takes.
@@ -46,7 +46,7 @@ public struct BerthCommand: AsyncParsableCommand {
             exit(withError: nil)
         } catch let error as BerthError {
             Console.error("berth: \(error)")
-            Glibc.exit(1)
+            Processes.exit(1)
         } catch {
             exit(withError: error)
         }

@@ -1,9 +1,9 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import Dispatch
 import FoundationEssentials
-import Glibc
 import GRPCCore
 import SwiftProtobuf
 import BerthTransport
@@ -58,7 +58,7 @@ struct RunCommand: AsyncParsableCommand {
                             if !started.startError.isEmpty { return Self.failedStart(started) }
                             forwarding = SignalForwarder(containers: containers, id: started.id)
                         case .output(let line):
-                            Console.write(line.stream == .stderr ? STDERR_FILENO : STDOUT_FILENO, Array(line.line))
+                            Console.write(line.stream == .stderr ? Descriptor.standardError : Descriptor.standardOutput, Array(line.line))
                         case .exited(let exited):
                             code = exited.exitCode
                         case nil:
@@ -68,7 +68,7 @@ struct RunCommand: AsyncParsableCommand {
                     // The call is complete (and the container removed, with
                     // --rm): exit now, as the container did, without waiting
                     // for the connection to close in order.
-                    Glibc.exit(code)
+                    Processes.exit(code)
                 }
             }
         }
@@ -90,9 +90,10 @@ final class SignalForwarder {
 
     init(containers: Berth_Agent_V1_Containers.Client<some ClientTransport>, id: String) {
         var sources: [any DispatchSourceSignal] = []
-        for (signal, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
-            Glibc.signal(signal, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+        for signal in [Signal.interrupt, Signal.terminate] {
+            let (number, name) = (signal.number, signal.name)
+            Signals.ignore(number)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
                 Task { _ = try? await containers.kill(.with { $0.container = id; $0.signal = name }) }
             }
@@ -408,12 +409,12 @@ struct LogsCommand: AsyncParsableCommand {
         try await containers.logs(request, options: options) { response in
             for try await line in response.messages {
                 if !line.notice.isEmpty {
-                    Console.write(STDERR_FILENO, Array("berth: \(line.notice)\n".utf8))
+                    Console.write(Descriptor.standardError, Array("berth: \(line.notice)\n".utf8))
                     continue
                 }
                 var data = line.line
                 if timestamps { data = Data((RFC3339.format(line.time.date) + " ").utf8) + data }
-                Console.write(line.stream == .stderr ? STDERR_FILENO : STDOUT_FILENO, Array(data))
+                Console.write(line.stream == .stderr ? Descriptor.standardError : Descriptor.standardOutput, Array(data))
             }
         }
     }

@@ -1,10 +1,9 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
-import CBerthLinux
 import Dispatch
 import FoundationEssentials
-import Glibc
 import GRPCCore
 import SwiftProtobuf
 
@@ -25,12 +24,12 @@ struct ExecCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard !command.isEmpty else { throw BerthError.invalid("exec needs a command: berth exec CONTAINER COMMAND [ARG...]") }
-        if tty && interactive && isatty(STDIN_FILENO) == 0 {
+        if tty && interactive && !Descriptor.standardInput.isTerminal {
             throw BerthError.invalid("the input device is not a TTY; drop -t to send a pipe or a file")
         }
         let environment = ProcessInfo.processInfo.environment
         var size: (rows: UInt16, columns: UInt16) = (0, 0)
-        if tty { size = Terminal.size(STDOUT_FILENO) ?? Terminal.size(STDIN_FILENO) ?? (24, 80) }
+        if tty { size = Terminal.size(of: .standardOutput) ?? Terminal.size(of: .standardInput) ?? (24, 80) }
         let start = Berth_Agent_V1_ExecSpec.with {
             $0.container = container
             $0.command = command
@@ -44,8 +43,8 @@ struct ExecCommand: AsyncParsableCommand {
         }
         // Everything sent after the start: stdin, its end, terminal sizes.
         let (outgoing, send) = AsyncStream<Berth_Agent_V1_ExecRequest>.makeStream()
-        let raw = tty && interactive ? Terminal.makeRaw(STDIN_FILENO) : nil
-        defer { raw.map { Terminal.restore(STDIN_FILENO, $0) } }
+        let raw = tty && interactive ? Terminal.makeRaw(.standardInput) : nil
+        defer { raw.map { Terminal.restore(.standardInput, $0) } }
         let stdin = interactive ? StdinReader(send: send) : nil
         defer { stdin?.cancel() }
         let resizes = tty ? ResizeWatcher(send: send) : nil
@@ -81,8 +80,8 @@ struct ExecCommand: AsyncParsableCommand {
                 var code: Int32 = -1
                 for try await message in response.messages {
                     switch message.response {
-                    case .stdout(let bytes): Console.write(STDOUT_FILENO, [UInt8](bytes))
-                    case .stderr(let bytes): Console.write(STDERR_FILENO, [UInt8](bytes))
+                    case .stdout(let bytes): Console.write(Descriptor.standardOutput, [UInt8](bytes))
+                    case .stderr(let bytes): Console.write(Descriptor.standardError, [UInt8](bytes))
                     case .exitCode(let exit): code = exit
                     case .execID, nil: break
                     }
@@ -93,50 +92,25 @@ struct ExecCommand: AsyncParsableCommand {
     }
 }
 
-/// The local terminal: its size, raw mode for an interactive TTY session.
-enum Terminal {
-    static func size(_ fd: Int32) -> (rows: UInt16, columns: UInt16)? {
-        var rows: UInt16 = 0
-        var columns: UInt16 = 0
-        guard berth_get_window_size(fd, &rows, &columns) == 0, rows > 0, columns > 0 else { return nil }
-        return (rows, columns)
-    }
-
-    /// Switches `fd` to raw mode; the previous settings, to restore.
-    static func makeRaw(_ fd: Int32) -> termios? {
-        var saved = termios()
-        guard tcgetattr(fd, &saved) == 0 else { return nil }
-        var raw = saved
-        cfmakeraw(&raw)
-        guard tcsetattr(fd, TCSANOW, &raw) == 0 else { return nil }
-        return saved
-    }
-
-    static func restore(_ fd: Int32, _ settings: termios) {
-        var settings = settings
-        _ = tcsetattr(fd, TCSANOW, &settings)
-    }
-}
-
 /// Reads stdin as it becomes readable and sends it; at its end, says so.
 final class StdinReader {
     private let source: any DispatchSourceRead
 
     init(send: AsyncStream<Berth_Agent_V1_ExecRequest>.Continuation) {
-        _ = fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK)
-        let source = DispatchSource.makeReadSource(fileDescriptor: STDIN_FILENO, queue: DispatchQueue(label: "berth.stdin"))
+        try? Descriptor.standardInput.setNonBlocking(true)
+        let source = DispatchSource.makeReadSource(fileDescriptor: Descriptor.standardInput.raw, queue: DispatchQueue(label: "berth.stdin"))
         // Read until it would block: libdispatch reports a hung-up pipe
         // once, with the last data, so its end is found by reading on.
         source.setEventHandler { [source] in
             var buffer = [UInt8](repeating: 0, count: 32 << 10)
             while true {
-                let n = read(STDIN_FILENO, &buffer, buffer.count)
+                let n: Int?
+                do { n = try buffer.withUnsafeMutableBytes { try Descriptor.standardInput.tryRead(into: $0) } } catch { n = 0 }
+                guard let n else { return }  // nothing more for now
                 if n > 0 {
                     send.yield(.with { $0.stdin = Data(buffer[..<n]) })
                     continue
                 }
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && errno == EAGAIN { return }
                 send.yield(.with { $0.closeStdin = true })
                 source.cancel()
                 return
@@ -148,7 +122,7 @@ final class StdinReader {
 
     func cancel() {
         source.cancel()
-        _ = fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) & ~O_NONBLOCK)
+        try? Descriptor.standardInput.setNonBlocking(false)
     }
 }
 
@@ -157,10 +131,10 @@ final class ResizeWatcher {
     private let source: any DispatchSourceSignal
 
     init(send: AsyncStream<Berth_Agent_V1_ExecRequest>.Continuation) {
-        signal(SIGWINCH, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGWINCH, queue: .global())
+        Signals.ignore(Signal.windowChange.number)
+        let source = DispatchSource.makeSignalSource(signal: Signal.windowChange.number, queue: .global())
         source.setEventHandler {
-            guard let size = Terminal.size(STDOUT_FILENO) ?? Terminal.size(STDIN_FILENO) else { return }
+            guard let size = Terminal.size(of: .standardOutput) ?? Terminal.size(of: .standardInput) else { return }
             send.yield(.with { $0.resize = .with { $0.rows = UInt32(size.rows); $0.columns = UInt32(size.columns) } })
         }
         source.resume()

@@ -1,9 +1,8 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
-import CBerthLinux
 import FoundationEssentials
-import Glibc
 import GRPCCore
 import SwiftProtobuf
 
@@ -219,15 +218,15 @@ struct SaveCommand: AsyncParsableCommand {
     @Argument(help: "Images, by name or ID.") var images: [String]
 
     func run() async throws {
-        if output == nil && isatty(STDOUT_FILENO) != 0 {
+        if output == nil && Descriptor.standardOutput.isTerminal {
             throw BerthError.invalid("refusing to write an archive to a terminal; use -o FILE or redirect standard output")
         }
         let temporary = output.map { $0 + ".berth-partial" }
-        let fd = try temporary.map { path -> Int32 in
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot write \(path): \(String(cString: strerror(errno)))") }
-            return fd
-        } ?? STDOUT_FILENO
+        let fd = try temporary.map { path -> Descriptor in
+            do { return try Descriptor.open(path, [.writeOnly, .create, .truncate]) } catch {
+                throw BerthError(.invalidArgument, "cannot write \(path): \(error)")
+            }
+        } ?? Descriptor.standardOutput
         let images = self.images
         do {
             try await agent.connection().withClient { grpc in
@@ -235,22 +234,27 @@ struct SaveCommand: AsyncParsableCommand {
                 options.timeout = nil
                 try await Berth_Agent_V1_Images.Client(wrapping: grpc).save(.with { $0.images = images }, options: options) { response in
                     for try await message in response.messages {
-                        let written = message.data.withUnsafeBytes { berth_write_all(fd, $0.baseAddress, $0.count) }
-                        guard written == 0 else { throw BerthError(.internal, "cannot write the archive: \(String(cString: strerror(errno)))") }
+                        do { try message.data.withUnsafeBytes { try fd.write($0) } } catch {
+                            throw BerthError(.internal, "cannot write the archive: \(error)")
+                        }
                     }
                 }
             }
         } catch {
             if let temporary {
-                close(fd)
-                unlink(temporary)
+                fd.close()
+                try? FileIO.removeFile(temporary)
             }
             throw error
         }
         if let temporary, let output {
-            guard fsync(fd) == 0, close(fd) == 0, rename(temporary, output) == 0 else {
-                unlink(temporary)
-                throw BerthError(.internal, "cannot write \(output): \(String(cString: strerror(errno)))")
+            do {
+                try fd.sync()
+                fd.close()
+                try FileIO.rename(temporary, to: output)
+            } catch {
+                try? FileIO.removeFile(temporary)
+                throw BerthError(.internal, "cannot write \(output): \(error)")
             }
         }
     }

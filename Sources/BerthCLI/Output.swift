@@ -1,8 +1,7 @@
 import BerthAPI
+import BerthLinux
 import BerthModel
-import CBerthLinux
 import FoundationEssentials
-import Glibc
 import SwiftProtobuf
 
 /// `--format` as the CLI takes it: the default human layout, or `json`.
@@ -24,17 +23,17 @@ enum OutputFormat: String {
 /// Writes to standard output and standard error.
 enum Console {
     static func print(_ text: String) {
-        write(STDOUT_FILENO, Array((text + "\n").utf8))
+        write(Descriptor.standardOutput, Array((text + "\n").utf8))
     }
 
     static func error(_ text: String) {
-        write(STDERR_FILENO, Array((text + "\n").utf8))
+        write(Descriptor.standardError, Array((text + "\n").utf8))
     }
 
     /// Writes all of `bytes` (a closed pipe ends the attempt quietly, as
     /// docker's CLI does).
-    static func write(_ fd: Int32, _ bytes: [UInt8]) {
-        _ = bytes.withUnsafeBytes { berth_write_all(fd, $0.baseAddress, $0.count) }
+    static func write(_ fd: Descriptor, _ bytes: [UInt8]) {
+        try? fd.write(bytes)
     }
 
     static func json<T: Encodable>(_ value: T) throws {

@@ -1,8 +1,8 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import FoundationEssentials
-import Glibc
 import GRPCCore
 import SwiftProtobuf
 
@@ -18,7 +18,7 @@ struct PullCommand: AsyncParsableCommand {
 
     /// Pulls with the credentials `berth login` stored for the registry,
     /// drawing progress on `output` (stderr when a container's output is to follow).
-    static func pull(_ image: String, platform: String?, quiet: Bool, agent: AgentOptions, output: Int32 = STDOUT_FILENO) async throws {
+    static func pull(_ image: String, platform: String?, quiet: Bool, agent: AgentOptions, output: Descriptor = .standardOutput) async throws {
         let reference = try ImageReference(parsing: image)
         let credentials = try CredentialStore().credentials(for: reference.registry)
         try await agent.connection().withClient { grpc in
@@ -30,7 +30,7 @@ struct PullCommand: AsyncParsableCommand {
             var options = CallOptions.defaults
             options.timeout = nil
             try await Berth_Agent_V1_Images.Client(wrapping: grpc).pull(request, options: options) { response in
-                var board = PullBoard(output: output, live: !quiet && isatty(output) != 0)
+                var board = PullBoard(output: output, live: !quiet && output.isTerminal)
                 for try await message in response.messages {
                     switch message.event {
                     case .status(let text)?:
@@ -45,7 +45,7 @@ struct PullCommand: AsyncParsableCommand {
                 }
             }
         }
-        if output == STDOUT_FILENO { Console.print(reference.canonical) }
+        if output == Descriptor.standardOutput { Console.print(reference.canonical) }
     }
 
     /// Runs `create` (which names `image`), pulling the image first as
@@ -56,7 +56,7 @@ struct PullCommand: AsyncParsableCommand {
     ) async throws -> R {
         switch policy {
         case "always":
-            try await pull(image, platform: platform, quiet: false, agent: agent, output: STDERR_FILENO)
+            try await pull(image, platform: platform, quiet: false, agent: agent, output: Descriptor.standardError)
             return try await create()
         case "never":
             return try await create()
@@ -65,7 +65,7 @@ struct PullCommand: AsyncParsableCommand {
                 return try await create()
             } catch where isMissingImage(error) {
                 Console.error("Unable to find image '\(image)' locally")
-                try await pull(image, platform: platform, quiet: false, agent: agent, output: STDERR_FILENO)
+                try await pull(image, platform: platform, quiet: false, agent: agent, output: Descriptor.standardError)
                 return try await create()
             }
         default:
@@ -83,13 +83,13 @@ struct PullCommand: AsyncParsableCommand {
 /// Draws the layers of a pull as docker does: one line per layer, redrawn
 /// in place on a terminal, a line per change of phase otherwise.
 struct PullBoard {
-    let output: Int32
+    let output: Descriptor
     let live: Bool
     private var order: [String] = []
     private var lines: [String: String] = [:]
     private var drawn = 0
 
-    init(output: Int32, live: Bool) {
+    init(output: Descriptor, live: Bool) {
         self.output = output
         self.live = live
     }
@@ -179,13 +179,7 @@ struct LoginCommand: AsyncParsableCommand {
         var secret = password ?? ""
         if passwordStdin {
             guard password == nil else { throw BerthError.invalid("--password and --password-stdin cannot be used together") }
-            var bytes: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
-                if n <= 0 { break }
-                bytes += buffer[0..<n]
-            }
+            let bytes = (try? Descriptor.standardInput.readToEnd(limit: 1 << 20)) ?? []
             secret = String(decoding: bytes, as: UTF8.self)
             while secret.hasSuffix("\n") || secret.hasSuffix("\r") { secret.removeLast() }
         }
@@ -262,7 +256,7 @@ struct CredentialStore {
         let data = try encoder.encode(file)
         let temporary = path + ".tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]),
-            rename(temporary, path) == 0
+            (try? FileIO.rename(temporary, to: path)) != nil
         else { throw BerthError(.internal, "cannot write \(path)") }
     }
 

@@ -1,11 +1,10 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import BerthTransport
-import CBerthLinux
 import FoundationEssentials
 import GRPCCore
-import Glibc
 import SwiftProtobuf
 
 /// `berth service …`: replicated containers across the cluster, through the controller.
@@ -374,7 +373,7 @@ struct ServiceLogs: AsyncParsableCommand {
                     if timestamps { bytes += (RFC3339.format(line.time.date) + " ").utf8 }
                     bytes += line.line
                     if bytes.last != UInt8(ascii: "\n") { bytes.append(UInt8(ascii: "\n")) }
-                    Console.write(line.stream == .stderr ? STDERR_FILENO : STDOUT_FILENO, bytes)
+                    Console.write(line.stream == .stderr ? Descriptor.standardError : Descriptor.standardOutput, bytes)
                 }
             }
         }

@@ -1,9 +1,9 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import FoundationEssentials
 import GRPCCore
-import Glibc
 import SwiftProtobuf
 import Synchronization
 
@@ -64,7 +64,7 @@ struct StatsCommand: AsyncParsableCommand {
                     // The first sample has no CPU % yet; the table starts with the second.
                     try await Task.sleep(for: .milliseconds(Self.interval + 100))
                     while !Task.isCancelled {
-                        Self.show(board.rows(hostMemory: UInt64(hostMemory)), output: output, noTrunc: noTrunc, clear: isatty(1) != 0)
+                        Self.show(board.rows(hostMemory: UInt64(hostMemory)), output: output, noTrunc: noTrunc, clear: Descriptor.standardOutput.isTerminal)
                         try await Task.sleep(for: .milliseconds(Self.interval))
                     }
                 }

@@ -1,8 +1,8 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import FoundationEssentials
-import Glibc
 import GRPCCore
 import SwiftProtobuf
 
@@ -120,7 +120,7 @@ struct VolumePrune: AsyncParsableCommand {
         // Asked whatever standard input is (docker reads the answer from a
         // pipe too); no answer, or anything but yes, removes nothing.
         if !force {
-            Console.write(STDOUT_FILENO, Array("WARNING! This will remove anonymous volumes not used by any container.\nAre you sure you want to continue? [y/N] ".utf8))
+            Console.write(Descriptor.standardOutput, Array("WARNING! This will remove anonymous volumes not used by any container.\nAre you sure you want to continue? [y/N] ".utf8))
             guard let answer = readLine(), ["y", "yes"].contains(answer.filter { !$0.isWhitespace }.lowercased()) else { return }
         }
         let response = try await agent.connection().withClient { grpc in

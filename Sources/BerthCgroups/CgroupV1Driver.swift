@@ -1,6 +1,5 @@
 public import BerthModel
 import BerthLinux
-import Glibc
 
 /// Cgroup v1: one hierarchy per controller (`memory`, `cpu`, `cpuacct`,
 /// `cpuset`, `pids`, `freezer`, `blkio`, `devices`), each holding
@@ -296,9 +295,9 @@ public struct CgroupV1Driver: CgroupDriver {
                 do {
                     try FileIO.removeDirectory(dir)
                     break
-                } catch let error as SystemError where error.errno == ENOENT {
+                } catch let error as SystemError where error.code == .noEntry {
                     break  // not made in this hierarchy, or removed already
-                } catch let error as SystemError where error.errno == 16 /* EBUSY */ {
+                } catch let error as SystemError where error.code == .busy {
                     if delay > 512 {
                         throw BerthError(.failedPrecondition, "cgroup \(controller)/\(parent)/\(name) still has processes; cannot remove it")
                     }

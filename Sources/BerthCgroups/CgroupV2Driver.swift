@@ -181,7 +181,7 @@ public struct CgroupV2Driver: CgroupDriver {
             do {
                 try FileIO.removeDirectory(dir)
                 return
-            } catch let error as SystemError where error.errno == 16 /* EBUSY */ {
+            } catch let error as SystemError where error.code == .busy {
                 if delay > 512 {
                     throw BerthError(.failedPrecondition, "cgroup \(parent)/\(name) still has processes; cannot remove it")
                 }

@@ -65,7 +65,7 @@ public final class Controller: Service, Sendable {
         do {
             lock = try ProcessLock(
                 path: lockPath,
-                holder: "berth-controller pid \(getpid()), listening on \(configuration.listen), since \(ISO8601DateFormatter().string(from: Date()))")
+                holder: "berth-controller pid \(SystemInfo.processID), listening on \(configuration.listen), since \(ISO8601DateFormatter().string(from: Date()))")
         } catch let held as ProcessLock.Held {
             throw BerthError(
                 .failedPrecondition,

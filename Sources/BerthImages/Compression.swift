@@ -2,7 +2,6 @@ import BerthLinux
 import BerthModel
 import CZlib
 import CZstd
-import Glibc
 
 /// How a layer blob is compressed, told by its first bytes (the media type
 /// is only a claim; the bytes are what gets unpacked).
@@ -169,11 +168,7 @@ public struct FileByteSource: ByteSource {
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var total = 0
         while total < buffer.count {
-            let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", errno: errno)
-            }
+            let n = try Descriptor(fd).read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[total...]))
             if n == 0 { break }
             total += n
         }

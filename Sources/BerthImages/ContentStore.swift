@@ -159,9 +159,10 @@ public final class BlobWriter {
     ///
     /// - Throws: `BerthError.invalidArgument` when the file cannot be read.
     public func append(file path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: SystemError("open", path: path, errno: errno)) }
-        defer { close(fd) }
+        let file: Descriptor
+        do { file = try Descriptor.open(path) } catch { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: error) }
+        defer { file.close() }
+        let fd = file.raw
         do {
             try FileByteSource(fd: fd).forEachChunk { try append($0) }
         } catch let error as SystemError {
@@ -185,8 +186,10 @@ public final class BlobWriter {
         }
         if store.contains(digest) {
             try? FileIO.removeFile(temporary)
-        } else if rename(temporary, store.path(digest)) != 0 {
-            throw BerthError(.internal, "cannot store blob \(digest)", underlying: SystemError("rename", path: store.path(digest), errno: errno))
+        } else {
+            do { try FileIO.rename(temporary, to: store.path(digest)) } catch {
+                throw BerthError(.internal, "cannot store blob \(digest)", underlying: error)
+            }
         }
         return digest
     }
@@ -213,7 +216,7 @@ public final class ResumableIngest {
     public let expected: Digest
     let store: ContentStore
     let path: String
-    private var fd: Int32
+    private let file: Descriptor
     private var hasher = DigestingHasher()
 
     /// Opens (or creates) the partial file and takes its lock.
@@ -223,16 +226,18 @@ public final class ResumableIngest {
         self.store = store
         self.expected = expected
         self.path = "\(store.root)/ingest/\(expected.hex).partial"
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw BerthError(.internal, "cannot open \(path)", underlying: SystemError("open", path: path, errno: errno)) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            fd = -1
+        let file: Descriptor
+        do { file = try Descriptor.open(path, [.readWrite, .create], permissions: 0o600) } catch {
+            throw BerthError(.internal, "cannot open \(path)", underlying: error)
+        }
+        guard (try? file.lock(wait: false)) == true else {
+            file.close()
             return nil
         }
+        self.file = file
         // What an earlier attempt left is hashed again: the digest covers it too.
         do {
-            try FileByteSource(fd: fd).forEachChunk { hasher.update($0) }
+            try FileByteSource(fd: file.raw).forEachChunk { hasher.update($0) }
         } catch {
             throw BerthError(.internal, "cannot read \(path)", underlying: error)
         }
@@ -243,17 +248,20 @@ public final class ResumableIngest {
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         do {
-            try writeAll(fd, bytes)
+            try file.write(bytes)
         } catch let error as SystemError {
-            throw BerthError(error.errno == ENOSPC || error.errno == EDQUOT ? .resourceExhausted : .internal, "cannot write \(path)", underlying: error)
+            throw BerthError(error.code == .noSpace || error.code == .quotaExceeded ? .resourceExhausted : .internal, "cannot write \(path)", underlying: error)
         }
         hasher.update(bytes)
     }
 
     /// Starts again from nothing (the server ignored a range request).
     public func restart() throws {
-        guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
-            throw BerthError(.internal, "cannot truncate \(path)", underlying: SystemError("ftruncate", path: path, errno: errno))
+        do {
+            try file.truncate(to: 0)
+            try file.seek(to: 0)
+        } catch {
+            throw BerthError(.internal, "cannot truncate \(path)", underlying: error)
         }
         hasher = DigestingHasher()
     }
@@ -261,7 +269,7 @@ public final class ResumableIngest {
     /// Throws away what is held: it cannot be the blob.
     public func discard() throws {
         try restart()
-        unlink(path)
+        try? FileIO.removeFile(path)
     }
 
     /// Verifies the digest, syncs, and moves the blob under its digest.
@@ -274,13 +282,13 @@ public final class ResumableIngest {
             try? discard()
             throw BerthError.invalid("content digest mismatch: expected \(expected), got \(digest) (\(hasher.count) bytes); the blob was discarded")
         }
-        guard fsync(fd) == 0 else { throw BerthError(.internal, "cannot sync \(path)", underlying: SystemError("fsync", path: path, errno: errno)) }
-        guard rename(path, store.path(expected)) == 0 else {
-            throw BerthError(.internal, "cannot store blob \(expected)", underlying: SystemError("rename", path: store.path(expected), errno: errno))
+        do { try file.sync() } catch { throw BerthError(.internal, "cannot sync \(path)", underlying: error) }
+        do { try FileIO.rename(path, to: store.path(expected)) } catch {
+            throw BerthError(.internal, "cannot store blob \(expected)", underlying: error)
         }
     }
 
     deinit {
-        if fd >= 0 { close(fd) }  // releases the lock; a partial file stays for the next attempt
+        file.close()  // releases the lock; a partial file stays for the next attempt
     }
 }

@@ -1,5 +1,4 @@
 import BerthLinux
-import Glibc
 
 /// Writes a directory tree as a tar stream (sorted, hard links kept as
 /// links, sockets skipped), for importing a root filesystem directory.
@@ -49,18 +48,18 @@ enum DirectoryArchiver {
             } else {
                 entry.size = st.size
                 try writer.appendHeader(entry)
-                let fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-                guard fd >= 0 else { throw SystemError("open", path: full, errno: errno) }
-                defer { close(fd) }
+                let file = try Descriptor.open(full, .noFollow)
+                defer { file.close() }
                 var left = st.size
                 var buffer = [UInt8](repeating: 0, count: 256 * 1024)
                 while left > 0 {
-                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, Int(left))) }
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw SystemError("read", path: full, errno: errno)
+                    let n: Int
+                    do {
+                        n = try buffer.withUnsafeMutableBytes { try file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<min($0.count, Int(left))])) }
+                    } catch let error as SystemError {
+                        throw SystemError("read", path: full, errno: error.errno)
                     }
-                    if n == 0 { throw SystemError("read (the file shrank while being archived)", path: full, errno: EIO) }
+                    if n == 0 { throw SystemError("read (the file shrank while being archived)", path: full, errno: Errno.io.rawValue) }
                     try writer.appendData(Array(buffer[0..<n]))
                     left -= Int64(n)
                 }
@@ -76,16 +75,15 @@ enum DirectoryArchiver {
 public enum TreeCopy {
     public static func copy(from source: String, into destination: String, scratch: String) throws {
         let path = "\(scratch)/copy-\(UInt64.random(in: 0...UInt64.max)).tar"
-        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        let file = try Descriptor.open(path, [.readWrite, .create, .exclusive], permissions: 0o600)
         defer {
-            close(fd)
-            unlink(path)
+            file.close()
+            try? FileIO.removeFile(path)
         }
-        var writer = TarWriter { bytes in try bytes.withUnsafeBytes { try writeAll(fd, $0) } }
+        var writer = TarWriter { bytes in try bytes.withUnsafeBytes { try file.write($0) } }
         try DirectoryArchiver.archive(source, into: &writer)
-        guard lseek(fd, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: path, errno: errno) }
-        var reader = TarReader(FileByteSource(fd: fd))
+        try file.seek(to: 0)
+        var reader = TarReader(FileByteSource(fd: file.raw))
         _ = try LayerUnpacker.unpack(&reader, into: destination)
     }
 }

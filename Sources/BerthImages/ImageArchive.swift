@@ -1,7 +1,6 @@
 public import BerthModel
 import BerthLinux
 import Foundation
-import Glibc
 
 /// What an image file on the host is.
 public enum ImageSourceKind: Sendable, Equatable {
@@ -29,11 +28,12 @@ extension ImageStore {
         }
         // A tar's first entries tell: an archive starts with its metadata or
         // its blobs, never with a root filesystem's directories like bin/.
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: SystemError("open", path: path, errno: errno)) }
-        defer { close(fd) }
+        let file: Descriptor
+        do { file = try Descriptor.open(path) } catch { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: error) }
+        defer { file.close() }
+        let fd = file.raw
         var magic = [UInt8](repeating: 0, count: 4)
-        let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
+        let n = (try? magic.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }) ?? 0
         guard LayerCompression.detect(magic.prefix(max(0, n))) == .none else { return .rootfs }
         var reader = TarReader(FileByteSource(fd: fd))
         var names: [String] = []
@@ -192,9 +192,10 @@ struct ArchiveFiles {
             return
         }
         directory = nil
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: SystemError("open", path: path, errno: errno)) }
-        defer { close(fd) }
+        let file: Descriptor
+        do { file = try Descriptor.open(path) } catch { throw BerthError(.invalidArgument, "cannot read \(path)", underlying: error) }
+        defer { file.close() }
+        let fd = file.raw
         var reader = TarReader(FileByteSource(fd: fd))
         var links: [String: String] = [:]
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -357,9 +358,9 @@ extension ImageStore {
             let path = content.path(digest)
             let size = try FileIO.status(path).size
             try tar.appendHeader(TarEntry(name: "blobs/sha256/\(digest.hex)", kind: .file, size: size))
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
-            defer { close(fd) }
+            let file = try Descriptor.open(path)
+            defer { file.close() }
+            let fd = file.raw
             var written: Int64 = 0
             try FileByteSource(fd: fd).forEachChunk { chunk in
                 try tar.appendData(Array(chunk))

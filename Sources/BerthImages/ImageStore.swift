@@ -2,7 +2,6 @@ public import BerthModel
 import BerthLinux
 import Foundation
 public import Logging
-import Glibc
 import Synchronization
 
 /// Where image records are kept (the agent's database).
@@ -46,7 +45,7 @@ public final class ImageStore: Sendable {
             for name in try FileIO.list(ingest) {
                 let path = "\(ingest)/\(name)"
                 let stale = (try? FileIO.status(path)).map { Date().timeIntervalSince1970 - Double($0.mtime) > 86_400 } ?? true
-                if !name.hasSuffix(".partial") || stale { unlink(path) }
+                if !name.hasSuffix(".partial") || stale { try? FileIO.removeFile(path) }
             }
             // Unpacks a crash interrupted: no pull runs yet.
             let layers = try RootedDirectory(path: "\(root)/layers")
@@ -207,12 +206,11 @@ public final class ImageStore: Sendable {
         let temporary = "\(root)/layers/.tmp-\(UUID().uuidString)"
         do {
             try FileIO.makeDirectory(temporary, mode: 0o755)
-            let fd = open(content.path(blob), O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw SystemError("open", path: content.path(blob), errno: errno) }
-            defer { close(fd) }
+            let blobFile = try Descriptor.open(content.path(blob))
+            defer { blobFile.close() }
             var magic = [UInt8](repeating: 0, count: 4)
-            let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
-            let file = FileByteSource(fd: fd)
+            let n = try magic.withUnsafeMutableBytes { try blobFile.read(into: $0, at: 0) }
+            let file = FileByteSource(fd: blobFile.raw)
             let started = ContinuousClock.now
             let compression = LayerCompression.detect(magic.prefix(max(0, n)))
             let report: LayerUnpacker.Report
@@ -230,7 +228,7 @@ public final class ImageStore: Sendable {
                 ])
             do {
                 try FileIO.rename(temporary, to: target)
-            } catch let error as SystemError where error.errno == EEXIST || error.errno == ENOTEMPTY {
+            } catch let error as SystemError where error.code == .exists || error.code == .notEmpty {
                 // Another import unpacked the same layer meanwhile.
                 try? RootedDirectory(path: "\(root)/layers").remove(String(temporary.split(separator: "/").last!))
             }
@@ -244,7 +242,7 @@ public final class ImageStore: Sendable {
                 throw BerthError.invalid("not a valid layer: \(malformed)")
             }
             if let error = error as? BerthError { throw error }
-            if let error = error as? SystemError, error.errno == ENOSPC || error.errno == EDQUOT {
+            if let error = error as? SystemError, error.code == .noSpace || error.code == .quotaExceeded {
                 throw BerthError(.resourceExhausted, "no space left to unpack layer \(blob.short) under \(root)", underlying: error)
             }
             throw BerthError(.internal, "cannot unpack layer \(blob.short)", underlying: error)

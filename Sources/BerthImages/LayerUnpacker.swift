@@ -1,5 +1,4 @@
 import BerthLinux
-import Glibc
 
 /// Unpacks an image layer (a tar stream) into a directory without letting
 /// any entry reach outside it: names with `..` are refused, every path is
@@ -71,16 +70,16 @@ public struct LayerUnpacker {
                     throw HostileEntry(name: entry.name, reason: "a whiteout must name a file")
                 }
                 let target = parentPath.isEmpty ? hidden : parentPath + "/" + hidden
-                try root.makeNode(target, mode: S_IFCHR | 0, major: 0, minor: 0)
+                try root.makeNode(target, kind: .characterDevice, permissions: 0, major: 0, minor: 0)
                 continue
             }
 
-            var mode: mode_t? = mode_t(entry.mode & 0o7777)
+            var mode: FileMode? = FileMode(entry.mode & 0o7777)
             if entry.kind == .file {
                 // Regular files, most of a layer: written and finished through
                 // their descriptor, in a parent resolved once per directory.
                 let fd = try root.createFileInCachedParent(path, mode: 0o600)
-                defer { close(fd) }
+                defer { Descriptor(fd).close() }
                 var left = entry.size
                 while left > 0 {
                     let n = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
@@ -90,7 +89,7 @@ public struct LayerUnpacker {
                 }
                 report.bytes += entry.size
                 let display = "\(directory)/\(path)"
-                try RootedDirectory.setAttributes(fd: fd, display: display, uid: entry.uid, gid: entry.gid, mode: mode_t(entry.mode & 0o7777), mtime: entry.mtime)
+                try RootedDirectory.setAttributes(fd: fd, display: display, uid: entry.uid, gid: entry.gid, mode: FileMode(entry.mode & 0o7777), mtime: entry.mtime)
                 try applyXattrs(entry, path: path, report: &report) { name, value in
                     try RootedDirectory.setXattr(fd: fd, display: display, name: name, value: value)
                 }
@@ -111,7 +110,7 @@ public struct LayerUnpacker {
                 guard !existing.isEmpty else { throw HostileEntry(name: entry.name, reason: "a hard link to the layer's root") }
                 do {
                     try root.hardlink(path, to: existing)
-                } catch let error as SystemError where error.errno == ENOENT {
+                } catch let error as SystemError where error.code == .noEntry {
                     throw HostileEntry(name: entry.name, reason: "hard link to \"\(entry.linkName)\", which is not in this layer")
                 }
                 continue  // a link shares its target's attributes
@@ -120,17 +119,17 @@ public struct LayerUnpacker {
                     report.warnings.append("skipped device node \(path) (\(entry.devMajor):\(entry.devMinor))")
                     continue
                 }
-                let type = entry.kind == .characterDevice ? S_IFCHR : S_IFBLK
-                try root.makeNode(path, mode: type | 0o600, major: entry.devMajor, minor: entry.devMinor)
+                let kind: FileKind = entry.kind == .characterDevice ? .characterDevice : .blockDevice
+                try root.makeNode(path, kind: kind, permissions: 0o600, major: entry.devMajor, minor: entry.devMinor)
             case .fifo:
-                try root.makeNode(path, mode: S_IFIFO | 0o600, major: 0, minor: 0)
+                try root.makeNode(path, kind: .fifo, permissions: 0o600, major: 0, minor: 0)
             }
             try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: mode, mtime: entry.mtime)
             try applyXattrs(entry, path: path, report: &report) { try root.setXattr(path, name: $0, value: $1) }
         }
         // Directory times last: adding children changed them.
         for (path, entry) in directories.reversed() {
-            try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: mode_t(entry.mode & 0o7777), mtime: entry.mtime)
+            try root.setAttributes(path, uid: entry.uid, gid: entry.gid, mode: FileMode(entry.mode & 0o7777), mtime: entry.mtime)
             try applyXattrs(entry, path: path, report: &report) { try root.setXattr(path, name: $0, value: $1) }
         }
         return report

@@ -1,4 +1,4 @@
-import CBerthLinux
+import CBerthSyscalls
 import Glibc
 
 /// Writes files so that a crash at any moment leaves either the old content

@@ -1,6 +1,5 @@
-import CBerthLinux
+import CBerthSyscalls
 import Dispatch
-import Foundation
 import Glibc
 
 /// Work that can wait: making things ahead of need (a standby shim, network
@@ -17,7 +16,7 @@ public enum Background {
     private static let slots = DispatchSemaphore(value: 2)
 
     public static func run(_ work: @escaping @Sendable () -> Void) {
-        let thread = Thread {
+        OwnThread.start(name: "berth-background") {
             if mayRenice {
                 _ = berth_set_thread_nice(19)
                 _ = berth_set_thread_io_idle()
@@ -26,8 +25,6 @@ public enum Background {
             defer { slots.signal() }
             work()
         }
-        thread.name = "berth-background"
-        thread.start()
     }
 }
 

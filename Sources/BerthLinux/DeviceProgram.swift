@@ -1,4 +1,4 @@
-import CBerthLinux
+import CBerthSyscalls
 import Glibc
 
 /// The kernel's side of cgroup v2 device access: a BPF program of type

@@ -1,4 +1,4 @@
-import CBerthLinux
+import CBerthSyscalls
 import Glibc
 
 /// Small whole-file reads and writes, for kernel interfaces (cgroup files,

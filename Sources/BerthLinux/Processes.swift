@@ -1,5 +1,4 @@
-import CBerthLinux
-import Foundation
+import CBerthSyscalls
 import Glibc
 
 /// Starting, signalling and reaping processes.
@@ -106,10 +105,9 @@ public enum Processes {
         _ executable: String, _ arguments: [String], environment: [String], timeout: Duration = .seconds(120)
     ) async throws -> Output {
         try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
+            OwnThread.start(name: "berth-run") {
                 continuation.resume(with: Result { try runBlocking(executable, arguments, environment: environment, timeout: timeout) })
             }
-            thread.start()
         }
     }
 
@@ -184,6 +182,28 @@ public enum Processes {
         let rc = waitpid(pid, &status, WNOHANG)
         return rc == pid || (rc < 0 && errno == ECHILD)
     }
+
+    /// Ends this process now with `code` (exit(3): buffered output is flushed).
+    public static func exit(_ code: Int32) -> Never { Glibc.exit(code) }
+
+    /// Sends `signal` to the process (kill(2)).
+    public static func signal(_ pid: Int32, _ signal: Int32) throws {
+        guard kill(pid, signal) == 0 else { throw SystemError.last("kill \(pid)") }
+    }
+
+    /// Waits for a child to exit and reaps it: its exit code, or 128 plus
+    /// the signal that ended it; nil when it is not the caller's child.
+    @discardableResult
+    public static func waitForExit(_ pid: Int32) -> Int32? {
+        var status: Int32 = 0
+        while true {
+            if waitpid(pid, &status, 0) == pid { return berth_wexitstatus(status) }
+            if errno != EINTR { return nil }
+        }
+    }
+
+    /// The exit code a wait status stands for (128 plus a signal).
+    public static func exitCode(waitStatus status: Int32) -> Int32 { berth_wexitstatus(status) }
 
     /// Whether a process with this pid exists.
     public static func isAlive(_ pid: Int32) -> Bool {

@@ -1,4 +1,4 @@
-import CBerthLinux
+import CBerthSyscalls
 import Glibc
 
 /// A directory that file operations cannot leave: every path is resolved
@@ -226,6 +226,16 @@ public final class RootedDirectory {
         if linkat(source, "", parentFD, name, Int32(BERTH_AT_EMPTY_PATH)) != 0 {
             throw SystemError("link", path: "\(self.path)/\(path)", errno: errno)
         }
+    }
+
+    /// A device node, FIFO or whiteout (a character device 0:0).
+    public func makeNode(_ path: String, kind: FileKind, permissions: FileMode, major: UInt32, minor: UInt32) throws {
+        try makeNode(path, mode: kind.typeBits | permissions, major: major, minor: minor)
+    }
+
+    /// What kind of file `path` is (without following a last symlink); nil when there is none.
+    public func fileKind(of path: String) throws -> FileKind? {
+        try kind(of: path).flatMap { FileKind(mode: $0) }
     }
 
     public func makeNode(_ path: String, mode: mode_t, major: UInt32, minor: UInt32) throws {

@@ -1,4 +1,4 @@
-import CBerthLinux
+import CBerthSyscalls
 import Glibc
 
 /// A program's image copied into memory and sealed (a memfd no one can

@@ -22,7 +22,7 @@ public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
         return "\(operation)\(subject): \(errnoName) (\(String(cString: strerror(errno))))"
     }
 
-    static func name(of code: Int32) -> String {
+    public static func name(of code: Int32) -> String {
         let names: [Int32: String] = [
             EPERM: "EPERM", ENOENT: "ENOENT", ESRCH: "ESRCH", EINTR: "EINTR", EIO: "EIO", E2BIG: "E2BIG",
             ENOEXEC: "ENOEXEC", EBADF: "EBADF", ECHILD: "ECHILD", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM",
@@ -31,7 +31,7 @@ public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
             EMFILE: "EMFILE", ENOSPC: "ENOSPC", EROFS: "EROFS", EMLINK: "EMLINK", EPIPE: "EPIPE",
             ERANGE: "ERANGE", ENAMETOOLONG: "ENAMETOOLONG", ENOSYS: "ENOSYS", ENOTEMPTY: "ENOTEMPTY",
             ELOOP: "ELOOP", EOPNOTSUPP: "EOPNOTSUPP", EADDRINUSE: "EADDRINUSE", ECONNREFUSED: "ECONNREFUSED",
-            ETIMEDOUT: "ETIMEDOUT", EDQUOT: "EDQUOT",
+            ETIMEDOUT: "ETIMEDOUT", EDQUOT: "EDQUOT", ENOTTY: "ENOTTY", EADDRNOTAVAIL: "EADDRNOTAVAIL", ECONNRESET: "ECONNRESET",
         ]
         return names[code] ?? "errno \(code)"
     }

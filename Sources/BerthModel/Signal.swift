@@ -12,9 +12,11 @@ public struct Signal: Codable, Sendable, Hashable, CustomStringConvertible {
     public static let kill = Signal(number: 9)
     public static let user1 = Signal(number: 10)
     public static let user2 = Signal(number: 12)
+    public static let pipe = Signal(number: 13)
     public static let terminate = Signal(number: 15)
     public static let stop = Signal(number: 19)
     public static let `continue` = Signal(number: 18)
+    public static let windowChange = Signal(number: 28)
 
     static let names: [(String, Int32)] = [
         ("HUP", 1), ("INT", 2), ("QUIT", 3), ("ILL", 4), ("TRAP", 5), ("ABRT", 6),

@@ -1,8 +1,6 @@
 public import BerthModel
 import BerthLinux
-import CBerthLinux
 import Foundation
-import Glibc
 
 /// The host's side of bridge networks, through iproute2: bridges, the host
 /// ends of containers' veth pairs, and the routes the host already has.
@@ -50,15 +48,15 @@ public enum HostNetwork {
     /// false; its peer moved into the namespace at `netns` as `peer`, with
     /// `mac` (down, until the namespace is configured).
     public static func addVeth(host: String, bridge: String, peer: String, mac: [UInt8], netns: String, up: Bool = true) throws {
-        guard berth_veth_create(host, bridge, peer, mac, netns, up ? 1 : 0) == 0 else {
-            throw BerthError(.internal, "cannot make the veth pair \(host) (in \(bridge)) and \(peer): \(SystemError("rtnetlink", errno: errno))")
+        do { try Links.createVeth(host: host, bridge: bridge, peer: peer, mac: mac, netns: netns, up: up) } catch {
+            throw BerthError(.internal, "cannot make the veth pair \(host) (in \(bridge)) and \(peer): \(error)")
         }
     }
 
     /// Renames an interface that is down, and sets it up.
     public static func renameUp(_ name: String, to newName: String) throws {
-        guard berth_link_rename_up(name, newName) == 0 else {
-            throw BerthError(.internal, "cannot rename \(name) to \(newName): \(SystemError("rtnetlink", errno: errno))")
+        do { try Links.renameUp(name, to: newName) } catch {
+            throw BerthError(.internal, "cannot rename \(name) to \(newName): \(error)")
         }
     }
 

@@ -1,7 +1,5 @@
 public import BerthModel
 import BerthLinux
-import CBerthLinux
-import Glibc
 
 /// A container's network namespace, kept as a file (a bind mount of the
 /// namespace) from before its process starts until after it ends: the agent
@@ -12,39 +10,31 @@ public enum NetworkNamespace {
     ///
     /// - Throws: `BerthError.internal` naming the step that failed.
     public static func create(at path: String) throws {
-        try call("create network namespace \(path)") { berth_netns_create(path, $0, $1) }
+        do { try NetworkNamespaceFile.create(at: path) } catch {
+            throw BerthError(.internal, "create network namespace \(path): \(error)")
+        }
     }
 
     /// Gives `interface` (already in the namespace) `mac` (when given; the
     /// interface must be down), its address, and brings it up; with
     /// `gateway`, a default route through it.
     public static func configure(at path: String, interface: String, mac: [UInt8]? = nil, address: IPv4Address, prefix: Int, gateway: IPv4Address?) throws {
-        try call("configure \(interface) in \(path)") { stage, size in
-            guard let mac else { return berth_netns_configure(path, interface, nil, address.value, Int32(prefix), gateway?.value ?? 0, stage, size) }
-            return berth_netns_configure(path, interface, mac, address.value, Int32(prefix), gateway?.value ?? 0, stage, size)
+        do {
+            try NetworkNamespaceFile.configure(at: path, interface: interface, mac: mac, address: address.value, prefix: prefix, gateway: gateway?.value ?? 0)
+        } catch {
+            throw BerthError(.internal, "configure \(interface) in \(path): \(error)")
         }
     }
 
     /// Moves a namespace file: binds its namespace at `path` (which must not
     /// exist) and removes `from`.
     public static func move(from: String, to path: String) throws {
-        guard berth_netns_move(from, path) == 0 else { throw SystemError("move network namespace \(from) to", path: path, errno: errno) }
+        try NetworkNamespaceFile.move(from: from, to: path)
     }
 
     /// Unbinds and deletes the file; the namespace ends with its last user.
     public static func remove(at path: String) throws {
-        guard berth_netns_remove(path) == 0 else { throw SystemError("remove network namespace", path: path, errno: errno) }
-    }
-
-    private static func call(_ what: String, _ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws {
-        var stage = [CChar](repeating: 0, count: 64)
-        let result = stage.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
-        guard result == 0 else {
-            let saved = errno
-            let name = berth_errno_name(saved).map { String(cString: $0) } ?? "errno \(saved)"
-            let step = stage.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            throw BerthError(.internal, "\(what): \(step): \(name)")
-        }
+        try NetworkNamespaceFile.remove(at: path)
     }
 }
 

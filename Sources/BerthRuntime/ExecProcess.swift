@@ -1,7 +1,6 @@
 import BerthLinux
 import BerthModel
 public import BerthShimProtocol
-import CBerthLinux
 import Foundation
 import Synchronization
 
@@ -99,35 +98,34 @@ public final class ExecProcess: Sendable {
         // stdio: a terminal, or three pipes (stdin only when attached).
         var parentEnds: [Int32] = []
         var childEnds: [Int32] = []
-        defer { childEnds.forEach { close($0) } }
+        defer { childEnds.forEach { Descriptor($0).close() } }
         func pipePair() throws -> (read: Int32, write: Int32) {
-            var fds: [Int32] = [0, 0]
-            guard berth_pipe2_cloexec(&fds) == 0 else {
-                let e = errno
-                parentEnds.forEach { close($0) }
-                throw SystemError("pipe", errno: e)
+            do {
+                let pipe = try Pipe.make()
+                return (pipe.read.raw, pipe.write.raw)
+            } catch {
+                parentEnds.forEach { Descriptor($0).close() }
+                throw error
             }
-            return (fds[0], fds[1])
         }
         let stdio: (stdin: Int32, stdout: Int32, stderr: Int32)
         let input: Int32
         let terminal: Int32?
         let outputs: [(fd: Int32, stream: Int)]
         if request.tty {
-            var master: Int32 = -1
-            var slave: Int32 = -1
-            let root = open("/proc/\(targetPID)/root", Int32(BERTH_O_PATH) | O_DIRECTORY | O_CLOEXEC)
-            let opened = berth_open_pty(root, &master, &slave, request.rows, request.columns)
-            let e = errno
-            if root >= 0 { close(root) }
-            guard root >= 0, opened == 0 else {
-                throw BerthError(.failedPrecondition, "cannot open a terminal in the container's /dev/pts: \(SystemError("open", errno: root < 0 ? errno : e).errnoName)")
+            let pair: (master: Descriptor, slave: Descriptor)
+            do {
+                pair = try PseudoTerminal.open(root: "/proc/\(targetPID)/root", rows: request.rows, columns: request.columns)
+            } catch let error as SystemError {
+                throw BerthError(.failedPrecondition, "cannot open a terminal in the container's /dev/pts: \(error.errnoName)")
             }
+            let master = pair.master.raw
+            let slave = pair.slave.raw
             parentEnds = [master]
             childEnds = [slave]
             stdio = (slave, slave, slave)
-            input = request.attachStdin ? fcntl(master, F_DUPFD_CLOEXEC, 0) : -1
-            terminal = fcntl(master, F_DUPFD_CLOEXEC, 0)
+            input = request.attachStdin ? (try? pair.master.duplicate().raw) ?? -1 : -1
+            terminal = (try? pair.master.duplicate().raw) ?? -1
             outputs = [(master, 1)]
         } else {
             let out = try pipePair()
@@ -159,28 +157,28 @@ public final class ExecProcess: Sendable {
         do {
             started = try await shim.exec(exec, id: id, stdio: passed)
         } catch {
-            parentEnds.forEach { close($0) }
+            parentEnds.forEach { Descriptor($0).close() }
             throw error
         }
         guard let handle = started.process else {
-            parentEnds.forEach { close($0) }
+            parentEnds.forEach { Descriptor($0).close() }
             guard case .failed(let stage, let error, let name, let detail) = started.start else {
                 throw BerthError(.internal, "the container's shim started the exec but gave no process")
             }
             if stage.hasPrefix("exec") {
                 // docker's words for a program that is missing or not executable.
                 switch error {
-                case ENOENT where program.contains("/"):
+                case Errno.noEntry.rawValue where program.contains("/"):
                     throw BerthError(.notFound, "exec: \"\(program)\": no such file or directory")
-                case ENOENT: throw BerthError(.notFound, "exec: \"\(program)\": executable file not found in $PATH")
-                case EACCES: throw BerthError(.permissionDenied, "exec: \"\(program)\": permission denied")
+                case Errno.noEntry.rawValue: throw BerthError(.notFound, "exec: \"\(program)\": executable file not found in $PATH")
+                case Errno.accessDenied.rawValue: throw BerthError(.permissionDenied, "exec: \"\(program)\": permission denied")
                 default: break
                 }
             }
-            if error == ESRCH { throw BerthError(.failedPrecondition, "the container is not running") }
+            if error == Errno.noSuchProcess.rawValue { throw BerthError(.failedPrecondition, "the container is not running") }
             throw BerthError(.internal, "exec failed at \(stage): \(name.isEmpty ? "" : name)\(detail.isEmpty ? "" : " \(detail)")")
         }
-        if let master = outputs.first?.fd, request.tty { _ = fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK) }
+        if let master = outputs.first?.fd, request.tty { try? Descriptor(master).setNonBlocking(true) }
         return ExecProcess(id: id, process: handle, input: input, terminal: terminal, outputs: outputs)
     }
 
@@ -201,39 +199,41 @@ public final class ExecProcess: Sendable {
     public func write(_ bytes: [UInt8]) async throws {
         var offset = 0
         while offset < bytes.count {
-            let written = input.withLock { fd -> Int in
-                guard fd >= 0 else { return -2 }
-                return bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            }
-            if written == -2 { return }
-            if written < 0 {
-                if errno == EAGAIN || errno == EINTR {
-                    try await Task.sleep(for: .milliseconds(2))
-                    continue
+            enum Outcome { case wrote(Int), full, gone }
+            let outcome = input.withLock { fd -> Outcome in
+                guard fd >= 0 else { return .gone }
+                do {
+                    guard let n = try bytes[offset...].withUnsafeBytes({ try Descriptor(fd).tryWrite($0) }) else { return .full }
+                    return .wrote(n)
+                } catch {
+                    // The process closed its stdin (or exited): the rest is dropped, as a pipe would.
+                    return .gone
                 }
-                // The process closed its stdin (or exited): the rest is dropped, as a pipe would.
-                return
             }
-            offset += written
+            switch outcome {
+            case .wrote(let n): offset += n
+            case .full: try await Task.sleep(for: .milliseconds(2))
+            case .gone: return
+            }
         }
     }
 
     public func closeInput() {
         input.withLock { fd in
-            if fd >= 0 { close(fd) }
+            if fd >= 0 { Descriptor(fd).close() }
             fd = -1
         }
     }
 
     public func resize(rows: UInt16, columns: UInt16) {
         terminal.withLock { fd in
-            if fd >= 0 { _ = berth_set_window_size(fd, rows, columns) }
+            if fd >= 0 { Terminal.setSize(of: Descriptor(fd), rows: rows, columns: columns) }
         }
     }
 
     public func kill() {
         pidfd.withLock { fd in
-            if fd >= 0 { _ = berth_pidfd_send_signal(fd, SIGKILL) }
+            if fd >= 0 { try? ProcessDescriptor.signal(Descriptor(fd), Signal.kill.number) }
         }
     }
 
@@ -244,10 +244,10 @@ public final class ExecProcess: Sendable {
         endConnection.withLock { fd -> Int32? in
             guard fd >= 0 else { return nil }
             guard let code = ShimExecProcess.readEnd(fd, blocking: block) else { return nil }
-            close(fd)
+            Descriptor(fd).close()
             fd = -1
             pidfd.withLock { pidfd in
-                if pidfd >= 0 { close(pidfd) }
+                if pidfd >= 0 { Descriptor(pidfd).close() }
                 pidfd = -1
             }
             return code
@@ -260,11 +260,9 @@ public final class ExecProcess: Sendable {
     public func output(window: Int = 16) -> AsyncStream<ExecOutput> {
         let (stream, continuation) = AsyncStream<ExecOutput>.makeStream()
         let credits = DispatchSemaphore(value: window)
-        let thread = Thread { [self] in
+        OwnThread.start(name: "berth-exec-\(id.prefix(4))") { [self] in
             self.pump(continuation, credits: credits)
         }
-        thread.name = "berth-exec-\(id.prefix(12))"
-        thread.start()
         return AsyncStream { () async -> ExecOutput? in
             var iterator = stream.makeAsyncIterator()
             let next = await iterator.next()
@@ -279,44 +277,45 @@ public final class ExecProcess: Sendable {
         var exited: Bool { exitCode != nil }
         var buffer = [UInt8](repeating: 0, count: 32 << 10)
         while !open.isEmpty {
-            var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            var watched = open.map { Descriptor($0.fd) }
             let processFD = exitCode == nil ? endConnection.withLock { $0 } : -1
-            if processFD >= 0 { fds.append(pollfd(fd: processFD, events: Int16(POLLIN), revents: 0)) }
+            if processFD >= 0 { watched.append(Descriptor(processFD)) }
             // Once the process has exited, what is still in the pipes is
             // read, however long a slow reader takes; descriptors a
             // background process keeps open are given up once nothing has
             // come for 50 ms.
             let timeout: Int32 = exited ? 50 : -1
-            let ready = poll(&fds, nfds_t(fds.count), timeout)
-            if ready < 0 && errno == EINTR { continue }
-            if processFD >= 0, let last = fds.last, last.fd == processFD, last.revents != 0, let code = reap(block: false) {
+            let ready = Set(((try? Poll.readable(watched, timeoutMilliseconds: timeout)) ?? []).map(\.raw))
+            if processFD >= 0, ready.contains(processFD), let code = reap(block: false) {
                 exitCode = code
             }
             var closed: [Int32] = []
-            for (i, entry) in open.enumerated() where fds[i].revents != 0 {
-                let n = read(entry.fd, &buffer, buffer.count)
-                if n > 0 {
+            for entry in open where ready.contains(entry.fd) {
+                let n: Int?
+                do { n = try buffer.withUnsafeMutableBytes { try Descriptor(entry.fd).tryRead(into: $0) } } catch {
+                    n = 0  // a terminal whose last writer is gone says EIO: its end
+                }
+                if let n, n > 0 {
                     credits.wait()
                     let chunk = Array(buffer[..<n])
                     continuation.yield(entry.stream == 1 ? .stdout(chunk) : .stderr(chunk))
-                } else if n == 0 || (errno != EAGAIN && errno != EINTR) {
-                    // EOF; a terminal whose last writer is gone says EIO.
+                } else if n == 0 {
                     closed.append(entry.fd)
                 }
             }
             for fd in closed {
-                close(fd)
+                Descriptor(fd).close()
                 open.removeAll { $0.fd == fd }
             }
-            if exited && ready == 0 {
-                for entry in open { close(entry.fd) }
+            if exited && ready.isEmpty {
+                for entry in open { Descriptor(entry.fd).close() }
                 open = []
             }
         }
         if exitCode == nil { exitCode = reap(block: true) }
         closeInput()
         terminal.withLock { fd in
-            if fd >= 0 { close(fd) }
+            if fd >= 0 { Descriptor(fd).close() }
             fd = -1
         }
         let code = exitCode ?? -1

@@ -1,8 +1,6 @@
 import BerthCgroups
 import BerthLinux
 import BerthModel
-import CBerthLinux
-import Foundation
 import Synchronization
 
 /// Tells the supervisor when the kernel reports memory pressure in a
@@ -22,7 +20,7 @@ final class OOMWatcher: Sendable {
         var key: Int64
         var id: ContainerID
         /// v1: the eventfd and the oom_control descriptor.
-        var descriptors: [Int32]
+        var descriptors: [Descriptor]
     }
 
     private struct State {
@@ -32,8 +30,7 @@ final class OOMWatcher: Sendable {
         var lastKey: Int64 = 0
     }
 
-    private let epoll: Int32
-    private let inotify: Int32
+    private let events: EventWatcher
     private let unified: Bool
     private let state = Mutex(State())
     /// Called on the watcher's thread with the container whose cgroup
@@ -41,30 +38,24 @@ final class OOMWatcher: Sendable {
     private let handler = Mutex<(@Sendable (ContainerID) -> Void)?>(nil)
 
     init?(unified: Bool) {
-        var inotify: Int32 = -1
-        let epoll = berth_watch_open(&inotify)
-        guard epoll >= 0 else { return nil }
-        self.epoll = epoll
-        self.inotify = inotify
+        guard let events = try? EventWatcher() else { return nil }
+        self.events = events
         self.unified = unified
         // The agent keeps its watcher for its whole life.
-        let thread = Thread { [self] in
+        OwnThread.start(name: "berth-oom-watch") { [self] in
             var keys = [Int64](repeating: 0, count: 64)
             while true {
-                let n = berth_watch_wait(self.epoll, self.inotify, &keys, Int32(keys.count))
-                if n < 0 { return }
-                for key in keys.prefix(Int(n)) {
+                guard let n = self.events.wait(into: &keys) else { return }
+                for key in keys.prefix(n) {
                     let id = self.state.withLock { s -> ContainerID? in
                         guard let watch = s.byKey[key] else { return nil }
-                        if let eventfd = watch.descriptors.first { berth_eventfd_drain(eventfd) }
+                        if let eventfd = watch.descriptors.first { EventWatcher.drain(eventfd) }
                         return watch.id
                     }
                     if let id, let notify = self.handler.withLock({ $0 }) { notify(id) }
                 }
             }
         }
-        thread.name = "berth-oom-watch"
-        thread.start()
     }
 
     func onPressure(_ notify: @escaping @Sendable (ContainerID) -> Void) {
@@ -79,18 +70,15 @@ final class OOMWatcher: Sendable {
         unwatch(id)
         let watch: Watch
         if unified {
-            let wd = berth_watch_v2_file(inotify, counterFile)
-            guard wd >= 0 else { throw SystemError("inotify_add_watch", path: counterFile, errno: errno) }
+            let wd = try events.watchModifications(of: counterFile)
             watch = Watch(key: -Int64(wd), id: id, descriptors: [])
         } else {
             let key = state.withLock { s in
                 s.lastKey += 1
                 return s.lastKey
             }
-            var control: Int32 = -1
-            let dir = (counterFile as NSString).deletingLastPathComponent
-            let efd = berth_watch_v1_oom(epoll, counterFile, "\(dir)/cgroup.event_control", key, &control)
-            guard efd >= 0 else { throw SystemError("cgroup.event_control", path: dir, errno: errno) }
+            let dir = counterFile.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            let (efd, control) = try events.watchOOM(control: counterFile, eventControl: "\(dir)/cgroup.event_control", key: key)
             watch = Watch(key: key, id: id, descriptors: [efd, control])
         }
         state.withLock {
@@ -104,8 +92,8 @@ final class OOMWatcher: Sendable {
         // descriptor of a watch that is gone.
         state.withLock { s in
             guard let key = s.byID.removeValue(forKey: id), let watch = s.byKey.removeValue(forKey: key) else { return }
-            if key < 0 { _ = berth_unwatch_v2_file(inotify, Int32(-key)) }
-            for fd in watch.descriptors { close(fd) }
+            if key < 0 { events.unwatch(Int32(-key)) }
+            for fd in watch.descriptors { fd.close() }
         }
     }
 }

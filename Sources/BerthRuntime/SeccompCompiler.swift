@@ -113,10 +113,12 @@ public enum SeccompCompiler {
                 }
             }
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw BerthError(.internal, "cannot write \(path)", underlying: SystemError("open", path: path, errno: errno)) }
-        defer { close(fd) }
-        let rc = seccomp_export_bpf(ctx, fd)
+        let file: Descriptor
+        do { file = try Descriptor.open(path, [.writeOnly, .create, .truncate], permissions: 0o600) } catch {
+            throw BerthError(.internal, "cannot write \(path)", underlying: error)
+        }
+        defer { file.close() }
+        let rc = seccomp_export_bpf(ctx, file.raw)
         guard rc == 0 else { throw BerthError(.internal, "seccomp_export_bpf failed (\(rc))") }
     }
 }

@@ -1,8 +1,6 @@
 import BerthModel
 public import BerthShimProtocol
 import BerthLinux
-import CBerthLinux
-import Glibc
 import NIOCore
 import NIOPosix
 
@@ -22,16 +20,16 @@ public struct ShimExecProcess: Sendable {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 512)
         var timeout: Int32 = blocking ? -1 : 0
+        let socket = Descriptor(connection)
         while !received.contains(UInt8(ascii: "\n")) {
-            var ready = pollfd(fd: connection, events: Int16(POLLIN), revents: 0)
-            let polled = poll(&ready, 1, timeout)
-            if polled < 0 && errno == EINTR { continue }
-            if polled == 0 { return nil }
+            guard let ready = try? Poll.readable([socket], timeoutMilliseconds: timeout) else { return -1 }
+            if ready.isEmpty { return nil }
             // Once the answer has begun, the rest is waited for.
             timeout = -1
-            let n = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-            if n <= 0 { return -1 }
+            let n: Int?
+            do { n = try buffer.withUnsafeMutableBytes { try socket.receiveNow(into: $0) } } catch { return -1 }
+            guard let n else { continue }
+            if n == 0 { return -1 }
             received += buffer[0..<n]
         }
         let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
@@ -89,7 +87,7 @@ public struct ShimClient: Sendable {
         if request != .wait {
             return try await Blocking.run {
                 try send(request).flatMap { fd in
-                    defer { close(fd) }
+                    defer { Descriptor(fd).close() }
                     return readReply(fd)
                 }.get()
             }
@@ -97,33 +95,22 @@ public struct ShimClient: Sendable {
         return try await awaitReply(try await Blocking.run { try send(request).get() })
     }
 
-    private func unanswered(_ operation: String, _ error: Int32) -> BerthError {
-        BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: SystemError(operation, errno: error))
+    private func unanswered(_ error: any Error) -> BerthError {
+        BerthError(.unavailable, "the container's shim does not answer at \(socketPath)", underlying: error)
     }
 
     /// Connects and writes the request, with `fds` attached (SCM_RIGHTS);
     /// the connection, whose reads time out. Blocking.
     private func send(_ request: ShimRequest, fds: [Int32] = []) -> Result<Int32, BerthError> {
-        // sun_path holds 107 bytes; reach a long path through a descriptor of its directory.
-        var path = socketPath
-        var dirfd: Int32 = -1
-        if path.utf8.count > 100 {
-            dirfd = open(bundleDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if dirfd >= 0 { path = "/proc/self/fd/\(dirfd)/shim.sock" }
+        let socket: Descriptor
+        do { socket = try UnixSocket.connect(socketPath, timeoutSeconds: Self.quickRequestTimeout) } catch { return .failure(unanswered(error)) }
+        do {
+            try socket.send(Array((request.line + "\n").utf8), passing: fds)
+        } catch {
+            socket.close()
+            return .failure(unanswered(error))
         }
-        defer { if dirfd >= 0 { close(dirfd) } }
-        let fd = berth_unix_connect(path, Self.quickRequestTimeout)
-        guard fd >= 0 else { return .failure(unanswered("connect", errno)) }
-        let line = Array((request.line + "\n").utf8)
-        let sent = line.withUnsafeBytes { bytes in
-            fds.withUnsafeBufferPointer { berth_send_with_fds(fd, bytes.baseAddress, bytes.count, $0.baseAddress, Int32(fds.count)) }
-        }
-        guard sent == 0 else {
-            let error = errno
-            close(fd)
-            return .failure(unanswered("sendmsg", error))
-        }
-        return .success(fd)
+        return .success(socket.raw)
     }
 
     /// Reads the one-line reply (blocking, until the socket's read timeout).
@@ -131,9 +118,8 @@ public struct ShimClient: Sendable {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
         while !received.contains(UInt8(ascii: "\n")) {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return .failure(unanswered("read", errno)) }
+            let n: Int
+            do { n = try buffer.withUnsafeMutableBytes { try Descriptor(fd).read(into: $0) } } catch { return .failure(unanswered(error)) }
             guard n > 0 else { return .failure(BerthError(.unavailable, "the container's shim closed its socket without answering")) }
             received += buffer[0..<n]
         }
@@ -210,35 +196,40 @@ public struct ShimClient: Sendable {
             case .success(let connected): fd = connected
             case .failure(let error): return .failure(error)
             }
+            let socket = Descriptor(fd)
             var received: [UInt8] = []
             var passed: [Int32] = []
             var buffer = [UInt8](repeating: 0, count: 1024)
+            func closeAll() {
+                passed.forEach { Descriptor($0).close() }
+                socket.close()
+            }
             while !received.contains(UInt8(ascii: "\n")) {
-                var fds: [Int32] = [-1, -1]
-                var count: Int32 = 0
-                let n = buffer.withUnsafeMutableBytes { berth_recv_with_fds(fd, $0.baseAddress, $0.count, &fds, 2, &count) }
-                passed += fds[0..<Int(count)]
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 {
-                    let error = n < 0 ? errno : 0
-                    passed.forEach { close($0) }
-                    close(fd)
-                    return .failure(error == 0 ? BerthError(.unavailable, "the container's shim closed its socket without answering") : unanswered("read", error))
+                let n: Int
+                do {
+                    let got = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0, maxDescriptors: 2) }
+                    passed += got.descriptors
+                    n = got.count
+                } catch {
+                    closeAll()
+                    return .failure(unanswered(error))
+                }
+                if n == 0 {
+                    closeAll()
+                    return .failure(BerthError(.unavailable, "the container's shim closed its socket without answering"))
                 }
                 received += buffer[0..<n]
             }
             let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
             guard let record = try? LineRecord(singleLine: text), let start = try? ShimStart(record: record) else {
-                passed.forEach { close($0) }
-                close(fd)
+                closeAll()
                 return .failure(BerthError(.unavailable, "the container's shim answered \"\(text)\", which does not parse"))
             }
             guard case .started(let pid, _, _) = start, let pidfd = passed.first else {
-                passed.forEach { close($0) }
-                close(fd)
+                closeAll()
                 return .success((start, nil))
             }
-            passed.dropFirst().forEach { close($0) }
+            passed.dropFirst().forEach { Descriptor($0).close() }
             return .success((start, ShimExecProcess(pid: pid, pidfd: pidfd, connection: fd)))
         }
         try? FileIO.removeFile(file)

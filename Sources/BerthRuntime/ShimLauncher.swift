@@ -1,6 +1,5 @@
 import BerthModel
 import BerthLinux
-import Glibc
 
 /// Starts `berth-shim` processes, keeping one started ahead of need (in
 /// standby, waiting for its bundle): a container's start then does not wait
@@ -66,15 +65,13 @@ public final class ShimLauncher: Sendable {
     /// - Throws: `BerthError.internal` when no shim can be started.
     public func launch(bundleDir: String) throws -> (pid: Int32, report: Int32) {
         if let ready = standby.take() {
-            let line = Array("bundle=\(bundleDir)\n".utf8)
-            let written = line.withUnsafeBytes { write(ready.command, $0.baseAddress, $0.count) }
-            close(ready.command)
-            if written == line.count { return (ready.pid, ready.ready) }
+            let written = (try? Descriptor(ready.command).write(Array("bundle=\(bundleDir)\n".utf8))) != nil
+            Descriptor(ready.command).close()
+            if written { return (ready.pid, ready.ready) }
             // It is gone (killed?): take it back and start one the usual way.
-            close(ready.ready)
-            kill(ready.pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(ready.pid, &status, 0)
+            Descriptor(ready.ready).close()
+            try? Processes.signal(ready.pid, Signal.kill.number)
+            Processes.waitForExit(ready.pid)
         }
         do {
             let spawned = try Self.spawn(
@@ -110,9 +107,8 @@ public final class ShimLauncher: Sendable {
     }
 
     private static func dismiss(_ shim: Standby) {
-        close(shim.command)
-        close(shim.ready)
-        var status: Int32 = 0
-        while waitpid(shim.pid, &status, 0) < 0 && errno == EINTR {}
+        Descriptor(shim.command).close()
+        Descriptor(shim.ready).close()
+        Processes.waitForExit(shim.pid)
     }
 }

@@ -82,7 +82,7 @@ public final class ShimRuntime: ContainerRuntime {
             // The upper directory is the container's "/": others must be able to enter it.
             try Directories.create(dir, mode: 0o711)
             for (sub, mode) in [("/upper", 0o755), ("/work", 0o700), ("/rootfs", 0o755), ("/logs", 0o700)] {
-                try Directories.create(dir + sub, mode: mode_t(mode))
+                try Directories.create(dir + sub, mode: FileMode(mode))
             }
         } catch {
             try? RootedDirectory(path: "\(environment.rootDir)/containers").remove(id.rawValue)

@@ -1,5 +1,4 @@
 import BerthLinux
-import Glibc
 import Logging
 
 /// Where removed directories go: a rename into `<dir>` answers at once
@@ -25,9 +24,10 @@ final class Trash: Sendable {
     ///   `parent/name` is untouched then.
     func discard(_ name: String, from parent: String) throws {
         let entry = "\(name).\(UInt64.random(in: 0...UInt64.max))"
-        guard Glibc.rename("\(parent)/\(name)", "\(dir)/\(entry)") == 0 else {
-            if errno == ENOENT { return }
-            throw SystemError("rename", path: "\(parent)/\(name)", errno: errno)
+        do {
+            try FileIO.rename("\(parent)/\(name)", to: "\(dir)/\(entry)")
+        } catch let error as SystemError where error.code == .noEntry {
+            return
         }
         delete([entry])
     }

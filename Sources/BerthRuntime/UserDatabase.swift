@@ -1,6 +1,5 @@
 public import BerthModel
 import BerthLinux
-import Glibc
 
 /// /etc/passwd and /etc/group of an image, read from its layers (top first)
 /// without following any link out of them.
@@ -32,9 +31,9 @@ public struct UserDatabase: Sendable {
 
     static func read(_ path: String, layers: [String]) -> String {
         for layer in layers {
-            guard let root = try? RootedDirectory(path: layer), let kind = try? root.kind(of: path) else { continue }
-            if kind == S_IFCHR { return "" }  // whited out in this layer
-            guard kind == S_IFREG || kind == S_IFLNK,
+            guard let root = try? RootedDirectory(path: layer), let found = try? root.fileKind(of: path) else { continue }
+            if found == .characterDevice { return "" }  // whited out in this layer
+            guard found == .regular || found == .symlink,
                 let text = try? FileIO.read("\(layer)/\(path)", limit: 1 << 20)
             else { continue }
             return text

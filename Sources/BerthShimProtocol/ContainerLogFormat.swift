@@ -1,4 +1,3 @@
-import Glibc
 
 /// The file format of a container's log, as `berth-shim` writes it and the
 /// agent reads it.
@@ -191,13 +190,9 @@ public enum ContainerLogFormat {
 
     /// The line breaks in `bytes` (what an index counts).
     public static func lineBreaks(_ bytes: UnsafeRawBufferPointer) -> Int {
-        guard let base = bytes.baseAddress else { return 0 }
-        var offset = 0
+        // Branch-free, so that the optimiser vectorises it.
         var count = 0
-        while offset < bytes.count, let hit = memchr(base + offset, 10, bytes.count - offset) {
-            count += 1
-            offset = base.distance(to: UnsafeRawPointer(hit)) + 1
-        }
+        for byte in bytes { count &+= byte == 10 ? 1 : 0 }
         return count
     }
 

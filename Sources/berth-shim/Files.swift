@@ -1,4 +1,4 @@
-import CBerthLinux
+import CBerthSyscalls
 import Glibc
 
 struct SystemCallError: Error, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import BerthShimProtocol
-import CBerthLinux
+import CBerthContainer
+import CBerthSyscalls
 import Glibc
 
 /// `berth-shim --bundle DIR --ready-fd N`: starts the container described in

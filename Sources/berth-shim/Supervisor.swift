@@ -1,5 +1,6 @@
 import BerthShimProtocol
-import CBerthLinux
+import CBerthContainer
+import CBerthSyscalls
 import Glibc
 
 /// Starts one container and watches it until the agent deletes it.

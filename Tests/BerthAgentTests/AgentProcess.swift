@@ -1,6 +1,5 @@
 import BerthLinux
 import BerthTransport
-import CBerthLinux
 import Foundation
 import GRPCCore
 import Logging
@@ -262,7 +261,7 @@ final class ChildProcess: @unchecked Sendable {
         if status != nil { return false }
         var raw: Int32 = 0
         if waitpid(pid, &raw, WNOHANG) == pid {
-            status = berth_exit_code(raw)
+            status = Processes.exitCode(waitStatus: raw)
             return false
         }
         return true

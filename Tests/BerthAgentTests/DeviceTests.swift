@@ -1,7 +1,6 @@
 import BerthLinux
 import BerthModel
 import BerthTesting
-import CBerthLinux
 import Foundation
 import Testing
 
@@ -22,8 +21,11 @@ struct DeviceTests {
             throw HarnessError("no free character major in 200…254 here")
         }
         let path = directory.appendingPathComponent("unassigned").path
-        guard mknod(path, S_IFCHR | 0o644, dev_t(berth_makedev(major, 0))) == 0, chmod(path, 0o644) == 0 else {
-            throw HarnessError("mknod \(path): errno \(errno)")
+        do {
+            try RootedDirectory(path: directory.path).makeNode("unassigned", kind: .characterDevice, permissions: 0o644, major: major, minor: 0)
+            try FileIO.setPermissions(path, 0o644)
+        } catch {
+            throw HarnessError("mknod \(path): \(error)")
         }
         return (path, major)
     }

@@ -1,30 +1,32 @@
-public import CBerthLinux
+import BerthShimProtocol
+import CBerthContainer
+import CBerthSyscalls
 import Glibc
 
 /// C strings and arrays for a `berth_container_spec`, freed with the arena.
-public final class CArena {
+final class CArena {
     private var pointers: [UnsafeMutableRawPointer] = []
 
-    public init() {}
+    init() {}
 
     deinit {
         for pointer in pointers { free(pointer) }
     }
 
-    public func string(_ text: String) -> UnsafePointer<CChar> {
+    func string(_ text: String) -> UnsafePointer<CChar> {
         let p = strdup(text)!
         pointers.append(UnsafeMutableRawPointer(p))
         return UnsafePointer(p)
     }
 
-    public func strings(_ items: [String], nullTerminated: Bool) -> UnsafePointer<UnsafePointer<CChar>?> {
+    func strings(_ items: [String], nullTerminated: Bool) -> UnsafePointer<UnsafePointer<CChar>?> {
         let array = buffer(of: UnsafePointer<CChar>?.self, count: items.count + 1)
         for (i, item) in items.enumerated() { array[i] = string(item) }
         array[items.count] = nil
         return UnsafePointer(array)
     }
 
-    public func array<T>(_ items: [T]) -> UnsafePointer<T> {
+    func array<T>(_ items: [T]) -> UnsafePointer<T> {
         let array = buffer(of: T.self, count: max(1, items.count))
         for (i, item) in items.enumerated() { (array + i).initialize(to: item) }
         return UnsafePointer(array)
@@ -46,7 +48,7 @@ extension ShimConfig {
     ///   - stdin, stdout, stderr: descriptors for fds 0–2; -1 for /dev/null.
     ///   - initFD: a sealed copy of berth-init, for a container with an init (-1: none).
     ///   - forbidden: files the process must never execute (the runtime's own images).
-    public func processSpec(
+    func processSpec(
         in arena: CArena, seccomp: [UInt8], stdin: Int32, stdout: Int32, stderr: Int32, initFD: Int32 = -1,
         forbidden: [berth_file_identity] = []
     ) -> berth_container_spec {
@@ -114,7 +116,7 @@ extension ShimConfig {
     }
 
     /// The highest capability number this kernel knows.
-    public static var lastCapability: Int32 {
+    static var lastCapability: Int32 {
         let fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return 40 }
         defer { close(fd) }

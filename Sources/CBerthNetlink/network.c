@@ -5,7 +5,7 @@
  * a default route), which need no netlink parsing.
  */
 #define _GNU_SOURCE
-#include "berth_linux.h"
+#include "berth_netlink.h"
 
 #include <arpa/inet.h>
 #include <linux/if_link.h>
@@ -36,7 +36,7 @@ struct netns_job {
     const unsigned char *mac; /* NULL: the interface keeps its own */
     int create;
     int error;
-    char stage[BERTH_STAGE_MAX];
+    char stage[BERTH_NETLINK_STAGE_MAX];
 };
 
 static void job_fail(struct netns_job *job, const char *stage) {

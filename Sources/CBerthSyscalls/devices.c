@@ -4,7 +4,7 @@
  * (BerthCgroups.DeviceFilterProgram), loaded and attached here.
  */
 #define _GNU_SOURCE
-#include "berth_linux.h"
+#include "berth_syscalls.h"
 
 #include <errno.h>
 #include <linux/bpf.h>

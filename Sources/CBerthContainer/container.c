@@ -1,5 +1,5 @@
 /*
- * Starting a container process. See include/berth_linux.h.
+ * Starting a container process. See include/berth_container.h.
  *
  * The child side is a fork of a multi-threaded process: everything it does
  * is a system call or plain arithmetic on stack buffers. It never allocates,
@@ -7,7 +7,7 @@
  * record on a pipe: the stage that failed and its errno.
  */
 #define _GNU_SOURCE
-#include "berth_linux.h"
+#include "berth_container.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -856,85 +856,5 @@ int berth_exec_start(const struct berth_container_spec *spec, int target_pidfd, 
     }
     result->pid = pid;
     result->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    return 0;
-}
-
-int berth_open_pty(int rootfd, int *master, int *slave, unsigned short rows, unsigned short columns) {
-    int m;
-    if (rootfd >= 0) {
-        /* The container's own devpts: its /dev/ptmx, resolved inside its
-         * root. Found first without opening it (O_PATH): the container may
-         * have put anything there, a disk's node or a FIFO among them, and
-         * only the pty multiplexer is ever opened. */
-        int found = (int)sys_openat2(rootfd, "dev/ptmx", O_PATH | O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-        if (found < 0) return -1;
-        struct stat st;
-        if (fstat(found, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2) {
-            close(found);
-            errno = ENOTTY;
-            return -1;
-        }
-        char path[64];
-        fd_path(path, sizeof path, found);
-        m = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
-        int saved = errno;
-        close(found);
-        errno = saved;
-        if (m < 0) return -1;
-    } else {
-        m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (m < 0) return -1;
-    }
-    int unlock = 0;
-    if (ioctl(m, TIOCSPTLCK, &unlock) < 0) {
-        int e = errno;
-        close(m);
-        errno = e;
-        return -1;
-    }
-    int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (s < 0) {
-        int e = errno;
-        close(m);
-        errno = e;
-        return -1;
-    }
-    if (rows && columns) berth_set_window_size(m, rows, columns);
-    *master = m;
-    *slave = s;
-    return 0;
-}
-
-int berth_set_window_size(int fd, unsigned short rows, unsigned short columns) {
-    struct winsize size;
-    memset(&size, 0, sizeof size);
-    size.ws_row = rows;
-    size.ws_col = columns;
-    return ioctl(fd, TIOCSWINSZ, &size);
-}
-
-int berth_get_window_size(int fd, unsigned short *rows, unsigned short *columns) {
-    struct winsize size;
-    if (ioctl(fd, TIOCGWINSZ, &size) < 0) return -1;
-    *rows = size.ws_row;
-    *columns = size.ws_col;
-    return 0;
-}
-
-int berth_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
-
-int berth_pidfd_send_signal(int pidfd, int signal) { return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0); }
-
-int berth_pidfd_wait(int pidfd, int *code, int *status, int options) {
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | options) < 0) return -1;
-    if (info.si_pid == 0) {
-        *code = 0;
-        *status = 0;
-        return 1; /* nothing yet (WNOHANG) */
-    }
-    *code = info.si_code;
-    *status = info.si_status;
     return 0;
 }

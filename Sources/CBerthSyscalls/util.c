@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "berth_linux.h"
+#include "berth_syscalls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -444,3 +444,5 @@ ssize_t berth_recv_with_fds(int socket, void *bytes, size_t capacity, int *fds, 
     }
     return n;
 }
+
+int berth_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
