@@ -43,6 +43,9 @@ public final class FakeContainerRuntime: ContainerRuntime {
         var pressure: (@Sendable (ContainerID) -> Void)?
         var released: [ContainerID] = []
         var prepared: [ContainerID: AdmittedProcess] = [:]
+        /// Starts wait here while held.
+        var holding = false
+        var held: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Mutex(State())
@@ -61,6 +64,21 @@ public final class FakeContainerRuntime: ContainerRuntime {
     public func ignore(_ signals: Signal...) { state.withLock { $0.ignored.formUnion(signals.map(\.number).filter { $0 != SIGKILL }) } }
     /// The next prepare fails with this error.
     public func failNextPrepare(_ error: BerthError) { state.withLock { $0.prepareFailure = error } }
+
+    /// Starts wait until `releaseStarts` (a start under way, for races with it).
+    public func holdStarts() { state.withLock { $0.holding = true } }
+
+    public func releaseStarts() {
+        let held = state.withLock { s in
+            s.holding = false
+            defer { s.held = [] }
+            return s.held
+        }
+        held.forEach { $0.resume() }
+    }
+
+    /// How many starts wait to be released.
+    public var startsHeld: Int { state.withLock { $0.held.count } }
 
     /// The container's process exits.
     public func exit(_ id: ContainerID, code: Int32, signal: Int32 = 0, oomKilled: Bool = false) {
@@ -119,6 +137,13 @@ public final class FakeContainerRuntime: ContainerRuntime {
     }
 
     public func start(_ prepared: PreparedStart) async throws -> RuntimeStart {
+        await withCheckedContinuation { continuation in
+            let go = state.withLock { s in
+                if s.holding { s.held.append(continuation) }
+                return !s.holding
+            }
+            if go { continuation.resume() }
+        }
         let started = now()
         return state.withLock { s in
             s.starts += 1

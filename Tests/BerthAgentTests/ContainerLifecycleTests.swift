@@ -106,7 +106,7 @@ struct ContainerLifecycleTests {
         #expect(kill(host.agent.pid, 0) == 0, "the agent is alive")
     }
 
-    @Test("stop sends SIGTERM; a process that ignores it is killed after the grace period")
+    @Test("stop sends SIGTERM, which a trap in the container sees")
     func stop() async throws {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
@@ -119,14 +119,7 @@ struct ContainerLifecycleTests {
         #expect(polite.status.stoppedByUser)
         #expect(try await host.berth(["logs", "polite"]).stdout.contains("got TERM"))
 
-        #expect(try await host.berth(["run", "-d", "--name", "stubborn", "busybox", "sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"]).status == 0)
-        _ = try await host.waitFor("stubborn") { $0.status.state == .running }
-        let start = ContinuousClock.now
-        #expect(try await host.berth(["stop", "-t", "1", "stubborn"]).status == 0)
-        let stubborn = try await host.inspect("stubborn")
-        #expect(stubborn.status.exitCode == 137)
-        #expect(stubborn.status.signal == .kill)
-        #expect(ContinuousClock.now - start >= .seconds(1), "SIGKILL came only after the grace period")
+        // The grace period and the SIGKILL after it: SupervisorTests.stopEscalates.
     }
 
     @Test("--init reaps and forwards: the process is PID 2 and a stop ends it with SIGTERM's code")
@@ -168,37 +161,17 @@ struct ContainerLifecycleTests {
         #expect(try await host.berth(["rm", "-f", "busy"]).status == 0)
     }
 
-    @Test("restart policy on-failure:2 restarts twice, then leaves the container exited")
+    /// The policy's decisions (counts, backoff, a stop during the delay or
+    /// during a restart's launch) are SupervisorTests', on a fake runtime
+    /// and a manual clock; this is the real restart through a shim.
+    @Test("restart policy on-failure:1: a real process that fails is started again once, then the container stays exited")
     func restartPolicy() async throws {
         let host = try await ContainerHost()
         defer { host.cleanUp() }
-        #expect(try await host.berth(["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"]).status == 0)
-        let c = try await host.waitFor("flaky", timeout: .seconds(30)) { $0.status.restartCount == 2 && $0.status.state == .exited }
-        #expect(c.status.restartCount == 2)
-        #expect(c.status.state == .exited)
-        try await Task.sleep(for: .seconds(1))
-        #expect(try await host.inspect("flaky").status.restartCount == 2, "no third restart")
-        // always: restarts after a success too, and a stop keeps it stopped.
-        #expect(try await host.berth(["run", "-d", "--name", "loop", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2"]).status == 0)
-        _ = try await host.waitFor("loop", timeout: .seconds(30)) { $0.status.restartCount >= 2 }
-        #expect(try await host.berth(["stop", "loop"]).status == 0)
-        let stopped = try await host.inspect("loop").status.restartCount
-        try await Task.sleep(for: .seconds(1))
-        let after = try await host.inspect("loop")
-        #expect(after.status.state == .exited && after.status.restartCount == stopped)
-        // A stop that comes while a restart is being launched stops that run
-        // too: nothing runs, or restarts, after it returns.
-        for round in 0..<4 {
-            let name = "quick\(round)"
-            #expect(try await host.berth(["run", "-d", "--name", name, "--restart", "always", "busybox", "true"]).status == 0)
-            _ = try await host.waitFor(name, timeout: .seconds(30)) { $0.status.restartCount >= 1 + round % 2 }
-            let stop = try await host.berth(["stop", "-t", "1", name])
-            #expect(stop.status == 0, "\(stop.stderr)")
-            let count = try await host.inspect(name).status.restartCount
-            try await Task.sleep(for: .milliseconds(500))
-            let later = try await host.inspect(name)
-            #expect(later.status.state == .exited && later.status.restartCount == count, "\(name): \(later.status)")
-        }
+        #expect(try await host.berth(["run", "-d", "--name", "flaky", "--restart", "on-failure:1", "busybox", "sh", "-c", "echo ran; exit 1"]).status == 0)
+        let c = try await host.waitFor("flaky", timeout: .seconds(30)) { $0.status.restartCount == 1 && $0.status.state == .exited }
+        #expect(c.status.exitCode == 1)
+        #expect(try await host.berth(["logs", "flaky"]).stdout == "ran\nran\n", "two runs, one log")
     }
 
     @Test("live limit changes with update reach the cgroup")

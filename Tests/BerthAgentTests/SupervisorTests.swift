@@ -198,6 +198,30 @@ struct SupervisorTests {
         #expect(bench.runtime.starts == 1)
     }
 
+    @Test("always restarts after a success too; a stop that comes while a restart is being launched stops that run, and nothing restarts after it")
+    func stopDuringRestartLaunch() async throws {
+        let bench = try SupervisorBench()
+        defer { bench.cleanUp() }
+        let id = try await bench.run(bench.spec("quick") { $0.restartPolicy = .always }).id
+        bench.runtime.exit(id, code: 0)
+        try await bench.eventually("restart waiting") { bench.clock.sleepers > 0 }
+        bench.runtime.holdStarts()
+        bench.clock.advance(by: .seconds(60))
+        try await bench.eventually("the restart's start under way") { bench.runtime.startsHeld == 1 }
+        let stopping = Task { try await bench.supervisor.stop("quick", timeout: 5) }
+        try await Task.sleep(for: .milliseconds(20))
+        bench.runtime.releaseStarts()
+        let stopped = try await stopping.value
+        #expect(stopped.status.state == .exited)
+        #expect(stopped.status.stoppedByUser)
+        #expect(stopped.status.restartCount == 1, "the run being launched was started, then stopped")
+        #expect(bench.runtime.process(id)?.signals.map(\.name) == ["SIGTERM"])
+        bench.clock.advance(by: .seconds(600))
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(await bench.state(id) == .exited)
+        #expect(bench.runtime.starts == 2)
+    }
+
     @Test("an OOM kill of another process is an oom event while the container runs; its own, later, is OOMKilled with one event more")
     func oomReporting() async throws {
         let bench = try SupervisorBench()
