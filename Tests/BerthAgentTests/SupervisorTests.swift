@@ -209,7 +209,8 @@ struct SupervisorTests {
         bench.clock.advance(by: .seconds(60))
         try await bench.eventually("the restart's start under way") { bench.runtime.startsHeld == 1 }
         let stopping = Task { try await bench.supervisor.stop("quick", timeout: 5) }
-        try await Task.sleep(for: .milliseconds(20))
+        // The stop has marked the record and waits for the launch under way.
+        try await bench.eventually("the stop under way") { try await bench.supervisor.inspect("quick").status.stoppedByUser }
         bench.runtime.releaseStarts()
         let stopped = try await stopping.value
         #expect(stopped.status.state == .exited)
