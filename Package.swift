@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "BerthAgent", targets: ["BerthAgent"]),
         .library(name: "BerthScheduler", targets: ["BerthScheduler"]),
         .library(name: "BerthController", targets: ["BerthController"]),
+        .library(name: "BerthEtcd", targets: ["BerthEtcd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -208,12 +209,28 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // etcd's v3 API (generated from etcd's protos) and Berth's client of
+        // it over BerthTransport: KV, transactions, watches, leases, elections.
+        .target(
+            name: "BerthEtcd",
+            dependencies: [
+                "BerthModel",
+                "BerthTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The controller's core: its store, the cluster's nodes, its service adapters.
         .target(
             name: "BerthController",
             dependencies: [
                 "BerthModel",
                 "BerthAPI",
+                "BerthEtcd",
                 "BerthLinux",
                 "BerthScheduler",
                 "BerthTransport",
@@ -276,6 +293,8 @@ let package = Package(
             name: "BerthTesting",
             dependencies: [
                 "BerthController",
+                "BerthEtcd",
+                "BerthLinux",
                 "BerthModel",
                 "BerthRuntime",
                 "BerthTransport",
@@ -292,6 +311,7 @@ let package = Package(
             name: "berth-controller",
             dependencies: [
                 "BerthController",
+                "BerthEtcd",
                 "BerthModel",
                 "BerthTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -363,7 +383,12 @@ let package = Package(
         ),
         .testTarget(
             name: "BerthControllerTests",
-            dependencies: ["BerthController", "BerthScheduler", "BerthModel", "BerthTesting", "BerthTransport", "BerthLinux"],
+            dependencies: ["BerthController", "BerthEtcd", "BerthScheduler", "BerthModel", "BerthTesting", "BerthTransport", "BerthLinux"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthEtcdTests",
+            dependencies: ["BerthEtcd", "BerthModel", "BerthTesting", "BerthTransport", "BerthLinux"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -400,6 +425,7 @@ let package = Package(
                 "BerthAPI",
                 "BerthCgroups",
                 "BerthController",
+                "BerthEtcd",
                 "BerthImages",
                 "BerthLinux",
                 "BerthModel",

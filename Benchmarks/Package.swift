@@ -22,7 +22,9 @@ let package = Package(
             dependencies: [
                 .product(name: "BerthScheduler", package: "main"),
                 .product(name: "BerthController", package: "main"),
+                .product(name: "BerthEtcd", package: "main"),
                 .product(name: "BerthModel", package: "main"),
+                .product(name: "BerthTransport", package: "main"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]

@@ -24,7 +24,9 @@ extension BerthError: RPCErrorConvertible {
     public var rpcErrorMessage: String { description }
 
     public var rpcErrorMetadata: Metadata {
-        ["berth-error-code": .string(code.rawValue)]
+        var metadata: Metadata = ["berth-error-code": .string(code.rawValue)]
+        if let redirect { metadata.addString(redirect, forKey: "berth-redirect") }
+        return metadata
     }
 }
 
@@ -34,7 +36,7 @@ extension BerthError {
     /// gRPC status.
     public init(_ error: RPCError) {
         if let raw = error.metadata[stringValues: "berth-error-code"].first(where: { _ in true }) {
-            self.init(Code(rawValue: raw), error.message)
+            self.init(Code(rawValue: raw), error.message, redirect: error.metadata[stringValues: "berth-redirect"].first(where: { _ in true }))
             return
         }
         let code: Code

@@ -46,8 +46,8 @@ public struct AgentConfiguration: Sendable {
     /// Where the embedded resolver forwards names that are not containers'
     /// (`--dns`, IP or IP:PORT); empty: the host's resolvers.
     public var dnsServers: [String] = []
-    /// The controller this agent registers with, if any.
-    public var controller: TransportAddress?
+    /// The controllers this agent registers with (the leader among them), if any.
+    public var controllers: [TransportAddress] = []
     /// Where the controller reaches this agent (HOST:PORT); by default the TCP listener's address.
     public var advertise: String?
     /// How long a graceful shutdown (SIGTERM) lets calls in flight finish;
@@ -92,7 +92,7 @@ public struct AgentConfiguration: Sendable {
                 throw BerthError.invalid("--bridge-subnet: \(error.message)")
             }
         }
-        if controller != nil {
+        if !controllers.isEmpty {
             guard let address = advertisedAddress, !address.hasSuffix(":0") else {
                 throw BerthError.invalid(
                     "--controller needs an address the controller can reach this agent at: --listen HOST:PORT (not port 0) or --advertise HOST:PORT")
@@ -197,7 +197,7 @@ public final class Agent: Service, Sendable {
         }
         self.node = try NodeDirectory(
             rootDir: configuration.rootDir, stateDir: configuration.stateDir, labels: configuration.labels,
-            certifiedID: configuration.controller == nil ? nil : try configuration.certifiedNodeID())
+            certifiedID: configuration.controllers.isEmpty ? nil : try configuration.certifiedNodeID())
         let beside = (Processes.currentExecutable as NSString).deletingLastPathComponent
         let shim = configuration.shimExecutable ?? beside + "/berth-shim"
         guard FileManager.default.isExecutableFile(atPath: shim) else {
@@ -288,10 +288,10 @@ public final class Agent: Service, Sendable {
                 for server in servers {
                     group.addTask { try await server.serve() }
                 }
-                if let controller = configuration.controller, let advertise = configuration.advertisedAddress {
+                if !configuration.controllers.isEmpty, let advertise = configuration.advertisedAddress {
                     let supervisor = self.supervisor
                     let link = ControllerLink(
-                        controller: controller, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger,
+                        controllers: configuration.controllers, tls: configuration.tls, advertise: advertise, node: node, version: BuildInfo.version, logger: logger,
                         revoked: revoked,
                         replicas: { await supervisor.list(all: false).filter { $0.spec.labels[ReplicaLabel.cluster] != nil } },
                         stop: { container in _ = try? await supervisor.stop(container.id.rawValue) })

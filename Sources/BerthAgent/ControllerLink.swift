@@ -9,12 +9,15 @@ import SwiftProtobuf
 
 /// Keeps the controller informed of this agent: registers, then sends a
 /// heartbeat every interval the controller asks for; after any failure, or
-/// a controller that no longer knows the node, registers again. Cut off
+/// a controller that no longer knows the node, registers again. With
+/// several controllers it talks to the leader: a controller that does not
+/// lead names the one that does, and an unreachable one is passed over for
+/// the next in the list. Cut off
 /// from the controller (unreachable, or refusing this node) for longer than
 /// a replica's `--stop-after-disconnect`, it stops that replica itself, as
 /// Nomad's clients do: the controller has replaced it elsewhere by then.
 struct ControllerLink: Sendable {
-    let controller: TransportAddress
+    let controllers: [TransportAddress]
     let tls: MutualTLS?
     /// Where the controller reaches this agent's API (HOST:PORT).
     let advertise: String
@@ -29,11 +32,11 @@ struct ControllerLink: Sendable {
     let revoked: RevocationList
 
     init(
-        controller: TransportAddress, tls: MutualTLS?, advertise: String, node: NodeDirectory, version: String, logger: Logger,
+        controllers: [TransportAddress], tls: MutualTLS?, advertise: String, node: NodeDirectory, version: String, logger: Logger,
         revoked: RevocationList = RevocationList(), replicas: @escaping @Sendable () async -> [Container], stop: @escaping @Sendable (Container) async -> Void,
         clock: any Clock<Duration> = ContinuousClock()
     ) {
-        self.controller = controller
+        self.controllers = controllers
         self.tls = tls
         self.advertise = advertise
         self.node = node
@@ -88,7 +91,18 @@ struct ControllerLink: Sendable {
 
     private func keepInTouch(_ contact: Contact) async {
         var reported = false
+        var next = 0
+        var redirected: TransportAddress?
+        var redirects = 0
         while !Task.isCancelled {
+            let controller: TransportAddress
+            if let redirected {
+                controller = redirected
+            } else {
+                controller = controllers[next % controllers.count]
+                next += 1
+            }
+            redirected = nil
             do {
                 var quiet = logger
                 quiet.logLevel = .critical
@@ -97,6 +111,10 @@ struct ControllerLink: Sendable {
                 try await withGRPCClient(transport: transport) { client in
                     let nodes = Berth_Controller_V1_Nodes.Client(wrapping: client)
                     let info = node.info()
+                    // A controller that takes the connection but does not answer
+                    // (frozen, partitioned) is passed over for the next.
+                    var options = CallOptions.defaults
+                    options.timeout = .seconds(3)
                     let reply = try await nodes.register(.with {
                         $0.id = node.id
                         $0.hostname = info.hostname
@@ -105,15 +123,17 @@ struct ControllerLink: Sendable {
                         $0.capacity = info.capacity.clusterProto
                         $0.allocatable = info.allocatable.clusterProto
                         $0.agentVersion = version
-                    })
+                    }, options: options)
                     contact.heard(at: .now)
                     revoked.hand(Set(reply.revokedSerials))
                     logger.info("registered with the controller", metadata: ["controller": "\(controller)"])
                     reported = false
+                    redirects = 0
                     let interval = Duration.milliseconds(max(100, Int64(reply.heartbeatIntervalMs)))
+                    options.timeout = max(.seconds(1), interval * 2)
                     while !Task.isCancelled {
                         try await clock.sleep(for: interval)
-                        let beat = try await nodes.heartbeat(.with { $0.id = node.id })
+                        let beat = try await nodes.heartbeat(.with { $0.id = node.id }, options: options)
                         guard beat.known else {
                             logger.warning("the controller no longer knows this node; registering again")
                             return
@@ -124,6 +144,16 @@ struct ControllerLink: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }
+                if let rpc = error as? RPCError, let leader = rpc.metadata[stringValues: "berth-redirect"].first(where: { _ in true }),
+                    let address = try? TransportAddress(parsing: leader)
+                {
+                    logger.info("this controller does not lead; following the leader", metadata: ["controller": "\(controller)", "leader": "\(leader)"])
+                    redirected = address
+                    redirects += 1
+                    // Controllers that send each other's callers back and forth (an election under way): a pause.
+                    if redirects % 4 == 0 { try? await clock.sleep(for: ClusterNode.retryInterval) }
+                    continue
+                }
                 if !reported {
                     if let rpc = error as? RPCError, rpc.code == .permissionDenied {
                         logger.error("the controller refuses this node; retrying every second", metadata: ["controller": "\(controller)", "error": "\(rpc.message)"])
@@ -132,7 +162,8 @@ struct ControllerLink: Sendable {
                     }
                     reported = true
                 }
-                try? await clock.sleep(for: ClusterNode.retryInterval)
+                // The next controller at once; a pause after each round of them.
+                if redirected == nil && next % controllers.count == 0 { try? await clock.sleep(for: ClusterNode.retryInterval) }
             }
         }
     }

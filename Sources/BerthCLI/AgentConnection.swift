@@ -11,6 +11,8 @@ import Synchronization
 /// 127.0.0.1:7450).
 struct AgentConnection {
     static let defaultHost = "unix:///run/berth/agent.sock"
+    /// How the message of an error begins when no connection was made (the call was not sent).
+    static let notConnected = "cannot connect to"
 
     let address: TransportAddress
     let hostText: String
@@ -96,7 +98,7 @@ struct AgentConnection {
             if let failure = error.cause as? ConnectFailure {
                 throw BerthError(
                     .unavailable,
-                    "cannot connect to the Berth \(component) at \(address) (\(failure.reason)). Is berth-\(component) running, and may you use its socket?")
+                    "\(Self.notConnected) the Berth \(component) at \(address) (\(failure.reason)). Is berth-\(component) running, and may you use its socket?")
             }
             var hint = ""
             if case .tcp = address {

@@ -1,19 +1,65 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
+import BerthTransport
 import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
 
-/// Where the controller is: `--controller`, then `BERTH_CONTROLLER`, then 127.0.0.1:7450.
+/// Where the controller is: `--controller`, then `BERTH_CONTROLLER`, then
+/// 127.0.0.1:7450; several controllers as a comma-separated list.
 struct ControllerOptions: ParsableArguments {
-    @Option(help: "The controller: HOST:PORT or tcp://HOST:PORT (default $BERTH_CONTROLLER, then 127.0.0.1:7450).")
+    @Option(help: "The controller: HOST:PORT or tcp://HOST:PORT, or several as HOST:PORT,HOST:PORT,... (default $BERTH_CONTROLLER, then 127.0.0.1:7450).")
     var controller: String?
 
     @Option(help: "Mutual TLS: a directory with ca.pem, cert.pem and key.pem (default $BERTH_CERT_PATH).")
     var tlsDir: String?
 
-    func connection() throws -> AgentConnection { try AgentConnection.controller(controller, tlsDir: tlsDir) }
+    /// Runs `body` with a client of the leading controller: a controller
+    /// that does not lead names the one that does, which is then asked; one
+    /// that cannot be reached is passed over for the next in the list. A
+    /// call that reached a controller is never sent twice.
+    func withController<R: Sendable>(_ body: @Sendable (GRPCClient<NGHTTP2ClientTransport>) async throws -> R) async throws -> R {
+        let given = controller ?? ProcessInfo.processInfo.environment["BERTH_CONTROLLER"].flatMap { $0.isEmpty ? nil : $0 }
+        var queue = (given ?? "").split(separator: ",").map(String.init)
+        if queue.isEmpty { queue = [given ?? "tcp://127.0.0.1:7450"] }
+        var redirects = 0
+        var last: BerthError?
+        // With several, a controller that takes a connection but does not
+        // answer (frozen, overloaded) is passed over: a cheap call that
+        // changes nothing goes first, and must be answered within 3 s.
+        let probe = queue.count > 1
+        while !queue.isEmpty {
+            let address = queue.removeFirst()
+            do {
+                return try await AgentConnection.controller(address, tlsDir: tlsDir).withClient { grpc in
+                    if probe { try await Self.probe(grpc, address) }
+                    return try await body(grpc)
+                }
+            } catch let error as BerthError {
+                last = error
+                if let leader = error.redirect, redirects < 3 {
+                    redirects += 1
+                    queue.insert(leader, at: 0)
+                } else if error.code == .unavailable && (error.message.hasPrefix(AgentConnection.notConnected) || error.redirect != nil) && !queue.isEmpty {
+                    continue
+                } else {
+                    throw error
+                }
+            }
+        }
+        throw last ?? BerthError.invalid("no controller address given")
+    }
+
+    private static func probe(_ grpc: GRPCClient<NGHTTP2ClientTransport>, _ address: String) async throws {
+        var options = CallOptions.defaults
+        options.timeout = .seconds(3)
+        do {
+            _ = try await Berth_Controller_V1_Controllers.Client(wrapping: grpc).list(.init(), options: options)
+        } catch let error as RPCError where error.code == .deadlineExceeded {
+            throw BerthError(.unavailable, "\(AgentConnection.notConnected) the Berth controller at \(address): it took the connection but did not answer within 3 s")
+        }
+    }
 }
 
 /// `berth node …`: the cluster's agents, as the controller knows them.
@@ -64,7 +110,7 @@ struct NodeList: AsyncParsableCommand {
 
     func run() async throws {
         let format = try OutputFormat(format)
-        let nodes = try await options.connection().withClient { grpc in
+        let nodes = try await options.withController { grpc in
             try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).list(.init()).nodes
         }
         if quiet {
@@ -94,7 +140,7 @@ struct NodeInspect: AsyncParsableCommand {
     func run() async throws {
         var views: [NodeView] = []
         try await EachName.run(nodes) { name in
-            let node = try await options.connection().withClient { grpc in
+            let node = try await options.withController { grpc in
                 try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).inspect(.with { $0.node = name }).node
             }
             views.append(NodeView(node))
@@ -105,7 +151,7 @@ struct NodeInspect: AsyncParsableCommand {
 
 /// Sends one node update and prints the node's ID.
 func updateNode(_ options: ControllerOptions, _ request: Berth_Controller_V1_UpdateNodeRequest) async throws {
-    let node = try await options.connection().withClient { grpc in
+    let node = try await options.withController { grpc in
         try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).update(request).node
     }
     Console.print(node.id)
@@ -137,7 +183,7 @@ struct NodeRemove: AsyncParsableCommand {
     func run() async throws {
         let force = self.force
         try await EachName.run(nodes) { name in
-            let id = try await options.connection().withClient { grpc in
+            let id = try await options.withController { grpc in
                 try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).remove(.with { $0.node = name; $0.force = force }).id
             }
             Console.print(id)

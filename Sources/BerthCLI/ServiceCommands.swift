@@ -21,7 +21,7 @@ struct ServiceCommand: AsyncParsableCommand {
 func withServices<R: Sendable>(
     _ options: ControllerOptions, _ body: @Sendable (Berth_Controller_V1_Services.Client<NGHTTP2ClientTransport>) async throws -> R
 ) async throws -> R {
-    try await options.connection().withClient { grpc in try await body(Berth_Controller_V1_Services.Client(wrapping: grpc)) }
+    try await options.withController { grpc in try await body(Berth_Controller_V1_Services.Client(wrapping: grpc)) }
 }
 
 /// "3/6 running", with what a job has completed and what waits.

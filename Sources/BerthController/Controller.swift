@@ -15,8 +15,15 @@ public struct ControllerConfiguration: Sendable {
     public var tls: MutualTLS?
     /// Revoked certificates' serials (`--revoked`); by default `revoked` in the TLS directory.
     public var revocationFile: String?
-    /// Persistent state (`controller.db`).
+    /// Persistent state (`controller.db`, with the SQLite store) and the lock.
     public var dataDir = "/var/lib/berth-controller"
+    /// Where the cluster's records are kept.
+    public var store: StoreLocation = .sqlite
+    /// The address other controllers, agents and `berth` reach this one at
+    /// (`--advertise`); by default the listening address.
+    public var advertise: String?
+    /// With etcd: how long a leader that stops renewing keeps leading.
+    public var leaderLease: Duration = .seconds(5)
     /// No heartbeat for this long: a node is down.
     public var nodeGrace: Duration = .seconds(10)
     /// How long each kind of call to an agent may take.
@@ -34,23 +41,36 @@ public struct ControllerConfiguration: Sendable {
                 "--listen \(listen): without TLS anyone who reaches \(host) could control the cluster; listen on a loopback address, or give --tls-dir")
         }
         guard nodeGrace >= .seconds(1) else { throw BerthError.invalid("--node-grace: at least one second") }
+        guard leaderLease >= .seconds(2) else { throw BerthError.invalid("--leader-lease: at least two seconds") }
+        if case .etcd = store, advertise == nil, host == "0.0.0.0" || host == "::" {
+            throw BerthError.invalid(
+                "--listen \(listen): other controllers send callers to this one's address, and \(host) is none; give --advertise HOST:PORT")
+        }
+    }
+
+    /// The address other controllers, agents and `berth` reach this one at.
+    public var advertisedAddress: String {
+        if let advertise { return advertise }
+        if case .tcp(let host, let port) = listen { return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        return "\(listen)"
     }
 
     /// Agents heartbeat five times per grace period.
     public var heartbeatInterval: Duration { nodeGrace / 5 }
 }
 
-/// The controller: its store, its view of the nodes, its reconciler and
-/// its API, until a graceful shutdown. It holds an exclusive lock on its
-/// data directory for as long as it runs.
+/// The controller: its API, served for as long as it runs, and, while it
+/// leads the cluster, a term of its registry, service manager and
+/// reconciler on what the store holds. Alone on SQLite it leads from its
+/// start (it holds an exclusive lock on its data directory); on etcd it
+/// campaigns, serves a term while it leads, and campaigns again after.
 public final class Controller: Service, Sendable {
     public let configuration: ControllerConfiguration
-    public let registry: NodeRegistry
-    public let services: ServiceManager
     /// What `/metrics` shows.
     public let metrics = ControllerMetrics()
-    /// The planner's passes and the node workers.
-    public let reconciler: Reconciler
+    /// The term under way, if this controller leads.
+    public let seat: ControllerSeat
+    private let candidacy: any Candidacy
     private let lock: ProcessLock
     private let revoked: RevocationList?
     private let logger: Logger
@@ -78,26 +98,29 @@ public final class Controller: Service, Sendable {
         if let revoked { configuration.tls?.admit = { revoked.refusal($0) } }
         self.revoked = revoked
         self.configuration = configuration
-        let store = try SQLiteControllerStore(path: "\(configuration.dataDir)/controller.db")
-        let wake = WakeLater()
-        registry = try NodeRegistry(
-            store: store, grace: configuration.nodeGrace, heartbeatInterval: configuration.heartbeatInterval, logger: logger,
-            changed: { wake.wake() })
-        services = try ServiceManager(store: store, logger: logger, metrics: metrics)
-        reconciler = Reconciler(
-            services: services, registry: registry, clients: GRPCAgentClients(tls: configuration.tls, logger: logger), deadlines: configuration.deadlines,
-            metrics: metrics, logger: logger)
-        wake.target = reconciler
+        switch configuration.store {
+        case .sqlite:
+            candidacy = SoleCandidacy(
+                store: try SQLiteControllerStore(path: "\(configuration.dataDir)/controller.db"), address: configuration.advertisedAddress)
+        case .etcd(let endpoints, let tlsDirectory):
+            candidacy = try EtcdCandidacy(
+                endpoints: endpoints, tlsDirectory: tlsDirectory, address: configuration.advertisedAddress, lease: configuration.leaderLease, logger: logger)
+        }
+        let candidacy = self.candidacy
+        seat = ControllerSeat(address: configuration.advertisedAddress, leader: { await candidacy.leader() })
     }
 
     /// `/metrics` on the controller's listener.
     var routes: HTTPRoutes {
         var routes = HTTPRoutes.standard
-        let (metrics, registry, services) = (self.metrics, self.registry, self.services)
+        let (metrics, seat) = (self.metrics, self.seat)
         routes.add("/metrics") {
-            let nodes = await registry.list()
-            let (all, replicas) = await services.snapshot()
-            let text = metrics.render(ControllerMetrics.Snapshot(nodes: nodes, services: all, replicas: replicas))
+            var snapshot = ControllerMetrics.Snapshot(nodes: [], services: [], replicas: [])
+            if let term = seat.term {
+                snapshot.nodes = await term.registry.list()
+                (snapshot.services, snapshot.replicas) = await term.services.snapshot()
+            }
+            let text = metrics.render(snapshot)
             return HTTPResponse(contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: Array(text.utf8))
         }
         return routes
@@ -106,16 +129,13 @@ public final class Controller: Service, Sendable {
     public func run() async throws {
         var serverConfig = NGHTTP2ServerTransport.Config(address: configuration.listen, routes: routes)
         serverConfig.connectionInitializer = configuration.tls?.serverInitializer
-        let reconciler = self.reconciler
         let revoked = self.revoked
         let server = GRPCServer(
             transport: NGHTTP2ServerTransport(config: serverConfig, logger: logger),
             services: [
-                NodesService(registry: registry, revoked: revoked, removed: { await reconciler.evict($0) }),
-                ServicesService(
-                    services: services, registry: registry,
-                    logs: ServiceLogs(services: services, registry: registry, client: { reconciler.client(for: $0) }),
-                    wake: { reconciler.wake() }),
+                NodesService(seat: seat, revoked: revoked), ServicesService(seat: seat),
+                ControllersService(
+                    seat: seat, candidacy: candidacy, address: configuration.advertisedAddress, store: "\(configuration.store)"),
             ],
             interceptors: [
                 RevokedPeerInterceptor(revoked: revoked),
@@ -125,24 +145,16 @@ public final class Controller: Service, Sendable {
                         ? [.node] : [.operator, .controller]
                 },
             ])
-        let registry = self.registry
-        let sweepEvery = configuration.nodeGrace / 10
         logger.info(
             "controller starting",
-            metadata: ["data": "\(configuration.dataDir)", "grace": "\(configuration.nodeGrace)", "tls": "\(configuration.tls?.directory ?? "off")"])
-        await registry.renewAll()
+            metadata: [
+                "data": "\(configuration.dataDir)", "store": "\(configuration.store)", "grace": "\(configuration.nodeGrace)",
+                "tls": "\(configuration.tls?.directory ?? "off")",
+            ])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
-                group.addTask {
-                    while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                        await registry.sweep()
-                        try? await Task.sleep(for: sweepEvery)
-                    }
-                }
-                group.addTask {
-                    await cancelWhenGracefulShutdown { await reconciler.run() }
-                }
+                group.addTask { await cancelWhenGracefulShutdown { await self.lead() } }
             }
         } onGracefulShutdown: { [logger] in
             logger.info("controller shutting down")
@@ -150,6 +162,95 @@ public final class Controller: Service, Sendable {
         }
         logger.info("controller stopped")
         _ = lock
+    }
+
+    /// Campaigns, leads until the term ends, and campaigns again, until cancelled.
+    func lead() async {
+        while !Task.isCancelled {
+            let mandate: Mandate
+            do {
+                mandate = try await candidacy.campaign()
+            } catch {
+                if Task.isCancelled { break }
+                logger.error("campaign failed; trying again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            await serve(mandate)
+        }
+    }
+
+    /// One term: the records read from the store, a registry, service
+    /// manager and reconciler on them, until leadership is lost, a change
+    /// cannot be stored, or the controller stops.
+    private func serve(_ mandate: Mandate) async {
+        let contents: StoreContents
+        do {
+            contents = try await mandate.store.load()
+        } catch {
+            logger.error("the store cannot be read; this controller stands down", metadata: ["error": "\(error)"])
+            await mandate.resign()
+            try? await Task.sleep(for: .seconds(1))
+            return
+        }
+        let (failures, failed) = AsyncStream<BerthError>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let writer = StoreWriter(store: mandate.store, failed: { failed.yield($0) })
+        let wake = WakeLater()
+        let registry = NodeRegistry(
+            contents: contents, writer: writer, grace: configuration.nodeGrace, heartbeatInterval: configuration.heartbeatInterval, logger: logger,
+            changed: { wake.wake() })
+        let services = ServiceManager(contents: contents, writer: writer, logger: logger, metrics: metrics)
+        let reconciler = Reconciler(
+            services: services, registry: registry, clients: GRPCAgentClients(tls: configuration.tls, logger: logger), deadlines: configuration.deadlines,
+            metrics: metrics, logger: logger)
+        wake.target = reconciler
+        let term = ControllerTerm(registry: registry, services: services, reconciler: reconciler, writer: writer, number: mandate.number, since: Date())
+        // Every node gets a full grace period from the start of the term.
+        await registry.renewAll()
+        seat.lead(term)
+        logger.info("leading the cluster", metadata: ["term": "\(mandate.number)", "nodes": "\(contents.nodes.count)", "services": "\(contents.services.count)"])
+        let sweepEvery = configuration.nodeGrace / 10
+        let logger = self.logger
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await reconciler.run() }
+            group.addTask {
+                while !Task.isCancelled {
+                    await registry.sweep()
+                    try? await Task.sleep(for: sweepEvery)
+                }
+            }
+            group.addTask {
+                await mandate.lost()
+                if !Task.isCancelled { logger.warning("leadership lost: this controller stops acting and follows", metadata: ["term": "\(mandate.number)"]) }
+            }
+            group.addTask {
+                for await failure in failures {
+                    logger.error("a change could not be stored: the term ends, and the store is read again", metadata: ["error": "\(failure)"])
+                    return
+                }
+            }
+            _ = await group.next()
+            seat.lead(nil)
+            group.cancelAll()
+        }
+        failed.finish()
+        await mandate.resign()
+    }
+}
+
+/// Where the controller keeps the cluster's records.
+public enum StoreLocation: Sendable, CustomStringConvertible {
+    /// `controller.db` in the data directory: one controller.
+    case sqlite
+    /// An etcd cluster, for several controllers with one leader; its own
+    /// client certificates in `tlsDirectory` (ca.pem, cert.pem, key.pem).
+    case etcd(endpoints: [TransportAddress], tlsDirectory: String?)
+
+    public var description: String {
+        switch self {
+        case .sqlite: return "sqlite"
+        case .etcd(let endpoints, _): return "etcd://" + endpoints.map { "\($0)" }.joined(separator: ",")
+        }
     }
 }
 

@@ -2,41 +2,92 @@ public import BerthModel
 import Foundation
 import GRDB
 
-/// Where the controller keeps the cluster's desired and known state. SQLite
-/// by default; the protocol is what another store (etcd, for several
-/// controllers) implements.
+/// Where the controller keeps the cluster's desired and known state:
+/// SQLite for a single controller (the default), etcd for several.
+///
+/// The controller reads everything once, when it starts to lead
+/// (`load`), and from then on is the store's only writer: it decides in
+/// memory and hands each change to a `StoreWriter`, which commits changes
+/// one at a time, in order.
 public protocol ControllerStore: Sendable {
-    func nodes() throws -> [ClusterNode]
-    /// Inserts or replaces a node's record.
-    func put(_ node: ClusterNode) throws
-    /// Removes a node's record and remembers its ID as removed, in one step.
-    func remove(node id: String) throws
-    /// The IDs of nodes removed from the cluster (`berth node rm`): they may not register again.
-    func removedNodes() throws -> Set<String>
-    /// The cluster's ID, made at the store's first use and never changed.
-    func clusterID() throws -> String
-    func services() throws -> [ClusterService]
-    func replicas() throws -> [Replica]
+    /// Everything the store holds, as of one moment.
+    ///
+    /// - Throws: `BerthError` when the records cannot be read.
+    func load() async throws -> StoreContents
     /// Applies every part of `change`, or none of it.
-    func commit(_ change: StoreChange) throws
+    ///
+    /// - Throws: `BerthError`; `unavailable` when the store cannot be
+    ///   reached or has no quorum, `failedPrecondition` when this controller
+    ///   no longer leads.
+    func commit(_ change: StoreChange) async throws
+}
+
+/// What a store holds.
+public struct StoreContents: Sendable {
+    /// The cluster's ID, made at the store's first use and never changed.
+    public var clusterID: String
+    public var nodes: [ClusterNode]
+    /// The IDs of nodes removed from the cluster (`berth node rm`): they may not register again.
+    public var removedNodes: Set<String>
+    public var services: [ClusterService]
+    public var replicas: [Replica]
+
+    public init(clusterID: String, nodes: [ClusterNode] = [], removedNodes: Set<String> = [], services: [ClusterService] = [], replicas: [Replica] = []) {
+        self.clusterID = clusterID
+        self.nodes = nodes
+        self.removedNodes = removedNodes
+        self.services = services
+        self.replicas = replicas
+    }
 }
 
 /// Records written together: a service and its replicas never disagree in
-/// the store, whatever moment the controller is killed at.
-public struct StoreChange: Sendable {
+/// the store, whatever moment the controller is killed at. An ID is either
+/// put or removed in one change, never both.
+public struct StoreChange: Sendable, Equatable {
+    public var nodes: [ClusterNode] = []
+    /// Nodes removed from the cluster: their records go, and their IDs are remembered as removed.
+    public var removedNodes: [String] = []
     public var services: [ClusterService] = []
     public var removedServices: [String] = []
     public var replicas: [Replica] = []
     public var removedReplicas: [String] = []
 
-    public init(services: [ClusterService] = [], removedServices: [String] = [], replicas: [Replica] = [], removedReplicas: [String] = []) {
+    public init(
+        nodes: [ClusterNode] = [], removedNodes: [String] = [], services: [ClusterService] = [], removedServices: [String] = [],
+        replicas: [Replica] = [], removedReplicas: [String] = []
+    ) {
+        self.nodes = nodes
+        self.removedNodes = removedNodes
         self.services = services
         self.removedServices = removedServices
         self.replicas = replicas
         self.removedReplicas = removedReplicas
     }
 
-    public var isEmpty: Bool { services.isEmpty && removedServices.isEmpty && replicas.isEmpty && removedReplicas.isEmpty }
+    public var isEmpty: Bool {
+        nodes.isEmpty && removedNodes.isEmpty && services.isEmpty && removedServices.isEmpty && replicas.isEmpty && removedReplicas.isEmpty
+    }
+
+    /// How many records it writes or removes.
+    public var count: Int { nodes.count + removedNodes.count + services.count + removedServices.count + replicas.count + removedReplicas.count }
+
+    /// This change followed by `later`, as one: for each ID the last word
+    /// counts (a put after a removal puts, a removal after a put removes).
+    public func merging(_ later: StoreChange) -> StoreChange {
+        func merge<T>(_ puts: [T], _ removals: [String], _ laterPuts: [T], _ laterRemovals: [String], id: (T) -> String) -> ([T], [String]) {
+            let replaced = Set(laterPuts.map(id)).union(laterRemovals)
+            let keptPuts = puts.filter { !replaced.contains(id($0)) }
+            let revived = Set(laterPuts.map(id))
+            let keptRemovals = removals.filter { !revived.contains($0) && !laterRemovals.contains($0) }
+            return (keptPuts + laterPuts, keptRemovals + laterRemovals)
+        }
+        var merged = StoreChange()
+        (merged.nodes, merged.removedNodes) = merge(nodes, removedNodes, later.nodes, later.removedNodes, id: \.id)
+        (merged.services, merged.removedServices) = merge(services, removedServices, later.services, later.removedServices, id: \.id)
+        (merged.replicas, merged.removedReplicas) = merge(replicas, removedReplicas, later.replicas, later.removedReplicas, id: \.id)
+        return merged
+    }
 }
 
 /// The controller's records in `<data>/controller.db` (SQLite, WAL); every
@@ -86,82 +137,54 @@ public final class SQLiteControllerStore: ControllerStore {
         }
     }
 
-    public func nodes() throws -> [ClusterNode] {
-        try wrap("read nodes") {
-            try pool.read { db in try Data.fetchAll(db, sql: "SELECT record FROM node").map { try BerthJSON.decoder().decode(ClusterNode.self, from: $0) } }
-        }
-    }
-
-    public func put(_ node: ClusterNode) throws {
-        let data = try BerthJSON.encoder(pretty: false).encode(node)
-        try wrap("record node \(node.id)") {
-            try pool.write { db in
-                try db.execute(sql: "INSERT OR REPLACE INTO node (id, record) VALUES (?, ?)", arguments: [node.id, data])
+    public func load() async throws -> StoreContents {
+        try await wrap("read the cluster's records") {
+            try await pool.read { db in
+                guard let id = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cluster_id'") else {
+                    throw BerthError(.internal, "the controller database has no cluster ID")
+                }
+                let decoder = BerthJSON.decoder()
+                return StoreContents(
+                    clusterID: id,
+                    nodes: try Data.fetchAll(db, sql: "SELECT record FROM node").map { try decoder.decode(ClusterNode.self, from: $0) },
+                    removedNodes: Set(try String.fetchAll(db, sql: "SELECT id FROM removed_node")),
+                    services: try Data.fetchAll(db, sql: "SELECT record FROM service").map { try decoder.decode(ClusterService.self, from: $0) },
+                    replicas: try Data.fetchAll(db, sql: "SELECT record FROM replica").map { try decoder.decode(Replica.self, from: $0) })
             }
         }
     }
 
-    public func remove(node id: String) throws {
-        try wrap("remove node \(id)") {
-            try pool.write { db in
-                try db.execute(sql: "DELETE FROM node WHERE id = ?", arguments: [id])
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO removed_node (id, removed_at) VALUES (?, ?)", arguments: [id, Date().timeIntervalSince1970])
-            }
-        }
-    }
-
-    public func removedNodes() throws -> Set<String> {
-        try wrap("read removed nodes") {
-            Set(try pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM removed_node") })
-        }
-    }
-
-    public func clusterID() throws -> String {
-        try wrap("read the cluster ID") {
-            guard let id = try pool.read({ db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cluster_id'") }) else {
-                throw BerthError(.internal, "the controller database has no cluster ID")
-            }
-            return id
-        }
-    }
-
-    public func services() throws -> [ClusterService] {
-        try wrap("read services") {
-            try pool.read { db in try Data.fetchAll(db, sql: "SELECT record FROM service").map { try BerthJSON.decoder().decode(ClusterService.self, from: $0) } }
-        }
-    }
-
-    public func replicas() throws -> [Replica] {
-        try wrap("read replicas") {
-            try pool.read { db in try Data.fetchAll(db, sql: "SELECT record FROM replica").map { try BerthJSON.decoder().decode(Replica.self, from: $0) } }
-        }
-    }
-
-    public func commit(_ change: StoreChange) throws {
+    public func commit(_ change: StoreChange) async throws {
         guard !change.isEmpty else { return }
         let encoder = BerthJSON.encoder(pretty: false)
-        let services = try change.services.map { ($0, try encoder.encode($0)) }
-        let replicas = try change.replicas.map { ($0, try encoder.encode($0)) }
-        try wrap("record a change of services") {
-            try pool.write { db in
+        let nodes = try change.nodes.map { ($0.id, try encoder.encode($0)) }
+        let services = try change.services.map { ($0.id, $0.spec.name, try encoder.encode($0)) }
+        let replicas = try change.replicas.map { ($0.id, $0.serviceID, try encoder.encode($0)) }
+        let removedAt = Date().timeIntervalSince1970
+        try await wrap("record a change") {
+            try await pool.write { db in
+                for id in change.removedNodes {
+                    try db.execute(sql: "DELETE FROM node WHERE id = ?", arguments: [id])
+                    try db.execute(sql: "INSERT OR REPLACE INTO removed_node (id, removed_at) VALUES (?, ?)", arguments: [id, removedAt])
+                }
                 for id in change.removedServices { try db.execute(sql: "DELETE FROM service WHERE id = ?", arguments: [id]) }
                 for id in change.removedReplicas { try db.execute(sql: "DELETE FROM replica WHERE id = ?", arguments: [id]) }
-                for (service, data) in services {
-                    try db.execute(
-                        sql: "INSERT OR REPLACE INTO service (id, name, record) VALUES (?, ?, ?)", arguments: [service.id, service.spec.name, data])
+                for (id, data) in nodes {
+                    try db.execute(sql: "INSERT OR REPLACE INTO node (id, record) VALUES (?, ?)", arguments: [id, data])
                 }
-                for (replica, data) in replicas {
-                    try db.execute(
-                        sql: "INSERT OR REPLACE INTO replica (id, service_id, record) VALUES (?, ?, ?)", arguments: [replica.id, replica.serviceID, data])
+                for (id, name, data) in services {
+                    try db.execute(sql: "INSERT OR REPLACE INTO service (id, name, record) VALUES (?, ?, ?)", arguments: [id, name, data])
+                }
+                for (id, service, data) in replicas {
+                    try db.execute(sql: "INSERT OR REPLACE INTO replica (id, service_id, record) VALUES (?, ?, ?)", arguments: [id, service, data])
                 }
             }
         }
     }
 
-    private func wrap<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    private func wrap<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
         do {
-            return try body()
+            return try await body()
         } catch let error as BerthError {
             throw error
         } catch {

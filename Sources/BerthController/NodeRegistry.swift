@@ -7,7 +7,7 @@ public import Logging
 /// down when heartbeats stop for longer than the grace period, drained and
 /// labelled by operators. Every change is in the store before it is answered.
 public actor NodeRegistry {
-    private let store: any ControllerStore
+    private let writer: StoreWriter
     private let logger: Logger
     /// No heartbeat for this long: the node is down.
     public let grace: Duration
@@ -30,26 +30,40 @@ public actor NodeRegistry {
         return { ContinuousClock.now - start }
     }()
 
-    /// - Parameter now: monotonic time the grace period is measured on.
-    /// - Throws: what the store throws when its records cannot be read.
+    /// - Parameters:
+    ///   - contents: what the store held when this controller began to lead.
+    ///   - writer: where every change goes.
+    ///   - now: monotonic time the grace period is measured on.
     public init(
-        store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger, changed: @escaping @Sendable () -> Void = {},
-        now: @escaping @Sendable () -> Duration = NodeRegistry.processTime
-    ) throws {
+        contents: StoreContents, writer: StoreWriter, grace: Duration, heartbeatInterval: Duration, logger: Logger,
+        changed: @escaping @Sendable () -> Void = {}, now: @escaping @Sendable () -> Duration = NodeRegistry.processTime
+    ) {
         self.now = now
-        self.store = store
+        self.writer = writer
         self.grace = grace
         self.heartbeatInterval = heartbeatInterval
         self.logger = logger
         self.changed = changed
-        removed = try store.removedNodes()
+        removed = contents.removedNodes
         let now = self.now()
-        for node in try store.nodes() {
+        for node in contents.nodes {
             nodes[node.id] = node
             // A restarted controller gives every node a full grace period
             // (`renewAll` starts it again when the controller serves).
             lastSeen[node.id] = now
         }
+    }
+
+    /// A registry on what `store` holds, with a writer of its own.
+    ///
+    /// - Throws: what the store throws when its records cannot be read.
+    public init(
+        store: any ControllerStore, grace: Duration, heartbeatInterval: Duration, logger: Logger, changed: @escaping @Sendable () -> Void = {},
+        now: @escaping @Sendable () -> Duration = NodeRegistry.processTime
+    ) async throws {
+        self.init(
+            contents: try await store.load(), writer: StoreWriter(store: store), grace: grace, heartbeatInterval: heartbeatInterval, logger: logger,
+            changed: changed, now: now)
     }
 
     /// Whether `peer` (the TLS certificate a call came with, nil without
@@ -80,7 +94,7 @@ public actor NodeRegistry {
     public func register(
         id: String, hostname: String, address: String, labels: [String: String], capacity: NodeCapacity, allocatable: NodeCapacity,
         agentVersion: String, peer: PeerIdentity? = nil
-    ) throws -> ClusterNode {
+    ) async throws -> ClusterNode {
         guard id.count == 32, id.allSatisfy(\.isHexDigit) else { throw BerthError.invalid("node ID \"\(id)\": expected 32 hex digits") }
         guard !address.isEmpty else { throw BerthError.invalid("node \(id): the agent's address is empty") }
         try authorize(peer, for: id)
@@ -102,27 +116,29 @@ public actor NodeRegistry {
         node.agentVersion = agentVersion
         node.state = .ready
         node.lastHeartbeat = now
-        try store.put(node)
         nodes[id] = node
         lastSeen[id] = self.now()
+        let stored = writer.submit(StoreChange(nodes: [node]))
         logger.info(wasDown ? "node back" : "node registered", metadata: ["node.id": "\(id)", "address": "\(address)"])
         if before == nil || wasDown || before?.address != address || before?.agentLabels != labels || before?.allocatable != allocatable { changed() }
+        try await stored.stored()
         return node
     }
 
     /// - Returns: false for a node the controller does not know.
     /// - Throws: `BerthError.permissionDenied` as `register` does.
-    public func heartbeat(id: String, peer: PeerIdentity? = nil) throws -> Bool {
+    public func heartbeat(id: String, peer: PeerIdentity? = nil) async throws -> Bool {
         try authorize(peer, for: id)
         guard var node = nodes[id] else { return false }
         lastSeen[id] = self.now()
         if node.state == .down {
             node.state = .ready
             node.lastHeartbeat = Date()
-            try store.put(node)
             nodes[id] = node
+            let stored = writer.submit(StoreChange(nodes: [node]))
             logger.info("node back", metadata: ["node.id": "\(id)"])
             changed()
+            try await stored.stored()
         } else {
             // Kept in memory; persisted when something changes (a write per
             // heartbeat would cost the store more than all else).
@@ -151,16 +167,15 @@ public actor NodeRegistry {
             guard let seen = lastSeen[id], now - seen > grace else { continue }
             var changed = node
             changed.state = .down
-            do {
-                try store.put(changed)
-            } catch {
-                logger.error("node state not recorded", metadata: ["node.id": "\(id)", "error": "\(error)"])
-            }
             nodes[id] = changed
             down.append(changed)
             logger.warning("node down: no heartbeat within the grace period", metadata: ["node.id": "\(id)", "grace": "\(grace)"])
         }
-        if !down.isEmpty { self.changed() }
+        if !down.isEmpty {
+            // A failed commit stops the writer and ends this controller's term; nothing to wait for here.
+            writer.submit(StoreChange(nodes: down))
+            self.changed()
+        }
         return down
     }
 
@@ -190,7 +205,7 @@ public actor NodeRegistry {
     ///   label comes from its flags); nothing changes then.
     public func update(
         _ reference: String, availability: ClusterNode.Availability?, addLabels: [String: String], removeLabels: [String]
-    ) throws -> ClusterNode {
+    ) async throws -> ClusterNode {
         var node = try get(reference)
         for key in Array(addLabels.keys) + removeLabels where key.isEmpty || key.contains("=") || key.contains(where: \.isWhitespace) {
             throw BerthError.invalid("label key \"\(key)\": keys are non-empty, without '=' or spaces")
@@ -205,9 +220,10 @@ public actor NodeRegistry {
         if let availability { node.availability = availability }
         node.operatorLabels.merge(addLabels) { _, new in new }
         for key in removeLabels { node.operatorLabels.removeValue(forKey: key) }
-        try store.put(node)
         nodes[node.id] = node
+        let stored = writer.submit(StoreChange(nodes: [node]))
         changed()
+        try await stored.stored()
         return node
     }
 
@@ -217,19 +233,20 @@ public actor NodeRegistry {
     /// - Parameter force: also a node that is ready (its agent is then refused from its next heartbeat).
     /// - Throws: `BerthError.failedPrecondition` for a ready node without `force`.
     /// - Returns: the removed node.
-    public func remove(_ reference: String, force: Bool) throws -> ClusterNode {
+    public func remove(_ reference: String, force: Bool) async throws -> ClusterNode {
         let node = try get(reference)
         if node.state == .ready && !force {
             throw BerthError(
                 .failedPrecondition,
                 "node \(node.hostname) (\(node.id.prefix(12))) is ready: stop its agent first (it is then down after the grace period), or use --force to remove it while it runs")
         }
-        try store.remove(node: node.id)
         nodes[node.id] = nil
         lastSeen[node.id] = nil
         removed.insert(node.id)
+        let stored = writer.submit(StoreChange(removedNodes: [node.id]))
         logger.warning("node removed", metadata: ["node.id": "\(node.id)", "hostname": "\(node.hostname)", "forced": "\(force)"])
         changed()
+        try await stored.stored()
         return node
     }
 }

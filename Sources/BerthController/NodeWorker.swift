@@ -127,7 +127,7 @@ actor NodeWorker {
 
     /// One look at the node: what to do, what to record.
     func pass() async -> [NodeAction] {
-        let work = await services.work(for: node)
+        guard let work = await services.work(for: node) else { return [] }
         let listedAfter = sequence
         let containers: [Container]
         do {

@@ -5,19 +5,17 @@ public import GRPCCore
 import SwiftProtobuf
 
 /// `berth.controller.v1.Nodes`: a thin adapter from the wire to the
-/// registry. Registrations and heartbeats carry the caller's certificate
-/// (from the transport) to the registry, which decides whom it speaks for.
+/// registry of the leader's term. Registrations and heartbeats carry the
+/// caller's certificate (from the transport) to the registry, which decides
+/// whom it speaks for.
 public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
-    let registry: NodeRegistry
+    let seat: ControllerSeat
     /// Revoked certificates, handed to agents with every answer (they refuse them too).
     let revoked: RevocationList?
-    /// Told of a node removed while it was ready (its containers are to go).
-    let removed: @Sendable (ClusterNode) async -> Void
 
-    public init(registry: NodeRegistry, revoked: RevocationList? = nil, removed: @escaping @Sendable (ClusterNode) async -> Void = { _ in }) {
-        self.registry = registry
+    public init(seat: ControllerSeat, revoked: RevocationList? = nil) {
+        self.seat = seat
         self.revoked = revoked
-        self.removed = removed
     }
 
     private var revokedSerials: [String] { revoked?.serials.sorted() ?? [] }
@@ -26,6 +24,7 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
         request: ServerRequest<Berth_Controller_V1_RegisterNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_RegisterNodeResponse> {
         let message = request.message
+        let registry = try await seat.serving().registry
         let node = try await registry.register(
             id: message.id, hostname: message.hostname, address: message.address, labels: message.labels,
             capacity: NodeCapacity(clusterProto: message.capacity), allocatable: NodeCapacity(clusterProto: message.allocatable),
@@ -41,7 +40,7 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     public func heartbeat(
         request: ServerRequest<Berth_Controller_V1_HeartbeatNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_HeartbeatNodeResponse> {
-        let known = try await registry.heartbeat(id: request.message.id, peer: PeerIdentity(metadata: request.metadata))
+        let known = try await seat.serving().registry.heartbeat(id: request.message.id, peer: PeerIdentity(metadata: request.metadata))
         return ServerResponse(message: .with {
             $0.known = known
             $0.revokedSerials = revokedSerials
@@ -51,14 +50,14 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     public func list(
         request: ServerRequest<Berth_Controller_V1_ListNodesRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_ListNodesResponse> {
-        let nodes = await registry.list()
+        let nodes = try await seat.serving().registry.list()
         return ServerResponse(message: .with { $0.nodes = nodes.map(\.proto) })
     }
 
     public func inspect(
         request: ServerRequest<Berth_Controller_V1_InspectNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_InspectNodeResponse> {
-        let node = try await registry.get(request.message.node)
+        let node = try await seat.serving().registry.get(request.message.node)
         return ServerResponse(message: .with { $0.node = node.proto })
     }
 
@@ -66,7 +65,7 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
         request: ServerRequest<Berth_Controller_V1_UpdateNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_UpdateNodeResponse> {
         let message = request.message
-        let node = try await registry.update(
+        let node = try await seat.serving().registry.update(
             message.node, availability: ClusterNode.Availability(proto: message.availability), addLabels: message.addLabels,
             removeLabels: message.removeLabels)
         return ServerResponse(message: .with { $0.node = node.proto })
@@ -75,8 +74,10 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     public func remove(
         request: ServerRequest<Berth_Controller_V1_RemoveNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_RemoveNodeResponse> {
-        let node = try await registry.remove(request.message.node, force: request.message.force)
-        if node.state == .ready { await removed(node) }
+        let term = try await seat.serving()
+        let node = try await term.registry.remove(request.message.node, force: request.message.force)
+        // A node removed while its agent ran: its containers are to go.
+        if node.state == .ready { await term.reconciler.evict(node) }
         return ServerResponse(message: .with { $0.id = node.id })
     }
 }

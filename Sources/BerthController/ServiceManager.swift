@@ -34,7 +34,7 @@ public struct ServiceStatus: Sendable, Hashable {
 /// The services and their replicas: what operators ask for and what the
 /// reconciler decided, kept in the store before anyone acts on it.
 public actor ServiceManager {
-    private let store: any ControllerStore
+    private let writer: StoreWriter
     private let logger: Logger
     private let metrics: ControllerMetrics?
     /// The cluster's ID, put on every container the controller makes.
@@ -44,21 +44,30 @@ public actor ServiceManager {
     /// Replicas by node, for each node's pass.
     private var byNode: [String: Set<String>] = [:]
 
-    /// - Throws: what the store throws when its records cannot be read.
-    public init(store: any ControllerStore, logger: Logger, metrics: ControllerMetrics? = nil) throws {
-        self.store = store
+    /// - Parameters:
+    ///   - contents: what the store held when this controller began to lead.
+    ///   - writer: where every change goes.
+    public init(contents: StoreContents, writer: StoreWriter, logger: Logger, metrics: ControllerMetrics? = nil) {
+        self.writer = writer
         self.logger = logger
         self.metrics = metrics
-        clusterID = try store.clusterID()
-        for service in try store.services() { services[service.id] = service }
+        clusterID = contents.clusterID
+        for service in contents.services { services[service.id] = service }
         var replicas: [String: Replica] = [:]
         var byNode: [String: Set<String>] = [:]
-        for replica in try store.replicas() {
+        for replica in contents.replicas {
             replicas[replica.id] = replica
             if replica.isAssigned { byNode[replica.nodeID, default: []].insert(replica.id) }
         }
         self.replicas = replicas
         self.byNode = byNode
+    }
+
+    /// A manager of what `store` holds, with a writer of its own.
+    ///
+    /// - Throws: what the store throws when its records cannot be read.
+    public init(store: any ControllerStore, logger: Logger, metrics: ControllerMetrics? = nil) async throws {
+        self.init(contents: try await store.load(), writer: StoreWriter(store: store), logger: logger, metrics: metrics)
     }
 
     private func index(_ replica: Replica) {
@@ -71,12 +80,14 @@ public actor ServiceManager {
         if let old = replicas.removeValue(forKey: id) { byNode[old.nodeID]?.remove(id) }
     }
 
-    private func apply(_ change: StoreChange) throws {
-        try store.commit(change)
+    /// Changes the records in memory and hands the change to the writer,
+    /// in one step; the caller answers once it is stored.
+    private func apply(_ change: StoreChange) -> StoreCompletion {
         for service in change.services { services[service.id] = service }
         for id in change.removedServices { services[id] = nil }
         for replica in change.replicas { index(replica) }
         for id in change.removedReplicas { forget(id) }
+        return writer.submit(change)
     }
 
     // MARK: Operators' requests
@@ -107,7 +118,7 @@ public actor ServiceManager {
     /// - Throws: `BerthError.invalidArgument` for a bad spec,
     ///   `alreadyExists` for a name in use, `resourceExhausted` when the
     ///   replicas do not all fit ("insufficient memory on 3 of 3 nodes").
-    public func create(_ given: ServiceSpec, nodes: [ClusterNode], dryRun: Bool) throws -> (ClusterService?, [NodeVerdict], [String], String) {
+    public func create(_ given: ServiceSpec, nodes: [ClusterNode], dryRun: Bool) async throws -> (ClusterService?, [NodeVerdict], [String], String) {
         try given.validate()
         let spec = try Self.normalized(given, nodes: nodes)
         if services.values.contains(where: { $0.spec.name == spec.name }) {
@@ -124,8 +135,9 @@ public actor ServiceManager {
             return (nil, verdicts, placed, unplaced?.message ?? "")
         }
         let placements = try Scheduler.place(request, count: count, on: &cluster)
-        try apply(StoreChange(services: [service]))
+        let stored = apply(StoreChange(services: [service]))
         logger.info("service created", metadata: ["service": "\(spec.name)", "mode": "\(spec.mode.rawValue)", "replicas": "\(spec.replicas)"])
+        try await stored.stored()
         return (service, verdicts, placements, "")
     }
 
@@ -240,7 +252,18 @@ public actor ServiceManager {
     ///
     /// - Throws: `BerthError` as `create` does, `failedPrecondition` when
     ///   the service changed since `expectedRevision`, or for a rename.
-    public func update(_ reference: String, spec given: ServiceSpec, expectedRevision: Int?, force: Bool, nodes: [ClusterNode]) throws -> ClusterService {
+    public func update(_ reference: String, spec given: ServiceSpec, expectedRevision: Int?, force: Bool, nodes: [ClusterNode]) async throws
+        -> ClusterService
+    {
+        let (service, stored) = try updated(reference, spec: given, expectedRevision: expectedRevision, force: force, nodes: nodes)
+        try await stored?.stored()
+        return service
+    }
+
+    /// `update`'s decision and its change in memory, in one step.
+    private func updated(_ reference: String, spec given: ServiceSpec, expectedRevision: Int?, force: Bool, nodes: [ClusterNode]) throws
+        -> (ClusterService, StoreCompletion?)
+    {
         var service = try get(reference)
         try given.validate()
         let spec = try Self.normalized(given, nodes: nodes)
@@ -252,7 +275,7 @@ public actor ServiceManager {
         guard spec.mode == service.spec.mode else {
             throw BerthError(.failedPrecondition, "a service's mode cannot change (\(service.spec.mode.rawValue)); remove it and create it again")
         }
-        guard spec != service.spec || force else { return service }
+        guard spec != service.spec || force else { return (service, nil) }
         var updated = service
         updated.spec = spec
         // Every replica moves to the new spec: it must fit where the old ones are gone.
@@ -269,24 +292,26 @@ public actor ServiceManager {
         service.spec = spec
         service.revision += 1
         service.updatedAt = now
-        try apply(StoreChange(services: [service]))
+        let stored = apply(StoreChange(services: [service]))
         logger.info("service updated", metadata: ["service": "\(spec.name)", "version": "\(service.version)"])
-        return service
+        return (service, stored)
     }
 
     /// Changes the replica count only (a job's completions).
-    public func scale(_ reference: String, replicas count: Int, nodes: [ClusterNode]) throws -> ClusterService {
+    public func scale(_ reference: String, replicas count: Int, nodes: [ClusterNode]) async throws -> ClusterService {
         let service = try get(reference)
         guard !service.spec.mode.isGlobal else { throw BerthError(.failedPrecondition, "\(service.spec.name) is global: it has one replica per node") }
         var spec = service.spec
         spec.replicas = count
-        return try update(service.id, spec: spec, expectedRevision: nil, force: false, nodes: nodes)
+        let (scaled, stored) = try updated(service.id, spec: spec, expectedRevision: nil, force: false, nodes: nodes)
+        try await stored?.stored()
+        return scaled
     }
 
     /// Restores the spec before the last update, batch by batch.
     ///
     /// - Throws: `BerthError.failedPrecondition` for a service never updated.
-    public func rollback(_ reference: String) throws -> ClusterService {
+    public func rollback(_ reference: String) async throws -> ClusterService {
         var service = try get(reference)
         guard let previous = service.previous else {
             throw BerthError(.failedPrecondition, "service \(service.spec.name) has no previous spec to roll back to (it was never updated)")
@@ -298,15 +323,16 @@ public actor ServiceManager {
         service.revision += 1
         service.updatedAt = now
         service.update = UpdateStatus(state: .rollingBack, startedAt: now, message: "rollback requested")
-        try apply(StoreChange(services: [service]))
+        let stored = apply(StoreChange(services: [service]))
         logger.info("service rolling back", metadata: ["service": "\(service.spec.name)", "version": "\(service.version)"])
+        try await stored.stored()
         return service
     }
 
     /// Removes the service; its replicas are shut down by the next pass.
     ///
     /// - Returns: the service's ID.
-    public func remove(_ reference: String) throws -> String {
+    public func remove(_ reference: String) async throws -> String {
         let service = try get(reference)
         let now = Date()
         let stopping = replicas.values.filter { $0.serviceID == service.id && $0.desiredState == .running }.map { replica in
@@ -317,8 +343,9 @@ public actor ServiceManager {
             if !replica.isAssigned { replica.removed = true }
             return replica
         }
-        try apply(StoreChange(removedServices: [service.id], replicas: stopping))
+        let stored = apply(StoreChange(removedServices: [service.id], replicas: stopping))
         logger.info("service removed", metadata: ["service": "\(service.spec.name)"])
+        try await stored.stored()
         return service.id
     }
 
@@ -345,7 +372,7 @@ public actor ServiceManager {
     ///
     /// - Returns: whether anything changed.
     @discardableResult
-    public func plan(nodes: [ClusterNode], now: Date = Date()) -> Bool {
+    public func plan(nodes: [ClusterNode], now: Date = Date()) async -> Bool {
         let change = ServicePlanner.plan(services: Array(services.values), replicas: Array(replicas.values), nodes: nodes, now: now)
         guard !change.isEmpty else { return false }
         do {
@@ -358,10 +385,10 @@ public actor ServiceManager {
                 logger.info(
                     "service update state", metadata: ["service": "\(service.spec.name)", "state": "\(service.update?.state.rawValue ?? "")", "message": "\(service.update?.message ?? "")"])
             }
-            try apply(change)
+            try await apply(change).stored()
             metrics?.placed(placed)
         } catch {
-            logger.error("the reconciler's decisions could not be stored; nothing was changed", metadata: ["error": "\(error)"])
+            logger.error("the reconciler's decisions could not be stored; the controller reads the store again", metadata: ["error": "\(error)"])
             return false
         }
         return true
@@ -369,7 +396,10 @@ public actor ServiceManager {
 
     /// What `node`'s agent is to be brought to (a node with no replicas
     /// may still hold containers to remove: its work is empty, not absent).
-    public func work(for node: ClusterNode) -> NodeWork {
+    ///
+    /// - Returns: nil when the store failed: nothing is to be done on
+    ///   records that may not be stored.
+    public func work(for node: ClusterNode) async -> NodeWork? {
         let onNode = (byNode[node.id] ?? []).compactMap { replicas[$0] }.filter { !$0.removed }
         var specs: [String: ServiceSpec] = [:]
         for replica in onNode where replica.desiredState == .running {
@@ -382,7 +412,15 @@ public actor ServiceManager {
                 specs[key] = previous.spec
             }
         }
-        return NodeWork(node: node, replicas: onNode, specs: specs, clusterID: clusterID)
+        let work = NodeWork(node: node, replicas: onNode, specs: specs, clusterID: clusterID)
+        // Nothing is started for a placement before it is stored: a change
+        // of nothing is stored once every change before it is.
+        do {
+            try await writer.submit(StoreChange()).stored()
+        } catch {
+            return nil
+        }
+        return work
     }
 
     /// Records what a node pass learned; a replica being shut down whose
@@ -390,7 +428,7 @@ public actor ServiceManager {
     ///
     /// - Returns: whether anything changed (the planner has new facts).
     @discardableResult
-    public func observe(_ reports: [ReplicaReport], now: Date = Date()) -> Bool {
+    public func observe(_ reports: [ReplicaReport], now: Date = Date()) async -> Bool {
         var change = StoreChange()
         var failed = 0
         for report in reports {
@@ -403,10 +441,10 @@ public actor ServiceManager {
         }
         guard !change.isEmpty else { return false }
         do {
-            try apply(change)
+            try await apply(change).stored()
             metrics?.failed(failed)
         } catch {
-            logger.error("replica states could not be stored", metadata: ["error": "\(error)"])
+            logger.error("replica states could not be stored; the controller reads the store again", metadata: ["error": "\(error)"])
             return false
         }
         return true

@@ -7,28 +7,23 @@ public import GRPCCore
 import SwiftProtobuf
 
 /// `berth.controller.v1.Services`: a thin adapter from the wire to the
-/// service manager; every change wakes the reconciler.
+/// service manager of the leader's term; every change wakes the reconciler.
 public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtocol {
-    let services: ServiceManager
-    let registry: NodeRegistry
-    let logs: ServiceLogs
-    let wake: @Sendable () -> Void
+    let seat: ControllerSeat
 
-    public init(services: ServiceManager, registry: NodeRegistry, logs: ServiceLogs, wake: @escaping @Sendable () -> Void) {
-        self.services = services
-        self.registry = registry
-        self.logs = logs
-        self.wake = wake
+    public init(seat: ControllerSeat) {
+        self.seat = seat
     }
 
     public func create(request: Berth_Controller_V1_CreateServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_CreateServiceResponse {
         let spec = try ServiceSpec(proto: request.spec)
-        let nodes = await registry.list()
-        let (service, verdicts, placements, unplaced) = try await services.create(spec, nodes: nodes, dryRun: request.dryRun)
-        if service != nil { wake() }
+        let term = try await seat.serving()
+        let nodes = await term.registry.list()
+        let (service, verdicts, placements, unplaced) = try await term.services.create(spec, nodes: nodes, dryRun: request.dryRun)
+        if service != nil { term.reconciler.wake() }
         let hostnames = Dictionary(nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
         var created: Berth_Controller_V1_Service?
-        if let service { created = await proto(service, nodes: nodes) }
+        if let service { created = await Self.proto(service, nodes: nodes, term: term) }
         return .with {
             if let created { $0.service = created }
             $0.verdicts = verdicts.map { verdict in
@@ -47,57 +42,64 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
     }
 
     public func list(request: Berth_Controller_V1_ListServicesRequest, context: ServerContext) async throws -> Berth_Controller_V1_ListServicesResponse {
-        let all = await services.list(nodes: registry.list())
+        let term = try await seat.serving()
+        let all = await term.services.list(nodes: term.registry.list())
         return .with { $0.services = all.map(Self.proto) }
     }
 
     public func inspect(request: Berth_Controller_V1_InspectServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_InspectServiceResponse {
-        let service = try await services.get(request.service)
-        let reply = await proto(service, nodes: registry.list())
+        let term = try await seat.serving()
+        let service = try await term.services.get(request.service)
+        let reply = await Self.proto(service, nodes: term.registry.list(), term: term)
         return .with { $0.service = reply }
     }
 
     public func update(request: Berth_Controller_V1_UpdateServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_UpdateServiceResponse {
-        let nodes = await registry.list()
-        let service = try await services.update(
+        let term = try await seat.serving()
+        let nodes = await term.registry.list()
+        let service = try await term.services.update(
             request.service, spec: try ServiceSpec(proto: request.spec), expectedRevision: request.expectedVersion == 0 ? nil : Int(request.expectedVersion),
             force: request.force, nodes: nodes)
-        wake()
-        let reply = await proto(service, nodes: nodes)
+        term.reconciler.wake()
+        let reply = await Self.proto(service, nodes: nodes, term: term)
         return .with { $0.service = reply }
     }
 
     public func scale(request: Berth_Controller_V1_ScaleServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_ScaleServiceResponse {
-        let nodes = await registry.list()
-        let service = try await services.scale(request.service, replicas: Int(request.replicas), nodes: nodes)
-        wake()
-        let reply = await proto(service, nodes: nodes)
+        let term = try await seat.serving()
+        let nodes = await term.registry.list()
+        let service = try await term.services.scale(request.service, replicas: Int(request.replicas), nodes: nodes)
+        term.reconciler.wake()
+        let reply = await Self.proto(service, nodes: nodes, term: term)
         return .with { $0.service = reply }
     }
 
     public func rollback(request: Berth_Controller_V1_RollbackServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_RollbackServiceResponse {
-        let service = try await services.rollback(request.service)
-        wake()
-        let reply = await proto(service, nodes: registry.list())
+        let term = try await seat.serving()
+        let service = try await term.services.rollback(request.service)
+        term.reconciler.wake()
+        let reply = await Self.proto(service, nodes: term.registry.list(), term: term)
         return .with { $0.service = reply }
     }
 
     public func remove(request: Berth_Controller_V1_RemoveServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_RemoveServiceResponse {
-        let id = try await services.remove(request.service)
-        wake()
+        let term = try await seat.serving()
+        let id = try await term.services.remove(request.service)
+        term.reconciler.wake()
         return .with { $0.id = id }
     }
 
     public func listReplicas(request: Berth_Controller_V1_ListReplicasRequest, context: ServerContext) async throws -> Berth_Controller_V1_ListReplicasResponse {
-        let replicas = try await services.replicaList(service: request.service.isEmpty ? nil : request.service, all: request.all)
-        let hostnames = Dictionary(await registry.list().map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
+        let term = try await seat.serving()
+        let replicas = try await term.services.replicaList(service: request.service.isEmpty ? nil : request.service, all: request.all)
+        let hostnames = Dictionary(await term.registry.list().map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
         return .with { $0.replicas = replicas.map { $0.proto(hostname: hostnames[$0.nodeID] ?? "") } }
     }
 
     public func logs(
         request: Berth_Controller_V1_ServiceLogsRequest, response: RPCWriter<Berth_Controller_V1_ServiceLogsResponse>, context: ServerContext
     ) async throws {
-        let lines = try await logs.lines(
+        let lines = try await seat.serving().logs.lines(
             of: request.service, follow: request.follow, tail: request.hasTail ? Int(request.tail) : nil,
             since: request.hasSince ? request.since.date : nil)
         try await untilRPCCancelled {
@@ -119,8 +121,8 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
             }
     }
 
-    private func proto(_ service: ClusterService, nodes: [ClusterNode]) async -> Berth_Controller_V1_Service {
-        Self.proto(await services.status(of: service, nodes: nodes))
+    private static func proto(_ service: ClusterService, nodes: [ClusterNode], term: ControllerTerm) async -> Berth_Controller_V1_Service {
+        proto(await term.services.status(of: service, nodes: nodes))
     }
 
     static func proto(_ status: ServiceStatus) -> Berth_Controller_V1_Service {

@@ -44,12 +44,16 @@ public struct BerthError: Error, Codable, Sendable, Hashable, CustomStringConver
     public var message: String
     /// The lower-level failure, if any, as text.
     public var cause: String?
+    /// Where to ask instead, if anywhere: a controller that does not lead
+    /// names the address of the one that does.
+    public var redirect: String?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, cause: String? = nil) {
+    public init(_ code: Code, _ message: String, cause: String? = nil, redirect: String? = nil) {
         self.code = code
         self.message = message
         self.cause = cause
+        self.redirect = redirect
     }
 
     /// Creates an error that wraps a lower-level one.

@@ -69,7 +69,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns"), help: "A resolver (IP or IP:PORT) the embedded DNS forwards other names to; by default the host's. Repeatable.")
     var dnsServers: [String] = []
 
-    @Option(help: "Register with the controller at HOST:PORT and send it heartbeats.")
+    @Option(help: "Register with the controller at HOST:PORT and send it heartbeats; several controllers as HOST:PORT,HOST:PORT,... (the agent talks to their leader).")
     var controller: String?
 
     @Option(help: "The HOST:PORT the controller reaches this agent at (default: the --listen address).")
@@ -104,7 +104,7 @@ struct BerthAgentCommand: AsyncParsableCommand {
         do {
             configuration.listen = try listen.map { try TransportAddress(parsing: $0) }
             configuration.metricsListen = try metricsListen.map { try TransportAddress(parsing: $0) }
-            configuration.controller = try controller.map { try TransportAddress(parsing: $0) }
+            configuration.controllers = try (controller ?? "").split(separator: ",").map { try TransportAddress(parsing: String($0)) }
             configuration.advertise = advertise
             configuration.tls = try tlsDir.map { try MutualTLS(directory: $0) }
             configuration.log = LogConfig(maxSize: try ByteSize(parsing: logMaxSize, for: "--log-max-size"), maxFiles: logMaxFile)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BerthController
+import BerthEtcd
 import BerthModel
 import BerthTransport
 import Foundation
@@ -46,6 +47,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds without a heartbeat after which a node is down.")
     var nodeGrace: Double = 10
 
+    @Option(help: "Where the cluster's records are kept: sqlite (DATA/controller.db, one controller) or etcd://HOST:PORT[,HOST:PORT...] (several controllers, one leader).")
+    var store = "sqlite"
+
+    @Option(help: "etcd's client certificates: a directory with ca.pem, cert.pem and key.pem for the connections to etcd.")
+    var storeTlsDir: String?
+
+    @Option(help: "The HOST:PORT other controllers' callers are sent to when this one leads (default: the --listen address).")
+    var advertise: String?
+
+    @Option(help: "With etcd: seconds a leader that stops renewing its lease keeps leading; another is elected after it.")
+    var leaderLease: Int = 5
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -62,7 +75,17 @@ struct Serve: AsyncParsableCommand {
         var configuration = ControllerConfiguration()
         configuration.dataDir = data
         configuration.nodeGrace = .milliseconds(Int64(nodeGrace * 1000))
+        configuration.advertise = advertise
+        configuration.leaderLease = .seconds(leaderLease)
         try await reportingErrors {
+            if store == "sqlite" {
+                guard storeTlsDir == nil else { throw BerthError.invalid("--store-tls-dir is for an etcd store") }
+                configuration.store = .sqlite
+            } else if store.hasPrefix("etcd://") {
+                configuration.store = .etcd(endpoints: try EtcdClient.endpoints(parsing: store), tlsDirectory: storeTlsDir)
+            } else {
+                throw BerthError.invalid("--store \(store): expected sqlite or etcd://HOST:PORT[,HOST:PORT...]")
+            }
             configuration.listen = try TransportAddress(parsing: listen)
             configuration.tls = try tlsDir.map { try MutualTLS(directory: $0) }
             configuration.revocationFile = revoked

@@ -79,10 +79,10 @@ extension ClusterHarness {
 /// Each numbered item of the controller's healing and updating, with the
 /// real controller and agents (the cluster suites run last, on their own).
 extension ServiceTests {
-    @Test("2: a second controller on the same data directory says which process holds it and exits; the first goes on")
-    func dataDirectoryLock() async throws {
+    @Test("2: a second controller on the same data directory says which process holds it and exits; the first goes on", arguments: StoreKind.allCases)
+    func dataDirectoryLock(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         #expect(try await cluster.cli(["service", "create", "--name", "web", "--replicas", "3", "busybox", "sleep", "100000"]).status == 0)
         let second = try await runCommand(
@@ -97,11 +97,11 @@ extension ServiceTests {
         #expect(replicas.count == 3 && replicas.allSatisfy { $0.state == "running" }, "nothing was undone: \(replicas)")
     }
 
-    @Test("3: a node lost while another service's image pull hangs: its replicas run elsewhere within grace + 1 s; a new service is placed at once")
-    func failoverWhilePullHangs() async throws {
+    @Test("3: a node lost while another service's image pull hangs: its replicas run elsewhere within grace + 1 s; a new service is placed at once", arguments: StoreKind.allCases)
+    func failoverWhilePullHangs(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
         let registry = try SilentListener()
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         defer { registry.stop() }
         let ids = try cluster.agents.map { try $0.nodeID }
@@ -131,10 +131,10 @@ extension ServiceTests {
         #expect(try await cluster.cli(["service", "rm", "web", "hang", "quick"]).status == 0)
     }
 
-    @Test("4: replicas that end are replaced: a stopped one, an exhausted on-failure:2, a crash loop under always (elsewhere), with a backoff per slot and history in ps -a")
-    func exitedReplicasReplaced() async throws {
+    @Test("4: replicas that end are replaced: a stopped one, an exhausted on-failure:2, a crash loop under always (elsewhere), with a backoff per slot and history in ps -a", arguments: StoreKind.allCases)
+    func exitedReplicasReplaced(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         // A stopped replica is replaced in its slot.
         #expect(try await cluster.cli(["service", "create", "--name", "web", "--replicas", "3", "--restart", "no", "busybox", "sleep", "100000"]).status == 0)
@@ -172,10 +172,10 @@ extension ServiceTests {
         #expect(try await cluster.cli(["service", "rm", "web", "flaky", "crash"]).status == 0)
     }
 
-    @Test("5: replicas that fit no node are pending in ps, with the scheduler's reason, and placed once a node fits")
-    func pendingReplicas() async throws {
+    @Test("5: replicas that fit no node are pending in ps, with the scheduler's reason, and placed once a node fits", arguments: StoreKind.allCases)
+    func pendingReplicas(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let ids = try cluster.agents.map { try $0.nodeID }
         #expect(try await cluster.cli(["service", "create", "--name", "pci", "--replicas", "2", "--constraint", "node.labels.zone==a", "busybox", "sleep", "100000"]).status == 0)
@@ -194,10 +194,10 @@ extension ServiceTests {
         #expect(try await cluster.eventually { try await cluster.replicas("pci").allSatisfy { $0.state == "running" && $0.nodeID == ids[0] } })
     }
 
-    @Test("6: after a node's labels change, replicas whose constraints it no longer meets move to a node that meets them")
-    func constraintsReenforced() async throws {
+    @Test("6: after a node's labels change, replicas whose constraints it no longer meets move to a node that meets them", arguments: StoreKind.allCases)
+    func constraintsReenforced(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let ids = try cluster.agents.map { try $0.nodeID }
         for id in ids.prefix(2) { #expect(try await cluster.cli(["node", "label", "--add", "tier=web", id]).status == 0) }
@@ -211,10 +211,10 @@ extension ServiceTests {
         #expect(!moved.isEmpty && moved.allSatisfy { $0.message.contains("no longer meets constraint node.labels.tier==web") }, "\(moved.map(\.message))")
     }
 
-    @Test("7: replicas spread over nodes by default; --replicas-max-per-node, --mode global, replicated-job and global-job")
-    func placementModes() async throws {
+    @Test("7: replicas spread over nodes by default; --replicas-max-per-node, --mode global, replicated-job and global-job", arguments: StoreKind.allCases)
+    func placementModes(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         #expect(try await cluster.cli(["service", "create", "--name", "spread", "--replicas", "6", "busybox", "sleep", "100000"]).status == 0)
         #expect(try await cluster.containers("spread").values.map(\.count).sorted() == [2, 2, 2], "six replicas without resources, two per node")
@@ -242,10 +242,10 @@ extension ServiceTests {
         #expect(once.count == 3 && once.allSatisfy { $0.state == "complete" } && Set(once.map(\.nodeID)).count == 3, "\(once)")
     }
 
-    @Test("8: a paused update places nothing on the new version; the monitor catches replicas that exit at once; rollback, automatic and asked for")
-    func updates() async throws {
+    @Test("8: a paused update places nothing on the new version; the monitor catches replicas that exit at once; rollback, automatic and asked for", arguments: StoreKind.allCases)
+    func updates(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let ids = try cluster.agents.map { try $0.nodeID }
         #expect(try await cluster.cli(["service", "create", "--name", "web", "--replicas", "6", "busybox", "sleep", "100000"]).status == 0)
@@ -299,10 +299,10 @@ extension ServiceTests {
         #expect(try await cluster.inspect("web").spec.container.env.contains("V=3"))
     }
 
-    @Test("9: service update changes everything create sets; --args is split as a shell splits it")
-    func updateEverything() async throws {
+    @Test("9: service update changes everything create sets; --args is split as a shell splits it", arguments: StoreKind.allCases)
+    func updateEverything(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let created = try await cluster.cli(["service", "create", "--name", "web", "--replicas", "0", "-p", "8081:80", "-e", "A=1", "--label", "x=1", "busybox", "sleep", "100000"])
         #expect(created.status == 0, "\(created.stderr)")
@@ -345,10 +345,10 @@ extension ServiceTests {
         #expect(try await cluster.inspect("web").spec == spec)
     }
 
-    @Test("10: the CLI stops waiting once every replica failed with a clear reason, and says it; -d does not wait")
-    func convergenceStops() async throws {
+    @Test("10: the CLI stops waiting once every replica failed with a clear reason, and says it; -d does not wait", arguments: StoreKind.allCases)
+    func convergenceStops(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let started = ContinuousClock.now
         let bad = try await cluster.cli(["service", "create", "--name", "bad", "--replicas", "2", "127.0.0.1:1/nosuch:1"])
@@ -362,10 +362,10 @@ extension ServiceTests {
         #expect(detached.status == 0 && ContinuousClock.now - detachedStart < .seconds(3) && detached.stderr.isEmpty, "\(detached.stderr)")
     }
 
-    @Test("11: service logs merges the replicas' output through the controller, each line with its replica; one replica alone; --tail; -f follows")
-    func serviceLogs() async throws {
+    @Test("11: service logs merges the replicas' output through the controller, each line with its replica; one replica alone; --tail; -f follows", arguments: StoreKind.allCases)
+    func serviceLogs(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         #expect(try await cluster.cli(["service", "create", "--name", "talk", "--replicas", "3", "busybox", "sh", "-c", "echo one $HOSTNAME; echo two $HOSTNAME; sleep 100000"]).status == 0)
         let replicas = try await cluster.replicas("talk")
@@ -386,10 +386,10 @@ extension ServiceTests {
         #expect(missing.status != 0 && missing.stderr.contains("no such service or replica: nosuch"), "\(missing.stderr)")
     }
 
-    @Test("12: the controller's /metrics passes promtool; the Grafana dashboard names only series the agent and the controller export")
-    func metrics() async throws {
+    @Test("12: the controller's /metrics passes promtool; the Grafana dashboard names only series the agent and the controller export", arguments: StoreKind.allCases)
+    func metrics(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         #expect(try await cluster.cli(["service", "create", "--name", "web", "--replicas", "3", "-m", "16m", "busybox", "sleep", "100000"]).status == 0)
         // An agent lost: the controller's calls to it fail until it is down.
@@ -480,10 +480,10 @@ extension ServiceTests {
         return names
     }
 
-    @Test("13: node label --rm of an agent's label says where it comes from; inspect shows both kinds apart; node.id takes the short ID; ps and dry runs show node IDs")
-    func nodeLabelsAndIDs() async throws {
+    @Test("13: node label --rm of an agent's label says where it comes from; inspect shows both kinds apart; node.id takes the short ID; ps and dry runs show node IDs", arguments: StoreKind.allCases)
+    func nodeLabelsAndIDs(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let id = try cluster.agents[0].nodeID
         #expect(try await cluster.cli(["node", "label", "--add", "tier=web", id]).status == 0)
@@ -511,10 +511,10 @@ extension ServiceTests {
 }
 
 extension MultiHostTests {
-    @Test("1: a node's certificate speaks for its node only; node rm [--force]; a revoked certificate is refused at the handshake and on every call; ca rotate keeps a node in")
-    func identities() async throws {
+    @Test("1: a node's certificate speaks for its node only; node rm [--force]; a revoked certificate is refused at the handshake and on every call; ca rotate keeps a node in", arguments: StoreKind.allCases)
+    func identities(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness(isolated: true)
+        let cluster = try await ClusterHarness(isolated: true, store: store)
         defer { cluster.cleanUp() }
         let hosts = try #require(cluster.hosts)
         let certificates = try #require(cluster.certificates)
@@ -613,10 +613,10 @@ extension MultiHostTests {
         }
     }
 
-    @Test("14: cut off from the controller, an agent stops replicas with --stop-after-disconnect itself; others run on, and the controller's replacements too")
-    func stopAfterDisconnect() async throws {
+    @Test("14: cut off from the controller, an agent stops replicas with --stop-after-disconnect itself; others run on, and the controller's replacements too", arguments: StoreKind.allCases)
+    func stopAfterDisconnect(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness(isolated: true)
+        let cluster = try await ClusterHarness(isolated: true, store: store)
         defer { cluster.cleanUp() }
         let hosts = try #require(cluster.hosts)
         let ids = try cluster.agents.map { try $0.nodeID }

@@ -98,9 +98,11 @@ struct ControllerNodeTests {
         try await runCommand(try BuildProducts.executable("berth"), arguments + ["--controller", controller.address])
     }
 
-    @Test("agents register with their labels; a silent one is down within the grace period and ready again when it returns; drain and labels survive a controller restart; bad input is refused")
-    func lifecycle() async throws {
-        let controller = try await ControllerProcess(grace: 2)
+    @Test("agents register with their labels; a silent one is down within the grace period and ready again when it returns; drain and labels survive a controller restart; bad input is refused", arguments: StoreKind.allCases)
+    func lifecycle(_ store: StoreKind) async throws {
+        let etcd = store == .etcd ? try await EtcdProcesses(count: 1) : nil
+        defer { etcd?.stop() }
+        let controller = try await ControllerProcess(grace: 2, extraArguments: etcd.map { ["--store", $0.storeURL, "--leader-lease", "2"] } ?? [])
         defer { controller.cleanUp() }
         func agent(_ zone: String, directory: URL? = nil, port: Int? = nil) async throws -> (AgentProcess, Int) {
             let port = try port ?? MetricsTests.freePort()

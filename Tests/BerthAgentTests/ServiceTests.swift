@@ -46,11 +46,19 @@ final class TestHosts: @unchecked Sendable {
     }
 }
 
-/// A controller and three agents (a zone label each), with the test image in
-/// every agent: on loopback ports, or (`isolated`) each agent in its own
-/// network namespace with its own address and every TCP peer on mutual TLS.
+/// A controller (or several, on etcd) and three agents (a zone label
+/// each), with the test image in every agent: on loopback ports, or
+/// (`isolated`) each agent in its own network namespace with its own
+/// address and every TCP peer on mutual TLS. On etcd, the members run on
+/// loopback and the controllers elect a leader among themselves.
 final class ClusterHarness: @unchecked Sendable {
-    let controller: ControllerProcess
+    private(set) var controllers: [ControllerProcess] = []
+    /// The first controller (the only one on SQLite).
+    var controller: ControllerProcess { controllers[0] }
+    /// Every controller's address, as agents and `berth` take them.
+    var controllerList: String { controllers.map(\.address).joined(separator: ",") }
+    let store: StoreKind
+    let etcd: EtcdProcesses?
     private(set) var agents: [AgentProcess] = []
     /// Agents replaced by a restart: their shims and cgroups are cleaned up too.
     private var retired: [AgentProcess] = []
@@ -63,9 +71,19 @@ final class ClusterHarness: @unchecked Sendable {
     let certificates: URL?
     var operatorCertificates: String? { certificates?.appendingPathComponent("operator").path }
 
-    init(grace: Double = 2, isolated: Bool = false) async throws {
+    init(grace: Double = 2, isolated: Bool = false, store: StoreKind = .sqlite, controllers count: Int = 1, etcdMembers: Int = 1) async throws {
+        self.store = store
+        etcd = store == .etcd ? try await EtcdProcesses(count: etcdMembers) : nil
+        var storeArguments: [String] = []
+        if let etcd { storeArguments = ["--store", etcd.storeURL, "--leader-lease", "2"] }
         if isolated {
-            let hosts = try TestHosts(count: 3)
+            let hosts: TestHosts
+            do {
+                hosts = try TestHosts(count: 3)
+            } catch {
+                etcd?.stop()
+                throw error
+            }
             let certificates = FileManager.default.temporaryDirectory.appendingPathComponent("berth-certs-\(hosts.tag)")
             do {
                 let ca = certificates.appendingPathComponent("ca").path
@@ -80,21 +98,32 @@ final class ClusterHarness: @unchecked Sendable {
                         caDirectory: ca, name: "node\(i)", role: .node, ipAddresses: [hosts.address(i)],
                         outputDirectory: certificates.appendingPathComponent("node\(i)").path)
                 }
-                controller = try await ControllerProcess(
-                    grace: grace, host: hosts.controllerAddress,
-                    extraArguments: [
-                        "--tls-dir", certificates.appendingPathComponent("controller").path, "--revoked",
-                        ClusterCA.revocationFile(certificates.appendingPathComponent("ca").path),
-                    ])
+                for _ in 0..<count {
+                    controllers.append(
+                        try await ControllerProcess(
+                            grace: grace, host: hosts.controllerAddress,
+                            extraArguments: [
+                                "--tls-dir", certificates.appendingPathComponent("controller").path, "--revoked",
+                                ClusterCA.revocationFile(certificates.appendingPathComponent("ca").path),
+                            ] + storeArguments))
+                }
             } catch {
+                for controller in controllers { controller.cleanUp() }
                 hosts.cleanUp()
                 try? FileManager.default.removeItem(at: certificates)
+                etcd?.stop()
                 throw error
             }
             self.hosts = hosts
             self.certificates = certificates
         } else {
-            controller = try await ControllerProcess(grace: grace)
+            do {
+                for _ in 0..<count { controllers.append(try await ControllerProcess(grace: grace, extraArguments: storeArguments)) }
+            } catch {
+                for controller in controllers { controller.cleanUp() }
+                etcd?.stop()
+                throw error
+            }
             hosts = nil
             certificates = nil
         }
@@ -125,7 +154,7 @@ final class ClusterHarness: @unchecked Sendable {
 
     private func startAgent(zone: String, port: Int, directory: URL?, cgroupParent: String?) async throws -> AgentProcess {
         let index = zones.firstIndex(of: zone)!
-        var arguments = ["--controller", controller.address, "--label", "zone=\(zone)"]
+        var arguments = ["--controller", controllerList, "--label", "zone=\(zone)"]
         if let hosts, let certificates {
             arguments += ["--listen", "\(hosts.address(index)):\(port)", "--tls-dir", certificates.appendingPathComponent("node\(index)").path]
         } else {
@@ -157,7 +186,7 @@ final class ClusterHarness: @unchecked Sendable {
     /// `berth` aimed at the controller, with the operator's certificate when the cluster has TLS.
     func cli(_ arguments: [String], certificates: String?? = .none, timeout: Duration = .seconds(120)) async throws -> CommandResult {
         var env = ProcessInfo.processInfo.environment
-        env["BERTH_CONTROLLER"] = controller.address
+        env["BERTH_CONTROLLER"] = controllerList
         env["BERTH_CERT_PATH"] = certificates ?? operatorCertificates
         return try await runCommand(try BuildProducts.executable("berth"), arguments, environment: env, timeout: timeout)
     }
@@ -220,9 +249,10 @@ final class ClusterHarness: @unchecked Sendable {
     }
 
     func cleanUp() {
-        // The controller first, or it would start the replicas the agents' cleanup removes.
-        controller.cleanUp()
+        // The controllers first, or they would start the replicas the agents' cleanup removes.
+        for controller in controllers { controller.cleanUp() }
         for agent in agents + retired { agent.cleanUp() }
+        etcd?.stop()
         hosts?.cleanUp()
         if let certificates { try? FileManager.default.removeItem(at: certificates) }
     }
@@ -230,10 +260,10 @@ final class ClusterHarness: @unchecked Sendable {
 
 @Suite("services: placed across agents, kept at their count, healed (processes)", .ownThreads, .serialized, .timeLimit(.minutes(6)))
 struct ServiceTests {
-    @Test("a service spreads over zones, scales, rolls over, survives a controller kill -9, moves off a lost and a drained node; bad input changes nothing")
-    func services() async throws {
+    @Test("a service spreads over zones, scales, rolls over, survives a controller kill -9, moves off a lost and a drained node; bad input changes nothing", arguments: StoreKind.allCases)
+    func services(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness()
+        let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
         let ids = try cluster.agents.map { try $0.nodeID }
         #expect(try await cluster.eventually {
@@ -341,10 +371,10 @@ struct ServiceTests {
 
 @Suite("a cluster of three hosts in network namespaces, on mutual TLS (processes)", .ownThreads, .serialized, .timeLimit(.minutes(5)))
 struct MultiHostTests {
-    @Test("six replicas spread over three hosts; a host killed → its replicas run elsewhere within grace + 5 s; back → six; no certificate, a forged or an expired one → refused; a node's certificate controls nothing")
-    func multiHost() async throws {
+    @Test("six replicas spread over three hosts; a host killed → its replicas run elsewhere within grace + 5 s; back → six; no certificate, a forged or an expired one → refused; a node's certificate controls nothing", arguments: StoreKind.allCases)
+    func multiHost(_ store: StoreKind) async throws {
         guard Privileges.root else { return }
-        let cluster = try await ClusterHarness(isolated: true)
+        let cluster = try await ClusterHarness(isolated: true, store: store)
         defer { cluster.cleanUp() }
         let hosts = try #require(cluster.hosts)
         let ids = try cluster.agents.map { try $0.nodeID }

@@ -3,6 +3,7 @@ import BerthModel
 import Foundation
 import Logging
 import Synchronization
+import BerthTesting
 import Testing
 
 /// The registry's grace period on a time the test moves: no sleeps.
@@ -14,20 +15,18 @@ struct NodeGraceTests {
         var read: @Sendable () -> Duration { { self.value.withLock { $0 } } }
     }
 
-    func makeRegistry(_ directory: URL, _ time: ManualTime) throws -> NodeRegistry {
+    func makeRegistry(_ store: TestStore, _ time: ManualTime) async throws -> NodeRegistry {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        return try NodeRegistry(
-            store: try SQLiteControllerStore(path: directory.appendingPathComponent("controller.db").path), grace: .seconds(10),
-            heartbeatInterval: .seconds(2), logger: logger, now: time.read)
+        return try await NodeRegistry(store: store.store, grace: .seconds(10), heartbeatInterval: .seconds(2), logger: logger, now: time.read)
     }
 
-    @Test("a node is down once no heartbeat came for longer than the grace period; a heartbeat renews it; a restarted controller gives a full grace again")
-    func grace() async throws {
-        let directory = try SecurityTests.scratch()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    @Test("a node is down once no heartbeat came for longer than the grace period; a heartbeat renews it; a restarted controller gives a full grace again", arguments: StoreKind.allCases)
+    func grace(_ kind: StoreKind) async throws {
+        let store = try await TestStore(kind)
+        defer { store.close() }
         let time = ManualTime()
-        let registry = try makeRegistry(directory, time)
+        let registry = try await makeRegistry(store, time)
         let id = "0123456789abcdef0123456789abcdef"
         let node = try await SecurityTests.register(registry, id, peer: nil)
         #expect(node.state == .ready)
@@ -46,7 +45,7 @@ struct NodeGraceTests {
         // A new controller on the same store: every node gets a full grace
         // (and the agents' retry interval) from when it begins to serve.
         time.advance(.seconds(60))
-        let restarted = try makeRegistry(directory, time)
+        let restarted = try await makeRegistry(store, time)
         await restarted.renewAll()
         time.advance(.seconds(10) + ClusterNode.retryInterval)
         #expect(await restarted.sweep().isEmpty)

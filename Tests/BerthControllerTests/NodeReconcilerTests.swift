@@ -69,13 +69,16 @@ struct NodeReconcilerTests {
         #expect(reports == [.failed(id: "b", message: "its container was removed from node host1")])
     }
 
-    static func manager() throws -> (ServiceManager, URL) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-reconciler-test-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    static func manager(_ kind: StoreKind) async throws -> (ServiceManager, TestStore) {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let store = try SQLiteControllerStore(path: directory.appendingPathComponent("controller.db").path)
-        return (try ServiceManager(store: store, logger: logger), directory)
+        let store = try await TestStore(kind)
+        do {
+            return (try await ServiceManager(store: store.store, logger: logger), store)
+        } catch {
+            store.close()
+            throw error
+        }
     }
 
     static func worker(_ node: ClusterNode, _ agents: FakeAgents, _ services: ServiceManager, _ clock: ManualClock) -> NodeWorker {
@@ -95,10 +98,10 @@ struct NodeReconcilerTests {
         }
     }
 
-    @Test("against the fake agent: a service converges, pulling a missing image first; a removed service's containers go")
-    func converges() async throws {
-        let (services, directory) = try Self.manager()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    @Test("against the fake agent: a service converges, pulling a missing image first; a removed service's containers go", arguments: StoreKind.allCases)
+    func converges(_ kind: StoreKind) async throws {
+        let (services, store) = try await Self.manager(kind)
+        defer { store.close() }
         let clock = ManualClock()
         let agents = FakeAgents(images: [], clock: clock)
         let nodes = [PlannerWorld.node(1), PlannerWorld.node(2)]
@@ -123,10 +126,10 @@ struct NodeReconcilerTests {
         #expect(try await services.replicaList(service: nil, all: true).isEmpty)
     }
 
-    @Test("a pull that hangs holds up nothing else: the same node makes other replicas, a lost node's replicas move, and the pull gives up at its deadline")
-    func hungPull() async throws {
-        let (services, directory) = try Self.manager()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    @Test("a pull that hangs holds up nothing else: the same node makes other replicas, a lost node's replicas move, and the pull gives up at its deadline", arguments: StoreKind.allCases)
+    func hungPull(_ kind: StoreKind) async throws {
+        let (services, store) = try await Self.manager(kind)
+        defer { store.close() }
         let clock = ManualClock()
         let agents = FakeAgents(images: ["busybox"], clock: clock)
         var nodes = [PlannerWorld.node(1), PlannerWorld.node(2)]

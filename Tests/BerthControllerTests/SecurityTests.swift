@@ -4,6 +4,7 @@ import BerthModel
 import BerthTransport
 import Foundation
 import Logging
+import BerthTesting
 import Testing
 
 @Suite("identities, revocation, the registry's rules, the data directory's lock")
@@ -14,12 +15,10 @@ struct SecurityTests {
         return directory
     }
 
-    static func registry(_ directory: URL) throws -> NodeRegistry {
+    static func registry(_ store: TestStore) async throws -> NodeRegistry {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        return try NodeRegistry(
-            store: try SQLiteControllerStore(path: directory.appendingPathComponent("controller.db").path), grace: .seconds(10),
-            heartbeatInterval: .seconds(2), logger: logger)
+        return try await NodeRegistry(store: store.store, grace: .seconds(10), heartbeatInterval: .seconds(2), logger: logger)
     }
 
     static func register(_ registry: NodeRegistry, _ id: String, address: String = "10.0.0.1:7440", labels: [String: String] = [:], peer: PeerIdentity?)
@@ -30,8 +29,10 @@ struct SecurityTests {
             allocatable: NodeCapacity(cpus: 2, memoryBytes: 1 << 30), agentVersion: "test", peer: peer)
     }
 
-    @Test("a node's certificate names its node ID; the registry lets it register and heartbeat as that node only")
-    func identity() async throws {
+    @Test("a node's certificate names its node ID; the registry lets it register and heartbeat as that node only", arguments: StoreKind.allCases)
+    func identity(_ kind: StoreKind) async throws {
+        let store = try await TestStore(kind)
+        defer { store.close() }
         let directory = try Self.scratch()
         defer { try? FileManager.default.removeItem(at: directory) }
         let ca = directory.appendingPathComponent("ca").path
@@ -46,7 +47,7 @@ struct SecurityTests {
             try ClusterCA.issue(caDirectory: ca, name: "op", role: .operator, nodeID: id, outputDirectory: directory.appendingPathComponent("x").path)
         }
 
-        let registry = try Self.registry(directory)
+        let registry = try await Self.registry(store)
         let peer = tls.identity
         _ = try await Self.register(registry, id, peer: peer)
         let other = String(repeating: "a", count: 32)
@@ -66,12 +67,12 @@ struct SecurityTests {
         await #expect(throws: BerthError.self) { try await Self.register(registry, String(repeating: "b", count: 32), address: "10.0.0.2:7440", peer: nil) }
     }
 
-    @Test("node rm: a ready node only with force; a removed node may not register or heartbeat again, even after a restart of the controller")
-    func removal() async throws {
-        let directory = try Self.scratch()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    @Test("node rm: a ready node only with force; a removed node may not register or heartbeat again, even after a restart of the controller", arguments: StoreKind.allCases)
+    func removal(_ kind: StoreKind) async throws {
+        let store = try await TestStore(kind)
+        defer { store.close() }
         let id = String(repeating: "c", count: 32)
-        var registry = try Self.registry(directory)
+        var registry = try await Self.registry(store)
         _ = try await Self.register(registry, id, peer: nil)
         do {
             _ = try await registry.remove(id, force: false)
@@ -81,7 +82,7 @@ struct SecurityTests {
         }
         _ = try await registry.remove(String(id.prefix(8)), force: true)
         #expect(await registry.list().isEmpty)
-        registry = try Self.registry(directory)
+        registry = try await Self.registry(store)
         do {
             _ = try await Self.register(registry, id, peer: nil)
             Issue.record("a removed node registered again")
@@ -91,12 +92,12 @@ struct SecurityTests {
         await #expect(throws: BerthError.self) { try await registry.heartbeat(id: id) }
     }
 
-    @Test("node label --rm of an agent's own label is refused, saying where it comes from; nothing changes")
-    func agentLabels() async throws {
-        let directory = try Self.scratch()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    @Test("node label --rm of an agent's own label is refused, saying where it comes from; nothing changes", arguments: StoreKind.allCases)
+    func agentLabels(_ kind: StoreKind) async throws {
+        let store = try await TestStore(kind)
+        defer { store.close() }
         let id = String(repeating: "d", count: 32)
-        let registry = try Self.registry(directory)
+        let registry = try await Self.registry(store)
         _ = try await Self.register(registry, id, labels: ["zone": "a"], peer: nil)
         _ = try await registry.update(id, availability: nil, addLabels: ["tier": "web"], removeLabels: [])
         do {

@@ -4,12 +4,15 @@
 // default spread of each service over nodes with binpack second, and a
 // spread over zones), then through the controller (services created through its ServiceManager, each checked to
 // fit and stored; then one reconcile pass that places every replica and
-// commits the placements to the SQLite store in one transaction). The
+// commits the placements), on SQLite (one transaction) and on etcd (one
+// member on loopback, /usr/bin/etcd; transactions of at most 128
+// operations, each fenced as a leader's are), side by side. The
 // references are published figures: kube-scheduler's scalability threshold
 // (270 pods/s) and Nomad's C1M (3,750 containers/s on average).
 //
 //   swift run -c release scheduler-bench [NODES] [REPLICAS]
 import BerthController
+import BerthEtcd
 import BerthModel
 import BerthScheduler
 import Foundation
@@ -81,7 +84,17 @@ print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 try run("binpack alone", strategy: .binpack)
 try run("each service spread over nodes, binpack second (the default)", strategy: .spread)
 try run("spread over 5 zones, then over nodes", strategy: .spread, spreadLabel: .node("zone"))
-try await throughController()
+print()
+print("Through the controller: services created by 16 callers at a time (each checked to fit, then stored), then one reconcile pass placing every replica into the store")
+print()
+print("| store | step | count | seconds | per second | vs kube-scheduler 270/s | vs Nomad C1M 3,750/s | nodes used | lower bound | over the bound |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+try await throughController(.sqlite)
+if FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") {
+    try await throughController(.etcd)
+} else {
+    print("| etcd | (not run: /usr/bin/etcd is missing; apt-get install etcd-server) | | | | | | | | |")
+}
 
 /// Nodes the requests need at the least: their total over one node's capacity, on the scarcer resource.
 func lowerBound(_ jobs: [(PlacementRequest, Int)]) -> Double {
@@ -94,23 +107,78 @@ func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.
 
 /// The workload through the controller and its store, placed as services
 /// are by default (spread over nodes, binpack second).
-func throughController() async throws {
-    let clock = ContinuousClock()
+enum BenchStore: String { case sqlite, etcd }
+
+/// One etcd member on loopback in a scratch directory, for as long as `body` runs.
+func withEtcd<T>(_ directory: URL, _ body: (String) async throws -> T) async throws -> T {
+    let port = 20_000 + Int(getpid() % 20_000)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
+    let log = directory.appendingPathComponent("etcd.log")
+    FileManager.default.createFile(atPath: log.path, contents: nil)
+    let handle = try FileHandle(forWritingTo: log)
+    process.standardError = handle
+    process.standardOutput = handle
+    process.arguments = [
+        "--data-dir", directory.appendingPathComponent("etcd").path, "--listen-client-urls", "http://127.0.0.1:\(port)",
+        "--advertise-client-urls", "http://127.0.0.1:\(port)", "--listen-peer-urls", "http://127.0.0.1:\(port + 1)",
+        "--initial-advertise-peer-urls", "http://127.0.0.1:\(port + 1)", "--initial-cluster", "default=http://127.0.0.1:\(port + 1)",
+        "--logger", "zap", "--log-outputs", "stderr",
+    ]
+    try process.run()
+    defer {
+        process.terminate()
+        process.waitUntilExit()
+    }
+    let deadline = ContinuousClock.now + .seconds(30)
+    while !((try? String(contentsOf: log, encoding: .utf8))?.contains("serving client traffic") ?? false) {
+        guard process.isRunning, ContinuousClock.now < deadline else { throw BerthError(.unavailable, "etcd did not start; see \(log.path)") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return try await body("127.0.0.1:\(port)")
+}
+
+func throughController(_ kind: BenchStore) async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-controller-bench-\(getpid())")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
     var logger = Logger(label: "bench")
     logger.logLevel = .error
-    let store = try SQLiteControllerStore(path: directory.appendingPathComponent("controller.db").path)
-    let registry = try NodeRegistry(store: store, grace: .seconds(3600), heartbeatInterval: .seconds(60), logger: logger)
+    switch kind {
+    case .sqlite:
+        try await throughController(kind, store: try SQLiteControllerStore(path: directory.appendingPathComponent("controller.db").path), logger: logger)
+    case .etcd:
+        try await withEtcd(directory) { endpoint in
+            let client = EtcdClient(endpoints: [try TransportAddress(parsing: endpoint)], tls: nil, logger: logger)
+            defer { client.close() }
+            // Fenced as a leader's writes are: a key this run made, at its create revision.
+            let key = "/berth/election/bench"
+            _ = try await client.put(key, Array("bench".utf8))
+            let created = try await client.range(key).values.first?.createRevision ?? 0
+            try await throughController(kind, store: EtcdControllerStore(client: client, fence: .created(key, at: created)), logger: logger)
+        }
+    }
+}
+
+func throughController(_ kind: BenchStore, store: any ControllerStore, logger: Logger) async throws {
+    let clock = ContinuousClock()
+    let writer = StoreWriter(store: store)
+    let contents = try await store.load()
+    let registry = NodeRegistry(contents: contents, writer: writer, grace: .seconds(3600), heartbeatInterval: .seconds(60), logger: logger)
     let capacity = NodeCapacity(cpus: Int(nodeCPU / 1000), memoryBytes: nodeMemory)
-    for (i, node) in nodes().enumerated() {
-        _ = try await registry.register(
-            id: String(format: "%032x", i), hostname: node.id, address: "10.\(i / 65536).\(i / 256 % 256).\(i % 256):7440",
-            labels: node.labels, capacity: capacity, allocatable: capacity, agentVersion: "bench")
+    // Agents register at once, as they do when a controller starts.
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (i, node) in nodes().enumerated() {
+            group.addTask {
+                _ = try await registry.register(
+                    id: String(format: "%032x", i), hostname: node.id, address: "10.\(i / 65536).\(i / 256 % 256).\(i % 256):7440",
+                    labels: node.labels, capacity: capacity, allocatable: capacity, agentVersion: "bench")
+            }
+        }
+        try await group.waitForAll()
     }
     let clusterNodes = await registry.list()
-    let services = try ServiceManager(store: store, logger: logger)
+    let services = ServiceManager(contents: contents, writer: writer, logger: logger)
     let jobs = workload(strategy: .spread)
     let specs = jobs.map { request, count in
         var container = ContainerSpec(image: "busybox")
@@ -120,23 +188,25 @@ func throughController() async throws {
     }
 
     let createStart = clock.now
-    for spec in specs { _ = try await services.create(spec, nodes: clusterNodes, dryRun: false) }
+    // 16 operators at a time, each waiting for its service to be stored.
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (index, spec) in specs.enumerated() {
+            if index >= 16 { try await group.next() }
+            group.addTask { _ = try await services.create(spec, nodes: clusterNodes, dryRun: false) }
+        }
+        try await group.waitForAll()
+    }
     let createSeconds = seconds(clock.now - createStart)
     let passStart = clock.now
     _ = await services.plan(nodes: clusterNodes)
     let passSeconds = seconds(clock.now - passStart)
 
-    let stored = try store.replicas()
+    let stored = try await store.load().replicas
     let total = jobs.reduce(0) { $0 + $1.1 }
     precondition(stored.count == total, "every replica placed and stored")
     let bound = lowerBound(jobs)
     let nodesUsed = Set(stored.map(\.nodeID)).count
     let rate = Double(stored.count) / passSeconds
-    print()
-    print("Through the controller: \(specs.count) services created (each checked to fit, then stored), then one reconcile pass placing every replica into the SQLite store")
-    print()
-    print("| step | count | seconds | per second | vs kube-scheduler 270/s | vs Nomad C1M 3,750/s | nodes used | lower bound | over the bound |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print("| service create (fit check, stored) | \(specs.count) | \(String(format: "%.2f", createSeconds)) | \(Int(Double(specs.count) / createSeconds)) | | | | | |")
-    print("| reconcile pass (placement, stored) | \(stored.count) | \(String(format: "%.2f", passSeconds)) | \(Int(rate)) | \(String(format: "%.0f", rate / 270))× | \(String(format: "%.1f", rate / 3_750))× | \(nodesUsed) | \(Int(bound)) | \(String(format: "%.2f", (Double(nodesUsed) / bound - 1) * 100))% |")
+    print("| \(kind) | service create (fit check, stored) | \(specs.count) | \(String(format: "%.2f", createSeconds)) | \(Int(Double(specs.count) / createSeconds)) | | | | | |")
+    print("| \(kind) | reconcile pass (placement, stored) | \(stored.count) | \(String(format: "%.2f", passSeconds)) | \(Int(rate)) | \(String(format: "%.0f", rate / 270))× | \(String(format: "%.1f", rate / 3_750))× | \(nodesUsed) | \(Int(bound)) | \(String(format: "%.2f", (Double(nodesUsed) / bound - 1) * 100))% |")
 }

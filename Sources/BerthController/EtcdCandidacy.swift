@@ -1,0 +1,61 @@
+import BerthEtcd
+import BerthModel
+import BerthTransport
+import Logging
+
+/// Controllers on one etcd cluster elect one leader: each campaigns with a
+/// key under `/berth/election/` on a lease of its own, and the key with
+/// the lowest create revision leads (etcd's own election recipe). The
+/// leader's writes carry its key's create revision as their condition, so
+/// that a controller that lost its lease (paused, partitioned, slow) can
+/// write nothing even while it still believes it leads.
+final class EtcdCandidacy: Candidacy {
+    let client: EtcdClient
+    let election: LeaderElection
+    let prefix: String
+
+    /// - Parameters:
+    ///   - address: what followers tell callers to use instead of them.
+    ///   - lease: how long a leader that stops renewing keeps leading.
+    /// - Throws: `TransportError.tls` for an unreadable `tlsDirectory`.
+    init(endpoints: [TransportAddress], tlsDirectory: String?, address: String, lease: Duration, prefix: String = "/berth/", logger: Logger) throws {
+        let tls = try tlsDirectory.map { try MutualTLS(directory: $0) }
+        client = EtcdClient(endpoints: endpoints, tls: tls, logger: logger)
+        self.prefix = prefix
+        election = LeaderElection(
+            client: client, prefix: "\(prefix)election/", ttl: max(2, lease.components.seconds), value: address, logger: logger)
+    }
+
+    func campaign() async throws -> Mandate {
+        let leadership = try await election.campaign()
+        let store = EtcdControllerStore(client: client, prefix: prefix, fence: election.fence(for: leadership))
+        let election = self.election
+        return Mandate(
+            store: store, number: leadership.createRevision,
+            lost: { await election.lost(leadership) },
+            resign: { await election.resign() })
+    }
+
+    /// The candidates as a member that answers has them, read without a
+    /// quorum (serializable): what callers are told must come at once, also
+    /// while the store has none, and may then be stale.
+    private func keys() async throws -> [EtcdKeyValue] {
+        try await client.range(election.prefix, prefix: true, sortByCreateRevision: true, serializable: true).values
+    }
+
+    func leader() async -> String? {
+        (try? await keys().first).flatMap { $0.map { String(decoding: $0.value, as: UTF8.self) } }
+    }
+
+    func candidates() async throws -> [Candidate] {
+        let healthy = await client.status().contains { $0.error == nil && $0.leaderID != 0 }
+        guard healthy else { throw BerthError(.unavailable, "the store has no quorum") }
+        return try await keys().map { Candidate(address: String(decoding: $0.value, as: UTF8.self), term: $0.createRevision) }
+    }
+
+    func storeMembers() async -> [StoreMemberHealth] {
+        await client.status().map { member in
+            StoreMemberHealth(endpoint: "\(member.endpoint)", error: member.error, leader: member.isLeader, raftTerm: member.raftTerm)
+        }
+    }
+}

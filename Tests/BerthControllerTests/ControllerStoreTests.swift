@@ -1,0 +1,173 @@
+@testable import BerthController
+import BerthEtcd
+import BerthModel
+import BerthTesting
+import Foundation
+import Synchronization
+import Testing
+
+/// Both stores hold the same records the same way; the writer keeps the
+/// order of changes and stops at the first that fails.
+@Suite("the controller's stores: SQLite and etcd, and the writer in front of them")
+struct ControllerStoreTests {
+    static func node(_ n: Int) -> ClusterNode {
+        let now = Date(timeIntervalSince1970: 1_700_000_000)
+        return ClusterNode(
+            id: String(format: "%032x", n), hostname: "node\(n)", address: "10.0.0.\(n):7440", capacity: NodeCapacity(cpus: 2, memoryBytes: 1 << 30),
+            allocatable: NodeCapacity(cpus: 2, memoryBytes: 1 << 30), registeredAt: now, lastHeartbeat: now)
+    }
+
+    static func replicas(_ service: ClusterService, _ count: Int) -> [Replica] {
+        (1...count).map { slot in
+            Replica(
+                id: String(format: "%032x", slot), serviceID: service.id, serviceName: service.spec.name, slot: slot, version: service.version,
+                nodeID: node(slot % 3).id, createdAt: service.createdAt, updatedAt: service.createdAt)
+        }
+    }
+
+    @Test("a change is stored whole and read back as it was; removals remove; a removed node is remembered; the cluster ID stays", arguments: StoreKind.allCases)
+    func roundTrip(_ kind: StoreKind) async throws {
+        let test = try await TestStore(kind)
+        defer { test.close() }
+        let store = test.store
+        let empty = try await store.load()
+        #expect(empty.clusterID.count == 32 && empty.nodes.isEmpty && empty.services.isEmpty && empty.replicas.isEmpty)
+
+        let service = PlannerWorld.service(replicas: 3)
+        let replicas = Self.replicas(service, 3)
+        try await store.commit(StoreChange(nodes: [Self.node(1), Self.node(2)], services: [service], replicas: replicas))
+        var loaded = try await store.load()
+        #expect(loaded.clusterID == empty.clusterID)
+        #expect(Set(loaded.nodes.map(\.id)) == [Self.node(1).id, Self.node(2).id])
+        #expect(loaded.services == [service])
+        #expect(loaded.replicas.sorted { $0.slot < $1.slot } == replicas)
+
+        try await store.commit(StoreChange(removedNodes: [Self.node(2).id], removedReplicas: [replicas[0].id]))
+        loaded = try await store.load()
+        #expect(loaded.nodes.map(\.id) == [Self.node(1).id])
+        #expect(loaded.removedNodes == [Self.node(2).id])
+        #expect(loaded.replicas.count == 2)
+
+        try await store.commit(StoreChange(removedServices: [service.id], removedReplicas: replicas.dropFirst().map(\.id)))
+        loaded = try await store.load()
+        #expect(loaded.services.isEmpty && loaded.replicas.isEmpty)
+    }
+
+    @Test("2,500 replicas in one change: etcd takes them in transactions under its limits, and all of them land", arguments: StoreKind.allCases)
+    func large(_ kind: StoreKind) async throws {
+        let test = try await TestStore(kind)
+        defer { test.close() }
+        let service = PlannerWorld.service(replicas: 2_500)
+        let replicas = Self.replicas(service, 2_500)
+        try await test.store.commit(StoreChange(services: [service], replicas: replicas))
+        let loaded = try await test.store.load()
+        #expect(loaded.replicas.count == 2_500)
+        #expect(Set(loaded.replicas.map(\.id)) == Set(replicas.map(\.id)))
+    }
+
+    @Test("merging: for each ID the last word counts")
+    func merging() {
+        let a = Self.node(1)
+        var b = a
+        b.hostname = "renamed"
+        let merged = StoreChange(nodes: [a], removedServices: ["s1"], removedReplicas: ["r1"])
+            .merging(StoreChange(nodes: [b], services: [PlannerWorld.service(replicas: 1)], removedReplicas: ["r2"]))
+            .merging(StoreChange(removedNodes: [a.id]))
+        #expect(merged.nodes.isEmpty && merged.removedNodes == [a.id])
+        #expect(merged.removedServices == ["s1"] && merged.services.count == 1)
+        #expect(merged.removedReplicas == ["r1", "r2"])
+        let revived = StoreChange(removedNodes: [a.id]).merging(StoreChange(nodes: [b]))
+        #expect(revived.nodes == [b] && revived.removedNodes.isEmpty)
+    }
+
+    /// A real store that can be told to fail its next commit, and says what it was given.
+    final class FailingStore: ControllerStore {
+        let inner: any ControllerStore
+        let state = Mutex((fail: false, commits: [StoreChange](), gate: [CheckedContinuation<Void, Never>]()))
+        let held = Mutex(false)
+
+        init(_ inner: any ControllerStore) { self.inner = inner }
+
+        func load() async throws -> StoreContents { try await inner.load() }
+
+        func commit(_ change: StoreChange) async throws {
+            if held.withLock({ $0 }) {
+                await withCheckedContinuation { continuation in state.withLock { $0.gate.append(continuation) } }
+            }
+            let fail = state.withLock { state -> Bool in
+                state.commits.append(change)
+                return state.fail
+            }
+            if fail { throw BerthError(.unavailable, "the store has no quorum") }
+            try await inner.commit(change)
+        }
+
+        func release() {
+            held.withLock { $0 = false }
+            for waiter in state.withLock({ state in defer { state.gate = [] }; return state.gate }) { waiter.resume() }
+        }
+    }
+
+    @Test("the writer commits in order, takes what queued behind a commit in one, and after a failed commit refuses every later change", arguments: StoreKind.allCases)
+    func writer(_ kind: StoreKind) async throws {
+        let test = try await TestStore(kind)
+        defer { test.close() }
+        let store = FailingStore(test.store)
+        let failures = Mutex([BerthError]())
+        let writer = StoreWriter(store: store, failed: { error in failures.withLock { $0.append(error) } })
+
+        // The first commit is held in the store; three more queue behind it.
+        store.held.withLock { $0 = true }
+        var renamed = Self.node(1)
+        let first = writer.submit(StoreChange(nodes: [renamed]))
+        while store.state.withLock({ $0.gate.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+        renamed.hostname = "second"
+        let second = writer.submit(StoreChange(nodes: [renamed]))
+        renamed.hostname = "third"
+        let third = writer.submit(StoreChange(nodes: [renamed], services: [PlannerWorld.service(replicas: 1)]))
+        store.release()
+        try await first.stored()
+        try await second.stored()
+        try await third.stored()
+        let commits = store.state.withLock { $0.commits }
+        #expect(commits.count == 2, "the two that queued went in one commit")
+        #expect(commits.last?.nodes.map(\.hostname) == ["third"])
+        #expect(try await test.store.load().nodes.map(\.hostname) == ["third"])
+
+        // A failed commit: it and everything after it is refused, and the store keeps what it had.
+        store.state.withLock { $0.fail = true }
+        renamed.hostname = "lost"
+        await #expect(throws: BerthError.self) { try await writer.submit(StoreChange(nodes: [renamed])).stored() }
+        store.state.withLock { $0.fail = false }
+        do {
+            try await writer.submit(StoreChange(nodes: [Self.node(9)])).stored()
+            Issue.record("a change after a failed one was stored")
+        } catch let error as BerthError {
+            #expect(error.code == .unavailable && error.message.contains("could not be stored"), "\(error)")
+        }
+        #expect(failures.withLock { $0.count } == 1)
+        #expect(try await test.store.load().nodes.map(\.hostname) == ["third"])
+    }
+
+    @Test("etcd: a write fenced by an election key that is gone stores nothing")
+    func fenced() async throws {
+        let test = try await TestStore(.etcd)
+        defer { test.close() }
+        let client = try #require(test.client)
+        let key = "/berth/election/test"
+        _ = try await client.put(key, Array("me".utf8))
+        let mine = try #require(try await client.range(key).values.first)
+        let fenced = EtcdControllerStore(client: client, fence: .created(key, at: mine.createRevision))
+        try await fenced.commit(StoreChange(nodes: [Self.node(1)]))
+        // Another controller's key now: the same name, a later create revision.
+        _ = try await client.txn(if: [], then: [.delete(key)], else: [])
+        _ = try await client.put(key, Array("another".utf8))
+        do {
+            try await fenced.commit(StoreChange(nodes: [Self.node(2)]))
+            Issue.record("a deposed leader's write was stored")
+        } catch let error as BerthError {
+            #expect(error.code == .failedPrecondition && error.message.contains("no longer leads"))
+        }
+        #expect(try await test.store.load().nodes.map(\.id) == [Self.node(1).id])
+    }
+}
