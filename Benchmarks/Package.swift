@@ -29,6 +29,18 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Failover of controllers on etcd: kill -9 of the leader → the first
+        // placement by the next one, over real etcd and controller processes.
+        .executableTarget(
+            name: "failover-bench",
+            dependencies: [
+                .product(name: "BerthAPI", package: "main"),
+                .product(name: "BerthTransport", package: "main"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // Serves berth.agent.v1.Node (BerthAgent.NodeService, the agent's own
         // handler) on either Berth's nghttp2 transport or grpc-swift's NIO one.
         .executableTarget(

@@ -130,8 +130,9 @@ public final class Controller: Service, Sendable {
         var serverConfig = NGHTTP2ServerTransport.Config(address: configuration.listen, routes: routes)
         serverConfig.connectionInitializer = configuration.tls?.serverInitializer
         let revoked = self.revoked
+        let transport = NGHTTP2ServerTransport(config: serverConfig, logger: logger)
         let server = GRPCServer(
-            transport: NGHTTP2ServerTransport(config: serverConfig, logger: logger),
+            transport: transport,
             services: [
                 NodesService(seat: seat, revoked: revoked), ServicesService(seat: seat),
                 ControllersService(
@@ -154,7 +155,11 @@ public final class Controller: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
-                group.addTask { await cancelWhenGracefulShutdown { await self.lead() } }
+                group.addTask {
+                    // Campaign only once listening: the address it campaigns with is then this process's.
+                    _ = try await transport.listeningAddress
+                    await cancelWhenGracefulShutdown { await self.lead() }
+                }
             }
         } onGracefulShutdown: { [logger] in
             logger.info("controller shutting down")

@@ -13,6 +13,8 @@ final class EtcdCandidacy: Candidacy {
     let client: EtcdClient
     let election: LeaderElection
     let prefix: String
+    let address: String
+    let logger: Logger
 
     /// - Parameters:
     ///   - address: what followers tell callers to use instead of them.
@@ -22,11 +24,14 @@ final class EtcdCandidacy: Candidacy {
         let tls = try tlsDirectory.map { try MutualTLS(directory: $0) }
         client = EtcdClient(endpoints: endpoints, tls: tls, logger: logger)
         self.prefix = prefix
+        self.address = address
+        self.logger = logger
         election = LeaderElection(
             client: client, prefix: "\(prefix)election/", ttl: max(2, lease.components.seconds), value: address, logger: logger)
     }
 
     func campaign() async throws -> Mandate {
+        try await removeStaleKeys()
         let leadership = try await election.campaign()
         let store = EtcdControllerStore(client: client, prefix: prefix, fence: election.fence(for: leadership))
         let election = self.election
@@ -34,6 +39,21 @@ final class EtcdCandidacy: Candidacy {
             store: store, number: leadership.createRevision,
             lost: { await election.lost(leadership) },
             resign: { await election.resign() })
+    }
+
+    /// An election key with this controller's own address is a previous run's
+    /// (two controllers cannot listen on one address, and this one listens
+    /// before it campaigns): it is removed, so that a restarted controller
+    /// does not wait out its predecessor's lease. Each removal holds only
+    /// while the key still has that address.
+    private func removeStaleKeys() async throws {
+        let mine = Array(address.utf8)
+        for key in try await client.range(election.prefix, prefix: true).values where key.value == mine {
+            let removed = try await client.txn(if: [.value(key.key, is: mine)], then: [.delete(key.key)])
+            if removed.succeeded {
+                logger.info("removed the election key a previous run of this controller left", metadata: ["key": "\(key.key)"])
+            }
+        }
     }
 
     /// The candidates as a member that answers has them, read without a

@@ -147,7 +147,9 @@ struct ControllerNodeTests {
         // A controller killed and restarted keeps what it knew; heartbeats go on.
         controller.kill9()
         try await controller.start()
-        nodes = try await Self.nodes(controller)
+        // (On etcd it leads once it has won its election: at once, since its
+        // predecessor's key, at its own address, is its to remove.)
+        nodes = try await Self.waitFor(controller, timeout: .seconds(5)) { !$0.isEmpty }
         #expect(nodes.count == 2 && nodes.first { $0.id == firstID }?.availability == "drain")
         try await Task.sleep(for: .seconds(3))
         nodes = try await Self.nodes(controller)
