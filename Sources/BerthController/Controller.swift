@@ -50,9 +50,7 @@ public struct ControllerConfiguration: Sendable {
 
     /// The address other controllers, agents and `berth` reach this one at.
     public var advertisedAddress: String {
-        if let advertise { return advertise }
-        if case .tcp(let host, let port) = listen { return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-        return "\(listen)"
+        advertise ?? listen.hostAndPort
     }
 
     /// Agents heartbeat five times per grace period.
@@ -254,7 +252,7 @@ public enum StoreLocation: Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .sqlite: return "sqlite"
-        case .etcd(let endpoints, _): return "etcd://" + endpoints.map { "\($0)" }.joined(separator: ",")
+        case .etcd(let endpoints, _): return "etcd://" + endpoints.map(\.hostAndPort).joined(separator: ",")
         }
     }
 }

@@ -75,7 +75,7 @@ final class EtcdCandidacy: Candidacy {
 
     func storeMembers() async -> [StoreMemberHealth] {
         await client.status().map { member in
-            StoreMemberHealth(endpoint: "\(member.endpoint)", error: member.error, leader: member.isLeader, raftTerm: member.raftTerm)
+            StoreMemberHealth(endpoint: member.endpoint.hostAndPort, error: member.error, leader: member.isLeader, raftTerm: member.raftTerm)
         }
     }
 }

@@ -1,5 +1,5 @@
 public import BerthEtcd
-public import BerthModel
+import BerthModel
 import Foundation
 
 /// The controller's records in etcd, under a prefix (`/berth/` by default):

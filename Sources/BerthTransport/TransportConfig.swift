@@ -49,6 +49,14 @@ public enum TransportAddress: Sendable, Hashable, CustomStringConvertible {
         self = .tcp(host: host.isEmpty ? "0.0.0.0" : String(host), port: port)
     }
 
+    /// `HOST:PORT` (`[V6]:PORT`) for TCP, the path for a unix socket.
+    public var hostAndPort: String {
+        switch self {
+        case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unix(let path): return path
+        }
+    }
+
     public var description: String {
         switch self {
         case .tcp(let host, let port):

@@ -176,6 +176,7 @@ func trial(_ number: Int) async throws -> Double {
     create.executableURL = URL(fileURLWithPath: "\(bin)/berth")
     create.arguments = ["service", "create", "-d", "--name", "web", "--replicas", "1", "-m", "8m", "busybox", "sleep", "1"]
     create.environment = ["BERTH_CONTROLLER": controllers.joined(separator: ","), "PATH": "/usr/bin:/bin"]
+    create.standardOutput = FileHandle.nullDevice
     try create.run()
     create.waitUntilExit()
     guard create.terminationStatus == 0 else { throw BenchError("service create failed") }

@@ -15,6 +15,7 @@ import BerthController
 import BerthEtcd
 import BerthModel
 import BerthScheduler
+import BerthTransport
 import Foundation
 import Logging
 
