@@ -237,7 +237,9 @@ public final class Controller: Service, Sendable {
             group.cancelAll()
         }
         failed.finish()
-        await mandate.resign()
+        // Also when the controller is stopping (this task is cancelled then):
+        // another controller leads at once instead of after the lease.
+        await Task { await mandate.resign() }.value
     }
 }
 

@@ -71,11 +71,14 @@ final class ClusterHarness: @unchecked Sendable {
     let certificates: URL?
     var operatorCertificates: String? { certificates?.appendingPathComponent("operator").path }
 
-    init(grace: Double = 2, isolated: Bool = false, store: StoreKind = .sqlite, controllers count: Int = 1, etcdMembers: Int = 1) async throws {
+    /// - Parameter leaderLease: seconds (etcd): short, so that failovers are quick to test.
+    init(
+        grace: Double = 2, isolated: Bool = false, store: StoreKind = .sqlite, controllers count: Int = 1, etcdMembers: Int = 1, leaderLease: Int = 2
+    ) async throws {
         self.store = store
         etcd = store == .etcd ? try await EtcdProcesses(count: etcdMembers) : nil
         var storeArguments: [String] = []
-        if let etcd { storeArguments = ["--store", etcd.storeURL, "--leader-lease", "2"] }
+        if let etcd { storeArguments = ["--store", etcd.storeURL, "--leader-lease", String(leaderLease)] }
         if isolated {
             let hosts: TestHosts
             do {
