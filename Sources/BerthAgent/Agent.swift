@@ -64,7 +64,7 @@ public struct AgentConfiguration: Sendable {
     /// The address the controller is given: `advertise`, else the TCP listener's.
     var advertisedAddress: String? {
         if let advertise { return advertise }
-        if case .tcp(let host, let port)? = listen { return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        if case .tcp? = listen { return listen?.hostAndPort }
         return nil
     }
 

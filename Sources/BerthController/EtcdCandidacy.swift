@@ -56,21 +56,18 @@ final class EtcdCandidacy: Candidacy {
         }
     }
 
-    /// The candidates as a member that answers has them, read without a
-    /// quorum (serializable): what callers are told must come at once, also
-    /// while the store has none, and may then be stale.
-    private func keys() async throws -> [EtcdKeyValue] {
-        try await client.range(election.prefix, prefix: true, sortByCreateRevision: true, serializable: true).values
-    }
+    // The candidates are read without a quorum (serializable): what callers
+    // are told must come at once, also while the store has none, and may
+    // then be stale.
 
     func leader() async -> String? {
-        (try? await keys().first).flatMap { $0.map { String(decoding: $0.value, as: UTF8.self) } }
+        try? await election.leader(serializable: true)?.value
     }
 
     func candidates() async throws -> [Candidate] {
         let healthy = await client.status().contains { $0.error == nil && $0.leaderID != 0 }
         guard healthy else { throw BerthError(.unavailable, "the store has no quorum") }
-        return try await keys().map { Candidate(address: String(decoding: $0.value, as: UTF8.self), term: $0.createRevision) }
+        return try await election.candidates(serializable: true).map { Candidate(address: $0.value, term: $0.createRevision) }
     }
 
     func storeMembers() async -> [StoreMemberHealth] {

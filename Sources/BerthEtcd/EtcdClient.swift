@@ -404,18 +404,10 @@ public final class EtcdClient: Sendable {
 
     /// The error of a call no member could answer, with each member's last failure.
     func noQuorum(_ what: String, _ failures: [Int: String]) -> BerthError {
-        let named = members.indices.compactMap { index in failures[index].map { "\(Self.name(members[index].address)): \($0)" } }
+        let named = members.indices.compactMap { index in failures[index].map { "\(members[index].address.hostAndPort): \($0)" } }
         return BerthError(
             .unavailable,
             "the store has no quorum: no etcd member could \(what) (\(named.joined(separator: "; "))); "
                 + "a majority of the members must run and reach each other")
-    }
-
-    /// `127.0.0.1:2379`, as people write an etcd endpoint.
-    static func name(_ address: TransportAddress) -> String {
-        switch address {
-        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        case .unix(let path): path
-        }
     }
 }

@@ -116,17 +116,20 @@ public final class LeaderElection: Sendable {
     /// The current leader: the key with the lowest create revision under
     /// the prefix; nil when there is no candidate.
     ///
+    /// - Parameter serializable: as the member asked has it, without a
+    ///   quorum (possibly stale).
     /// - Throws: `BerthError` `.unavailable` when the store has no quorum.
-    public func leader() async throws -> (value: String, createRevision: Int64)? {
-        let found = try await client.range(prefix, prefix: true, limit: 1, sortByCreateRevision: true)
+    public func leader(serializable: Bool = false) async throws -> (value: String, createRevision: Int64)? {
+        let found = try await client.range(prefix, prefix: true, limit: 1, sortByCreateRevision: true, serializable: serializable)
         return found.values.first.map { (String(decoding: $0.value, as: UTF8.self), $0.createRevision) }
     }
 
     /// Every candidate, the leader first (in create-revision order).
     ///
+    /// - Parameter serializable: as `leader(serializable:)`.
     /// - Throws: `BerthError` `.unavailable` when the store has no quorum.
-    public func candidates() async throws -> [ElectionCandidate] {
-        try await client.range(prefix, prefix: true, sortByCreateRevision: true).values.map {
+    public func candidates(serializable: Bool = false) async throws -> [ElectionCandidate] {
+        try await client.range(prefix, prefix: true, sortByCreateRevision: true, serializable: serializable).values.map {
             ElectionCandidate(key: $0.key, value: String(decoding: $0.value, as: UTF8.self), createRevision: $0.createRevision, lease: $0.lease)
         }
     }

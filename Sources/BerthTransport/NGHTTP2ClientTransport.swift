@@ -287,7 +287,7 @@ public final class NGHTTP2ClientTransport: ClientTransport, Sendable {
         let initializer = config.connectionInitializer
         let authority: String
         switch config.address {
-        case .tcp(let host, let port): authority = config.authority ?? (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+        case .tcp: authority = config.authority ?? config.address.hostAndPort
         case .unix: authority = config.authority ?? "localhost"
         }
         let nanos = config.connectTimeout.components.seconds * 1_000_000_000 + config.connectTimeout.components.attoseconds / 1_000_000_000

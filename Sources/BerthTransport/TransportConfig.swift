@@ -59,10 +59,8 @@ public enum TransportAddress: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .tcp(let host, let port):
-            return host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
-        case .unix(let path):
-            return "unix://\(path)"
+        case .tcp: return "tcp://\(hostAndPort)"
+        case .unix(let path): return "unix://\(path)"
         }
     }
 }
