@@ -110,9 +110,11 @@ struct NodeList: AsyncParsableCommand {
 
     func run() async throws {
         let format = try OutputFormat(format)
-        let nodes = try await options.withController { grpc in
-            try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).list(.init()).nodes
+        let reply = try await options.withController { grpc in
+            try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).list(.init())
         }
+        Console.stale(reply.stale)
+        let nodes = reply.nodes
         if quiet {
             nodes.forEach { Console.print($0.id) }
             return
@@ -140,10 +142,11 @@ struct NodeInspect: AsyncParsableCommand {
     func run() async throws {
         var views: [NodeView] = []
         try await EachName.run(nodes) { name in
-            let node = try await options.withController { grpc in
-                try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).inspect(.with { $0.node = name }).node
+            let reply = try await options.withController { grpc in
+                try await Berth_Controller_V1_Nodes.Client(wrapping: grpc).inspect(.with { $0.node = name })
             }
-            views.append(NodeView(node))
+            Console.stale(reply.stale)
+            views.append(NodeView(reply.node))
         }
         try Console.json(views)
     }

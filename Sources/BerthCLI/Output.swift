@@ -26,6 +26,12 @@ enum Console {
         write(Descriptor.standardOutput, Array((text + "\n").utf8))
     }
 
+    /// Says so, on standard error, when the controller answered from a
+    /// store without a quorum (the answer may be stale).
+    static func stale(_ reason: String) {
+        if !reason.isEmpty { error("warning: \(reason)") }
+    }
+
     static func error(_ text: String) {
         write(Descriptor.standardError, Array((text + "\n").utf8))
     }

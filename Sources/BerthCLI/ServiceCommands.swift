@@ -244,7 +244,9 @@ struct ServiceList: AsyncParsableCommand {
 
     func run() async throws {
         let format = try OutputFormat(format)
-        let services = try await withServices(options) { try await $0.list(.init()).services }
+        let reply = try await withServices(options) { try await $0.list(.init()) }
+        Console.stale(reply.stale)
+        let services = reply.services
         if quiet {
             services.forEach { Console.print($0.id) }
             return
@@ -271,8 +273,9 @@ struct ServiceInspect: AsyncParsableCommand {
     func run() async throws {
         var views: [ServiceView] = []
         try await EachName.run(services) { name in
-            let service = try await withServices(options) { try await $0.inspect(.with { $0.service = name }).service }
-            views.append(try ServiceView(service))
+            let reply = try await withServices(options) { try await $0.inspect(.with { $0.service = name }) }
+            Console.stale(reply.stale)
+            views.append(try ServiceView(reply.service))
         }
         try Console.json(views)
     }
@@ -304,7 +307,9 @@ struct ServicePs: AsyncParsableCommand {
         let all = self.all
         var replicas: [Berth_Controller_V1_Replica] = []
         for service in services.isEmpty ? [""] : services {
-            replicas += try await withServices(options) { try await $0.listReplicas(.with { $0.service = service; $0.all = all }).replicas }
+            let reply = try await withServices(options) { try await $0.listReplicas(.with { $0.service = service; $0.all = all }) }
+            Console.stale(reply.stale)
+            replicas += reply.replicas
         }
         if quiet {
             replicas.forEach { Console.print($0.id) }

@@ -13,6 +13,27 @@ public protocol Candidacy: Sendable {
     func candidates() async throws -> [Candidate]
     /// The store's members and their health (etcd); empty for SQLite.
     func storeMembers() async -> [StoreMemberHealth]
+    /// What the store holds now, for a controller that does not lead to
+    /// answer reads from: with a quorum when the store has one, else what
+    /// a member held last, said to be possibly stale.
+    ///
+    /// - Throws: `BerthError.unavailable` when no member answers.
+    func read() async throws -> StoreRead
+    /// Where agents' heartbeats are recorded, when controllers share a
+    /// store (nil for SQLite: the only controller keeps them in memory).
+    var heartbeats: (any HeartbeatRecords)? { get }
+}
+
+/// The store's records as a controller that does not lead read them.
+public struct StoreRead: Sendable {
+    public var contents: StoreContents
+    /// Why these may be stale (the store has no quorum); nil when current.
+    public var stale: String?
+
+    public init(contents: StoreContents, stale: String? = nil) {
+        self.contents = contents
+        self.stale = stale
+    }
 }
 
 /// A controller in the election.
@@ -86,4 +107,8 @@ struct SoleCandidacy: Candidacy {
     func candidates() async throws -> [Candidate] { [Candidate(address: address, term: 1)] }
 
     func storeMembers() async -> [StoreMemberHealth] { [] }
+
+    func read() async throws -> StoreRead { StoreRead(contents: try await store.load()) }
+
+    var heartbeats: (any HeartbeatRecords)? { nil }
 }

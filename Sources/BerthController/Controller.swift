@@ -105,7 +105,10 @@ public final class Controller: Service, Sendable {
                 endpoints: endpoints, tlsDirectory: tlsDirectory, address: configuration.advertisedAddress, lease: configuration.leaderLease, logger: logger)
         }
         let candidacy = self.candidacy
-        seat = ControllerSeat(address: configuration.advertisedAddress, leader: { await candidacy.leader() })
+        let (grace, interval) = (configuration.nodeGrace, configuration.heartbeatInterval)
+        seat = ControllerSeat(
+            address: configuration.advertisedAddress, leader: { await candidacy.leader() },
+            read: { ClusterView(try await candidacy.read(), grace: grace, heartbeatInterval: interval, logger: logger) })
     }
 
     /// `/metrics` on the controller's listener.
@@ -132,7 +135,8 @@ public final class Controller: Service, Sendable {
         let server = GRPCServer(
             transport: transport,
             services: [
-                NodesService(seat: seat, revoked: revoked), ServicesService(seat: seat),
+                NodesService(seat: seat, revoked: revoked, heartbeats: candidacy.heartbeats, address: configuration.advertisedAddress),
+                ServicesService(seat: seat),
                 ControllersService(
                     seat: seat, candidacy: candidacy, address: configuration.advertisedAddress, store: "\(configuration.store)"),
             ],
@@ -220,6 +224,14 @@ public final class Controller: Service, Sendable {
                 while !Task.isCancelled {
                     await registry.sweep()
                     try? await Task.sleep(for: sweepEvery)
+                }
+            }
+            if let heartbeats = candidacy.heartbeats {
+                // Heartbeats other controllers recorded (and this one's own).
+                group.addTask {
+                    await heartbeats.follow(after: contents.revision) { ids in
+                        for id in ids { _ = try? await registry.heartbeat(id: id) }
+                    }
                 }
             }
             group.addTask {

@@ -1,5 +1,6 @@
 import BerthModel
 public import Foundation
+import Logging
 import Synchronization
 
 /// This controller's term as the cluster's leader: the records as the
@@ -32,21 +33,63 @@ public final class ControllerTerm: Sendable {
     }
 }
 
-/// What the API serves from: this controller's term while it leads.
-/// A controller that does not lead refuses with the leader's address, which
-/// `berth` and the agents then follow.
+/// What reads are answered from: the leader's term, or, on a controller
+/// that does not lead, the store's records as read for this call.
+public struct ClusterView: Sendable {
+    public let registry: NodeRegistry
+    public let services: ServiceManager
+    /// Why the records may be stale (the store has no quorum); nil when current.
+    public let stale: String?
+
+    /// A view of the records `read` holds, which refuses every change.
+    init(_ read: StoreRead, grace: Duration, heartbeatInterval: Duration, logger: Logger) {
+        let writer = StoreWriter(store: ReadOnlyStore(contents: read.contents))
+        registry = NodeRegistry(contents: read.contents, writer: writer, grace: grace, heartbeatInterval: heartbeatInterval, logger: logger)
+        services = ServiceManager(contents: read.contents, writer: writer, logger: logger)
+        stale = read.stale
+    }
+
+    init(_ term: ControllerTerm) {
+        registry = term.registry
+        services = term.services
+        stale = nil
+    }
+}
+
+/// The records a controller that does not lead has read: it changes none.
+struct ReadOnlyStore: ControllerStore {
+    let contents: StoreContents
+
+    func load() async throws -> StoreContents { contents }
+
+    func commit(_ change: StoreChange) async throws {
+        throw BerthError(.failedPrecondition, "this controller does not lead the cluster; its view of the records is for reading")
+    }
+}
+
+/// What the API serves from: this controller's term while it leads. A
+/// controller that does not lead answers reads from the store and refuses
+/// changes with the leader's address, which `berth` and the agents then
+/// follow.
 public final class ControllerSeat: Sendable {
     private let current = Mutex<ControllerTerm?>(nil)
     /// The leader's address as the store says now; nil when no one leads.
     private let leader: @Sendable () async -> String?
+    /// The store's records as they are now, for reads while not leading.
+    private let read: @Sendable () async throws -> ClusterView
     private let address: String
 
     /// - Parameters:
     ///   - address: this controller's own address, for messages.
     ///   - leader: looks up the leader's address.
-    public init(address: String, leader: @escaping @Sendable () async -> String?) {
+    ///   - read: reads the store, for reads while this controller does not lead.
+    public init(
+        address: String, leader: @escaping @Sendable () async -> String?,
+        read: @escaping @Sendable () async throws -> ClusterView = { throw BerthError(.unavailable, "this controller does not lead the cluster") }
+    ) {
         self.address = address
         self.leader = leader
+        self.read = read
     }
 
     /// The term under way, if this controller leads.
@@ -56,7 +99,7 @@ public final class ControllerSeat: Sendable {
         current.withLock { $0 = term }
     }
 
-    /// The term to serve a call from.
+    /// The term to serve a change from.
     ///
     /// - Throws: `BerthError.unavailable`, redirecting to the leader when
     ///   one is known, when this controller does not lead.
@@ -68,5 +111,14 @@ public final class ControllerSeat: Sendable {
         throw BerthError(
             .unavailable,
             "no controller leads the cluster now (an election is under way, or the store has no quorum); try again in a few seconds")
+    }
+
+    /// What to answer a read from: the leader's memory, or the store.
+    ///
+    /// - Throws: `BerthError.unavailable` when this controller does not
+    ///   lead and no member of the store answers.
+    public func reading() async throws -> ClusterView {
+        if let term = current.withLock({ $0 }) { return ClusterView(term) }
+        return try await read()
     }
 }

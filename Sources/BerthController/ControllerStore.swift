@@ -31,9 +31,15 @@ public struct StoreContents: Sendable {
     public var removedNodes: Set<String>
     public var services: [ClusterService]
     public var replicas: [Replica]
+    /// The store's revision these were read at (etcd); 0 for SQLite.
+    public var revision: Int64
 
-    public init(clusterID: String, nodes: [ClusterNode] = [], removedNodes: Set<String> = [], services: [ClusterService] = [], replicas: [Replica] = []) {
+    public init(
+        clusterID: String, nodes: [ClusterNode] = [], removedNodes: Set<String> = [], services: [ClusterService] = [], replicas: [Replica] = [],
+        revision: Int64 = 0
+    ) {
         self.clusterID = clusterID
+        self.revision = revision
         self.nodes = nodes
         self.removedNodes = removedNodes
         self.services = services

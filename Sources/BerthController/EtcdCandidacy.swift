@@ -1,6 +1,7 @@
 import BerthEtcd
 import BerthModel
 import BerthTransport
+import Foundation
 import Logging
 
 /// Controllers on one etcd cluster elect one leader: each campaigns with a
@@ -15,6 +16,7 @@ final class EtcdCandidacy: Candidacy {
     let prefix: String
     let address: String
     let logger: Logger
+    let heartbeatRecords: EtcdHeartbeats
 
     /// - Parameters:
     ///   - address: what followers tell callers to use instead of them.
@@ -26,6 +28,7 @@ final class EtcdCandidacy: Candidacy {
         self.prefix = prefix
         self.address = address
         self.logger = logger
+        heartbeatRecords = EtcdHeartbeats(client: client, prefix: prefix, logger: logger)
         election = LeaderElection(
             client: client, prefix: "\(prefix)election/", ttl: max(2, lease.components.seconds), value: address, logger: logger)
     }
@@ -68,6 +71,28 @@ final class EtcdCandidacy: Candidacy {
         let healthy = await client.status().contains { $0.error == nil && $0.leaderID != 0 }
         guard healthy else { throw BerthError(.unavailable, "the store has no quorum") }
         return try await election.candidates(serializable: true).map { Candidate(address: $0.value, term: $0.createRevision) }
+    }
+
+    var heartbeats: (any HeartbeatRecords)? { heartbeatRecords }
+
+    func read() async throws -> StoreRead {
+        let store = EtcdControllerStore(client: client, prefix: prefix, fence: nil)
+        var read: StoreRead
+        do {
+            read = StoreRead(contents: try await store.load())
+        } catch let error as BerthError where error.code == .unavailable {
+            read = StoreRead(
+                contents: try await store.load(serializable: true),
+                stale: "\(error.message); this is what a member of the store held last, and may be stale")
+        }
+        // Heartbeats are recorded by whichever controller an agent reaches.
+        if let heard = try? await heartbeatRecords.lastHeard(serializable: read.stale != nil) {
+            for index in read.contents.nodes.indices {
+                let node = read.contents.nodes[index]
+                if let at = heard[node.id], at > node.lastHeartbeat { read.contents.nodes[index].lastHeartbeat = at }
+            }
+        }
+        return read
     }
 
     func storeMembers() async -> [StoreMemberHealth] {

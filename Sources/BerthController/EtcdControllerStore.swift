@@ -9,6 +9,7 @@ import Foundation
 ///     PREFIX removed-nodes/ID       when a removed node was removed
 ///     PREFIX services/ID            a service
 ///     PREFIX replicas/ID            a replica
+///     PREFIX heartbeats/ID          a node's last heartbeat (`EtcdHeartbeats`)
 ///
 /// Every write is a transaction whose condition is the writer's fence (its
 /// election key still has the create revision it won with), so that a
@@ -49,7 +50,16 @@ public struct EtcdControllerStore: ControllerStore {
     }
 
     public func load() async throws -> StoreContents {
-        let clusterID = try await self.clusterID()
+        try await load(serializable: false)
+    }
+
+    /// Everything the store holds, as of one moment.
+    ///
+    /// - Parameter serializable: read from the member asked, without a
+    ///   quorum: what it held last, possibly stale (for reads while the
+    ///   store has no quorum; a leader never begins from these).
+    public func load(serializable: Bool) async throws -> StoreContents {
+        let clusterID = try await self.clusterID(serializable: serializable)
         // Every page is read at the revision of the first, so that the whole is one moment's.
         var revision: Int64 = 0
         func all(_ kind: Kind) async throws -> [EtcdKeyValue] {
@@ -58,7 +68,7 @@ public struct EtcdControllerStore: ControllerStore {
             var from = start
             var values: [EtcdKeyValue] = []
             while true {
-                let page = try await client.range(from: from, end: end, limit: Self.page, revision: revision)
+                let page = try await client.range(from: from, end: end, limit: Self.page, revision: revision, serializable: serializable)
                 if revision == 0 { revision = page.revision }
                 values += page.values
                 guard page.more, let last = page.values.last else { return values }
@@ -79,12 +89,17 @@ public struct EtcdControllerStore: ControllerStore {
         let removed = try await all(.removedNodes).map { String($0.key.dropFirst("\(prefix)\(Kind.removedNodes.rawValue)/".count)) }
         let services = try decode(ClusterService.self, try await all(.services))
         let replicas = try decode(Replica.self, try await all(.replicas))
-        return StoreContents(clusterID: clusterID, nodes: nodes, removedNodes: Set(removed), services: services, replicas: replicas)
+        return StoreContents(
+            clusterID: clusterID, nodes: nodes, removedNodes: Set(removed), services: services, replicas: replicas, revision: revision)
     }
 
-    /// The cluster's ID; the first leader makes it.
-    private func clusterID() async throws -> String {
-        if let existing = try await client.range(clusterIDKey).values.first { return String(decoding: existing.value, as: UTF8.self) }
+    /// The cluster's ID; the first leader makes it (a serializable read
+    /// makes nothing: it finds one or throws `unavailable`).
+    private func clusterID(serializable: Bool) async throws -> String {
+        if let existing = try await client.range(clusterIDKey, serializable: serializable).values.first {
+            return String(decoding: existing.value, as: UTF8.self)
+        }
+        if serializable { throw BerthError(.unavailable, "the store's member holds no cluster yet") }
         let made = RandomHex.make(32)
         let result = try await client.txn(
             if: [.absent(clusterIDKey)] + (fence.map { [$0] } ?? []), then: [.put(clusterIDKey, Array(made.utf8))], else: [.get(clusterIDKey)])

@@ -73,16 +73,25 @@ public actor NodeRegistry {
     ///
     /// - Throws: `BerthError.permissionDenied` saying why not.
     func authorize(_ peer: PeerIdentity?, for id: String) throws {
+        try Self.authorize(peer, for: id)
+        if removed.contains(id) { throw Self.removedRefusal(id) }
+    }
+
+    /// Whether `peer` may speak for node `id` at all: a node's certificate
+    /// speaks for the node its CN names.
+    static func authorize(_ peer: PeerIdentity?, for id: String) throws {
         if let peer, peer.name != id {
             throw BerthError(
                 .permissionDenied,
                 "this certificate (CN \"\(peer.name)\") belongs to another node: it may register and heartbeat only as node \(peer.name), not \(id)")
         }
-        if removed.contains(id) {
-            throw BerthError(
-                .permissionDenied,
-                "node \(id) was removed from the cluster (berth node rm); to join again the host needs a new identity: a certificate with a new node ID (berth-controller ca issue --role node) and an agent on a fresh --root")
-        }
+    }
+
+    /// What a removed node is told.
+    static func removedRefusal(_ id: String) -> BerthError {
+        BerthError(
+            .permissionDenied,
+            "node \(id) was removed from the cluster (berth node rm); to join again the host needs a new identity: a certificate with a new node ID (berth-controller ca issue --role node) and an agent on a fresh --root")
     }
 
     /// Records an agent's registration: a new node, or one known before

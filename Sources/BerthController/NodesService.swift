@@ -12,10 +12,16 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     let seat: ControllerSeat
     /// Revoked certificates, handed to agents with every answer (they refuse them too).
     let revoked: RevocationList?
+    /// Where heartbeats are recorded when controllers share a store.
+    let heartbeats: (any HeartbeatRecords)?
+    /// This controller's address, recorded with the heartbeats it takes.
+    let address: String
 
-    public init(seat: ControllerSeat, revoked: RevocationList? = nil) {
+    public init(seat: ControllerSeat, revoked: RevocationList? = nil, heartbeats: (any HeartbeatRecords)? = nil, address: String = "") {
         self.seat = seat
         self.revoked = revoked
+        self.heartbeats = heartbeats
+        self.address = address
     }
 
     private var revokedSerials: [String] { revoked?.serials.sorted() ?? [] }
@@ -40,7 +46,20 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     public func heartbeat(
         request: ServerRequest<Berth_Controller_V1_HeartbeatNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_HeartbeatNodeResponse> {
-        let known = try await seat.serving().registry.heartbeat(id: request.message.id, peer: PeerIdentity(metadata: request.metadata))
+        let id = request.message.id
+        let peer = PeerIdentity(metadata: request.metadata)
+        let known: Bool
+        if let term = seat.term {
+            known = try await term.registry.heartbeat(id: id, peer: peer)
+            // For the store's readers; the leader has it in memory already.
+            if known { heartbeats?.recordLater(id, by: address) }
+        } else if let heartbeats {
+            // Any controller takes a heartbeat: it goes to the store, where the leader follows it.
+            try NodeRegistry.authorize(peer, for: id)
+            known = try await heartbeats.record(id, by: address)
+        } else {
+            known = try await seat.serving().registry.heartbeat(id: id, peer: peer)
+        }
         return ServerResponse(message: .with {
             $0.known = known
             $0.revokedSerials = revokedSerials
@@ -50,15 +69,23 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
     public func list(
         request: ServerRequest<Berth_Controller_V1_ListNodesRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_ListNodesResponse> {
-        let nodes = try await seat.serving().registry.list()
-        return ServerResponse(message: .with { $0.nodes = nodes.map(\.proto) })
+        let view = try await seat.reading()
+        let nodes = await view.registry.list()
+        return ServerResponse(message: .with {
+            $0.nodes = nodes.map(\.proto)
+            $0.stale = view.stale ?? ""
+        })
     }
 
     public func inspect(
         request: ServerRequest<Berth_Controller_V1_InspectNodeRequest>, context: ServerContext
     ) async throws -> ServerResponse<Berth_Controller_V1_InspectNodeResponse> {
-        let node = try await seat.serving().registry.get(request.message.node)
-        return ServerResponse(message: .with { $0.node = node.proto })
+        let view = try await seat.reading()
+        let node = try await view.registry.get(request.message.node)
+        return ServerResponse(message: .with {
+            $0.node = node.proto
+            $0.stale = view.stale ?? ""
+        })
     }
 
     public func update(

@@ -42,16 +42,22 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
     }
 
     public func list(request: Berth_Controller_V1_ListServicesRequest, context: ServerContext) async throws -> Berth_Controller_V1_ListServicesResponse {
-        let term = try await seat.serving()
-        let all = await term.services.list(nodes: term.registry.list())
-        return .with { $0.services = all.map(Self.proto) }
+        let view = try await seat.reading()
+        let all = await view.services.list(nodes: view.registry.list())
+        return .with {
+            $0.services = all.map(Self.proto)
+            $0.stale = view.stale ?? ""
+        }
     }
 
     public func inspect(request: Berth_Controller_V1_InspectServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_InspectServiceResponse {
-        let term = try await seat.serving()
-        let service = try await term.services.get(request.service)
-        let reply = await Self.proto(service, nodes: term.registry.list(), term: term)
-        return .with { $0.service = reply }
+        let view = try await seat.reading()
+        let service = try await view.services.get(request.service)
+        let reply = Self.proto(await view.services.status(of: service, nodes: view.registry.list()))
+        return .with {
+            $0.service = reply
+            $0.stale = view.stale ?? ""
+        }
     }
 
     public func update(request: Berth_Controller_V1_UpdateServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_UpdateServiceResponse {
@@ -90,10 +96,13 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
     }
 
     public func listReplicas(request: Berth_Controller_V1_ListReplicasRequest, context: ServerContext) async throws -> Berth_Controller_V1_ListReplicasResponse {
-        let term = try await seat.serving()
-        let replicas = try await term.services.replicaList(service: request.service.isEmpty ? nil : request.service, all: request.all)
-        let hostnames = Dictionary(await term.registry.list().map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
-        return .with { $0.replicas = replicas.map { $0.proto(hostname: hostnames[$0.nodeID] ?? "") } }
+        let view = try await seat.reading()
+        let replicas = try await view.services.replicaList(service: request.service.isEmpty ? nil : request.service, all: request.all)
+        let hostnames = Dictionary(await view.registry.list().map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
+        return .with {
+            $0.replicas = replicas.map { $0.proto(hostname: hostnames[$0.nodeID] ?? "") }
+            $0.stale = view.stale ?? ""
+        }
     }
 
     public func logs(

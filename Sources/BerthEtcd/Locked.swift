@@ -2,16 +2,16 @@ import Synchronization
 
 /// A value behind a mutex that closures of several tasks can share (a
 /// `Mutex` itself cannot be captured). Never held across `await`.
-final class Locked<Value: Sendable>: Sendable {
+public final class Locked<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>
 
-    init(_ value: Value) { mutex = Mutex(value) }
+    public init(_ value: Value) { mutex = Mutex(value) }
 
-    func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result {
+    public func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result {
         mutex.withLock { body(&$0) }
     }
 
-    var value: Value {
+    public var value: Value {
         get { withLock { $0 } }
         set { withLock { $0 = newValue } }
     }

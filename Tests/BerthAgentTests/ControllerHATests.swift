@@ -1,10 +1,13 @@
+import BerthAPI
 import BerthEtcd
 import BerthLinux
 import BerthModel
 import BerthTesting
 import BerthTransport
 import Foundation
+import GRPCCore
 import Logging
+import SwiftProtobuf
 import Testing
 
 /// Three controllers on a three-member etcd cluster (real processes on
@@ -123,24 +126,17 @@ struct ControllerHATests {
     static func history(_ client: EtcdClient, from: Int64) async throws -> [EtcdKeyValue] {
         let until = try await client.range("/berth/cluster-id").revision
         guard until >= from else { return [] }
-        let seen = LockedList()
+        let seen = Locked<[EtcdKeyValue]>([])
         do {
             try await client.watch("/berth/", prefix: true, from: from) { events, revision in
-                for case .put(let value) in events { seen.append(value) }
+                for case .put(let value) in events { seen.withLock { $0.append(value) } }
                 if revision >= until { throw HistoryRead() }
             }
         } catch is HistoryRead {}
-        return seen.all
+        return seen.value
     }
 
     struct HistoryRead: Error {}
-
-    final class LockedList: @unchecked Sendable {
-        private var values: [EtcdKeyValue] = []
-        private let lock = NSLock()
-        func append(_ value: EtcdKeyValue) { lock.withLock { values.append(value) } }
-        var all: [EtcdKeyValue] { lock.withLock { values } }
-    }
 
     @Test("one etcd member lost: the cluster works; two: changes are refused saying the store has no quorum, containers keep running; a member back: it all resumes")
     func quorum() async throws {
@@ -160,7 +156,7 @@ struct ControllerHATests {
         let second = raftLeader == 0 ? 1 : 0
         etcd.kill(raftLeader)
         let scaled = try await cluster.cli(["service", "scale", "web=4"])
-        #expect(scaled.status == 0, "one member down: \(scaled.stderr)")
+        #expect(scaled.status == 0, "one member down: \(scaled.stderr)\n\(cluster.controllers.map { String($0.log.suffix(4000)) }.joined(separator: "\n-----\n"))")
         #expect(try await cluster.eventually(timeout: .seconds(30)) { try await cluster.replicas("web").filter { $0.state == "running" }.count == 4 })
 
         etcd.kill(second)
@@ -168,10 +164,78 @@ struct ControllerHATests {
         #expect(refused.status != 0 && refused.stderr.contains("no quorum"), "\(refused.stderr)")
         try await Task.sleep(for: .seconds(3))
         #expect(try await Self.slots(cluster, "web").count == 4, "containers keep running without a quorum")
+        // Reads are answered from what the member left holds, and say it may be stale.
+        let listed = try await cluster.cli(["service", "ls"], timeout: .seconds(60))
+        #expect(listed.status == 0 && listed.stdout.contains("web"), "\(listed.stdout) \(listed.stderr)")
+        #expect(listed.stderr.contains("no quorum") && listed.stderr.contains("may be stale"), "\(listed.stderr)")
 
         try await etcd.restart(second)
         #expect(
             try await cluster.eventually(timeout: .seconds(30)) { try await cluster.cli(["service", "scale", "web=6"]).status == 0 }, "changes are taken again")
         #expect(try await cluster.eventually(timeout: .seconds(30)) { try await Self.slots(cluster, "web").count == 6 })
+    }
+
+    @Test("any controller takes a heartbeat: the store records it and the leader keeps the node ready on it; a controller that does not lead answers reads from the store, also while the leader is frozen")
+    func heartbeatsAndReads() async throws {
+        guard Privileges.root else { return }
+        // A long lease: the frozen leader below still leads while the follower is asked.
+        let cluster = try await ClusterHarness(store: .etcd, controllers: 2, etcdMembers: 1, leaderLease: 15)
+        defer { cluster.cleanUp() }
+        let leader = try await Self.leader(cluster)
+        let follower = cluster.controllers[1 - leader]
+        let client = try #require(cluster.etcd).client()
+        defer { client.close() }
+
+        // Agent 0 frozen: its node lives on heartbeats sent to the follower alone.
+        let agent = cluster.agents[0]
+        let id = try agent.nodeID
+        try Processes.signal(agent.pid, SIGSTOP)
+        var frozen = true
+        defer { if frozen { try? Processes.signal(agent.pid, SIGCONT) } }
+        func state() async throws -> String {
+            struct Inspected: Decodable { var state: String }
+            let r = try await cluster.cli(["node", "inspect", id])
+            return (try? JSONDecoder().decode([Inspected].self, from: Data(r.stdout.utf8)).first?.state) ?? "unknown: \(r.stderr)"
+
+        }
+        let beats = Task {
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let address = try TransportAddress(parsing: follower.address)
+            try await withGRPCClient(transport: NGHTTP2ClientTransport(config: .init(address: address), logger: logger)) { grpc in
+                let nodes = Berth_Controller_V1_Nodes.Client(wrapping: grpc)
+                while !Task.isCancelled {
+                    let reply = try await nodes.heartbeat(.with { $0.id = id })
+                    guard reply.known else { throw HarnessError("the follower does not know node \(id)") }
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+        }
+        // Three grace periods (2 s) on the follower's heartbeats alone.
+        for _ in 0..<12 {
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await state() == "ready", "the leader kept the node ready on heartbeats the follower recorded")
+        }
+        let record = try #require(try await client.range("/berth/heartbeats/\(id)").values.first)
+        #expect(String(decoding: record.value, as: UTF8.self).contains(follower.address))
+        beats.cancel()
+        _ = try? await beats.value
+        #expect(try await cluster.eventually(timeout: .seconds(5)) { try await state() == "down" }, "no heartbeat anywhere: down")
+        try Processes.signal(agent.pid, SIGCONT)
+        frozen = false
+        #expect(try await cluster.eventually(timeout: .seconds(10)) { try await state() == "ready" })
+
+        // The leader frozen, still leading (its lease runs): the follower answers reads itself.
+        let pid = cluster.controllers[leader].process.pid
+        try Processes.signal(pid, SIGSTOP)
+        defer { try? Processes.signal(pid, SIGCONT) }
+        let listed = try await cluster.cli(["node", "ls", "-q", "--controller", follower.address], timeout: .seconds(5))
+        #expect(listed.status == 0 && listed.stdout.split(separator: "\n").count == 3, "\(listed.stdout) \(listed.stderr)")
+        #expect(listed.stderr.isEmpty, "a quorum: nothing stale")
+        let services = try await cluster.cli(["service", "ls", "--controller", follower.address], timeout: .seconds(5))
+        #expect(services.status == 0, "\(services.stderr)")
+        // A change is the leader's: the follower sends it there.
+        let refused = try await cluster.cli(["service", "rm", "nothing", "--controller", follower.address], timeout: .seconds(3))
+        #expect(refused.status != 0)
     }
 }

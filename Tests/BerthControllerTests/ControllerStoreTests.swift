@@ -3,6 +3,7 @@ import BerthEtcd
 import BerthModel
 import BerthTesting
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -169,5 +170,39 @@ struct ControllerStoreTests {
             #expect(error.code == .failedPrecondition && error.message.contains("no longer leads"))
         }
         #expect(try await test.store.load().nodes.map(\.id) == [Self.node(1).id])
+    }
+
+    @Test("etcd: a heartbeat is recorded only for a node the store holds, refused for a removed one; the leader's follower of them lists again when their history is compacted away")
+    func heartbeats() async throws {
+        let test = try await TestStore(.etcd)
+        defer { test.close() }
+        let client = try #require(test.client)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let records = EtcdHeartbeats(client: client, prefix: "/berth/", logger: logger)
+        let (known, removed, unknown) = (Self.node(1), Self.node(2), Self.node(3))
+        try await test.store.commit(StoreChange(nodes: [known, removed]))
+        try await test.store.commit(StoreChange(removedNodes: [removed.id]))
+        let start = try await test.store.load().revision
+
+        #expect(try await records.record(known.id, by: "127.0.0.1:7451"))
+        #expect(try await records.record(unknown.id, by: "127.0.0.1:7451") == false)
+        await #expect(throws: BerthError.self) { try await records.record(removed.id, by: "127.0.0.1:7451") }
+        #expect(Set(try await records.lastHeard(serializable: false).keys) == [known.id])
+        #expect(try await client.range("/berth/heartbeats/\(unknown.id)").values.isEmpty)
+
+        // The history from `start` compacted away: what was recorded since is listed and handed over.
+        let now = try await client.range("/berth/cluster-id").revision
+        try await client.compact(to: now)
+        let heard = Locked<[String]>([])
+        let follower = Task { await records.follow(after: start) { ids in heard.withLock { $0 += ids } } }
+        defer { follower.cancel() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while heard.value.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(heard.value == [known.id])
+        // And it goes on watching from there.
+        #expect(try await records.record(known.id, by: "127.0.0.1:7452"))
+        while heard.value.count < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(heard.value == [known.id, known.id])
     }
 }

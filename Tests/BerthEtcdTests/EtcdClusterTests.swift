@@ -72,4 +72,42 @@ struct EtcdClusterTests {
             #expect(keys == ["/q/back", "/q/before", "/q/one-down"] || keys == ["/q/back", "/q/before", "/q/one-down", "/q/two-down"], "\(keys)")
         }
     }
+
+    @Test("the raft leader killed under concurrent transactions: every call ends (taken, or refused) within its deadline, and calls go on after")
+    func concurrentCallsThroughLeaderLoss() async throws {
+        try await EtcdProcesses.with(members: 3) { etcd in
+            let timeout = Duration.seconds(2)
+            let client = etcd.client(requestTimeout: timeout)
+            defer { client.close() }
+            try await client.put("/c/node", Array("n".utf8))
+            let raftLeader = await client.status().firstIndex(where: \.isLeader) ?? 0
+            let slowest = Shared(Duration.zero)
+            let stop = Shared(false)
+            let calls = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<16 {
+                        group.addTask {
+                            var n = 0
+                            while !stop.value {
+                                let began = ContinuousClock.now
+                                _ = try? await client.txn(if: [.present("/c/node")], then: [.put("/c/\(worker)", Array("\(n)".utf8))], else: [])
+                                let took = began.duration(to: .now)
+                                slowest.update { $0 = max($0, took) }
+                                n += 1
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            etcd.kill(raftLeader)
+            try await Task.sleep(for: .seconds(5))
+            stop.value = true
+            try await within(timeout * 3 + .seconds(2), "the calls under way to end") { try await calls.value }
+            #expect(slowest.value <= timeout * 3 + .seconds(1), "the slowest call took \(slowest.value)")
+            let written = try await within(.seconds(10), "a write after") { try await client.put("/c/after", Array("a".utf8)) }
+            #expect(written > 0)
+        }
+    }
 }

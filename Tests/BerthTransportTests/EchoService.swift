@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import Synchronization
 
@@ -43,6 +44,7 @@ enum Echo {
     static let flood = MethodDescriptor(service: service, method: "Flood")
     static let slowSink = MethodDescriptor(service: service, method: "SlowSink")
     static let follow = MethodDescriptor(service: service, method: "Follow")
+    static let stubborn = MethodDescriptor(service: service, method: "Stubborn")
 }
 
 /// A service with one method of each kind, written against GRPCCore alone.
@@ -129,6 +131,23 @@ struct EchoService: RegistrableRPCService {
                 }
                 return [:]
             }
+        }
+        // Answers after as many milliseconds as its request says (UInt16 BE),
+        // heeding no cancellation: a handler that waits on something that
+        // must finish (a write to a store) before it can answer.
+        router.registerHandler(forMethod: Echo.stubborn, deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
+            var first: [UInt8] = []
+            for try await message in request.messages { first = message }
+            let milliseconds = first.prefix(2).reduce(0) { $0 << 8 | Int($1) }
+            probe.started()
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread {
+                    Thread.sleep(forTimeInterval: Double(milliseconds) / 1000)
+                    done.resume()
+                }
+            }
+            probe.cancelled()
+            return StreamingServerResponse(single: ServerResponse(message: first))
         }
         // Reads one message every 100 ms, counting them.
         router.registerHandler(forMethod: Echo.slowSink, deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in

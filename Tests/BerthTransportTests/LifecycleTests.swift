@@ -54,6 +54,52 @@ struct LifecycleTests {
         }
     }
 
+    @Test("a call past its deadline while its handler cannot stop: the client's call ends at the deadline, and so does the client, whenever the handler ends")
+    func deadlineOverStubbornHandler() async throws {
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { _, _, address in
+            for handlerTakes in [1_500, 4_000] {
+                let began = ContinuousClock.now
+                try await withGRPCClient(transport: NGHTTP2ClientTransport(config: .init(address: address))) { client in
+                    var options = CallOptions.defaults
+                    options.timeout = .milliseconds(300)
+                    do {
+                        _ = try await client.unary(
+                            request: ClientRequest(message: [UInt8(handlerTakes >> 8), UInt8(handlerTakes & 0xff)]), descriptor: Echo.stubborn,
+                            serializer: RawSerializer(), deserializer: RawDeserializer(), options: options
+                        ) { try $0.message }
+                        Issue.record("expected DEADLINE_EXCEEDED")
+                    } catch let error as RPCError {
+                        #expect(error.code == .deadlineExceeded)
+                    }
+                    #expect(ContinuousClock.now - began < .seconds(1), "the call ends at its deadline")
+                }
+                let took = ContinuousClock.now - began
+                #expect(took < .milliseconds(handlerTakes) + .seconds(2), "the client closed \(took) after the call began (its handler took \(handlerTakes) ms)")
+            }
+        }
+    }
+
+    @Test("a call cancelled while its handler cannot stop ends at once", arguments: [0, 1, 5, 20, 100, 300])
+    func cancelOverStubbornHandler(_ after: Int) async throws {
+        let probe = EchoProbe()
+        try await TransportHarness.withServerAndClient(services: [EchoService(probe: probe)]) { client, _, _ in
+            for _ in 0..<5 {
+                let call = Task {
+                    try await client.unary(
+                        request: ClientRequest(message: [0x0f, 0xa0]), descriptor: Echo.stubborn,
+                        serializer: RawSerializer(), deserializer: RawDeserializer(), options: .defaults
+                    ) { try $0.message }
+                }
+                try await Task.sleep(for: .milliseconds(after))
+                let began = ContinuousClock.now
+                call.cancel()
+                _ = await call.result
+                #expect(ContinuousClock.now - began < .seconds(1), "cancelled after \(after) ms, the call took \(ContinuousClock.now - began) to end")
+            }
+        }
+    }
+
     @Test("a client cancelling a call resets the stream and cancels the server handler")
     func clientCancellation() async throws {
         let probe = EchoProbe()

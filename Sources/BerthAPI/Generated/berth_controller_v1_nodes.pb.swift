@@ -347,6 +347,10 @@ public nonisolated struct Berth_Controller_V1_ListNodesResponse: Sendable {
 
   public var nodes: [Berth_Controller_V1_ClusterNode] = []
 
+  /// Set when a controller that does not lead answered from a store
+  /// without a quorum: what the store held last, which may be stale.
+  public var stale: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -365,25 +369,32 @@ public nonisolated struct Berth_Controller_V1_InspectNodeRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Berth_Controller_V1_InspectNodeResponse: Sendable {
+public nonisolated struct Berth_Controller_V1_InspectNodeResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var node: Berth_Controller_V1_ClusterNode {
-    get {_node ?? Berth_Controller_V1_ClusterNode()}
-    set {_node = newValue}
+    get {_storage._node ?? Berth_Controller_V1_ClusterNode()}
+    set {_uniqueStorage()._node = newValue}
   }
   /// Returns true if `node` has been explicitly set.
-  public var hasNode: Bool {self._node != nil}
+  public var hasNode: Bool {_storage._node != nil}
   /// Clears the value of `node`. Subsequent reads from it will return its default value.
-  public mutating func clearNode() {self._node = nil}
+  public mutating func clearNode() {_uniqueStorage()._node = nil}
+
+  /// Set when a controller that does not lead answered from a store
+  /// without a quorum: what the store held last, which may be stale.
+  public var stale: String {
+    get {_storage._stale}
+    set {_uniqueStorage()._stale = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _node: Berth_Controller_V1_ClusterNode? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Berth_Controller_V1_UpdateNodeRequest: Sendable {
@@ -860,7 +871,7 @@ nonisolated extension Berth_Controller_V1_ListNodesRequest: SwiftProtobuf.Messag
 
 nonisolated extension Berth_Controller_V1_ListNodesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListNodesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0\u{1}stale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -869,6 +880,7 @@ nonisolated extension Berth_Controller_V1_ListNodesResponse: SwiftProtobuf.Messa
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.stale) }()
       default: break
       }
     }
@@ -878,11 +890,15 @@ nonisolated extension Berth_Controller_V1_ListNodesResponse: SwiftProtobuf.Messa
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 1)
     }
+    if !self.stale.isEmpty {
+      try visitor.visitSingularStringField(value: self.stale, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_ListNodesResponse, rhs: Berth_Controller_V1_ListNodesResponse) -> Bool {
     if lhs.nodes != rhs.nodes {return false}
+    if lhs.stale != rhs.stale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -920,33 +936,76 @@ nonisolated extension Berth_Controller_V1_InspectNodeRequest: SwiftProtobuf.Mess
 
 nonisolated extension Berth_Controller_V1_InspectNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InspectNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}stale\0")
+
+  fileprivate class _StorageClass {
+    var _node: Berth_Controller_V1_ClusterNode? = nil
+    var _stale: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _node = source._node
+      _stale = source._stale
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._node) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._stale) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._node {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._node {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._stale.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stale, fieldNumber: 2)
+      }
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_InspectNodeResponse, rhs: Berth_Controller_V1_InspectNodeResponse) -> Bool {
-    if lhs._node != rhs._node {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._node != rhs_storage._node {return false}
+        if _storage._stale != rhs_storage._stale {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

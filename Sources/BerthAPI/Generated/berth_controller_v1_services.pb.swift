@@ -748,6 +748,10 @@ public nonisolated struct Berth_Controller_V1_ListServicesResponse: Sendable {
 
   public var services: [Berth_Controller_V1_Service] = []
 
+  /// Set when a controller that does not lead answered from a store
+  /// without a quorum: what the store held last, which may be stale.
+  public var stale: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -779,6 +783,10 @@ public nonisolated struct Berth_Controller_V1_InspectServiceResponse: Sendable {
   public var hasService: Bool {self._service != nil}
   /// Clears the value of `service`. Subsequent reads from it will return its default value.
   public mutating func clearService() {self._service = nil}
+
+  /// Set when a controller that does not lead answered from a store
+  /// without a quorum: what the store held last, which may be stale.
+  public var stale: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -927,6 +935,10 @@ public nonisolated struct Berth_Controller_V1_ListReplicasResponse: Sendable {
   // methods supported on all messages.
 
   public var replicas: [Berth_Controller_V1_Replica] = []
+
+  /// Set when a controller that does not lead answered from a store
+  /// without a quorum: what the store held last, which may be stale.
+  public var stale: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1832,7 +1844,7 @@ nonisolated extension Berth_Controller_V1_ListServicesRequest: SwiftProtobuf.Mes
 
 nonisolated extension Berth_Controller_V1_ListServicesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListServicesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}services\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}services\0\u{1}stale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1841,6 +1853,7 @@ nonisolated extension Berth_Controller_V1_ListServicesResponse: SwiftProtobuf.Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.stale) }()
       default: break
       }
     }
@@ -1850,11 +1863,15 @@ nonisolated extension Berth_Controller_V1_ListServicesResponse: SwiftProtobuf.Me
     if !self.services.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 1)
     }
+    if !self.stale.isEmpty {
+      try visitor.visitSingularStringField(value: self.stale, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_ListServicesResponse, rhs: Berth_Controller_V1_ListServicesResponse) -> Bool {
     if lhs.services != rhs.services {return false}
+    if lhs.stale != rhs.stale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1892,7 +1909,7 @@ nonisolated extension Berth_Controller_V1_InspectServiceRequest: SwiftProtobuf.M
 
 nonisolated extension Berth_Controller_V1_InspectServiceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InspectServiceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}stale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1901,6 +1918,7 @@ nonisolated extension Berth_Controller_V1_InspectServiceResponse: SwiftProtobuf.
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._service) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.stale) }()
       default: break
       }
     }
@@ -1914,11 +1932,15 @@ nonisolated extension Berth_Controller_V1_InspectServiceResponse: SwiftProtobuf.
     try { if let v = self._service {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.stale.isEmpty {
+      try visitor.visitSingularStringField(value: self.stale, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_InspectServiceResponse, rhs: Berth_Controller_V1_InspectServiceResponse) -> Bool {
     if lhs._service != rhs._service {return false}
+    if lhs.stale != rhs.stale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2215,7 +2237,7 @@ nonisolated extension Berth_Controller_V1_ListReplicasRequest: SwiftProtobuf.Mes
 
 nonisolated extension Berth_Controller_V1_ListReplicasResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListReplicasResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replicas\0\u{1}stale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2224,6 +2246,7 @@ nonisolated extension Berth_Controller_V1_ListReplicasResponse: SwiftProtobuf.Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.replicas) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.stale) }()
       default: break
       }
     }
@@ -2233,11 +2256,15 @@ nonisolated extension Berth_Controller_V1_ListReplicasResponse: SwiftProtobuf.Me
     if !self.replicas.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.replicas, fieldNumber: 1)
     }
+    if !self.stale.isEmpty {
+      try visitor.visitSingularStringField(value: self.stale, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_ListReplicasResponse, rhs: Berth_Controller_V1_ListReplicasResponse) -> Bool {
     if lhs.replicas != rhs.replicas {return false}
+    if lhs.stale != rhs.stale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

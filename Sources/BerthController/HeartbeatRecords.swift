@@ -1,0 +1,132 @@
+import BerthEtcd
+import BerthModel
+import Foundation
+import Logging
+import Synchronization
+
+/// Agents' heartbeats in the store, so that a node's liveness does not
+/// depend on which controller its agent reaches: every controller records
+/// the heartbeats it is sent, and the leader follows the records.
+public protocol HeartbeatRecords: Sendable {
+    /// Records a heartbeat of node `id`, received by `controller`, if the
+    /// store knows the node; in one step with that check.
+    ///
+    /// - Returns: false when the store has no such node (its agent then
+    ///   registers again, which only the leader takes).
+    /// - Throws: `BerthError.permissionDenied` for a removed node,
+    ///   `unavailable` when the store cannot take it.
+    func record(_ id: String, by controller: String) async throws -> Bool
+    /// Records a heartbeat of node `id` in the background, for a leader
+    /// that has it in memory already and answers its agent at once: a
+    /// store that is slow (an election among its members) must not hold
+    /// heartbeats up. A node's heartbeats that queue up are recorded once.
+    func recordLater(_ id: String, by controller: String)
+    /// When each node's last recorded heartbeat came.
+    ///
+    /// - Parameter serializable: without a quorum, from the member asked.
+    func lastHeard(serializable: Bool) async throws -> [String: Date]
+    /// Calls `heard` with the nodes heard from after `revision`, in the
+    /// store's order, until cancelled. When the history from there has been
+    /// compacted away, the records are listed again, those written since
+    /// handed over, and the watch resumes from the listing's revision.
+    func follow(after revision: Int64, heard: @escaping @Sendable ([String]) async -> Void) async
+}
+
+/// A heartbeat as recorded: when, and which controller it reached.
+struct HeartbeatRecord: Codable, Sendable {
+    var at: Date
+    var by: String
+}
+
+/// Heartbeats in etcd, `PREFIX heartbeats/NODE-ID`. They are facts
+/// reported, not decisions: any controller writes them, unfenced, but only
+/// for a node the store holds.
+final class EtcdHeartbeats: HeartbeatRecords {
+    let client: EtcdClient
+    let prefix: String
+    let logger: Logger
+    /// Heartbeats to record in the background, and whether a task records them.
+    private let later = Mutex<(pending: [String: String], recording: Bool)>(([:], false))
+
+    init(client: EtcdClient, prefix: String, logger: Logger) {
+        self.client = client
+        self.prefix = prefix
+        self.logger = logger
+    }
+
+    var directory: String { "\(prefix)heartbeats/" }
+
+    func record(_ id: String, by controller: String) async throws -> Bool {
+        let value = Array(try BerthJSON.encoder(pretty: false).encode(HeartbeatRecord(at: Date(), by: controller)))
+        let result = try await client.txn(
+            if: [.present("\(prefix)nodes/\(id)")], then: [.put(directory + id, value)], else: [.get("\(prefix)removed-nodes/\(id)")])
+        if result.succeeded { return true }
+        if result.ranges.first?.isEmpty == false { throw NodeRegistry.removedRefusal(id) }
+        return false
+    }
+
+    func recordLater(_ id: String, by controller: String) {
+        let start = later.withLock { state -> Bool in
+            state.pending[id] = controller
+            if state.recording { return false }
+            state.recording = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            while true {
+                let batch = later.withLock { state -> [String: String] in
+                    defer { state.pending = [:] }
+                    if state.pending.isEmpty { state.recording = false }
+                    return state.pending
+                }
+                if batch.isEmpty { return }
+                for (id, controller) in batch { _ = try? await record(id, by: controller) }
+            }
+        }
+    }
+
+    func lastHeard(serializable: Bool) async throws -> [String: Date] {
+        let decoder = BerthJSON.decoder()
+        var heard: [String: Date] = [:]
+        for value in try await client.range(directory, prefix: true, serializable: serializable).values {
+            guard let record = try? decoder.decode(HeartbeatRecord.self, from: Data(value.value)) else { continue }
+            heard[String(value.key.dropFirst(directory.count))] = record.at
+        }
+        return heard
+    }
+
+    func follow(after revision: Int64, heard: @escaping @Sendable ([String]) async -> Void) async {
+        let directory = self.directory
+        let next = Locked(revision + 1)
+        while !Task.isCancelled {
+            do {
+                try await client.watch(directory, prefix: true, from: next.value) { events, revision in
+                    let ids = events.compactMap { event -> String? in
+                        guard case .put(let value) = event else { return nil }
+                        return String(value.key.dropFirst(directory.count))
+                    }
+                    if !ids.isEmpty { await heard(ids) }
+                    next.value = revision + 1
+                }
+            } catch EtcdError.compacted(let oldest) {
+                logger.info(
+                    "the heartbeats' history was compacted away; listing them again",
+                    metadata: ["from": "\(next.value)", "oldest": "\(oldest)"])
+                do {
+                    let listed = try await client.range(directory, prefix: true)
+                    let since = next.value
+                    let ids = listed.values.filter { $0.modRevision >= since }.map { String($0.key.dropFirst(directory.count)) }
+                    if !ids.isEmpty { await heard(ids) }
+                    next.value = listed.revision + 1
+                } catch {
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("cannot follow the heartbeats in the store; trying again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+}
