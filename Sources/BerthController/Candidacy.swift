@@ -1,3 +1,5 @@
+public import BerthTransport
+
 /// How a controller comes to lead the cluster.
 public protocol Candidacy: Sendable {
     /// Returns once this controller leads.
@@ -22,6 +24,10 @@ public protocol Candidacy: Sendable {
     /// Where agents' heartbeats are recorded, when controllers share a
     /// store (nil for SQLite: the only controller keeps them in memory).
     var heartbeats: (any HeartbeatRecords)? { get }
+    /// Keeps `list` up to date with the certificates revoked in the store,
+    /// until cancelled (etcd); returns at once for SQLite, whose controller
+    /// reads its `--revoked` file alone.
+    func followRevocations(into list: RevocationList) async
 }
 
 /// The store's records as a controller that does not lead read them.
@@ -111,4 +117,6 @@ struct SoleCandidacy: Candidacy {
     func read() async throws -> StoreRead { StoreRead(contents: try await store.load()) }
 
     var heartbeats: (any HeartbeatRecords)? { nil }
+
+    func followRevocations(into list: RevocationList) async {}
 }

@@ -156,10 +156,23 @@ public enum ClusterCA {
     /// - Throws: `BerthError.invalidArgument` for something that is neither.
     @discardableResult
     public static func revoke(caDirectory: String, _ certificates: [String], revocationFile: String? = nil) throws -> [String] {
-        _ = try load(caDirectory)
         let file = revocationFile ?? Self.revocationFile(caDirectory)
         var text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? "# Revoked certificates: a serial number (hex) a line; berth-controller reads this at every handshake.\n"
-        let known = RevocationList.parse(text)
+        let revoked = try revocations(caDirectory: caDirectory, certificates, known: RevocationList.parse(text))
+        if !text.hasSuffix("\n") { text += "\n" }
+        text += revoked.map { $0 + "\n" }.joined()
+        try write(text, to: file, mode: 0o644)
+        return revoked
+    }
+
+    /// The revocation lines of `certificates` (`SERIAL ROLE HOLDER (NAME)
+    /// revoked TIME`), those in `known` left out: what `revoke` adds to a
+    /// file, or `berth-controller ca revoke --store` to etcd.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for something that is neither
+    ///   a certificate directory nor a serial, `notFound` without a CA.
+    public static func revocations(caDirectory: String, _ certificates: [String], known: Set<String> = []) throws -> [String] {
+        _ = try load(caDirectory)
         var revoked: [String] = []
         let stamp = ISO8601DateFormatter().string(from: Date())
         for given in certificates {
@@ -178,9 +191,6 @@ public enum ClusterCA {
             if known.contains(serial) || revoked.contains(where: { $0.hasPrefix(serial + " ") }) { continue }
             revoked.append(line)
         }
-        if !text.hasSuffix("\n") { text += "\n" }
-        text += revoked.map { $0 + "\n" }.joined()
-        try write(text, to: file, mode: 0o644)
         return revoked
     }
 
@@ -191,16 +201,18 @@ public enum ClusterCA {
     ///
     /// - Returns: the new certificate's identity.
     /// - Throws: `BerthError.notFound` without a certificate or CA to read.
+    /// - Parameter revokeOld: whether to revoke the old one in the file
+    ///   (false: the caller revokes `old`, in etcd).
     @discardableResult
-    public static func rotate(caDirectory: String, certificateDirectory directory: String, validFor days: Int = 365, revocationFile: String? = nil)
-        throws -> Issued
-    {
+    public static func rotate(
+        caDirectory: String, certificateDirectory directory: String, validFor days: Int = 365, revocationFile: String? = nil, revokeOld: Bool = true
+    ) throws -> (issued: Issued, old: Issued) {
         let (old, dnsNames, ipAddresses) = try inspect(certificateDirectory: directory)
         let issued = try issue(
             caDirectory: caDirectory, name: old.name, role: old.role, nodeID: old.nodeID, dnsNames: dnsNames.filter { $0 != old.name },
             ipAddresses: ipAddresses, outputDirectory: directory, validFor: days)
-        try revoke(caDirectory: caDirectory, [old.serial], revocationFile: revocationFile)
-        return issued
+        if revokeOld { try revoke(caDirectory: caDirectory, [old.serial], revocationFile: revocationFile) }
+        return (issued, old)
     }
 
     /// An address in text, from its bytes in network order.

@@ -157,6 +157,10 @@ public final class Controller: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
+                if let revoked {
+                    // Certificates revoked in the store (etcd), besides the --revoked file.
+                    group.addTask { await cancelWhenGracefulShutdown { await self.candidacy.followRevocations(into: revoked) } }
+                }
                 group.addTask {
                     // Campaign only once listening: the address it campaigns with is then this process's.
                     _ = try await transport.listeningAddress

@@ -75,6 +75,10 @@ final class EtcdCandidacy: Candidacy {
 
     var heartbeats: (any HeartbeatRecords)? { heartbeatRecords }
 
+    func followRevocations(into list: RevocationList) async {
+        await EtcdRevocations(client: client, prefix: prefix, logger: logger).follow(into: list)
+    }
+
     func read() async throws -> StoreRead {
         let store = EtcdControllerStore(client: client, prefix: prefix, fence: nil)
         var read: StoreRead

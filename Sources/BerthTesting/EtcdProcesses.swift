@@ -24,11 +24,16 @@ public final class EtcdProcesses: Sendable {
     public let directory: String
     private let token: String
     private let state: Mutex<[Member]>
+    /// With client TLS: a directory with ca.pem, cert.pem and key.pem, the
+    /// members' certificate and the CA their clients' must come from.
+    public let tlsDirectory: String?
 
     /// Runs `body` with `count` members serving, then kills them and
     /// removes their directory, whether `body` returns or throws.
-    public static func with<T: Sendable>(members count: Int, _ body: (EtcdProcesses) async throws -> T) async throws -> T {
-        let etcd = try await EtcdProcesses(count: count)
+    public static func with<T: Sendable>(
+        members count: Int, tlsDirectory: String? = nil, _ body: (EtcdProcesses) async throws -> T
+    ) async throws -> T {
+        let etcd = try await EtcdProcesses(count: count, tlsDirectory: tlsDirectory)
         do {
             let result = try await body(etcd)
             etcd.stop()
@@ -43,7 +48,13 @@ public final class EtcdProcesses: Sendable {
     ///
     /// - Throws: when etcd is missing or a member does not serve within 30 s
     ///   (its log's end is in the error).
-    public init(count: Int) async throws {
+    ///
+    /// - Parameter tlsDirectory: serve clients over TLS with this directory's
+    ///   cert.pem and key.pem, and take only clients whose certificate
+    ///   ca.pem signed (etcd's `--client-cert-auth`); the harness's own
+    ///   clients present the same certificate.
+    public init(count: Int, tlsDirectory: String? = nil) async throws {
+        self.tlsDirectory = tlsDirectory
         guard FileManager.default.isExecutableFile(atPath: Self.executable) else {
             throw EtcdHarnessError("\(Self.executable) is missing: apt-get install etcd-server")
         }
@@ -88,7 +99,8 @@ public final class EtcdProcesses: Sendable {
     /// A client of every member, quiet.
     public func client(requestTimeout: Duration = .seconds(5), members indices: [Int]? = nil) -> EtcdClient {
         let all = endpoints
-        return EtcdClient(endpoints: (indices ?? Array(all.indices)).map { all[$0] }, tls: nil, requestTimeout: requestTimeout, logger: Self.logger)
+        let tls = tlsDirectory.flatMap { try? MutualTLS(directory: $0) }
+        return EtcdClient(endpoints: (indices ?? Array(all.indices)).map { all[$0] }, tls: tls, requestTimeout: requestTimeout, logger: Self.logger)
     }
 
     public static var logger: Logger {
@@ -109,12 +121,16 @@ public final class EtcdProcesses: Sendable {
         let initialCluster = members.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
         let log = try Descriptor.open(logPath(i), [.writeOnly, .create, .append])
         defer { log.close() }
+        let scheme = tlsDirectory == nil ? "http" : "https"
+        let tls = tlsDirectory.map { dir in
+            ["--cert-file", "\(dir)/cert.pem", "--key-file", "\(dir)/key.pem", "--client-cert-auth", "--trusted-ca-file", "\(dir)/ca.pem"]
+        } ?? []
         let pid = try Processes.spawn(
             executable: Self.executable,
-            arguments: [
+            arguments: tls + [
                 "--name", member.name, "--data-dir", "\(directory)/\(member.name)",
-                "--listen-client-urls", "http://127.0.0.1:\(member.clientPort)",
-                "--advertise-client-urls", "http://127.0.0.1:\(member.clientPort)",
+                "--listen-client-urls", "\(scheme)://127.0.0.1:\(member.clientPort)",
+                "--advertise-client-urls", "\(scheme)://127.0.0.1:\(member.clientPort)",
                 "--listen-peer-urls", "http://127.0.0.1:\(member.peerPort)",
                 "--initial-advertise-peer-urls", "http://127.0.0.1:\(member.peerPort)",
                 "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", token,

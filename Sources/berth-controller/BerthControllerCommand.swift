@@ -151,13 +151,48 @@ struct CARevoke: AsyncParsableCommand {
         abstract: "Revoke certificates: their serials go into CA_DIR/revoked, which the controller checks at every handshake and call.")
     @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
     @Option(help: "The revocation file to write (default: CA_DIR/revoked; point the controller's --revoked at it).") var file: String?
+    @OptionGroup var store: RevocationStore
     @Argument(help: "Certificate directories (their cert.pem) or serial numbers (hex).") var certificates: [String]
 
     func run() async throws {
         try await reportingErrors {
             guard !certificates.isEmpty else { throw BerthError.invalid("give the certificate directories or serial numbers to revoke") }
-            for line in try ClusterCA.revoke(caDirectory: caDir, certificates, revocationFile: file) { print(line) }
+            if let revocations = try store.revocations() {
+                defer { revocations.close() }
+                for line in try await revocations.add(try ClusterCA.revocations(caDirectory: caDir, certificates)) { print(line) }
+            } else {
+                for line in try ClusterCA.revoke(caDirectory: caDir, certificates, revocationFile: file) { print(line) }
+            }
         }
+    }
+}
+
+/// `--store etcd://…`: revocations go to the controllers' etcd, where every
+/// controller of the cluster follows them, instead of a file.
+struct RevocationStore: ParsableArguments {
+    @Option(name: .customLong("store"), help: "Revoke in the controllers' etcd (etcd://HOST:PORT[,HOST:PORT...]) instead of the file: every controller refuses the certificate at once.")
+    var url: String?
+    @Option(name: .customLong("store-tls-dir"), help: "etcd's client certificates (ca.pem, cert.pem, key.pem).") var tlsDir: String?
+
+    /// The store's revocations and its client, nil without --store.
+    func revocations() throws -> Connected? {
+        guard let url else {
+            guard tlsDir == nil else { throw BerthError.invalid("--store-tls-dir is for --store etcd://…") }
+            return nil
+        }
+        guard url.hasPrefix("etcd://") else { throw BerthError.invalid("--store \(url): expected etcd://HOST:PORT[,HOST:PORT...]") }
+        var logger = Logger(label: "berth.controller")
+        logger.logLevel = .critical
+        let client = EtcdClient(
+            endpoints: try EtcdClient.endpoints(parsing: url), tls: try tlsDir.map { try MutualTLS(directory: $0) }, logger: logger)
+        return Connected(client: client, revocations: EtcdRevocations(client: client, logger: logger))
+    }
+
+    struct Connected {
+        let client: EtcdClient
+        let revocations: EtcdRevocations
+        func add(_ lines: [String]) async throws -> [String] { try await revocations.add(lines) }
+        func close() { client.close() }
     }
 }
 
@@ -167,12 +202,17 @@ struct CARotate: AsyncParsableCommand {
         abstract: "Replace a certificate with a new one (new key, same holder, node ID and addresses) and revoke the old one; daemons take the new files at their next connection.")
     @Option(help: "Where the CA is kept.") var caDir = "/etc/berth/ca"
     @Option(help: "The revocation file to write (default: CA_DIR/revoked).") var file: String?
+    @OptionGroup var store: RevocationStore
     @Option(help: "Days the new certificate is valid.") var days = 365
     @Argument(help: "The certificate directory to renew (with ca.pem, cert.pem, key.pem).") var directory: String
 
     func run() async throws {
         try await reportingErrors {
-            let issued = try ClusterCA.rotate(caDirectory: caDir, certificateDirectory: directory, validFor: days, revocationFile: file)
+            let revocations = try store.revocations()
+            defer { revocations?.close() }
+            let (issued, old) = try ClusterCA.rotate(
+                caDirectory: caDir, certificateDirectory: directory, validFor: days, revocationFile: file, revokeOld: revocations == nil)
+            if let revocations { _ = try await revocations.add(try ClusterCA.revocations(caDirectory: caDir, [old.serial])) }
             print(directory)
             FileHandle.standardError.write(Data("\(issued.role.rawValue) \(issued.nodeID ?? issued.name): new serial \(issued.serial)\n".utf8))
         }

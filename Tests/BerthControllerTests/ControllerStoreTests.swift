@@ -2,6 +2,7 @@
 import BerthEtcd
 import BerthModel
 import BerthTesting
+import BerthTransport
 import Foundation
 import Logging
 import Synchronization
@@ -204,5 +205,70 @@ struct ControllerStoreTests {
         #expect(try await records.record(known.id, by: "127.0.0.1:7452"))
         while heard.value.count < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(heard.value == [known.id, known.id])
+    }
+
+    @Test("etcd over mutual TLS (--store-tls-dir): a controller's client with a certificate of the CA etcd trusts stores and reads; one without a certificate, or with another CA's, is refused with a clear error")
+    func etcdOverTLS() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-etcd-tls-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try ClusterCA.initialize(directory: "\(directory)/ca")
+        try ClusterCA.issue(caDirectory: "\(directory)/ca", name: "etcd", role: .controller, ipAddresses: ["127.0.0.1"], outputDirectory: "\(directory)/etcd")
+        try ClusterCA.issue(caDirectory: "\(directory)/ca", name: "controller", role: .controller, outputDirectory: "\(directory)/controller")
+        try ClusterCA.initialize(directory: "\(directory)/other-ca")
+        try ClusterCA.issue(
+            caDirectory: "\(directory)/other-ca", name: "intruder", role: .controller, outputDirectory: "\(directory)/intruder")
+        // The intruder trusts etcd's CA (it found ca.pem), but its own certificate is another CA's.
+        try FileManager.default.removeItem(atPath: "\(directory)/intruder/ca.pem")
+        try FileManager.default.copyItem(atPath: "\(directory)/ca/ca.pem", toPath: "\(directory)/intruder/ca.pem")
+
+        try await EtcdProcesses.with(members: 1, tlsDirectory: "\(directory)/etcd") { etcd in
+            func store(_ tls: String?) throws -> (EtcdClient, EtcdControllerStore) {
+                let client = EtcdClient(
+                    endpoints: etcd.endpoints, tls: try tls.map { try MutualTLS(directory: $0) }, requestTimeout: .seconds(2),
+                    logger: EtcdProcesses.logger)
+                return (client, EtcdControllerStore(client: client, fence: nil))
+            }
+            let (client, trusted) = try store("\(directory)/controller")
+            defer { client.close() }
+            try await trusted.commit(StoreChange(nodes: [Self.node(1)]))
+            #expect(try await trusted.load().nodes.map(\.id) == [Self.node(1).id])
+
+            for tls in [nil, "\(directory)/intruder"] {
+                let (client, refused) = try store(tls)
+                defer { client.close() }
+                do {
+                    _ = try await refused.load()
+                    Issue.record("a client \(tls == nil ? "without a certificate" : "with another CA's certificate") read the store")
+                } catch let error as BerthError {
+                    #expect(error.code == .unavailable, "\(error)")
+                    #expect(error.message.contains("127.0.0.1:\(etcd.members[0].clientPort)"), "\(error.message)")
+                }
+            }
+        }
+    }
+
+    @Test("etcd: revocations stored once per serial; a controller's list follows them as they are added and removed")
+    func revocations() async throws {
+        let test = try await TestStore(.etcd)
+        defer { test.close() }
+        let client = try #require(test.client)
+        let revocations = EtcdRevocations(client: client, logger: EtcdProcesses.logger)
+        #expect(try await revocations.add(["a1 node n1 (host1) revoked T", "b2 revoked T"]) == ["a1 node n1 (host1) revoked T", "b2 revoked T"])
+        #expect(try await revocations.add(["a1 revoked again"]).isEmpty, "the first line stays")
+        #expect(try await client.range("/berth/revoked/a1").values.first?.value == Array("a1 node n1 (host1) revoked T".utf8))
+
+        let list = RevocationList()
+        let following = Task { await revocations.follow(into: list) }
+        defer { following.cancel() }
+        func eventually(_ expected: Set<String>) async throws -> Bool {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while list.serials != expected && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            return list.serials == expected
+        }
+        #expect(try await eventually(["a1", "b2"]))
+        _ = try await revocations.add(["c3 revoked T"])
+        #expect(try await eventually(["a1", "b2", "c3"]))
+        _ = try await client.delete("/berth/revoked/b2")
+        #expect(try await eventually(["a1", "c3"]))
     }
 }

@@ -123,7 +123,7 @@ struct SecurityTests {
         #expect(list.serials.isEmpty, "no file: nothing revoked")
         let peer = PeerIdentity(role: "node", name: first.nodeID ?? "", serial: first.serial)
         #expect(list.refusal(peer) == nil)
-        let rotated = try ClusterCA.rotate(caDirectory: ca, certificateDirectory: node)
+        let rotated = try ClusterCA.rotate(caDirectory: ca, certificateDirectory: node).issued
         #expect(rotated.nodeID == first.nodeID && rotated.name == "node1" && rotated.serial != first.serial)
         #expect(try ClusterCA.inspect(certificateDirectory: node).ipAddresses == ["10.0.0.5"])
         #expect(list.refusal(peer)?.contains("is revoked") == true, "the old serial is revoked")

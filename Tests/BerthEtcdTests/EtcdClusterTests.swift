@@ -110,4 +110,45 @@ struct EtcdClusterTests {
             #expect(written > 0)
         }
     }
+
+    @Test("the raft leader killed under calls that their callers cancel (an agent's heartbeat past its deadline): every call ends at once when cancelled")
+    func cancelledCallsThroughLeaderLoss() async throws {
+        try await EtcdProcesses.with(members: 3) { etcd in
+            let client = etcd.client(requestTimeout: .seconds(5))
+            defer { client.close() }
+            try await client.put("/c/node", Array("n".utf8))
+            let raftLeader = await client.status().firstIndex(where: \.isLeader) ?? 0
+            let slowest = Shared(Duration.zero)
+            let stop = Shared(false)
+            let calls = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for worker in 0..<12 {
+                        group.addTask {
+                            var n = 0
+                            while !stop.value {
+                                let value = Array("\(n)".utf8)
+                                let call = Task {
+                                    _ = try? await client.txn(if: [.present("/c/node")], then: [.put("/c/\(worker)", value)], else: [])
+                                }
+                                try? await Task.sleep(for: .milliseconds(50 + 37 * worker % 400))
+                                let cancelled = ContinuousClock.now
+                                call.cancel()
+                                await call.value
+                                slowest.update { $0 = max($0, cancelled.duration(to: .now)) }
+                                n += 1
+                            }
+                        }
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            etcd.kill(raftLeader)
+            try await Task.sleep(for: .seconds(6))
+            stop.value = true
+            try await within(.seconds(10), "the calls under way to end") { await calls.value }
+            #expect(slowest.value < .seconds(1), "a cancelled call took \(slowest.value) to end")
+            let written = try await within(.seconds(10), "a write after") { try await client.put("/c/after", Array("a".utf8)) }
+            #expect(written > 0)
+        }
+    }
 }
