@@ -151,4 +151,34 @@ struct EtcdClusterTests {
             #expect(written > 0)
         }
     }
+
+    @Test("a member frozen (SIGSTOP) under concurrent calls, with a watch open on it: every call ends by its deadline")
+    func deadlinesOnFrozenMember() async throws {
+        try await EtcdProcesses.with(members: 1) { etcd in
+            let client = etcd.client(requestTimeout: .seconds(1))
+            defer { client.close() }
+            try await client.put("/f/node", Array("n".utf8))
+            let watching = Task { try? await client.watch("/f/", prefix: true) { _, _ in } }
+            defer { watching.cancel() }
+            try await Task.sleep(for: .milliseconds(300))
+            etcd.pause(0)
+            defer { etcd.resume(0) }
+            for round in 0..<3 {
+                let slowest = Shared(Duration.zero)
+                try await within(.seconds(20), "round \(round) of calls to end") {
+                    await withTaskGroup(of: Void.self) { group in
+                        for worker in 0..<24 {
+                            group.addTask {
+                                try? await Task.sleep(for: .milliseconds(worker * 7))
+                                let began = ContinuousClock.now
+                                _ = try? await client.txn(if: [.present("/f/node")], then: [.put("/f/\(worker)", [1])], else: [])
+                                slowest.update { $0 = max($0, began.duration(to: .now)) }
+                            }
+                        }
+                    }
+                }
+                #expect(slowest.value < .seconds(3), "round \(round): the slowest call took \(slowest.value)")
+            }
+        }
+    }
 }
