@@ -21,6 +21,15 @@ public protocol HeartbeatRecords: Sendable {
     /// store that is slow (an election among its members) must not hold
     /// heartbeats up. A node's heartbeats that queue up are recorded once.
     func recordLater(_ id: String, by controller: String)
+    /// A heartbeat sent to a controller that does not lead: answered at
+    /// once (and recorded in the background) for a node whose last
+    /// recording succeeded; the first of a node's heartbeats, and the first
+    /// after a recording failed, wait for the store. A follower cut off from
+    /// the store thus answers one heartbeat more at most, then refuses, and
+    /// the agent turns to another controller.
+    ///
+    /// - Returns and throws: as `record`.
+    func take(_ id: String, by controller: String) async throws -> Bool
     /// When each node's last recorded heartbeat came.
     ///
     /// - Parameter serializable: without a quorum, from the member asked.
@@ -47,6 +56,8 @@ final class EtcdHeartbeats: HeartbeatRecords {
     let logger: Logger
     /// Heartbeats to record in the background, and whether a task records them.
     private let later = Mutex<(pending: [String: String], recording: Bool)>(([:], false))
+    /// Nodes whose last recording succeeded.
+    private let recorded = Mutex<Set<String>>([])
 
     init(client: EtcdClient, prefix: String, logger: Logger) {
         self.client = client
@@ -58,11 +69,28 @@ final class EtcdHeartbeats: HeartbeatRecords {
 
     func record(_ id: String, by controller: String) async throws -> Bool {
         let value = Array(try BerthJSON.encoder(pretty: false).encode(HeartbeatRecord(at: Date(), by: controller)))
-        let result = try await client.txn(
-            if: [.present("\(prefix)nodes/\(id)")], then: [.put(directory + id, value)], else: [.get("\(prefix)removed-nodes/\(id)")])
+        let result: EtcdTxnResult
+        do {
+            result = try await client.txn(
+                if: [.present("\(prefix)nodes/\(id)")], then: [.put(directory + id, value)], else: [.get("\(prefix)removed-nodes/\(id)")])
+        } catch {
+            recorded.withLock { _ = $0.remove(id) }
+            throw error
+        }
+        recorded.withLock { set in
+            if result.succeeded { set.insert(id) } else { set.remove(id) }
+        }
         if result.succeeded { return true }
         if result.ranges.first?.isEmpty == false { throw NodeRegistry.removedRefusal(id) }
         return false
+    }
+
+    func take(_ id: String, by controller: String) async throws -> Bool {
+        if recorded.withLock({ $0.contains(id) }) {
+            recordLater(id, by: controller)
+            return true
+        }
+        return try await record(id, by: controller)
     }
 
     func recordLater(_ id: String, by controller: String) {

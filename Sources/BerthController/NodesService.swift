@@ -56,7 +56,7 @@ public struct NodesService: Berth_Controller_V1_Nodes.ServiceProtocol {
         } else if let heartbeats {
             // Any controller takes a heartbeat: it goes to the store, where the leader follows it.
             try NodeRegistry.authorize(peer, for: id)
-            known = try await heartbeats.record(id, by: address)
+            known = try await heartbeats.take(id, by: address)
         } else {
             known = try await seat.serving().registry.heartbeat(id: id, peer: peer)
         }

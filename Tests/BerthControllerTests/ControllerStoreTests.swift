@@ -190,6 +190,10 @@ struct ControllerStoreTests {
         #expect(try await records.record(unknown.id, by: "127.0.0.1:7451") == false)
         await #expect(throws: BerthError.self) { try await records.record(removed.id, by: "127.0.0.1:7451") }
         #expect(Set(try await records.lastHeard(serializable: false).keys) == [known.id])
+        // A follower's heartbeats: the store's word first; once recorded, answered at once.
+        #expect(try await records.take(unknown.id, by: "127.0.0.1:7452") == false)
+        #expect(try await records.take(known.id, by: "127.0.0.1:7452"))
+        await #expect(throws: BerthError.self) { try await records.take(removed.id, by: "127.0.0.1:7452") }
         #expect(try await client.range("/berth/heartbeats/\(unknown.id)").values.isEmpty)
 
         // The history from `start` compacted away: what was recorded since is listed and handed over.

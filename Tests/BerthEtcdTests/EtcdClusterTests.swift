@@ -85,7 +85,7 @@ struct EtcdClusterTests {
             let stop = Shared(false)
             let calls = Task {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    for worker in 0..<16 {
+                    for worker in 0..<6 {
                         group.addTask {
                             var n = 0
                             while !stop.value {
@@ -102,7 +102,7 @@ struct EtcdClusterTests {
             }
             try await Task.sleep(for: .milliseconds(500))
             etcd.kill(raftLeader)
-            try await Task.sleep(for: .seconds(5))
+            try await Task.sleep(for: .seconds(4))
             stop.value = true
             try await within(timeout * 3 + .seconds(2), "the calls under way to end") { try await calls.value }
             #expect(slowest.value <= timeout * 3 + .seconds(1), "the slowest call took \(slowest.value)")
@@ -122,7 +122,7 @@ struct EtcdClusterTests {
             let stop = Shared(false)
             let calls = Task {
                 await withTaskGroup(of: Void.self) { group in
-                    for worker in 0..<12 {
+                    for worker in 0..<6 {
                         group.addTask {
                             var n = 0
                             while !stop.value {
@@ -143,7 +143,7 @@ struct EtcdClusterTests {
             }
             try await Task.sleep(for: .milliseconds(500))
             etcd.kill(raftLeader)
-            try await Task.sleep(for: .seconds(6))
+            try await Task.sleep(for: .seconds(4))
             stop.value = true
             try await within(.seconds(10), "the calls under way to end") { await calls.value }
             #expect(slowest.value < .seconds(1), "a cancelled call took \(slowest.value) to end")
@@ -167,7 +167,7 @@ struct EtcdClusterTests {
                 let slowest = Shared(Duration.zero)
                 try await within(.seconds(20), "round \(round) of calls to end") {
                     await withTaskGroup(of: Void.self) { group in
-                        for worker in 0..<24 {
+                        for worker in 0..<12 {
                             group.addTask {
                                 try? await Task.sleep(for: .milliseconds(worker * 7))
                                 let began = ContinuousClock.now
