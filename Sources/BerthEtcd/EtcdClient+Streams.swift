@@ -181,13 +181,7 @@ extension EtcdClient {
         let heard = Locked(clock.now)
         let timeout = requestTimeout
         var create = Etcdserverpb_WatchCreateRequest()
-        if prefix {
-            let (start, end) = EtcdKeys.prefixRange(key)
-            create.key = Data(start)
-            create.rangeEnd = Data(end)
-        } else {
-            create.key = Data(key.utf8)
-        }
+        (create.key, create.rangeEnd) = EtcdKeys.span(key, prefix: prefix)
         create.startRevision = progress.withLock { $0.next }
         let request = Etcdserverpb_WatchRequest.with { $0.createRequest = create }
         let probe = Etcdserverpb_WatchRequest.with { $0.progressRequest = Etcdserverpb_WatchProgressRequest() }

@@ -135,13 +135,7 @@ public final class EtcdClient: Sendable {
         _ key: String, prefix: Bool = false, limit: Int = 0, sortByCreateRevision: Bool = false, revision: Int64 = 0, serializable: Bool = false
     ) async throws -> (values: [EtcdKeyValue], revision: Int64, more: Bool) {
         var request = Etcdserverpb_RangeRequest()
-        if prefix {
-            let (start, end) = EtcdKeys.prefixRange(key)
-            request.key = Data(start)
-            request.rangeEnd = Data(end)
-        } else {
-            request.key = Data(key.utf8)
-        }
+        (request.key, request.rangeEnd) = EtcdKeys.span(key, prefix: prefix)
         request.limit = Int64(limit)
         request.revision = revision
         request.serializable = serializable
@@ -208,14 +202,7 @@ public final class EtcdClient: Sendable {
     /// - Throws: `BerthError` `.unavailable` when no member answers.
     @discardableResult
     public func delete(_ key: String, prefix: Bool = false) async throws -> Int64 {
-        var request = Etcdserverpb_DeleteRangeRequest()
-        if prefix {
-            let (start, end) = EtcdKeys.prefixRange(key)
-            request.key = Data(start)
-            request.rangeEnd = Data(end)
-        } else {
-            request.key = Data(key.utf8)
-        }
+        let request = Etcdserverpb_DeleteRangeRequest.with { ($0.key, $0.rangeEnd) = EtcdKeys.span(key, prefix: prefix) }
         let response = try await call(prefix ? "delete the keys under \(key)" : "delete \(key)") { grpc, metadata, options in
             try await Etcdserverpb_KV.Client(wrapping: grpc).deleteRange(request, metadata: metadata, options: options)
         }

@@ -62,21 +62,13 @@ extension EtcdOperation {
                 $0.lease = lease
             }
         case .delete(let key):
-            op.requestDeleteRange = .with { $0.key = Data(key.utf8) }
+            op.requestDeleteRange = .with { ($0.key, $0.rangeEnd) = EtcdKeys.span(key, prefix: false) }
         case .deletePrefix(let prefix):
-            let (key, end) = EtcdKeys.prefixRange(prefix)
-            op.requestDeleteRange = .with {
-                $0.key = Data(key)
-                $0.rangeEnd = Data(end)
-            }
+            op.requestDeleteRange = .with { ($0.key, $0.rangeEnd) = EtcdKeys.span(prefix, prefix: true) }
         case .get(let key):
-            op.requestRange = .with { $0.key = Data(key.utf8) }
+            op.requestRange = .with { ($0.key, $0.rangeEnd) = EtcdKeys.span(key, prefix: false) }
         case .getPrefix(let prefix):
-            let (key, end) = EtcdKeys.prefixRange(prefix)
-            op.requestRange = .with {
-                $0.key = Data(key)
-                $0.rangeEnd = Data(end)
-            }
+            op.requestRange = .with { ($0.key, $0.rangeEnd) = EtcdKeys.span(prefix, prefix: true) }
         }
         return op
     }
@@ -116,5 +108,13 @@ enum EtcdKeys {
     static func prefixRange(_ prefix: String) -> (key: [UInt8], end: [UInt8]) {
         let bytes = Array(prefix.utf8)
         return (bytes.isEmpty ? [0] : bytes, prefixEnd(bytes))
+    }
+
+    /// A request's `key` and `range_end`: `key` alone (no end), or with
+    /// `prefix` every key under it.
+    static func span(_ key: String, prefix: Bool) -> (key: Data, end: Data) {
+        guard prefix else { return (Data(key.utf8), Data()) }
+        let (start, end) = prefixRange(key)
+        return (Data(start), Data(end))
     }
 }

@@ -174,9 +174,7 @@ public final class LeaderElection: Sendable {
             group.addTask {
                 while true {
                     var request = Etcdserverpb_RangeRequest()
-                    let (start, end) = EtcdKeys.prefixRange(self.prefix)
-                    request.key = Data(start)
-                    request.rangeEnd = Data(end)
+                    (request.key, request.rangeEnd) = EtcdKeys.span(self.prefix, prefix: true)
                     request.sortTarget = .create
                     request.sortOrder = .descend
                     request.limit = 1
