@@ -28,7 +28,7 @@ final class EtcdCandidacy: Candidacy {
         self.prefix = prefix
         self.address = address
         self.logger = logger
-        heartbeatRecords = EtcdHeartbeats(client: client, prefix: prefix, logger: logger)
+        heartbeatRecords = EtcdHeartbeats(client: client, prefix: prefix)
         election = LeaderElection(
             client: client, prefix: "\(prefix)election/", ttl: max(2, lease.components.seconds), value: address, logger: logger)
     }
@@ -76,7 +76,7 @@ final class EtcdCandidacy: Candidacy {
     var heartbeats: (any HeartbeatRecords)? { heartbeatRecords }
 
     func followRevocations(into list: RevocationList) async {
-        await EtcdRevocations(client: client, prefix: prefix, logger: logger).follow(into: list)
+        await EtcdRevocations(client: client, prefix: prefix).follow(into: list)
     }
 
     func read() async throws -> StoreRead {

@@ -2,7 +2,6 @@ public import BerthEtcd
 import BerthModel
 public import BerthTransport
 import Foundation
-public import Logging
 
 /// Revoked certificates in etcd, `PREFIX revoked/SERIAL` (the line
 /// `berth-controller ca revoke` prints), so that every controller of the
@@ -12,14 +11,12 @@ public import Logging
 public struct EtcdRevocations: Sendable {
     let client: EtcdClient
     let prefix: String
-    let logger: Logger
 
     var directory: String { "\(prefix)revoked/" }
 
-    public init(client: EtcdClient, prefix: String = "/berth/", logger: Logger) {
+    public init(client: EtcdClient, prefix: String = "/berth/") {
         self.client = client
         self.prefix = prefix
-        self.logger = logger
     }
 
     /// Stores the revocation `lines` (as `ClusterCA.revocations` makes
@@ -36,37 +33,28 @@ public struct EtcdRevocations: Sendable {
         return added
     }
 
-    /// The serials revoked now.
-    public func serials() async throws -> (serials: Set<String>, revision: Int64) {
-        let listed = try await client.range(directory, prefix: true)
-        return (Set(listed.values.map { String($0.key.dropFirst(directory.count)) }), listed.revision)
-    }
-
     /// Keeps `list`'s handed serials equal to those in etcd, until cancelled:
-    /// lists them, then follows a watch; lists again when the watch's
-    /// history is compacted away or the store could not be reached.
+    /// lists them, then follows a watch (listing again when its history was
+    /// compacted away).
     public func follow(into list: RevocationList) async {
         let directory = self.directory
-        while !Task.isCancelled {
-            do {
-                let (current, revision) = try await serials()
-                list.hand(current)
-                let known = Locked(current)
-                try await client.watch(directory, prefix: true, from: revision + 1) { events, _ in
-                    let serials = known.withLock { serials -> Set<String> in
-                        for event in events {
-                            let serial = String(event.key.dropFirst(directory.count))
-                            if case .put = event { serials.insert(serial) } else { serials.remove(serial) }
-                        }
-                        return serials
+        let known = Locked<Set<String>>([])
+        await client.follow(
+            directory, what: "the revoked certificates",
+            listed: { values, _ in
+                list.hand(known.withLock { serials in
+                    serials = Set(values.map { String($0.key.dropFirst(directory.count)) })
+                    return serials
+                })
+            },
+            changed: { events in
+                list.hand(known.withLock { serials in
+                    for event in events {
+                        let serial = String(event.key.dropFirst(directory.count))
+                        if case .put = event { serials.insert(serial) } else { serials.remove(serial) }
                     }
-                    list.hand(serials)
-                }
-            } catch {
-                if Task.isCancelled { return }
-                logger.warning("cannot follow the revoked certificates in the store; reading them again", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
+                    return serials
+                })
+            })
     }
 }

@@ -1,7 +1,6 @@
 import BerthEtcd
 import BerthModel
 import Foundation
-import Logging
 import Synchronization
 
 /// Agents' heartbeats in the store, so that a node's liveness does not
@@ -53,16 +52,14 @@ struct HeartbeatRecord: Codable, Sendable {
 final class EtcdHeartbeats: HeartbeatRecords {
     let client: EtcdClient
     let prefix: String
-    let logger: Logger
     /// Heartbeats to record in the background, and whether a task records them.
     private let later = Mutex<(pending: [String: String], recording: Bool)>(([:], false))
     /// Nodes whose last recording succeeded.
     private let recorded = Mutex<Set<String>>([])
 
-    init(client: EtcdClient, prefix: String, logger: Logger) {
+    init(client: EtcdClient, prefix: String) {
         self.client = client
         self.prefix = prefix
-        self.logger = logger
     }
 
     var directory: String { "\(prefix)heartbeats/" }
@@ -126,35 +123,19 @@ final class EtcdHeartbeats: HeartbeatRecords {
 
     func follow(after revision: Int64, heard: @escaping @Sendable ([String]) async -> Void) async {
         let directory = self.directory
-        let next = Locked(revision + 1)
-        while !Task.isCancelled {
-            do {
-                try await client.watch(directory, prefix: true, from: next.value) { events, revision in
-                    let ids = events.compactMap { event -> String? in
-                        guard case .put(let value) = event else { return nil }
-                        return String(value.key.dropFirst(directory.count))
-                    }
-                    if !ids.isEmpty { await heard(ids) }
-                    next.value = revision + 1
+        let id = { @Sendable (value: EtcdKeyValue) in String(value.key.dropFirst(directory.count)) }
+        await client.follow(
+            directory, after: revision, what: "the heartbeats",
+            listed: { values, since in
+                let ids = values.filter { $0.modRevision >= since }.map(id)
+                if !ids.isEmpty { await heard(ids) }
+            },
+            changed: { events in
+                let ids = events.compactMap { event -> String? in
+                    guard case .put(let value) = event else { return nil }
+                    return id(value)
                 }
-            } catch EtcdError.compacted(let oldest) {
-                logger.info(
-                    "the heartbeats' history was compacted away; listing them again",
-                    metadata: ["from": "\(next.value)", "oldest": "\(oldest)"])
-                do {
-                    let listed = try await client.range(directory, prefix: true)
-                    let since = next.value
-                    let ids = listed.values.filter { $0.modRevision >= since }.map { String($0.key.dropFirst(directory.count)) }
-                    if !ids.isEmpty { await heard(ids) }
-                    next.value = listed.revision + 1
-                } catch {
-                    try? await Task.sleep(for: .seconds(1))
-                }
-            } catch {
-                if Task.isCancelled { return }
-                logger.warning("cannot follow the heartbeats in the store; trying again", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
+                if !ids.isEmpty { await heard(ids) }
+            })
     }
 }

@@ -165,6 +165,45 @@ extension EtcdClient {
         }
     }
 
+    /// Follows the keys under `prefix` until the task is cancelled.
+    ///
+    /// `changed` gets every change after `revision`, in the store's order.
+    /// `listed` gets every key under the prefix as of one revision, with the
+    /// first revision not yet handed over (its keys with a modification
+    /// revision from there on are the news). It is called at the start when
+    /// `revision` is 0, and again whenever etcd has compacted away the
+    /// history the watch would resume from. A store that cannot be reached
+    /// is tried again a second later, from where the watch stood.
+    public func follow(
+        _ prefix: String, after revision: Int64 = 0, what: String,
+        listed: @escaping @Sendable (_ values: [EtcdKeyValue], _ since: Int64) async -> Void,
+        changed: @escaping @Sendable (_ events: [EtcdEvent]) async -> Void
+    ) async {
+        let next = Locked(revision + 1)
+        var list = revision == 0
+        while !Task.isCancelled {
+            do {
+                if list {
+                    let current = try await range(prefix, prefix: true)
+                    await listed(current.values, next.value)
+                    next.value = current.revision + 1
+                    list = false
+                }
+                try await watch(prefix, prefix: true, from: next.value) { events, revision in
+                    await changed(events)
+                    next.value = revision + 1
+                }
+            } catch EtcdError.compacted(let oldest) {
+                logger.info("the history of \(what) was compacted away; listing them again", metadata: ["from": "\(next.value)", "oldest": "\(oldest)"])
+                list = true
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("cannot follow \(what) in the store; trying again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
     /// Where a watch stands, across the members it moves between.
     struct WatchProgress: Sendable {
         /// The revision to watch from when the watch is made again (0: from now).

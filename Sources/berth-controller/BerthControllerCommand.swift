@@ -185,7 +185,7 @@ struct RevocationStore: ParsableArguments {
         logger.logLevel = .critical
         let client = EtcdClient(
             endpoints: try EtcdClient.endpoints(parsing: url), tls: try tlsDir.map { try MutualTLS(directory: $0) }, logger: logger)
-        return Connected(client: client, revocations: EtcdRevocations(client: client, logger: logger))
+        return Connected(client: client, revocations: EtcdRevocations(client: client))
     }
 
     struct Connected {

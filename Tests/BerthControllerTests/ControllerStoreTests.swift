@@ -178,9 +178,7 @@ struct ControllerStoreTests {
         let test = try await TestStore(.etcd)
         defer { test.close() }
         let client = try #require(test.client)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let records = EtcdHeartbeats(client: client, prefix: "/berth/", logger: logger)
+        let records = EtcdHeartbeats(client: client, prefix: "/berth/")
         let (known, removed, unknown) = (Self.node(1), Self.node(2), Self.node(3))
         try await test.store.commit(StoreChange(nodes: [known, removed]))
         try await test.store.commit(StoreChange(removedNodes: [removed.id]))
@@ -256,7 +254,7 @@ struct ControllerStoreTests {
         let test = try await TestStore(.etcd)
         defer { test.close() }
         let client = try #require(test.client)
-        let revocations = EtcdRevocations(client: client, logger: EtcdProcesses.logger)
+        let revocations = EtcdRevocations(client: client)
         #expect(try await revocations.add(["a1 node n1 (host1) revoked T", "b2 revoked T"]) == ["a1 node n1 (host1) revoked T", "b2 revoked T"])
         #expect(try await revocations.add(["a1 revoked again"]).isEmpty, "the first line stays")
         #expect(try await client.range("/berth/revoked/a1").values.first?.value == Array("a1 node n1 (host1) revoked T".utf8))
