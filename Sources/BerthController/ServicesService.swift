@@ -23,7 +23,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         if service != nil { term.reconciler.wake() }
         let hostnames = Dictionary(nodes.map { ($0.id, $0.hostname) }, uniquingKeysWith: { a, _ in a })
         var created: Berth_Controller_V1_Service?
-        if let service { created = await Self.proto(service, nodes: nodes, term: term) }
+        if let service { created = await Self.proto(service, nodes: nodes, services: term.services) }
         return .with {
             if let created { $0.service = created }
             $0.verdicts = verdicts.map { verdict in
@@ -53,7 +53,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
     public func inspect(request: Berth_Controller_V1_InspectServiceRequest, context: ServerContext) async throws -> Berth_Controller_V1_InspectServiceResponse {
         let view = try await seat.reading()
         let service = try await view.services.get(request.service)
-        let reply = Self.proto(await view.services.status(of: service, nodes: view.registry.list()))
+        let reply = await Self.proto(service, nodes: view.registry.list(), services: view.services)
         return .with {
             $0.service = reply
             $0.stale = view.stale ?? ""
@@ -67,7 +67,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
             request.service, spec: try ServiceSpec(proto: request.spec), expectedRevision: request.expectedVersion == 0 ? nil : Int(request.expectedVersion),
             force: request.force, nodes: nodes)
         term.reconciler.wake()
-        let reply = await Self.proto(service, nodes: nodes, term: term)
+        let reply = await Self.proto(service, nodes: nodes, services: term.services)
         return .with { $0.service = reply }
     }
 
@@ -76,7 +76,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         let nodes = await term.registry.list()
         let service = try await term.services.scale(request.service, replicas: Int(request.replicas), nodes: nodes)
         term.reconciler.wake()
-        let reply = await Self.proto(service, nodes: nodes, term: term)
+        let reply = await Self.proto(service, nodes: nodes, services: term.services)
         return .with { $0.service = reply }
     }
 
@@ -84,7 +84,7 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
         let term = try await seat.serving()
         let service = try await term.services.rollback(request.service)
         term.reconciler.wake()
-        let reply = await Self.proto(service, nodes: term.registry.list(), term: term)
+        let reply = await Self.proto(service, nodes: term.registry.list(), services: term.services)
         return .with { $0.service = reply }
     }
 
@@ -130,8 +130,8 @@ public struct ServicesService: Berth_Controller_V1_Services.SimpleServiceProtoco
             }
     }
 
-    private static func proto(_ service: ClusterService, nodes: [ClusterNode], term: ControllerTerm) async -> Berth_Controller_V1_Service {
-        proto(await term.services.status(of: service, nodes: nodes))
+    private static func proto(_ service: ClusterService, nodes: [ClusterNode], services: ServiceManager) async -> Berth_Controller_V1_Service {
+        proto(await services.status(of: service, nodes: nodes))
     }
 
     static func proto(_ status: ServiceStatus) -> Berth_Controller_V1_Service {
