@@ -119,6 +119,8 @@ extension ContainerSpec {
                 $0.permissions = d.access.description
             }
         }
+        if let healthcheck { p.healthcheck = healthcheck.proto }
+        p.healthOnFailure = healthOnFailure == .none ? "" : healthOnFailure.rawValue
         if let log {
             p.log = .with { l in
                 if let size = log.maxSize { l.maxSizeBytes = size.bytes }
@@ -167,7 +169,57 @@ extension ContainerSpec {
                 try DeviceMapping(
                     parsing: [d.hostPath, d.containerPath.isEmpty ? d.hostPath : d.containerPath, d.permissions.isEmpty ? "rwm" : d.permissions]
                         .joined(separator: ":"))
-            })
+            },
+            healthcheck: p.hasHealthcheck ? try HealthCheck(proto: p.healthcheck) : nil,
+            healthOnFailure: p.healthOnFailure.isEmpty ? .none : try HealthFailureAction(parsing: p.healthOnFailure))
+    }
+}
+
+extension HealthCheck {
+    public var proto: Berth_Agent_V1_HealthCheck {
+        .with {
+            func ms(_ seconds: Double) -> Int64 { Int64((seconds * 1000).rounded()) }
+            $0.test = test
+            if let interval { $0.intervalMs = ms(interval) }
+            if let timeout { $0.timeoutMs = ms(timeout) }
+            if let startPeriod { $0.startPeriodMs = ms(startPeriod) }
+            if let startInterval { $0.startIntervalMs = ms(startInterval) }
+            if let retries { $0.retries = Int32(clamping: retries) }
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for a check docker would refuse.
+    public init(proto p: Berth_Agent_V1_HealthCheck) throws {
+        self.init(
+            test: p.test, interval: p.hasIntervalMs ? Double(p.intervalMs) / 1000 : nil, timeout: p.hasTimeoutMs ? Double(p.timeoutMs) / 1000 : nil,
+            startPeriod: p.hasStartPeriodMs ? Double(p.startPeriodMs) / 1000 : nil,
+            startInterval: p.hasStartIntervalMs ? Double(p.startIntervalMs) / 1000 : nil, retries: p.hasRetries ? Int(p.retries) : nil)
+        try validate()
+    }
+}
+
+extension Health {
+    public var proto: Berth_Agent_V1_Health {
+        .with {
+            $0.status = status.rawValue
+            $0.failingStreak = Int32(clamping: failingStreak)
+            $0.log = log.map { probe in
+                .with {
+                    $0.start = probe.start.proto
+                    $0.end = probe.end.proto
+                    $0.exitCode = probe.exitCode
+                    $0.output = probe.output
+                }
+            }
+        }
+    }
+
+    /// - Throws: `BerthError.invalidArgument` for an unknown status.
+    public init(proto p: Berth_Agent_V1_Health) throws {
+        guard let status = HealthStatus(rawValue: p.status) else { throw BerthError.invalid("unknown health status \"\(p.status)\"") }
+        self.init(
+            restoring: status, failingStreak: Int(p.failingStreak),
+            log: p.log.map { HealthProbe(start: $0.start.date, end: $0.end.date, exitCode: $0.exitCode, output: $0.output) })
     }
 }
 
@@ -213,6 +265,7 @@ extension ContainerStatus {
         if let finishedAt { p.finishedAt = finishedAt.proto }
         p.restartCount = Int32(clamping: restartCount)
         p.stoppedByUser = stoppedByUser
+        if let health { p.health = health.proto }
         return p
     }
 
@@ -229,7 +282,7 @@ extension ContainerStatus {
             signal: p.signal.isEmpty ? nil : try Signal(parsing: p.signal), reason: reason,
             error: p.error.isEmpty ? nil : p.error, createdAt: p.createdAt.date,
             startedAt: p.hasStartedAt ? p.startedAt.date : nil, finishedAt: p.hasFinishedAt ? p.finishedAt.date : nil,
-            restartCount: Int(p.restartCount), stoppedByUser: p.stoppedByUser)
+            restartCount: Int(p.restartCount), stoppedByUser: p.stoppedByUser, health: p.hasHealth ? try Health(proto: p.health) : nil)
     }
 }
 

@@ -14,14 +14,17 @@ extension ImageConfig {
             $0.stopSignal = stopSignal
             $0.labels = labels
             $0.volumes = volumes
+            if let healthcheck { $0.healthcheck = healthcheck.proto }
+            $0.shell = shell
         }
     }
 
-    public init(proto p: Berth_Agent_V1_ImageConfig) {
+    /// - Throws: `BerthError.invalidArgument` for a health check docker would refuse.
+    public init(proto p: Berth_Agent_V1_ImageConfig) throws {
         self.init(
             entrypoint: p.entrypoint.isEmpty ? nil : p.entrypoint, cmd: p.cmd.isEmpty ? nil : p.cmd, env: p.env,
             workingDir: p.workingDir, user: p.user, exposedPorts: p.exposedPorts, stopSignal: p.stopSignal, labels: p.labels,
-            volumes: p.volumes)
+            volumes: p.volumes, healthcheck: p.hasHealthcheck ? try HealthCheck(proto: p.healthcheck) : nil, shell: p.shell)
     }
 }
 
@@ -40,9 +43,10 @@ extension Image {
         }
     }
 
-    public init(proto p: Berth_Agent_V1_Image) {
+    /// - Throws: `BerthError.invalidArgument` for a malformed config.
+    public init(proto p: Berth_Agent_V1_Image) throws {
         self.init(
             id: p.id, names: p.names, digest: p.digest, sizeBytes: p.sizeBytes, layers: p.layers, os: p.os,
-            architecture: p.architecture, config: ImageConfig(proto: p.config), createdAt: p.createdAt.date)
+            architecture: p.architecture, config: try ImageConfig(proto: p.config), createdAt: p.createdAt.date)
     }
 }

@@ -224,7 +224,7 @@ public final class Agent: Service, Sendable {
         self.supervisor = try ContainerSupervisor(
             database: database, images: images, volumes: try VolumeStore(root: "\(configuration.rootDir)/volumes", database: database),
             runtime: runtime, host: info.capacity, networking: networking,
-            logger: logger)
+            logger: logger, metrics: metrics)
     }
 
     /// Every service the agent answers.

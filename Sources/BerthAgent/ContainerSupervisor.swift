@@ -22,6 +22,10 @@ public actor ContainerSupervisor {
         var retiring: Task<Void, Never>?
         /// That shim was asked to leave, and answered.
         var retired = false
+        /// The container is being stopped because it turned unhealthy
+        /// with `--health-on-failure restart`: it starts again after the
+        /// restart policy's backoff, whatever the policy.
+        var restartForHealth = false
     }
 
     let database: AgentDatabase
@@ -42,6 +46,8 @@ public actor ContainerSupervisor {
     private let clock: any Clock<Duration>
     /// The time of records and events.
     private let now: @Sendable () -> Date
+    /// Runs the health probes of running containers that have a check.
+    private let prober: HealthProber
 
     /// - Throws: `BerthError` when the records cannot be read.
     /// - Parameters:
@@ -50,9 +56,10 @@ public actor ContainerSupervisor {
     public init(
         database: AgentDatabase, images: ImageStore, volumes: VolumeStore, runtime: any ContainerRuntime, host: NodeCapacity,
         networking: ContainerNetworking, logger: Logger, clock: any Clock<Duration> = ContinuousClock(),
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() }, metrics: AgentMetrics = AgentMetrics()
     ) throws {
         self.clock = clock
+        self.prober = HealthProber(runtime: runtime, clock: clock, metrics: metrics)
         self.now = now
         self.database = database
         self.images = images
@@ -67,6 +74,7 @@ public actor ContainerSupervisor {
     /// Lets the standby shim go; containers and their shims stay, and so
     /// do their networks.
     public nonisolated func shutdown() {
+        prober.stopAll()
         runtime.shutdown()
         networking.shutdown()
     }
@@ -274,6 +282,8 @@ public actor ContainerSupervisor {
         let admission = try ContainerAdmission.admit(
             checked, image: image, onNetwork: network != nil, users: UserDatabase(layers: layers), host: LiveAdmissionHost())
         var spec = admission.spec
+        // The check in effect, as docker stores it: the container's over the image's.
+        spec.healthcheck = (spec.healthcheck ?? HealthCheck()).merged(over: image.config.healthcheck)
         _ = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: network != nil)
         var endpoints: [ContainerEndpoint] = []
         if let network {
@@ -398,13 +408,15 @@ public actor ContainerSupervisor {
             resumeWaiters(id)
             throw BerthError(.failedPrecondition, message)
         case .started(let pid, let startedAt, let warnings):
-            try container.status.markStarted(pid: pid, at: Date(timeIntervalSince1970: Double(startedAt) / 1e9), restart: restart)
+            try container.status.markStarted(
+                pid: pid, at: Date(timeIntervalSince1970: Double(startedAt) / 1e9), restart: restart, healthChecked: Self.probeCommand(container, image) != nil)
             var events = [event(.start, container)]
             if restart { events.insert(event(.restart, container, ["restartCount": String(container.status.restartCount)]), at: 0) }
             try commit(container, events)
             live[id, default: Live()].retired = false
             monitor(id)
             watchMemory(id, fresh: true)
+            startProbing(container, image: image, fresh: true)
             steps.lap("record")
             logger.debug("container started", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
             for warning in warnings { logger.warning("container limit not applied", metadata: ["container.id": "\(id.short)", "warning": "\(warning)"]) }
@@ -478,6 +490,7 @@ public actor ContainerSupervisor {
     private func lost(_ id: ContainerID, reason: String) async {
         guard var container = containers[id], container.status.state.isActive else { return }
         logger.error("container lost", metadata: ["container.id": "\(id.short)", "reason": "\(reason)"])
+        prober.stop(id)
         try? container.status.markExited(ProcessExit(exitCode: 255), at: now())
         oomAccounts[id] = nil
         runtime.unwatchMemory(id)
@@ -490,6 +503,7 @@ public actor ContainerSupervisor {
 
     private func exited(_ id: ContainerID, exit: ShimExit) async {
         guard var container = containers[id], container.status.state.isActive else { return }
+        prober.stop(id)
         let signal = exit.signal > 0 ? Signal(number: exit.signal) : nil
         let finished = Date(timeIntervalSince1970: Double(exit.finishedAt) / 1e9)
         let counter = runtime.oomKills(id)
@@ -543,8 +557,11 @@ public actor ContainerSupervisor {
     private func scheduleRestartIfNeeded(_ id: ContainerID) {
         guard let container = containers[id], container.status.state == .exited else { return }
         let status = container.status
+        let forHealth = live[id]?.restartForHealth ?? false
+        live[id]?.restartForHealth = false
         switch container.spec.restartPolicy.afterExit(
-            exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser, autoRemove: container.spec.autoRemove)
+            exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser, autoRemove: container.spec.autoRemove,
+            restartForHealth: forHealth)
         {
         case .restart(let delay):
             let clock = self.clock
@@ -568,6 +585,109 @@ public actor ContainerSupervisor {
             logger.error("restart failed", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
             scheduleRestartIfNeeded(id)
         }
+    }
+
+    // MARK: Health
+
+    /// The probe command of a container's health check; nil without one (or with `NONE`).
+    static func probeCommand(_ container: Container, _ image: Image) -> [String]? {
+        guard let check = container.spec.healthcheck, !check.isDisabled else { return nil }
+        return check.probeCommand(shell: image.config.shell)
+    }
+
+    /// Starts a running container's probes: one interval (or start
+    /// interval) after a start; for a re-adopted one, at a random point of
+    /// its interval, so that containers re-adopted together spread out.
+    private func startProbing(_ container: Container, image: Image, fresh: Bool) {
+        guard let check = container.spec.healthcheck, let command = Self.probeCommand(container, image), let health = container.status.health,
+            let started = container.status.startedAt
+        else { return }
+        let timings = check.effective
+        let first: Double
+        if fresh {
+            first = timings.nextDelay(status: .starting, sinceStart: 0)
+        } else {
+            first = Double.random(in: 0..<1) * timings.nextDelay(status: health.status, sinceStart: now().timeIntervalSince(started))
+        }
+        prober.watch(container.id, command: command, timings: timings, firstDelay: first, supervisor: self)
+    }
+
+    /// What the next probe of a container goes to.
+    func probeTarget(_ id: ContainerID) -> HealthProber.Target {
+        guard let status = containers[id]?.status else { return .gone }
+        switch status.state {
+        case .running:
+            guard let pid = status.pid, let started = status.startedAt else { return .gone }
+            return .running(pid: pid, run: started)
+        case .paused: return .paused
+        default: return .gone
+        }
+    }
+
+    /// Records a probe of the run that started at `run`, with a
+    /// `health_status` event when the status changes, and acts on the
+    /// container turning unhealthy (`--health-on-failure`).
+    ///
+    /// - Returns: when the next probe is due; `.stop` when that run is over.
+    func recordProbe(_ id: ContainerID, _ probe: HealthProbe, run: Date) -> HealthProber.Next {
+        guard var container = containers[id], container.status.state.isActive, container.status.startedAt == run,
+            let check = container.spec.healthcheck
+        else { return .stop }
+        let timings = check.effective
+        // Frozen while it ran: the result says nothing of the service.
+        guard container.status.state == .running else { return .after(seconds: timings.interval) }
+        let changed = container.status.recordProbe(probe, timings: timings)
+        do {
+            try commit(container, changed.map { [event(.healthStatus($0), container)] } ?? [])
+        } catch {
+            logger.error("health probe not recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
+        if changed == .unhealthy { actOnUnhealthy(container) }
+        let status = container.status.health?.status ?? .starting
+        return .after(seconds: timings.nextDelay(status: status, sinceStart: now().timeIntervalSince(run)))
+    }
+
+    /// `--health-on-failure`: nothing, SIGKILL (the restart policy then
+    /// applies), a stop as a person's, or a stop followed by a start after
+    /// the restart policy's backoff.
+    private func actOnUnhealthy(_ container: Container) {
+        let id = container.id
+        let action = container.spec.healthOnFailure
+        guard action != .none else { return }
+        logger.warning("container unhealthy", metadata: ["container.id": "\(id.short)", "action": "\(action.rawValue)"])
+        if action == .restart { live[id, default: Live()].restartForHealth = true }
+        Task { [weak self] in await self?.stopUnhealthy(id, action: action, run: container.status.startedAt) }
+    }
+
+    private func stopUnhealthy(_ id: ContainerID, action: HealthFailureAction, run: Date?) async {
+        guard let container = containers[id], container.status.state.isActive, container.status.startedAt == run else { return }
+        if action == .stop {
+            do { _ = try await stop(id.rawValue) } catch {
+                logger.error("unhealthy container not stopped", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+            }
+            return
+        }
+        let signal = action == .kill ? Signal.kill : (try? stopSignal(of: container)) ?? .terminate
+        do {
+            try commit(container, [event(.kill, container, ["signal": signal.name, "reason": "unhealthy"])])
+            try await sendSignal(id, signal)
+            guard signal != .kill else { return }
+            let grace = container.spec.stopTimeout ?? ContainerSpec.defaultStopTimeout
+            if await stoppedRecord(id, timeout: grace < 0 ? nil : .seconds(grace)) == nil, let current = containers[id],
+                current.status.state.isActive, current.status.startedAt == run
+            {
+                try commit(current, [event(.kill, current, ["signal": "SIGKILL", "reason": "unhealthy"])])
+                try await sendSignal(id, .kill)
+            }
+        } catch {
+            logger.error("unhealthy container not stopped", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
+        }
+    }
+
+    /// The signal a stop sends first: the container's, the image's, or SIGTERM.
+    private func stopSignal(of container: Container) throws -> Signal {
+        let image = try? images.resolve(container.imageID)
+        return try container.spec.stopSignal ?? (image.flatMap { $0.config.stopSignal.isEmpty ? nil : try Signal(parsing: $0.config.stopSignal) }) ?? .terminate
     }
 
     // MARK: Stop, kill, pause
@@ -598,8 +718,7 @@ public actor ContainerSupervisor {
             return container
         }
         container.status.noteStopRequested()
-        let image = try? images.resolve(container.imageID)
-        let signal = try container.spec.stopSignal ?? (image.flatMap { $0.config.stopSignal.isEmpty ? nil : try Signal(parsing: $0.config.stopSignal) }) ?? .terminate
+        let signal = try stopSignal(of: container)
         let grace = timeout ?? container.spec.stopTimeout ?? ContainerSpec.defaultStopTimeout
         try commit(container, [event(.kill, container, ["signal": signal.name])])
         try await sendSignal(id, signal)
@@ -860,6 +979,7 @@ public actor ContainerSupervisor {
             logger.debug("container removed", metadata: steps.metadata.merging(["container.id": "\(id.short)"]) { $1 })
             containers.removeValue(forKey: id)
             live.removeValue(forKey: id)
+            prober.stop(id)
             for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: current) }
             publish(recorded)
             if removeVolumes { removeAnonymousVolumes(of: current) }
@@ -903,6 +1023,7 @@ public actor ContainerSupervisor {
                 logger.info("container re-adopted", metadata: ["container.id": "\(container.id.short)", "pid": "\(pid)"])
                 monitor(container.id)
                 watchMemory(container.id, fresh: false)
+                if let image = try? images.resolve(container.imageID) { startProbing(container, image: image, fresh: false) }
                 // An attached run's caller is gone with the agent that
                 // served it: the output it held goes to the log.
                 await runtime.release(container.id)

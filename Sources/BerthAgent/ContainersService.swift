@@ -159,9 +159,14 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
                 case "name": return filter.values.contains { c.name.contains($0) }
                 case "id": return filter.values.contains { c.id.rawValue.hasPrefix($0) }
                 case "status": return filter.values.contains(c.status.state.rawValue)
+                case "health":
+                    for value in filter.values where value != "none" && HealthStatus(rawValue: value) == nil {
+                        throw BerthError.invalid("filter health=\(value): expected starting, healthy, unhealthy or none")
+                    }
+                    return filter.values.contains(c.status.health?.status.rawValue ?? "none")
                 case "label":
                     return filter.values.contains { c.spec.labels.matches(labelFilter: $0) }
-                default: throw BerthError.invalid("filter \"\(filter.key)\": supported filters are name, id, status and label")
+                default: throw BerthError.invalid("filter \"\(filter.key)\": supported filters are name, id, status, health and label")
                 }
             }
         }

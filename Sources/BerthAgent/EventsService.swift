@@ -100,7 +100,12 @@ struct EventFilter: Sendable {
 
     func matches(_ event: Event) -> Bool {
         if !types.isEmpty && !types.contains(event.type.rawValue) { return false }
-        if !actions.isEmpty && !actions.contains(event.action.rawValue) { return false }
+        // As docker: `event=health_status` matches `health_status: healthy`.
+        if !actions.isEmpty && !actions.contains(event.action.rawValue)
+            && !actions.contains(String(event.action.rawValue.prefix { $0 != ":" }))
+        {
+            return false
+        }
         if !containers.isEmpty {
             guard event.type == .container, containers.contains(where: { Self.names(event, $0) }) else { return false }
         }

@@ -84,7 +84,7 @@ public struct ImagesService: Berth_Agent_V1_Images.SimpleServiceProtocol {
     public func importImage(request: Berth_Agent_V1_ImportImageRequest, context: ServerContext) async throws -> Berth_Agent_V1_ImportImageResponse {
         let reference = try request.reference.isEmpty ? nil : ImageReference(parsing: request.reference)
         let results = try await catalog.importImages(
-            from: request.path, reference: reference, config: request.hasConfig ? ImageConfig(proto: request.config) : nil)
+            from: request.path, reference: reference, config: request.hasConfig ? try ImageConfig(proto: request.config) : nil)
         // Each image with the names this import gave it, not those it had
         // before (docker load reports what the archive held).
         return .with {

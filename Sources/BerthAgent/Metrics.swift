@@ -45,6 +45,38 @@ public final class AgentMetrics: Sendable {
         ).record(duration)
     }
 
+    /// Seconds: 1 ms … 60 s, for health probes and their lateness.
+    static let probeBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30),
+        .seconds(60),
+    ]
+
+    /// A health probe began, `late` after it was due.
+    func probeStarted(late: Duration) {
+        registry.makeDurationHistogram(
+            descriptor: .init(
+                namespace: "berth", metricName: "health_probe_delay", unitName: "seconds",
+                helpText: "Time from a health probe's due time to its start."),
+            buckets: Self.probeBuckets
+        ).record(max(late, .zero))
+    }
+
+    /// A health probe ended after `duration`.
+    func probeFinished(after duration: Duration, passed: Bool) {
+        registry.makeDurationHistogram(
+            descriptor: .init(
+                namespace: "berth", metricName: "health_probe_duration", unitName: "seconds",
+                helpText: "Time a health probe took, from its start to its exit and output read."),
+            buckets: Self.probeBuckets
+        ).record(duration)
+        registry.makeCounter(
+            descriptor: .init(
+                namespace: "berth", metricName: "health_probes", unitName: "total", helpText: "Health probes run, by result."),
+            labels: [("result", passed ? "success" : "failure")]
+        ).increment()
+    }
+
     /// The registry's series in the text format.
     public var text: String { registry.emitToString() }
 
@@ -196,6 +228,21 @@ struct MetricsEndpoint: Sendable {
         family("container_fs_writes_bytes_total", "counter", "Cumulative count of bytes written.") { Double($0.cgroup.ioWriteBytes) }
         family("container_start_time_seconds", "gauge", "Start time of the container since unix epoch in seconds.") { s in
             s.container.status.startedAt.map { $0.timeIntervalSince1970 }
+        }
+        let checked = samples.indices.filter { samples[$0].container.status.health != nil }
+        if !checked.isEmpty {
+            let name = "berth_container_health_status"
+            text.header(name, "gauge", "1 for the container's health status (starting, healthy, unhealthy), 0 for the others.")
+            for i in checked {
+                let status = samples[i].container.status.health!.status
+                for each in HealthStatus.allCases { text.sample(name, labels[i] + [("status", each.rawValue)], each == status ? 1 : 0) }
+            }
+            family("berth_container_health_failing_streak", "gauge", "Failed health probes in a row.") { s in
+                s.container.status.health.map { Double($0.failingStreak) }
+            }
+            family("berth_container_health_probe_duration_seconds", "gauge", "How long the container's last health probe took.") { s in
+                s.container.status.health?.log.last.map { $0.end.timeIntervalSince($0.start) }
+            }
         }
         let networkFamilies: [(String, String, (InterfaceCounters) -> UInt64)] = [
             ("container_network_receive_bytes_total", "Cumulative count of bytes received.", \.rxBytes),

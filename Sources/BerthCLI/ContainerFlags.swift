@@ -78,6 +78,7 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "A process limit, NAME=SOFT[:HARD] (e.g. nofile=1024:2048).") var ulimit: [String] = []
     @Option(help: "Log rotation: max-size=SIZE (e.g. 10m), max-file=N.") var logOpt: [String] = []
     @Option(help: "Add a host device to the container: HOST[:CONTAINER][:PERMISSIONS] (permissions: any of r, w, m; default rwm).") var device: [String] = []
+    @OptionGroup var health: HealthFlags
 
     /// - Throws: `BerthError.invalidArgument` with docker-like wording for a malformed flag.
     func spec(image: String, command: [String], environment: [String: String], defaultRestart: String = "no") throws -> ContainerSpec {
@@ -102,7 +103,27 @@ struct ContainerFlags: ParsableArguments {
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },
             log: logOpt.isEmpty ? nil : try LogConfig(parsingOptions: logOpt),
-            devices: try device.map { try DeviceMapping(parsing: $0) })
+            devices: try device.map { try DeviceMapping(parsing: $0) },
+            healthcheck: try health.check(), healthOnFailure: try health.healthOnFailure.map { try HealthFailureAction(parsing: $0) } ?? .none)
+    }
+}
+
+/// docker's `--health-*` flags, and podman's `--health-on-failure`.
+struct HealthFlags: ParsableArguments {
+    @Option(help: "Command to run to check health (run with the container's shell).") var healthCmd: String?
+    @Option(help: "Time between running the check (ms|s|m|h) (default 30s).") var healthInterval: String?
+    @Option(help: "Maximum time to allow one check to run (ms|s|m|h) (default 30s).") var healthTimeout: String?
+    @Option(help: "Consecutive failures needed to report unhealthy (default 3).") var healthRetries: Int?
+    @Option(help: "Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s).") var healthStartPeriod: String?
+    @Option(help: "Time between running the check during the start period (ms|s|m|h) (default 5s).") var healthStartInterval: String?
+    @Flag(help: "Disable any container-specified HEALTHCHECK.") var noHealthcheck = false
+    @Option(help: "What to do when the container turns unhealthy: none (the default), kill, restart or stop.") var healthOnFailure: String?
+
+    /// The check these flags give; nil when none was given.
+    func check() throws -> HealthCheck? {
+        try HealthCheck(
+            command: healthCmd, interval: healthInterval, timeout: healthTimeout, startPeriod: healthStartPeriod,
+            startInterval: healthStartInterval, retries: healthRetries, disabled: noHealthcheck)
     }
 }
 

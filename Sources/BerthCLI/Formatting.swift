@@ -28,7 +28,14 @@ enum Human {
     static func status(_ s: ContainerStatus) -> String {
         switch s.state {
         case .created: return "Created"
-        case .running: return "Up " + duration(Date().timeIntervalSince(s.startedAt ?? s.createdAt))
+        case .running:
+            let up = "Up " + duration(Date().timeIntervalSince(s.startedAt ?? s.createdAt))
+            switch s.health?.status {
+            case nil: return up
+            case .starting: return up + " (health: starting)"
+            case .healthy: return up + " (healthy)"
+            case .unhealthy: return up + " (unhealthy)"
+            }
         case .paused: return "Up " + duration(Date().timeIntervalSince(s.startedAt ?? s.createdAt)) + " (Paused)"
         case .exited:
             let when = s.finishedAt.map { " " + ago($0) } ?? ""

@@ -99,6 +99,12 @@ enum ImageChanges {
                 let kv = value.split(separator: "=", maxSplits: 1).map(String.init)
                 config.labels[kv[0]] = kv.count > 1 ? String(kv[1].drop { $0 == "\"" }.reversed().drop { $0 == "\"" }.reversed()) : ""
             case "VOLUME": config.volumes.append(value)
+            case "HEALTHCHECK": config.healthcheck = try HealthCheck(parsingInstruction: value)
+            case "SHELL":
+                guard value.hasPrefix("["), let data = value.data(using: .utf8), let shell = try? JSONDecoder().decode([String].self, from: data), !shell.isEmpty else {
+                    throw BerthError.invalid("--change \"\(change)\": SHELL takes a JSON array, such as [\"/bin/sh\", \"-c\"]")
+                }
+                config.shell = shell
             default: throw BerthError.invalid("--change \"\(change)\": \(parts[0]) is not an instruction import takes")
             }
         }
@@ -116,7 +122,7 @@ struct ImageList: AsyncParsableCommand {
     func run() async throws {
         let format = try OutputFormat(format)
         let images = try await agent.connection().withClient { grpc in
-            try await Berth_Agent_V1_Images.Client(wrapping: grpc).list(.init()).images.map(Image.init(proto:))
+            try await Berth_Agent_V1_Images.Client(wrapping: grpc).list(.init()).images.map { try Image(proto: $0) }
         }
         if quiet {
             images.forEach { Console.print($0.shortID) }
@@ -201,7 +207,7 @@ struct ImageInspect: AsyncParsableCommand {
         var found: [Image] = []
         for name in images {
             found.append(try await agent.connection().withClient { grpc in
-                Image(proto: try await Berth_Agent_V1_Images.Client(wrapping: grpc).inspect(.with { $0.image = name }).image)
+                try Image(proto: try await Berth_Agent_V1_Images.Client(wrapping: grpc).inspect(.with { $0.image = name }).image)
             })
         }
         try Console.json(found)

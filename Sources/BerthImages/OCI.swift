@@ -13,6 +13,39 @@ struct OCIImageConfig: Codable {
         var WorkingDir: String?
         var Labels: [String: String]?
         var StopSignal: String?
+        var Healthcheck: Healthcheck?
+        var Shell: [String]?
+    }
+
+    /// docker's `HEALTHCHECK`, durations in nanoseconds (0: the default).
+    struct Healthcheck: Codable {
+        var Test: [String]?
+        var Interval: Int64?
+        var Timeout: Int64?
+        var StartPeriod: Int64?
+        var StartInterval: Int64?
+        var Retries: Int?
+
+        init(_ check: HealthCheck) {
+            func nanos(_ seconds: Double?) -> Int64? { seconds.map { Int64(($0 * 1e9).rounded()) } }
+            Test = check.test
+            Interval = nanos(check.interval)
+            Timeout = nanos(check.timeout)
+            StartPeriod = nanos(check.startPeriod)
+            StartInterval = nanos(check.startInterval)
+            Retries = check.retries
+        }
+
+        /// nil for a check without a test (docker treats it as none given).
+        var check: HealthCheck? {
+            guard let test = Test, !test.isEmpty else { return nil }
+            func seconds(_ nanos: Int64?) -> Double? { nanos.flatMap { $0 > 0 ? Double($0) / 1e9 : nil } }
+            let check = HealthCheck(
+                test: test, interval: seconds(Interval), timeout: seconds(Timeout), startPeriod: seconds(StartPeriod),
+                startInterval: seconds(StartInterval), retries: Retries.flatMap { $0 > 0 ? $0 : nil })
+            // A check Berth cannot run is left out rather than failing the image.
+            return (try? check.validate()) == nil ? nil : check
+        }
     }
 
     struct Empty: Codable {}
@@ -45,7 +78,8 @@ struct OCIImageConfig: Codable {
             Env: image.env.isEmpty ? nil : image.env, Entrypoint: image.entrypoint, Cmd: image.cmd,
             Volumes: image.volumes.isEmpty ? nil : Dictionary(uniqueKeysWithValues: image.volumes.map { ($0, Empty()) }),
             WorkingDir: image.workingDir.isEmpty ? nil : image.workingDir, Labels: image.labels.isEmpty ? nil : image.labels,
-            StopSignal: image.stopSignal.isEmpty ? nil : image.stopSignal)
+            StopSignal: image.stopSignal.isEmpty ? nil : image.stopSignal, Healthcheck: image.healthcheck.map(Healthcheck.init),
+            Shell: image.shell.isEmpty ? nil : image.shell)
         self.rootfs = RootFS(type: "layers", diff_ids: diffIDs.map(\.description))
         self.history = [History(created: self.created, created_by: "berth image import", comment: comment)]
     }
@@ -54,7 +88,8 @@ struct OCIImageConfig: Codable {
         ImageConfig(
             entrypoint: config?.Entrypoint, cmd: config?.Cmd, env: config?.Env ?? [], workingDir: config?.WorkingDir ?? "",
             user: config?.User ?? "", exposedPorts: (config?.ExposedPorts ?? [:]).keys.sorted(), stopSignal: config?.StopSignal ?? "",
-            labels: config?.Labels ?? [:], volumes: (config?.Volumes ?? [:]).keys.sorted())
+            labels: config?.Labels ?? [:], volumes: (config?.Volumes ?? [:]).keys.sorted(), healthcheck: config?.Healthcheck?.check,
+            shell: config?.Shell ?? [])
     }
 
     static func encoder() -> JSONEncoder {

@@ -62,6 +62,11 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     /// Host devices made in the container, with the access the container
     /// gets to them (`--device`).
     public var devices: [DeviceMapping]
+    /// The health check (`--health-*`, `--no-healthcheck`); nil takes the
+    /// image's. The agent stores the merged check at create.
+    public var healthcheck: HealthCheck?
+    /// What the agent does when the container turns unhealthy (`--health-on-failure`).
+    public var healthOnFailure: HealthFailureAction
 
     public init(
         name: String? = nil,
@@ -93,7 +98,9 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         autoRemove: Bool = false,
         ulimits: [Ulimit] = [],
         log: LogConfig? = nil,
-        devices: [DeviceMapping] = []
+        devices: [DeviceMapping] = [],
+        healthcheck: HealthCheck? = nil,
+        healthOnFailure: HealthFailureAction = .none
     ) {
         self.name = name
         self.image = image
@@ -125,12 +132,14 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.ulimits = ulimits
         self.log = log
         self.devices = devices
+        self.healthcheck = healthcheck
+        self.healthOnFailure = healthOnFailure
     }
 
     enum CodingKeys: String, CodingKey {
         case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
         case network, networkAliases, ipv4Address, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
-        case securityOpts, tty, openStdin, autoRemove, ulimits, log, devices
+        case securityOpts, tty, openStdin, autoRemove, ulimits, log, devices, healthcheck, healthOnFailure
     }
 
     public init(from decoder: any Decoder) throws {
@@ -165,7 +174,9 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
             autoRemove: try c.decodeIfPresent(Bool.self, forKey: .autoRemove) ?? false,
             ulimits: try c.decodeIfPresent([Ulimit].self, forKey: .ulimits) ?? [],
             log: try c.decodeIfPresent(LogConfig.self, forKey: .log),
-            devices: try c.decodeIfPresent([DeviceMapping].self, forKey: .devices) ?? [])
+            devices: try c.decodeIfPresent([DeviceMapping].self, forKey: .devices) ?? [],
+            healthcheck: try c.decodeIfPresent(HealthCheck.self, forKey: .healthcheck),
+            healthOnFailure: try c.decodeIfPresent(HealthFailureAction.self, forKey: .healthOnFailure) ?? .none)
     }
 
     /// The default grace period between the stop signal and SIGKILL.
@@ -214,6 +225,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         }
         try Self.checkAutoRemove(autoRemove, restartPolicy: restartPolicy)
         try log?.validate()
+        try healthcheck?.validate()
         try resources.validate(on: host)
     }
 

@@ -22,6 +22,9 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
     /// True when a person stopped or killed the container (restart policies
     /// then leave it stopped).
     public private(set) var stoppedByUser: Bool
+    /// The health of a container with a health check, from its last start;
+    /// nil without a check.
+    public private(set) var health: Health?
 
     /// A fresh container in `created`.
     public init(createdAt: Date) {
@@ -35,7 +38,8 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
     /// the wire); no transition is checked.
     public init(
         restoring state: ContainerState, pid: Int32?, exitCode: Int32?, signal: Signal?, reason: ExitReason?,
-        error: String?, createdAt: Date, startedAt: Date?, finishedAt: Date?, restartCount: Int, stoppedByUser: Bool
+        error: String?, createdAt: Date, startedAt: Date?, finishedAt: Date?, restartCount: Int, stoppedByUser: Bool,
+        health: Health? = nil
     ) {
         self.state = state
         self.pid = pid
@@ -48,6 +52,7 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
         self.finishedAt = finishedAt
         self.restartCount = restartCount
         self.stoppedByUser = stoppedByUser
+        self.health = health
     }
 
     /// True when the last run ended because the cgroup ran out of memory.
@@ -64,9 +69,12 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
 
     /// created or exited → running.
     ///
-    /// - Parameter restart: true when a restart policy (not a person) starts it.
+    /// - Parameters:
+    ///   - restart: true when a restart policy (not a person) starts it.
+    ///   - healthChecked: the container has a health check: its health
+    ///     starts over as `starting`.
     /// - Throws: `BerthError.failedPrecondition` from any other state.
-    public mutating func markStarted(pid: Int32, at time: Date, restart: Bool = false) throws {
+    public mutating func markStarted(pid: Int32, at time: Date, restart: Bool = false, healthChecked: Bool = false) throws {
         try move(to: .running, "start")
         self.pid = pid
         self.startedAt = time
@@ -76,7 +84,20 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
         self.reason = nil
         self.error = nil
         self.stoppedByUser = false
+        self.health = healthChecked ? Health() : nil
         if restart { restartCount += 1 } else { restartCount = 0 }
+    }
+
+    /// Takes a health probe's result while the container runs.
+    ///
+    /// - Parameter timings: the check's, defaults applied.
+    /// - Returns: the new health status when it changed; nil when it did
+    ///   not, or when the container is not running or has no check.
+    public mutating func recordProbe(_ probe: HealthProbe, timings: HealthTimings) -> HealthStatus? {
+        guard state == .running, var health, let startedAt else { return nil }
+        let changed = health.record(probe, timings: timings, sinceStart: probe.start.timeIntervalSince(startedAt))
+        self.health = health
+        return changed
     }
 
     /// created → exited, recording why the process could not be started.

@@ -36,6 +36,9 @@ public struct EventAction: RawRepresentable, Codable, Sendable, Hashable, Custom
     public static let disconnect = EventAction(rawValue: "disconnect")
     public static let remove = EventAction(rawValue: "remove")
 
+    /// docker's `health_status: healthy` and `health_status: unhealthy`.
+    public static func healthStatus(_ status: HealthStatus) -> EventAction { EventAction(rawValue: "health_status: \(status.rawValue)") }
+
     public var description: String { rawValue }
 
     public init(from decoder: any Decoder) throws {

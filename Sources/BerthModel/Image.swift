@@ -13,10 +13,15 @@ public struct ImageConfig: Codable, Sendable, Hashable {
     public var stopSignal: String
     public var labels: [String: String]
     public var volumes: [String]
+    /// The image's `HEALTHCHECK` (docker's `Healthcheck`), if it has one.
+    public var healthcheck: HealthCheck?
+    /// The shell `CMD-SHELL` checks run with (docker's `Shell`); empty: `/bin/sh -c`.
+    public var shell: [String]
 
     public init(
         entrypoint: [String]? = nil, cmd: [String]? = nil, env: [String] = [], workingDir: String = "", user: String = "",
-        exposedPorts: [String] = [], stopSignal: String = "", labels: [String: String] = [:], volumes: [String] = []
+        exposedPorts: [String] = [], stopSignal: String = "", labels: [String: String] = [:], volumes: [String] = [],
+        healthcheck: HealthCheck? = nil, shell: [String] = []
     ) {
         self.entrypoint = entrypoint
         self.cmd = cmd
@@ -27,6 +32,23 @@ public struct ImageConfig: Codable, Sendable, Hashable {
         self.stopSignal = stopSignal
         self.labels = labels
         self.volumes = volumes
+        self.healthcheck = healthcheck
+        self.shell = shell
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case entrypoint, cmd, env, workingDir, user, exposedPorts, stopSignal, labels, volumes, healthcheck, shell
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            entrypoint: try c.decodeIfPresent([String].self, forKey: .entrypoint), cmd: try c.decodeIfPresent([String].self, forKey: .cmd),
+            env: try c.decode([String].self, forKey: .env), workingDir: try c.decode(String.self, forKey: .workingDir),
+            user: try c.decode(String.self, forKey: .user), exposedPorts: try c.decode([String].self, forKey: .exposedPorts),
+            stopSignal: try c.decode(String.self, forKey: .stopSignal), labels: try c.decode([String: String].self, forKey: .labels),
+            volumes: try c.decode([String].self, forKey: .volumes), healthcheck: try c.decodeIfPresent(HealthCheck.self, forKey: .healthcheck),
+            shell: try c.decodeIfPresent([String].self, forKey: .shell) ?? [])
     }
 }
 

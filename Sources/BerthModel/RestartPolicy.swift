@@ -62,7 +62,11 @@ public enum RestartPolicy: Sendable, Hashable, CustomStringConvertible {
     ///   - restartCount: restarts already made under this policy.
     ///   - stoppedByUser: true when a person asked for the stop or kill.
     ///   - autoRemove: the container was started with `--rm`.
-    public func afterExit(exitCode: Int32, restartCount: Int, stoppedByUser: Bool, autoRemove: Bool) -> AfterExit {
+    ///   - restartForHealth: the agent stopped it for turning unhealthy
+    ///     with `--health-on-failure restart`: it restarts after the
+    ///     backoff whatever the policy, unless a person stopped it since.
+    public func afterExit(exitCode: Int32, restartCount: Int, stoppedByUser: Bool, autoRemove: Bool, restartForHealth: Bool = false) -> AfterExit {
+        if restartForHealth && !stoppedByUser { return .restart(after: Self.backoff(attempt: restartCount)) }
         if shouldRestart(exitCode: exitCode, restartCount: restartCount, stoppedByUser: stoppedByUser) {
             return .restart(after: Self.backoff(attempt: restartCount))
         }

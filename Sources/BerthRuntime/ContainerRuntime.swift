@@ -81,6 +81,12 @@ public protocol ContainerRuntime: Sendable {
     /// as that was started.
     func exec(_ id: ContainerID, mainPID: Int32, _ request: ExecRequestSpec) async throws -> ExecProcess
 
+    /// Runs a health probe in the container: `command` as an exec (the
+    /// container's namespaces, cgroup, identity and seccomp filter), killed
+    /// when it runs past `timeout`. Never throws: a probe that cannot run,
+    /// or runs out of time, is a failed probe (exit code -1) saying why.
+    func probe(_ id: ContainerID, mainPID: Int32, command: [String], timeout: Duration) async -> HealthProbe
+
     /// Lets go of what was made ahead of need; containers keep running.
     func shutdown()
 }

@@ -329,6 +329,41 @@ public final class ExecProcess: Sendable {
         continuation.finish()
     }
 
+    /// A health probe: `command` started by `start` (without stdin or a
+    /// terminal), its output kept up to `HealthProbe.maxOutput` bytes (the
+    /// rest read and dropped), and SIGKILL when it runs past `timeout`.
+    static func probe(command: [String], timeout: Duration, start: (ExecRequestSpec) async throws -> ExecProcess) async -> HealthProbe {
+        let begun = Date()
+        let process: ExecProcess
+        do {
+            process = try await start(ExecRequestSpec(command: command))
+        } catch {
+            return HealthProbe(start: begun, end: Date(), exitCode: -1, output: (error as? BerthError)?.message ?? "\(error)")
+        }
+        let timedOut = Mutex(false)
+        let deadline = Task {
+            try await Task.sleep(for: timeout)
+            timedOut.withLock { $0 = true }
+            process.kill()
+        }
+        var output: [UInt8] = []
+        var code: Int32 = -1
+        for await part in process.output() {
+            switch part {
+            case .stdout(let bytes), .stderr(let bytes):
+                if output.count <= HealthProbe.maxOutput { output += bytes.prefix(HealthProbe.maxOutput + 1 - output.count) }
+            case .exit(let exit):
+                code = exit
+            }
+        }
+        deadline.cancel()
+        if timedOut.withLock({ $0 }) {
+            let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+            return HealthProbe(start: begun, end: Date(), exitCode: -1, output: "Health check exceeded timeout (\(DurationText.format(seconds)))")
+        }
+        return HealthProbe(start: begun, end: Date(), exitCode: code, output: HealthProbe.text(of: output))
+    }
+
     /// The process's exit code (or 128 + the signal that ended it), once
     /// it has ended and its output has been read.
     public func exitCode() async -> Int32 {

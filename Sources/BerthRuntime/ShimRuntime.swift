@@ -302,4 +302,8 @@ public final class ShimRuntime: ContainerRuntime {
         }
         return try await ExecProcess.start(request: request, config: config, targetPID: mainPID, shim: shim(id))
     }
+
+    public func probe(_ id: ContainerID, mainPID: Int32, command: [String], timeout: Duration) async -> HealthProbe {
+        await ExecProcess.probe(command: command, timeout: timeout) { try await exec(id, mainPID: mainPID, $0) }
+    }
 }

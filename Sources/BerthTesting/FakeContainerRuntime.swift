@@ -43,6 +43,8 @@ public final class FakeContainerRuntime: ContainerRuntime {
         var pressure: (@Sendable (ContainerID) -> Void)?
         var released: [ContainerID] = []
         var prepared: [ContainerID: AdmittedProcess] = [:]
+        var probes: [ContainerID: Int] = [:]
+        var probeAnswers: [ContainerID: Int32] = [:]
         /// Starts wait here while held.
         var holding = false
         var held: [CheckedContinuation<Void, Never>] = []
@@ -258,6 +260,21 @@ public final class FakeContainerRuntime: ContainerRuntime {
     public func exec(_ id: ContainerID, mainPID: Int32, _ request: ExecRequestSpec) async throws -> ExecProcess {
         throw BerthError(.failedPrecondition, "the fake runtime runs no processes: exec is tested on ShimRuntime (ExecTests)")
     }
+
+    public func probe(_ id: ContainerID, mainPID: Int32, command: [String], timeout: Duration) async -> HealthProbe {
+        let started = now()
+        let code = state.withLock { s -> Int32 in
+            s.probes[id, default: 0] += 1
+            return s.probeAnswers[id] ?? 0
+        }
+        return HealthProbe(start: started, end: now(), exitCode: code, output: code == 0 ? "ok\n" : "failed\n")
+    }
+
+    /// What the container's health probes exit with from now on (0 by default).
+    public func answerProbes(_ id: ContainerID, exitCode: Int32) { state.withLock { $0.probeAnswers[id] = exitCode } }
+
+    /// Probes run in the container so far.
+    public func probes(_ id: ContainerID) -> Int { state.withLock { $0.probes[id] ?? 0 } }
 
     public func shutdown() {}
 }

@@ -21,12 +21,17 @@ struct GoldenJSONTests {
             ports: [PortMapping(hostIP: "127.0.0.1", hostPort: 8080, containerPort: 80), PortMapping(hostPort: 0, containerPort: 53, transport: .udp)],
             network: "front", networkAliases: ["www"], restartPolicy: .onFailure(maxRetries: 3), stopSignal: .quit,
             stopTimeout: 20, readOnlyRootfs: true, initProcess: true, capAdd: ["NET_ADMIN"], capDrop: ["MKNOD"],
-            securityOpts: ["seccomp=unconfined"], devices: [DeviceMapping(hostPath: "/dev/fuse", access: [.read, .write])])
+            securityOpts: ["seccomp=unconfined"], devices: [DeviceMapping(hostPath: "/dev/fuse", access: [.read, .write])],
+            healthcheck: HealthCheck(test: ["CMD-SHELL", "wget -q -O- http://localhost/"], interval: 5, startPeriod: 0.5, retries: 2),
+            healthOnFailure: .restart)
     }
 
     static var container: Container {
         var status = ContainerStatus(createdAt: created)
-        try? status.markStarted(pid: 4242, at: created.addingTimeInterval(0.5))
+        try? status.markStarted(pid: 4242, at: created.addingTimeInterval(0.5), healthChecked: true)
+        _ = status.recordProbe(
+            HealthProbe(start: created.addingTimeInterval(5.5), end: created.addingTimeInterval(5.75), exitCode: 0, output: "ok\n"),
+            timings: spec.healthcheck!.effective)
         try? status.markExited(.signaled(.kill, oomKilled: true), at: created.addingTimeInterval(9))
         return Container(
             id: try! ContainerID(String(repeating: "ab", count: 32)), name: "web", spec: spec,

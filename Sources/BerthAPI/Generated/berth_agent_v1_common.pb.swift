@@ -262,6 +262,73 @@ public nonisolated struct Berth_Agent_V1_Filter: Sendable {
   public init() {}
 }
 
+/// A health check, as docker's HEALTHCHECK and --health-* give it. Durations
+/// in milliseconds; an absent one takes the image's, then docker's default.
+public nonisolated struct Berth_Agent_V1_HealthCheck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// ["CMD", program, args...], ["CMD-SHELL", command], ["NONE"]; empty takes
+  /// the image's.
+  public var test: [String] = []
+
+  public var intervalMs: Int64 {
+    get {_intervalMs ?? 0}
+    set {_intervalMs = newValue}
+  }
+  /// Returns true if `intervalMs` has been explicitly set.
+  public var hasIntervalMs: Bool {self._intervalMs != nil}
+  /// Clears the value of `intervalMs`. Subsequent reads from it will return its default value.
+  public mutating func clearIntervalMs() {self._intervalMs = nil}
+
+  public var timeoutMs: Int64 {
+    get {_timeoutMs ?? 0}
+    set {_timeoutMs = newValue}
+  }
+  /// Returns true if `timeoutMs` has been explicitly set.
+  public var hasTimeoutMs: Bool {self._timeoutMs != nil}
+  /// Clears the value of `timeoutMs`. Subsequent reads from it will return its default value.
+  public mutating func clearTimeoutMs() {self._timeoutMs = nil}
+
+  public var startPeriodMs: Int64 {
+    get {_startPeriodMs ?? 0}
+    set {_startPeriodMs = newValue}
+  }
+  /// Returns true if `startPeriodMs` has been explicitly set.
+  public var hasStartPeriodMs: Bool {self._startPeriodMs != nil}
+  /// Clears the value of `startPeriodMs`. Subsequent reads from it will return its default value.
+  public mutating func clearStartPeriodMs() {self._startPeriodMs = nil}
+
+  public var startIntervalMs: Int64 {
+    get {_startIntervalMs ?? 0}
+    set {_startIntervalMs = newValue}
+  }
+  /// Returns true if `startIntervalMs` has been explicitly set.
+  public var hasStartIntervalMs: Bool {self._startIntervalMs != nil}
+  /// Clears the value of `startIntervalMs`. Subsequent reads from it will return its default value.
+  public mutating func clearStartIntervalMs() {self._startIntervalMs = nil}
+
+  public var retries: Int32 {
+    get {_retries ?? 0}
+    set {_retries = newValue}
+  }
+  /// Returns true if `retries` has been explicitly set.
+  public var hasRetries: Bool {self._retries != nil}
+  /// Clears the value of `retries`. Subsequent reads from it will return its default value.
+  public mutating func clearRetries() {self._retries = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _intervalMs: Int64? = nil
+  fileprivate var _timeoutMs: Int64? = nil
+  fileprivate var _startPeriodMs: Int64? = nil
+  fileprivate var _startIntervalMs: Int64? = nil
+  fileprivate var _retries: Int32? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "berth.agent.v1"
@@ -472,6 +539,65 @@ nonisolated extension Berth_Agent_V1_Filter: SwiftProtobuf.Message, SwiftProtobu
   public static func ==(lhs: Berth_Agent_V1_Filter, rhs: Berth_Agent_V1_Filter) -> Bool {
     if lhs.key != rhs.key {return false}
     if lhs.values != rhs.values {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_HealthCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HealthCheck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}test\0\u{3}interval_ms\0\u{3}timeout_ms\0\u{3}start_period_ms\0\u{3}start_interval_ms\0\u{1}retries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.test) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self._intervalMs) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self._timeoutMs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self._startPeriodMs) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self._startIntervalMs) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self._retries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.test.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.test, fieldNumber: 1)
+    }
+    try { if let v = self._intervalMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._timeoutMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._startPeriodMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._startIntervalMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._retries {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_HealthCheck, rhs: Berth_Agent_V1_HealthCheck) -> Bool {
+    if lhs.test != rhs.test {return false}
+    if lhs._intervalMs != rhs._intervalMs {return false}
+    if lhs._timeoutMs != rhs._timeoutMs {return false}
+    if lhs._startPeriodMs != rhs._startPeriodMs {return false}
+    if lhs._startIntervalMs != rhs._startIntervalMs {return false}
+    if lhs._retries != rhs._retries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -309,6 +309,24 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
     set {_uniqueStorage()._devices = newValue}
   }
 
+  /// The health check; unset takes the image's. A created container's is the
+  /// merged one.
+  public var healthcheck: Berth_Agent_V1_HealthCheck {
+    get {_storage._healthcheck ?? Berth_Agent_V1_HealthCheck()}
+    set {_uniqueStorage()._healthcheck = newValue}
+  }
+  /// Returns true if `healthcheck` has been explicitly set.
+  public var hasHealthcheck: Bool {_storage._healthcheck != nil}
+  /// Clears the value of `healthcheck`. Subsequent reads from it will return its default value.
+  public mutating func clearHealthcheck() {_uniqueStorage()._healthcheck = nil}
+
+  /// What the agent does when the container turns unhealthy: "none" (or
+  /// empty), "kill", "restart", "stop".
+  public var healthOnFailure: String {
+    get {_storage._healthOnFailure}
+    set {_uniqueStorage()._healthOnFailure = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -399,128 +417,196 @@ public nonisolated struct Berth_Agent_V1_StringList: Sendable {
   public init() {}
 }
 
-public nonisolated struct Berth_Agent_V1_ContainerStatus: Sendable {
+public nonisolated struct Berth_Agent_V1_ContainerStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var state: Berth_Agent_V1_ContainerState = .unspecified
+  public var state: Berth_Agent_V1_ContainerState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var pid: Int32 = 0
+  public var pid: Int32 {
+    get {_storage._pid}
+    set {_uniqueStorage()._pid = newValue}
+  }
 
   public var exitCode: Int32 {
-    get {_exitCode ?? 0}
-    set {_exitCode = newValue}
+    get {_storage._exitCode ?? 0}
+    set {_uniqueStorage()._exitCode = newValue}
   }
   /// Returns true if `exitCode` has been explicitly set.
-  public var hasExitCode: Bool {self._exitCode != nil}
+  public var hasExitCode: Bool {_storage._exitCode != nil}
   /// Clears the value of `exitCode`. Subsequent reads from it will return its default value.
-  public mutating func clearExitCode() {self._exitCode = nil}
+  public mutating func clearExitCode() {_uniqueStorage()._exitCode = nil}
 
   /// Signal name (SIGKILL) when a signal ended the last run.
-  public var signal: String = String()
+  public var signal: String {
+    get {_storage._signal}
+    set {_uniqueStorage()._signal = newValue}
+  }
 
   /// Completed, Error, Killed, OOMKilled, StartFailed.
-  public var reason: String = String()
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
 
-  public var error: String = String()
+  public var error: String {
+    get {_storage._error}
+    set {_uniqueStorage()._error = newValue}
+  }
 
   public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_createdAt = newValue}
+    get {_storage._createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createdAt = newValue}
   }
   /// Returns true if `createdAt` has been explicitly set.
-  public var hasCreatedAt: Bool {self._createdAt != nil}
+  public var hasCreatedAt: Bool {_storage._createdAt != nil}
   /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
-  public mutating func clearCreatedAt() {self._createdAt = nil}
+  public mutating func clearCreatedAt() {_uniqueStorage()._createdAt = nil}
 
   public var startedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_startedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_startedAt = newValue}
+    get {_storage._startedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._startedAt = newValue}
   }
   /// Returns true if `startedAt` has been explicitly set.
-  public var hasStartedAt: Bool {self._startedAt != nil}
+  public var hasStartedAt: Bool {_storage._startedAt != nil}
   /// Clears the value of `startedAt`. Subsequent reads from it will return its default value.
-  public mutating func clearStartedAt() {self._startedAt = nil}
+  public mutating func clearStartedAt() {_uniqueStorage()._startedAt = nil}
 
   public var finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_finishedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_finishedAt = newValue}
+    get {_storage._finishedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._finishedAt = newValue}
   }
   /// Returns true if `finishedAt` has been explicitly set.
-  public var hasFinishedAt: Bool {self._finishedAt != nil}
+  public var hasFinishedAt: Bool {_storage._finishedAt != nil}
   /// Clears the value of `finishedAt`. Subsequent reads from it will return its default value.
-  public mutating func clearFinishedAt() {self._finishedAt = nil}
+  public mutating func clearFinishedAt() {_uniqueStorage()._finishedAt = nil}
 
-  public var restartCount: Int32 = 0
-
-  public var stoppedByUser: Bool = false
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-
-  fileprivate var _exitCode: Int32? = nil
-  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-}
-
-public nonisolated struct Berth_Agent_V1_Container: @unchecked Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var id: String {
-    get {_storage._id}
-    set {_uniqueStorage()._id = newValue}
+  public var restartCount: Int32 {
+    get {_storage._restartCount}
+    set {_uniqueStorage()._restartCount = newValue}
   }
 
-  public var name: String {
-    get {_storage._name}
-    set {_uniqueStorage()._name = newValue}
+  public var stoppedByUser: Bool {
+    get {_storage._stoppedByUser}
+    set {_uniqueStorage()._stoppedByUser = newValue}
   }
 
-  public var spec: Berth_Agent_V1_ContainerSpec {
-    get {_storage._spec ?? Berth_Agent_V1_ContainerSpec()}
-    set {_uniqueStorage()._spec = newValue}
+  /// Present while the container has a health check (from its last start).
+  public var health: Berth_Agent_V1_Health {
+    get {_storage._health ?? Berth_Agent_V1_Health()}
+    set {_uniqueStorage()._health = newValue}
   }
-  /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {_storage._spec != nil}
-  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
-
-  public var imageID: String {
-    get {_storage._imageID}
-    set {_uniqueStorage()._imageID = newValue}
-  }
-
-  public var status: Berth_Agent_V1_ContainerStatus {
-    get {_storage._status ?? Berth_Agent_V1_ContainerStatus()}
-    set {_uniqueStorage()._status = newValue}
-  }
-  /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {_storage._status != nil}
-  /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {_uniqueStorage()._status = nil}
-
-  /// The networks the container is on, with its addresses.
-  public var endpoints: [Berth_Agent_V1_ContainerEndpoint] {
-    get {_storage._endpoints}
-    set {_uniqueStorage()._endpoints = newValue}
-  }
-
-  /// Ports published on the host while it runs, host ports resolved.
-  public var publishedPorts: [Berth_Agent_V1_PublishedPort] {
-    get {_storage._publishedPorts}
-    set {_uniqueStorage()._publishedPorts = newValue}
-  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {_storage._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {_uniqueStorage()._health = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// starting, healthy or unhealthy, with the last probes.
+public nonisolated struct Berth_Agent_V1_Health: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var status: String = String()
+
+  public var failingStreak: Int32 = 0
+
+  public var log: [Berth_Agent_V1_HealthProbe] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Agent_V1_HealthProbe: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var start: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_start ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_start = newValue}
+  }
+  /// Returns true if `start` has been explicitly set.
+  public var hasStart: Bool {self._start != nil}
+  /// Clears the value of `start`. Subsequent reads from it will return its default value.
+  public mutating func clearStart() {self._start = nil}
+
+  public var end: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_end ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_end = newValue}
+  }
+  /// Returns true if `end` has been explicitly set.
+  public var hasEnd: Bool {self._end != nil}
+  /// Clears the value of `end`. Subsequent reads from it will return its default value.
+  public mutating func clearEnd() {self._end = nil}
+
+  /// -1 when the probe could not run or exceeded its timeout.
+  public var exitCode: Int32 = 0
+
+  /// At most 4 KiB.
+  public var output: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _start: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _end: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Berth_Agent_V1_Container: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var name: String = String()
+
+  public var spec: Berth_Agent_V1_ContainerSpec {
+    get {_spec ?? Berth_Agent_V1_ContainerSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  public var imageID: String = String()
+
+  public var status: Berth_Agent_V1_ContainerStatus {
+    get {_status ?? Berth_Agent_V1_ContainerStatus()}
+    set {_status = newValue}
+  }
+  /// Returns true if `status` has been explicitly set.
+  public var hasStatus: Bool {self._status != nil}
+  /// Clears the value of `status`. Subsequent reads from it will return its default value.
+  public mutating func clearStatus() {self._status = nil}
+
+  /// The networks the container is on, with its addresses.
+  public var endpoints: [Berth_Agent_V1_ContainerEndpoint] = []
+
+  /// Ports published on the host while it runs, host ports resolved.
+  public var publishedPorts: [Berth_Agent_V1_PublishedPort] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Berth_Agent_V1_ContainerSpec? = nil
+  fileprivate var _status: Berth_Agent_V1_ContainerStatus? = nil
 }
 
 public nonisolated struct Berth_Agent_V1_ContainerEndpoint: Sendable {
@@ -1478,7 +1564,7 @@ nonisolated extension Berth_Agent_V1_LogStream: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0\u{1}healthcheck\0\u{3}health_on_failure\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1511,6 +1597,8 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _log: Berth_Agent_V1_LogConfig? = nil
     var _ipv4Address: String? = nil
     var _devices: [Berth_Agent_V1_DeviceMapping] = []
+    var _healthcheck: Berth_Agent_V1_HealthCheck? = nil
+    var _healthOnFailure: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1551,6 +1639,8 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _log = source._log
       _ipv4Address = source._ipv4Address
       _devices = source._devices
+      _healthcheck = source._healthcheck
+      _healthOnFailure = source._healthOnFailure
     }
   }
 
@@ -1599,6 +1689,8 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 28: try { try decoder.decodeSingularMessageField(value: &_storage._log) }()
         case 29: try { try decoder.decodeSingularStringField(value: &_storage._ipv4Address) }()
         case 30: try { try decoder.decodeRepeatedMessageField(value: &_storage._devices) }()
+        case 31: try { try decoder.decodeSingularMessageField(value: &_storage._healthcheck) }()
+        case 32: try { try decoder.decodeSingularStringField(value: &_storage._healthOnFailure) }()
         default: break
         }
       }
@@ -1701,6 +1793,12 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       if !_storage._devices.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._devices, fieldNumber: 30)
       }
+      try { if let v = _storage._healthcheck {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+      } }()
+      if !_storage._healthOnFailure.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._healthOnFailure, fieldNumber: 32)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1740,6 +1838,8 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._log != rhs_storage._log {return false}
         if _storage._ipv4Address != rhs_storage._ipv4Address {return false}
         if _storage._devices != rhs_storage._devices {return false}
+        if _storage._healthcheck != rhs_storage._healthcheck {return false}
+        if _storage._healthOnFailure != rhs_storage._healthOnFailure {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1900,100 +2000,21 @@ nonisolated extension Berth_Agent_V1_StringList: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Berth_Agent_V1_ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}pid\0\u{3}exit_code\0\u{1}signal\0\u{1}reason\0\u{1}error\0\u{3}created_at\0\u{3}started_at\0\u{3}finished_at\0\u{3}restart_count\0\u{3}stopped_by_user\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self._exitCode) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.signal) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.error) }()
-      case 7: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._startedAt) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._finishedAt) }()
-      case 10: try { try decoder.decodeSingularInt32Field(value: &self.restartCount) }()
-      case 11: try { try decoder.decodeSingularBoolField(value: &self.stoppedByUser) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
-    }
-    if self.pid != 0 {
-      try visitor.visitSingularInt32Field(value: self.pid, fieldNumber: 2)
-    }
-    try { if let v = self._exitCode {
-      try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
-    } }()
-    if !self.signal.isEmpty {
-      try visitor.visitSingularStringField(value: self.signal, fieldNumber: 4)
-    }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
-    }
-    if !self.error.isEmpty {
-      try visitor.visitSingularStringField(value: self.error, fieldNumber: 6)
-    }
-    try { if let v = self._createdAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-    } }()
-    try { if let v = self._startedAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
-    try { if let v = self._finishedAt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
-    if self.restartCount != 0 {
-      try visitor.visitSingularInt32Field(value: self.restartCount, fieldNumber: 10)
-    }
-    if self.stoppedByUser != false {
-      try visitor.visitSingularBoolField(value: self.stoppedByUser, fieldNumber: 11)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Berth_Agent_V1_ContainerStatus, rhs: Berth_Agent_V1_ContainerStatus) -> Bool {
-    if lhs.state != rhs.state {return false}
-    if lhs.pid != rhs.pid {return false}
-    if lhs._exitCode != rhs._exitCode {return false}
-    if lhs.signal != rhs.signal {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs.error != rhs.error {return false}
-    if lhs._createdAt != rhs._createdAt {return false}
-    if lhs._startedAt != rhs._startedAt {return false}
-    if lhs._finishedAt != rhs._finishedAt {return false}
-    if lhs.restartCount != rhs.restartCount {return false}
-    if lhs.stoppedByUser != rhs.stoppedByUser {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}spec\0\u{3}image_id\0\u{1}status\0\u{1}endpoints\0\u{3}published_ports\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}pid\0\u{3}exit_code\0\u{1}signal\0\u{1}reason\0\u{1}error\0\u{3}created_at\0\u{3}started_at\0\u{3}finished_at\0\u{3}restart_count\0\u{3}stopped_by_user\0\u{1}health\0")
 
   fileprivate class _StorageClass {
-    var _id: String = String()
-    var _name: String = String()
-    var _spec: Berth_Agent_V1_ContainerSpec? = nil
-    var _imageID: String = String()
-    var _status: Berth_Agent_V1_ContainerStatus? = nil
-    var _endpoints: [Berth_Agent_V1_ContainerEndpoint] = []
-    var _publishedPorts: [Berth_Agent_V1_PublishedPort] = []
+    var _state: Berth_Agent_V1_ContainerState = .unspecified
+    var _pid: Int32 = 0
+    var _exitCode: Int32? = nil
+    var _signal: String = String()
+    var _reason: String = String()
+    var _error: String = String()
+    var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _finishedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _restartCount: Int32 = 0
+    var _stoppedByUser: Bool = false
+    var _health: Berth_Agent_V1_Health? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2004,13 +2025,18 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
     private init() {}
 
     init(copying source: _StorageClass) {
-      _id = source._id
-      _name = source._name
-      _spec = source._spec
-      _imageID = source._imageID
-      _status = source._status
-      _endpoints = source._endpoints
-      _publishedPorts = source._publishedPorts
+      _state = source._state
+      _pid = source._pid
+      _exitCode = source._exitCode
+      _signal = source._signal
+      _reason = source._reason
+      _error = source._error
+      _createdAt = source._createdAt
+      _startedAt = source._startedAt
+      _finishedAt = source._finishedAt
+      _restartCount = source._restartCount
+      _stoppedByUser = source._stoppedByUser
+      _health = source._health
     }
   }
 
@@ -2029,13 +2055,18 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
         // allocates stack space for every case branch when no optimizations are
         // enabled. https://github.com/apple/swift-protobuf/issues/1034
         switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
-        case 2: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
-        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
-        case 4: try { try decoder.decodeSingularStringField(value: &_storage._imageID) }()
-        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
-        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._endpoints) }()
-        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._publishedPorts) }()
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._pid) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._exitCode) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._signal) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._error) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._createdAt) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._startedAt) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._finishedAt) }()
+        case 10: try { try decoder.decodeSingularInt32Field(value: &_storage._restartCount) }()
+        case 11: try { try decoder.decodeSingularBoolField(value: &_storage._stoppedByUser) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
         default: break
         }
       }
@@ -2048,47 +2079,220 @@ nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProt
       // allocates stack space for every if/case branch local when no optimizations
       // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
       // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._id.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 1)
       }
-      if !_storage._name.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 2)
+      if _storage._pid != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._pid, fieldNumber: 2)
       }
-      try { if let v = _storage._spec {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      try { if let v = _storage._exitCode {
+        try visitor.visitSingularInt32Field(value: v, fieldNumber: 3)
       } }()
-      if !_storage._imageID.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._imageID, fieldNumber: 4)
+      if !_storage._signal.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._signal, fieldNumber: 4)
       }
-      try { if let v = _storage._status {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 5)
+      }
+      if !_storage._error.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._error, fieldNumber: 6)
+      }
+      try { if let v = _storage._createdAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
       } }()
-      if !_storage._endpoints.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._endpoints, fieldNumber: 6)
+      try { if let v = _storage._startedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._finishedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      if _storage._restartCount != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._restartCount, fieldNumber: 10)
       }
-      if !_storage._publishedPorts.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._publishedPorts, fieldNumber: 7)
+      if _storage._stoppedByUser != false {
+        try visitor.visitSingularBoolField(value: _storage._stoppedByUser, fieldNumber: 11)
       }
+      try { if let v = _storage._health {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_ContainerStatus, rhs: Berth_Agent_V1_ContainerStatus) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._pid != rhs_storage._pid {return false}
+        if _storage._exitCode != rhs_storage._exitCode {return false}
+        if _storage._signal != rhs_storage._signal {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._error != rhs_storage._error {return false}
+        if _storage._createdAt != rhs_storage._createdAt {return false}
+        if _storage._startedAt != rhs_storage._startedAt {return false}
+        if _storage._finishedAt != rhs_storage._finishedAt {return false}
+        if _storage._restartCount != rhs_storage._restartCount {return false}
+        if _storage._stoppedByUser != rhs_storage._stoppedByUser {return false}
+        if _storage._health != rhs_storage._health {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Health"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{3}failing_streak\0\u{1}log\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.failingStreak) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.log) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 1)
+    }
+    if self.failingStreak != 0 {
+      try visitor.visitSingularInt32Field(value: self.failingStreak, fieldNumber: 2)
+    }
+    if !self.log.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.log, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_Health, rhs: Berth_Agent_V1_Health) -> Bool {
+    if lhs.status != rhs.status {return false}
+    if lhs.failingStreak != rhs.failingStreak {return false}
+    if lhs.log != rhs.log {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_HealthProbe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HealthProbe"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}end\0\u{3}exit_code\0\u{1}output\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._start) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._end) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.output) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._start {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._end {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 3)
+    }
+    if !self.output.isEmpty {
+      try visitor.visitSingularStringField(value: self.output, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_HealthProbe, rhs: Berth_Agent_V1_HealthProbe) -> Bool {
+    if lhs._start != rhs._start {return false}
+    if lhs._end != rhs._end {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.output != rhs.output {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Container"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}spec\0\u{3}image_id\0\u{1}status\0\u{1}endpoints\0\u{3}published_ports\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.imageID) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._status) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.publishedPorts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.imageID.isEmpty {
+      try visitor.visitSingularStringField(value: self.imageID, fieldNumber: 4)
+    }
+    try { if let v = self._status {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.endpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 6)
+    }
+    if !self.publishedPorts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.publishedPorts, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Agent_V1_Container, rhs: Berth_Agent_V1_Container) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._id != rhs_storage._id {return false}
-        if _storage._name != rhs_storage._name {return false}
-        if _storage._spec != rhs_storage._spec {return false}
-        if _storage._imageID != rhs_storage._imageID {return false}
-        if _storage._status != rhs_storage._status {return false}
-        if _storage._endpoints != rhs_storage._endpoints {return false}
-        if _storage._publishedPorts != rhs_storage._publishedPorts {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.id != rhs.id {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.imageID != rhs.imageID {return false}
+    if lhs._status != rhs._status {return false}
+    if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.publishedPorts != rhs.publishedPorts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

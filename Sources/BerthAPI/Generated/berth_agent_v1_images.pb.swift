@@ -52,9 +52,24 @@ public nonisolated struct Berth_Agent_V1_ImageConfig: Sendable {
 
   public var volumes: [String] = []
 
+  /// The image's HEALTHCHECK, if it has one.
+  public var healthcheck: Berth_Agent_V1_HealthCheck {
+    get {_healthcheck ?? Berth_Agent_V1_HealthCheck()}
+    set {_healthcheck = newValue}
+  }
+  /// Returns true if `healthcheck` has been explicitly set.
+  public var hasHealthcheck: Bool {self._healthcheck != nil}
+  /// Clears the value of `healthcheck`. Subsequent reads from it will return its default value.
+  public mutating func clearHealthcheck() {self._healthcheck = nil}
+
+  /// The shell of CMD-SHELL checks (docker's SHELL); empty: /bin/sh -c.
+  public var shell: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _healthcheck: Berth_Agent_V1_HealthCheck? = nil
 }
 
 public nonisolated struct Berth_Agent_V1_Image: @unchecked Sendable {
@@ -279,35 +294,44 @@ public nonisolated struct Berth_Agent_V1_PullImageResponse: Sendable {
   public init() {}
 }
 
-public nonisolated struct Berth_Agent_V1_ImportImageRequest: Sendable {
+public nonisolated struct Berth_Agent_V1_ImportImageRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// A path on the agent's host.
-  public var path: String = String()
+  public var path: String {
+    get {_storage._path}
+    set {_uniqueStorage()._path = newValue}
+  }
 
   /// NAME[:TAG] for a root filesystem; optional for layouts and archives.
-  public var reference: String = String()
+  public var reference: String {
+    get {_storage._reference}
+    set {_uniqueStorage()._reference = newValue}
+  }
 
   /// For root filesystems: "linux/amd64"; empty means the host's.
-  public var platform: String = String()
+  public var platform: String {
+    get {_storage._platform}
+    set {_uniqueStorage()._platform = newValue}
+  }
 
   /// Image config for a root filesystem (docker import --change).
   public var config: Berth_Agent_V1_ImageConfig {
-    get {_config ?? Berth_Agent_V1_ImageConfig()}
-    set {_config = newValue}
+    get {_storage._config ?? Berth_Agent_V1_ImageConfig()}
+    set {_uniqueStorage()._config = newValue}
   }
   /// Returns true if `config` has been explicitly set.
-  public var hasConfig: Bool {self._config != nil}
+  public var hasConfig: Bool {_storage._config != nil}
   /// Clears the value of `config`. Subsequent reads from it will return its default value.
-  public mutating func clearConfig() {self._config = nil}
+  public mutating func clearConfig() {_uniqueStorage()._config = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _config: Berth_Agent_V1_ImageConfig? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Berth_Agent_V1_ImportImageResponse: Sendable {
@@ -500,7 +524,7 @@ fileprivate nonisolated let _protobuf_package = "berth.agent.v1"
 
 nonisolated extension Berth_Agent_V1_ImageConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ImageConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entrypoint\0\u{1}cmd\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{3}exposed_ports\0\u{3}stop_signal\0\u{1}labels\0\u{1}volumes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entrypoint\0\u{1}cmd\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{3}exposed_ports\0\u{3}stop_signal\0\u{1}labels\0\u{1}volumes\0\u{1}healthcheck\0\u{1}shell\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -517,12 +541,18 @@ nonisolated extension Berth_Agent_V1_ImageConfig: SwiftProtobuf.Message, SwiftPr
       case 7: try { try decoder.decodeSingularStringField(value: &self.stopSignal) }()
       case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 9: try { try decoder.decodeRepeatedStringField(value: &self.volumes) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._healthcheck) }()
+      case 11: try { try decoder.decodeRepeatedStringField(value: &self.shell) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.entrypoint.isEmpty {
       try visitor.visitRepeatedStringField(value: self.entrypoint, fieldNumber: 1)
     }
@@ -550,6 +580,12 @@ nonisolated extension Berth_Agent_V1_ImageConfig: SwiftProtobuf.Message, SwiftPr
     if !self.volumes.isEmpty {
       try visitor.visitRepeatedStringField(value: self.volumes, fieldNumber: 9)
     }
+    try { if let v = self._healthcheck {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
+    if !self.shell.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.shell, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -563,6 +599,8 @@ nonisolated extension Berth_Agent_V1_ImageConfig: SwiftProtobuf.Message, SwiftPr
     if lhs.stopSignal != rhs.stopSignal {return false}
     if lhs.labels != rhs.labels {return false}
     if lhs.volumes != rhs.volumes {return false}
+    if lhs._healthcheck != rhs._healthcheck {return false}
+    if lhs.shell != rhs.shell {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -905,46 +943,88 @@ nonisolated extension Berth_Agent_V1_ImportImageRequest: SwiftProtobuf.Message, 
   public static let protoMessageName: String = _protobuf_package + ".ImportImageRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}reference\0\u{1}platform\0\u{1}config\0")
 
+  fileprivate class _StorageClass {
+    var _path: String = String()
+    var _reference: String = String()
+    var _platform: String = String()
+    var _config: Berth_Agent_V1_ImageConfig? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _path = source._path
+      _reference = source._reference
+      _platform = source._platform
+      _config = source._config
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.reference) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.platform) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._config) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._path) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._reference) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._platform) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._config) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.path.isEmpty {
-      try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._path.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._path, fieldNumber: 1)
+      }
+      if !_storage._reference.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reference, fieldNumber: 2)
+      }
+      if !_storage._platform.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._platform, fieldNumber: 3)
+      }
+      try { if let v = _storage._config {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
     }
-    if !self.reference.isEmpty {
-      try visitor.visitSingularStringField(value: self.reference, fieldNumber: 2)
-    }
-    if !self.platform.isEmpty {
-      try visitor.visitSingularStringField(value: self.platform, fieldNumber: 3)
-    }
-    try { if let v = self._config {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Agent_V1_ImportImageRequest, rhs: Berth_Agent_V1_ImportImageRequest) -> Bool {
-    if lhs.path != rhs.path {return false}
-    if lhs.reference != rhs.reference {return false}
-    if lhs.platform != rhs.platform {return false}
-    if lhs._config != rhs._config {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._path != rhs_storage._path {return false}
+        if _storage._reference != rhs_storage._reference {return false}
+        if _storage._platform != rhs_storage._platform {return false}
+        if _storage._config != rhs_storage._config {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -187,6 +187,51 @@ void   berth__agent__v1__filter__free_unpacked
   assert(message->base.descriptor == &berth__agent__v1__filter__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   berth__agent__v1__health_check__init
+                     (Berth__Agent__V1__HealthCheck         *message)
+{
+  static const Berth__Agent__V1__HealthCheck init_value = BERTH__AGENT__V1__HEALTH_CHECK__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__health_check__get_packed_size
+                     (const Berth__Agent__V1__HealthCheck *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health_check__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__health_check__pack
+                     (const Berth__Agent__V1__HealthCheck *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health_check__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__health_check__pack_to_buffer
+                     (const Berth__Agent__V1__HealthCheck *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health_check__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__HealthCheck *
+       berth__agent__v1__health_check__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__HealthCheck *)
+     protobuf_c_message_unpack (&berth__agent__v1__health_check__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__health_check__free_unpacked
+                     (Berth__Agent__V1__HealthCheck *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__health_check__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor berth__agent__v1__resources__field_descriptors[8] =
 {
   {
@@ -564,6 +609,109 @@ const ProtobufCMessageDescriptor berth__agent__v1__filter__descriptor =
   berth__agent__v1__filter__field_indices_by_name,
   1,  berth__agent__v1__filter__number_ranges,
   (ProtobufCMessageInit) berth__agent__v1__filter__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__health_check__field_descriptors[6] =
+{
+  {
+    "test",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Berth__Agent__V1__HealthCheck, n_test),
+    offsetof(Berth__Agent__V1__HealthCheck, test),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "interval_ms",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthCheck, interval_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "timeout_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthCheck, timeout_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "start_period_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthCheck, start_period_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "start_interval_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthCheck, start_interval_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "retries",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthCheck, retries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__health_check__field_indices_by_name[] = {
+  1,   /* field[1] = interval_ms */
+  5,   /* field[5] = retries */
+  4,   /* field[4] = start_interval_ms */
+  3,   /* field[3] = start_period_ms */
+  0,   /* field[0] = test */
+  2,   /* field[2] = timeout_ms */
+};
+static const ProtobufCIntRange berth__agent__v1__health_check__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__health_check__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.HealthCheck",
+  "HealthCheck",
+  "Berth__Agent__V1__HealthCheck",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__HealthCheck),
+  6,
+  berth__agent__v1__health_check__field_descriptors,
+  berth__agent__v1__health_check__field_indices_by_name,
+  1,  berth__agent__v1__health_check__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__health_check__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue berth__agent__v1__port_protocol__enum_values_by_number[3] =

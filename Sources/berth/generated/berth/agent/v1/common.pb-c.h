@@ -19,6 +19,7 @@ typedef struct Berth__Agent__V1__Resources Berth__Agent__V1__Resources;
 typedef struct Berth__Agent__V1__Mount Berth__Agent__V1__Mount;
 typedef struct Berth__Agent__V1__PortMapping Berth__Agent__V1__PortMapping;
 typedef struct Berth__Agent__V1__Filter Berth__Agent__V1__Filter;
+typedef struct Berth__Agent__V1__HealthCheck Berth__Agent__V1__HealthCheck;
 
 
 /* --- enums --- */
@@ -117,6 +118,30 @@ struct  Berth__Agent__V1__Filter
     , (char *)protobuf_c_empty_string, 0,NULL }
 
 
+/*
+ * A health check, as docker's HEALTHCHECK and --health-* give it. Durations
+ * in milliseconds; an absent one takes the image's, then docker's default.
+ */
+struct  Berth__Agent__V1__HealthCheck
+{
+  ProtobufCMessage base;
+  /*
+   * ["CMD", program, args...], ["CMD-SHELL", command], ["NONE"]; empty takes
+   * the image's.
+   */
+  size_t n_test;
+  char **test;
+  int64_t interval_ms;
+  int64_t timeout_ms;
+  int64_t start_period_ms;
+  int64_t start_interval_ms;
+  int32_t retries;
+};
+#define BERTH__AGENT__V1__HEALTH_CHECK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__health_check__descriptor) \
+    , 0,NULL, 0, 0, 0, 0, 0 }
+
+
 /* Berth__Agent__V1__Resources methods */
 void   berth__agent__v1__resources__init
                      (Berth__Agent__V1__Resources         *message);
@@ -193,6 +218,25 @@ Berth__Agent__V1__Filter *
 void   berth__agent__v1__filter__free_unpacked
                      (Berth__Agent__V1__Filter *message,
                       ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__HealthCheck methods */
+void   berth__agent__v1__health_check__init
+                     (Berth__Agent__V1__HealthCheck         *message);
+size_t berth__agent__v1__health_check__get_packed_size
+                     (const Berth__Agent__V1__HealthCheck   *message);
+size_t berth__agent__v1__health_check__pack
+                     (const Berth__Agent__V1__HealthCheck   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__health_check__pack_to_buffer
+                     (const Berth__Agent__V1__HealthCheck   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__HealthCheck *
+       berth__agent__v1__health_check__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__health_check__free_unpacked
+                     (Berth__Agent__V1__HealthCheck *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Berth__Agent__V1__Resources_Closure)
@@ -207,6 +251,9 @@ typedef void (*Berth__Agent__V1__PortMapping_Closure)
 typedef void (*Berth__Agent__V1__Filter_Closure)
                  (const Berth__Agent__V1__Filter *message,
                   void *closure_data);
+typedef void (*Berth__Agent__V1__HealthCheck_Closure)
+                 (const Berth__Agent__V1__HealthCheck *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -219,6 +266,7 @@ extern const ProtobufCMessageDescriptor berth__agent__v1__mount__descriptor;
 extern const ProtobufCEnumDescriptor    berth__agent__v1__mount__kind__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__port_mapping__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__filter__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__health_check__descriptor;
 
 PROTOBUF_C__END_DECLS
 

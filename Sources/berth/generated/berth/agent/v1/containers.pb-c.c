@@ -283,6 +283,96 @@ void   berth__agent__v1__container_status__free_unpacked
   assert(message->base.descriptor == &berth__agent__v1__container_status__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   berth__agent__v1__health__init
+                     (Berth__Agent__V1__Health         *message)
+{
+  static const Berth__Agent__V1__Health init_value = BERTH__AGENT__V1__HEALTH__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__health__get_packed_size
+                     (const Berth__Agent__V1__Health *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__health__pack
+                     (const Berth__Agent__V1__Health *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__health__pack_to_buffer
+                     (const Berth__Agent__V1__Health *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__Health *
+       berth__agent__v1__health__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__Health *)
+     protobuf_c_message_unpack (&berth__agent__v1__health__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__health__free_unpacked
+                     (Berth__Agent__V1__Health *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__health__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   berth__agent__v1__health_probe__init
+                     (Berth__Agent__V1__HealthProbe         *message)
+{
+  static const Berth__Agent__V1__HealthProbe init_value = BERTH__AGENT__V1__HEALTH_PROBE__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__health_probe__get_packed_size
+                     (const Berth__Agent__V1__HealthProbe *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health_probe__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__health_probe__pack
+                     (const Berth__Agent__V1__HealthProbe *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health_probe__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__health_probe__pack_to_buffer
+                     (const Berth__Agent__V1__HealthProbe *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__health_probe__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__HealthProbe *
+       berth__agent__v1__health_probe__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__HealthProbe *)
+     protobuf_c_message_unpack (&berth__agent__v1__health_probe__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__health_probe__free_unpacked
+                     (Berth__Agent__V1__HealthProbe *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__health_probe__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   berth__agent__v1__container__init
                      (Berth__Agent__V1__Container         *message)
 {
@@ -2134,7 +2224,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry_
   (ProtobufCMessageInit) berth__agent__v1__container_spec__labels_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[30] =
+static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[32] =
 {
   {
     "name",
@@ -2496,6 +2586,30 @@ static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "healthcheck",
+    31,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__ContainerSpec, healthcheck),
+    &berth__agent__v1__health_check__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "health_on_failure",
+    32,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__ContainerSpec, health_on_failure),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] = {
   25,   /* field[25] = auto_remove */
@@ -2505,6 +2619,8 @@ static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] 
   29,   /* field[29] = devices */
   2,   /* field[2] = entrypoint */
   4,   /* field[4] = env */
+  31,   /* field[31] = health_on_failure */
+  30,   /* field[30] = healthcheck */
   8,   /* field[8] = hostname */
   1,   /* field[1] = image */
   19,   /* field[19] = init */
@@ -2532,7 +2648,7 @@ static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] 
 static const ProtobufCIntRange berth__agent__v1__container_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 30 }
+  { 0, 32 }
 };
 const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
 {
@@ -2542,7 +2658,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
   "Berth__Agent__V1__ContainerSpec",
   "berth.agent.v1",
   sizeof(Berth__Agent__V1__ContainerSpec),
-  30,
+  32,
   berth__agent__v1__container_spec__field_descriptors,
   berth__agent__v1__container_spec__field_indices_by_name,
   1,  berth__agent__v1__container_spec__number_ranges,
@@ -2766,7 +2882,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__string_list__descriptor =
   (ProtobufCMessageInit) berth__agent__v1__string_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor berth__agent__v1__container_status__field_descriptors[11] =
+static const ProtobufCFieldDescriptor berth__agent__v1__container_status__field_descriptors[12] =
 {
   {
     "state",
@@ -2900,12 +3016,25 @@ static const ProtobufCFieldDescriptor berth__agent__v1__container_status__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "health",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__ContainerStatus, health),
+    &berth__agent__v1__health__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned berth__agent__v1__container_status__field_indices_by_name[] = {
   6,   /* field[6] = created_at */
   5,   /* field[5] = error */
   2,   /* field[2] = exit_code */
   8,   /* field[8] = finished_at */
+  11,   /* field[11] = health */
   1,   /* field[1] = pid */
   4,   /* field[4] = reason */
   9,   /* field[9] = restart_count */
@@ -2917,7 +3046,7 @@ static const unsigned berth__agent__v1__container_status__field_indices_by_name[
 static const ProtobufCIntRange berth__agent__v1__container_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor berth__agent__v1__container_status__descriptor =
 {
@@ -2927,11 +3056,152 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_status__descriptor 
   "Berth__Agent__V1__ContainerStatus",
   "berth.agent.v1",
   sizeof(Berth__Agent__V1__ContainerStatus),
-  11,
+  12,
   berth__agent__v1__container_status__field_descriptors,
   berth__agent__v1__container_status__field_indices_by_name,
   1,  berth__agent__v1__container_status__number_ranges,
   (ProtobufCMessageInit) berth__agent__v1__container_status__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__health__field_descriptors[3] =
+{
+  {
+    "status",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__Health, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failing_streak",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__Health, failing_streak),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "log",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Berth__Agent__V1__Health, n_log),
+    offsetof(Berth__Agent__V1__Health, log),
+    &berth__agent__v1__health_probe__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__health__field_indices_by_name[] = {
+  1,   /* field[1] = failing_streak */
+  2,   /* field[2] = log */
+  0,   /* field[0] = status */
+};
+static const ProtobufCIntRange berth__agent__v1__health__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__health__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.Health",
+  "Health",
+  "Berth__Agent__V1__Health",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__Health),
+  3,
+  berth__agent__v1__health__field_descriptors,
+  berth__agent__v1__health__field_indices_by_name,
+  1,  berth__agent__v1__health__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__health__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__health_probe__field_descriptors[4] =
+{
+  {
+    "start",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthProbe, start),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "end",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthProbe, end),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exit_code",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthProbe, exit_code),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "output",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__HealthProbe, output),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__health_probe__field_indices_by_name[] = {
+  1,   /* field[1] = end */
+  2,   /* field[2] = exit_code */
+  3,   /* field[3] = output */
+  0,   /* field[0] = start */
+};
+static const ProtobufCIntRange berth__agent__v1__health_probe__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__health_probe__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.HealthProbe",
+  "HealthProbe",
+  "Berth__Agent__V1__HealthProbe",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__HealthProbe),
+  4,
+  berth__agent__v1__health_probe__field_descriptors,
+  berth__agent__v1__health_probe__field_indices_by_name,
+  1,  berth__agent__v1__health_probe__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__health_probe__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor berth__agent__v1__container__field_descriptors[7] =

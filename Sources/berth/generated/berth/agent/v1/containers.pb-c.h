@@ -24,6 +24,8 @@ typedef struct Berth__Agent__V1__LogConfig Berth__Agent__V1__LogConfig;
 typedef struct Berth__Agent__V1__Ulimit Berth__Agent__V1__Ulimit;
 typedef struct Berth__Agent__V1__StringList Berth__Agent__V1__StringList;
 typedef struct Berth__Agent__V1__ContainerStatus Berth__Agent__V1__ContainerStatus;
+typedef struct Berth__Agent__V1__Health Berth__Agent__V1__Health;
+typedef struct Berth__Agent__V1__HealthProbe Berth__Agent__V1__HealthProbe;
 typedef struct Berth__Agent__V1__Container Berth__Agent__V1__Container;
 typedef struct Berth__Agent__V1__ContainerEndpoint Berth__Agent__V1__ContainerEndpoint;
 typedef struct Berth__Agent__V1__PublishedPort Berth__Agent__V1__PublishedPort;
@@ -159,10 +161,20 @@ struct  Berth__Agent__V1__ContainerSpec
    */
   size_t n_devices;
   Berth__Agent__V1__DeviceMapping **devices;
+  /*
+   * The health check; unset takes the image's. A created container's is the
+   * merged one.
+   */
+  Berth__Agent__V1__HealthCheck *healthcheck;
+  /*
+   * What the agent does when the container turns unhealthy: "none" (or
+   * empty), "kill", "restart", "stop".
+   */
+  char *health_on_failure;
 };
 #define BERTH__AGENT__V1__CONTAINER_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__container_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -253,10 +265,49 @@ struct  Berth__Agent__V1__ContainerStatus
   Google__Protobuf__Timestamp *finished_at;
   int32_t restart_count;
   protobuf_c_boolean stopped_by_user;
+  /*
+   * Present while the container has a health check (from its last start).
+   */
+  Berth__Agent__V1__Health *health;
 };
 #define BERTH__AGENT__V1__CONTAINER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__container_status__descriptor) \
-    , BERTH__AGENT__V1__CONTAINER_STATE__CONTAINER_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, NULL, 0, 0 }
+    , BERTH__AGENT__V1__CONTAINER_STATE__CONTAINER_STATE_UNSPECIFIED, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, NULL, 0, 0, NULL }
+
+
+/*
+ * starting, healthy or unhealthy, with the last probes.
+ */
+struct  Berth__Agent__V1__Health
+{
+  ProtobufCMessage base;
+  char *status;
+  int32_t failing_streak;
+  size_t n_log;
+  Berth__Agent__V1__HealthProbe **log;
+};
+#define BERTH__AGENT__V1__HEALTH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__health__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0,NULL }
+
+
+struct  Berth__Agent__V1__HealthProbe
+{
+  ProtobufCMessage base;
+  Google__Protobuf__Timestamp *start;
+  Google__Protobuf__Timestamp *end;
+  /*
+   * -1 when the probe could not run or exceeded its timeout.
+   */
+  int32_t exit_code;
+  /*
+   * At most 4 KiB.
+   */
+  char *output;
+};
+#define BERTH__AGENT__V1__HEALTH_PROBE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__health_probe__descriptor) \
+    , NULL, NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Berth__Agent__V1__Container
@@ -1012,6 +1063,44 @@ Berth__Agent__V1__ContainerStatus *
                       const uint8_t       *data);
 void   berth__agent__v1__container_status__free_unpacked
                      (Berth__Agent__V1__ContainerStatus *message,
+                      ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__Health methods */
+void   berth__agent__v1__health__init
+                     (Berth__Agent__V1__Health         *message);
+size_t berth__agent__v1__health__get_packed_size
+                     (const Berth__Agent__V1__Health   *message);
+size_t berth__agent__v1__health__pack
+                     (const Berth__Agent__V1__Health   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__health__pack_to_buffer
+                     (const Berth__Agent__V1__Health   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__Health *
+       berth__agent__v1__health__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__health__free_unpacked
+                     (Berth__Agent__V1__Health *message,
+                      ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__HealthProbe methods */
+void   berth__agent__v1__health_probe__init
+                     (Berth__Agent__V1__HealthProbe         *message);
+size_t berth__agent__v1__health_probe__get_packed_size
+                     (const Berth__Agent__V1__HealthProbe   *message);
+size_t berth__agent__v1__health_probe__pack
+                     (const Berth__Agent__V1__HealthProbe   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__health_probe__pack_to_buffer
+                     (const Berth__Agent__V1__HealthProbe   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__HealthProbe *
+       berth__agent__v1__health_probe__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__health_probe__free_unpacked
+                     (Berth__Agent__V1__HealthProbe *message,
                       ProtobufCAllocator *allocator);
 /* Berth__Agent__V1__Container methods */
 void   berth__agent__v1__container__init
@@ -1796,6 +1885,12 @@ typedef void (*Berth__Agent__V1__StringList_Closure)
 typedef void (*Berth__Agent__V1__ContainerStatus_Closure)
                  (const Berth__Agent__V1__ContainerStatus *message,
                   void *closure_data);
+typedef void (*Berth__Agent__V1__Health_Closure)
+                 (const Berth__Agent__V1__Health *message,
+                  void *closure_data);
+typedef void (*Berth__Agent__V1__HealthProbe_Closure)
+                 (const Berth__Agent__V1__HealthProbe *message,
+                  void *closure_data);
 typedef void (*Berth__Agent__V1__Container_Closure)
                  (const Berth__Agent__V1__Container *message,
                   void *closure_data);
@@ -2078,6 +2173,8 @@ extern const ProtobufCMessageDescriptor berth__agent__v1__log_config__descriptor
 extern const ProtobufCMessageDescriptor berth__agent__v1__ulimit__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__string_list__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_status__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__health__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__health_probe__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_endpoint__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__published_port__descriptor;
