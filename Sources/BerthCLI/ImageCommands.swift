@@ -19,7 +19,7 @@ struct ImageImport: AsyncParsableCommand {
         abstract: "Import an image: a root filesystem (a tar archive or a directory) as a single-layer image, or an OCI layout or docker archive with its images.")
 
     @OptionGroup var agent: AgentOptions
-    @Option(name: .shortAndLong, help: "Set an image setting, as docker import does: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL (repeatable).")
+    @Option(name: .shortAndLong, help: "Set an image setting, as docker import does: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL, HEALTHCHECK, SHELL (repeatable).")
     var change: [String] = []
     @Argument(help: "A tar archive or a directory on the agent's host.") var source: String
     @Argument(help: "NAME[:TAG]; required for a root filesystem.") var reference: String?

@@ -191,6 +191,11 @@ public enum Processes {
         guard kill(pid, signal) == 0 else { throw SystemError.last("kill \(pid)") }
     }
 
+    /// Sends `signal` to every process of the process group `group` (kill(2) of -group).
+    public static func signal(group: Int32, _ signal: Int32) throws {
+        guard group > 1, kill(-group, signal) == 0 else { throw SystemError.last("kill -\(group)") }
+    }
+
     /// Waits for a child to exit and reaps it: its exit code, or 128 plus
     /// the signal that ended it; nil when it is not the caller's child.
     @discardableResult

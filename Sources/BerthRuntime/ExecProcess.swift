@@ -237,6 +237,21 @@ public final class ExecProcess: Sendable {
         }
     }
 
+    /// SIGKILL to every process of the process's group (it leads a session
+    /// of its own, so this is what a shell it runs started, unless they made
+    /// groups of their own), then to the process. The group is signalled
+    /// only while its leader is not reaped (its pidfd still takes a signal),
+    /// so that its ID cannot have gone to another process.
+    public func killGroup() {
+        pidfd.withLock { fd in
+            guard fd >= 0 else { return }
+            if (try? ProcessDescriptor.signal(Descriptor(fd), 0)) != nil {
+                try? Processes.signal(group: pid, Signal.kill.number)
+            }
+            try? ProcessDescriptor.signal(Descriptor(fd), Signal.kill.number)
+        }
+    }
+
     /// The process's end as its shim tells it: its exit code, or 128 + the
     /// signal that ended it (-1 when the shim went away without telling);
     /// nil while it runs (without `block`).
@@ -344,7 +359,7 @@ public final class ExecProcess: Sendable {
         let deadline = Task {
             try await Task.sleep(for: timeout)
             timedOut.withLock { $0 = true }
-            process.kill()
+            process.killGroup()
         }
         var output: [UInt8] = []
         var code: Int32 = -1
