@@ -443,6 +443,7 @@ struct ContainerUpdateFlags: ParsableArguments {
     @Option(help: "Remove a process limit (NAME).") var ulimitRm: [String] = []
     @Option(help: "Log rotation: max-size=SIZE, max-file=N (replaces the current options).") var logOpt: [String] = []
     @OptionGroup var limits: ResourceFlags
+    @OptionGroup var health: HealthFlags
 
     /// Applies every flag given to `container`.
     ///
@@ -508,6 +509,22 @@ struct ContainerUpdateFlags: ParsableArguments {
             container.ulimits.append(limit)
         }
         if !logOpt.isEmpty { container.log = try LogConfig(parsingOptions: logOpt) }
+        if let given = try health.check() {
+            if given.isDisabled {
+                container.healthcheck = given
+            } else {
+                // Each flag changes its field, as docker's service update does.
+                var check = container.healthcheck.flatMap { $0.isDisabled ? nil : $0 } ?? HealthCheck()
+                if !given.test.isEmpty { check.test = given.test }
+                if let v = given.interval { check.interval = v }
+                if let v = given.timeout { check.timeout = v }
+                if let v = given.startPeriod { check.startPeriod = v }
+                if let v = given.startInterval { check.startInterval = v }
+                if let v = given.retries { check.retries = v }
+                container.healthcheck = check
+            }
+        }
+        if let action = health.healthOnFailure { container.healthOnFailure = try HealthFailureAction(parsing: action) }
         try limits.apply(to: &container.resources)
     }
 }

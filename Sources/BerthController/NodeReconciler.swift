@@ -66,13 +66,26 @@ public struct ContainerReport: Sendable, Hashable {
     public var restartCount: Int
     /// Whether its restart policy brings it back by itself.
     public var willRestart: Bool
+    /// Its health while it runs, when it has a health check.
+    public var health: HealthStatus?
+    /// The last health probe's output, when it failed.
+    public var healthOutput: String
+    /// Its agent stops or restarts it itself when it turns unhealthy
+    /// (`--health-on-failure` other than none).
+    public var agentActsOnHealth: Bool
 
-    public init(state: ContainerState, exitCode: Int? = nil, message: String = "", restartCount: Int = 0, willRestart: Bool = false) {
+    public init(
+        state: ContainerState, exitCode: Int? = nil, message: String = "", restartCount: Int = 0, willRestart: Bool = false,
+        health: HealthStatus? = nil, healthOutput: String = "", agentActsOnHealth: Bool = false
+    ) {
         self.state = state
         self.exitCode = exitCode
         self.message = message
         self.restartCount = restartCount
         self.willRestart = willRestart
+        self.health = health
+        self.healthOutput = healthOutput
+        self.agentActsOnHealth = agentActsOnHealth
     }
 
     /// What `container` shows.
@@ -93,11 +106,15 @@ public struct ContainerReport: Sendable, Hashable {
                 message = "exited (\(code))"
             }
         }
+        let lastProbe = status.health?.log.last
         self.init(
             state: status.state, exitCode: code, message: message, restartCount: status.restartCount,
             willRestart: status.state == .exited
                 && container.spec.restartPolicy.shouldRestart(
-                    exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser))
+                    exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser),
+            health: status.state.isActive ? status.health?.status : nil,
+            healthOutput: lastProbe.map { $0.exitCode == 0 ? "" : $0.output.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "",
+            agentActsOnHealth: container.spec.healthOnFailure != .none)
     }
 }
 
@@ -170,7 +187,7 @@ public enum NodeReconciler {
                 case .pending:
                     guard (replica.notBefore ?? .distantPast) <= now, let spec = work.spec(of: replica) else { continue }
                     actions.append(.run(replica: replica.id, spec: containerSpec(for: replica, spec: spec, clusterID: work.clusterID)))
-                case .created, .running, .exited:
+                case .created, .starting, .running, .exited:
                     // It was there: someone removed it.
                     reports.append(.failed(id: replica.id, message: "its container was removed from node \(work.node.hostname)"))
                 case .failed, .complete, .orphaned, .shutdown:
@@ -206,7 +223,7 @@ extension Replica {
         case .gone:
             guard desiredState == .shutdown else { return self }
             next.removed = true
-            if [.pending, .created, .running].contains(state) { next.state = .shutdown }
+            if [.pending, .created, .starting, .running].contains(state) { next.state = .shutdown }
         case .failed(_, let message):
             guard desiredState == .running else { return self }
             next.state = .failed
@@ -217,12 +234,27 @@ extension Replica {
             next.restartCount = container.restartCount
             switch container.state {
             case .running, .paused:
-                if state != .running || restartCount != container.restartCount { next.runningSince = now }
-                next.state = .running
-                next.message = ""
-                next.exitCode = nil
-                if let since = next.runningSince, now.timeIntervalSince(since) >= ServicePlanner.steadyAfter {
-                    next.steadyRestarts = container.restartCount
+                switch container.health {
+                case .unhealthy? where !container.agentActsOnHealth:
+                    // As swarm: an unhealthy replica has failed, and is replaced.
+                    next.state = .failed
+                    next.exitCode = nil
+                    next.message = "unhealthy" + (container.healthOutput.isEmpty ? "" : ": \(container.healthOutput.prefix(200))")
+                case .starting?, .unhealthy?:
+                    // Running, but not yet healthy (or being restarted by
+                    // its agent for its health): it does not count as running.
+                    next.state = .starting
+                    next.runningSince = nil
+                    next.exitCode = nil
+                    next.message = container.health == .starting ? "waiting for its health check to pass" : "unhealthy; its agent restarts it"
+                case .healthy?, nil:
+                    if state != .running || restartCount != container.restartCount { next.runningSince = now }
+                    next.state = .running
+                    next.message = ""
+                    next.exitCode = nil
+                    if let since = next.runningSince, now.timeIntervalSince(since) >= ServicePlanner.steadyAfter {
+                        next.steadyRestarts = container.restartCount
+                    }
                 }
             case .created, .exited, .dead:
                 if container.willRestart {
@@ -241,7 +273,9 @@ extension Replica {
                     next.message = container.message
                 }
             }
-            if next.state != .exited && next.state != .complete && container.restartCount - steadyRestarts >= ServicePlanner.crashLoopRestarts {
+            if next.state != .exited && next.state != .complete && next.state != .failed
+                && container.restartCount - steadyRestarts >= ServicePlanner.crashLoopRestarts
+            {
                 next.state = .failed
                 next.message = "restarted \(container.restartCount - steadyRestarts) times in a row"
                     + (container.message.isEmpty ? "" : " (last: \(container.message.replacingOccurrences(of: "; restarting", with: "")))")

@@ -353,6 +353,10 @@ public struct Replica: Codable, Sendable, Hashable, Identifiable {
         case pending
         /// Its container was made but is not running (being started, or restarting).
         case created
+        /// Its container runs, but its health check has not passed yet (or
+        /// its agent is restarting it for failing): not counted as running.
+        case starting
+        /// Its container runs (and is healthy, when it has a health check).
         case running
         /// Its container ended and its restart policy brings it back no more.
         case exited

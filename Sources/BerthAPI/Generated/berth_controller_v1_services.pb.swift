@@ -574,7 +574,8 @@ public nonisolated struct Berth_Controller_V1_Replica: @unchecked Sendable {
     set {_uniqueStorage()._desiredState = newValue}
   }
 
-  /// pending, created, running, exited, failed, orphaned, complete or shutdown.
+  /// pending, created, starting (running, not yet healthy), running, exited,
+  /// failed, orphaned, complete or shutdown.
   public var state: String {
     get {_storage._state}
     set {_uniqueStorage()._state = newValue}
