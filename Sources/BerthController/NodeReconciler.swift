@@ -113,7 +113,10 @@ public struct ContainerReport: Sendable, Hashable {
                 && container.spec.restartPolicy.shouldRestart(
                     exitCode: status.exitCode ?? 0, restartCount: status.restartCount, stoppedByUser: status.stoppedByUser),
             health: status.state.isActive ? status.health?.status : nil,
-            healthOutput: lastProbe.map { $0.exitCode == 0 ? "" : $0.output.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "",
+            healthOutput: lastProbe.map { probe in
+                let output = probe.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                return probe.exitCode == 0 ? "" : output.isEmpty ? "its check exited \(probe.exitCode)" : output
+            } ?? "",
             agentActsOnHealth: container.spec.healthOnFailure != .none)
     }
 }
