@@ -45,9 +45,9 @@ public final class AgentMetrics: Sendable {
         ).record(duration)
     }
 
-    /// Seconds: 1 ms … 60 s, for health probes and their lateness.
+    /// Seconds: 100 µs … 60 s, for health probes and their lateness.
     static let probeBuckets: [Duration] = [
-        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30),
         .seconds(60),
     ]
