@@ -19,6 +19,10 @@ public final class AgentMetrics: Sendable {
     public init() {
         // Present from the first scrape, so that rate() has a start.
         _ = watchesBehind
+        _ = probeDelay
+        _ = probeDuration
+        _ = probes(passed: true)
+        _ = probes(passed: false)
     }
 
     func watchGapped() { watchesBehind.increment() }
@@ -52,29 +56,35 @@ public final class AgentMetrics: Sendable {
         .seconds(60),
     ]
 
-    /// A health probe began, `late` after it was due.
-    func probeStarted(late: Duration) {
+    private var probeDelay: DurationHistogram {
         registry.makeDurationHistogram(
             descriptor: .init(
                 namespace: "berth", metricName: "health_probe_delay", unitName: "seconds",
                 helpText: "Time from a health probe's due time to its start."),
-            buckets: Self.probeBuckets
-        ).record(max(late, .zero))
+            buckets: Self.probeBuckets)
     }
 
-    /// A health probe ended after `duration`.
-    func probeFinished(after duration: Duration, passed: Bool) {
+    private var probeDuration: DurationHistogram {
         registry.makeDurationHistogram(
             descriptor: .init(
                 namespace: "berth", metricName: "health_probe_duration", unitName: "seconds",
                 helpText: "Time a health probe took, from its start to its exit and output read."),
-            buckets: Self.probeBuckets
-        ).record(duration)
+            buckets: Self.probeBuckets)
+    }
+
+    private func probes(passed: Bool) -> Counter {
         registry.makeCounter(
-            descriptor: .init(
-                namespace: "berth", metricName: "health_probes", unitName: "total", helpText: "Health probes run, by result."),
-            labels: [("result", passed ? "success" : "failure")]
-        ).increment()
+            descriptor: .init(namespace: "berth", metricName: "health_probes", unitName: "total", helpText: "Health probes run, by result."),
+            labels: [("result", passed ? "success" : "failure")])
+    }
+
+    /// A health probe began, `late` after it was due.
+    func probeStarted(late: Duration) { probeDelay.record(max(late, .zero)) }
+
+    /// A health probe ended after `duration`.
+    func probeFinished(after duration: Duration, passed: Bool) {
+        probeDuration.record(duration)
+        probes(passed: passed).increment()
     }
 
     /// The registry's series in the text format.

@@ -118,7 +118,7 @@ public final class ControllerMetrics: Sendable {
             states[replica.state.rawValue, default: 0] += 1
             if replica.state == .pending { pending += 1 }
         }
-        for state in ["pending", "created", "running", "exited", "failed", "complete"] where states[state] == nil { states[state] = 0 }
+        for state in ["pending", "created", "starting", "running", "exited", "failed", "complete"] where states[state] == nil { states[state] = 0 }
         family(
             "berth_controller_replicas", "gauge", "Replicas meant to run, by their state.",
             states.sorted { $0.key < $1.key }.map { ([("state", $0.key)], Double($0.value)) })

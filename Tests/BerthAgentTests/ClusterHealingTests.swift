@@ -391,7 +391,11 @@ extension ServiceTests {
         guard Privileges.root else { return }
         let cluster = try await ClusterHarness(store: store)
         defer { cluster.cleanUp() }
-        #expect(try await cluster.cli(["service", "create", "--name", "web", "--replicas", "3", "-m", "16m", "busybox", "sleep", "100000"]).status == 0)
+        #expect(
+            try await cluster.cli([
+                "service", "create", "--name", "web", "--replicas", "3", "-m", "16m", "--health-cmd", "true", "--health-interval", "300ms", "busybox",
+                "sleep", "100000",
+            ]).status == 0)
         // An agent lost: the controller's calls to it fail until it is down.
         cluster.killAgent(2)
         var text = ""
@@ -418,6 +422,8 @@ extension ServiceTests {
         var exported = Set<String>()
         let agentPort = try #require(cluster.agentPorts.first)
         let (_, agentText) = try await RawHTTP2Client.get(port: agentPort, path: "/metrics")
+        #expect((MetricsTests.value(agentText, "berth_health_probes_total", ["result": "success"]) ?? 0) > 0, "probes counted")
+        #expect(agentText.contains("berth_container_health_status{") && agentText.contains(#"status="healthy"} 1"#), "health by container")
         for line in (text + agentText).split(separator: "\n") where line.hasPrefix("# TYPE ") {
             let parts = line.split(separator: " ")
             guard parts.count >= 4 else { continue }
