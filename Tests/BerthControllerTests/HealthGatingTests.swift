@@ -39,13 +39,23 @@ struct HealthGatingTests {
         #expect(world.live.count == 2 && world.live.allSatisfy { $0.state == .running && $0.id != victim.id })
     }
 
-    /// Runs the world for `seconds`, with agents that report each container
-    /// `healthy` (version 1) or `starting` and then `unhealthy` after
-    /// `failAfter` seconds (version 2); returns the fewest healthy replicas
-    /// seen after any pass.
-    static func run(_ world: inout World, seconds: Int, failAfter: Double = 3) -> Int {
+    /// A check that passes for version 1, and for version 2 stays
+    /// `starting` then turns unhealthy after `seconds`.
+    static func failingAfter(_ seconds: Double) -> (Replica, Date) -> HealthStatus {
+        { replica, now in replica.version == 1 ? .healthy : now.timeIntervalSince(replica.createdAt) >= seconds ? .unhealthy : .starting }
+    }
+
+    /// Runs the world a second at a time, up to `seconds` or until `done`,
+    /// with agents that report each container running with the health
+    /// `health` gives it; returns the fewest replicas counted running
+    /// (healthy) after any pass, and the seconds it ran.
+    @discardableResult
+    static func run(
+        _ world: inout World, seconds: Int, until done: (World) -> Bool = { _ in false }, health: (Replica, Date) -> HealthStatus = failingAfter(3)
+    ) -> (fewest: Int, seconds: Int) {
         var fewest = Int.max
-        for _ in 0..<seconds {
+        var ran = 0
+        while ran < seconds && !done(world) {
             world.plan()
             fewest = min(fewest, world.live.count { $0.state == .running })
             for i in world.replicas.indices where world.replicas[i].isAssigned && !world.replicas[i].removed {
@@ -55,17 +65,17 @@ struct HealthGatingTests {
                     continue
                 }
                 guard replica.state != .pending || (replica.notBefore ?? .distantPast) <= world.now else { continue }
-                let health: HealthStatus =
-                    replica.version == 1 ? .healthy : world.now.timeIntervalSince(replica.createdAt) >= failAfter ? .unhealthy : .starting
+                let status = health(replica, world.now)
                 world.replicas[i] = replica.applying(
-                    .container(id: replica.id, ContainerReport(state: .running, health: health, healthOutput: health == .unhealthy ? "never ready" : "")),
+                    .container(id: replica.id, ContainerReport(state: .running, health: status, healthOutput: status == .unhealthy ? "never ready" : "")),
                     isJob: false, now: world.now)
             }
             fewest = min(fewest, world.live.count { $0.state == .running })
             world.now += 1
+            ran += 1
         }
         world.plan()
-        return fewest
+        return (fewest, ran)
     }
 
     @Test("start-first, parallelism 1, rollback: a version whose check never passes is rolled back, and 4 healthy replicas serve throughout")
@@ -73,10 +83,10 @@ struct HealthGatingTests {
         var world = World(
             nodes: [World.node(1), World.node(2)],
             services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: 5, order: .startFirst, failureAction: .rollback))])
-        _ = Self.run(&world, seconds: 3)
+        Self.run(&world, seconds: 3)
         #expect(world.live.count { $0.state == .running } == 4)
         UpdateTests.update(&world, image: "bad")
-        let fewest = Self.run(&world, seconds: 40)
+        let fewest = Self.run(&world, seconds: 40).fewest
         let web = world.service("web")
         #expect(web.update?.state == .rolledBack, "\(String(describing: web.update))")
         #expect(web.update?.message.contains("unhealthy: never ready") == true, "\(String(describing: web.update?.message))")
@@ -91,9 +101,9 @@ struct HealthGatingTests {
         var world = World(
             nodes: [World.node(1), World.node(2)],
             services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: 5, order: .startFirst, failureAction: .pause))])
-        _ = Self.run(&world, seconds: 3)
+        Self.run(&world, seconds: 3)
         UpdateTests.update(&world, image: "bad")
-        let fewest = Self.run(&world, seconds: 30)
+        let fewest = Self.run(&world, seconds: 30).fewest
         let web = world.service("web")
         #expect(web.update?.state == .paused)
         #expect(web.update?.message.hasPrefix("update paused: replica") == true && web.update?.message.contains("unhealthy") == true)
@@ -107,25 +117,11 @@ struct HealthGatingTests {
         var world = World(
             nodes: [World.node(1), World.node(2)],
             services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: 2, order: .startFirst, failureAction: .rollback))])
-        _ = Self.run(&world, seconds: 3)
+        Self.run(&world, seconds: 3)
         UpdateTests.update(&world, image: "good")
-        // Version 2 turns healthy after 3 s of starting (failAfter: never).
-        var seconds = 0
-        var fewest = Int.max
-        while world.service("web").update?.state == .updating && seconds < 120 {
-            world.plan()
-            fewest = min(fewest, world.live.count { $0.state == .running })
-            for i in world.replicas.indices where world.replicas[i].isAssigned && !world.replicas[i].removed {
-                let replica = world.replicas[i]
-                if replica.desiredState == .shutdown {
-                    world.replicas[i] = replica.applying(.gone(id: replica.id), isJob: false, now: world.now)
-                    continue
-                }
-                let health: HealthStatus = world.now.timeIntervalSince(replica.createdAt) >= 3 || replica.version == 1 ? .healthy : .starting
-                world.replicas[i] = replica.applying(.container(id: replica.id, ContainerReport(state: .running, health: health)), isJob: false, now: world.now)
-            }
-            world.now += 1
-            seconds += 1
+        // Version 2 turns healthy after 3 s of starting.
+        let (fewest, seconds) = Self.run(&world, seconds: 120, until: { $0.service("web").update?.state != .updating }) { replica, now in
+            replica.version == 1 || now.timeIntervalSince(replica.createdAt) >= 3 ? .healthy : .starting
         }
         #expect(world.service("web").update?.state == .completed)
         #expect(world.live.count == 4 && world.live.allSatisfy { $0.version == 2 && $0.state == .running })
