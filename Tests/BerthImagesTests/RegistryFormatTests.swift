@@ -112,4 +112,25 @@ struct RegistryFormatTests {
         #expect(throws: BerthError.self) { try ImagePlatform(parsing: "linux") }
         #expect(try ImagePlatform(parsing: "linux/arm64/v8") == ImagePlatform(os: "linux", architecture: "arm64", variant: "v8"))
     }
+
+    @Test("docker's Healthcheck and Shell in an image config: nanoseconds, 0 for the default, a test Berth cannot run left out; written back the same")
+    func healthcheckConfig() throws {
+        let json = #"""
+            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+             "config": {"Cmd": ["nginx"], "Shell": ["/bin/bash", "-c"],
+                        "Healthcheck": {"Test": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"], "Interval": 30000000000,
+                                        "Timeout": 5000000000, "StartPeriod": 0, "Retries": 3}}}
+            """#
+        let config = try JSONDecoder().decode(OCIImageConfig.self, from: Data(json.utf8)).imageConfig
+        #expect(config.healthcheck == HealthCheck(test: ["CMD-SHELL", "curl -f http://localhost/ || exit 1"], interval: 30, timeout: 5, retries: 3))
+        #expect(config.shell == ["/bin/bash", "-c"])
+        #expect(config.healthcheck?.probeCommand(shell: config.shell) == ["/bin/bash", "-c", "curl -f http://localhost/ || exit 1"])
+        let again = OCIImageConfig(image: config, diffIDs: [], architecture: "amd64", os: "linux", created: Date(), comment: "")
+        #expect(again.imageConfig == config)
+
+        let odd = #"{"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": {"Healthcheck": {"Test": ["SSH", "x"]}}}"#
+        #expect(try JSONDecoder().decode(OCIImageConfig.self, from: Data(odd.utf8)).imageConfig.healthcheck == nil)
+        let none = #"{"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": {"Healthcheck": {"Test": ["NONE"]}}}"#
+        #expect(try JSONDecoder().decode(OCIImageConfig.self, from: Data(none.utf8)).imageConfig.healthcheck?.isDisabled == true)
+    }
 }
