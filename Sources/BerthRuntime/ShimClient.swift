@@ -188,52 +188,77 @@ public struct ShimClient: Sendable {
     /// - Returns: how the start went and, when started, the process.
     /// - Throws: `BerthError.unavailable` when the shim does not answer.
     public func exec(_ exec: ShimExec, id: String, stdio: [Int32]) async throws -> (start: ShimStart, process: ShimExecProcess?) {
-        let file = ShimExec.file(id, in: bundleDir)
-        try AtomicFile.write(Array(exec.record.text.utf8), to: file, mode: 0o600, durable: false)
-        let outcome: Result<(ShimStart, ShimExecProcess?), BerthError> = try await Blocking.run {
-            let fd: Int32
-            switch send(.exec(id: id), fds: stdio) {
-            case .success(let connected): fd = connected
-            case .failure(let error): return .failure(error)
+        // The process goes on the request's line: no file per exec (a
+        // health probe is an exec, hundreds a second on a busy host).
+        let inline = try await Blocking.run { request(exec: .exec(id: id, process: exec), stdio: stdio) }
+        switch inline {
+        case .success(let outcome): return outcome
+        case .failure(.refused):
+            // A shim started by an agent before the inline form (it outlives
+            // agents): the process in the file `exec-ID` of the bundle.
+            let file = ShimExec.file(id, in: bundleDir)
+            try AtomicFile.write(Array(exec.record.text.utf8), to: file, mode: 0o600, durable: false)
+            defer { try? FileIO.removeFile(file) }
+            let outcome = try await Blocking.run { request(exec: .exec(id: id, process: nil), stdio: stdio) }
+            switch outcome {
+            case .success(let outcome): return outcome
+            case .failure(.refused(let text)): throw BerthError(.unavailable, "the container's shim answered \"\(text)\", which does not parse")
+            case .failure(.failed(let error)): throw error
             }
-            let socket = Descriptor(fd)
-            var received: [UInt8] = []
-            var passed: [Int32] = []
-            var buffer = [UInt8](repeating: 0, count: 1024)
-            func closeAll() {
-                passed.forEach { Descriptor($0).close() }
-                socket.close()
-            }
-            while !received.contains(UInt8(ascii: "\n")) {
-                let n: Int
-                do {
-                    let got = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0, maxDescriptors: 2) }
-                    passed += got.descriptors
-                    n = got.count
-                } catch {
-                    closeAll()
-                    return .failure(unanswered(error))
-                }
-                if n == 0 {
-                    closeAll()
-                    return .failure(BerthError(.unavailable, "the container's shim closed its socket without answering"))
-                }
-                received += buffer[0..<n]
-            }
-            let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-            guard let record = try? LineRecord(singleLine: text), let start = try? ShimStart(record: record) else {
-                closeAll()
-                return .failure(BerthError(.unavailable, "the container's shim answered \"\(text)\", which does not parse"))
-            }
-            guard case .started(let pid, _, _) = start, let pidfd = passed.first else {
-                closeAll()
-                return .success((start, nil))
-            }
-            passed.dropFirst().forEach { Descriptor($0).close() }
-            return .success((start, ShimExecProcess(pid: pid, pidfd: pidfd, connection: fd)))
+        case .failure(.failed(let error)):
+            throw error
         }
-        try? FileIO.removeFile(file)
-        return try outcome.get()
+    }
+
+    /// Why an exec request got no start.
+    private enum ExecRequestFailure: Error {
+        /// The shim does not take the request as sent (its answer).
+        case refused(String)
+        case failed(BerthError)
+    }
+
+    /// Sends an exec request with its stdio (blocking) and reads the start.
+    private func request(exec request: ShimRequest, stdio: [Int32]) -> Result<(ShimStart, ShimExecProcess?), ExecRequestFailure> {
+        let fd: Int32
+        switch send(request, fds: stdio) {
+        case .success(let connected): fd = connected
+        case .failure(let error): return .failure(.failed(error))
+        }
+        let socket = Descriptor(fd)
+        var received: [UInt8] = []
+        var passed: [Int32] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        func closeAll() {
+            passed.forEach { Descriptor($0).close() }
+            socket.close()
+        }
+        while !received.contains(UInt8(ascii: "\n")) {
+            let n: Int
+            do {
+                let got = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0, maxDescriptors: 2) }
+                passed += got.descriptors
+                n = got.count
+            } catch {
+                closeAll()
+                return .failure(.failed(unanswered(error)))
+            }
+            if n == 0 {
+                closeAll()
+                return .failure(.failed(BerthError(.unavailable, "the container's shim closed its socket without answering")))
+            }
+            received += buffer[0..<n]
+        }
+        let text = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        guard let record = try? LineRecord(singleLine: text), let start = try? ShimStart(record: record) else {
+            closeAll()
+            return .failure(.refused(text))
+        }
+        guard case .started(let pid, _, _) = start, let pidfd = passed.first else {
+            closeAll()
+            return .success((start, nil))
+        }
+        passed.dropFirst().forEach { Descriptor($0).close() }
+        return .success((start, ShimExecProcess(pid: pid, pidfd: pidfd, connection: fd)))
     }
 
     /// The exit recorded in the bundle, if the process has exited.

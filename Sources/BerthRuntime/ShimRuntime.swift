@@ -46,6 +46,9 @@ public final class ShimRuntime: ContainerRuntime {
     private let stateTrash: Trash
     private let oomWatcher: OOMWatcher?
     private let shims = Mutex<[ContainerID: Int32]>([:])
+    /// Each running container's start configuration, for its execs (read
+    /// from its bundle once, not at every exec or health probe).
+    private let configs = Mutex<[ContainerID: ShimConfig]>([:])
     private let logger: Logger
 
     /// Makes the directories it keeps containers in, empties what a
@@ -141,6 +144,7 @@ public final class ShimRuntime: ContainerRuntime {
             return .failed(message: message, exitCode: errno == 2 ? 127 : 126)
         case .started(let pid, let startedAt, let warnings):
             shims.withLock { $0[id] = shimPID }
+            configs.withLock { $0[id] = config }
             return .started(pid: pid, startedAtNanos: startedAt, warnings: warnings)
         }
     }
@@ -222,6 +226,7 @@ public final class ShimRuntime: ContainerRuntime {
 
     public func retire(_ id: ContainerID) async -> Bool {
         let shimPID = shims.withLock { $0.removeValue(forKey: id) }
+        configs.withLock { _ = $0.removeValue(forKey: id) }
         let (cgroups, logger) = (self.cgroups, self.logger)
         async let cgroupRemoved: Void = Self.removeCgroup(id, cgroups, logger)
         let answered = (try? await shim(id).request(.delete)) != nil
@@ -233,6 +238,7 @@ public final class ShimRuntime: ContainerRuntime {
     public func delete(_ id: ContainerID, shimRetired: Bool) async throws {
         // A shim let go at the exit has left already; one that did not answer then is asked again.
         if !shimRetired { _ = try? await shim(id).request(.delete) }
+        configs.withLock { _ = $0.removeValue(forKey: id) }
         if let shimPID = shims.withLock({ $0.removeValue(forKey: id) }) { Self.reap(shimPID) }
         if cgroups.exists(id.rawValue) { try cgroups.remove(id.rawValue) }
         try stateTrash.discard(id.rawValue, from: "\(environment.stateDir)/containers")
@@ -295,10 +301,15 @@ public final class ShimRuntime: ContainerRuntime {
 
     public func exec(_ id: ContainerID, mainPID: Int32, _ request: ExecRequestSpec) async throws -> ExecProcess {
         let config: ShimConfig
-        do {
-            config = try ShimConfig(record: LineRecord(parsing: FileIO.read(environment.bundleDir(id) + "/config")))
-        } catch {
-            throw BerthError(.failedPrecondition, "the container has no runtime configuration to exec with: \(error)")
+        if let known = configs.withLock({ $0[id] }) {
+            config = known
+        } else {
+            do {
+                config = try ShimConfig(record: LineRecord(parsing: FileIO.read(environment.bundleDir(id) + "/config")))
+            } catch {
+                throw BerthError(.failedPrecondition, "the container has no runtime configuration to exec with: \(error)")
+            }
+            configs.withLock { $0[id] = config }
         }
         return try await ExecProcess.start(request: request, config: config, targetPID: mainPID, shim: shim(id))
     }

@@ -85,12 +85,14 @@ public enum ShimRequest: Sendable, Hashable {
     case wait
     /// Kills the process if it still runs, then the shim exits. Reply: `ok=1`.
     case delete
-    /// Starts a process in the container (exec), described by the file
-    /// `exec-ID` in the bundle (a `ShimExec`), with the stdio descriptors
+    /// Starts a process in the container (exec), described by `process`
+    /// on the request's line (`exec ID RECORD`, the record on one line), or
+    /// by the file `exec-ID` in the bundle when the line has none (as
+    /// agents before the inline form wrote it), with the stdio descriptors
     /// it names attached to the request (SCM_RIGHTS). Reply: a `ShimStart`
     /// (with the process's pidfd attached when started); then, on the same
     /// connection, its `ShimExit` when it has ended.
-    case exec(id: String)
+    case exec(id: String, process: ShimExec?)
     /// Follows the container's output from now on: the connection receives
     /// `ShimAttach` frames, and the end frame once the output has ended.
     /// The shim reads the container's output no faster than the slowest
@@ -107,14 +109,14 @@ public enum ShimRequest: Sendable, Hashable {
         case .signal(let s): return "signal \(s)"
         case .wait: return "wait"
         case .delete: return "delete"
-        case .exec(let id): return "exec \(id)"
+        case .exec(let id, let process): return "exec \(id)" + (process.map { " " + $0.record.singleLine } ?? "")
         case .attach: return "attach"
         case .release: return "release"
         }
     }
 
     public init?(line: Substring) {
-        let parts = line.split(separator: " ")
+        let parts = line.split(separator: " ", maxSplits: 2)
         switch parts.first {
         case "state": self = .state
         case "wait": self = .wait
@@ -123,8 +125,13 @@ public enum ShimRequest: Sendable, Hashable {
             guard parts.count == 2, let s = Int32(parts[1]) else { return nil }
             self = .signal(s)
         case "exec":
-            guard parts.count == 2, ShimExec.isValidID(parts[1]) else { return nil }
-            self = .exec(id: String(parts[1]))
+            guard parts.count >= 2, ShimExec.isValidID(parts[1]) else { return nil }
+            if parts.count == 3 {
+                guard let record = try? LineRecord(singleLine: String(parts[2])), let process = try? ShimExec(record: record) else { return nil }
+                self = .exec(id: String(parts[1]), process: process)
+            } else {
+                self = .exec(id: String(parts[1]), process: nil)
+            }
         case "attach": self = .attach
         case "release": self = .release
         default: return nil

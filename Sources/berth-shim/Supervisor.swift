@@ -312,7 +312,8 @@ final class Supervisor {
         }
         clients[fd, default: []] += buffer[0..<n]
         guard let newline = clients[fd]!.firstIndex(of: UInt8(ascii: "\n")) else {
-            if clients[fd]!.count > 4096 { drop(fd) }
+            // An exec's process comes on its line: room for a large environment.
+            if clients[fd]!.count > 1 << 20 { drop(fd) }
             return
         }
         let line = String(decoding: clients[fd]![..<newline], as: UTF8.self)
@@ -323,8 +324,8 @@ final class Supervisor {
             reply(fd, "error=unknown request")
             return
         }
-        if case .exec(let id) = request {
-            startExec(id, stdio: descriptors, client: fd)
+        if case .exec(let id, let process) = request {
+            startExec(id, process: process, stdio: descriptors, client: fd)
             return
         }
         if case .attach = request {
@@ -372,12 +373,13 @@ final class Supervisor {
 
     // MARK: Exec
 
-    /// Starts the process `exec-ID` in the bundle describes, as a child of
+    /// Starts the process `process` (or, when the request had none, the
+    /// file `exec-ID` in the bundle) describes, as a child of
     /// this shim (a clone of it until its exec, like the container's
     /// first process, so that nothing of a host binary is ever in the
     /// container), and answers with its start; its end follows later on
     /// the same connection.
-    private func startExec(_ id: String, stdio: [Int32], client: Int32) {
+    private func startExec(_ id: String, process: ShimExec?, stdio: [Int32], client: Int32) {
         defer { stdio.forEach { close($0) } }
         // The connection now belongs to this exec: no more requests on it.
         clients.removeValue(forKey: client)
@@ -385,15 +387,19 @@ final class Supervisor {
             reply(client, ShimStart.failed(stage: stage, errno: error, errnoName: Self.errnoName(error), detail: detail).record.singleLine)
             close(client)
         }
-        let file = ShimExec.file(id, in: bundle)
         let exec: ShimExec
-        do {
-            exec = try ShimExec(record: LineRecord(parsing: Files.readText(file)))
-        } catch {
+        if let process {
+            exec = process
+        } else {
+            let file = ShimExec.file(id, in: bundle)
+            do {
+                exec = try ShimExec(record: LineRecord(parsing: Files.readText(file)))
+            } catch {
+                unlink(file)
+                return refuse("read exec", 0, "\(error)")
+            }
             unlink(file)
-            return refuse("read exec", 0, "\(error)")
         }
-        unlink(file)
         guard exitRecord == nil, pidfd >= 0, deleteRequested == nil else {
             return refuse("exec", ESRCH, "the container is not running")
         }

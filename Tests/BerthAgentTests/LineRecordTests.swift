@@ -68,7 +68,20 @@ struct LineRecordTests {
 
     @Test("every request reads back as itself; exec IDs cannot name a file outside the bundle")
     func execIDs() {
-        #expect(ShimRequest(line: "exec 0123abcDEF") == .exec(id: "0123abcDEF"))
+        #expect(ShimRequest(line: "exec 0123abcDEF") == .exec(id: "0123abcDEF", process: nil))
+        var process = ShimConfig(
+            id: "c1", cloneFlags: 0, newCgroupNamespace: true, rootfs: "/r", overlayData: "", readonlyRootfs: false, mounts: [],
+            maskedPaths: [], readonlyPaths: [], createDevices: true, hostname: "h", cgroupDir: "", cgroupTasks: [], oomCounterFile: "",
+            args: [], env: [], path: "/bin", cwd: "/", uid: 0, gid: 0, groups: [], rlimits: [], capBounding: 1,
+            capEffective: 1, capPermitted: 1, capInheritable: 0, capAmbient: 0, noNewPrivileges: true, seccompFile: "",
+            initProcess: false, logFile: "/l", logMaxBytes: 1, logMaxFiles: 1)
+        process.args = ["sh", "-c", "echo a  b\tc\nd"]
+        process.env = ["A=x y", "B=\\"]
+        let exec = ShimExec(process: process, stdin: false, stdout: true, stderr: true, controllingTerminal: false)
+        let line = ShimRequest.exec(id: "abc1", process: exec).line
+        #expect(!line.contains("\n"), "one line: \(line)")
+        #expect(ShimRequest(line: Substring(line)) == .exec(id: "abc1", process: exec), "the process comes back as it went")
+        #expect(ShimRequest(line: "exec abc1 not-a-record") == nil)
         for request in [ShimRequest.state, .signal(15), .wait, .delete, .attach, .release] {
             #expect(ShimRequest(line: Substring(request.line)) == request, "\(request.line)")
         }
