@@ -75,6 +75,15 @@ public final class AgentDatabase: ImageIndex, Sendable {
                 t.column("record", .blob).notNull()
             }
         }
+        m.registerMigration("v4-health") { db in
+            // A container's health between two writes of its record: a
+            // probe writes this small row, not the whole record (a write of
+            // the record removes the row).
+            try db.create(table: "health") { t in
+                t.column("id", .text).primaryKey()
+                t.column("record", .blob).notNull()
+            }
+        }
         return m
     }
 
@@ -98,7 +107,26 @@ public final class AgentDatabase: ImageIndex, Sendable {
     public func allContainers() throws -> [Container] {
         try wrap("read containers") {
             try pool.read { db in
-                try Data.fetchAll(db, sql: "SELECT record FROM container").map { try Self.decoder.decode(Container.self, from: $0) }
+                var health: [String: Data] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT id, record FROM health") { health[row["id"]] = row["record"] }
+                return try Data.fetchAll(db, sql: "SELECT record FROM container").map {
+                    var container = try Self.decoder.decode(Container.self, from: $0)
+                    if let data = health[container.id.rawValue] {
+                        container.status.restoreHealth(try Self.decoder.decode(Health.self, from: data))
+                    }
+                    return container
+                }
+            }
+        }
+    }
+
+    /// Records a container's health after a probe that changed nothing else
+    /// (its record keeps the health it was last written with).
+    public func updateHealth(_ id: ContainerID, _ health: Health) throws {
+        let data = try Self.encoder.encode(health)
+        try wrap("update health") {
+            try pool.write { db in
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO health (id, record) VALUES (?, ?)").execute(arguments: [id.rawValue, data])
             }
         }
     }
@@ -124,6 +152,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         return try wrap("update container") {
             try pool.write { db in
                 try db.cachedStatement(sql: "UPDATE container SET name = ?, record = ? WHERE id = ?").execute(arguments: [container.name, data, container.id.rawValue])
+                try db.cachedStatement(sql: "DELETE FROM health WHERE id = ?").execute(arguments: [container.id.rawValue])
                 return try appendAll(events, db)
             }
         }
@@ -135,6 +164,7 @@ public final class AgentDatabase: ImageIndex, Sendable {
         try wrap("delete container") {
             try pool.write { db in
                 try db.cachedStatement(sql: "DELETE FROM container WHERE id = ?").execute(arguments: [id.rawValue])
+                try db.cachedStatement(sql: "DELETE FROM health WHERE id = ?").execute(arguments: [id.rawValue])
                 return try appendAll(events, db)
             }
         }

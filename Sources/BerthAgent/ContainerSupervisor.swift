@@ -638,7 +638,13 @@ public actor ContainerSupervisor {
         guard container.status.state == .running else { return .after(seconds: timings.interval) }
         let changed = container.status.recordProbe(probe, timings: timings)
         do {
-            try commit(container, changed.map { [event(.healthStatus($0), container)] } ?? [])
+            if let changed {
+                try commit(container, [event(.healthStatus(changed), container)])
+            } else if let health = container.status.health {
+                // Only the probe log moved: its small row, not the whole record.
+                try database.updateHealth(id, health)
+                containers[id] = container
+            }
         } catch {
             logger.error("health probe not recorded", metadata: ["container.id": "\(id.short)", "error": "\(error)"])
         }

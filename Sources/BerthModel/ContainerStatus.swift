@@ -88,6 +88,10 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
         if restart { restartCount += 1 } else { restartCount = 0 }
     }
 
+    /// Restores the health as it was recorded apart from the rest of the
+    /// status (after probes that changed nothing else); no rule is checked.
+    public mutating func restoreHealth(_ health: Health) { self.health = health }
+
     /// Takes a health probe's result while the container runs.
     ///
     /// - Parameter timings: the check's, defaults applied.

@@ -223,7 +223,25 @@ extension LineRecord {
     /// One line: entries separated by tabs (values are escaped, so no tab or
     /// newline survives unescaped... tabs are escaped here as \t).
     public var singleLine: String {
-        text.split(separator: "\n").map { String($0).replacingTabs() }.joined(separator: "\t")
+        // The text form with tabs for its newlines and tabs in values escaped,
+        // made byte by byte (an exec's request line is one, at every probe).
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
+        for (index, entry) in entries.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: "\t")) }
+            out += entry.key.utf8
+            out.append(UInt8(ascii: "="))
+            for byte in entry.value.utf8 {
+                switch byte {
+                case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+                case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+                case UInt8(ascii: "\r"): out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+                case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+                default: out.append(byte)
+                }
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     public init(singleLine: String) throws(LineRecordError) {
@@ -233,14 +251,6 @@ extension LineRecord {
 }
 
 extension String {
-    func replacingTabs() -> String {
-        var out = ""
-        for ch in unicodeScalars {
-            if ch == "\t" { out += "\\t" } else { out.unicodeScalars.append(ch) }
-        }
-        return out
-    }
-
     func restoringTabs() -> String {
         guard contains("\\t") else { return self }
         var out = ""

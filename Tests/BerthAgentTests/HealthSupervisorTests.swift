@@ -140,11 +140,14 @@ struct HealthSupervisorTests {
         let id = container.id
         try await Self.tick(bench, id, seconds: 1, probes: 1)
         try await bench.eventually("healthy") { await Self.health(bench, id)?.status == .healthy }
+        // A probe that changes nothing but the log writes the health alone.
+        try await Self.tick(bench, id, seconds: 1, probes: 2)
+        try await bench.eventually("recorded") { await Self.health(bench, id)?.log.count == 2 }
         try await bench.supervisor.pause("web")
         try await bench.eventually("a probe waits on the clock") { bench.clock.sleepers > 0 }
         bench.clock.advance(by: .seconds(1))
         try await Task.sleep(for: .milliseconds(20))
-        #expect(bench.runtime.probes(id) == 1, "frozen: no probe")
+        #expect(bench.runtime.probes(id) == 2, "frozen: no probe")
         try await bench.supervisor.resume("web")
 
         // The agent goes away (its loops with it); the container runs on.
@@ -152,10 +155,10 @@ struct HealthSupervisorTests {
         let restarted = try SupervisorBench(sharing: bench)
         defer { restarted.cleanUp() }
         await restarted.supervisor.restore()
-        #expect(await Self.health(restarted, id)?.log.count == 1, "the history survives the restart")
+        #expect(await Self.health(restarted, id)?.log.count == 2, "the history survives the restart")
         try await restarted.eventually("a probe waits on the clock") { restarted.clock.sleepers > 0 }
         restarted.clock.advance(by: .seconds(1))
-        try await restarted.eventually("probed again") { restarted.runtime.probes(id) >= 2 }
-        try await restarted.eventually("recorded") { await Self.health(restarted, id)?.log.count == 2 }
+        try await restarted.eventually("probed again") { restarted.runtime.probes(id) >= 3 }
+        try await restarted.eventually("recorded") { await Self.health(restarted, id)?.log.count == 3 }
     }
 }
