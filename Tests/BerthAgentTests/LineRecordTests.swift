@@ -69,15 +69,20 @@ struct LineRecordTests {
         #expect(throws: LineRecordError.self) { try ShimExec(record: LineRecord(parsing: config.record.text)) }
     }
 
-    @Test("every request reads back as itself; exec IDs cannot name a file outside the bundle")
-    func execIDs() {
-        #expect(ShimRequest(line: "exec 0123abcDEF") == .exec(id: "0123abcDEF", process: nil))
-        var process = ShimConfig(
+    /// A process to exec, as an exec's record carries it.
+    static func execProcess() -> ShimConfig {
+        ShimConfig(
             id: "c1", cloneFlags: 0, newCgroupNamespace: true, rootfs: "/r", overlayData: "", readonlyRootfs: false, mounts: [],
             maskedPaths: [], readonlyPaths: [], createDevices: true, hostname: "h", cgroupDir: "", cgroupTasks: [], oomCounterFile: "",
             args: [], env: [], path: "/bin", cwd: "/", uid: 0, gid: 0, groups: [], rlimits: [], capBounding: 1,
             capEffective: 1, capPermitted: 1, capInheritable: 0, capAmbient: 0, noNewPrivileges: true, seccompFile: "",
             initProcess: false, logFile: "/l", logMaxBytes: 1, logMaxFiles: 1)
+    }
+
+    @Test("every request reads back as itself; exec IDs cannot name a file outside the bundle")
+    func execIDs() {
+        #expect(ShimRequest(line: "exec 0123abcDEF") == .exec(id: "0123abcDEF", process: nil))
+        var process = LineRecordTests.execProcess()
         process.args = ["sh", "-c", "echo a  b\tc\nd"]
         process.env = ["A=x y", "B=\\"]
         let exec = ShimExec(process: process, stdin: false, stdout: true, stderr: true, controllingTerminal: false)
@@ -147,12 +152,7 @@ struct OlderShimTests {
         thread.start()
         defer { close(server) }
 
-        var process = ShimConfig(
-            id: "c1", cloneFlags: 0, newCgroupNamespace: true, rootfs: "/r", overlayData: "", readonlyRootfs: false, mounts: [],
-            maskedPaths: [], readonlyPaths: [], createDevices: true, hostname: "h", cgroupDir: "", cgroupTasks: [], oomCounterFile: "",
-            args: [], env: [], path: "/bin", cwd: "/", uid: 0, gid: 0, groups: [], rlimits: [], capBounding: 1,
-            capEffective: 1, capPermitted: 1, capInheritable: 0, capAmbient: 0, noNewPrivileges: true, seccompFile: "",
-            initProcess: false, logFile: "/l", logMaxBytes: 1, logMaxFiles: 1)
+        var process = LineRecordTests.execProcess()
         process.args = ["/bin/check", "--fast"]
         let exec = ShimExec(process: process, stdin: false, stdout: true, stderr: true, controllingTerminal: false)
         let (start, started) = try await ShimClient(bundleDir: dir).exec(exec, id: "abc1", stdio: [])

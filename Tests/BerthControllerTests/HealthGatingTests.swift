@@ -78,12 +78,19 @@ struct HealthGatingTests {
         return (fewest, ran)
     }
 
-    @Test("start-first, parallelism 1, rollback: a version whose check never passes is rolled back, and 4 healthy replicas serve throughout")
-    func rollbackOnHealth() {
+    /// Two nodes and a 4-replica service (start-first, parallelism 1),
+    /// its replicas healthy and running.
+    static func fourHealthy(failureAction: UpdatePolicy.FailureAction, monitor: Double) -> World {
         var world = World(
             nodes: [World.node(1), World.node(2)],
-            services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: 5, order: .startFirst, failureAction: .rollback))])
-        Self.run(&world, seconds: 3)
+            services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: monitor, order: .startFirst, failureAction: failureAction))])
+        run(&world, seconds: 3)
+        return world
+    }
+
+    @Test("start-first, parallelism 1, rollback: a version whose check never passes is rolled back, and 4 healthy replicas serve throughout")
+    func rollbackOnHealth() {
+        var world = Self.fourHealthy(failureAction: .rollback, monitor: 5)
         #expect(world.live.count { $0.state == .running } == 4)
         UpdateTests.update(&world, image: "bad")
         let fewest = Self.run(&world, seconds: 40).fewest
@@ -98,10 +105,7 @@ struct HealthGatingTests {
 
     @Test("with pause, the update stops after the first replica that never turns healthy, and says why")
     func pauseOnHealth() {
-        var world = World(
-            nodes: [World.node(1), World.node(2)],
-            services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: 5, order: .startFirst, failureAction: .pause))])
-        Self.run(&world, seconds: 3)
+        var world = Self.fourHealthy(failureAction: .pause, monitor: 5)
         UpdateTests.update(&world, image: "bad")
         let fewest = Self.run(&world, seconds: 30).fewest
         let web = world.service("web")
@@ -114,10 +118,7 @@ struct HealthGatingTests {
 
     @Test("a new replica settles only once healthy for the monitor: a healthy version goes through, batch by batch")
     func healthyUpdate() {
-        var world = World(
-            nodes: [World.node(1), World.node(2)],
-            services: [World.service(replicas: 4, update: UpdatePolicy(parallelism: 1, monitor: 2, order: .startFirst, failureAction: .rollback))])
-        Self.run(&world, seconds: 3)
+        var world = Self.fourHealthy(failureAction: .rollback, monitor: 2)
         UpdateTests.update(&world, image: "good")
         // Version 2 turns healthy after 3 s of starting.
         let (fewest, seconds) = Self.run(&world, seconds: 120, until: { $0.service("web").update?.state != .updating }) { replica, now in
