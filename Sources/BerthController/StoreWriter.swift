@@ -77,8 +77,9 @@ public final class StoreWriter: Sendable {
                     defer { state.pending = [] }
                     return state.pending
                 }
-                for pending in batch + refused { pending.done.finish(.failure(failure)) }
+                // The owner hears of the failure before any caller does.
                 failed(failure)
+                for pending in batch + refused { pending.done.finish(.failure(failure)) }
                 return
             }
         }
