@@ -68,9 +68,6 @@ final class HealthProber: Sendable {
         for task in loops.withLock({ loops in defer { loops = [:] }; return Array(loops.values) }) { task.cancel() }
     }
 
-    /// Containers being probed.
-    var watched: Int { loops.withLock { $0.count } }
-
     private static func loop<C: Clock>(
         _ id: ContainerID, clock: C, runtime: any ContainerRuntime, metrics: AgentMetrics, command: [String], timings: HealthTimings,
         firstDelay: Double, supervisor: ContainerSupervisor
