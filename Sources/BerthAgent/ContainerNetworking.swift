@@ -217,7 +217,8 @@ public final class ContainerNetworking: Sendable {
                     return nil
                 }
             },
-            discard: { try? NetworkNamespace.remove(at: $0.path) })
+            discard: { try? NetworkNamespace.remove(at: $0.path) },
+            ready: { [logger] in logger.debug("network namespace made ahead", metadata: ["netns": "\($0.path)", "interface": "\($0.hostLink)"]) })
     }
 
     private func makeStandby() throws -> StandbyNamespace? {

@@ -20,8 +20,10 @@ public final class MadeAhead<Item: Sendable>: Sendable {
     /// Makes one in the background, unless one is ready or being made, or
     /// this is closed. `make` returns nil when it could make none (that is
     /// not an error: the next start makes its own); `discard` undoes one no
-    /// longer wanted.
-    public func prepare(make: @escaping @Sendable () -> Item?, discard: @escaping @Sendable (Item) -> Void) {
+    /// longer wanted; `ready` hears of one the next `take` can have.
+    public func prepare(
+        make: @escaping @Sendable () -> Item?, discard: @escaping @Sendable (Item) -> Void, ready: @escaping @Sendable (Item) -> Void = { _ in }
+    ) {
         let go = state.withLock { s in
             guard s.open, s.ready == nil, !s.preparing else { return false }
             s.preparing = true
@@ -36,7 +38,11 @@ public final class MadeAhead<Item: Sendable>: Sendable {
                 s.ready = made
                 return nil
             }
-            if let surplus { discard(surplus) }
+            if let surplus {
+                discard(surplus)
+            } else if let made {
+                ready(made)
+            }
         }
     }
 

@@ -324,13 +324,18 @@ struct ContainerNetworkTests {
     @Test("the next container's namespace is made ahead: one on the default network takes it over with its own address, MAC, route and host interface, and another is made; an agent killed with -9 leaves it to the next, which removes it; a stopped agent leaves none")
     func standbyNamespace() async throws {
         let subnet = try NetworkTests.freeSubnet()
-        let arguments = ["--bridge-subnet", subnet]
+        // At debug level the agent says when one is ready to be taken (its
+        // file and veth appear a moment before).
+        let arguments = ["--bridge-subnet", subnet, "--log-level", "debug"]
         let first = try await ContainerHost(extraArguments: arguments)
         defer { first.cleanUp() }
         let id = try first.agent.nodeID.prefix(4)
         let ready = try await Self.standby(first.agent, count: 1)
         try #require(ready.count == 1, "one namespace is made ahead: \(ready)")
         #expect(try await Self.link("s\(id)\(ready[0])", settles: true), "its veth waits in the bridge")
+        #expect(try await Self.settled(until: { $0 }) {
+            first.agent.log.split(separator: "\n").contains { $0.contains("network namespace made ahead") && $0.contains(ready[0]) }
+        }, "the agent has it ready")
 
         #expect(try await first.berth(["run", "-d", "--name", "one", "busybox", "sleep", "300"]).status == 0)
         let one = try await first.inspect("one")
