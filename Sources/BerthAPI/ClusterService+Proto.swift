@@ -68,6 +68,9 @@ extension ServiceSpec {
             $0.maxReplicasPerNode = Int32(clamping: maxReplicasPerNode)
             $0.update = update.proto
             if let stopAfterDisconnect { $0.stopAfterDisconnectMs = Int64((stopAfterDisconnect * 1000).rounded()) }
+            $0.networks = networks
+            $0.endpointMode = endpointMode.rawValue
+            $0.publish = publish.map(\.proto)
         }
     }
 
@@ -79,7 +82,8 @@ extension ServiceSpec {
             name: p.name, mode: ServiceMode(proto: p.mode), replicas: Int(p.replicas), maxConcurrent: p.maxConcurrent == 0 ? nil : Int(p.maxConcurrent),
             container: try ContainerSpec(proto: p.container), constraints: p.constraints, placementPreferences: p.placementPreferences,
             maxReplicasPerNode: Int(p.maxReplicasPerNode), update: update,
-            stopAfterDisconnect: p.hasStopAfterDisconnectMs ? Double(p.stopAfterDisconnectMs) / 1000 : nil)
+            stopAfterDisconnect: p.hasStopAfterDisconnectMs ? Double(p.stopAfterDisconnectMs) / 1000 : nil, networks: p.networks,
+            endpointMode: try EndpointMode(parsing: p.endpointMode.isEmpty ? "vip" : p.endpointMode), publish: try p.publish.map(ServicePort.init(proto:)))
     }
 }
 
@@ -142,6 +146,7 @@ extension ClusterService {
             $0.completed = Int32(clamping: completed)
             $0.progress = progress
             $0.progressMessage = progressMessage
+            $0.virtualIps = virtualIPs.proto
         }
     }
 }
@@ -167,6 +172,7 @@ extension Replica {
             $0.restartCount = Int32(clamping: restartCount)
             $0.attempt = Int32(clamping: attempt)
             $0.removed = removed
+            $0.addresses = addresses.proto
         }
     }
 }

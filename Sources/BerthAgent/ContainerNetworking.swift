@@ -39,7 +39,16 @@ public final class ContainerNetworking: Sendable {
     private let standby = MadeAhead<StandbyNamespace>(open: false)
     /// Whether the agent's nftables table exists (made with the first network).
     private let tableInstalled = Mutex(false)
-    private let logger: Logger
+    let logger: Logger
+    /// The overlay networks as the controller last described them, by network ID.
+    let overlays = Mutex<[String: OverlayState]>([:])
+    /// Those the controller still wants on this node (the others stay
+    /// only until their last container goes).
+    let overlaysWanted = Mutex<Set<String>>([])
+    /// `<state>/overlays.json`: the controller's last word, for the next agent.
+    let overlayFile: String
+    /// Whether an update of the overlays is under way (one at a time).
+    let overlayBusy = Mutex(false)
 
     /// - Parameter dnsServers: where names that are not containers' are
     ///   asked; nil: the host's resolvers (its /etc/resolv.conf, re-read).
@@ -51,6 +60,7 @@ public final class ContainerNetworking: Sendable {
         firewall = Firewall(table: "berth_" + nodeID.prefix(8))
         netnsDir = "\(stateDir)/netns"
         standbyDir = "\(stateDir)/netns.standby"
+        overlayFile = "\(stateDir)/overlays.json"
         vethPrefix = "v" + nodeID.prefix(4)
         self.defaultBridge = defaultBridge
         self.logger = logger
@@ -82,13 +92,16 @@ public final class ContainerNetworking: Sendable {
         if network.name == NetworkStore.defaultName {
             throw BerthError(.failedPrecondition, "bridge is the default network; it cannot be removed (start the agent with --bridge none to go without)")
         }
+        if network.vni != nil {
+            throw BerthError(.failedPrecondition, "\(network.name) is an overlay network: the controller removes it (berth network rm with BERTH_CONTROLLER set)")
+        }
         try store.remove(network.id, users: users)
         dns.stop(networkID: network.id)
         if Firewall.available { try? firewall.remove(Firewall.Bridge(network)) }
     }
 
     /// The bridge's firewall entries and resolver.
-    private func activate(_ network: Network) async throws {
+    func activate(_ network: Network) async throws {
         if Firewall.available {
             if tableInstalled.withLock({ $0 }) {
                 try firewall.add(Firewall.Bridge(network))
@@ -145,6 +158,7 @@ public final class ContainerNetworking: Sendable {
             }
         }
         for network in networks { await serveNames(network) }
+        problems += restoreOverlays(networks: networks)
         var expectedLinks: Set<String> = []
         var expectedNamespaces: Set<String> = []
         for container in running {
@@ -371,6 +385,7 @@ public final class ContainerNetworking: Sendable {
             var running = container
             running.publishedPorts = published
             register(running)
+            try installVirtualIPs(for: container, netns: path)
             let host = (try? FileIO.read("/etc/resolv.conf")) ?? ""
             let resolver = dns.isServing(networkID: primary.networkID) ? primary.gateway.description : nil
             return Attachment(
@@ -429,7 +444,9 @@ public final class ContainerNetworking: Sendable {
         let link = hostLink(id, endpoint)
         // A previous run's, if the kernel has not ended its namespace yet.
         try? HostNetwork.deleteLink(link)
-        try HostNetwork.addVeth(host: link, bridge: network.bridge, peer: endpoint.interface, mac: endpoint.address.macBytes, netns: netns)
+        // On an overlay, the bridge's MTU (its VXLAN device's) is the container's.
+        let mtu = network.vni == nil ? 0 : VXLAN.linkMTU(network.bridge) ?? 0
+        try HostNetwork.addVeth(host: link, bridge: network.bridge, peer: endpoint.interface, mac: endpoint.address.macBytes, netns: netns, mtu: mtu)
         try NetworkNamespace.configure(
             at: netns, interface: endpoint.interface, address: endpoint.address, prefix: endpoint.subnet.prefix,
             gateway: defaultRoute && !network.internal ? endpoint.gateway : nil)

@@ -247,6 +247,11 @@ public actor ContainerSupervisor {
 
     /// Removes a network no container is attached to.
     /// - Throws: `notFound`, or `failedPrecondition` naming its users.
+    /// The controller's word on this node's overlay networks (`SetOverlays`).
+    public func applyOverlays(_ states: [OverlayState]) async throws {
+        try await networking.applyOverlays(states, users: networkUsers)
+    }
+
     public func removeNetwork(_ reference: String) throws {
         let network = try networking.store.get(reference)
         try networking.remove(network.id, users: (networkUsers[network.id] ?? []).map(\.name))
@@ -989,6 +994,7 @@ public actor ContainerSupervisor {
             for waiter in (waiters.removeValue(forKey: id) ?? [:]).values { waiter.resume(returning: current) }
             publish(recorded)
             if removeVolumes { removeAnonymousVolumes(of: current) }
+            if current.endpoints.contains(where: { networking.isOverlay($0.networkID) }) { networking.releaseOverlays(users: networkUsers) }
         } catch {
             let message = "removal failed: \(error)"
             if (try? current.status.markDead(message)) != nil {

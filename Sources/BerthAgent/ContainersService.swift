@@ -343,10 +343,3 @@ final class RequestIterator<Message: Sendable>: @unchecked Sendable {
     func next() async throws -> Message? { try await iterator.next() }
 }
 
-extension [String: String] {
-    /// Whether these labels pass a `label=KEY` (present) or `label=KEY=VALUE` filter.
-    func matches(labelFilter: String) -> Bool {
-        let kv = labelFilter.split(separator: "=", maxSplits: 1).map(String.init)
-        return kv.count == 2 ? self[kv[0]] == kv[1] : self[kv[0]] != nil
-    }
-}

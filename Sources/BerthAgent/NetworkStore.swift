@@ -101,6 +101,42 @@ public final class NetworkStore: Sendable {
         } }
     }
 
+    /// The node's record of an overlay network the controller made, made
+    /// now (with its bridge) when missing; whether it was made.
+    ///
+    /// - Throws: `BerthError.alreadyExists` when a local network has its
+    ///   name; `invalidArgument` when its subnet overlaps a local network or
+    ///   a route of the host. Nothing is changed then.
+    public func ensureOverlay(_ overlay: OverlayNetwork) throws -> (Network, made: Bool) {
+        try lock.withLock { _ in try HostLock.withLock(path: "/run/lock/berth-networks.lock") {
+            let existing = try database.allNetworks()
+            if let recorded = existing.first(where: { $0.id == overlay.id }) {
+                try HostNetwork.ensureBridge(recorded)
+                return (recorded, false)
+            }
+            if existing.contains(where: { $0.name == overlay.name }) {
+                throw BerthError(.alreadyExists, "overlay network \(overlay.name): this node has a network of that name")
+            }
+            if let clash = existing.first(where: { $0.subnet.overlaps(overlay.subnet) }) {
+                throw BerthError.invalid("overlay network \(overlay.name): subnet \(overlay.subnet) overlaps this node's network \(clash.name) (\(clash.subnet))")
+            }
+            if let route = HostNetwork.routes().first(where: { $0.subnet.overlaps(overlay.subnet) }) {
+                throw BerthError.invalid("overlay network \(overlay.name): subnet \(overlay.subnet) overlaps this node's route to \(route.subnet) on \(route.device)")
+            }
+            var network = overlay.local
+            network.bridge = bridgePrefix + overlay.id.prefix(8)
+            do {
+                try HostNetwork.ensureBridge(network)
+                _ = try database.insert(
+                    network, events: [.init(type: .network, action: .create, actorID: network.id, attributes: ["name": network.name, "type": "overlay"])])
+            } catch {
+                try? HostNetwork.removeBridge(network.bridge)
+                throw error
+            }
+            return (network, true)
+        } }
+    }
+
     /// A free /24 of the pool, chosen at random so that agents picking at
     /// the same moment rarely collide.
     static func pick(avoiding taken: [IPv4Subnet]) throws -> IPv4Subnet {

@@ -15,6 +15,13 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
     }
 
     public func create(request: Berth_Agent_V1_CreateNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_CreateNetworkResponse {
+        switch request.driver {
+        case "", "bridge": break
+        case "overlay":
+            throw BerthError(
+                .failedPrecondition, "overlay networks are made on the controller (berth network create --driver overlay with BERTH_CONTROLLER set)")
+        default: throw BerthError.invalid("network driver \"\(request.driver)\": expected bridge (overlay networks are made on the controller)")
+        }
         let network = try await networking.create(
             name: request.name, subnet: request.subnet, gateway: request.gateway, internal: request.internal, labels: request.labels)
         return .with { $0.network = Self.proto(network, users: []) }
@@ -56,6 +63,12 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
         return .init()
     }
 
+    public func setOverlays(request: Berth_Agent_V1_SetOverlaysRequest, context: ServerContext) async throws -> Berth_Agent_V1_SetOverlaysResponse {
+        let states = try request.networks.map(OverlayState.init(proto:))
+        try await supervisor.applyOverlays(states)
+        return .init()
+    }
+
     public func disconnect(request: Berth_Agent_V1_DisconnectNetworkRequest, context: ServerContext) async throws -> Berth_Agent_V1_DisconnectNetworkResponse {
         _ = try await supervisor.disconnect(request.container, network: request.network)
         return .init()
@@ -72,6 +85,7 @@ public struct NetworksService: Berth_Agent_V1_Networks.SimpleServiceProtocol {
             $0.internal = network.internal
             $0.labels = network.labels
             $0.createdAt = Google_Protobuf_Timestamp(date: network.createdAt)
+            $0.vni = UInt32(clamping: network.vni ?? 0)
             $0.endpoints = users.compactMap { c in
                 guard let endpoint = c.endpoints.first(where: { $0.networkID == network.id }) else { return nil }
                 return .with {

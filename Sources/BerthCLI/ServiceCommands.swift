@@ -123,6 +123,8 @@ struct ServiceCreate: AsyncParsableCommand {
     @OptionGroup var settings: ServiceSettingsFlags
     @Flag(help: "Show where the replicas would go, and why each node would or would not take one; create nothing.") var dryRun = false
     @Flag(name: .shortAndLong, help: "Return at once instead of waiting for the replicas to run.") var detach = false
+    @Option(help: "How the service's name resolves on its overlay network: vip (one virtual IP, the default) or dnsrr (its replicas' addresses).")
+    var endpointMode = "vip"
     @OptionGroup var container: ContainerFlags
     @Argument(help: "The image.") var image: String
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String] = []
@@ -130,11 +132,19 @@ struct ServiceCreate: AsyncParsableCommand {
     func run() async throws {
         guard let name = container.name else { throw BerthError.invalid("a service needs --name") }
         let mode = try ServiceMode(parsing: self.mode)
+        // --network names an overlay network (made on the controller), as
+        // docker's does; --publish published=…,target=… is a service port.
+        var flags = container
+        let networks = Network.reservedNames.contains(flags.network) ? [] : [flags.network]
+        if !networks.isEmpty { flags.network = "bridge" }
+        let publish = try flags.publish.filter { $0.contains("=") }.map { try ServicePort(parsing: $0) }
+        flags.publish.removeAll { $0.contains("=") }
         var spec = ServiceSpec(
             name: name, mode: mode,
-            container: try container.spec(
+            container: try flags.spec(
                 image: image, command: command, environment: ProcessInfo.processInfo.environment, defaultRestart: mode.isJob ? "no" : "always"),
-            constraints: constraint, placementPreferences: placementPref)
+            constraints: constraint, placementPreferences: placementPref, networks: networks, endpointMode: try EndpointMode(parsing: endpointMode),
+            publish: publish)
         try settings.apply(to: &spec)
         try spec.validate()
         let dryRun = self.dryRun

@@ -15,6 +15,9 @@ public protocol AgentClient: Sendable {
     /// - Throws: `.imageNotFound` when the agent lacks the image (pull it,
     ///   then try again), `.nameInUse` when a container has its name.
     func run(_ spec: ContainerSpec, deadline: Duration) async throws(AgentCallError) -> Container
+    /// Tells the agent, whole, what it must know of the overlay networks
+    /// its replicas are on (it changes what differs).
+    func setOverlays(_ states: [OverlayState], deadline: Duration) async throws(AgentCallError)
     /// Pulls an image to the node.
     func pull(image: String, deadline: Duration) async throws(AgentCallError)
     /// Starts a made container.

@@ -137,6 +137,7 @@ public final class Controller: Service, Sendable {
             services: [
                 NodesService(seat: seat, revoked: revoked, heartbeats: candidacy.heartbeats, address: configuration.advertisedAddress),
                 ServicesService(seat: seat),
+                ControllerNetworksService(seat: seat),
                 ControllersService(
                     seat: seat, candidacy: candidacy, address: configuration.advertisedAddress, store: "\(configuration.store)"),
             ],

@@ -31,13 +31,16 @@ public struct StoreContents: Sendable {
     public var removedNodes: Set<String>
     public var services: [ClusterService]
     public var replicas: [Replica]
+    /// Overlay networks.
+    public var networks: [OverlayNetwork]
     /// The store's revision these were read at (etcd); 0 for SQLite.
     public var revision: Int64
 
     public init(
         clusterID: String, nodes: [ClusterNode] = [], removedNodes: Set<String> = [], services: [ClusterService] = [], replicas: [Replica] = [],
-        revision: Int64 = 0
+        networks: [OverlayNetwork] = [], revision: Int64 = 0
     ) {
+        self.networks = networks
         self.clusterID = clusterID
         self.revision = revision
         self.nodes = nodes
@@ -58,11 +61,15 @@ public struct StoreChange: Sendable, Equatable {
     public var removedServices: [String] = []
     public var replicas: [Replica] = []
     public var removedReplicas: [String] = []
+    public var networks: [OverlayNetwork] = []
+    public var removedNetworks: [String] = []
 
     public init(
         nodes: [ClusterNode] = [], removedNodes: [String] = [], services: [ClusterService] = [], removedServices: [String] = [],
-        replicas: [Replica] = [], removedReplicas: [String] = []
+        replicas: [Replica] = [], removedReplicas: [String] = [], networks: [OverlayNetwork] = [], removedNetworks: [String] = []
     ) {
+        self.networks = networks
+        self.removedNetworks = removedNetworks
         self.nodes = nodes
         self.removedNodes = removedNodes
         self.services = services
@@ -73,10 +80,14 @@ public struct StoreChange: Sendable, Equatable {
 
     public var isEmpty: Bool {
         nodes.isEmpty && removedNodes.isEmpty && services.isEmpty && removedServices.isEmpty && replicas.isEmpty && removedReplicas.isEmpty
+            && networks.isEmpty && removedNetworks.isEmpty
     }
 
     /// How many records it writes or removes.
-    public var count: Int { nodes.count + removedNodes.count + services.count + removedServices.count + replicas.count + removedReplicas.count }
+    public var count: Int {
+        nodes.count + removedNodes.count + services.count + removedServices.count + replicas.count + removedReplicas.count + networks.count
+            + removedNetworks.count
+    }
 
     /// This change followed by `later`, as one: for each ID the last word
     /// counts (a put after a removal puts, a removal after a put removes).
@@ -92,6 +103,7 @@ public struct StoreChange: Sendable, Equatable {
         (merged.nodes, merged.removedNodes) = merge(nodes, removedNodes, later.nodes, later.removedNodes, id: \.id)
         (merged.services, merged.removedServices) = merge(services, removedServices, later.services, later.removedServices, id: \.id)
         (merged.replicas, merged.removedReplicas) = merge(replicas, removedReplicas, later.replicas, later.removedReplicas, id: \.id)
+        (merged.networks, merged.removedNetworks) = merge(networks, removedNetworks, later.networks, later.removedNetworks, id: \.id)
         return merged
     }
 }
@@ -137,6 +149,13 @@ public final class SQLiteControllerStore: ControllerStore {
                     t.column("removed_at", .double).notNull()
                 }
             }
+            migrator.registerMigration("v4-networks") { db in
+                try db.create(table: "network") { t in
+                    t.column("id", .text).primaryKey()
+                    t.column("name", .text).notNull().unique()
+                    t.column("record", .blob).notNull()
+                }
+            }
             try migrator.migrate(pool)
         } catch {
             throw BerthError(.internal, "cannot open the controller database \(path)", underlying: error)
@@ -155,7 +174,8 @@ public final class SQLiteControllerStore: ControllerStore {
                     nodes: try Data.fetchAll(db, sql: "SELECT record FROM node").map { try decoder.decode(ClusterNode.self, from: $0) },
                     removedNodes: Set(try String.fetchAll(db, sql: "SELECT id FROM removed_node")),
                     services: try Data.fetchAll(db, sql: "SELECT record FROM service").map { try decoder.decode(ClusterService.self, from: $0) },
-                    replicas: try Data.fetchAll(db, sql: "SELECT record FROM replica").map { try decoder.decode(Replica.self, from: $0) })
+                    replicas: try Data.fetchAll(db, sql: "SELECT record FROM replica").map { try decoder.decode(Replica.self, from: $0) },
+                    networks: try Data.fetchAll(db, sql: "SELECT record FROM network").map { try decoder.decode(OverlayNetwork.self, from: $0) })
             }
         }
     }
@@ -166,6 +186,7 @@ public final class SQLiteControllerStore: ControllerStore {
         let nodes = try change.nodes.map { ($0.id, try encoder.encode($0)) }
         let services = try change.services.map { ($0.id, $0.spec.name, try encoder.encode($0)) }
         let replicas = try change.replicas.map { ($0.id, $0.serviceID, try encoder.encode($0)) }
+        let networks = try change.networks.map { ($0.id, $0.name, try encoder.encode($0)) }
         let removedAt = Date().timeIntervalSince1970
         try await wrap("record a change") {
             try await pool.write { db in
@@ -175,6 +196,10 @@ public final class SQLiteControllerStore: ControllerStore {
                 }
                 for id in change.removedServices { try db.execute(sql: "DELETE FROM service WHERE id = ?", arguments: [id]) }
                 for id in change.removedReplicas { try db.execute(sql: "DELETE FROM replica WHERE id = ?", arguments: [id]) }
+                for id in change.removedNetworks { try db.execute(sql: "DELETE FROM network WHERE id = ?", arguments: [id]) }
+                for (id, name, data) in networks {
+                    try db.execute(sql: "INSERT OR REPLACE INTO network (id, name, record) VALUES (?, ?, ?)", arguments: [id, name, data])
+                }
                 for (id, data) in nodes {
                     try db.execute(sql: "INSERT OR REPLACE INTO node (id, record) VALUES (?, ?)", arguments: [id, data])
                 }

@@ -9,6 +9,7 @@ import Foundation
 ///     PREFIX removed-nodes/ID       when a removed node was removed
 ///     PREFIX services/ID            a service
 ///     PREFIX replicas/ID            a replica
+///     PREFIX networks/ID            an overlay network
 ///     PREFIX heartbeats/ID          a node's last heartbeat (`EtcdHeartbeats`)
 ///
 /// Every write is a transaction whose condition is the writer's fence (its
@@ -39,6 +40,7 @@ public struct EtcdControllerStore: ControllerStore {
         case removedNodes = "removed-nodes"
         case services
         case replicas
+        case networks
     }
 
     func key(_ kind: Kind, _ id: String) -> String { "\(prefix)\(kind.rawValue)/\(id)" }
@@ -89,8 +91,10 @@ public struct EtcdControllerStore: ControllerStore {
         let removed = try await all(.removedNodes).map { String($0.key.dropFirst("\(prefix)\(Kind.removedNodes.rawValue)/".count)) }
         let services = try decode(ClusterService.self, try await all(.services))
         let replicas = try decode(Replica.self, try await all(.replicas))
+        let networks = try decode(OverlayNetwork.self, try await all(.networks))
         return StoreContents(
-            clusterID: clusterID, nodes: nodes, removedNodes: Set(removed), services: services, replicas: replicas, revision: revision)
+            clusterID: clusterID, nodes: nodes, removedNodes: Set(removed), services: services, replicas: replicas, networks: networks,
+            revision: revision)
     }
 
     /// The cluster's ID; the first leader makes it (a serializable read
@@ -113,10 +117,12 @@ public struct EtcdControllerStore: ControllerStore {
         let encoder = BerthJSON.encoder(pretty: false)
         var operations: [EtcdOperation] = []
         for node in change.nodes { operations.append(.put(key(.nodes, node.id), Array(try encoder.encode(node)))) }
+        for network in change.networks { operations.append(.put(key(.networks, network.id), Array(try encoder.encode(network)))) }
         for service in change.services { operations.append(.put(key(.services, service.id), Array(try encoder.encode(service)))) }
         for replica in change.replicas { operations.append(.put(key(.replicas, replica.id), Array(try encoder.encode(replica)))) }
         for id in change.removedReplicas { operations.append(.delete(key(.replicas, id))) }
         for id in change.removedServices { operations.append(.delete(key(.services, id))) }
+        for id in change.removedNetworks { operations.append(.delete(key(.networks, id))) }
         let removedAt = Array(String(Date().timeIntervalSince1970).utf8)
         for id in change.removedNodes {
             operations.append(.delete(key(.nodes, id)))

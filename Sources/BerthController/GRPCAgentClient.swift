@@ -36,6 +36,7 @@ public final class GRPCAgentClient: AgentClient {
 
     private var containersClient: Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport> { .init(wrapping: grpc) }
     private var imagesClient: Berth_Agent_V1_Images.Client<NGHTTP2ClientTransport> { .init(wrapping: grpc) }
+    private var networksClient: Berth_Agent_V1_Networks.Client<NGHTTP2ClientTransport> { .init(wrapping: grpc) }
 
     private static func options(_ deadline: Duration) -> CallOptions {
         var options = CallOptions.defaults
@@ -87,6 +88,12 @@ public final class GRPCAgentClient: AgentClient {
         } catch {
             throw .refused(BerthError(.internal, "the agent at \(address) listed a container the controller cannot read: \(error)"))
         }
+    }
+
+    public func setOverlays(_ states: [OverlayState], deadline: Duration) async throws(AgentCallError) {
+        let client = networksClient
+        let request = Berth_Agent_V1_SetOverlaysRequest.with { $0.networks = states.map(\.proto) }
+        _ = try await call("set overlays", deadline) { options in try await client.setOverlays(request, options: options) }
     }
 
     public func run(_ spec: ContainerSpec, deadline: Duration) async throws(AgentCallError) -> Container {
@@ -212,6 +219,7 @@ struct UnreachableAgent: AgentClient {
     func containers(cluster: String, deadline: Duration) async throws(AgentCallError) -> [Container] { throw .unreachable(why) }
     func run(_ spec: ContainerSpec, deadline: Duration) async throws(AgentCallError) -> Container { throw .unreachable(why) }
     func pull(image: String, deadline: Duration) async throws(AgentCallError) { throw .unreachable(why) }
+    func setOverlays(_ states: [OverlayState], deadline: Duration) async throws(AgentCallError) { throw .unreachable(why) }
     func start(container: String, deadline: Duration) async throws(AgentCallError) { throw .unreachable(why) }
     func remove(container: String, stopTimeout: Int, deadline: Duration) async throws(AgentCallError) { throw .unreachable(why) }
     func logs(container: String, follow: Bool, tail: Int?, since: Date?) -> AsyncThrowingStream<LogLine, any Error> {

@@ -13,8 +13,12 @@ public struct NodeWork: Sendable {
     public var specs: [String: ServiceSpec]
     /// The cluster's ID, a label on every container the controller makes.
     public var clusterID: String
+    /// What the agent must know of the overlay networks its replicas are
+    /// on, before any of them runs; nil when the node has no VTEP address.
+    public var overlays: [OverlayState]?
 
-    public init(node: ClusterNode, replicas: [Replica], specs: [String: ServiceSpec], clusterID: String) {
+    public init(node: ClusterNode, replicas: [Replica], specs: [String: ServiceSpec], clusterID: String, overlays: [OverlayState]? = []) {
+        self.overlays = overlays
         self.node = node
         self.replicas = replicas
         self.specs = specs
@@ -189,6 +193,15 @@ public enum NodeReconciler {
                 switch replica.state {
                 case .pending:
                     guard (replica.notBefore ?? .distantPast) <= now, let spec = work.spec(of: replica) else { continue }
+                    // A replica on an overlay runs once it has its address
+                    // and the agent can be told where its peers are.
+                    if !spec.networks.isEmpty {
+                        guard spec.networks.allSatisfy({ replica.addresses[$0] != nil }) else { continue }
+                        guard work.overlays != nil else {
+                            reports.append(.failed(id: replica.id, message: "node \(work.node.hostname) has no IPv4 address for overlay traffic (its agent's --listen)"))
+                            continue
+                        }
+                    }
                     actions.append(.run(replica: replica.id, spec: containerSpec(for: replica, spec: spec, clusterID: work.clusterID)))
                 case .created, .starting, .running, .exited:
                     // It was there: someone removed it.
@@ -210,6 +223,15 @@ public enum NodeReconciler {
         container.labels[ReplicaLabel.service] = spec.name
         container.labels[ReplicaLabel.replica] = replica.id
         if let seconds = spec.stopAfterDisconnect { container.labels[ReplicaLabel.stopAfterDisconnect] = DurationText.format(seconds) }
+        // On an overlay: the network by its ID (the agent has it under the
+        // same one), at the address the controller gave the replica.
+        if let network = spec.networks.first, let address = replica.addresses[network] {
+            container.network = network
+            container.ipv4Address = address.description
+        }
+        for port in spec.publish where port.mode == .host {
+            container.ports.append(PortMapping(hostPort: port.published, containerPort: port.target, transport: port.transport))
+        }
         return container
     }
 }

@@ -14,6 +14,8 @@ public struct AgentDeadlines: Sendable {
     public var start: Duration = .seconds(30)
     /// Removing a container, beyond its stop timeout.
     public var remove: Duration = .seconds(20)
+    /// Telling the agent of its overlay networks.
+    public var overlays: Duration = .seconds(20)
 
     public init() {}
 }
@@ -81,6 +83,13 @@ actor NodeWorker {
     /// cannot be trusted about it.
     private var finishedAt: [String: UInt64] = [:]
     private var sequence: UInt64 = 0
+    /// The overlay networks the agent last took, nil when it is to be told
+    /// again (at first, after a failure, and every `overlayRefresh`).
+    private var overlaysSent: [OverlayState]?
+    private var overlaysSentAt: ContinuousClock.Instant?
+    /// How often the agent is told again what it has (it changes nothing
+    /// then): a restarted agent whose state file was lost catches up.
+    static let overlayRefresh: Duration = .seconds(30)
     private let wakeups: AsyncStream<Void>
     private let wakeup: AsyncStream<Void>.Continuation
 
@@ -138,12 +147,33 @@ actor NodeWorker {
             logger.debug("agent not reached this pass", metadata: ["node": "\(hostname)", "error": "\(error)"])
             return []
         }
+        guard await syncOverlays(work.overlays) else { return [] }
         let recent = Set(finishedAt.filter { $0.value > listedAfter }.keys)
         finishedAt = finishedAt.filter { $0.value > listedAfter }
         let (actions, reports) = NodeReconciler.plan(work, containers: containers, busy: busy.union(recent), now: now())
         if await services.observe(reports, now: now()) { changed() }
         for action in actions { busy.insert(action.key) }
         return actions
+    }
+
+    /// Tells the agent of its overlay networks when they changed; whether
+    /// it has them (replicas on an overlay do not start before).
+    private func syncOverlays(_ wanted: [OverlayState]?) async -> Bool {
+        guard let wanted else { return true }
+        let now = ContinuousClock.now
+        if wanted == overlaysSent, let at = overlaysSentAt, wanted.isEmpty || now - at < Self.overlayRefresh { return true }
+        let (client, deadline) = (self.client, deadlines.overlays)
+        do {
+            try await call("overlays") { () async throws(AgentCallError) in try await client.setOverlays(wanted, deadline: deadline) }
+            overlaysSent = wanted
+            overlaysSentAt = now
+            return true
+        } catch {
+            overlaysSent = nil
+            overlaysSentAt = nil
+            logger.warning("the agent could not take its overlay networks", metadata: ["node": "\(hostname)", "error": "\(error)"])
+            return false
+        }
     }
 
     /// Times a call and counts its failures.

@@ -43,6 +43,10 @@ public actor ServiceManager {
     private var replicas: [String: Replica] = [:]
     /// Replicas by node, for each node's pass.
     private var byNode: [String: Set<String>] = [:]
+    /// Overlay networks, by ID.
+    private var networks: [String: OverlayNetwork] = [:]
+    /// The nodes as of the last plan: where each node's VTEP is.
+    private var knownNodes: [String: ClusterNode] = [:]
 
     /// - Parameters:
     ///   - contents: what the store held when this controller began to lead.
@@ -53,6 +57,7 @@ public actor ServiceManager {
         self.metrics = metrics
         clusterID = contents.clusterID
         for service in contents.services { services[service.id] = service }
+        for network in contents.networks { networks[network.id] = network }
         var replicas: [String: Replica] = [:]
         var byNode: [String: Set<String>] = [:]
         for replica in contents.replicas {
@@ -82,7 +87,11 @@ public actor ServiceManager {
 
     /// Changes the records in memory and hands the change to the writer,
     /// in one step; the caller answers once it is stored.
-    private func apply(_ change: StoreChange) -> StoreCompletion {
+    private func apply(_ given: StoreChange) -> StoreCompletion {
+        var change = given
+        OverlayPlanner.assignAddresses(&change, networks: networks, services: services, replicas: replicas)
+        for network in change.networks { networks[network.id] = network }
+        for id in change.removedNetworks { networks[id] = nil }
         for service in change.services { services[service.id] = service }
         for id in change.removedServices { services[id] = nil }
         for replica in change.replicas { index(replica) }
@@ -95,8 +104,9 @@ public actor ServiceManager {
     /// Resolves short node IDs in `node.id` constraints to the node's full ID.
     ///
     /// - Throws: `BerthError.invalidArgument` for a prefix more than one node has.
-    static func normalized(_ spec: ServiceSpec, nodes: [ClusterNode]) throws -> ServiceSpec {
+    static func normalized(_ spec: ServiceSpec, nodes: [ClusterNode], networks: [String: OverlayNetwork] = [:]) throws -> ServiceSpec {
         var spec = spec
+        spec.networks = try OverlayPlanner.resolve(spec.networks, in: networks)
         spec.constraints = try spec.constraints.map { text in
             let constraint = try Constraint(parsing: text)
             guard constraint.field == .id, constraint.value.count < 32 else { return text }
@@ -120,12 +130,13 @@ public actor ServiceManager {
     ///   replicas do not all fit ("insufficient memory on 3 of 3 nodes").
     public func create(_ given: ServiceSpec, nodes: [ClusterNode], dryRun: Bool) async throws -> (ClusterService?, [NodeVerdict], [String], String) {
         try given.validate()
-        let spec = try Self.normalized(given, nodes: nodes)
+        let spec = try Self.normalized(given, nodes: nodes, networks: networks)
         if services.values.contains(where: { $0.spec.name == spec.name }) {
             throw BerthError(.alreadyExists, "service \"\(spec.name)\" already exists")
         }
         let now = Date()
-        let service = ClusterService(id: RandomHex.make(25), spec: spec, createdAt: now, updatedAt: now)
+        var service = ClusterService(id: RandomHex.make(25), spec: spec, createdAt: now, updatedAt: now)
+        try OverlayPlanner.assignVirtualIPs(&service, networks: networks, services: services.values, replicas: replicas.values)
         let request = try ServicePlanner.request(for: service)
         var cluster = ServicePlanner.cluster(nodes: nodes, services: services, replicas: replicas.values)
         let verdicts = Scheduler.explain(request, on: cluster)
@@ -266,7 +277,7 @@ public actor ServiceManager {
     {
         var service = try get(reference)
         try given.validate()
-        let spec = try Self.normalized(given, nodes: nodes)
+        let spec = try Self.normalized(given, nodes: nodes, networks: networks)
         if let expectedRevision, expectedRevision != service.revision {
             throw BerthError(
                 .failedPrecondition, "service \(service.spec.name) changed meanwhile (revision \(service.revision), not \(expectedRevision)); try again")
@@ -292,6 +303,7 @@ public actor ServiceManager {
         service.spec = spec
         service.revision += 1
         service.updatedAt = now
+        try OverlayPlanner.assignVirtualIPs(&service, networks: networks, services: services.values.filter { $0.id != service.id }, replicas: replicas.values)
         let stored = apply(StoreChange(services: [service]))
         logger.info("service updated", metadata: ["service": "\(spec.name)", "version": "\(service.version)"])
         return (service, stored)
@@ -323,6 +335,7 @@ public actor ServiceManager {
         service.revision += 1
         service.updatedAt = now
         service.update = UpdateStatus(state: .rollingBack, startedAt: now, message: "rollback requested")
+        try OverlayPlanner.assignVirtualIPs(&service, networks: networks, services: services.values.filter { $0.id != service.id }, replicas: replicas.values)
         let stored = apply(StoreChange(services: [service]))
         logger.info("service rolling back", metadata: ["service": "\(service.spec.name)", "version": "\(service.version)"])
         try await stored.stored()
@@ -349,6 +362,59 @@ public actor ServiceManager {
         return service.id
     }
 
+    // MARK: Overlay networks
+
+    /// Creates an overlay network; agents make it on a node when a replica
+    /// on it is placed there.
+    ///
+    /// - Throws: what `OverlayPlanner.network` throws; nothing is stored then.
+    public func createNetwork(name: String, subnet: String?, gateway: String?, internal: Bool, labels: [String: String]) async throws -> OverlayNetwork {
+        let network = try OverlayPlanner.network(
+            name: name, subnet: subnet, gateway: gateway, internal: `internal`, labels: labels, existing: Array(networks.values), id: RandomHex.make(),
+            now: Date())
+        let stored = apply(StoreChange(networks: [network]))
+        logger.info("overlay network created", metadata: ["network": "\(name)", "subnet": "\(network.subnet)", "vni": "\(network.vni)"])
+        try await stored.stored()
+        return network
+    }
+
+    /// Every overlay network, by name.
+    public func networkList() -> [OverlayNetwork] {
+        networks.values.sorted { $0.name < $1.name }
+    }
+
+    /// By name, ID or an unambiguous ID prefix.
+    ///
+    /// - Throws: `BerthError.notFound`.
+    public func network(_ reference: String) throws -> OverlayNetwork {
+        guard let id = try OverlayPlanner.resolve([reference], in: networks).first, let network = networks[id] else {
+            throw BerthError.notFound("network", reference)
+        }
+        return network
+    }
+
+    /// The services on a network (their current or previous spec).
+    public func networkUsers(_ id: String) -> [String] {
+        services.values.filter { $0.spec.networks.contains(id) || $0.previous?.spec.networks.contains(id) == true }.map(\.spec.name).sorted()
+    }
+
+    /// Removes an overlay network no service uses. Containers of removed
+    /// services still being stopped keep it on their node until they are
+    /// gone (a node that is down, until it returns).
+    ///
+    /// - Throws: `BerthError.failedPrecondition` naming the users; nothing changes then.
+    public func removeNetwork(_ reference: String) async throws -> String {
+        let network = try network(reference)
+        let users = networkUsers(network.id)
+        guard users.isEmpty else {
+            throw BerthError(.failedPrecondition, "network \(network.name) is in use by service\(users.count == 1 ? "" : "s") \(users.joined(separator: ", "))")
+        }
+        let stored = apply(StoreChange(removedNetworks: [network.id]))
+        logger.info("overlay network removed", metadata: ["network": "\(network.name)"])
+        try await stored.stored()
+        return network.id
+    }
+
     /// A service's replicas (every service's for nil), by service and slot:
     /// those meant to run, and with `all` those being shut down and each
     /// slot's history too, newest first within a slot.
@@ -373,6 +439,7 @@ public actor ServiceManager {
     /// - Returns: whether anything changed.
     @discardableResult
     public func plan(nodes: [ClusterNode], now: Date = Date()) async -> Bool {
+        knownNodes = Dictionary(nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let change = ServicePlanner.plan(services: Array(services.values), replicas: Array(replicas.values), nodes: nodes, now: now)
         guard !change.isEmpty else { return false }
         do {
@@ -412,7 +479,10 @@ public actor ServiceManager {
                 specs[key] = previous.spec
             }
         }
-        let work = NodeWork(node: node, replicas: onNode, specs: specs, clusterID: clusterID)
+        var nodes = knownNodes
+        nodes[node.id] = node
+        let overlays = OverlayPlanner.states(for: node, nodes: nodes, networks: networks, services: services, replicas: replicas.values)
+        let work = NodeWork(node: node, replicas: onNode, specs: specs, clusterID: clusterID, overlays: overlays)
         // Nothing is started for a placement before it is stored: a change
         // of nothing is stored once every change before it is.
         do {

@@ -53,8 +53,8 @@ public enum Links {
     /// A veth pair: `host` in `bridge`, up if `up`; its peer named `peer`,
     /// with `mac`, moved into the namespace at `netns`.
     /// - Throws: `SystemError` (`.exists`: `host` exists; ENODEV: no such bridge).
-    public static func createVeth(host: String, bridge: String, peer: String, mac: [UInt8], netns: String, up: Bool) throws {
-        guard berth_veth_create(host, bridge, peer, mac, netns, up ? 1 : 0) == 0 else { throw SystemError.last("rtnetlink") }
+    public static func createVeth(host: String, bridge: String, peer: String, mac: [UInt8], netns: String, up: Bool, mtu: Int = 0) throws {
+        guard berth_veth_create(host, bridge, peer, mac, netns, up ? 1 : 0, UInt32(clamping: mtu)) == 0 else { throw SystemError.last("rtnetlink") }
     }
 
     /// Renames the interface `name` (which must be down) and sets it up, in one request.

@@ -131,12 +131,23 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
     /// Seconds after which an agent cut off from its controller stops the
     /// replicas itself (Nomad's `stop_after_client_disconnect`); nil: they keep running.
     public var stopAfterDisconnect: Double?
+    /// Overlay networks the replicas are on (`--network`), by name or ID
+    /// as given; the controller keeps IDs. Replicas on none use each
+    /// node's default network (`container.network`).
+    public var networks: [String]
+    /// How the service's name resolves on its networks (`--endpoint-mode`).
+    public var endpointMode: EndpointMode
+    /// Ports published for the service (`--publish`).
+    public var publish: [ServicePort]
 
     public init(
         name: String, mode: ServiceMode = .replicated, replicas: Int = 1, maxConcurrent: Int? = nil, container: ContainerSpec,
         constraints: [String] = [], placementPreferences: [String] = [], maxReplicasPerNode: Int = 0, update: UpdatePolicy = UpdatePolicy(),
-        stopAfterDisconnect: Double? = nil
+        stopAfterDisconnect: Double? = nil, networks: [String] = [], endpointMode: EndpointMode = .vip, publish: [ServicePort] = []
     ) {
+        self.networks = networks
+        self.endpointMode = endpointMode
+        self.publish = publish
         self.name = name
         self.mode = mode
         self.replicas = replicas
@@ -188,10 +199,24 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
         for port in container.ports where port.hostPort == 0 {
             throw BerthError.invalid("-p \(port): give the host port; replicas on one node would otherwise differ in it")
         }
+        if networks.count > 1 { throw BerthError.invalid("--network: a service is on one overlay network in this release") }
+        if !networks.isEmpty && container.network != "bridge" && container.network != networks[0] {
+            throw BerthError.invalid("--network \(networks[0]): a replica on an overlay is on no other network (\(container.network))")
+        }
+        for port in publish {
+            if port.mode == .ingress {
+                throw BerthError.invalid("--publish \(port.published): mode=ingress (the routing mesh) is not offered; use mode=host")
+            }
+            if publish.filter({ $0.published == port.published && $0.transport == port.transport }).count > 1 {
+                throw BerthError.invalid("--publish: port \(port.published)/\(port.transport.rawValue) is published twice")
+            }
+        }
+        if !publish.isEmpty && !container.ports.isEmpty { throw BerthError.invalid("--publish and -p: use one of them") }
     }
 
     private enum CodingKeys: String, CodingKey {
         case name, mode, replicas, maxConcurrent, container, constraints, placementPreferences, maxReplicasPerNode, update, stopAfterDisconnect
+        case networks, endpointMode, publish
         /// Records from before update policies had more than a parallelism.
         case updateParallelism
     }
@@ -207,7 +232,10 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
             constraints: try c.decodeIfPresent([String].self, forKey: .constraints) ?? [],
             placementPreferences: try c.decodeIfPresent([String].self, forKey: .placementPreferences) ?? [],
             maxReplicasPerNode: try c.decodeIfPresent(Int.self, forKey: .maxReplicasPerNode) ?? 0, update: update,
-            stopAfterDisconnect: try c.decodeIfPresent(Double.self, forKey: .stopAfterDisconnect))
+            stopAfterDisconnect: try c.decodeIfPresent(Double.self, forKey: .stopAfterDisconnect),
+            networks: try c.decodeIfPresent([String].self, forKey: .networks) ?? [],
+            endpointMode: try c.decodeIfPresent(EndpointMode.self, forKey: .endpointMode) ?? .vip,
+            publish: try c.decodeIfPresent([ServicePort].self, forKey: .publish) ?? [])
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -222,6 +250,9 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
         try c.encode(maxReplicasPerNode, forKey: .maxReplicasPerNode)
         try c.encode(update, forKey: .update)
         try c.encodeIfPresent(stopAfterDisconnect, forKey: .stopAfterDisconnect)
+        if !networks.isEmpty { try c.encode(networks, forKey: .networks) }
+        if endpointMode != .vip { try c.encode(endpointMode, forKey: .endpointMode) }
+        if !publish.isEmpty { try c.encode(publish, forKey: .publish) }
     }
 }
 
@@ -300,11 +331,14 @@ public struct ClusterService: Codable, Sendable, Hashable, Identifiable {
     public var previous: VersionedSpec?
     /// The last update, nil before the first.
     public var update: UpdateStatus?
+    /// Its virtual IP on each overlay network it is on (mode vip), by network ID.
+    public var virtualIPs: [String: IPv4Address]
 
     public init(
         id: String, spec: ServiceSpec, version: Int = 1, revision: Int = 1, createdAt: Date, updatedAt: Date, message: String = "",
-        previous: VersionedSpec? = nil, update: UpdateStatus? = nil
+        previous: VersionedSpec? = nil, update: UpdateStatus? = nil, virtualIPs: [String: IPv4Address] = [:]
     ) {
+        self.virtualIPs = virtualIPs
         self.id = id
         self.spec = spec
         self.version = version
@@ -324,7 +358,7 @@ public struct ClusterService: Codable, Sendable, Hashable, Identifiable {
         return VersionedSpec(version: version, spec: spec)
     }
 
-    private enum CodingKeys: String, CodingKey { case id, spec, version, revision, createdAt, updatedAt, message, previous, update }
+    private enum CodingKeys: String, CodingKey { case id, spec, version, revision, createdAt, updatedAt, message, previous, update, virtualIPs }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -333,7 +367,8 @@ public struct ClusterService: Codable, Sendable, Hashable, Identifiable {
             id: try c.decode(String.self, forKey: .id), spec: try c.decode(ServiceSpec.self, forKey: .spec), version: version,
             revision: try c.decodeIfPresent(Int.self, forKey: .revision) ?? version, createdAt: try c.decode(Date.self, forKey: .createdAt),
             updatedAt: try c.decode(Date.self, forKey: .updatedAt), message: try c.decodeIfPresent(String.self, forKey: .message) ?? "",
-            previous: try c.decodeIfPresent(VersionedSpec.self, forKey: .previous), update: try c.decodeIfPresent(UpdateStatus.self, forKey: .update))
+            previous: try c.decodeIfPresent(VersionedSpec.self, forKey: .previous), update: try c.decodeIfPresent(UpdateStatus.self, forKey: .update),
+            virtualIPs: try c.decodeIfPresent([String: IPv4Address].self, forKey: .virtualIPs) ?? [:])
     }
 }
 
@@ -401,12 +436,17 @@ public struct Replica: Codable, Sendable, Hashable, Identifiable {
     public var attempt: Int
     /// Its container is gone: the record is history.
     public var removed: Bool
+    /// Its container's address on each overlay network, by network ID:
+    /// given when it is placed, free again once the record is history.
+    public var addresses: [String: IPv4Address]
 
     public init(
         id: String, serviceID: String, serviceName: String, slot: Int, version: Int, nodeID: String, desiredState: DesiredState = .running,
         state: State = .pending, message: String = "", exitCode: Int? = nil, createdAt: Date, updatedAt: Date, notBefore: Date? = nil,
-        runningSince: Date? = nil, restartCount: Int = 0, steadyRestarts: Int = 0, attempt: Int = 0, removed: Bool = false
+        runningSince: Date? = nil, restartCount: Int = 0, steadyRestarts: Int = 0, attempt: Int = 0, removed: Bool = false,
+        addresses: [String: IPv4Address] = [:]
     ) {
+        self.addresses = addresses
         self.id = id
         self.serviceID = serviceID
         self.serviceName = serviceName
@@ -442,7 +482,7 @@ public struct Replica: Codable, Sendable, Hashable, Identifiable {
 
     private enum CodingKeys: String, CodingKey {
         case id, serviceID, serviceName, slot, version, nodeID, desiredState, state, message, exitCode, createdAt, updatedAt, notBefore,
-            runningSince, restartCount, steadyRestarts, attempt, removed
+            runningSince, restartCount, steadyRestarts, attempt, removed, addresses
     }
 
     public init(from decoder: any Decoder) throws {
@@ -457,7 +497,8 @@ public struct Replica: Codable, Sendable, Hashable, Identifiable {
             notBefore: try c.decodeIfPresent(Date.self, forKey: .notBefore), runningSince: try c.decodeIfPresent(Date.self, forKey: .runningSince),
             restartCount: try c.decodeIfPresent(Int.self, forKey: .restartCount) ?? 0,
             steadyRestarts: try c.decodeIfPresent(Int.self, forKey: .steadyRestarts) ?? 0, attempt: try c.decodeIfPresent(Int.self, forKey: .attempt) ?? 0,
-            removed: try c.decodeIfPresent(Bool.self, forKey: .removed) ?? false)
+            removed: try c.decodeIfPresent(Bool.self, forKey: .removed) ?? false,
+            addresses: try c.decodeIfPresent([String: IPv4Address].self, forKey: .addresses) ?? [:])
     }
 }
 

@@ -114,6 +114,9 @@ public struct Network: Codable, Sendable, Hashable, Identifiable {
     public var `internal`: Bool
     public var labels: [String: String]
     public var createdAt: Date
+    /// An overlay network's VXLAN identifier (driver `overlay`, made by the
+    /// controller); nil for a bridge network.
+    public var vni: Int?
 
     public init(
         id: String, name: String, subnet: IPv4Subnet, gateway: IPv4Address, bridge: String, internal: Bool,

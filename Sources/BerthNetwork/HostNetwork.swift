@@ -11,11 +11,23 @@ public enum HostNetwork {
     @discardableResult
     public static func run(_ arguments: [String]) throws -> String { try ip.run(arguments) }
 
-    public static func linkExists(_ name: String) -> Bool { FileIO.exists("/sys/class/net/\(name)") }
+    /// Whether the interface exists in this process's network namespace
+    /// (asked of the kernel: /sys/class/net may show another namespace's,
+    /// for an agent started in a namespace of its own).
+    public static func linkExists(_ name: String) -> Bool { if_nametoindex(name) != 0 }
 
-    /// The host's interfaces whose names start with `prefix`.
+    /// The interfaces of this process's network namespace whose names start with `prefix`.
     public static func links(prefix: String) -> [String] {
-        ((try? FileIO.list("/sys/class/net")) ?? []).filter { $0.hasPrefix(prefix) }
+        guard let list = if_nameindex() else { return [] }
+        defer { if_freenameindex(list) }
+        var names: [String] = []
+        var entry = list
+        while entry.pointee.if_index != 0, let name = entry.pointee.if_name {
+            let text = String(cString: name)
+            if text.hasPrefix(prefix) { names.append(text) }
+            entry += 1
+        }
+        return names
     }
 
     /// Makes (or completes) a bridge with the gateway address, up. Packets
@@ -47,8 +59,8 @@ public enum HostNetwork {
     /// A veth pair: `host` on the host, in `bridge`, and up unless `up` is
     /// false; its peer moved into the namespace at `netns` as `peer`, with
     /// `mac` (down, until the namespace is configured).
-    public static func addVeth(host: String, bridge: String, peer: String, mac: [UInt8], netns: String, up: Bool = true) throws {
-        do { try Links.createVeth(host: host, bridge: bridge, peer: peer, mac: mac, netns: netns, up: up) } catch {
+    public static func addVeth(host: String, bridge: String, peer: String, mac: [UInt8], netns: String, up: Bool = true, mtu: Int = 0) throws {
+        do { try Links.createVeth(host: host, bridge: bridge, peer: peer, mac: mac, netns: netns, up: up, mtu: mtu) } catch {
             throw BerthError(.internal, "cannot make the veth pair \(host) (in \(bridge)) and \(peer): \(error)")
         }
     }

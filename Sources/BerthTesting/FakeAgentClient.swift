@@ -8,7 +8,7 @@ import Synchronization
 /// lacks, and calls that hang (until their deadline, on the clock the test
 /// moves) or fail as the test says.
 public final class FakeAgentClient: AgentClient, Sendable {
-    public enum Call: String, Sendable, Hashable, CaseIterable { case list, run, pull, start, remove, logs }
+    public enum Call: String, Sendable, Hashable, CaseIterable { case list, run, pull, start, remove, logs, overlays }
 
     private struct State {
         var containers: [Container] = []
@@ -17,6 +17,7 @@ public final class FakeAgentClient: AgentClient, Sendable {
         var unreachable = false
         var calls: [Call: Int] = [:]
         var closed = false
+        var overlays: [OverlayState] = []
     }
 
     private let state = Mutex(State())
@@ -38,6 +39,8 @@ public final class FakeAgentClient: AgentClient, Sendable {
     public var images: Set<String> { state.withLock { $0.images } }
     public func calls(_ call: Call) -> Int { state.withLock { $0.calls[call] ?? 0 } }
     public var isClosed: Bool { state.withLock { $0.closed } }
+    /// The overlay networks the controller last told the agent of.
+    public var overlays: [OverlayState] { state.withLock { $0.overlays } }
 
     /// Ends a container's process as the agent records it: exited with
     /// `code`, restarted by its policy (`restarts` more times) or not.
@@ -87,6 +90,11 @@ public final class FakeAgentClient: AgentClient, Sendable {
             s.containers.append(container)
             return container
         }
+    }
+
+    public func setOverlays(_ states: [OverlayState], deadline: Duration) async throws(AgentCallError) {
+        try await enter(.overlays, deadline: deadline)
+        state.withLock { $0.overlays = states }
     }
 
     public func pull(image: String, deadline: Duration) async throws(AgentCallError) {

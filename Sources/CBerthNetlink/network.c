@@ -245,7 +245,8 @@ int berth_link_rename_up(const char *name, const char *new_name) {
     return nl_exchange(buffer, r.length);
 }
 
-int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path, int up) {
+int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path, int up,
+                      unsigned int mtu) {
     unsigned int bridge_index = if_nametoindex(bridge);
     if (!bridge_index) return -1;
     int netns = open(netns_path, O_RDONLY | O_CLOEXEC);
@@ -263,7 +264,8 @@ int berth_veth_create(const char *host, const char *bridge, const char *peer, co
     info->ifi_flags = up ? IFF_UP : 0;
     info->ifi_change = IFF_UP;
     uint32_t master = bridge_index, fd = (uint32_t)netns;
-    int ok = nl_add(&r, IFLA_IFNAME, host, strlen(host) + 1) && nl_add(&r, IFLA_MASTER, &master, sizeof master);
+    int ok = nl_add(&r, IFLA_IFNAME, host, strlen(host) + 1) && nl_add(&r, IFLA_MASTER, &master, sizeof master)
+        && (!mtu || nl_add(&r, IFLA_MTU, &mtu, sizeof mtu));
     struct rtattr *linkinfo = ok ? nl_add(&r, IFLA_LINKINFO, NULL, 0) : NULL;
     ok = linkinfo && nl_add(&r, IFLA_INFO_KIND, "veth", 4);
     struct rtattr *data = ok ? nl_add(&r, IFLA_INFO_DATA, NULL, 0) : NULL;
@@ -271,7 +273,7 @@ int berth_veth_create(const char *host, const char *bridge, const char *peer, co
     if (peer_info && r.length + NLMSG_ALIGN(sizeof(struct ifinfomsg)) <= r.size) {
         r.length += NLMSG_ALIGN(sizeof(struct ifinfomsg)); /* the peer's ifinfomsg, zeroed */
         ok = nl_add(&r, IFLA_IFNAME, peer, strlen(peer) + 1) && nl_add(&r, IFLA_ADDRESS, mac, 6)
-            && nl_add(&r, IFLA_NET_NS_FD, &fd, sizeof fd);
+            && nl_add(&r, IFLA_NET_NS_FD, &fd, sizeof fd) && (!mtu || nl_add(&r, IFLA_MTU, &mtu, sizeof mtu));
     } else {
         ok = 0;
     }

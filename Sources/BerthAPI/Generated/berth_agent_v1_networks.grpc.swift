@@ -100,6 +100,19 @@ public enum Berth_Agent_V1_Networks: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SetOverlays" metadata.
+        public enum SetOverlays: Sendable {
+            /// Request type for "SetOverlays".
+            public typealias Input = Berth_Agent_V1_SetOverlaysRequest
+            /// Response type for "SetOverlays".
+            public typealias Output = Berth_Agent_V1_SetOverlaysResponse
+            /// Descriptor for "SetOverlays".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.agent.v1.Networks"),
+                method: "SetOverlays",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "berth.agent.v1.Networks" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -107,7 +120,8 @@ public enum Berth_Agent_V1_Networks: Sendable {
             Inspect.descriptor,
             Remove.descriptor,
             Connect.descriptor,
-            Disconnect.descriptor
+            Disconnect.descriptor,
+            SetOverlays.descriptor
         ]
     }
 }
@@ -221,6 +235,26 @@ extension Berth_Agent_V1_Networks {
             request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_DisconnectNetworkRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_DisconnectNetworkResponse>
+
+        /// Handle the "SetOverlays" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The controller's word on the overlay networks this node's replicas
+        /// > are on, whole: the agent makes what is missing, changes what differs
+        /// > and removes the networks no longer listed that no container is on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Agent_V1_SetOverlaysRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_SetOverlaysResponse` messages.
+        func setOverlays(
+            request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_SetOverlaysRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_SetOverlaysResponse>
     }
 
     /// Service protocol for the "berth.agent.v1.Networks" service.
@@ -318,6 +352,26 @@ extension Berth_Agent_V1_Networks {
             request: GRPCCore.ServerRequest<Berth_Agent_V1_DisconnectNetworkRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_DisconnectNetworkResponse>
+
+        /// Handle the "SetOverlays" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The controller's word on the overlay networks this node's replicas
+        /// > are on, whole: the agent makes what is missing, changes what differs
+        /// > and removes the networks no longer listed that no container is on.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_SetOverlaysRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Berth_Agent_V1_SetOverlaysResponse` message.
+        func setOverlays(
+            request: GRPCCore.ServerRequest<Berth_Agent_V1_SetOverlaysRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_SetOverlaysResponse>
     }
 
     /// Simple service protocol for the "berth.agent.v1.Networks" service.
@@ -413,6 +467,26 @@ extension Berth_Agent_V1_Networks {
             request: Berth_Agent_V1_DisconnectNetworkRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Berth_Agent_V1_DisconnectNetworkResponse
+
+        /// Handle the "SetOverlays" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The controller's word on the overlay networks this node's replicas
+        /// > are on, whole: the agent makes what is missing, changes what differs
+        /// > and removes the networks no longer listed that no container is on.
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Agent_V1_SetOverlaysRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Berth_Agent_V1_SetOverlaysResponse` to respond with.
+        func setOverlays(
+            request: Berth_Agent_V1_SetOverlaysRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Berth_Agent_V1_SetOverlaysResponse
     }
 }
 
@@ -486,6 +560,17 @@ extension Berth_Agent_V1_Networks.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Berth_Agent_V1_Networks.Method.SetOverlays.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_SetOverlaysRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_SetOverlaysResponse>(),
+            handler: { request, context in
+                try await self.setOverlays(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -552,6 +637,17 @@ extension Berth_Agent_V1_Networks.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_DisconnectNetworkResponse> {
         let response = try await self.disconnect(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func setOverlays(
+        request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_SetOverlaysRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_SetOverlaysResponse> {
+        let response = try await self.setOverlays(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -633,6 +729,19 @@ extension Berth_Agent_V1_Networks.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_DisconnectNetworkResponse> {
         return GRPCCore.ServerResponse<Berth_Agent_V1_DisconnectNetworkResponse>(
             message: try await self.disconnect(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func setOverlays(
+        request: GRPCCore.ServerRequest<Berth_Agent_V1_SetOverlaysRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_SetOverlaysResponse> {
+        return GRPCCore.ServerResponse<Berth_Agent_V1_SetOverlaysResponse>(
+            message: try await self.setOverlays(
                 request: request.message,
                 context: context
             ),
@@ -766,6 +875,31 @@ extension Berth_Agent_V1_Networks {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_DisconnectNetworkResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_DisconnectNetworkResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SetOverlays" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The controller's word on the overlay networks this node's replicas
+        /// > are on, whole: the agent makes what is missing, changes what differs
+        /// > and removes the networks no longer listed that no container is on.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_SetOverlaysRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_SetOverlaysRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_SetOverlaysResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func setOverlays<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_SetOverlaysRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_SetOverlaysRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_SetOverlaysResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_SetOverlaysResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -968,6 +1102,42 @@ extension Berth_Agent_V1_Networks {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "SetOverlays" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The controller's word on the overlay networks this node's replicas
+        /// > are on, whole: the agent makes what is missing, changes what differs
+        /// > and removes the networks no longer listed that no container is on.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_SetOverlaysRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_SetOverlaysRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_SetOverlaysResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func setOverlays<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_SetOverlaysRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_SetOverlaysRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_SetOverlaysResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_SetOverlaysResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Berth_Agent_V1_Networks.Method.SetOverlays.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1123,6 +1293,37 @@ extension Berth_Agent_V1_Networks.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_DisconnectNetworkRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_DisconnectNetworkResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetOverlays" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The controller's word on the overlay networks this node's replicas
+    /// > are on, whole: the agent makes what is missing, changes what differs
+    /// > and removes the networks no longer listed that no container is on.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Agent_V1_SetOverlaysRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setOverlays<Result>(
+        request: GRPCCore.ClientRequest<Berth_Agent_V1_SetOverlaysRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_SetOverlaysResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.setOverlays(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_SetOverlaysRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_SetOverlaysResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1304,6 +1505,41 @@ extension Berth_Agent_V1_Networks.ClientProtocol {
             metadata: metadata
         )
         return try await self.disconnect(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetOverlays" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The controller's word on the overlay networks this node's replicas
+    /// > are on, whole: the agent makes what is missing, changes what differs
+    /// > and removes the networks no longer listed that no container is on.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setOverlays<Result>(
+        _ message: Berth_Agent_V1_SetOverlaysRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_SetOverlaysResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Agent_V1_SetOverlaysRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.setOverlays(
             request: request,
             options: options,
             onResponse: handleResponse

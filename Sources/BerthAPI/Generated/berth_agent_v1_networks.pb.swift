@@ -74,6 +74,9 @@ public nonisolated struct Berth_Agent_V1_Network: Sendable {
 
   public var endpoints: [Berth_Agent_V1_NetworkEndpoint] = []
 
+  /// An overlay network's VXLAN identifier (driver "overlay"); 0 for a bridge.
+  public var vni: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -96,6 +99,9 @@ public nonisolated struct Berth_Agent_V1_CreateNetworkRequest: Sendable {
   public var `internal`: Bool = false
 
   public var labels: Dictionary<String,String> = [:]
+
+  /// "bridge" (or empty) on an agent; "overlay" on the controller.
+  public var driver: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -256,6 +262,98 @@ public nonisolated struct Berth_Agent_V1_DisconnectNetworkResponse: Sendable {
   public init() {}
 }
 
+/// A container on an overlay network on another node.
+public nonisolated struct Berth_Agent_V1_OverlayPeer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var address: String = String()
+
+  /// The address of its node's VXLAN endpoint.
+  public var vtep: String = String()
+
+  /// Its container's name.
+  public var name: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A service on an overlay network.
+public nonisolated struct Berth_Agent_V1_OverlayService: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// "vip" or "dnsrr".
+  public var endpointMode: String = String()
+
+  /// Empty for dnsrr.
+  public var virtualIp: String = String()
+
+  /// Its replicas that serve (running, and healthy when they have a check).
+  public var tasks: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Agent_V1_OverlayState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Its ID, name, subnet, gateway, internal, labels, created_at and vni.
+  public var network: Berth_Agent_V1_Network {
+    get {_network ?? Berth_Agent_V1_Network()}
+    set {_network = newValue}
+  }
+  /// Returns true if `network` has been explicitly set.
+  public var hasNetwork: Bool {self._network != nil}
+  /// Clears the value of `network`. Subsequent reads from it will return its default value.
+  public mutating func clearNetwork() {self._network = nil}
+
+  /// This node's VXLAN endpoint address.
+  public var vtep: String = String()
+
+  public var peers: [Berth_Agent_V1_OverlayPeer] = []
+
+  public var services: [Berth_Agent_V1_OverlayService] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _network: Berth_Agent_V1_Network? = nil
+}
+
+public nonisolated struct Berth_Agent_V1_SetOverlaysRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var networks: [Berth_Agent_V1_OverlayState] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Berth_Agent_V1_SetOverlaysResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "berth.agent.v1"
@@ -312,7 +410,7 @@ nonisolated extension Berth_Agent_V1_NetworkEndpoint: SwiftProtobuf.Message, Swi
 
 nonisolated extension Berth_Agent_V1_Network: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Network"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}driver\0\u{1}subnet\0\u{1}gateway\0\u{1}bridge\0\u{1}internal\0\u{1}labels\0\u{3}created_at\0\u{1}endpoints\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}driver\0\u{1}subnet\0\u{1}gateway\0\u{1}bridge\0\u{1}internal\0\u{1}labels\0\u{3}created_at\0\u{1}endpoints\0\u{1}vni\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -330,6 +428,7 @@ nonisolated extension Berth_Agent_V1_Network: SwiftProtobuf.Message, SwiftProtob
       case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.vni) }()
       default: break
       }
     }
@@ -370,6 +469,9 @@ nonisolated extension Berth_Agent_V1_Network: SwiftProtobuf.Message, SwiftProtob
     if !self.endpoints.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 10)
     }
+    if self.vni != 0 {
+      try visitor.visitSingularUInt32Field(value: self.vni, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -384,6 +486,7 @@ nonisolated extension Berth_Agent_V1_Network: SwiftProtobuf.Message, SwiftProtob
     if lhs.labels != rhs.labels {return false}
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.vni != rhs.vni {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -391,7 +494,7 @@ nonisolated extension Berth_Agent_V1_Network: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Berth_Agent_V1_CreateNetworkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateNetworkRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}subnet\0\u{1}gateway\0\u{1}internal\0\u{1}labels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}subnet\0\u{1}gateway\0\u{1}internal\0\u{1}labels\0\u{1}driver\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -404,6 +507,7 @@ nonisolated extension Berth_Agent_V1_CreateNetworkRequest: SwiftProtobuf.Message
       case 3: try { try decoder.decodeSingularStringField(value: &self.gateway) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.`internal`) }()
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.driver) }()
       default: break
       }
     }
@@ -425,6 +529,9 @@ nonisolated extension Berth_Agent_V1_CreateNetworkRequest: SwiftProtobuf.Message
     if !self.labels.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.labels, fieldNumber: 5)
     }
+    if !self.driver.isEmpty {
+      try visitor.visitSingularStringField(value: self.driver, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -434,6 +541,7 @@ nonisolated extension Berth_Agent_V1_CreateNetworkRequest: SwiftProtobuf.Message
     if lhs.gateway != rhs.gateway {return false}
     if lhs.`internal` != rhs.`internal` {return false}
     if lhs.labels != rhs.labels {return false}
+    if lhs.driver != rhs.driver {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -764,6 +872,189 @@ nonisolated extension Berth_Agent_V1_DisconnectNetworkResponse: SwiftProtobuf.Me
   }
 
   public static func ==(lhs: Berth_Agent_V1_DisconnectNetworkResponse, rhs: Berth_Agent_V1_DisconnectNetworkResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_OverlayPeer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OverlayPeer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{1}vtep\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.vtep) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 1)
+    }
+    if !self.vtep.isEmpty {
+      try visitor.visitSingularStringField(value: self.vtep, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_OverlayPeer, rhs: Berth_Agent_V1_OverlayPeer) -> Bool {
+    if lhs.address != rhs.address {return false}
+    if lhs.vtep != rhs.vtep {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_OverlayService: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OverlayService"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}endpoint_mode\0\u{3}virtual_ip\0\u{1}tasks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.endpointMode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.virtualIp) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.tasks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.endpointMode.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpointMode, fieldNumber: 2)
+    }
+    if !self.virtualIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.virtualIp, fieldNumber: 3)
+    }
+    if !self.tasks.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tasks, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_OverlayService, rhs: Berth_Agent_V1_OverlayService) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.endpointMode != rhs.endpointMode {return false}
+    if lhs.virtualIp != rhs.virtualIp {return false}
+    if lhs.tasks != rhs.tasks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_OverlayState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OverlayState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{1}vtep\0\u{1}peers\0\u{1}services\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._network) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.vtep) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._network {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.vtep.isEmpty {
+      try visitor.visitSingularStringField(value: self.vtep, fieldNumber: 2)
+    }
+    if !self.peers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 3)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_OverlayState, rhs: Berth_Agent_V1_OverlayState) -> Bool {
+    if lhs._network != rhs._network {return false}
+    if lhs.vtep != rhs.vtep {return false}
+    if lhs.peers != rhs.peers {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_SetOverlaysRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetOverlaysRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}networks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.networks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.networks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.networks, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_SetOverlaysRequest, rhs: Berth_Agent_V1_SetOverlaysRequest) -> Bool {
+    if lhs.networks != rhs.networks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_SetOverlaysResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetOverlaysResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_SetOverlaysResponse, rhs: Berth_Agent_V1_SetOverlaysResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -291,71 +291,131 @@ public nonisolated struct Berth_Controller_V1_UpdatePolicy: Sendable {
   fileprivate var _monitorMs: Int64? = nil
 }
 
-public nonisolated struct Berth_Controller_V1_ServiceSpec: Sendable {
+public nonisolated struct Berth_Controller_V1_ServiceSpec: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
-  public var replicas: Int32 = 0
+  public var replicas: Int32 {
+    get {_storage._replicas}
+    set {_uniqueStorage()._replicas = newValue}
+  }
 
   /// Each replica's container; its name is the controller's to choose.
   public var container: Berth_Agent_V1_ContainerSpec {
-    get {_container ?? Berth_Agent_V1_ContainerSpec()}
-    set {_container = newValue}
+    get {_storage._container ?? Berth_Agent_V1_ContainerSpec()}
+    set {_uniqueStorage()._container = newValue}
   }
   /// Returns true if `container` has been explicitly set.
-  public var hasContainer: Bool {self._container != nil}
+  public var hasContainer: Bool {_storage._container != nil}
   /// Clears the value of `container`. Subsequent reads from it will return its default value.
-  public mutating func clearContainer() {self._container = nil}
+  public mutating func clearContainer() {_uniqueStorage()._container = nil}
 
   /// node.labels.KEY==VALUE, node.labels.KEY!=VALUE, node.id==ID, node.hostname==NAME.
-  public var constraints: [String] = []
+  public var constraints: [String] {
+    get {_storage._constraints}
+    set {_uniqueStorage()._constraints = newValue}
+  }
 
   /// spread=node.labels.KEY or spread=engine.labels.KEY, before the spread
   /// over nodes every service has.
-  public var placementPreferences: [String] = []
+  public var placementPreferences: [String] {
+    get {_storage._placementPreferences}
+    set {_uniqueStorage()._placementPreferences = newValue}
+  }
 
   /// Replicas an update replaces at a time (1 when 0); update.parallelism
   /// when update is present.
-  public var updateParallelism: Int32 = 0
+  public var updateParallelism: Int32 {
+    get {_storage._updateParallelism}
+    set {_uniqueStorage()._updateParallelism = newValue}
+  }
 
-  public var mode: Berth_Controller_V1_ServiceMode = .unspecified
+  public var mode: Berth_Controller_V1_ServiceMode {
+    get {_storage._mode}
+    set {_uniqueStorage()._mode = newValue}
+  }
 
   /// Replicated jobs: replicas run at once (all when 0).
-  public var maxConcurrent: Int32 = 0
+  public var maxConcurrent: Int32 {
+    get {_storage._maxConcurrent}
+    set {_uniqueStorage()._maxConcurrent = newValue}
+  }
 
   /// At most this many replicas on one node (0: no limit).
-  public var maxReplicasPerNode: Int32 = 0
+  public var maxReplicasPerNode: Int32 {
+    get {_storage._maxReplicasPerNode}
+    set {_uniqueStorage()._maxReplicasPerNode = newValue}
+  }
 
   public var update: Berth_Controller_V1_UpdatePolicy {
-    get {_update ?? Berth_Controller_V1_UpdatePolicy()}
-    set {_update = newValue}
+    get {_storage._update ?? Berth_Controller_V1_UpdatePolicy()}
+    set {_uniqueStorage()._update = newValue}
   }
   /// Returns true if `update` has been explicitly set.
-  public var hasUpdate: Bool {self._update != nil}
+  public var hasUpdate: Bool {_storage._update != nil}
   /// Clears the value of `update`. Subsequent reads from it will return its default value.
-  public mutating func clearUpdate() {self._update = nil}
+  public mutating func clearUpdate() {_uniqueStorage()._update = nil}
 
   /// The agent stops the replicas itself after this long without its
   /// controller; absent: they keep running.
   public var stopAfterDisconnectMs: Int64 {
-    get {_stopAfterDisconnectMs ?? 0}
-    set {_stopAfterDisconnectMs = newValue}
+    get {_storage._stopAfterDisconnectMs ?? 0}
+    set {_uniqueStorage()._stopAfterDisconnectMs = newValue}
   }
   /// Returns true if `stopAfterDisconnectMs` has been explicitly set.
-  public var hasStopAfterDisconnectMs: Bool {self._stopAfterDisconnectMs != nil}
+  public var hasStopAfterDisconnectMs: Bool {_storage._stopAfterDisconnectMs != nil}
   /// Clears the value of `stopAfterDisconnectMs`. Subsequent reads from it will return its default value.
-  public mutating func clearStopAfterDisconnectMs() {self._stopAfterDisconnectMs = nil}
+  public mutating func clearStopAfterDisconnectMs() {_uniqueStorage()._stopAfterDisconnectMs = nil}
+
+  /// Overlay networks (names or IDs; the controller answers with IDs).
+  public var networks: [String] {
+    get {_storage._networks}
+    set {_uniqueStorage()._networks = newValue}
+  }
+
+  /// "vip" (or empty) or "dnsrr".
+  public var endpointMode: String {
+    get {_storage._endpointMode}
+    set {_uniqueStorage()._endpointMode = newValue}
+  }
+
+  public var publish: [Berth_Controller_V1_ServicePort] {
+    get {_storage._publish}
+    set {_uniqueStorage()._publish = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _container: Berth_Agent_V1_ContainerSpec? = nil
-  fileprivate var _update: Berth_Controller_V1_UpdatePolicy? = nil
-  fileprivate var _stopAfterDisconnectMs: Int64? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// --publish published=P,target=T,protocol=tcp|udp,mode=host|ingress.
+public nonisolated struct Berth_Controller_V1_ServicePort: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var published: UInt32 = 0
+
+  public var target: UInt32 = 0
+
+  /// "tcp" (or empty) or "udp".
+  public var `protocol`: String = String()
+
+  /// "host" (or empty) or "ingress".
+  public var mode: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Berth_Controller_V1_UpdateStatus: Sendable {
@@ -516,6 +576,12 @@ public nonisolated struct Berth_Controller_V1_Service: @unchecked Sendable {
     set {_uniqueStorage()._progressMessage = newValue}
   }
 
+  /// Its virtual IP on each overlay network, by network ID.
+  public var virtualIps: Dictionary<String,String> {
+    get {_storage._virtualIps}
+    set {_uniqueStorage()._virtualIps = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -642,6 +708,12 @@ public nonisolated struct Berth_Controller_V1_Replica: @unchecked Sendable {
     set {_uniqueStorage()._removed = newValue}
   }
 
+  /// Its address on each overlay network, by network ID.
+  public var addresses: Dictionary<String,String> {
+    get {_storage._addresses}
+    set {_uniqueStorage()._addresses = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -675,30 +747,27 @@ public nonisolated struct Berth_Controller_V1_NodeVerdict: Sendable {
   public init() {}
 }
 
-public nonisolated struct Berth_Controller_V1_CreateServiceRequest: @unchecked Sendable {
+public nonisolated struct Berth_Controller_V1_CreateServiceRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var spec: Berth_Controller_V1_ServiceSpec {
-    get {_storage._spec ?? Berth_Controller_V1_ServiceSpec()}
-    set {_uniqueStorage()._spec = newValue}
+    get {_spec ?? Berth_Controller_V1_ServiceSpec()}
+    set {_spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {_storage._spec != nil}
+  public var hasSpec: Bool {self._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
+  public mutating func clearSpec() {self._spec = nil}
 
-  public var dryRun: Bool {
-    get {_storage._dryRun}
-    set {_uniqueStorage()._dryRun = newValue}
-  }
+  public var dryRun: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _spec: Berth_Controller_V1_ServiceSpec? = nil
 }
 
 public nonisolated struct Berth_Controller_V1_CreateServiceResponse: Sendable {
@@ -796,42 +865,33 @@ public nonisolated struct Berth_Controller_V1_InspectServiceResponse: Sendable {
   fileprivate var _service: Berth_Controller_V1_Service? = nil
 }
 
-public nonisolated struct Berth_Controller_V1_UpdateServiceRequest: @unchecked Sendable {
+public nonisolated struct Berth_Controller_V1_UpdateServiceRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var service: String {
-    get {_storage._service}
-    set {_uniqueStorage()._service = newValue}
-  }
+  public var service: String = String()
 
   public var spec: Berth_Controller_V1_ServiceSpec {
-    get {_storage._spec ?? Berth_Controller_V1_ServiceSpec()}
-    set {_uniqueStorage()._spec = newValue}
+    get {_spec ?? Berth_Controller_V1_ServiceSpec()}
+    set {_spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {_storage._spec != nil}
+  public var hasSpec: Bool {self._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
+  public mutating func clearSpec() {self._spec = nil}
 
   /// Refused when the service has changed since (0 skips the check).
-  public var expectedVersion: Int64 {
-    get {_storage._expectedVersion}
-    set {_uniqueStorage()._expectedVersion = newValue}
-  }
+  public var expectedVersion: Int64 = 0
 
   /// Roll the replicas over even if the spec is unchanged.
-  public var force: Bool {
-    get {_storage._force}
-    set {_uniqueStorage()._force = newValue}
-  }
+  public var force: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _spec: Berth_Controller_V1_ServiceSpec? = nil
 }
 
 public nonisolated struct Berth_Controller_V1_UpdateServiceResponse: Sendable {
@@ -1136,7 +1196,168 @@ nonisolated extension Berth_Controller_V1_UpdatePolicy: SwiftProtobuf.Message, S
 
 nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}replicas\0\u{1}container\0\u{1}constraints\0\u{3}placement_preferences\0\u{3}update_parallelism\0\u{1}mode\0\u{3}max_concurrent\0\u{3}max_replicas_per_node\0\u{1}update\0\u{3}stop_after_disconnect_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}replicas\0\u{1}container\0\u{1}constraints\0\u{3}placement_preferences\0\u{3}update_parallelism\0\u{1}mode\0\u{3}max_concurrent\0\u{3}max_replicas_per_node\0\u{1}update\0\u{3}stop_after_disconnect_ms\0\u{1}networks\0\u{3}endpoint_mode\0\u{1}publish\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _replicas: Int32 = 0
+    var _container: Berth_Agent_V1_ContainerSpec? = nil
+    var _constraints: [String] = []
+    var _placementPreferences: [String] = []
+    var _updateParallelism: Int32 = 0
+    var _mode: Berth_Controller_V1_ServiceMode = .unspecified
+    var _maxConcurrent: Int32 = 0
+    var _maxReplicasPerNode: Int32 = 0
+    var _update: Berth_Controller_V1_UpdatePolicy? = nil
+    var _stopAfterDisconnectMs: Int64? = nil
+    var _networks: [String] = []
+    var _endpointMode: String = String()
+    var _publish: [Berth_Controller_V1_ServicePort] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _replicas = source._replicas
+      _container = source._container
+      _constraints = source._constraints
+      _placementPreferences = source._placementPreferences
+      _updateParallelism = source._updateParallelism
+      _mode = source._mode
+      _maxConcurrent = source._maxConcurrent
+      _maxReplicasPerNode = source._maxReplicasPerNode
+      _update = source._update
+      _stopAfterDisconnectMs = source._stopAfterDisconnectMs
+      _networks = source._networks
+      _endpointMode = source._endpointMode
+      _publish = source._publish
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._replicas) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._container) }()
+        case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._constraints) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._placementPreferences) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._updateParallelism) }()
+        case 7: try { try decoder.decodeSingularEnumField(value: &_storage._mode) }()
+        case 8: try { try decoder.decodeSingularInt32Field(value: &_storage._maxConcurrent) }()
+        case 9: try { try decoder.decodeSingularInt32Field(value: &_storage._maxReplicasPerNode) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._update) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._stopAfterDisconnectMs) }()
+        case 12: try { try decoder.decodeRepeatedStringField(value: &_storage._networks) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._endpointMode) }()
+        case 14: try { try decoder.decodeRepeatedMessageField(value: &_storage._publish) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if _storage._replicas != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._replicas, fieldNumber: 2)
+      }
+      try { if let v = _storage._container {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if !_storage._constraints.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._constraints, fieldNumber: 4)
+      }
+      if !_storage._placementPreferences.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._placementPreferences, fieldNumber: 5)
+      }
+      if _storage._updateParallelism != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._updateParallelism, fieldNumber: 6)
+      }
+      if _storage._mode != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._mode, fieldNumber: 7)
+      }
+      if _storage._maxConcurrent != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxConcurrent, fieldNumber: 8)
+      }
+      if _storage._maxReplicasPerNode != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxReplicasPerNode, fieldNumber: 9)
+      }
+      try { if let v = _storage._update {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      try { if let v = _storage._stopAfterDisconnectMs {
+        try visitor.visitSingularInt64Field(value: v, fieldNumber: 11)
+      } }()
+      if !_storage._networks.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._networks, fieldNumber: 12)
+      }
+      if !_storage._endpointMode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endpointMode, fieldNumber: 13)
+      }
+      if !_storage._publish.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._publish, fieldNumber: 14)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Controller_V1_ServiceSpec, rhs: Berth_Controller_V1_ServiceSpec) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._replicas != rhs_storage._replicas {return false}
+        if _storage._container != rhs_storage._container {return false}
+        if _storage._constraints != rhs_storage._constraints {return false}
+        if _storage._placementPreferences != rhs_storage._placementPreferences {return false}
+        if _storage._updateParallelism != rhs_storage._updateParallelism {return false}
+        if _storage._mode != rhs_storage._mode {return false}
+        if _storage._maxConcurrent != rhs_storage._maxConcurrent {return false}
+        if _storage._maxReplicasPerNode != rhs_storage._maxReplicasPerNode {return false}
+        if _storage._update != rhs_storage._update {return false}
+        if _storage._stopAfterDisconnectMs != rhs_storage._stopAfterDisconnectMs {return false}
+        if _storage._networks != rhs_storage._networks {return false}
+        if _storage._endpointMode != rhs_storage._endpointMode {return false}
+        if _storage._publish != rhs_storage._publish {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Controller_V1_ServicePort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServicePort"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}published\0\u{1}target\0\u{1}protocol\0\u{1}mode\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1144,75 +1365,36 @@ nonisolated extension Berth_Controller_V1_ServiceSpec: SwiftProtobuf.Message, Sw
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._container) }()
-      case 4: try { try decoder.decodeRepeatedStringField(value: &self.constraints) }()
-      case 5: try { try decoder.decodeRepeatedStringField(value: &self.placementPreferences) }()
-      case 6: try { try decoder.decodeSingularInt32Field(value: &self.updateParallelism) }()
-      case 7: try { try decoder.decodeSingularEnumField(value: &self.mode) }()
-      case 8: try { try decoder.decodeSingularInt32Field(value: &self.maxConcurrent) }()
-      case 9: try { try decoder.decodeSingularInt32Field(value: &self.maxReplicasPerNode) }()
-      case 10: try { try decoder.decodeSingularMessageField(value: &self._update) }()
-      case 11: try { try decoder.decodeSingularInt64Field(value: &self._stopAfterDisconnectMs) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.published) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.target) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.mode) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    if self.published != 0 {
+      try visitor.visitSingularUInt32Field(value: self.published, fieldNumber: 1)
     }
-    if self.replicas != 0 {
-      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 2)
+    if self.target != 0 {
+      try visitor.visitSingularUInt32Field(value: self.target, fieldNumber: 2)
     }
-    try { if let v = self._container {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
-    if !self.constraints.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.constraints, fieldNumber: 4)
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 3)
     }
-    if !self.placementPreferences.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.placementPreferences, fieldNumber: 5)
+    if !self.mode.isEmpty {
+      try visitor.visitSingularStringField(value: self.mode, fieldNumber: 4)
     }
-    if self.updateParallelism != 0 {
-      try visitor.visitSingularInt32Field(value: self.updateParallelism, fieldNumber: 6)
-    }
-    if self.mode != .unspecified {
-      try visitor.visitSingularEnumField(value: self.mode, fieldNumber: 7)
-    }
-    if self.maxConcurrent != 0 {
-      try visitor.visitSingularInt32Field(value: self.maxConcurrent, fieldNumber: 8)
-    }
-    if self.maxReplicasPerNode != 0 {
-      try visitor.visitSingularInt32Field(value: self.maxReplicasPerNode, fieldNumber: 9)
-    }
-    try { if let v = self._update {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    } }()
-    try { if let v = self._stopAfterDisconnectMs {
-      try visitor.visitSingularInt64Field(value: v, fieldNumber: 11)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Berth_Controller_V1_ServiceSpec, rhs: Berth_Controller_V1_ServiceSpec) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.replicas != rhs.replicas {return false}
-    if lhs._container != rhs._container {return false}
-    if lhs.constraints != rhs.constraints {return false}
-    if lhs.placementPreferences != rhs.placementPreferences {return false}
-    if lhs.updateParallelism != rhs.updateParallelism {return false}
+  public static func ==(lhs: Berth_Controller_V1_ServicePort, rhs: Berth_Controller_V1_ServicePort) -> Bool {
+    if lhs.published != rhs.published {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
     if lhs.mode != rhs.mode {return false}
-    if lhs.maxConcurrent != rhs.maxConcurrent {return false}
-    if lhs.maxReplicasPerNode != rhs.maxReplicasPerNode {return false}
-    if lhs._update != rhs._update {return false}
-    if lhs._stopAfterDisconnectMs != rhs._stopAfterDisconnectMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1274,7 +1456,7 @@ nonisolated extension Berth_Controller_V1_UpdateStatus: SwiftProtobuf.Message, S
 
 nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Service"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}created_at\0\u{3}updated_at\0\u{1}message\0\u{1}running\0\u{1}revision\0\u{3}previous_spec\0\u{3}previous_version\0\u{3}update_status\0\u{1}desired\0\u{1}updated\0\u{1}pending\0\u{1}completed\0\u{1}progress\0\u{3}progress_message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}created_at\0\u{3}updated_at\0\u{1}message\0\u{1}running\0\u{1}revision\0\u{3}previous_spec\0\u{3}previous_version\0\u{3}update_status\0\u{1}desired\0\u{1}updated\0\u{1}pending\0\u{1}completed\0\u{1}progress\0\u{3}progress_message\0\u{3}virtual_ips\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -1294,6 +1476,7 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
     var _completed: Int32 = 0
     var _progress: Berth_Controller_V1_Progress = .unspecified
     var _progressMessage: String = String()
+    var _virtualIps: Dictionary<String,String> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1321,6 +1504,7 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
       _completed = source._completed
       _progress = source._progress
       _progressMessage = source._progressMessage
+      _virtualIps = source._virtualIps
     }
   }
 
@@ -1356,6 +1540,7 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
         case 15: try { try decoder.decodeSingularInt32Field(value: &_storage._completed) }()
         case 16: try { try decoder.decodeSingularEnumField(value: &_storage._progress) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._progressMessage) }()
+        case 18: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._virtualIps) }()
         default: break
         }
       }
@@ -1419,6 +1604,9 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
       if !_storage._progressMessage.isEmpty {
         try visitor.visitSingularStringField(value: _storage._progressMessage, fieldNumber: 17)
       }
+      if !_storage._virtualIps.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._virtualIps, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1445,6 +1633,7 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
         if _storage._completed != rhs_storage._completed {return false}
         if _storage._progress != rhs_storage._progress {return false}
         if _storage._progressMessage != rhs_storage._progressMessage {return false}
+        if _storage._virtualIps != rhs_storage._virtualIps {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1456,7 +1645,7 @@ nonisolated extension Berth_Controller_V1_Service: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replica"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_name\0\u{1}slot\0\u{1}version\0\u{3}node_id\0\u{3}node_hostname\0\u{3}container_name\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at\0\u{3}updated_at\0\u{3}not_before\0\u{3}restart_count\0\u{1}attempt\0\u{1}removed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_name\0\u{1}slot\0\u{1}version\0\u{3}node_id\0\u{3}node_hostname\0\u{3}container_name\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at\0\u{3}updated_at\0\u{3}not_before\0\u{3}restart_count\0\u{1}attempt\0\u{1}removed\0\u{1}addresses\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -1477,6 +1666,7 @@ nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftP
     var _restartCount: Int32 = 0
     var _attempt: Int32 = 0
     var _removed: Bool = false
+    var _addresses: Dictionary<String,String> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1505,6 +1695,7 @@ nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftP
       _restartCount = source._restartCount
       _attempt = source._attempt
       _removed = source._removed
+      _addresses = source._addresses
     }
   }
 
@@ -1541,6 +1732,7 @@ nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftP
         case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._restartCount) }()
         case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._attempt) }()
         case 18: try { try decoder.decodeSingularBoolField(value: &_storage._removed) }()
+        case 19: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._addresses) }()
         default: break
         }
       }
@@ -1607,6 +1799,9 @@ nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftP
       if _storage._removed != false {
         try visitor.visitSingularBoolField(value: _storage._removed, fieldNumber: 18)
       }
+      if !_storage._addresses.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._addresses, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1634,6 +1829,7 @@ nonisolated extension Berth_Controller_V1_Replica: SwiftProtobuf.Message, SwiftP
         if _storage._restartCount != rhs_storage._restartCount {return false}
         if _storage._attempt != rhs_storage._attempt {return false}
         if _storage._removed != rhs_storage._removed {return false}
+        if _storage._addresses != rhs_storage._addresses {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1702,74 +1898,36 @@ nonisolated extension Berth_Controller_V1_CreateServiceRequest: SwiftProtobuf.Me
   public static let protoMessageName: String = _protobuf_package + ".CreateServiceRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}dry_run\0")
 
-  fileprivate class _StorageClass {
-    var _spec: Berth_Controller_V1_ServiceSpec? = nil
-    var _dryRun: Bool = false
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _spec = source._spec
-      _dryRun = source._dryRun
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
-        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._dryRun) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      try { if let v = _storage._spec {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-      } }()
-      if _storage._dryRun != false {
-        try visitor.visitSingularBoolField(value: _storage._dryRun, fieldNumber: 2)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_CreateServiceRequest, rhs: Berth_Controller_V1_CreateServiceRequest) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._spec != rhs_storage._spec {return false}
-        if _storage._dryRun != rhs_storage._dryRun {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs._spec != rhs._spec {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1951,88 +2109,46 @@ nonisolated extension Berth_Controller_V1_UpdateServiceRequest: SwiftProtobuf.Me
   public static let protoMessageName: String = _protobuf_package + ".UpdateServiceRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}spec\0\u{3}expected_version\0\u{1}force\0")
 
-  fileprivate class _StorageClass {
-    var _service: String = String()
-    var _spec: Berth_Controller_V1_ServiceSpec? = nil
-    var _expectedVersion: Int64 = 0
-    var _force: Bool = false
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _service = source._service
-      _spec = source._spec
-      _expectedVersion = source._expectedVersion
-      _force = source._force
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._service) }()
-        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
-        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._expectedVersion) }()
-        case 4: try { try decoder.decodeSingularBoolField(value: &_storage._force) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.expectedVersion) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.force) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._service.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._service, fieldNumber: 1)
-      }
-      try { if let v = _storage._spec {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-      } }()
-      if _storage._expectedVersion != 0 {
-        try visitor.visitSingularInt64Field(value: _storage._expectedVersion, fieldNumber: 3)
-      }
-      if _storage._force != false {
-        try visitor.visitSingularBoolField(value: _storage._force, fieldNumber: 4)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.expectedVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.expectedVersion, fieldNumber: 3)
+    }
+    if self.force != false {
+      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Berth_Controller_V1_UpdateServiceRequest, rhs: Berth_Controller_V1_UpdateServiceRequest) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._service != rhs_storage._service {return false}
-        if _storage._spec != rhs_storage._spec {return false}
-        if _storage._expectedVersion != rhs_storage._expectedVersion {return false}
-        if _storage._force != rhs_storage._force {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.service != rhs.service {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.expectedVersion != rhs.expectedVersion {return false}
+    if lhs.force != rhs.force {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

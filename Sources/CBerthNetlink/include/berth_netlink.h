@@ -20,9 +20,11 @@ int berth_netns_create(const char *path, char *stage, size_t stage_size);
 int berth_netns_configure(const char *path, const char *ifname, const unsigned char *mac, uint32_t address, int prefix,
                           uint32_t gateway, char *stage, size_t stage_size);
 /* A veth pair through rtnetlink: `host` in `bridge`, up if `up`; its peer
- * named `peer`, with `mac`, moved into the namespace at `netns_path`. 0, or
- * -1 with errno (EEXIST: `host` exists; ENODEV: no such bridge). */
-int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path, int up);
+ * named `peer`, with `mac`, moved into the namespace at `netns_path`; both
+ * ends with `mtu` bytes unless it is 0. 0, or -1 with errno (EEXIST: `host`
+ * exists; ENODEV: no such bridge). */
+int berth_veth_create(const char *host, const char *bridge, const char *peer, const unsigned char mac[6], const char *netns_path, int up,
+                      unsigned int mtu);
 /* Renames the interface `name` (which must be down) and sets it up, in one
  * rtnetlink request. 0, or -1 with errno. */
 int berth_link_rename_up(const char *name, const char *new_name);
