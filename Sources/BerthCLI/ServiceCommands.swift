@@ -202,6 +202,8 @@ struct ServiceView: Encodable {
     var previousSpec: ServiceSpec?
     var createdAt: Date
     var updatedAt: Date
+    /// Its virtual IP on each overlay network, by network ID.
+    var virtualIPs: [String: String]?
 
     init(_ s: Berth_Controller_V1_Service) throws {
         let spec = try ServiceSpec(proto: s.spec)
@@ -243,6 +245,7 @@ struct ServiceView: Encodable {
         }
         createdAt = s.createdAt.date
         updatedAt = s.updatedAt.date
+        virtualIPs = s.virtualIps.isEmpty ? nil : s.virtualIps
     }
 }
 
@@ -310,6 +313,8 @@ struct ServicePs: AsyncParsableCommand {
         var removed: Bool
         var notBefore: Date?
         var updatedAt: Date
+        /// Its address on each overlay network, by network ID.
+        var addresses: [String: String]?
     }
 
     func run() async throws {
@@ -331,7 +336,7 @@ struct ServicePs: AsyncParsableCommand {
                 View(id: $0.id, service: $0.serviceName, name: $0.containerName, node: $0.nodeHostname, nodeID: $0.nodeID,
                      desiredState: $0.desiredState, state: $0.state, message: $0.message, slot: $0.slot, version: $0.version,
                      exitCode: $0.hasExitCode ? $0.exitCode : nil, restartCount: $0.restartCount, attempt: $0.attempt, removed: $0.removed,
-                     notBefore: $0.hasNotBefore ? $0.notBefore.date : nil, updatedAt: $0.updatedAt.date)
+                     notBefore: $0.hasNotBefore ? $0.notBefore.date : nil, updatedAt: $0.updatedAt.date, addresses: $0.addresses.isEmpty ? nil : $0.addresses)
             })
         case .human:
             var previous = ""

@@ -93,6 +93,20 @@ struct OverlayNetworkTests {
         let seen = Set(logs.split(separator: "\n").filter { $0.contains(":\(clientAddress)]:") }.compactMap { $0.split(separator: " ").first.map(String.init) })
         #expect(seen.count == 3, "each replica logged \(clientAddress): \(logs.suffix(2000))")
 
+        // dnsrr: the name is the replicas' addresses, and there is no VIP.
+        #expect(try await cluster.cli([
+            "service", "create", "--name", "rr", "--replicas", "2", "--endpoint-mode", "dnsrr", "--network", "app", "--constraint", "node.labels.zone!=c",
+            "busybox", "sleep", "100000",
+        ]).status == 0)
+        var rr: Set<String> = []
+        _ = try await cluster.eventually {
+            rr = Self.addresses(try await Self.exec(cluster, cluster.agents[2], "client", ["nslookup", "rr"]).stdout)
+            return rr.count == 2
+        }
+        let rrTasks = Self.addresses(try await Self.exec(cluster, cluster.agents[2], "client", ["nslookup", "tasks.rr"]).stdout)
+        #expect(rr.count == 2 && rr == rrTasks, "rr: \(rr), tasks.rr: \(rrTasks)")
+        #expect(try await cluster.cli(["service", "rm", "rr"]).status == 0)
+
         // Two overlays do not meet: from `other`, a replica's address is unreachable.
         #expect(try await cluster.cli(["service", "create", "--name", "stranger", "--network", "other", "--constraint", "node.labels.zone==c", "busybox", "sleep", "100000"]).status == 0)
         #expect(try await cluster.eventually { try await cluster.replicas("stranger").first?.state == "running" })
@@ -134,10 +148,25 @@ struct OverlayNetworkTests {
         let remaining = Self.addresses(try await Self.exec(cluster, cluster.agents[2], "client", ["nslookup", "tasks.web"]).stdout)
         #expect(remaining.count >= 2 && remaining.isDisjoint(with: lostAddresses), "tasks.web: \(remaining), lost: \(lostAddresses)")
 
+        // The client's agent killed with -9: the next one keeps the
+        // controller's last word (names, virtual IPs) and serves on.
+        cluster.killAgent(2)
+        try await cluster.restartAgent(2)
+        let restarted = try await Self.exec(cluster, cluster.agents[2], "client", ["for i in $(seq 10); do timeout 3 wget -q -O - http://web/ || echo FAILED; done"])
+        #expect(restarted.stdout.split(separator: "\n").count == 10 && !restarted.stdout.contains("FAILED"), "\(restarted.stdout)")
+        // Host 1 back: its old replicas go, and with none left there, its overlay devices too.
+        _ = try NetworkTests.ip(["link", "set", "btv\(hosts.tag)1", "up"], checked: true)
+        try await cluster.restartAgent(1)
+        let converged = try await cluster.eventually(timeout: .seconds(30)) {
+            let listed = try await cluster.berth(cluster.agents[1], ["ps", "-aq", "--filter", "label=berth.service=web"]).stdout
+            return try listed.isEmpty && Self.leftovers(hosts, 1).isEmpty
+        }
+        #expect(converged, "host 1: \((try? Self.leftovers(hosts, 1)) ?? "")")
+
         // Everything removed: the network refused no more, nothing left on a host.
         for service in ["web", "client", "stranger", "pub"] { #expect(try await cluster.cli(["service", "rm", service]).status == 0) }
         #expect(try await cluster.eventually(timeout: .seconds(30)) { try await cluster.cli(["network", "rm", "app", "other"]).status == 0 })
-        for i in [0, 2] {
+        for i in 0..<3 {
             let clean = try await cluster.eventually {
                 let listed = try await cluster.berth(cluster.agents[i], ["network", "ls"]).stdout
                 return try Self.leftovers(hosts, i).isEmpty && !listed.contains("overlay")
