@@ -50,6 +50,16 @@ extension OverlayState {
                     $0.tasks = service.tasks.map(\.description)
                 }
             }
+            $0.nodeAddress = nodeAddress?.description ?? ""
+            $0.ingress = ingress.map { port in
+                .with {
+                    $0.published = UInt32(port.published)
+                    $0.target = UInt32(port.target)
+                    $0.protocol = port.transport.rawValue
+                    $0.local = port.local.map(\.description)
+                    $0.remote = port.remote.map(\.description)
+                }
+            }
         }
     }
 
@@ -68,7 +78,19 @@ extension OverlayState {
                 virtualIP: service.virtualIp.isEmpty ? nil : try IPv4Address(parsing: service.virtualIp),
                 tasks: try service.tasks.map { try IPv4Address(parsing: $0) })
         }
-        self.init(network: network, vtep: try IPv4Address(parsing: p.vtep), peers: peers, services: services)
+        let ingress = try p.ingress.map { port in
+            guard let published = UInt16(exactly: port.published), published > 0, let target = UInt16(exactly: port.target), target > 0,
+                let transport = PortProtocol(rawValue: port.protocol)
+            else {
+                throw BerthError.invalid("overlay network \(network.name): ingress port \(port.published)/\(port.protocol) → \(port.target) is not a port")
+            }
+            return OverlayState.Ingress(
+                published: published, target: target, transport: transport, local: try port.local.map { try IPv4Address(parsing: $0) },
+                remote: try port.remote.map { try IPv4Address(parsing: $0) })
+        }
+        self.init(
+            network: network, vtep: try IPv4Address(parsing: p.vtep), peers: peers, services: services,
+            nodeAddress: p.nodeAddress.isEmpty ? nil : try IPv4Address(parsing: p.nodeAddress), ingress: ingress)
     }
 }
 
@@ -90,7 +112,7 @@ extension ServicePort {
         guard let transport = PortProtocol(rawValue: p.protocol.isEmpty ? "tcp" : p.protocol.lowercased()) else {
             throw BerthError.invalid("--publish protocol=\(p.protocol): tcp or udp")
         }
-        guard let mode = Mode(rawValue: p.mode.isEmpty ? "host" : p.mode.lowercased()) else {
+        guard let mode = Mode(rawValue: p.mode.isEmpty ? "ingress" : p.mode.lowercased()) else {
             throw BerthError.invalid("--publish mode=\(p.mode): host or ingress")
         }
         self.init(published: published, target: target, transport: transport, mode: mode)

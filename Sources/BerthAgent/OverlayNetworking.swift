@@ -56,6 +56,7 @@ extension ContainerNetworking {
         }
         overlays.withLock { $0 = after }
         persistOverlays(after)
+        do { try installIngress(after) } catch { problems.append("ingress ports: \(error)") }
         if !problems.isEmpty { throw BerthError(.internal, problems.joined(separator: "; ")) }
     }
 
@@ -68,6 +69,11 @@ extension ContainerNetworking {
         let had = fresh ? [] : Set(old?.peers ?? [])
         let now = Set(state.peers)
         try VXLAN.update(device: device, adding: Array(now.subtracting(had)), removing: Array(had.subtracting(now)))
+        if let address = state.nodeAddress {
+            try ensureNodePort(network, vni: vni, address: address)
+        } else {
+            try? HostNetwork.deleteLink(nodePort(vni: vni))
+        }
         registerNames(state)
         if fresh || made || old?.services != state.services {
             for container in users where FileIO.exists(netnsPath(container.id)) {
@@ -83,7 +89,9 @@ extension ContainerNetworking {
     /// dnsrr) and `tasks.SERVICE`.
     private func registerNames(_ state: OverlayState) {
         let network = state.network
-        var entries = state.peers.map { NameTable.Entry(networkID: network.id, networkName: network.name, address: $0.address, names: [$0.name]) }
+        var entries = state.peers.filter { !$0.name.isEmpty }.map {
+            NameTable.Entry(networkID: network.id, networkName: network.name, address: $0.address, names: [$0.name])
+        }
         for service in state.services {
             for address in service.addresses {
                 entries.append(NameTable.Entry(networkID: network.id, networkName: network.name, address: address, names: [service.name]))
@@ -100,6 +108,7 @@ extension ContainerNetworking {
         let id = state.network.id
         names.unregister(container: "overlay:\(id)")
         try? HostNetwork.deleteLink(vxlanDevice(vni: state.network.vni))
+        try? HostNetwork.deleteLink(nodePort(vni: state.network.vni))
         guard let network = try? store.get(id) else { return }
         do {
             try store.remove(id, users: [])
@@ -131,7 +140,48 @@ extension ContainerNetworking {
         }
         guard !gone.isEmpty else { return }
         for state in gone { removeOverlay(state) }
-        persistOverlays(overlays.withLock { $0 })
+        let kept = overlays.withLock { $0 }
+        persistOverlays(kept)
+        try? installIngress(kept)
+    }
+
+    /// The node's own port on an overlay network (ingress traffic to other
+    /// nodes' replicas leaves from its address): `ni…` on the host with the
+    /// address (a /32, so the network's route stays the bridge's) and the
+    /// MAC made from it, its peer `np…` in the bridge.
+    func nodePort(vni: Int) -> String { "ni" + vethPrefix.dropFirst() + String(format: "%06x", vni) }
+
+    private func ensureNodePort(_ network: Network, vni: Int, address: IPv4Address) throws {
+        let host = nodePort(vni: vni)
+        let peer = "np" + host.dropFirst(2)
+        let mtu = VXLAN.linkMTU(network.bridge) ?? 1450
+        if HostNetwork.linkExists(host), !((try? HostNetwork.run(["-4", "-o", "addr", "show", "dev", host])) ?? "").contains(" \(address)/32 ") {
+            try HostNetwork.deleteLink(host)
+        }
+        guard !HostNetwork.linkExists(host) else { return }
+        try HostNetwork.run(["link", "add", host, "type", "veth", "peer", "name", peer])
+        do {
+            try HostNetwork.run(["link", "set", peer, "master", network.bridge, "mtu", String(mtu), "up"])
+            try HostNetwork.run(["link", "set", host, "address", address.macAddress, "mtu", String(mtu), "up"])
+            try HostNetwork.run(["addr", "add", "\(address)/32", "dev", host])
+            // Replies arrive here from addresses routed through the bridge: loose reverse-path filtering.
+            try FileIO.write("2\n", to: "/proc/sys/net/ipv4/conf/\(host)/rp_filter")
+            try VXLAN.pin(mac: address.macAddress, to: peer)
+        } catch {
+            try? HostNetwork.deleteLink(host)
+            throw error
+        }
+    }
+
+    /// Every overlay network's ingress ports, in the agent's table.
+    private func installIngress(_ states: [String: OverlayState]) throws {
+        guard Firewall.available else { return }
+        var ports: [Firewall.IngressPort] = []
+        for state in states.values.sorted(by: { $0.network.name < $1.network.name }) where !state.ingress.isEmpty {
+            guard let network = try? store.get(state.network.id) else { continue }
+            ports += state.ingress.map { Firewall.IngressPort(bridge: network.bridge, nodeAddress: state.nodeAddress, port: $0) }
+        }
+        try firewall.setIngress(ports)
     }
 
     /// A starting container's virtual IPs, for the overlays it is on.
@@ -171,6 +221,7 @@ extension ContainerNetworking {
                 let device = vxlanDevice(vni: state.network.vni)
                 try VXLAN.ensure(device: device, vni: state.network.vni, local: state.vtep, bridge: network.bridge, mtu: VXLAN.mtu(under: state.vtep))
                 try VXLAN.update(device: device, adding: state.peers, removing: [])
+                if let address = state.nodeAddress { try ensureNodePort(network, vni: state.network.vni, address: address) }
                 registerNames(state)
                 kept[state.network.id] = state
             } catch {
@@ -179,8 +230,10 @@ extension ContainerNetworking {
         }
         overlays.withLock { $0 = kept }
         overlaysWanted.withLock { $0 = Set(kept.keys) }
-        let devices = Set(recorded.keys.map { vxlanDevice(vni: $0) })
-        for link in HostNetwork.links(prefix: "vx" + vethPrefix.dropFirst()) where !devices.contains(link) {
+        do { try installIngress(kept) } catch { problems.append("ingress ports: \(error)") }
+        let devices = Set(recorded.keys.map { vxlanDevice(vni: $0) } + kept.values.filter { $0.nodeAddress != nil }.map { nodePort(vni: $0.network.vni) })
+        for link in HostNetwork.links(prefix: "vx" + vethPrefix.dropFirst()) + HostNetwork.links(prefix: "ni" + vethPrefix.dropFirst())
+        where !devices.contains(link) {
             do { try HostNetwork.deleteLink(link) } catch { problems.append("stale VXLAN device \(link): \(error)") }
         }
         return problems

@@ -51,6 +51,7 @@ public enum OverlayPlanner {
     /// container may still run).
     public static func taken(on network: OverlayNetwork, services: some Sequence<ClusterService>, replicas: some Sequence<Replica>) -> Set<IPv4Address> {
         var taken: Set<IPv4Address> = [network.gateway]
+        taken.formUnion(network.nodeAddresses.values)
         for service in services { if let vip = service.virtualIPs[network.id] { taken.insert(vip) } }
         for replica in replicas where !replica.removed { if let address = replica.addresses[network.id] { taken.insert(address) } }
         return taken
@@ -134,6 +135,44 @@ public enum OverlayPlanner {
         }
     }
 
+    /// The networks of services with an ingress port: every node is on them.
+    public static func ingressNetworks(_ services: some Sequence<ClusterService>) -> Set<String> {
+        Set(services.filter { $0.spec.publish.contains { $0.mode == .ingress } }.compactMap(\.spec.networks.first))
+    }
+
+    /// Gives `node` its own address on each network with ingress ports
+    /// that lacks one; the networks changed.
+    public static func assignNodeAddresses(
+        for node: ClusterNode, networks: [String: OverlayNetwork], services: [String: ClusterService], replicas: some Sequence<Replica>
+    ) -> [OverlayNetwork] {
+        guard vtep(of: node) != nil else { return [] }
+        var changed: [OverlayNetwork] = []
+        for id in ingressNetworks(services.values).sorted() {
+            guard var network = networks[id], network.nodeAddresses[node.id] == nil,
+                let address = allocate(on: network, taken: taken(on: network, services: services.values, replicas: replicas))
+            else { continue }
+            network.nodeAddresses[node.id] = address
+            changed.append(network)
+        }
+        return changed
+    }
+
+    /// Refuses a service whose ingress port another service publishes (an
+    /// ingress port is taken on every node), or which publishes a port
+    /// another's ingress takes.
+    public static func checkPorts(_ service: ClusterService, among services: some Sequence<ClusterService>) throws {
+        for other in services where other.id != service.id {
+            for mine in service.spec.publish {
+                if let clash = other.spec.publish.first(where: {
+                    $0.published == mine.published && $0.transport == mine.transport && ($0.mode == .ingress || mine.mode == .ingress)
+                }) {
+                    throw BerthError(
+                        .alreadyExists, "port \(mine.published)/\(mine.transport.rawValue) is published by service \(other.spec.name) (mode \(clash.mode.rawValue))")
+                }
+            }
+        }
+    }
+
     /// The address a node's VTEP has: the host of its agent's address.
     public static func vtep(of node: ClusterNode) -> IPv4Address? {
         var host = Substring(node.address)
@@ -151,7 +190,8 @@ public enum OverlayPlanner {
     ) -> [OverlayState]? {
         guard !networks.isEmpty else { return [] }
         let live = replicas.filter { !$0.removed && $0.isAssigned }
-        let here = Set(live.filter { $0.nodeID == node.id && $0.desiredState == .running }.flatMap(\.addresses.keys))
+        let ingress = ingressNetworks(services.values)
+        let here = Set(live.filter { $0.nodeID == node.id && $0.desiredState == .running }.flatMap(\.addresses.keys)).union(ingress)
         guard !here.isEmpty else { return [] }
         guard let vtep = vtep(of: node) else { return nil }
         var vteps: [String: IPv4Address] = [:]
@@ -159,21 +199,38 @@ public enum OverlayPlanner {
         return here.sorted().compactMap { id -> OverlayState? in
             guard let network = networks[id] else { return nil }
             var peers: [OverlayState.Peer] = []
-            var tasks: [String: [IPv4Address]] = [:]
+            var tasks: [String: [(address: IPv4Address, here: Bool)]] = [:]
             for replica in live {
                 guard let address = replica.addresses[id] else { continue }
                 if replica.nodeID != node.id, let far = vteps[replica.nodeID] {
                     peers.append(OverlayState.Peer(address: address, vtep: far, name: replica.containerName))
                 }
-                if replica.desiredState == .running && replica.state == .running { tasks[replica.serviceID, default: []].append(address) }
+                if replica.desiredState == .running && replica.state == .running {
+                    tasks[replica.serviceID, default: []].append((address, replica.nodeID == node.id))
+                }
+            }
+            // Other nodes' own addresses (their ingress traffic comes from them): no name.
+            for (other, address) in network.nodeAddresses where other != node.id {
+                if let far = vteps[other] { peers.append(OverlayState.Peer(address: address, vtep: far, name: "")) }
             }
             let onNetwork = services.values.filter { $0.spec.networks.contains(id) }
             let entries = onNetwork.map { service in
                 OverlayState.Service(
                     name: service.spec.name, mode: service.spec.endpointMode, virtualIP: service.virtualIPs[id],
-                    tasks: (tasks[service.id] ?? []).sorted())
+                    tasks: (tasks[service.id] ?? []).map(\.address).sorted())
             }
-            return OverlayState(network: network, vtep: vtep, peers: peers, services: entries)
+            var ports: [OverlayState.Ingress] = []
+            for service in onNetwork where service.spec.networks.first == id {
+                let serving = tasks[service.id] ?? []
+                for port in service.spec.publish where port.mode == .ingress {
+                    ports.append(
+                        OverlayState.Ingress(
+                            published: port.published, target: port.target, transport: port.transport,
+                            local: serving.filter(\.here).map(\.address).sorted(), remote: serving.filter { !$0.here }.map(\.address).sorted()))
+                }
+            }
+            let nodeAddress = ingress.contains(id) ? network.nodeAddresses[node.id] : nil
+            return OverlayState(network: network, vtep: vtep, peers: peers, services: entries, nodeAddress: nodeAddress, ingress: ports)
         }
     }
 }

@@ -136,6 +136,7 @@ public actor ServiceManager {
         }
         let now = Date()
         var service = ClusterService(id: RandomHex.make(25), spec: spec, createdAt: now, updatedAt: now)
+        try OverlayPlanner.checkPorts(service, among: services.values)
         try OverlayPlanner.assignVirtualIPs(&service, networks: networks, services: services.values, replicas: replicas.values)
         let request = try ServicePlanner.request(for: service)
         var cluster = ServicePlanner.cluster(nodes: nodes, services: services, replicas: replicas.values)
@@ -303,6 +304,7 @@ public actor ServiceManager {
         service.spec = spec
         service.revision += 1
         service.updatedAt = now
+        try OverlayPlanner.checkPorts(service, among: services.values)
         try OverlayPlanner.assignVirtualIPs(&service, networks: networks, services: services.values.filter { $0.id != service.id }, replicas: replicas.values)
         let stored = apply(StoreChange(services: [service]))
         logger.info("service updated", metadata: ["service": "\(spec.name)", "version": "\(service.version)"])
@@ -481,6 +483,8 @@ public actor ServiceManager {
         }
         var nodes = knownNodes
         nodes[node.id] = node
+        let addressed = OverlayPlanner.assignNodeAddresses(for: node, networks: networks, services: services, replicas: replicas.values)
+        if !addressed.isEmpty { _ = apply(StoreChange(networks: addressed)) }
         let overlays = OverlayPlanner.states(for: node, nodes: nodes, networks: networks, services: services, replicas: replicas.values)
         let work = NodeWork(node: node, replicas: onNode, specs: specs, clusterID: clusterID, overlays: overlays)
         // Nothing is started for a placement before it is stored: a change

@@ -204,8 +204,8 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
             throw BerthError.invalid("--network \(networks[0]): a replica on an overlay is on no other network (\(container.network))")
         }
         for port in publish {
-            if port.mode == .ingress {
-                throw BerthError.invalid("--publish \(port.published): mode=ingress (the routing mesh) is not offered; use mode=host")
+            if port.mode == .ingress && networks.isEmpty {
+                throw BerthError.invalid("--publish \(port.published): mode=ingress reaches replicas over an overlay network; give the service --network (or use mode=host)")
             }
             if publish.filter({ $0.published == port.published && $0.transport == port.transport }).count > 1 {
                 throw BerthError.invalid("--publish: port \(port.published)/\(port.transport.rawValue) is published twice")

@@ -18,11 +18,16 @@ public struct OverlayNetwork: Codable, Sendable, Hashable, Identifiable {
     public var `internal`: Bool
     public var labels: [String: String]
     public var createdAt: Date
+    /// Each node's own address on the network, by node ID, given while
+    /// the network has a service with an ingress port: what a node's
+    /// ingress traffic to a replica on another node leaves from.
+    public var nodeAddresses: [String: IPv4Address]
 
     public init(
         id: String, name: String, subnet: IPv4Subnet, gateway: IPv4Address, vni: Int, internal: Bool, labels: [String: String] = [:],
-        createdAt: Date
+        createdAt: Date, nodeAddresses: [String: IPv4Address] = [:]
     ) {
+        self.nodeAddresses = nodeAddresses
         self.id = id
         self.name = name
         self.subnet = subnet
@@ -40,6 +45,18 @@ public struct OverlayNetwork: Codable, Sendable, Hashable, Identifiable {
     public static let firstVNI = 4096
     /// Bytes VXLAN adds to each frame (outer IPv4, UDP, VXLAN and Ethernet headers).
     public static let encapsulationOverhead = 50
+
+    private enum CodingKeys: String, CodingKey { case id, name, subnet, gateway, vni, `internal`, labels, createdAt, nodeAddresses }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            id: try c.decode(String.self, forKey: .id), name: try c.decode(String.self, forKey: .name), subnet: try c.decode(IPv4Subnet.self, forKey: .subnet),
+            gateway: try c.decode(IPv4Address.self, forKey: .gateway), vni: try c.decode(Int.self, forKey: .vni),
+            internal: try c.decode(Bool.self, forKey: .internal), labels: try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:],
+            createdAt: try c.decode(Date.self, forKey: .createdAt),
+            nodeAddresses: try c.decodeIfPresent([String: IPv4Address].self, forKey: .nodeAddresses) ?? [:])
+    }
 
     /// The same network as one node's bridge network.
     public var local: Network {
@@ -116,6 +133,29 @@ public struct OverlayState: Codable, Sendable, Hashable {
         }
     }
 
+    /// A port every node publishes for a service (mode ingress): to a
+    /// replica on the node itself when it has any (the client's address
+    /// kept), else to one on another node, leaving from the node's own
+    /// address on the network (the client's address is then lost).
+    public struct Ingress: Codable, Sendable, Hashable, Comparable {
+        public var published: UInt16
+        public var target: UInt16
+        public var transport: PortProtocol
+        /// The serving replicas on this node, and on the others.
+        public var local: [IPv4Address]
+        public var remote: [IPv4Address]
+
+        public init(published: UInt16, target: UInt16, transport: PortProtocol, local: [IPv4Address], remote: [IPv4Address]) {
+            self.published = published
+            self.target = target
+            self.transport = transport
+            self.local = local
+            self.remote = remote
+        }
+
+        public static func < (a: Ingress, b: Ingress) -> Bool { (a.published, a.transport.rawValue) < (b.published, b.transport.rawValue) }
+    }
+
     public var network: OverlayNetwork
     /// This node's VTEP: the address the others send its traffic to.
     public var vtep: IPv4Address
@@ -123,18 +163,27 @@ public struct OverlayState: Codable, Sendable, Hashable {
     public var peers: [Peer]
     /// Sorted by name.
     public var services: [Service]
+    /// This node's own address on the network (while it has ingress ports).
+    public var nodeAddress: IPv4Address?
+    /// Sorted by port.
+    public var ingress: [Ingress]
 
-    public init(network: OverlayNetwork, vtep: IPv4Address, peers: [Peer], services: [Service]) {
+    public init(
+        network: OverlayNetwork, vtep: IPv4Address, peers: [Peer], services: [Service], nodeAddress: IPv4Address? = nil, ingress: [Ingress] = []
+    ) {
         self.network = network
         self.vtep = vtep
         self.peers = peers.sorted()
         self.services = services.sorted()
+        self.nodeAddress = nodeAddress
+        self.ingress = ingress.sorted()
     }
 }
 
 /// `--publish published=8080,target=80[,protocol=tcp][,mode=host]`, or
-/// docker's short `8080:80[/udp]`, for a service. Mode host is the
-/// default here (docker's is ingress, which Berth does not offer yet).
+/// docker's short `8080:80[/udp]`, for a service. The long form's mode
+/// is ingress unless given, as docker's; the short form is a port of
+/// the replica's own node (mode host).
 public struct ServicePort: Codable, Sendable, Hashable {
     public enum Mode: String, Codable, Sendable, Hashable {
         /// Published on each node that runs a replica, to that replica.
@@ -148,7 +197,7 @@ public struct ServicePort: Codable, Sendable, Hashable {
     public var transport: PortProtocol
     public var mode: Mode
 
-    public init(published: UInt16, target: UInt16, transport: PortProtocol = .tcp, mode: Mode = .host) {
+    public init(published: UInt16, target: UInt16, transport: PortProtocol = .tcp, mode: Mode = .ingress) {
         self.published = published
         self.target = target
         self.transport = transport
@@ -162,7 +211,7 @@ public struct ServicePort: Codable, Sendable, Hashable {
             guard mapping.hostIP == nil, mapping.hostPort != 0 else {
                 throw BerthError.invalid("--publish \(text): expected PUBLISHED:TARGET[/PROTOCOL] or published=…,target=…")
             }
-            self.init(published: mapping.hostPort, target: mapping.containerPort, transport: mapping.transport)
+            self.init(published: mapping.hostPort, target: mapping.containerPort, transport: mapping.transport, mode: .host)
             return
         }
         var fields: [String: String] = [:]
@@ -187,7 +236,7 @@ public struct ServicePort: Codable, Sendable, Hashable {
             guard let m = Mode(rawValue: value.lowercased()) else { throw BerthError.invalid("--publish \(text): mode is host or ingress") }
             return m
         }
-        self.init(published: published, target: target, transport: transport ?? .tcp, mode: mode ?? .host)
+        self.init(published: published, target: target, transport: transport ?? .tcp, mode: mode ?? .ingress)
     }
 
     public var description: String {

@@ -61,16 +61,23 @@ public struct Firewall: Sendable {
                 dnat ip to ip daddr . meta l4proto . th dport map @publish_addr
                 dnat ip to meta l4proto . th dport map @publish_any
               }
+              chain ingress {
+              }
+              chain ingress_snat {
+              }
               chain prerouting {
                 type nat hook prerouting priority dstnat; policy accept;
                 fib daddr type local jump publish
+                fib daddr type local jump ingress
               }
               chain output {
                 type nat hook output priority -100; policy accept;
                 fib daddr type local jump publish
+                fib daddr type local jump ingress
               }
               chain postrouting {
                 type nat hook postrouting priority srcnat; policy accept;
+                jump ingress_snat
                 ip saddr 127.0.0.0/8 oifname @bridges masquerade
                 ip saddr @outbound oifname != @bridges masquerade
               }
@@ -86,6 +93,50 @@ public struct Firewall: Sendable {
             """
         script += bridges.map(elements(adding:)).joined()
         script += elements(adding: forwards)
+        try apply(script)
+    }
+
+    /// An overlay network's ingress port on this node.
+    public struct IngressPort: Sendable, Hashable {
+        /// The network's bridge.
+        public var bridge: String
+        /// The node's own address on the network (what traffic to another
+        /// node's replica leaves from); nil sends to local replicas only.
+        public var nodeAddress: IPv4Address?
+        public var port: OverlayState.Ingress
+
+        public init(bridge: String, nodeAddress: IPv4Address?, port: OverlayState.Ingress) {
+            self.bridge = bridge
+            self.nodeAddress = nodeAddress
+            self.port = port
+        }
+    }
+
+    /// The conntrack mark of ingress connections sent to another node's replica.
+    static let ingressMark = "0x62657274"
+
+    /// Replaces the ingress rules, in one transaction: each port sent to
+    /// one of the node's own replicas (chosen per connection; the client's
+    /// address kept), or when it has none, to one on another node, with its
+    /// source rewritten to the node's own address on the network so that
+    /// the replies come back through this node.
+    public func setIngress(_ ports: [IngressPort]) throws {
+        var script = "flush chain ip \(table) ingress\nflush chain ip \(table) ingress_snat\n"
+        var snat: Set<String> = []
+        for entry in ports {
+            let port = entry.port
+            let remote = port.local.isEmpty
+            let tasks = remote ? port.remote : port.local
+            guard !tasks.isEmpty, !remote || entry.nodeAddress != nil else { continue }
+            let map = tasks.enumerated().map { "\($0.offset) : \($0.element)" }.joined(separator: ", ")
+            let mark = remote ? "ct mark set \(Self.ingressMark) " : ""
+            script += "add rule ip \(table) ingress meta l4proto \(port.transport.rawValue) th dport \(port.published) "
+                + "\(mark)dnat ip to numgen random mod \(tasks.count) map { \(map) } : \(port.target)\n"
+            if remote, let address = entry.nodeAddress {
+                snat.insert("add rule ip \(table) ingress_snat ct mark \(Self.ingressMark) oifname \"\(entry.bridge)\" snat ip to \(address)\n")
+            }
+        }
+        script += snat.sorted().joined()
         try apply(script)
     }
 

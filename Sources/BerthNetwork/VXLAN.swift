@@ -58,6 +58,11 @@ public enum VXLAN {
         return made
     }
 
+    /// A static entry in a bridge: frames for `mac` go to `port`.
+    public static func pin(mac: String, to port: String) throws {
+        try bridgeTool.run(["fdb", "replace", mac, "dev", port, "master", "static"])
+    }
+
     /// Adds and removes peers' entries, in one run of each tool.
     public static func update(device: String, adding: [OverlayState.Peer], removing: [OverlayState.Peer]) throws {
         guard !adding.isEmpty || !removing.isEmpty else { return }

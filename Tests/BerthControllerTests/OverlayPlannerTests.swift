@@ -119,6 +119,38 @@ struct OverlayPlannerTests {
         #expect(dnsrr.services[0].virtualIPs.isEmpty)
     }
 
+    @Test("an ingress port: every node is on the network with an address of its own, told which replicas are its own and which are elsewhere; a port is published by one service only")
+    func ingress() throws {
+        var (world, network, networks) = try Self.world()
+        world.services[0].spec.publish = [ServicePort(published: 8080, target: 80)]
+        let services = Dictionary(uniqueKeysWithValues: world.services.map { ($0.id, $0) })
+        let nodes = Dictionary(uniqueKeysWithValues: world.nodes.map { ($0.id, $0) })
+        for node in world.nodes {
+            for changed in OverlayPlanner.assignNodeAddresses(for: node, networks: networks, services: services, replicas: world.replicas) {
+                networks[changed.id] = changed
+            }
+        }
+        let given = networks[network.id]!.nodeAddresses
+        #expect(given.count == 3 && Set(given.values).count == 3)
+        #expect(Set(given.values).isDisjoint(with: world.replicas.compactMap { $0.addresses[network.id] }))
+        let idle = world.nodes.first { node in !world.replicas.contains { $0.nodeID == node.id } }
+        for node in world.nodes {
+            let state = try #require(OverlayPlanner.states(for: node, nodes: nodes, networks: networks, services: services, replicas: world.replicas)?.first)
+            let port = try #require(state.ingress.first)
+            let mine = world.replicas.filter { $0.nodeID == node.id }.compactMap { $0.addresses[network.id] }.sorted()
+            #expect(state.nodeAddress == given[node.id] && port.local == mine && port.local.count + port.remote.count == 3)
+            #expect(state.peers.filter { $0.name.isEmpty }.map(\.address).sorted() == given.filter { $0.key != node.id }.values.sorted())
+            if node.id == idle?.id { #expect(port.local.isEmpty, "a node without a replica sends to the others") }
+        }
+        var other = PlannerWorld.service("api")
+        other.spec.networks = [network.id]
+        other.spec.publish = [ServicePort(published: 8080, target: 81, mode: .host)]
+        let clash = #expect(throws: BerthError.self) { try OverlayPlanner.checkPorts(other, among: world.services) }
+        #expect(clash?.message.contains("published by service web") == true)
+        other.spec.publish = [ServicePort(published: 8080, target: 81, transport: .udp)]
+        try OverlayPlanner.checkPorts(other, among: world.services)
+    }
+
     @Test("a spec names networks by name, ID or ID prefix; an unknown one is refused")
     func resolve() throws {
         let network = try Self.network("app")

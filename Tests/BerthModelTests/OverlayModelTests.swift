@@ -4,10 +4,10 @@ import Testing
 
 @Suite("overlay model")
 struct OverlayModelTests {
-    @Test("--publish: the long form with its defaults (tcp, mode host), docker's short form; what is wrong is named")
+    @Test("--publish: the long form with its defaults (tcp, mode ingress, as docker's), the short form (mode host); what is wrong is named")
     func publish() throws {
         let long = try ServicePort(parsing: "published=8080,target=80")
-        #expect(long == ServicePort(published: 8080, target: 80, transport: .tcp, mode: .host))
+        #expect(long == ServicePort(published: 8080, target: 80, transport: .tcp, mode: .ingress))
         #expect(try ServicePort(parsing: "published=53,target=53,protocol=udp,mode=ingress") == ServicePort(published: 53, target: 53, transport: .udp, mode: .ingress))
         #expect(try ServicePort(parsing: "8080:80/udp") == ServicePort(published: 8080, target: 80, transport: .udp, mode: .host))
         for (text, words) in [
@@ -19,7 +19,7 @@ struct OverlayModelTests {
         }
     }
 
-    @Test("a service spec: one overlay, no routing mesh, no port twice, not --publish and -p together; old records decode with the defaults")
+    @Test("a service spec: one overlay, ingress only over one, no port twice, not --publish and -p together; old records decode with the defaults")
     func spec() throws {
         var spec = ServiceSpec(name: "web", container: ContainerSpec(image: "busybox"), networks: ["app"])
         try spec.validate()
@@ -27,8 +27,11 @@ struct OverlayModelTests {
         #expect(throws: BerthError.self) { try spec.validate() }
         spec.networks = ["app"]
         spec.publish = [ServicePort(published: 80, target: 80, mode: .ingress)]
+        try spec.validate()
+        spec.networks = []
         let mesh = #expect(throws: BerthError.self) { try spec.validate() }
-        #expect(mesh?.message.contains("mode=ingress") == true)
+        #expect(mesh?.message.contains("mode=ingress reaches replicas over an overlay network") == true)
+        spec.networks = ["app"]
         spec.publish = [ServicePort(published: 80, target: 80), ServicePort(published: 80, target: 81)]
         #expect(throws: BerthError.self) { try spec.validate() }
         spec.publish = [ServicePort(published: 80, target: 80)]

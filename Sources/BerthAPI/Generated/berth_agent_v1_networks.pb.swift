@@ -303,33 +303,76 @@ public nonisolated struct Berth_Agent_V1_OverlayService: Sendable {
   public init() {}
 }
 
-public nonisolated struct Berth_Agent_V1_OverlayState: Sendable {
+public nonisolated struct Berth_Agent_V1_OverlayState: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Its ID, name, subnet, gateway, internal, labels, created_at and vni.
   public var network: Berth_Agent_V1_Network {
-    get {_network ?? Berth_Agent_V1_Network()}
-    set {_network = newValue}
+    get {_storage._network ?? Berth_Agent_V1_Network()}
+    set {_uniqueStorage()._network = newValue}
   }
   /// Returns true if `network` has been explicitly set.
-  public var hasNetwork: Bool {self._network != nil}
+  public var hasNetwork: Bool {_storage._network != nil}
   /// Clears the value of `network`. Subsequent reads from it will return its default value.
-  public mutating func clearNetwork() {self._network = nil}
+  public mutating func clearNetwork() {_uniqueStorage()._network = nil}
 
   /// This node's VXLAN endpoint address.
-  public var vtep: String = String()
+  public var vtep: String {
+    get {_storage._vtep}
+    set {_uniqueStorage()._vtep = newValue}
+  }
 
-  public var peers: [Berth_Agent_V1_OverlayPeer] = []
+  public var peers: [Berth_Agent_V1_OverlayPeer] {
+    get {_storage._peers}
+    set {_uniqueStorage()._peers = newValue}
+  }
 
-  public var services: [Berth_Agent_V1_OverlayService] = []
+  public var services: [Berth_Agent_V1_OverlayService] {
+    get {_storage._services}
+    set {_uniqueStorage()._services = newValue}
+  }
+
+  /// This node's own address on the network, while it has ingress ports.
+  public var nodeAddress: String {
+    get {_storage._nodeAddress}
+    set {_uniqueStorage()._nodeAddress = newValue}
+  }
+
+  public var ingress: [Berth_Agent_V1_OverlayIngress] {
+    get {_storage._ingress}
+    set {_uniqueStorage()._ingress = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _network: Berth_Agent_V1_Network? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A port every node publishes for a service (mode ingress).
+public nonisolated struct Berth_Agent_V1_OverlayIngress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var published: UInt32 = 0
+
+  public var target: UInt32 = 0
+
+  /// "tcp" or "udp".
+  public var `protocol`: String = String()
+
+  /// The serving replicas on this node, and on the others.
+  public var local: [String] = []
+
+  public var remote: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Berth_Agent_V1_SetOverlaysRequest: Sendable {
@@ -964,7 +1007,112 @@ nonisolated extension Berth_Agent_V1_OverlayService: SwiftProtobuf.Message, Swif
 
 nonisolated extension Berth_Agent_V1_OverlayState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OverlayState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{1}vtep\0\u{1}peers\0\u{1}services\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{1}vtep\0\u{1}peers\0\u{1}services\0\u{3}node_address\0\u{1}ingress\0")
+
+  fileprivate class _StorageClass {
+    var _network: Berth_Agent_V1_Network? = nil
+    var _vtep: String = String()
+    var _peers: [Berth_Agent_V1_OverlayPeer] = []
+    var _services: [Berth_Agent_V1_OverlayService] = []
+    var _nodeAddress: String = String()
+    var _ingress: [Berth_Agent_V1_OverlayIngress] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _network = source._network
+      _vtep = source._vtep
+      _peers = source._peers
+      _services = source._services
+      _nodeAddress = source._nodeAddress
+      _ingress = source._ingress
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._network) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._vtep) }()
+        case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._peers) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._services) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._nodeAddress) }()
+        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._ingress) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._network {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._vtep.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._vtep, fieldNumber: 2)
+      }
+      if !_storage._peers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._peers, fieldNumber: 3)
+      }
+      if !_storage._services.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._services, fieldNumber: 4)
+      }
+      if !_storage._nodeAddress.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeAddress, fieldNumber: 5)
+      }
+      if !_storage._ingress.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._ingress, fieldNumber: 6)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_OverlayState, rhs: Berth_Agent_V1_OverlayState) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._network != rhs_storage._network {return false}
+        if _storage._vtep != rhs_storage._vtep {return false}
+        if _storage._peers != rhs_storage._peers {return false}
+        if _storage._services != rhs_storage._services {return false}
+        if _storage._nodeAddress != rhs_storage._nodeAddress {return false}
+        if _storage._ingress != rhs_storage._ingress {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_OverlayIngress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OverlayIngress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}published\0\u{1}target\0\u{1}protocol\0\u{1}local\0\u{1}remote\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -972,40 +1120,41 @@ nonisolated extension Berth_Agent_V1_OverlayState: SwiftProtobuf.Message, SwiftP
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._network) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.vtep) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.published) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.target) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.local) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.remote) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._network {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if !self.vtep.isEmpty {
-      try visitor.visitSingularStringField(value: self.vtep, fieldNumber: 2)
+    if self.published != 0 {
+      try visitor.visitSingularUInt32Field(value: self.published, fieldNumber: 1)
     }
-    if !self.peers.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 3)
+    if self.target != 0 {
+      try visitor.visitSingularUInt32Field(value: self.target, fieldNumber: 2)
     }
-    if !self.services.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 4)
+    if !self.`protocol`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 3)
+    }
+    if !self.local.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.local, fieldNumber: 4)
+    }
+    if !self.remote.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.remote, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Berth_Agent_V1_OverlayState, rhs: Berth_Agent_V1_OverlayState) -> Bool {
-    if lhs._network != rhs._network {return false}
-    if lhs.vtep != rhs.vtep {return false}
-    if lhs.peers != rhs.peers {return false}
-    if lhs.services != rhs.services {return false}
+  public static func ==(lhs: Berth_Agent_V1_OverlayIngress, rhs: Berth_Agent_V1_OverlayIngress) -> Bool {
+    if lhs.published != rhs.published {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.local != rhs.local {return false}
+    if lhs.remote != rhs.remote {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

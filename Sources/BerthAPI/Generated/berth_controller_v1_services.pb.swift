@@ -410,7 +410,7 @@ public nonisolated struct Berth_Controller_V1_ServicePort: Sendable {
   /// "tcp" (or empty) or "udp".
   public var `protocol`: String = String()
 
-  /// "host" (or empty) or "ingress".
+  /// "ingress" (or empty) or "host".
   public var mode: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
