@@ -100,6 +100,13 @@ extension ContainerSpec {
         p.network = network
         p.networkAliases = networkAliases
         if let ipv4Address { p.ipv4Address = ipv4Address }
+        p.additionalNetworks = (additionalNetworks ?? []).map { a in
+            .with {
+                $0.network = a.network
+                $0.ipv4Address = a.ipv4Address ?? ""
+                $0.aliases = a.aliases
+            }
+        }
         p.restartPolicy = restartPolicy.description
         p.stopSignal = stopSignal?.name ?? ""
         if let stopTimeout { p.stopTimeoutSeconds = Int32(clamping: stopTimeout) }
@@ -149,6 +156,9 @@ extension ContainerSpec {
             network: p.network.isEmpty ? "bridge" : p.network,
             networkAliases: p.networkAliases,
             ipv4Address: p.hasIpv4Address ? p.ipv4Address : nil,
+            additionalNetworks: p.additionalNetworks.isEmpty
+                ? nil
+                : p.additionalNetworks.map { NetworkAttachment(network: $0.network, ipv4Address: $0.ipv4Address.isEmpty ? nil : $0.ipv4Address, aliases: $0.aliases) },
             restartPolicy: try RestartPolicy(parsing: p.restartPolicy),
             stopSignal: p.stopSignal.isEmpty ? nil : try Signal(parsing: p.stopSignal),
             stopTimeout: p.hasStopTimeoutSeconds ? Int(p.stopTimeoutSeconds) : nil,

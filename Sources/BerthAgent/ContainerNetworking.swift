@@ -280,6 +280,19 @@ public final class ContainerNetworking: Sendable {
         }
     }
 
+    /// A network a container may be on besides its first: a user-defined
+    /// (or overlay) network.
+    ///
+    /// - Throws: `BerthError.invalidArgument` for none, host or the
+    ///   default network; `notFound` for an unknown one.
+    public func userNetwork(_ reference: String) throws -> Network {
+        guard !Network.reservedNames.contains(reference) else {
+            throw BerthError.invalid("--network \(reference): only user-defined networks can be added to another")
+        }
+        guard let network = try? store.get(reference) else { throw BerthError.notFound("network", reference) }
+        return network
+    }
+
     /// A new endpoint for a container on `network`: the next interface name
     /// and the lowest free address (or `requested`).
     public func endpoint(

@@ -296,6 +296,15 @@ public actor ContainerSupervisor {
             endpoints.append(
                 try networking.endpoint(
                     on: network, aliases: spec.networkAliases, requested: requested, existing: [], others: Array(containers.values)))
+            for attachment in spec.additionalNetworks ?? [] {
+                let more = try networking.userNetwork(attachment.network)
+                endpoints.append(
+                    try networking.endpoint(
+                        on: more, aliases: attachment.aliases, requested: try attachment.ipv4Address.map { try IPv4Address(parsing: $0) },
+                        existing: endpoints, others: Array(containers.values)))
+            }
+        } else if !(spec.additionalNetworks ?? []).isEmpty {
+            throw BerthError.invalid("--network \(spec.network): a container on it can be on no other network")
         }
 
         // Volumes: named ones made on first use, anonymous ones made for this

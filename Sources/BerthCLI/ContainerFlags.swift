@@ -67,7 +67,8 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Add a Linux capability.") var capAdd: [String] = []
     @Option(help: "Drop a Linux capability.") var capDrop: [String] = []
     @Option(help: "Security options: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.") var securityOpt: [String] = []
-    @Option(help: "Network: bridge (the default network), a user-defined network, none (loopback only), or host (the host's own).") var network: String = "bridge"
+    @Option(help: "Network: bridge (the default network), a user-defined network, none (loopback only), or host (the host's own); again for more user-defined networks.")
+    var network: [String] = []
     @Option(help: "Another name for the container on its user-defined network.") var networkAlias: [String] = []
     @Option(help: "The container's IPv4 address on its network (the next free one when left out).") var ip: String?
     @Option(name: [.customShort("p"), .customLong("publish")], help: "Publish a container's port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].") var publish: [String] = []
@@ -98,7 +99,8 @@ struct ContainerFlags: ParsableArguments {
             name: name, image: image, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, command: command, env: envs,
             workingDir: workdir, user: user, labels: labels, hostname: hostname, resources: resources, mounts: mounts,
             ports: try publish.map { try PortMapping(parsing: $0) }, publishAll: publishAll,
-            network: network, networkAliases: networkAlias, ipv4Address: ip, restartPolicy: restartPolicy,
+            network: network.first ?? "bridge", networkAliases: networkAlias, ipv4Address: ip,
+            additionalNetworks: network.count > 1 ? network.dropFirst().map { NetworkAttachment(network: $0) } : nil, restartPolicy: restartPolicy,
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },

@@ -135,8 +135,8 @@ struct ServiceCreate: AsyncParsableCommand {
         // --network names an overlay network (made on the controller), as
         // docker's does; --publish published=…,target=… is a service port.
         var flags = container
-        let networks = Network.reservedNames.contains(flags.network) ? [] : [flags.network]
-        if !networks.isEmpty { flags.network = "bridge" }
+        let networks = flags.network.filter { !Network.reservedNames.contains($0) }
+        if !networks.isEmpty { flags.network.removeAll { !Network.reservedNames.contains($0) } }
         let publish = try flags.publish.filter { $0.contains("=") }.map { try ServicePort(parsing: $0) }
         flags.publish.removeAll { $0.contains("=") }
         var spec = ServiceSpec(

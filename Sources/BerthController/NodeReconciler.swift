@@ -228,6 +228,8 @@ public enum NodeReconciler {
         if let network = spec.networks.first, let address = replica.addresses[network] {
             container.network = network
             container.ipv4Address = address.description
+            let more = spec.networks.dropFirst().compactMap { id in replica.addresses[id].map { NetworkAttachment(network: id, ipv4Address: $0.description) } }
+            container.additionalNetworks = more.isEmpty ? nil : more
         }
         for port in spec.publish where port.mode == .host {
             container.ports.append(PortMapping(hostPort: port.published, containerPort: port.target, transport: port.transport))

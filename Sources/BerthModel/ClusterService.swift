@@ -199,7 +199,7 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
         for port in container.ports where port.hostPort == 0 {
             throw BerthError.invalid("-p \(port): give the host port; replicas on one node would otherwise differ in it")
         }
-        if networks.count > 1 { throw BerthError.invalid("--network: a service is on one overlay network in this release") }
+        if Set(networks).count != networks.count { throw BerthError.invalid("--network: a network is given twice") }
         if !networks.isEmpty && container.network != "bridge" && container.network != networks[0] {
             throw BerthError.invalid("--network \(networks[0]): a replica on an overlay is on no other network (\(container.network))")
         }

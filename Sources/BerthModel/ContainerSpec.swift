@@ -33,6 +33,9 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     public var networkAliases: [String]
     /// A fixed address on the network (`--ip`); nil takes the next free one.
     public var ipv4Address: String?
+    /// More networks, after `network` (`--network` given again; a
+    /// service's replica on several overlays); nil for none.
+    public var additionalNetworks: [NetworkAttachment]?
     /// What happens when the main process exits (`--restart`).
     public var restartPolicy: RestartPolicy
     /// Sent first by stop (`--stop-signal`); nil takes the image's or SIGTERM.
@@ -85,6 +88,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         network: String = "bridge",
         networkAliases: [String] = [],
         ipv4Address: String? = nil,
+        additionalNetworks: [NetworkAttachment]? = nil,
         restartPolicy: RestartPolicy = .no,
         stopSignal: Signal? = nil,
         stopTimeout: Int? = nil,
@@ -118,6 +122,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.network = network
         self.networkAliases = networkAliases
         self.ipv4Address = ipv4Address
+        self.additionalNetworks = additionalNetworks
         self.restartPolicy = restartPolicy
         self.stopSignal = stopSignal
         self.stopTimeout = stopTimeout
@@ -138,7 +143,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
-        case network, networkAliases, ipv4Address, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
+        case network, networkAliases, ipv4Address, additionalNetworks, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
         case securityOpts, tty, openStdin, autoRemove, ulimits, log, devices, healthcheck, healthOnFailure
     }
 
@@ -161,6 +166,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
             network: try c.decodeIfPresent(String.self, forKey: .network) ?? "bridge",
             networkAliases: try c.decodeIfPresent([String].self, forKey: .networkAliases) ?? [],
             ipv4Address: try c.decodeIfPresent(String.self, forKey: .ipv4Address),
+            additionalNetworks: try c.decodeIfPresent([NetworkAttachment].self, forKey: .additionalNetworks),
             restartPolicy: try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .no,
             stopSignal: try c.decodeIfPresent(Signal.self, forKey: .stopSignal),
             stopTimeout: try c.decodeIfPresent(Int.self, forKey: .stopTimeout),
@@ -237,6 +243,20 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         if autoRemove && restartPolicy != .no {
             throw BerthError.invalid("conflicting options: cannot specify both --restart and --rm")
         }
+    }
+}
+
+/// One more network a container is on, with its address there (nil: the
+/// next free one) and its other names there.
+public struct NetworkAttachment: Codable, Sendable, Hashable {
+    public var network: String
+    public var ipv4Address: String?
+    public var aliases: [String]
+
+    public init(network: String, ipv4Address: String? = nil, aliases: [String] = []) {
+        self.network = network
+        self.ipv4Address = ipv4Address
+        self.aliases = aliases
     }
 }
 

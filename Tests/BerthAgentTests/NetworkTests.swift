@@ -97,6 +97,27 @@ struct NetworkTests {
         #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(bridge)"))
     }
 
+    @Test("--network given twice: one interface on each user network; none, host or the default network cannot be added to another")
+    func twoNetworks() async throws {
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let (first, second) = (try Self.freeSubnet(), try Self.freeSubnet())
+        #expect(try await host.berth(["network", "create", "--subnet", first, "one"]).status == 0)
+        #expect(try await host.berth(["network", "create", "--subnet", second, "two"]).status == 0)
+        let both = try await host.berth(["run", "--rm", "--network", "one", "--network", "two", "busybox", "ip", "-4", "-o", "addr"])
+        #expect(both.status == 0, "\(both.stderr)")
+        let lines = both.stdout.split(separator: "\n")
+        #expect(lines.contains { $0.contains("eth0") && $0.contains("inet \(first.dropLast("0/24".count))") }, "\(both.stdout)")
+        #expect(lines.contains { $0.contains("eth1") && $0.contains("inet \(second.dropLast("0/24".count))") }, "\(both.stdout)")
+        for first in ["none", "host"] {
+            let refused = try await host.berth(["run", "--rm", "--network", first, "--network", "two", "busybox", "true"])
+            #expect(refused.status != 0 && refused.stderr.contains("can be on no other network"), "\(first): \(refused.stderr)")
+        }
+        let bridge = try await host.berth(["run", "--rm", "--network", "one", "--network", "bridge", "busybox", "true"])
+        #expect(bridge.status != 0 && bridge.stderr.contains("only user-defined networks"), "\(bridge.stderr)")
+        #expect(try await host.berth(["network", "rm", "one", "two"]).status == 0)
+    }
+
     @Test("--network none has only loopback, and it is up; --network host shares the host's interfaces")
     func modes() async throws {
         let host = try await ContainerHost()

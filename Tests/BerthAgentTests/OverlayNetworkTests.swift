@@ -116,6 +116,15 @@ struct OverlayNetworkTests {
         let named = try await Self.exec(cluster, cluster.agents[2], "stranger", ["nslookup web || echo UNKNOWN"])
         #expect(named.stdout.contains("UNKNOWN") || Self.addresses(named.stdout).isEmpty, "\(named.stdout)")
 
+        // A replica on both overlays reaches both.
+        #expect(try await cluster.cli([
+            "service", "create", "--name", "both", "--network", "app", "--network", "other", "--constraint", "node.labels.zone==c", "busybox", "sleep", "100000",
+        ]).status == 0)
+        #expect(try await cluster.eventually { try await cluster.replicas("both").first?.state == "running" })
+        let both = try await Self.exec(cluster, cluster.agents[2], "both", ["ip -4 -o addr; timeout 3 wget -q -O - http://web/ || echo FAILED; nslookup tasks.stranger | grep -q 10.91.7 && echo STRANGER"])
+        #expect(both.stdout.contains("inet 10.90.0.") && both.stdout.contains("inet 10.91.7.") && !both.stdout.contains("FAILED") && both.stdout.contains("STRANGER"), "\(both.stdout)")
+        #expect(try await cluster.cli(["service", "rm", "both"]).status == 0)
+
         // A mode=host port answers on the host of its replica, not elsewhere.
         #expect(try await cluster.cli([
             "service", "create", "--name", "pub", "--network", "app", "--constraint", "node.labels.zone==a", "--publish", "published=18080,target=80,mode=host",

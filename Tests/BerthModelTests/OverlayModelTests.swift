@@ -19,11 +19,13 @@ struct OverlayModelTests {
         }
     }
 
-    @Test("a service spec: one overlay, ingress only over one, no port twice, not --publish and -p together; old records decode with the defaults")
+    @Test("a service spec: overlays given once each, ingress only over one, no port twice, not --publish and -p together; old records decode with the defaults")
     func spec() throws {
         var spec = ServiceSpec(name: "web", container: ContainerSpec(image: "busybox"), networks: ["app"])
         try spec.validate()
         spec.networks = ["app", "db"]
+        try spec.validate()
+        spec.networks = ["app", "app"]
         #expect(throws: BerthError.self) { try spec.validate() }
         spec.networks = ["app"]
         spec.publish = [ServicePort(published: 80, target: 80, mode: .ingress)]

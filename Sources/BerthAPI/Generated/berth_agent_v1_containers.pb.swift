@@ -327,11 +327,34 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
     set {_uniqueStorage()._healthOnFailure = newValue}
   }
 
+  /// More networks, after `network`, each with its address (empty: the
+  /// next free one) and aliases.
+  public var additionalNetworks: [Berth_Agent_V1_NetworkAttachment] {
+    get {_storage._additionalNetworks}
+    set {_uniqueStorage()._additionalNetworks = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Berth_Agent_V1_NetworkAttachment: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var network: String = String()
+
+  public var ipv4Address: String = String()
+
+  public var aliases: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// --device HOST[:CONTAINER][:PERMISSIONS].
@@ -1564,7 +1587,7 @@ nonisolated extension Berth_Agent_V1_LogStream: SwiftProtobuf._ProtoNameProvidin
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0\u{1}healthcheck\0\u{3}health_on_failure\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0\u{1}healthcheck\0\u{3}health_on_failure\0\u{3}additional_networks\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1599,6 +1622,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _devices: [Berth_Agent_V1_DeviceMapping] = []
     var _healthcheck: Berth_Agent_V1_HealthCheck? = nil
     var _healthOnFailure: String = String()
+    var _additionalNetworks: [Berth_Agent_V1_NetworkAttachment] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1641,6 +1665,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _devices = source._devices
       _healthcheck = source._healthcheck
       _healthOnFailure = source._healthOnFailure
+      _additionalNetworks = source._additionalNetworks
     }
   }
 
@@ -1691,6 +1716,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 30: try { try decoder.decodeRepeatedMessageField(value: &_storage._devices) }()
         case 31: try { try decoder.decodeSingularMessageField(value: &_storage._healthcheck) }()
         case 32: try { try decoder.decodeSingularStringField(value: &_storage._healthOnFailure) }()
+        case 33: try { try decoder.decodeRepeatedMessageField(value: &_storage._additionalNetworks) }()
         default: break
         }
       }
@@ -1799,6 +1825,9 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       if !_storage._healthOnFailure.isEmpty {
         try visitor.visitSingularStringField(value: _storage._healthOnFailure, fieldNumber: 32)
       }
+      if !_storage._additionalNetworks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._additionalNetworks, fieldNumber: 33)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1840,10 +1869,51 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._devices != rhs_storage._devices {return false}
         if _storage._healthcheck != rhs_storage._healthcheck {return false}
         if _storage._healthOnFailure != rhs_storage._healthOnFailure {return false}
+        if _storage._additionalNetworks != rhs_storage._additionalNetworks {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Berth_Agent_V1_NetworkAttachment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NetworkAttachment"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{3}ipv4_address\0\u{1}aliases\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.network) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ipv4Address) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.aliases) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.network.isEmpty {
+      try visitor.visitSingularStringField(value: self.network, fieldNumber: 1)
+    }
+    if !self.ipv4Address.isEmpty {
+      try visitor.visitSingularStringField(value: self.ipv4Address, fieldNumber: 2)
+    }
+    if !self.aliases.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.aliases, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Berth_Agent_V1_NetworkAttachment, rhs: Berth_Agent_V1_NetworkAttachment) -> Bool {
+    if lhs.network != rhs.network {return false}
+    if lhs.ipv4Address != rhs.ipv4Address {return false}
+    if lhs.aliases != rhs.aliases {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

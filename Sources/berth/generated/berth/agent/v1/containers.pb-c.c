@@ -58,6 +58,51 @@ void   berth__agent__v1__container_spec__free_unpacked
   assert(message->base.descriptor == &berth__agent__v1__container_spec__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   berth__agent__v1__network_attachment__init
+                     (Berth__Agent__V1__NetworkAttachment         *message)
+{
+  static const Berth__Agent__V1__NetworkAttachment init_value = BERTH__AGENT__V1__NETWORK_ATTACHMENT__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__network_attachment__get_packed_size
+                     (const Berth__Agent__V1__NetworkAttachment *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__network_attachment__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__network_attachment__pack
+                     (const Berth__Agent__V1__NetworkAttachment *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__network_attachment__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__network_attachment__pack_to_buffer
+                     (const Berth__Agent__V1__NetworkAttachment *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__network_attachment__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__NetworkAttachment *
+       berth__agent__v1__network_attachment__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__NetworkAttachment *)
+     protobuf_c_message_unpack (&berth__agent__v1__network_attachment__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__network_attachment__free_unpacked
+                     (Berth__Agent__V1__NetworkAttachment *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__network_attachment__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   berth__agent__v1__device_mapping__init
                      (Berth__Agent__V1__DeviceMapping         *message)
 {
@@ -2224,7 +2269,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry_
   (ProtobufCMessageInit) berth__agent__v1__container_spec__labels_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[32] =
+static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[33] =
 {
   {
     "name",
@@ -2610,8 +2655,21 @@ static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "additional_networks",
+    33,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Berth__Agent__V1__ContainerSpec, n_additional_networks),
+    offsetof(Berth__Agent__V1__ContainerSpec, additional_networks),
+    &berth__agent__v1__network_attachment__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] = {
+  32,   /* field[32] = additional_networks */
   25,   /* field[25] = auto_remove */
   20,   /* field[20] = cap_add */
   21,   /* field[21] = cap_drop */
@@ -2648,7 +2706,7 @@ static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] 
 static const ProtobufCIntRange berth__agent__v1__container_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 32 }
+  { 0, 33 }
 };
 const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
 {
@@ -2658,11 +2716,75 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
   "Berth__Agent__V1__ContainerSpec",
   "berth.agent.v1",
   sizeof(Berth__Agent__V1__ContainerSpec),
-  32,
+  33,
   berth__agent__v1__container_spec__field_descriptors,
   berth__agent__v1__container_spec__field_indices_by_name,
   1,  berth__agent__v1__container_spec__number_ranges,
   (ProtobufCMessageInit) berth__agent__v1__container_spec__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__network_attachment__field_descriptors[3] =
+{
+  {
+    "network",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__NetworkAttachment, network),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ipv4_address",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__NetworkAttachment, ipv4_address),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "aliases",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Berth__Agent__V1__NetworkAttachment, n_aliases),
+    offsetof(Berth__Agent__V1__NetworkAttachment, aliases),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__network_attachment__field_indices_by_name[] = {
+  2,   /* field[2] = aliases */
+  1,   /* field[1] = ipv4_address */
+  0,   /* field[0] = network */
+};
+static const ProtobufCIntRange berth__agent__v1__network_attachment__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__network_attachment__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.NetworkAttachment",
+  "NetworkAttachment",
+  "Berth__Agent__V1__NetworkAttachment",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__NetworkAttachment),
+  3,
+  berth__agent__v1__network_attachment__field_descriptors,
+  berth__agent__v1__network_attachment__field_indices_by_name,
+  1,  berth__agent__v1__network_attachment__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__network_attachment__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor berth__agent__v1__device_mapping__field_descriptors[3] =

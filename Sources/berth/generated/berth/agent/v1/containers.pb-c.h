@@ -19,6 +19,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Berth__Agent__V1__ContainerSpec Berth__Agent__V1__ContainerSpec;
 typedef struct Berth__Agent__V1__ContainerSpec__LabelsEntry Berth__Agent__V1__ContainerSpec__LabelsEntry;
+typedef struct Berth__Agent__V1__NetworkAttachment Berth__Agent__V1__NetworkAttachment;
 typedef struct Berth__Agent__V1__DeviceMapping Berth__Agent__V1__DeviceMapping;
 typedef struct Berth__Agent__V1__LogConfig Berth__Agent__V1__LogConfig;
 typedef struct Berth__Agent__V1__Ulimit Berth__Agent__V1__Ulimit;
@@ -171,10 +172,29 @@ struct  Berth__Agent__V1__ContainerSpec
    * empty), "kill", "restart", "stop".
    */
   char *health_on_failure;
+  /*
+   * More networks, after `network`, each with its address (empty: the
+   * next free one) and aliases.
+   */
+  size_t n_additional_networks;
+  Berth__Agent__V1__NetworkAttachment **additional_networks;
 };
 #define BERTH__AGENT__V1__CONTAINER_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__container_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Berth__Agent__V1__NetworkAttachment
+{
+  ProtobufCMessage base;
+  char *network;
+  char *ipv4_address;
+  size_t n_aliases;
+  char **aliases;
+};
+#define BERTH__AGENT__V1__NETWORK_ATTACHMENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__network_attachment__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /*
@@ -968,6 +988,25 @@ Berth__Agent__V1__ContainerSpec *
                       const uint8_t       *data);
 void   berth__agent__v1__container_spec__free_unpacked
                      (Berth__Agent__V1__ContainerSpec *message,
+                      ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__NetworkAttachment methods */
+void   berth__agent__v1__network_attachment__init
+                     (Berth__Agent__V1__NetworkAttachment         *message);
+size_t berth__agent__v1__network_attachment__get_packed_size
+                     (const Berth__Agent__V1__NetworkAttachment   *message);
+size_t berth__agent__v1__network_attachment__pack
+                     (const Berth__Agent__V1__NetworkAttachment   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__network_attachment__pack_to_buffer
+                     (const Berth__Agent__V1__NetworkAttachment   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__NetworkAttachment *
+       berth__agent__v1__network_attachment__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__network_attachment__free_unpacked
+                     (Berth__Agent__V1__NetworkAttachment *message,
                       ProtobufCAllocator *allocator);
 /* Berth__Agent__V1__DeviceMapping methods */
 void   berth__agent__v1__device_mapping__init
@@ -1870,6 +1909,9 @@ typedef void (*Berth__Agent__V1__ContainerSpec__LabelsEntry_Closure)
 typedef void (*Berth__Agent__V1__ContainerSpec_Closure)
                  (const Berth__Agent__V1__ContainerSpec *message,
                   void *closure_data);
+typedef void (*Berth__Agent__V1__NetworkAttachment_Closure)
+                 (const Berth__Agent__V1__NetworkAttachment *message,
+                  void *closure_data);
 typedef void (*Berth__Agent__V1__DeviceMapping_Closure)
                  (const Berth__Agent__V1__DeviceMapping *message,
                   void *closure_data);
@@ -2168,6 +2210,7 @@ extern const ProtobufCEnumDescriptor    berth__agent__v1__container_state__descr
 extern const ProtobufCEnumDescriptor    berth__agent__v1__log_stream__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__network_attachment__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__device_mapping__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__log_config__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__ulimit__descriptor;
