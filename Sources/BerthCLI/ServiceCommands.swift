@@ -554,6 +554,8 @@ struct ServiceUpdate: AsyncParsableCommand {
     @Option(help: "Remove a placement constraint.") var constraintRm: [String] = []
     @Option(help: "Add a placement preference (spread=node.labels.KEY).") var placementPrefAdd: [String] = []
     @Option(help: "Remove a placement preference.") var placementPrefRm: [String] = []
+    @Option(help: "Put the replicas on another overlay network.") var networkAdd: [String] = []
+    @Option(help: "Take the replicas off an overlay network (name or ID).") var networkRm: [String] = []
     @OptionGroup var settings: ServiceSettingsFlags
     @Flag(help: "Replace the replicas even if nothing changed (resumes a paused update).") var force = false
     @Flag(name: .shortAndLong, help: "Return at once instead of waiting for the update.") var detach = false
@@ -563,7 +565,24 @@ struct ServiceUpdate: AsyncParsableCommand {
         let name = service
         let current = try await withServices(options) { try await $0.inspect(.with { $0.service = name }).service }
         var spec = try ServiceSpec(proto: current.spec)
-        try container.apply(to: &spec.container, environment: ProcessInfo.processInfo.environment)
+        // published=…,target=… is a service port (as create takes it); the rest are the container's.
+        var flags = container
+        let portsAdded = try flags.publishAdd.filter { $0.contains("=") }.map { try ServicePort(parsing: $0) }
+        flags.publishAdd.removeAll { $0.contains("=") }
+        for text in flags.publishRm {
+            let published = text.split(separator: ",").first { $0.hasPrefix("published=") }.map { String($0.dropFirst("published=".count)) } ?? text
+            spec.publish.removeAll { String($0.published) == published || "\($0.published)/\($0.transport.rawValue)" == published }
+        }
+        flags.publishRm.removeAll { $0.contains("=") }
+        spec.publish += portsAdded
+        try flags.apply(to: &spec.container, environment: ProcessInfo.processInfo.environment)
+        if !networkAdd.isEmpty || !networkRm.isEmpty {
+            let known = try await withControllerNetworks(options) { try await $0.list(.init()).networks }
+            func id(_ reference: String) -> String { known.first { $0.name == reference || $0.id.hasPrefix(reference) }?.id ?? reference }
+            let removed = Set(networkRm.map(id))
+            spec.networks.removeAll { removed.contains($0) }
+            spec.networks += networkAdd.map(id).filter { !spec.networks.contains($0) }
+        }
         spec.constraints.removeAll { constraintRm.contains($0) }
         spec.constraints += constraintAdd.filter { !spec.constraints.contains($0) }
         spec.placementPreferences.removeAll { placementPrefRm.contains($0) }
@@ -577,6 +596,13 @@ struct ServiceUpdate: AsyncParsableCommand {
         Console.print(updated.spec.name)
         if !detach { try await converge(options, service: updated.id) }
     }
+}
+
+/// Runs `body` with the controller's Networks service.
+func withControllerNetworks<R: Sendable>(
+    _ options: ControllerOptions, _ body: @escaping @Sendable (Berth_Controller_V1_Networks.Client<NGHTTP2ClientTransport>) async throws -> R
+) async throws -> R {
+    try await options.withController { try await body(.init(wrapping: $0)) }
 }
 
 struct ServiceRollback: AsyncParsableCommand {

@@ -123,6 +123,14 @@ struct OverlayNetworkTests {
         #expect(try await cluster.eventually { try await cluster.replicas("both").first?.state == "running" })
         let both = try await Self.exec(cluster, cluster.agents[2], "both", ["ip -4 -o addr; timeout 3 wget -q -O - http://web/ || echo FAILED; nslookup tasks.stranger | grep -q 10.91.7 && echo STRANGER"])
         #expect(both.stdout.contains("inet 10.90.0.") && both.stdout.contains("inet 10.91.7.") && !both.stdout.contains("FAILED") && both.stdout.contains("STRANGER"), "\(both.stdout)")
+        // Taken off one: its replacement is on the other only.
+        let off = try await cluster.cli(["service", "update", "--network-rm", "other", "both"])
+        #expect(off.status == 0, "\(off.stderr)")
+        let one = try await cluster.eventually {
+            let addresses = try await Self.exec(cluster, cluster.agents[2], "both", ["ip -4 -o addr"]).stdout
+            return addresses.contains("inet 10.90.0.") && !addresses.contains("inet 10.91.7.")
+        }
+        #expect(one, "the replica is on app only")
         #expect(try await cluster.cli(["service", "rm", "both"]).status == 0)
 
         // A mode=host port answers on the host of its replica, not elsewhere.
