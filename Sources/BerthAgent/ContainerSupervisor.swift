@@ -292,12 +292,14 @@ public actor ContainerSupervisor {
         _ = try ContainerNetworking.requestedPorts(spec, exposed: image.config.exposedPorts, onNetwork: network != nil)
         var endpoints: [ContainerEndpoint] = []
         if let network {
+            try Self.checkOverlay(network, for: spec)
             let requested = try spec.ipv4Address.map { try IPv4Address(parsing: $0) }
             endpoints.append(
                 try networking.endpoint(
                     on: network, aliases: spec.networkAliases, requested: requested, existing: [], others: Array(containers.values)))
             for attachment in spec.additionalNetworks ?? [] {
                 let more = try networking.userNetwork(attachment.network)
+                try Self.checkOverlay(more, for: spec)
                 endpoints.append(
                     try networking.endpoint(
                         on: more, aliases: attachment.aliases, requested: try attachment.ipv4Address.map { try IPv4Address(parsing: $0) },
@@ -923,6 +925,16 @@ public actor ContainerSupervisor {
 
     // MARK: Networks
 
+    /// An overlay network's addresses are the controller's: only its own
+    /// containers (a replica's, at the address it was given) join one.
+    static func checkOverlay(_ network: Network, for spec: ContainerSpec) throws {
+        guard network.vni != nil else { return }
+        guard spec.labels[ReplicaLabel.cluster] != nil else {
+            throw BerthError(
+                .failedPrecondition, "\(network.name) is an overlay network: its addresses are the controller's, and only a service's replicas join it (berth service create --network \(network.name))")
+        }
+    }
+
     /// Puts a container on one more network (at once when it runs).
     ///
     /// - Throws: `BerthError` for a container on the host's network or on
@@ -930,6 +942,9 @@ public actor ContainerSupervisor {
     public func connect(_ reference: String, network networkReference: String, aliases: [String], address: String?) throws -> Container {
         var container = try find(reference)
         let network = try networks.get(networkReference)
+        if network.vni != nil {
+            throw BerthError(.failedPrecondition, "\(network.name) is an overlay network: its addresses are the controller's, and only a service's replicas join it")
+        }
         guard container.spec.network != "host" && container.spec.network != "none" else {
             throw BerthError(.failedPrecondition, "container \(container.name) is on --network \(container.spec.network); it cannot join other networks")
         }

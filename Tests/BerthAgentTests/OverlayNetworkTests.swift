@@ -93,6 +93,10 @@ struct OverlayNetworkTests {
         let seen = Set(logs.split(separator: "\n").filter { $0.contains(":\(clientAddress)]:") }.compactMap { $0.split(separator: " ").first.map(String.init) })
         #expect(seen.count == 3, "each replica logged \(clientAddress): \(logs.suffix(2000))")
 
+        // The overlay's addresses are the controller's: a container of the agent's own cannot join it.
+        let standalone = try await cluster.berth(cluster.agents[2], ["run", "--rm", "--network", "app", "busybox", "true"])
+        #expect(standalone.status != 0 && standalone.stderr.contains("only a service's replicas join it"), "\(standalone.stderr)")
+
         // dnsrr: the name is the replicas' addresses, and there is no VIP.
         #expect(try await cluster.cli([
             "service", "create", "--name", "rr", "--replicas", "2", "--endpoint-mode", "dnsrr", "--network", "app", "--constraint", "node.labels.zone!=c",
