@@ -147,10 +147,18 @@ actor NodeWorker {
             logger.debug("agent not reached this pass", metadata: ["node": "\(hostname)", "error": "\(error)"])
             return []
         }
-        guard await syncOverlays(work.overlays) else { return [] }
+        // Replicas on an overlay the agent could not take wait; the rest of the node's work goes on.
+        let overlaysTaken = await syncOverlays(work.overlays)
         let recent = Set(finishedAt.filter { $0.value > listedAfter }.keys)
         finishedAt = finishedAt.filter { $0.value > listedAfter }
-        let (actions, reports) = NodeReconciler.plan(work, containers: containers, busy: busy.union(recent), now: now())
+        var (actions, reports) = NodeReconciler.plan(work, containers: containers, busy: busy.union(recent), now: now())
+        if !overlaysTaken {
+            let overlays = Set((work.overlays ?? []).map(\.network.id))
+            actions.removeAll { action in
+                guard case .run(_, let spec) = action else { return false }
+                return overlays.contains(spec.network) || (spec.additionalNetworks ?? []).contains { overlays.contains($0.network) }
+            }
+        }
         if await services.observe(reports, now: now()) { changed() }
         for action in actions { busy.insert(action.key) }
         return actions
