@@ -38,7 +38,7 @@ public final class ContainerNetworking: Sendable {
     private let reservations = Mutex<[ContainerID: [PortReservation]]>([:])
     private let standby = MadeAhead<StandbyNamespace>(open: false)
     /// Whether the agent's nftables table exists (made with the first network).
-    private let tableInstalled = Mutex(false)
+    let tableInstalled = Mutex(false)
     let logger: Logger
     /// The overlay networks as the controller last described them, by network ID.
     let overlays = Mutex<[String: OverlayState]>([:])

@@ -181,6 +181,8 @@ extension ContainerNetworking {
             guard let network = try? store.get(state.network.id) else { continue }
             ports += state.ingress.map { Firewall.IngressPort(bridge: network.bridge, nodeAddress: state.nodeAddress, port: $0) }
         }
+        // An agent without networks has no table, and so no ingress rules to clear.
+        guard !ports.isEmpty || tableInstalled.withLock({ $0 }) else { return }
         try firewall.setIngress(ports)
     }
 

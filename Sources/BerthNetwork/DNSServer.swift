@@ -63,7 +63,11 @@ public final class NameTable: Sendable {
     }
 
     private static func networks(of asker: IPv4Address, on networkID: String, in all: [String: [Entry]]) -> Set<String> {
-        let mine = all.values.first { $0.contains { $0.networkID == networkID && $0.address == asker } }
+        // The asker's own registration first: names registered for other
+        // nodes' containers (`overlay:` lists) may still hold its address
+        // for a moment after it was handed to the asker.
+        let candidates = all.sorted { !$0.key.hasPrefix("overlay:") && $1.key.hasPrefix("overlay:") }.map(\.value)
+        let mine = candidates.first { $0.contains { $0.networkID == networkID && $0.address == asker } }
         return Set(mine?.map(\.networkID) ?? [networkID])
     }
 }

@@ -125,7 +125,11 @@ struct OverlayNetworkTests {
             "service", "create", "--name", "both", "--network", "app", "--network", "other", "--constraint", "node.labels.zone==c", "busybox", "sleep", "100000",
         ]).status == 0)
         #expect(try await cluster.eventually { try await cluster.replicas("both").first?.state == "running" })
-        let both = try await Self.exec(cluster, cluster.agents[2], "both", ["ip -4 -o addr; nslookup tasks.web | grep -q 10.90.0 && echo WEB; nslookup tasks.stranger | grep -q 10.91.7 && echo STRANGER"])
+        var both = CommandResult(status: 0, stdout: "", stderr: "")
+        _ = try await cluster.eventually(timeout: .seconds(10)) {
+            both = try await Self.exec(cluster, cluster.agents[2], "both", ["ip -4 -o addr; nslookup tasks.web | grep -q 10.90.0 && echo WEB; nslookup tasks.stranger | grep -q 10.91.7 && echo STRANGER"])
+            return both.stdout.contains("WEB") && both.stdout.contains("STRANGER")
+        }
         #expect(both.stdout.contains("inet 10.90.0.") && both.stdout.contains("inet 10.91.7.") && both.stdout.contains("WEB") && both.stdout.contains("STRANGER"), "\(both.stdout)")
         // Taken off one: its replacement is on the other only.
         let off = try await cluster.cli(["service", "update", "--network-rm", "other", "both"])
