@@ -25,11 +25,7 @@ extension ContainerNetworking {
     ///   way; `internal` naming the networks that could not be brought
     ///   along (the others are).
     public func applyOverlays(_ wanted: [OverlayState], users: [String: [Container]]) async throws {
-        guard overlayBusy.withLock({ busy in
-            if busy { return false }
-            busy = true
-            return true
-        }) else {
+        guard beginOverlayUpdate() else {
             throw BerthError(.unavailable, "another update of the overlay networks is under way; try again")
         }
         defer { overlayBusy.withLock { $0 = false } }
@@ -120,17 +116,22 @@ extension ContainerNetworking {
         }
     }
 
+    /// Takes the overlays for one update, unless another has them.
+    private func beginOverlayUpdate() -> Bool {
+        overlayBusy.withLock { busy in
+            if busy { return false }
+            busy = true
+            return true
+        }
+    }
+
     /// Whether the controller described the network as an overlay.
     public func isOverlay(_ networkID: String) -> Bool { overlays.withLock { $0[networkID] != nil } }
 
     /// After a container went: overlay networks the controller no longer
     /// wants here and that no container is on are removed.
     public func releaseOverlays(users: [String: [Container]]) {
-        guard overlayBusy.withLock({ busy in
-            if busy { return false }
-            busy = true
-            return true
-        }) else { return }
+        guard beginOverlayUpdate() else { return }
         defer { overlayBusy.withLock { $0 = false } }
         let wanted = overlaysWanted.withLock { $0 }
         let gone = overlays.withLock { all in
