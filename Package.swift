@@ -272,11 +272,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Go's text/template and docker's --format on top of it: pure, no
+        // Foundation, for the CLI's output.
+        .target(name: "BerthTemplate", swiftSettings: swiftSettings),
+
         // The command line, docker's spelling.
         .target(
             name: "BerthCLI",
             dependencies: [
                 "BerthModel",
+                "BerthTemplate",
                 "BerthLinux",
                 "BerthAPI",
                 "BerthTransport",
@@ -374,6 +379,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BerthTemplateTests",
+            dependencies: ["BerthTemplate"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
