@@ -78,10 +78,17 @@ public struct DockerFormat: Sendable {
     }
 
     /// A single item as `inspect -f` shows it: the template's text and a
-    /// newline, fields the item lacks as `<no value>`.
+    /// newline (`json`: the item on one line).
+    ///
+    /// - Throws: `TemplateError` ("template parsing error: … map has no
+    ///   entry for key …") for a field the item lacks.
     public func inspect(_ item: TemplateValue) throws -> String {
-        guard let template else { return item.json(escapeHTML: false) + "\n" }
-        return try template.execute(item, missingField: .noValue) + "\n"
+        guard let template else { return item.json(escapeHTML: false) }
+        do {
+            return try template.execute(item, missingField: .mapError) + "\n"
+        } catch let error as TemplateError {
+            throw TemplateError("template parsing error: \(error.message)")
+        }
     }
 }
 

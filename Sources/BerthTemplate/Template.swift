@@ -7,9 +7,10 @@ public struct Template: Sendable {
     public enum MissingField: Sendable {
         /// An error, as Go's for a struct (`can't evaluate field X in type T`).
         case error
-        /// `<no value>`, as Go's for a map (what `docker inspect` shows,
-        /// which reruns a failed template on the raw JSON).
-        case noValue
+        /// An error in the words of Go's for a map with `missingkey=error`
+        /// (`map has no entry for key "X"`): what `docker inspect` says,
+        /// which reruns a failed template on the raw JSON that way.
+        case mapError
     }
 
     let nodes: [TemplateNode]
@@ -139,7 +140,7 @@ struct TemplateExecutor {
                 case .list(let list): items = list.enumerated().map { (TemplateValue.int(Int64($0.offset)), $0.element) }
                 case .map(let map): items = map.keys.sorted().map { (TemplateValue.string($0), map[$0]!) }
                 case .int(let n): items = (0..<max(0, n)).map { (TemplateValue.int($0), TemplateValue.int($0)) }
-                case .nilList, .nilMap, .noValue, .null: items = []
+                case .nilList, .nilMap, .noValue, .null, .omitted: items = []
                 default: throw error(line, pipeline.text, "range can't iterate over \(value)")
                 }
                 if items.isEmpty {
@@ -251,7 +252,7 @@ struct TemplateExecutor {
         var value = receiver
         for (i, name) in fields.enumerated() {
             let last = i == fields.count - 1
-            value = try field(value, name, at: at, line: line)
+            value = try field(value, name, more: !last, at: at, line: line)
             if case .function(let method) = value {
                 var values: [TemplateValue] = []
                 if last {
@@ -270,39 +271,45 @@ struct TemplateExecutor {
         return value
     }
 
-    /// A field of a value, as Go's evalField finds it.
-    private func field(_ value: TemplateValue, _ name: String, at: String, line: Int) throws -> TemplateValue {
+    /// A field of a value, as Go's evalField finds it (`more`: other
+    /// fields follow in the chain).
+    private func field(_ value: TemplateValue, _ name: String, more: Bool, at: String, line: Int) throws -> TemplateValue {
         switch value {
         case .object(let object):
-            if let found = object.field(name) { return found }
-            if missingField == .noValue { return .noValue }
-            throw error(line, at, "can't evaluate field \(name) in type \(object.typeName)")
+            guard let found = object.field(name) else {
+                if missingField == .mapError { throw error(line, at, "map has no entry for key \"\(name)\"") }
+                throw error(line, at, "can't evaluate field \(name) in type \(object.typeName)")
+            }
+            if case .omitted = found, more, missingField == .mapError { throw error(line, at, "map has no entry for key \"\(name)\"") }
+            return found
         case .map(let map): return map[name] ?? .noValue
-        case .nilMap: return .noValue
-        case .noValue, .null:
-            if missingField == .noValue { return .noValue }
+        case .nilMap, .noValue: return .noValue
+        case .null, .omitted:
             throw error(line, at, "nil pointer evaluating \(value.typeName).\(name)")
         default:
             throw error(line, at, "can't evaluate field \(name) in type \(value.typeName)")
         }
     }
 
+    /// `value.A.B` as an argument: methods along the way called without arguments.
+    private func chain(_ value: TemplateValue, _ fields: [String], at: String, line: Int) throws -> TemplateValue {
+        var value = value
+        for (i, name) in fields.enumerated() {
+            value = try field(value, name, more: i < fields.count - 1, at: at, line: line)
+            if case .function(let method) = value { value = try method.call([]) }
+        }
+        return value
+    }
+
     /// An argument's value.
     private mutating func operand(_ operand: Operand, dot: TemplateValue, line: Int) throws -> TemplateValue {
         switch operand {
         case .field(let fields):
-            var value = dot
-            for name in fields { value = try field(value, name, at: "." + fields.joined(separator: "."), line: line) }
-            if case .function(let method) = value { return try method.call([]) }
-            return value
+            return try chain(dot, fields, at: "." + fields.joined(separator: "."), line: line)
         case .variable(let name, let fields):
-            var value = try variable(name, line: line)
-            for field in fields { value = try self.field(value, field, at: name + "." + fields.joined(separator: "."), line: line) }
-            return value
+            return try chain(try variable(name, line: line), fields, at: name + "." + fields.joined(separator: "."), line: line)
         case .group(let inner, let fields):
-            var value = try evaluate(inner, dot: dot, line: line, declare: false)
-            for field in fields { value = try self.field(value, field, at: "(" + inner.text + ")", line: line) }
-            return value
+            return try chain(try evaluate(inner, dot: dot, line: line, declare: false), fields, at: "(" + inner.text + ")", line: line)
         case .identifier(let name):
             // A function used as an argument is called without arguments ({{len (list)}} aside).
             return try evaluate([.identifier(name)], dot: dot, piped: nil, line: line)

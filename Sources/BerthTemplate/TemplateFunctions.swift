@@ -32,7 +32,7 @@ public enum TemplateFunctions {
                     // A missing key gives the zero value of the map's element type.
                     value = map[k] ?? (map.values.allSatisfy { if case .string = $0 { true } else { false } } ? .string("") : .noValue)
                 case (.nilMap, .string): value = .string("")
-                case (.noValue, _), (.null, _): throw TemplateError("index of untyped nil")
+                case (.noValue, _), (.null, _), (.omitted, _): throw TemplateError("index of untyped nil")
                 default: throw TemplateError("can't index item of type \(value.typeName)")
                 }
             }
@@ -336,7 +336,7 @@ enum GoFormat {
             switch (verb, arg) {
             case ("v", _): text = plus ? arg.describedWithNames : arg.description
             case ("s", .string(let s)): text = precision.map { String(s.prefix($0)) } ?? s
-            case ("s", .list), ("s", .map), ("s", .object), ("s", .bool), ("s", .null), ("s", .nilList), ("s", .nilMap), ("s", .noValue):
+            case ("s", .list), ("s", .map), ("s", .object), ("s", .bool), ("s", .null), ("s", .omitted), ("s", .nilList), ("s", .nilMap), ("s", .noValue):
                 text = arg.description
             case ("q", .string(let s)): text = TemplateValue.quoted(s, escapeHTML: false)
             case ("t", .bool(let b)): text = b ? "true" : "false"

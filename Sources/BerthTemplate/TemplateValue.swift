@@ -7,6 +7,10 @@ public indirect enum TemplateValue: Sendable {
     case noValue
     /// A nil pointer or interface (prints `<nil>`, encodes as `null`).
     case null
+    /// A nil pointer in a field marked `omitempty`: prints `<nil>`, and
+    /// the field is left out of JSON (and of the raw map `docker inspect`
+    /// falls back to, so a field of it is "no entry").
+    case omitted
     /// A nil slice (prints `[]`, encodes as `null`).
     case nilList
     /// A nil map (prints `map[]`, encodes as `null`).
@@ -46,7 +50,7 @@ public indirect enum TemplateValue: Sendable {
     /// Go's truth: false, 0, nil and empty things are false; a struct is true.
     public var isTrue: Bool {
         switch self {
-        case .noValue, .null, .nilList, .nilMap: return false
+        case .noValue, .null, .omitted, .nilList, .nilMap: return false
         case .bool(let b): return b
         case .int(let i): return i != 0
         case .double(let d): return d != 0
@@ -70,7 +74,7 @@ public indirect enum TemplateValue: Sendable {
     var typeName: String {
         switch self {
         case .noValue: return "<no value>"
-        case .null: return "interface {}"
+        case .null, .omitted: return "interface {}"
         case .nilList, .list: return "[]interface {}"
         case .nilMap, .map: return "map[string]interface {}"
         case .bool: return "bool"
@@ -88,11 +92,15 @@ public struct TemplateObject: Sendable {
     public var typeName: String
     public var fields: [(String, TemplateValue)]
     public var methods: [String: TemplateFunction]
+    /// Encoded as docker's formatter contexts encode themselves: a map of
+    /// their fields, keys sorted, `<`, `>` and `&` escaped.
+    public var encodesAsMap: Bool
 
-    public init(typeName: String, fields: [(String, TemplateValue)], methods: [String: TemplateFunction] = [:]) {
+    public init(typeName: String, fields: [(String, TemplateValue)], methods: [String: TemplateFunction] = [:], encodesAsMap: Bool = false) {
         self.typeName = typeName
         self.fields = fields
         self.methods = methods
+        self.encodesAsMap = encodesAsMap
     }
 
     public func field(_ name: String) -> TemplateValue? {
@@ -114,7 +122,7 @@ extension TemplateValue: CustomStringConvertible {
     public var description: String {
         switch self {
         case .noValue: return "<no value>"
-        case .null: return "<nil>"
+        case .null, .omitted: return "<nil>"
         case .nilList: return "[]"
         case .nilMap: return "map[]"
         case .bool(let b): return b ? "true" : "false"
@@ -214,7 +222,7 @@ extension TemplateValue {
                 return
             }
             out += "{"
-            for (i, (key, value)) in pairs.enumerated() {
+            for (i, (key, value)) in pairs.filter({ if case .omitted = $0.1 { false } else { true } }).enumerated() {
                 if i > 0 { out += "," }
                 newline(depth + 1)
                 out += Self.quoted(key, escapeHTML: escapeHTML)
@@ -225,7 +233,7 @@ extension TemplateValue {
             out += "}"
         }
         switch self {
-        case .noValue, .null, .nilList, .nilMap, .function: out += "null"
+        case .noValue, .null, .omitted, .nilList, .nilMap, .function: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .int(let i): out += String(i)
         case .double(let d): out += Self.jsonNumber(d)
@@ -244,6 +252,8 @@ extension TemplateValue {
             newline(depth)
             out += "]"
         case .map(let map): members(map.keys.sorted().map { ($0, map[$0]!) })
+        case .object(let object) where object.encodesAsMap:
+            out += TemplateValue.map(Dictionary(object.fields, uniquingKeysWith: { $1 })).json(escapeHTML: true, indent: indent)
         case .object(let object): members(object.fields)
         }
     }

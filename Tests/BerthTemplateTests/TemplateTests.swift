@@ -11,7 +11,7 @@ private let container: TemplateValue = .object(
             "*types.ContainerState",
             [
                 "Status": .string("running"), "Running": .bool(true), "OOMKilled": .bool(false), "Pid": .int(4242), "ExitCode": .int(0),
-                "Health": .null,
+                "Health": .omitted,
             ]),
         "Config": .object(
             "*container.Config",
@@ -63,9 +63,15 @@ private func run(_ text: String, _ data: TemplateValue = container, missing: Tem
         } catch let error as TemplateError {
             #expect(error.message == "template: :1: executing \"\" at <.State.Nosuch>: can't evaluate field Nosuch in type *types.ContainerState")
         }
-        // As docker inspect's fallback to the raw JSON shows them.
-        #expect(try run("{{.State.Nosuch}}", missing: .noValue) == "<no value>")
-        #expect(try run("{{.State.Health.Status}}", missing: .noValue) == "<no value>")
+        // In the words of docker inspect's second try, on the raw JSON.
+        for (text, key) in [("{{.State.Nosuch}}", "Nosuch"), ("{{.State.Health.Status}}", "Health")] {
+            do {
+                _ = try run(text, missing: .mapError)
+                Issue.record("\(text) ran")
+            } catch let error as TemplateError {
+                #expect(error.message.hasSuffix("map has no entry for key \"\(key)\""), "\(error)")
+            }
+        }
         #expect(try run("{{.Config.Labels.nosuch}}") == "<no value>")
         #expect(throws: TemplateError.self) { try run("{{.State.Health.Status}}") }
     }
@@ -103,7 +109,7 @@ private func run(_ text: String, _ data: TemplateValue = container, missing: Tem
         #expect(try run("{{eq .State.Status \"exited\" \"running\"}} {{ne 1 2}} {{lt 1 2}} {{ge 2.5 3}}") == "true true true false")
         #expect(try run("{{and 1 0 2}} {{or 0 \"\" \"x\"}} {{and 1 2}}") == "0 x 2")
         #expect(try run("{{.State.Status | printf \"%s!\"}}") == "running!")
-        #expect(try run("{{json .State}}") == #"{"Status":"running","Running":true,"OOMKilled":false,"Pid":4242,"ExitCode":0,"Health":null}"#)
+        #expect(try run("{{json .State}}") == #"{"Status":"running","Running":true,"OOMKilled":false,"Pid":4242,"ExitCode":0}"#)
         #expect(try run("{{json .Config.Labels}}") == #"{"com.example.vendor":"ACME","tier":"front"}"#)
         #expect(try run("{{json \"<a&b>\"}}") == #""<a&b>""#)
         #expect(try run("{{html \"<a>\"}} {{urlquery \"a b/c\"}} {{js \"it's\"}}") == "&lt;a&gt; a+b%2Fc it\\'s")
@@ -188,6 +194,9 @@ private func run(_ text: String, _ data: TemplateValue = container, missing: Tem
     @Test func templatesAndJSON() throws {
         #expect(try DockerFormat("{{.Names}}: {{.Status}}", defaultTable: "").render(rows, header: header) == "web: Up 2 minutes\na-much-longer-name: Exited (0) 5 seconds ago\n")
         #expect(try DockerFormat("json", defaultTable: "").render([rows[0]], header: header) == #"{"ID":"4f66ad9a0b2e","Names":"web","Status":"Up 2 minutes"}"# + "\n")
+        // A formatter context encodes itself as a sorted map, HTML escaped.
+        let context = TemplateValue.object(TemplateObject(typeName: "c", fields: [("Ports", .string("0.0.0.0:80->80/tcp")), ("ID", .string("x"))], encodesAsMap: true))
+        #expect(try DockerFormat("json", defaultTable: "").render([context], header: header) == #"{"ID":"x","Ports":"0.0.0.0:80-\u003e80/tcp"}"# + "\n")
         // Header functions pass the column name through.
         #expect(try DockerFormat("table {{lower .Names}}", defaultTable: "").render([rows[0]], header: header) == "NAMES\nweb\n")
         #expect(throws: TemplateError.self) { try DockerFormat("{{.Names", defaultTable: "") }
