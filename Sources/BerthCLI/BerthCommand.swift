@@ -144,14 +144,18 @@ struct ImagesAlias: AsyncParsableCommand {
         command.agent = list.agent
         command.format = list.format
         command.quiet = list.quiet
+        command.digests = list.digests
+        command.noTrunc = list.noTrunc
         try await command.run()
     }
 }
 
 struct ImageListOptions: ParsableArguments {
     @OptionGroup var agent: AgentOptions
-    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Option(help: "A Go template ('table {{.Repository}}\\t{{.ID}}'), json (one object per line), or table (the default).") var format: String?
     @Flag(name: .shortAndLong, help: "Only show image IDs.") var quiet = false
+    @Flag(help: "Show digests.") var digests = false
+    @Flag(help: "Do not truncate IDs.") var noTrunc = false
 }
 
 enum CLIVersion {

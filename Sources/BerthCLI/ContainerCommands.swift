@@ -2,6 +2,7 @@ import ArgumentParser
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTemplate
 import Dispatch
 import FoundationEssentials
 import GRPCCore
@@ -252,17 +253,122 @@ struct WaitCommand: AsyncParsableCommand {
 }
 
 struct InspectCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show containers in detail (JSON).")
+    static let configuration = CommandConfiguration(
+        commandName: "inspect", abstract: "Show containers, images, networks or volumes in detail (docker's JSON).")
     @OptionGroup var agent: AgentOptions
-    @Argument var containers: [String]
+    @Option(
+        name: .shortAndLong,
+        help: "A Go template ('{{.State.Status}}'), json (one line), or record (Berth's own record of each container, with everything the agent keeps).")
+    var format: String?
+    @Option(help: "Only objects of this kind: container, image, network or volume.") var type: String?
+    @Argument var names: [String]
+
     func run() async throws {
-        var found: [Container] = []
-        for name in containers {
-            found.append(try await agent.connection().withClient { grpc in
-                try Container(proto: try await Berth_Agent_V1_Containers.Client(wrapping: grpc).inspect(.with { $0.container = name }).container)
-            })
+        let kinds = try Inspected.kinds(type)
+        if format == "record" {
+            guard kinds == [.container] || type == nil else { throw BerthError.invalid("--format record: only containers have records") }
+            var records: [Container] = []
+            defer { try? Console.json(records) }
+            try await EachName.run(names) { name in
+                records.append(try await agent.connection().withClient { try await Inspected.record(name, $0) })
+            }
+            return
         }
-        try Console.json(found)
+        try await Inspected.each(names, format: format) { name in
+            try await agent.connection().withClient { try await Inspected.any(name, kinds: kinds, $0) }
+        }
+    }
+}
+
+/// What `inspect` finds by a name, in docker's shapes.
+enum Inspected {
+    enum Kind: String, CaseIterable {
+        case container, image, network, volume
+    }
+
+    /// The kinds `--type` names (all, in docker's order, without it).
+    static func kinds(_ type: String?) throws -> [Kind] {
+        guard let type else { return Kind.allCases }
+        guard let kind = Kind(rawValue: type) else {
+            throw BerthError.invalid("--type \"\(type)\": expected container, image, network or volume")
+        }
+        return [kind]
+    }
+
+    /// Finds each name with `find` and prints what was found as `docker
+    /// inspect` does; a name not found is reported and the others printed.
+    ///
+    /// - Throws: `ExitCode(1)` when a name was not found.
+    static func each(_ names: [String], format: String?, _ find: (String) async throws -> TemplateValue) async throws {
+        var found: [TemplateValue] = []
+        var failed = false
+        for name in names {
+            do {
+                found.append(try await find(name))
+            } catch let error as BerthError {
+                Console.error("berth: \(error)")
+                failed = true
+            }
+        }
+        let shown: (output: String, errors: [String])
+        do {
+            shown = try DockerFormat.inspect(found, format: format)
+        } catch let error as TemplateError {
+            throw BerthError.invalid(error.message)
+        }
+        Console.write(Descriptor.standardOutput, Array(shown.output.utf8))
+        shown.errors.forEach { Console.error("berth: \($0)") }
+        if failed || !shown.errors.isEmpty { throw ExitCode(1) }
+    }
+
+    /// The first object of `kinds` that `name` names.
+    ///
+    /// - Throws: `BerthError.notFound` ("no such object") when none does.
+    static func any(_ name: String, kinds: [Kind], _ grpc: GRPCClient<NGHTTP2ClientTransport>) async throws -> TemplateValue {
+        for kind in kinds {
+            do {
+                switch kind {
+                case .container: return try await container(name, grpc)
+                case .image: return try await image(name, grpc)
+                case .network: return try await network(name, grpc)
+                case .volume: return try await volume(name, grpc)
+                }
+            } catch {
+                // Inside the connection its errors are still gRPC's.
+                let code = (error as? RPCError).map { BerthError($0).code } ?? (error as? BerthError)?.code
+                guard code == .notFound, kinds.count > 1 else { throw error }
+            }
+        }
+        throw BerthError.notFound("object", name)
+    }
+
+    static func record(_ name: String, _ grpc: GRPCClient<NGHTTP2ClientTransport>) async throws -> Container {
+        try Container(proto: try await Berth_Agent_V1_Containers.Client(wrapping: grpc).inspect(.with { $0.container = name }).container)
+    }
+
+    /// A container, its Config filled from its image (when the image is
+    /// still there) and its volumes' mountpoints.
+    static func container(_ name: String, _ grpc: GRPCClient<NGHTTP2ClientTransport>) async throws -> TemplateValue {
+        let c = try await record(name, grpc)
+        let image = try? Image(proto: try await Berth_Agent_V1_Images.Client(wrapping: grpc).inspect(.with { $0.image = c.imageID }).image)
+        var paths: [String: String] = [:]
+        for mount in c.spec.mounts where mount.kind == .volume {
+            let volume = try? await Berth_Agent_V1_Volumes.Client(wrapping: grpc).inspect(.with { $0.name = mount.source }).volume
+            if let volume { paths[mount.source] = volume.mountpoint }
+        }
+        return DockerShape.container(c, image: image?.config, volumePaths: paths)
+    }
+
+    static func image(_ name: String, _ grpc: GRPCClient<NGHTTP2ClientTransport>) async throws -> TemplateValue {
+        DockerShape.image(try Image(proto: try await Berth_Agent_V1_Images.Client(wrapping: grpc).inspect(.with { $0.image = name }).image))
+    }
+
+    static func network(_ name: String, _ grpc: GRPCClient<NGHTTP2ClientTransport>) async throws -> TemplateValue {
+        DockerShape.network(NetworkView(try await Berth_Agent_V1_Networks.Client(wrapping: grpc).inspect(.with { $0.network = name }).network))
+    }
+
+    static func volume(_ name: String, _ grpc: GRPCClient<NGHTTP2ClientTransport>) async throws -> TemplateValue {
+        DockerShape.volume(VolumeView(try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).inspect(.with { $0.name = name }).volume))
     }
 }
 
@@ -304,10 +410,9 @@ struct PsCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Only display container IDs.") var quiet = false
     @Flag(help: "Don't truncate output.") var noTrunc = false
     @Option(name: .shortAndLong, help: "Filter (name=, id=, status=, label=).") var filter: [String] = []
-    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Option(help: "A Go template ('table {{.ID}}\\t{{.Names}}'), json (one object per line), or table (the default).") var format: String?
 
     func run() async throws {
-        let format = try OutputFormat(format)
         let all = self.all
         let filters = try KeyValues.filters(filter)
         let containers = try await agent.connection().withClient { grpc in
@@ -320,20 +425,7 @@ struct PsCommand: AsyncParsableCommand {
             containers.forEach { Console.print(noTrunc ? $0.id.rawValue : $0.id.short) }
             return
         }
-        switch format {
-        case .json: try Console.json(containers)
-        case .human:
-            var rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
-            for c in containers {
-                let command = ((c.spec.entrypoint ?? []) + c.spec.command).joined(separator: " ")
-                rows.append([
-                    noTrunc ? c.id.rawValue : c.id.short, c.spec.image,
-                    "\"" + (noTrunc ? command : Human.truncate(command, 20)) + "\"", Human.ago(c.status.createdAt),
-                    Human.status(c.status), c.publishedPorts.map { "\($0.hostIP?.description ?? "0.0.0.0"):\($0.hostPort)->\($0.containerPort)/\($0.transport.rawValue)" }.joined(separator: ", "), c.name,
-                ])
-            }
-            Console.print(Table(rows: rows).text)
-        }
+        try DockerRows.containers(containers, truncate: !noTrunc).print(format)
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
@@ -116,35 +117,20 @@ struct ImageList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List images.", aliases: ["list"])
 
     @OptionGroup var agent: AgentOptions
-    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Option(help: "A Go template ('table {{.Repository}}\\t{{.ID}}'), json (one object per line), or table (the default).") var format: String?
     @Flag(name: .shortAndLong, help: "Only show image IDs.") var quiet = false
+    @Flag(help: "Show digests.") var digests = false
+    @Flag(help: "Do not truncate IDs.") var noTrunc = false
 
     func run() async throws {
-        let format = try OutputFormat(format)
         let images = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Images.Client(wrapping: grpc).list(.init()).images.map { try Image(proto: $0) }
         }
         if quiet {
-            images.forEach { Console.print($0.shortID) }
+            images.forEach { Console.print(noTrunc ? $0.id : $0.shortID) }
             return
         }
-        switch format {
-        case .json: try Console.json(images)
-        case .human:
-            var rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
-            for image in images {
-                let references = image.names.compactMap { try? ImageReference(parsing: $0) }
-                if references.isEmpty {
-                    rows.append(["<none>", "<none>", image.shortID, Human.ago(image.createdAt), Human.size(image.sizeBytes)])
-                }
-                for r in references {
-                    let familiar = r.familiar
-                    let repository = r.tag.map { String(familiar.dropLast($0.count + 1)) } ?? familiar
-                    rows.append([repository, r.tag ?? "<none>", image.shortID, Human.ago(image.createdAt), Human.size(image.sizeBytes)])
-                }
-            }
-            Console.print(Table(rows: rows).text)
-        }
+        try DockerRows.images(images, truncate: !noTrunc, digests: digests).print(format)
     }
 }
 
@@ -199,18 +185,15 @@ struct ImageTag: AsyncParsableCommand {
 }
 
 struct ImageInspect: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show images in detail (JSON).")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show images in detail (docker's JSON).")
     @OptionGroup var agent: AgentOptions
+    @Option(name: .shortAndLong, help: "A Go template ('{{.Id}}'), or json (one line).") var format: String?
     @Argument var images: [String]
 
     func run() async throws {
-        var found: [Image] = []
-        for name in images {
-            found.append(try await agent.connection().withClient { grpc in
-                try Image(proto: try await Berth_Agent_V1_Images.Client(wrapping: grpc).inspect(.with { $0.image = name }).image)
-            })
+        try await Inspected.each(images, format: format) { name in
+            try await agent.connection().withClient { try await Inspected.image(name, $0) }
         }
-        try Console.json(found)
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
@@ -139,37 +140,30 @@ struct NetworkCreate: AsyncParsableCommand {
 struct NetworkList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List networks.", aliases: ["list"])
     @OptionGroup var target: NetworkTarget
-    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Option(help: "A Go template ('table {{.Name}}\\t{{.Subnet}}'), json (one object per line), or table (the default).") var format: String?
     @Flag(name: .shortAndLong, help: "Only show IDs.") var quiet = false
     @Flag(help: "Do not truncate IDs.") var noTrunc = false
 
     func run() async throws {
-        let format = try OutputFormat(format)
-        let networks = try await target.call { try await $0.list(.init()).networks }
-        let id = { (n: Berth_Agent_V1_Network) in self.noTrunc ? n.id : String(n.id.prefix(12)) }
+        let networks = try await target.call { try await $0.list(.init()).networks }.map(NetworkView.init)
         if quiet {
-            networks.forEach { Console.print(id($0)) }
+            networks.forEach { Console.print(noTrunc ? $0.id : String($0.id.prefix(12))) }
             return
         }
-        switch format {
-        case .json: try Console.json(networks.map(NetworkView.init))
-        case .human:
-            Console.print(Table(rows: [["NETWORK ID", "NAME", "DRIVER", "SUBNET"]] + networks.map { [id($0), $0.name, $0.driver, $0.subnet] }).text)
-        }
+        try DockerRows.networks(networks, truncate: !noTrunc).print(format)
     }
 }
 
 struct NetworkInspect: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show networks in detail (JSON).")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show networks in detail (docker's JSON).")
     @OptionGroup var target: NetworkTarget
+    @Option(name: .shortAndLong, help: "A Go template ('{{.IPAM.Config}}'), or json (one line).") var format: String?
     @Argument var networks: [String]
 
     func run() async throws {
-        var views: [NetworkView] = []
-        defer { try? Console.json(views) }
-        try await EachName.run(networks) { name in
+        try await Inspected.each(networks, format: format) { name in
             let network = try await target.call { try await $0.inspect(.with { $0.network = name }).network }
-            views.append(NetworkView(network))
+            return DockerShape.network(NetworkView(network))
         }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
@@ -29,6 +30,8 @@ struct VolumeView: Encodable {
         mountpoint = v.mountpoint
         labels = v.labels
         anonymous = v.anonymous
+        // docker's mark of an anonymous volume.
+        if anonymous { labels["com.docker.volume.anonymous"] = "" }
         createdAt = v.createdAt.date
         usedBy = v.usedBy
     }
@@ -56,41 +59,32 @@ struct VolumeCreate: AsyncParsableCommand {
 struct VolumeList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List volumes.", aliases: ["list"])
     @OptionGroup var agent: AgentOptions
-    @Option(help: "Output format: json, or table (the default).") var format: String?
+    @Option(help: "A Go template ('table {{.Name}}\\t{{.Mountpoint}}'), json (one object per line), or table (the default).") var format: String?
     @Flag(name: .shortAndLong, help: "Only show names.") var quiet = false
     @Option(name: .shortAndLong, help: "Filter: name=…, dangling=true|false, label=KEY[=VALUE] (repeatable).") var filter: [String] = []
 
     func run() async throws {
-        let format = try OutputFormat(format)
         let filters = try KeyValues.filters(filter)
         let volumes = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).list(.with { $0.filters = filters }).volumes
-        }
+        }.map(VolumeView.init)
         if quiet {
             volumes.forEach { Console.print($0.name) }
             return
         }
-        switch format {
-        case .json: try Console.json(volumes.map(VolumeView.init))
-        case .human:
-            Console.print(Table(rows: [["DRIVER", "VOLUME NAME"]] + volumes.map { [$0.driver, $0.name] }).text)
-        }
+        try DockerRows.volumes(volumes).print(format)
     }
 }
 
 struct VolumeInspect: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show volumes in detail (JSON).")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show volumes in detail (docker's JSON).")
     @OptionGroup var agent: AgentOptions
+    @Option(name: .shortAndLong, help: "A Go template ('{{.Mountpoint}}'), or json (one line).") var format: String?
     @Argument var names: [String]
 
     func run() async throws {
-        var views: [VolumeView] = []
-        defer { try? Console.json(views) }
-        try await EachName.run(names) { name in
-            let volume = try await agent.connection().withClient { grpc in
-                try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).inspect(.with { $0.name = name }).volume
-            }
-            views.append(VolumeView(volume))
+        try await Inspected.each(names, format: format) { name in
+            try await agent.connection().withClient { try await Inspected.volume(name, $0) }
         }
     }
 }

@@ -77,17 +77,35 @@ public struct DockerFormat: Sendable {
         }
     }
 
-    /// A single item as `inspect -f` shows it: the template's text and a
-    /// newline (`json`: the item on one line).
+    /// What `docker inspect` prints for `items`: without a format, a JSON
+    /// array indented by four spaces; `json`, the array on one line; a
+    /// template, its text for each item and a newline (a newline alone
+    /// when no item gave any), and an error for each item it cannot run on
+    /// (`map has no entry for key "X"`), the others printed.
     ///
-    /// - Throws: `TemplateError` ("template parsing error: … map has no
-    ///   entry for key …") for a field the item lacks.
-    public func inspect(_ item: TemplateValue) throws -> String {
-        guard let template else { return item.json(escapeHTML: false) }
-        do {
-            return try template.execute(item, missingField: .mapError) + "\n"
-        } catch let error as TemplateError {
-            throw TemplateError("template parsing error: \(error.message)")
+    /// - Throws: `TemplateError` ("template parsing error: …") for a
+    ///   template that does not parse; then nothing is printed.
+    public static func inspect(_ items: [TemplateValue], format: String?) throws -> (output: String, errors: [String]) {
+        switch format {
+        case nil, "": return (TemplateValue.list(items).json(escapeHTML: false, indent: "    ") + "\n", [])
+        case "json": return (TemplateValue.list(items).json(escapeHTML: false) + "\n", [])
+        case let text?:
+            let template: Template
+            do {
+                template = try Template(text)
+            } catch let error as TemplateError {
+                throw TemplateError("template parsing error: \(error.message)")
+            }
+            var output = ""
+            var errors: [String] = []
+            for item in items {
+                do {
+                    output += try template.execute(item, missingField: .mapError) + "\n"
+                } catch let error as TemplateError {
+                    errors.append("template parsing error: \(error.message)")
+                }
+            }
+            return (output.isEmpty ? "\n" : output, errors)
         }
     }
 }

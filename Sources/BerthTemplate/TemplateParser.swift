@@ -72,6 +72,8 @@ struct TemplateParser {
         case number(String)
         case char(Character)
         case leftParen, rightParen, pipe, declare, assign, comma
+        /// Spaces between words: `.A .B` is two arguments, `.A.B` one field chain.
+        case space
     }
 
     private func error(_ message: String, line: Int? = nil) -> TemplateError {
@@ -144,17 +146,18 @@ struct TemplateParser {
             if c == "}" && position + 1 < source.count && source[position + 1] == "}" {
                 let raw = String(source[start..<position]).trimmingWhitespace
                 position += 2
-                return (tokens, raw, false)
+                return (Self.trimmed(tokens[...]).map { $0 }, raw, false)
             }
             if c.isWhitespace {
                 // " -}}" closes with a trim marker.
                 if position + 3 < source.count, source[position + 1] == "-", source[position + 2] == "}", source[position + 3] == "}" {
                     let raw = String(source[start..<position]).trimmingWhitespace
                     position += 4
-                    return (tokens, raw, true)
+                    return (Self.trimmed(tokens[...]).map { $0 }, raw, true)
                 }
                 if c == "\n" { line += 1 }
                 position += 1
+                if tokens.last != .space { tokens.append(.space) }
                 continue
             }
             switch c {
@@ -211,6 +214,14 @@ struct TemplateParser {
                 }
             }
         }
+    }
+
+    /// Tokens without the spaces at either end.
+    private static func trimmed(_ tokens: ArraySlice<Token>) -> ArraySlice<Token> {
+        var t = tokens
+        while t.first == .space { t = t.dropFirst() }
+        while t.last == .space { t = t.dropLast() }
+        return t
     }
 
     private mutating func identifier() -> String {
@@ -291,7 +302,7 @@ struct TemplateParser {
                     nodes.append(.action(try pipeline(tokens[...], text: text, line: line), line: line))
                     continue
                 }
-                let rest = tokens.dropFirst()
+                let rest = Self.trimmed(tokens.dropFirst())
                 let restText = String(text.dropFirst(keyword.count)).trimmingWhitespace
                 switch keyword {
                 case "end":
@@ -301,7 +312,7 @@ struct TemplateParser {
                     guard inside != nil else { throw error("unexpected {{else}}", line: line) }
                     if case .word(let next)? = rest.first, next == "if" || next == "with" {
                         // {{else if …}}: the rest is a nested if ending at the same {{end}}.
-                        let nested = try control(next, rest.dropFirst(), text: String(restText.dropFirst(next.count)).trimmingWhitespace, items, &index, line: line)
+                        let nested = try control(next, Self.trimmed(rest.dropFirst()), text: String(restText.dropFirst(next.count)).trimmingWhitespace, items, &index, line: line)
                         nodes.append(nested)
                         return (nodes, "else-chain")
                     }
@@ -314,12 +325,12 @@ struct TemplateParser {
                     guard end == "end" else { throw error("unexpected EOF", line: line) }
                     definitions[defined] = body
                     if keyword == "block" {
-                        let argument = rest.count > 1 ? try pipeline(rest.dropFirst(), text: restText, line: line) : nil
+                        let argument = Self.trimmed(rest.dropFirst()).isEmpty ? nil : try pipeline(rest.dropFirst(), text: restText, line: line)
                         nodes.append(.template(name: defined, argument, line: line))
                     }
                 case "template":
                     guard case .string(let called)? = rest.first else { throw error("template needs a quoted name", line: line) }
-                    let argument = rest.count > 1 ? try pipeline(rest.dropFirst(), text: restText, line: line) : nil
+                    let argument = Self.trimmed(rest.dropFirst()).isEmpty ? nil : try pipeline(rest.dropFirst(), text: restText, line: line)
                     nodes.append(.template(name: called, argument, line: line))
                 case "break", "continue":
                     nodes.append(keyword == "break" ? .breakNode : .continueNode)
@@ -366,14 +377,18 @@ struct TemplateParser {
     private func pipeline(_ tokens: ArraySlice<Token>, text: String, line: Int) throws -> Pipeline {
         var result = Pipeline(text: text)
         var tokens = tokens
+        func skipSpaces(_ t: inout ArraySlice<Token>) { while t.first == .space { t = t.dropFirst() } }
+        skipSpaces(&tokens)
         // $x := …, $i, $e := …, $x = …
         var probe = tokens
         var names: [String] = []
         while case .variable(let name)? = probe.first {
             names.append(name)
             probe = probe.dropFirst()
+            skipSpaces(&probe)
             if probe.first == .comma {
                 probe = probe.dropFirst()
+                skipSpaces(&probe)
                 continue
             }
             break
@@ -388,6 +403,7 @@ struct TemplateParser {
         while let token = tokens.first {
             tokens = tokens.dropFirst()
             switch token {
+            case .space: continue
             case .pipe:
                 guard !command.isEmpty else { throw error("missing command", line: line) }
                 result.commands.append(command)
@@ -444,6 +460,7 @@ struct TemplateParser {
         case .word("nil"): return .nilLiteral
         case .word(let w): return .identifier(w)
         case .declare, .assign, .comma: throw error("unexpected \":=\" in operand", line: line)
+        case .space: throw error("unexpected space in operand", line: line)
         case .pipe, .rightParen: throw error("unexpected token in operand", line: line)
         }
     }

@@ -274,8 +274,8 @@ extension TemplateValue {
         return (value < 0 ? "-" : "") + GoFloat.fixed(digits, point)
     }
 
-    /// A JSON string literal.
-    static func quoted(_ text: String, escapeHTML: Bool) -> String {
+    /// A JSON string literal (as Go's strconv.Quote writes most strings).
+    public static func quoted(_ text: String, escapeHTML: Bool) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

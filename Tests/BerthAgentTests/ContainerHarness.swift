@@ -121,7 +121,7 @@ final class ContainerHost: @unchecked Sendable {
 
     /// `berth inspect` of one container, decoded.
     func inspect(_ name: String) async throws -> Container {
-        let result = try await berth(["inspect", name])
+        let result = try await berth(["inspect", "--format", "record", name])
         guard result.status == 0 else { throw HarnessError("inspect \(name): \(result.stderr)") }
         let list = try BerthJSON.decoder().decode([Container].self, from: Data(result.stdout.utf8))
         guard let first = list.first else { throw HarnessError("inspect \(name): empty") }

@@ -238,7 +238,7 @@ struct ContainerLifecycleTests {
         try await Task.sleep(for: .seconds(3))
         let second = try await AgentProcess(tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
         defer { second.cleanUp() }
-        let ps = try await second.berth(["inspect", "long", "short"])
+        let ps = try await second.berth(["inspect", "--format", "record", "long", "short"])
         let records = try BerthJSON.decoder().decode([Container].self, from: Data(ps.stdout.utf8))
         #expect(records[0].status.state == .running && records[0].status.pid == pid)
         #expect(records[1].status.state == .exited && records[1].status.exitCode == 4)

@@ -406,7 +406,7 @@ struct ContainerNetworkTests {
         let second = try await AgentProcess(extraArguments: arguments, tcp: false, directory: first.agent.directory, cgroupParent: first.agent.cgroupParent)
         defer { second.cleanUp() }
         func berth(_ args: [String]) async throws -> CommandResult { try await second.berth(args) }
-        let records = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "kept", "lost"]).stdout.utf8))
+        let records = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "--format", "record", "kept", "lost"]).stdout.utf8))
         #expect(records[0].status.state == .running && records[0].endpoints == kept.endpoints)
         #expect(records[1].status.state == .exited && records[1].publishedPorts.isEmpty)
         let table = try Self.table(second)
@@ -418,7 +418,7 @@ struct ContainerNetworkTests {
         #expect(resolved.stdout.contains(kept.endpoints[0].address.description), "\(resolved.stdout)")
         // The next container does not get an address already given.
         #expect(try await berth(["create", "--name", "next", "busybox", "true"]).status == 0)
-        let next = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "next"]).stdout.utf8))
+        let next = try BerthJSON.decoder().decode([Container].self, from: Data(try await berth(["inspect", "--format", "record", "next"]).stdout.utf8))
         #expect(!([kept, lost].flatMap(\.endpoints).map(\.address)).contains(next[0].endpoints[0].address))
         #expect(try await berth(["rm", "-f", "kept", "lost", "next"]).status == 0)
         #expect(try await Self.veths(second, settled: 0).isEmpty)

@@ -130,7 +130,7 @@ struct HealthCheckTests {
         let deadline = ContinuousClock.now + .seconds(20)
         var after: Container?
         while ContinuousClock.now < deadline {
-            let result = try await second.berth(["inspect", "watched"])
+            let result = try await second.berth(["inspect", "--format", "record", "watched"])
             let record = try BerthJSON.decoder().decode([Container].self, from: Data(result.stdout.utf8)).first
             if let last = record?.status.health?.log.last, last.start > lastBefore.start.addingTimeInterval(0.5) {
                 after = record

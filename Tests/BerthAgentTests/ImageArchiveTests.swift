@@ -149,7 +149,7 @@ struct ImageArchiveTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let host = try await ContainerHost()
         defer { host.cleanUp() }
-        let before = try await host.berth(["images", "--format", "json"]).stdout
+        let before = try await host.berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout
 
         func archive(_ name: String, _ entries: [(String, TarEntry.Kind, [UInt8], String)]) throws -> String {
             var tar = TarWriter()
@@ -196,6 +196,6 @@ struct ImageArchiveTests {
         let r4 = try await host.berth(["load", "-i", unlike])
         #expect(r4.status != 0 && r4.stderr.contains("does not match the image config"), "\(r4.stderr)")
 
-        #expect(try await host.berth(["images", "--format", "json"]).stdout == before, "nothing recorded, nothing lost")
+        #expect(try await host.berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout == before, "nothing recorded, nothing lost")
     }
 }

@@ -26,7 +26,17 @@ struct NetworkTests {
 
     static func inspect(_ host: ContainerHost, _ name: String) async throws -> [String: Any] {
         let r = try await host.berth(["network", "inspect", name])
-        return try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])?.first, "\(r.stdout) \(r.stderr)")
+        let shown = try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])?.first, "\(r.stdout) \(r.stderr)")
+        return summary(shown)
+    }
+
+    /// The fields the tests read from docker's shape of a network.
+    static func summary(_ shown: [String: Any]) -> [String: Any] {
+        let ipam = ((shown["IPAM"] as? [String: Any])?["Config"] as? [[String: Any]])?.first
+        return [
+            "bridge": (shown["Options"] as? [String: String])?["com.docker.network.bridge.name"] as Any, "gateway": ipam?["Gateway"] as Any,
+            "subnet": ipam?["Subnet"] as Any, "labels": shown["Labels"] as Any,
+        ]
     }
 
     @Test("create, ls, inspect, rm: the bridge is made with the gateway address and goes with the network; bad input is refused and changes nothing")
@@ -87,7 +97,7 @@ struct NetworkTests {
         #expect(try await runCommand(berth, ["network", "create", "--subnet", try Self.freeSubnet(), "kept"], environment: env).status == 0)
         let bridge = try #require(
             (try JSONSerialization.jsonObject(with: Data(try await runCommand(berth, ["network", "inspect", "kept"], environment: env).stdout.utf8)) as? [[String: Any]])?
-                .first?["bridge"] as? String)
+                .first.map(Self.summary)?["bridge"] as? String)
         first.stop()
         _ = try Self.ip(["link", "delete", bridge])
         let second = try await AgentProcess(tcp: false, directory: directory, cgroupParent: first.cgroupParent)

@@ -177,7 +177,7 @@ struct OverlayNetworkTests {
         let lostNode = try cluster.agents[1].nodeID
         var lostAddresses: Set<String> = []
         for id in try await cluster.berth(cluster.agents[1], ["ps", "-q", "--filter", "label=berth.service=web"]).stdout.split(separator: "\n") {
-            let inspected = try await cluster.berth(cluster.agents[1], ["inspect", String(id)])
+            let inspected = try await cluster.berth(cluster.agents[1], ["inspect", "--format", "record", String(id)])
             let container = try #require(try BerthJSON.decoder().decode([Container].self, from: Data(inspected.stdout.utf8)).first)
             lostAddresses.formUnion(container.endpoints.map(\.address.description))
         }

@@ -34,7 +34,7 @@ struct PullTests {
         #expect(pulled.stdout.contains("Digest: sha256:"), "\(pulled.stdout)")
         #expect(pulled.stdout.hasSuffix("\(image)\n"), "\(pulled.stdout)")
         let inspected = try #require(try JSONSerialization.jsonObject(with: Data(try await host.berth(["image", "inspect", image]).stdout.utf8)) as? [[String: Any]])
-        #expect((inspected.first?["layers"] as? [String])?.count == 2)
+        #expect(((inspected.first?["RootFS"] as? [String: Any])?["Layers"] as? [String])?.count == 2)
 
         let run = try await host.berth(["run", "--rm", image])
         #expect(run.status == 0, "\(run.stderr)")
@@ -98,7 +98,7 @@ struct PullTests {
         let other = try await host.berth(["pull", "--platform", "linux/\(foreign)", image])
         #expect(other.status == 0, "\(other.stderr)")
         let inspected = try #require(try JSONSerialization.jsonObject(with: Data(try await host.berth(["image", "inspect", image]).stdout.utf8)) as? [[String: Any]])
-        #expect(inspected.first?["architecture"] as? String == foreign)
+        #expect(inspected.first?["Architecture"] as? String == foreign)
 
         let missing = try await host.berth(["pull", "--platform", "linux/s390x", image])
         #expect(missing.status != 0)
@@ -205,12 +205,12 @@ struct PullTests {
         defer { try? FileManager.default.removeItem(at: small) }
         try "kept\n".write(to: small.appendingPathComponent("file"), atomically: true, encoding: .utf8)
         #expect(try await berth(["image", "import", small.path, "small:1"]).status == 0)
-        let before = try await berth(["images", "--format", "json"]).stdout
+        let before = try await berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout
 
         let pull = try await berth(["pull", "\(registry.address)/test/bb:v1"])
         #expect(pull.status != 0)
         #expect(pull.stderr.contains("no space left"), "\(pull.stderr)")
-        #expect(try await berth(["images", "--format", "json"]).stdout == before)
+        #expect(try await berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout == before)
         let layers = try FileManager.default.contentsOfDirectory(atPath: "\(root)/layers")
         #expect(!layers.contains { $0.hasPrefix(".tmp-") }, "no half-unpacked layer: \(layers)")
         #expect(try await berth(["image", "inspect", "small:1"]).status == 0)
@@ -226,13 +226,13 @@ struct PullTests {
         defer { host.cleanUp() }
         try await registry.push(layout: try await TestLayouts.twoLayers(in: registry.directory), tag: "v1", as: "test/bb:v1")
         let image = "\(proxy.address)/test/bb:v1"
-        let before = try await host.berth(["images", "--format", "json"]).stdout
+        let before = try await host.berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout
 
         try proxy.setMode("cut-blob 300000")
         let cut = try await host.berth(["pull", image])
         #expect(cut.status != 0)
         #expect(cut.stderr.contains("pulling again resumes"), "\(cut.stderr)")
-        #expect(try await host.berth(["images", "--format", "json"]).stdout == before, "no image, and the others untouched")
+        #expect(try await host.berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout == before, "no image, and the others untouched")
         // The cut layer's partial download is kept; so may be the small
         // layer's, when the failure cut it off too (on a busy host).
         func size(_ partial: String) -> Int {
@@ -261,7 +261,7 @@ struct PullTests {
         defer { host.cleanUp() }
         let layout = try await TestLayouts.twoLayers(in: registry.directory)
         try await registry.push(layout: layout, tag: "v1", as: "test/bb:v1")
-        let before = (images: try await host.berth(["images", "--format", "json"]).stdout, stored: Self.stored(host))
+        let before = (images: try await host.berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout, stored: Self.stored(host))
 
         try proxy.setMode("status 500")
         let failing = try await host.berth(["pull", "\(proxy.address)/test/bb:v1"])
@@ -286,7 +286,7 @@ struct PullTests {
         #expect(tampered.status != 0)
         #expect(tampered.stderr.contains("digest mismatch") && tampered.stderr.contains(layers), "\(tampered.stderr)")
 
-        #expect(try await host.berth(["images", "--format", "json"]).stdout == before.images, "no image recorded; the others untouched")
+        #expect(try await host.berth(["images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}} {{.Digest}} {{.CreatedAt}} {{.Size}}"]).stdout == before.images, "no image recorded; the others untouched")
         let after = Self.stored(host)
         #expect(!after.blobs.contains(String(layers.dropFirst(7))), "the tampered blob is not stored")
         // (Another layer cut off when the pull failed keeps its partial download, to resume.)

@@ -73,7 +73,7 @@ struct QuickstartTests {
         let agentPID = try #require(
             shown.range(of: "on berth-agent (pid ").flatMap { Int32(shown[$0.upperBound...].prefix { $0.isNumber }) }, "\(shown)")
         let inspected = try await runCommand(
-            try BuildProducts.executable("berth"), ["inspect", "demo"], environment: ["BERTH_HOST": "unix://\(socket)", "PATH": "/usr/bin:/bin"])
+            try BuildProducts.executable("berth"), ["inspect", "--format", "record", "demo"], environment: ["BERTH_HOST": "unix://\(socket)", "PATH": "/usr/bin:/bin"])
         let demo = try #require(try BerthJSON.decoder().decode([Container].self, from: Data(inspected.stdout.utf8)).first, "\(inspected.stderr)")
         let containerPID = try #require(demo.status.pid)
         #expect(Processes.isRunning(containerPID) && Processes.isRunning(agentPID))

@@ -30,9 +30,12 @@ struct ServiceHealthTests {
     static func healthy(_ cluster: ClusterHarness, _ service: String) async throws -> [Container] {
         var healthy: [Container] = []
         for agent in cluster.agents where agent.process.isRunning {
-            let r = try await cluster.berth(agent, ["ps", "--format", "json", "--filter", "label=berth.service=\(service)", "--filter", "health=healthy"])
+            let r = try await cluster.berth(agent, ["ps", "-q", "--no-trunc", "--filter", "label=berth.service=\(service)", "--filter", "health=healthy"])
             guard r.status == 0 else { throw HarnessError("ps: \(r.stderr)") }
-            healthy += try BerthJSON.decoder().decode([Container].self, from: Data(r.stdout.utf8))
+            let ids = r.stdout.split(separator: "\n").map(String.init)
+            guard !ids.isEmpty else { continue }
+            let records = try await cluster.berth(agent, ["inspect", "--format", "record"] + ids)
+            healthy += try BerthJSON.decoder().decode([Container].self, from: Data(records.stdout.utf8))
         }
         return healthy
     }

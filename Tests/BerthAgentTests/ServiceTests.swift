@@ -214,10 +214,9 @@ final class ClusterHarness: @unchecked Sendable {
     func containers(_ service: String) async throws -> [String: [String]] {
         var result: [String: [String]] = [:]
         for agent in agents where agent.process.isRunning {
-            let r = try await berth(agent, ["ps", "--format", "json", "--filter", "label=berth.service=\(service)"])
+            let r = try await berth(agent, ["ps", "--format", "{{.Names}}", "--filter", "label=berth.service=\(service)"])
             guard r.status == 0 else { throw HarnessError("ps: \(r.stderr)") }
-            let list = try BerthJSON.decoder().decode([Container].self, from: Data(r.stdout.utf8))
-            result[try agent.nodeID] = list.map(\.name).sorted()
+            result[try agent.nodeID] = r.stdout.split(separator: "\n").map(String.init).sorted()
         }
         return result
     }

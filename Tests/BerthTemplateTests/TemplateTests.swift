@@ -104,6 +104,8 @@ private func run(_ text: String, _ data: TemplateValue = container, missing: Tem
         #expect(try run("{{pad \"x\" 2 1}}|{{truncate \"abcdef\" 3}}|{{truncate \"ab\" 3}}") == "  x |abc|ab")
         #expect(try run("{{printf \"%s-%d-%5.2f|%-4s|%03d|%q|%v|%x\" \"a\" 7 3.14159 \"ab\" 5 \"q\" true 255}}") == "a-7- 3.14|ab  |005|\"q\"|true|ff")
         #expect(try run("{{printf \"%d\" \"x\"}}") == "%!d(string=x)")
+        // Fields apart are arguments apart; joined they are one chain.
+        #expect(try run("{{printf \"%s-%d\" .State.Status .State.Pid}} {{ .Name }} {{(index .Mounts 1).Source}}") == "running-4242 /web /etc/hosts")
         #expect(try run("{{print 1 2 \"a\" \"b\" 3}}") == "1 2ab3")
         #expect(try run("{{println \"a\" 1}}") == "a 1\n")
         #expect(try run("{{eq .State.Status \"exited\" \"running\"}} {{ne 1 2}} {{lt 1 2}} {{ge 2.5 3}}") == "true true true false")

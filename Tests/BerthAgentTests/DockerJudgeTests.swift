@@ -1,0 +1,102 @@
+import BerthLinux
+import BerthTesting
+import Foundation
+import Testing
+
+/// The same commands through Debian's docker and through berth: exit
+/// codes, `inspect -f` answers and `--format` output compared. Where
+/// they differ, docker is right.
+@Suite("berth beside docker (root)", .ownThreads, .enabled(if: Privileges.root), .timeLimit(.minutes(5)))
+struct DockerJudgeTests {
+    /// Runs `arguments` through both; their exit codes and standard output.
+    struct Both {
+        let docker: DockerEngine
+        let berth: ContainerHost
+
+        func run(_ arguments: [String]) async throws -> (docker: CommandResult, berth: CommandResult) {
+            (try await docker.docker(arguments), try await berth.berth(arguments))
+        }
+
+        /// Expects the same exit code and the same output (or, for an ID,
+        /// output of the same length).
+        func same(_ arguments: [String], id: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+            let (d, b) = try await run(arguments)
+            #expect(b.status == d.status, "exit code of \(arguments): docker \(d.status) (\(d.stderr)), berth \(b.status) (\(b.stderr))", sourceLocation: sourceLocation)
+            #expect(id ? b.stdout.count == d.stdout.count : b.stdout == d.stdout, "output of \(arguments): docker \(d.stdout.debugDescription), berth \(b.stdout.debugDescription)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("run, inspect -f, ps --format, images and volumes answer as docker's do")
+    func sameAnswers() async throws {
+        let docker = try await DockerEngine()
+        defer { docker.cleanUp() }
+        let host = try await ContainerHost()
+        defer { host.cleanUp() }
+        let both = Both(docker: docker, berth: host)
+        // The same image on both: the test image with docker import's --change CMD.
+        let plain = try await host.berth(["images", "-q", "--no-trunc"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let imported = try await host.berth(["image", "import", "--change", #"CMD ["sh"]"#, try TestImage.tar.get(), "busybox"])
+        try #require(imported.status == 0, "\(imported.stderr)")
+        #expect(try await host.berth(["rmi", plain]).status == 0)
+        let bind = FileManager.default.temporaryDirectory.appendingPathComponent("judge-\(UUID().uuidString.prefix(6))").path
+        try FileManager.default.createDirectory(atPath: bind, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: bind) }
+
+        // Containers made the same way on both.
+        let (dRun, bRun) = try await both.run([
+            "run", "-d", "--name", "judged", "--network", "none", "-e", "A=b", "--label", "tier=front", "--label", "com.example.team=core",
+            "-m", "64m", "--pids-limit", "50", "--restart", "on-failure:3", "-w", "/tmp", "-v", "\(bind):/data:ro", "busybox", "sleep", "100",
+        ])
+        try #require(dRun.status == 0 && bRun.status == 0, "docker: \(dRun.stderr) berth: \(bRun.stderr)")
+        try await both.same(["run", "--name", "exited", "--network", "none", "busybox", "sh", "-c", "echo out; exit 3"])
+        try await both.same(["run", "--rm", "--network", "none", "busybox", "false"])
+        try await both.same(["run", "--rm", "--network", "none", "busybox", "nosuchcommand"])
+        try await both.same(["create", "--name", "made", "--network", "none", "--read-only", "--cap-add", "NET_ADMIN", "busybox"], id: true)
+
+        // inspect -f, docker's documented uses among them.
+        for template in [
+            "{{.State.Status}} {{.State.Running}} {{.State.Paused}} {{.State.OOMKilled}} {{.State.Dead}} {{.State.ExitCode}} {{.State.Error}}",
+            "{{.Name}} {{.RestartCount}} {{.Path}} {{json .Args}}",
+            "{{.HostConfig.NetworkMode}} [{{.NetworkSettings.IPAddress}}] {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.Privileged}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.AutoRemove}}",
+            "{{json .HostConfig.CapAdd}} {{json .HostConfig.Binds}}",
+            "{{json .Config.Cmd}} {{json .Config.Entrypoint}} {{.Config.Image}} {{.Config.WorkingDir}} {{.Config.User}} {{.Config.Tty}} {{.Config.OpenStdin}}",
+            "{{json .Config.Labels}} {{index .Config.Labels \"tier\"}} [{{index .Config.Labels \"nosuch\"}}] {{.Config.Labels.nosuch}}",
+            "{{range .Config.Env}}{{if eq . \"A=b\"}}{{.}}{{end}}{{end}}",
+            "{{len .Mounts}}{{range .Mounts}} {{.Type}} {{.Source}} {{.Destination}} {{.RW}} {{.Mode}}{{end}}",
+            "{{if .State.Running}}up{{else}}down{{end}} {{with .State.Health}}{{.Status}}{{else}}no check{{end}}",
+            "{{printf \"%s-%d\" .State.Status .State.ExitCode}} {{upper .State.Status}} {{title \"a b\"}} {{join .Config.Cmd \",\"}} {{split \"a:b\" \":\"}}",
+        ] {
+            try await both.same(["inspect", "-f", template, "judged", "exited", "made"])
+        }
+        // Names that are not there, and templates that read what is not there.
+        try await both.same(["inspect", "-f", "{{.Name}}", "judged", "nosuch"])
+        try await both.same(["inspect", "nosuch"])
+        try await both.same(["inspect", "-f", "{{.State.Nosuch}}", "judged"])
+        try await both.same(["inspect", "-f", "{{.State.Health.Status}}", "judged"])
+        try await both.same(["inspect", "--type", "container", "-f", "{{.Id}}", "nosuch"])
+
+        // ps with templates and tables.
+        try await both.same(["ps", "--filter", "name=judged", "--format", "{{.Names}}\t{{.Command}}\t{{.State}}\t{{.Labels}}\t{{.Label \"tier\"}}"])
+        try await both.same(["ps", "--filter", "name=judged", "--format", "table {{.Names}}\t{{.Image}}\t{{.Label \"com.example.team\"}}\t{{.Mounts}}\t{{.Networks}}"])
+        try await both.same(["ps", "-a", "--filter", "name=exited", "--format", "{{.Names}} {{.State}} {{printf \"%.10s\" .Status}}"])
+        try await both.same(["ps", "-a", "--filter", "name=made", "--format", "{{.Names}} {{.Status}} {{.Ports}}"])
+        // docker 20.10 spells `--format json` as `{{json .}}` (docker 23 takes both, as berth does).
+        let dJSON = try await docker.docker(["ps", "--filter", "name=judged", "--format", "{{json .}}"])
+        let bJSON = try await host.berth(["ps", "--filter", "name=judged", "--format", "json"])
+        let keys = { (text: String) in
+            Set(((try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any])?.keys.map { $0 } ?? [])
+        }
+        #expect(!keys(dJSON.stdout).isEmpty && keys(bJSON.stdout) == keys(dJSON.stdout), "docker \(dJSON.stdout) berth \(bJSON.stdout)")
+
+        // Images and volumes.
+        try await both.same(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        try await both.same(["image", "inspect", "-f", "{{.Os}} {{.Architecture}} {{json .RepoTags}}", "busybox"])
+        try await both.same(["volume", "create", "--label", "a=b", "judgevol"])
+        try await both.same(["volume", "inspect", "-f", "{{.Name}} {{.Driver}} {{.Scope}} {{json .Labels}} {{.Options}}", "judgevol"])
+        try await both.same(["volume", "ls", "--format", "{{.Name}} {{.Driver}}"])
+        try await both.same(["volume", "ls", "--format", "table {{.Name}}\t{{.Driver}}\t{{.Label \"a\"}}"])
+        try await both.same(["volume", "rm", "judgevol"])
+        try await both.same(["rm", "-f", "judged", "exited", "made"])
+    }
+}
