@@ -143,6 +143,26 @@ struct DockerRows {
             ], rows: rows)
     }
 
+    /// `stats`: one row per container.
+    static func stats(_ rows: [StatsRow], truncate: Bool) -> DockerRows {
+        let contexts = rows.map { r in
+            context(
+                "*formatter.statsContext",
+                [
+                    ("Container", r.name), ("Name", r.name), ("ID", truncate ? String(r.id.prefix(12)) : r.id), ("CPUPerc", Human.percent(r.cpuPercent)),
+                    ("MemUsage", Human.binarySize(r.memoryUsage) + " / " + Human.binarySize(r.memoryLimit)), ("MemPerc", Human.percent(r.memoryPercent)),
+                    ("NetIO", Human.size(Int64(r.netRx)) + " / " + Human.size(Int64(r.netTx))),
+                    ("BlockIO", Human.size(Int64(r.blockRead)) + " / " + Human.size(Int64(r.blockWrite))), ("PIDs", String(r.pids)),
+                ], labels: [:])
+        }
+        return DockerRows(
+            defaultTable: #"{{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"#,
+            header: [
+                ("Container", "CONTAINER"), ("Name", "NAME"), ("ID", "CONTAINER ID"), ("CPUPerc", "CPU %"), ("MemUsage", "MEM USAGE / LIMIT"),
+                ("MemPerc", "MEM %"), ("NetIO", "NET I/O"), ("BlockIO", "BLOCK I/O"), ("PIDs", "PIDS"),
+            ], rows: contexts)
+    }
+
     /// `volume ls`.
     static func volumes(_ volumes: [VolumeView]) -> DockerRows {
         let rows = volumes.sorted { $0.name < $1.name }.map { v in

@@ -50,7 +50,7 @@ enum DockerShape {
                 "Mounts": .list(spec.mounts.filter { $0.kind != .tmpfs }.map { mountPoint($0, volumePaths: volumePaths) }),
                 "Config": config(c, image: image),
                 "NetworkSettings": networkSettings(c),
-            ])
+            ], aliases: ["ID": "Id"])
     }
 
     static func state(_ s: ContainerStatus) -> TemplateValue {
@@ -171,6 +171,10 @@ enum DockerShape {
                 "MaskedPaths": .nilList,
                 "ReadonlyPaths": .nilList,
                 "Init": spec.initProcess ? .bool(true) : .omitted,
+            ],
+            aliases: [
+                "CPUShares": "CpuShares", "NanoCPUs": "NanoCpus", "CPUPeriod": "CpuPeriod", "CPUQuota": "CpuQuota", "DNS": "Dns", "DNSOptions": "DnsOptions",
+                "DNSSearch": "DnsSearch", "OomKillDisable": "OomKillDisable",
             ])
     }
 
@@ -331,7 +335,7 @@ enum DockerShape {
                 "GraphDriver": .object("types.GraphDriverData", ["Data": .nilMap, "Name": .string("overlay")]),
                 "RootFS": .object("image.RootFS", ["Type": .string("layers"), "Layers": .strings(i.layers)]),
                 "Metadata": .object("image.Metadata", ["LastTagTime": .string(zeroTime)]),
-            ])
+            ], aliases: ["ID": "Id"])
     }
 
     /// `docker network inspect`.
@@ -369,7 +373,7 @@ enum DockerShape {
                 "Containers": .map(containers),
                 "Options": n.bridge.isEmpty ? .map([:]) : .strings(["com.docker.network.bridge.name": n.bridge]),
                 "Labels": .strings(n.labels),
-            ])
+            ], aliases: ["ID": "Id"])
     }
 
     /// `docker volume inspect`.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BerthAPI
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
@@ -16,11 +17,20 @@ struct EventsCommand: AsyncParsableCommand {
     var since: UInt64?
     @Option(name: .customLong("filter"), help: "KEY=VALUE, repeatable: type=container|image|…, container=NAME|ID, image=NAME|ID, event=ACTION.")
     var filters: [String] = []
-    @Option(help: "Output format: json (one object per line), or the default line per event.")
+    @Option(
+        help: "A Go template ('{{.Type}} {{.Action}} {{.Actor.ID}}'), json (docker's message, one per line, with Berth's revision), or the default line per event."
+    )
     var format: String?
 
     func run() async throws {
-        let output = try OutputFormat(format)
+        let template: Template?
+        do {
+            try DockerFormat.validate(format)
+            template = try format.flatMap { $0 == "json" ? nil : try Template(DockerFormat.unescaped($0)) }
+        } catch let error as TemplateError {
+            throw BerthError.invalid(error.message)
+        }
+        let format = self.format
         var grouped: [(key: String, values: [String])] = []
         for filter in filters {
             let parts = filter.split(separator: "=", maxSplits: 1).map(String.init)
@@ -43,13 +53,37 @@ struct EventsCommand: AsyncParsableCommand {
             try await Berth_Agent_V1_Events.Client(wrapping: grpc).watch(request, options: options) { response in
                 for try await message in response.messages {
                     let event = try Event(proto: message.event)
-                    switch output {
-                    case .json: Console.print(try BerthJSON.string(event, pretty: false))
-                    case .human: Console.print(Self.line(event))
+                    if format == "json" {
+                        Console.print(Self.shape(event).json(escapeHTML: false))
+                    } else if let template {
+                        do {
+                            Console.print(try template.execute(Self.shape(event)))
+                        } catch let error as TemplateError {
+                            throw BerthError.invalid("template parsing error: \(error.message)")
+                        }
+                    } else {
+                        Console.print(Self.line(event))
                     }
                 }
             }
         }
+    }
+
+    /// docker's event message (`events.Message`), and Berth's revision.
+    static func shape(_ event: Event) -> TemplateValue {
+        let nanos = Int64((event.time.timeIntervalSince1970 * 1e9).rounded())
+        let legacy = event.type.rawValue == "container" || event.type.rawValue == "image"
+        return .object(
+            "events.Message",
+            [
+                "status": .string(legacy ? event.action.rawValue : ""), "id": .string(legacy ? event.actorID : ""),
+                "from": .string(event.type.rawValue == "container" ? event.attributes["image"] ?? "" : ""),
+                "Type": .string(event.type.rawValue), "Action": .string(event.action.rawValue),
+                "Actor": .object("events.Actor", ["ID": .string(event.actorID), "Attributes": .strings(event.attributes)]),
+                "scope": .string("local"), "time": .int(nanos / 1_000_000_000), "timeNano": .int(nanos), "revision": .integer(event.revision),
+            ],
+            aliases: ["Status": "status", "ID": "id", "From": "from", "Scope": "scope", "Time": "time", "TimeNano": "timeNano", "Revision": "revision"],
+            omitEmpty: ["status", "id", "from", "scope", "time", "timeNano"])
     }
 
     /// `2026-11-29T05:00:00.123456789Z container start 3f2a… (image=busybox, name=web) revision=12`

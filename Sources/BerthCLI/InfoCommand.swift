@@ -1,6 +1,8 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
+import BerthTemplate
 import GRPCCore
 
 /// `berth info`: the agent's host, as `docker info` shows it.
@@ -8,19 +10,41 @@ struct InfoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "Show information about the agent's host.")
 
     @OptionGroup var agent: AgentOptions
-    @Option(help: "Output format: json, or table (the default).")
+    @Option(name: .shortAndLong, help: "A Go template ('{{.ServerVersion}}'), or json (docker's shape, one line).")
     var format: String?
 
     func run() async throws {
-        let format = try OutputFormat(format)
+        do { try DockerFormat.validate(format) } catch let error as TemplateError { throw BerthError.invalid(error.message) }
         let info = try await agent.connection().withClient { grpc in
             let node = Berth_Agent_V1_Node.Client(wrapping: grpc)
             return try NodeInfo(proto: try await node.info(Berth_Agent_V1_GetNodeInfoRequest()).info)
         }
-        switch format {
-        case .json: try Console.json(info)
-        case .human: Console.print(Self.render(info))
+        guard let format, !format.isEmpty else { return Console.print(Self.render(info)) }
+        do {
+            Console.write(Descriptor.standardOutput, Array(try DockerFormat.one(Self.shape(info), format: format).utf8))
+        } catch let error as TemplateError {
+            throw BerthError.invalid(error.message)
         }
+    }
+
+    /// docker's `info` shape, for what a Berth agent has.
+    static func shape(_ info: NodeInfo) -> TemplateValue {
+        let cgroupVersion: String
+        switch info.cgroupMode {
+        case .v1, .hybrid: cgroupVersion = "1"
+        case .v2: cgroupVersion = "2"
+        }
+        return .object(
+            "types.Info",
+            [
+                "ID": .string(info.id), "Containers": .integer(info.containers.total), "ContainersRunning": .integer(info.containers.running),
+                "ContainersPaused": .integer(info.containers.paused), "ContainersStopped": .integer(info.containers.stopped),
+                "Images": .integer(info.images), "Driver": .string("overlay"), "CgroupDriver": .string("cgroupfs"), "CgroupVersion": .string(cgroupVersion),
+                "KernelVersion": .string(info.kernelVersion), "OperatingSystem": .string(info.operatingSystem), "OSType": .string("linux"),
+                "Architecture": .string(info.architecture), "NCPU": .integer(info.capacity.cpus), "MemTotal": .int(info.capacity.memoryBytes),
+                "DockerRootDir": .string(info.rootDir), "StateDir": .string(info.stateDir), "Name": .string(info.hostname),
+                "Labels": .strings(info.labels.keys.sorted().map { "\($0)=\(info.labels[$0]!)" }), "ServerVersion": .string(info.version.version),
+            ])
     }
 
     static func render(_ info: NodeInfo) -> String {

@@ -2,6 +2,7 @@ import ArgumentParser
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import GRPCCore
 import SwiftProtobuf
@@ -18,13 +19,16 @@ struct StatsCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Show all containers (default shows just running).") var all = false
     @Flag(help: "Print one sample and exit.") var noStream = false
     @Flag(help: "Don't truncate output.") var noTrunc = false
-    @Option(help: "Output format: json (one object per container and sample), or table (the default).") var format: String?
+    @Option(
+        help: "A Go template ('table {{.Name}}\\t{{.CPUPerc}}'), json (Berth's figures in numbers, one object per container and sample), or table (the default)."
+    ) var format: String?
     @Argument var containers: [String] = []
 
     static let interval = 1000
 
     func run() async throws {
-        let output = try OutputFormat(format)
+        do { try DockerFormat.validate(format) } catch let error as TemplateError { throw BerthError.invalid(error.message) }
+        let output = format
         let (names, all, noStream, noTrunc) = (containers, all, noStream, noTrunc)
         var unlimited = CallOptions.defaults
         unlimited.timeout = nil
@@ -75,22 +79,14 @@ struct StatsCommand: AsyncParsableCommand {
         }
     }
 
-    static func show(_ rows: [StatsRow], output: OutputFormat, noTrunc: Bool, clear: Bool) {
-        switch output {
-        case .json:
+    static func show(_ rows: [StatsRow], output: String?, noTrunc: Bool, clear: Bool) {
+        if output == "json" {
             for row in rows { Console.print((try? BerthJSON.string(row, pretty: false)) ?? "{}") }
-        case .human:
-            var table = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]]
-            for r in rows {
-                table.append([
-                    noTrunc ? r.id : String(r.id.prefix(12)), r.name, Human.percent(r.cpuPercent),
-                    Human.binarySize(r.memoryUsage) + " / " + Human.binarySize(r.memoryLimit), Human.percent(r.memoryPercent),
-                    Human.size(Int64(r.netRx)) + " / " + Human.size(Int64(r.netTx)),
-                    Human.size(Int64(r.blockRead)) + " / " + Human.size(Int64(r.blockWrite)), String(r.pids),
-                ])
-            }
-            Console.print((clear ? "\u{1b}[2J\u{1b}[H" : "") + Table(rows: table).text)
+            return
         }
+        if clear { Console.write(Descriptor.standardOutput, Array("\u{1b}[2J\u{1b}[H".utf8)) }
+        // A template that fails on a row says so once per refresh.
+        do { try DockerRows.stats(rows, truncate: !noTrunc).print(output) } catch { Console.error("berth: \(error)") }
     }
 }
 

@@ -1,6 +1,8 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import GRPCCore
 
@@ -9,7 +11,7 @@ struct VersionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "version", abstract: "Show the Berth version of the client and the agent.")
 
     @OptionGroup var agent: AgentOptions
-    @Option(help: "Output format: json, or table (the default).")
+    @Option(name: .shortAndLong, help: "A Go template ('{{.Server.Version}}'), or json (docker's shape, one line).")
     var format: String?
 
     struct Report: Codable {
@@ -26,7 +28,7 @@ struct VersionCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let format = try OutputFormat(format)
+        do { try DockerFormat.validate(format) } catch let error as TemplateError { throw BerthError.invalid(error.message) }
         let connection = try agent.connection()
         let client = Report.Client(version: CLIVersion.version, apiVersion: "v1", os: "linux", architecture: Self.architecture)
         var report = Report(client: client)
@@ -38,10 +40,13 @@ struct VersionCommand: AsyncParsableCommand {
         } catch let error as BerthError {
             report.serverError = error.description
         }
-        switch format {
-        case .json:
-            try Console.json(report)
-        case .human:
+        if let format, !format.isEmpty {
+            do {
+                Console.write(Descriptor.standardOutput, Array(try DockerFormat.one(Self.shape(report), format: format).utf8))
+            } catch let error as TemplateError {
+                throw BerthError.invalid(error.message)
+            }
+        } else {
             var lines = [
                 "Client:", " Version:       \(client.version)", " API version:   \(client.apiVersion)",
                 " OS/Arch:       \(client.os)/\(client.architecture)",
@@ -59,6 +64,41 @@ struct VersionCommand: AsyncParsableCommand {
             Console.error("berth: \(error)")
             throw ExitCode(1)
         }
+    }
+
+    /// docker's `version` shape: Client and Server (nil when the agent did
+    /// not answer), the server's components.
+    static func shape(_ report: Report) -> TemplateValue {
+        let client = report.client
+        let server = report.server.map { s in
+            TemplateValue.object(
+                "*types.Version",
+                [
+                    "Platform": .object("struct", ["Name": .string("Berth")]),
+                    "Components": .list([
+                        .object(
+                            "types.ComponentVersion",
+                            [
+                                "Name": .string("Engine"), "Version": .string(s.version),
+                                "Details": .strings(["ApiVersion": s.apiVersion, "Arch": s.architecture, "GitCommit": s.gitCommit, "Os": s.os, "SwiftVersion": s.swiftVersion]),
+                            ]),
+                        .object("types.ComponentVersion", ["Name": .string("nghttp2"), "Version": .string(s.nghttp2Version)]),
+                    ]),
+                    "Version": .string(s.version), "ApiVersion": .string(s.apiVersion), "GitCommit": .string(s.gitCommit),
+                    "SwiftVersion": .string(s.swiftVersion), "Os": .string(s.os), "Arch": .string(s.architecture),
+                ], aliases: ["APIVersion": "ApiVersion"])
+        }
+        return .object(
+            "formatter.VersionInfo",
+            [
+                "Client": .object(
+                    "*formatter.clientVersion",
+                    [
+                        "Platform": .object("struct", ["Name": .string("Berth")]), "Version": .string(client.version), "ApiVersion": .string(client.apiVersion),
+                        "DefaultAPIVersion": .string(client.apiVersion), "Os": .string(client.os), "Arch": .string(client.architecture),
+                    ], aliases: ["APIVersion": "ApiVersion"]),
+                "Server": server ?? .omitted,
+            ])
     }
 
     static var architecture: String {

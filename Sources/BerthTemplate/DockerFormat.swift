@@ -39,7 +39,7 @@ public struct DockerFormat: Sendable {
     }
 
     /// Docker reads `\t` and `\n` typed in a format as a tab and a newline.
-    static func unescaped(_ text: String) -> String {
+    public static func unescaped(_ text: String) -> String {
         var out = ""
         var chars = text.makeIterator()
         while let c = chars.next() {
@@ -74,6 +74,33 @@ public struct DockerFormat: Sendable {
             guard kind == .table else { return body }
             let heading = try template.with(functions: TemplateFunctions.dockerHeader).execute(header)
             return TabWriter.align(heading + "\n" + body, minWidth: 10, padding: 3)
+        }
+    }
+
+    /// Checks a `--format` before anything is asked of the agent.
+    ///
+    /// - Throws: `TemplateError` ("template parsing error: …") for a
+    ///   template that does not parse.
+    public static func validate(_ format: String?) throws {
+        guard let format, format != "json", format != "table" else { return }
+        do {
+            _ = try Template(unescaped(format.hasPrefix("table") ? String(format.dropFirst(5)) : format))
+        } catch let error as TemplateError {
+            throw TemplateError("template parsing error: \(error.message)")
+        }
+    }
+
+    /// One value as `docker version` and `docker info` print it with
+    /// `--format`: `json` (one line), or a template and a newline.
+    ///
+    /// - Throws: `TemplateError` ("template parsing error: …") for a
+    ///   template that does not parse or cannot run on the value.
+    public static func one(_ item: TemplateValue, format: String) throws -> String {
+        if format == "json" || format == "{{json .}}" { return item.json(escapeHTML: false) + "\n" }
+        do {
+            return try Template(format).execute(item) + "\n"
+        } catch let error as TemplateError {
+            throw TemplateError("template parsing error: \(error.message)")
         }
     }
 

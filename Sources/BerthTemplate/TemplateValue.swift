@@ -27,9 +27,11 @@ public indirect enum TemplateValue: Sendable {
     /// A method value: called with its arguments.
     case function(TemplateFunction)
 
-    /// A struct with these fields, in this order.
-    public static func object(_ typeName: String, _ fields: KeyValuePairs<String, TemplateValue>) -> TemplateValue {
-        .object(TemplateObject(typeName: typeName, fields: fields.map { ($0.key, $0.value) }))
+    /// A struct with these fields, in this order (and Go names for some).
+    public static func object(
+        _ typeName: String, _ fields: KeyValuePairs<String, TemplateValue>, aliases: [String: String] = [:], omitEmpty: Set<String> = []
+    ) -> TemplateValue {
+        .object(TemplateObject(typeName: typeName, fields: fields.map { ($0.key, $0.value) }, aliases: aliases, omitEmpty: omitEmpty))
     }
 
     /// A string, or `null` for nil.
@@ -95,16 +97,29 @@ public struct TemplateObject: Sendable {
     /// Encoded as docker's formatter contexts encode themselves: a map of
     /// their fields, keys sorted, `<`, `>` and `&` escaped.
     public var encodesAsMap: Bool
+    /// Go field names whose JSON key differs (`APIVersion` for `ApiVersion`):
+    /// templates may read a field by either, as docker's typed structs and
+    /// their raw JSON allow.
+    public var aliases: [String: String]
+    /// Fields marked `omitempty`: left out of JSON when empty ("", 0,
+    /// false, nil), read by templates as they are.
+    public var omitEmpty: Set<String>
 
-    public init(typeName: String, fields: [(String, TemplateValue)], methods: [String: TemplateFunction] = [:], encodesAsMap: Bool = false) {
+    public init(
+        typeName: String, fields: [(String, TemplateValue)], methods: [String: TemplateFunction] = [:], encodesAsMap: Bool = false,
+        aliases: [String: String] = [:], omitEmpty: Set<String> = []
+    ) {
         self.typeName = typeName
         self.fields = fields
         self.methods = methods
         self.encodesAsMap = encodesAsMap
+        self.aliases = aliases
+        self.omitEmpty = omitEmpty
     }
 
     public func field(_ name: String) -> TemplateValue? {
         if let found = fields.first(where: { $0.0 == name }) { return found.1 }
+        if let key = aliases[name], let found = fields.first(where: { $0.0 == key }) { return found.1 }
         return methods[name].map { .function($0) }
     }
 }
@@ -216,7 +231,8 @@ extension TemplateValue {
             guard let indent else { return }
             out += "\n" + String(repeating: indent, count: level)
         }
-        func members(_ pairs: [(String, TemplateValue)]) {
+        func members(_ pairs: [(String, TemplateValue)], omitEmpty: Set<String> = []) {
+            let pairs = pairs.filter { !omitEmpty.contains($0.0) || $0.1.isTrue }
             guard !pairs.isEmpty else {
                 out += "{}"
                 return
@@ -254,7 +270,7 @@ extension TemplateValue {
         case .map(let map): members(map.keys.sorted().map { ($0, map[$0]!) })
         case .object(let object) where object.encodesAsMap:
             out += TemplateValue.map(Dictionary(object.fields, uniquingKeysWith: { $1 })).json(escapeHTML: true, indent: indent)
-        case .object(let object): members(object.fields)
+        case .object(let object): members(object.fields, omitEmpty: object.omitEmpty)
         }
     }
 

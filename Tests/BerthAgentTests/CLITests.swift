@@ -73,13 +73,17 @@ struct CLITests {
 
         let json = try await Self.berth(["info", "--format", "json", "--host", host])
         #expect(json.status == 0)
-        let decoded = try BerthJSON.decoder().decode(NodeInfo.self, from: Data(json.stdout.utf8))
-        #expect(decoded.rootDir == agent.root)
-        #expect(decoded.capacity.cpus > 0)
+        let decoded = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(decoded["DockerRootDir"] as? String == agent.root)
+        #expect((decoded["NCPU"] as? Int ?? 0) > 0)
+        let templated = try await Self.berth(["info", "-f", "{{.DockerRootDir}} {{.OSType}}", "--host", host])
+        #expect(templated.stdout == "\(agent.root) linux\n", "\(templated)")
 
         let versionJSON = try await Self.berth(["--host=\(host)", "version", "--format", "json"])
         #expect(versionJSON.status == 0)
-        #expect(versionJSON.stdout.contains("\"nghttp2Version\""))
+        #expect(versionJSON.stdout.contains("\"nghttp2\""))
+        let serverVersion = try await Self.berth(["--host=\(host)", "version", "--format", "{{.Server.Version}} {{.Client.APIVersion}}"])
+        #expect(serverVersion.stdout.hasSuffix(" v1\n") && serverVersion.stdout.count > 4, "\(serverVersion)")
     }
 
     @Test("errors are clear and exit non-zero")
@@ -97,9 +101,9 @@ struct CLITests {
         #expect(badHost.status == 1)
         #expect(badHost.stderr.contains("expected unix:///PATH or tcp://HOST:PORT"))
 
-        let badFormat = try await Self.berth(["info", "--format", "yaml", "-H", "unix:///nonexistent.sock"])
+        let badFormat = try await Self.berth(["info", "--format", "{{.Name", "-H", "unix:///nonexistent.sock"])
         #expect(badFormat.status == 1)
-        #expect(badFormat.stderr.contains("supported formats are json and table"))
+        #expect(badFormat.stderr.contains("template parsing error: template: :1: unclosed action"), "\(badFormat.stderr)")
 
         let usage = try await Self.berth(["frobnicate"])
         #expect(usage.status != 0)

@@ -60,7 +60,7 @@ struct StatsTests {
 
         // The human table shows docker's columns.
         let table = try await host.berth(["stats", "--no-stream", "holder"])
-        #expect(table.stdout.hasPrefix("CONTAINER ID   NAME     CPU %"), "\(table.stdout)")
+        #expect(table.stdout.hasPrefix("CONTAINER ID   NAME      CPU %"), "\(table.stdout)")
         #expect(table.stdout.contains("/ 96MiB"), "\(table.stdout)")
     }
 

@@ -163,6 +163,14 @@ private func run(_ text: String, _ data: TemplateValue = container, missing: Tem
         #expect(TemplateValue.list([.double(1.5), .double(1e21), .double(0.0000001)]).json() == "[1.5,1e+21,1e-07]")
     }
 
+    @Test func omitEmptyAndGoNames() throws {
+        let message = TemplateValue.object(
+            "events.Message", ["status": .string(""), "Type": .string("volume"), "time": .int(0)], aliases: ["Status": "status", "Time": "time"],
+            omitEmpty: ["status", "time"])
+        #expect(message.json() == #"{"Type":"volume"}"#)
+        #expect(try run("[{{.Status}}] [{{.status}}] {{.Time}} {{.Type}}", message) == "[] [] 0 volume")
+    }
+
     @Test func jsonAsGoEncodesIt() {
         let value = TemplateValue.object("T", ["A": .string("<x>\n\u{1}"), "B": .list([]), "C": .nilMap, "D": .map([:]), "E": .int(-1)])
         #expect(value.json() == #"{"A":"\u003cx\u003e\n\u0001","B":[],"C":null,"D":{},"E":-1}"#)
