@@ -23,18 +23,25 @@ public struct BerthCommand: AsyncParsableCommand {
         abstract: "Run and manage containers on Berth agents.",
         version: CLIVersion.version,
         subcommands: [
-            RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, KillCommand.self, PauseCommand.self,
+            RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, RestartCommand.self, KillCommand.self, PauseCommand.self,
             UnpauseCommand.self, RemoveCommand.self, PsCommand.self, PortCommand.self, InspectCommand.self, WaitCommand.self, UpdateCommand.self,
-            LogsCommand.self, ExecCommand.self, StatsCommand.self, EventsCommand.self, ImageCommand.self, ImagesAlias.self, PullCommand.self, LoadCommand.self, SaveCommand.self, RmiCommand.self, VolumeCommand.self, NetworkCommand.self, NodeCommand.self, ServiceCommand.self, ControllerCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self, InfoCommand.self,
+            LogsCommand.self, ExecCommand.self, StatsCommand.self, EventsCommand.self, ContainerCommand.self, ImageCommand.self, ImagesAlias.self, TagCommand.self, ImportCommand.self, PullCommand.self, LoadCommand.self, SaveCommand.self, RmiCommand.self, VolumeCommand.self, NetworkCommand.self, NodeCommand.self, ServiceCommand.self, ControllerCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self, InfoCommand.self,
         ])
 
     public init() {}
 
     /// Runs the command line and exits with a status a script can test:
-    /// 0 on success, 1 on a reported error, 2 on a usage error.
+    /// 0 on success, 1 on a reported error, 2 on a usage error; `run`, as
+    /// docker's, 125 when Berth failed (a bad flag, no such image, a name
+    /// in use) and the container's own status otherwise.
     public static func runAndExit() async -> Never {
+        let given = Array(CommandLine.arguments.dropFirst())
+        let run = isRun(given)
+        if let unknown = unknownCommand(given) {
+            Console.error(unknown)
+            Processes.exit(1)
+        }
         do {
-            let given = Array(CommandLine.arguments.dropFirst())
             if let host = Self.agentHost(given) { AgentConnection.connectEarly(host: host) }
             let arguments = Self.movingGlobalOptions(given)
             var command = try Self.parseLeaf(arguments) ?? parseAsRoot(arguments)
@@ -46,8 +53,12 @@ public struct BerthCommand: AsyncParsableCommand {
             exit(withError: nil)
         } catch let error as BerthError {
             Console.error("berth: \(error)")
-            Processes.exit(1)
+            Processes.exit(run ? 125 : 1)
         } catch {
+            if run, !(error is ExitCode), exitCode(for: error) != .success {
+                Console.error(fullMessage(for: error))
+                Processes.exit(125)
+            }
             exit(withError: error)
         }
     }

@@ -53,6 +53,15 @@ struct DockerJudgeTests {
         try await both.same(["run", "--rm", "--network", "none", "busybox", "nosuchcommand"])
         try await both.same(["create", "--name", "made", "--network", "none", "--read-only", "--cap-add", "NET_ADMIN", "busybox"], id: true)
 
+        // Exit codes: run's own failures are 125, the command's 126/127, an unknown command 1.
+        try await both.same(["run", "--rm", "--nosuchflag", "busybox", "true"])
+        try await both.same(["run", "--rm", "--name", "judged", "--network", "none", "busybox", "true"])
+        try await both.same(["nosuchcommand"])
+        try await both.same(["container", "ls", "-a", "--filter", "name=exited", "--format", "{{.Names}} {{.State}}"])
+        try await both.same(["container", "inspect", "-f", "{{len .ID}} {{.Name}}", "exited"])
+        try await both.same(["restart", "-t", "1", "exited"])
+        try await both.same(["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}", "exited"])
+
         // inspect -f, docker's documented uses among them.
         for template in [
             "{{.State.Status}} {{.State.Running}} {{.State.Paused}} {{.State.OOMKilled}} {{.State.Dead}} {{.State.ExitCode}} {{.State.Error}}",
