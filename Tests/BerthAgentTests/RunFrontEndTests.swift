@@ -102,7 +102,7 @@ struct RunFrontEndTests {
         #expect(try await host.berth(["ps", "-aq"]).stdout.split(separator: "\n").count == 1, "only the container made first")
         // With berth-cli beside it, the same arguments get berth-cli's answers.
         let bad = try await host.berth(["run", "-m", "64x", "busybox", "true"])
-        #expect(bad.status == 1 && bad.stderr.contains("memory limit \"64x\""), "\(bad)")
+        #expect(bad.status == 125 && bad.stderr.contains("memory limit \"64x\""), "\(bad)")
         let detached = try await host.berth(["run", "-d", "busybox", "true"])
         #expect(detached.status == 0 && detached.stdout.count == 65, "an ID: \(detached)")
         let taken = try await host.berth(["run", "--name", "taken", "busybox", "true"])
