@@ -36,7 +36,9 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
         let page = self.page
         do {
             try await untilRPCCancelled {
-                try await Self.follow(database: database, page: page, after: start, gapless: gapless, filter: filter, response: response)
+                try await Self.follow(
+                    database: database, page: page, after: start, until: request.replayOnly ? bounds.latest : nil, gapless: gapless, filter: filter,
+                    response: response)
             }
         } catch let error as BerthError where error.code == .failedPrecondition {
             metrics?.watchGapped()
@@ -45,12 +47,14 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
     }
 
     private static func follow(
-        database: AgentDatabase, page: Int, after start: UInt64, gapless: Bool, filter: EventFilter,
+        database: AgentDatabase, page: Int, after start: UInt64, until: UInt64?, gapless: Bool, filter: EventFilter,
         response: RPCWriter<Berth_Agent_V1_WatchEventsResponse>
     ) async throws {
         var last = start
         var gapless = gapless
         while !Task.isCancelled {
+            // A replay ends at the revision that was the latest when it began.
+            if let until, last >= until { return }
             let generation = database.eventSignal.generation
             // Caught up: new events come from memory; behind: from the log.
             let events = try database.eventSignal.recent(after: last, limit: page) ?? database.events(after: last, limit: page)
@@ -64,7 +68,7 @@ public struct EventsService: Berth_Agent_V1_Events.SimpleServiceProtocol {
                     "revision \(last) is older than the event log keeps: the oldest revision kept is \(first.revision); watch from \(first.revision - 1) or later")
             }
             gapless = true
-            let matching = events.filter(filter.matches)
+            let matching = events.filter { event in filter.matches(event) && (until.map { event.revision <= $0 } ?? true) }
             if !matching.isEmpty {
                 try await response.write(contentsOf: matching.map { event in .with { $0.event = event.proto } })
             }

@@ -43,7 +43,7 @@ public struct BerthCommand: AsyncParsableCommand {
         }
         do {
             if let host = Self.agentHost(given) { AgentConnection.connectEarly(host: host) }
-            let arguments = Self.movingGlobalOptions(given)
+            let arguments = Self.joiningNegativeValues(Self.movingGlobalOptions(given))
             var command = try Self.parseLeaf(arguments) ?? parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -107,6 +107,33 @@ extension BerthCommand {
         return (globals, host, rest)
     }
 
+    /// Options whose documented values include negative numbers.
+    static let negativeValueOptions: Set<String> = ["--pids-limit", "--memory-swap", "--oom-score-adj", "--memory-swappiness"]
+
+    /// `--pids-limit -1` as `--pids-limit=-1`: docker's documented spelling,
+    /// which the parser would otherwise read as an option of its own.
+    static func joiningNegativeValues(_ arguments: [String]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let argument = arguments[i]
+            if argument == "--" {
+                out += arguments[i...]
+                break
+            }
+            if negativeValueOptions.contains(argument), i + 1 < arguments.count, arguments[i + 1].hasPrefix("-"),
+                arguments[i + 1].dropFirst().allSatisfy(\.isNumber), arguments[i + 1].count > 1
+            {
+                out.append(argument + "=" + arguments[i + 1])
+                i += 2
+                continue
+            }
+            out.append(argument)
+            i += 1
+        }
+        return out
+    }
+
     /// Commands that do not talk to the agent.
     static let notAgentCommands: Set<String> = ["service", "node", "login", "logout", "help"]
 
@@ -157,6 +184,8 @@ struct ImagesAlias: AsyncParsableCommand {
         command.quiet = list.quiet
         command.digests = list.digests
         command.noTrunc = list.noTrunc
+        command.all = list.all
+        command.filter = list.filter
         try await command.run()
     }
 }
@@ -167,6 +196,8 @@ struct ImageListOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Only show image IDs.") var quiet = false
     @Flag(help: "Show digests.") var digests = false
     @Flag(help: "Do not truncate IDs.") var noTrunc = false
+    @Flag(name: .shortAndLong, help: "Show all images (Berth keeps no intermediate images: the same list).") var all = false
+    @Option(name: .shortAndLong, help: "Filter: dangling=true|false, reference=PATTERN (* matches within a part), label=KEY[=VALUE].") var filter: [String] = []
 }
 
 enum CLIVersion {

@@ -409,23 +409,41 @@ struct PsCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Show all containers (default shows just running).") var all = false
     @Flag(name: .shortAndLong, help: "Only display container IDs.") var quiet = false
     @Flag(help: "Don't truncate output.") var noTrunc = false
-    @Option(name: .shortAndLong, help: "Filter (name=, id=, status=, label=).") var filter: [String] = []
+    @Option(name: .shortAndLong, help: "Filter (name=, id=, status=, label=, health=, ancestor=IMAGE).") var filter: [String] = []
+    @Option(name: [.customShort("n"), .long], help: "Show the n last created containers (all states).") var last: Int?
+    @Flag(name: [.customShort("l"), .long], help: "Show the latest created container (all states).") var latest = false
     @Option(help: "A Go template ('table {{.ID}}\\t{{.Names}}'), json (one object per line), or table (the default).") var format: String?
 
     func run() async throws {
-        let all = self.all
-        let filters = try KeyValues.filters(filter)
-        let containers = try await agent.connection().withClient { grpc in
+        let all = self.all || last != nil || latest
+        // ancestor= is matched here, on the image each container was made from.
+        let ancestors = filter.filter { $0.hasPrefix("ancestor=") }.map { String($0.dropFirst(9)) }
+        let filters = try KeyValues.filters(filter.filter { !$0.hasPrefix("ancestor=") })
+        let found = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Containers.Client(wrapping: grpc).list(.with {
                 $0.all = all
                 $0.filters = filters
             }).containers.map(Container.init(proto:))
+        }
+        var containers = ancestors.isEmpty ? found : found.filter { c in ancestors.contains { Self.descends(c, from: $0) } }
+        if let count = latest ? 1 : last {
+            containers = Array(containers.sorted { $0.status.createdAt > $1.status.createdAt }.prefix(max(0, count)))
         }
         if quiet {
             containers.forEach { Console.print(noTrunc ? $0.id.rawValue : $0.id.short) }
             return
         }
         try DockerRows.containers(containers, truncate: !noTrunc).print(format)
+    }
+
+    /// docker's `ancestor=`: the image as the container names it (`busybox`
+    /// matches `busybox:latest`), or its ID or a prefix of it.
+    static func descends(_ c: Container, from ancestor: String) -> Bool {
+        let named = { (text: String) in (try? ImageReference(parsing: text))?.familiar ?? text }
+        if named(c.spec.image) == named(ancestor) { return true }
+        let id = c.imageID.hasPrefix("sha256:") ? String(c.imageID.dropFirst(7)) : c.imageID
+        let wanted = ancestor.hasPrefix("sha256:") ? String(ancestor.dropFirst(7)) : ancestor
+        return wanted.count >= 4 && id.hasPrefix(wanted)
     }
 }
 
@@ -456,8 +474,8 @@ struct LogsCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Follow the output.") var follow = false
     @Flag(name: .shortAndLong, help: "Show timestamps.") var timestamps = false
     @Option(name: [.customShort("n"), .long], help: "Number of lines from the end.") var tail: String?
-    @Option(help: "Only lines since a time (RFC 3339, or a duration like 10m).") var since: String?
-    @Option(help: "Only lines before a time (RFC 3339, or a duration like 10m).") var until: String?
+    @Option(help: "Only lines since a time (RFC 3339, a date, Unix seconds, or a duration before now like 10m).") var since: String?
+    @Option(help: "Only lines before a time (RFC 3339, a date, Unix seconds, or a duration before now like 10m).") var until: String?
     @Argument var container: String
 
     func run() async throws {
@@ -466,23 +484,14 @@ struct LogsCommand: AsyncParsableCommand {
             guard let n = UInt32(t) else { throw BerthError.invalid("--tail \"\(t)\": expected a number or all") }
             return n
         }
-        let sinceDate = try since.map { try Self.parseTime($0) }
-        let untilDate = try until.map { try Self.parseTime($0) }
+        let sinceDate = try since.map { try TimeText.date(parsing: $0, for: "--since", now: Date()) }
+        let untilDate = try until.map { try TimeText.date(parsing: $0, for: "--until", now: Date()) }
         let (container, follow, timestamps) = (self.container, self.follow, self.timestamps)
         try await agent.connection().withClient { grpc in
             try await Self.stream(
                 containers: Berth_Agent_V1_Containers.Client(wrapping: grpc), id: container, follow: follow, tail: tailCount,
                 timestamps: timestamps, since: sinceDate, until: untilDate)
         }
-    }
-
-    static func parseTime(_ text: String) throws -> Date {
-        if let date = RFC3339.parse(text) { return date }
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (unit, scale) in units where text.hasSuffix(unit) {
-            if let n = Double(text.dropLast(unit.count)) { return Date().addingTimeInterval(-n * scale) }
-        }
-        throw BerthError.invalid("time \"\(text)\": expected RFC 3339 (2026-01-02T03:04:05Z) or a duration like 10m")
     }
 
     static func stream(

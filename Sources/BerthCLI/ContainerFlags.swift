@@ -1,5 +1,7 @@
 import ArgumentParser
+import BerthLinux
 import BerthModel
+import FoundationEssentials
 
 /// The limit flags `run`, `create` and `update` share, with docker's spelling.
 struct ResourceFlags: ParsableArguments {
@@ -51,6 +53,7 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "The platform to pull (OS/ARCH[/VARIANT]).") var platform: String?
     @OptionGroup var limits: ResourceFlags
     @Option(name: [.customShort("e"), .long], help: "Set an environment variable (KEY=VALUE, or KEY to take it from here).") var env: [String] = []
+    @Option(help: "Read environment variables from a file: KEY=VALUE lines (KEY alone takes it from here; # starts a comment).") var envFile: [String] = []
     @Option(name: [.customShort("w"), .long], help: "Working directory inside the container.") var workdir: String?
     @Option(name: [.customShort("u"), .long], help: "Username or UID (format: <name|uid>[:<group|gid>]).") var user: String?
     @Option(name: [.customShort("h"), .long], help: "Container host name.") var hostname: String?
@@ -88,8 +91,8 @@ struct ContainerFlags: ParsableArguments {
         }
         let resources = try limits.resources()
         let labels = KeyValues.labels(label)
-        let envs = EnvironmentFlag.resolve(env, from: environment)
-        var mounts = try volume.map { try Mount(parsingVolume: $0) }
+        let envs = EnvironmentFlag.resolve(try envFile.flatMap { try EnvironmentFlag.read($0) } + env, from: environment)
+        var mounts = try volume.map { try Mount(parsingVolume: EnvironmentFlag.absoluteSource($0)) }
         mounts += try mount.map { try Mount(parsingMount: $0) }
         mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
         if let ip { _ = try IPv4Address(parsing: ip) }
@@ -136,5 +139,33 @@ enum EnvironmentFlag {
         entries.compactMap { entry in
             entry.contains("=") ? entry : environment[entry].map { "\(entry)=\($0)" }
         }
+    }
+
+    /// `--env-file`: its entries, blank lines and `#` comments left out.
+    ///
+    /// - Throws: `BerthError.invalidArgument` naming a file that cannot be read.
+    static func read(_ path: String) throws -> [String] {
+        let text: String
+        do {
+            text = try FileIO.read(path)
+        } catch {
+            throw BerthError.invalid("--env-file: \(error)")
+        }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).compactMap { line in
+            let text = String(line.drop { $0 == " " || $0 == "\t" })
+            return text.isEmpty || text.hasPrefix("#") ? nil : String(text.hasSuffix("\r") ? text.dropLast() : Substring(text))
+        }
+    }
+
+    /// `-v ./data:/x`: a source starting with `.` is a path from the
+    /// current directory (docker 23's rule).
+    static func absoluteSource(_ volume: String) -> String {
+        guard volume.hasPrefix("."), let colon = volume.firstIndex(of: ":") else { return volume }
+        let source = String(volume[..<colon])
+        var parts = FileManager.default.currentDirectoryPath.split(separator: "/").map(String.init)
+        for part in source.split(separator: "/") where part != "." {
+            if part == ".." { _ = parts.popLast() } else { parts.append(String(part)) }
+        }
+        return "/" + parts.joined(separator: "/") + volume[colon...]
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import BerthTemplate
 import FoundationEssentials
@@ -13,8 +14,13 @@ struct EventsCommand: AsyncParsableCommand {
         commandName: "events", abstract: "Show events: those after a revision, then new ones as they happen.")
 
     @OptionGroup var agent: AgentOptions
-    @Option(help: "Replay the events after this revision first (0: from the oldest kept). Without it, only new events.")
-    var since: UInt64?
+    @Option(
+        help:
+            "Replay first the events since a time (RFC 3339, a date, Unix seconds, or a duration before now like 10m), or after a revision (r12; r0 from the oldest kept). Without it, only new events."
+    )
+    var since: String?
+    @Option(help: "Stop at this time (as --since takes it): past events up to it, then live ones until it comes.")
+    var until: String?
     @Option(name: .customLong("filter"), help: "KEY=VALUE, repeatable: type=container|image|…, container=NAME|ID, image=NAME|ID, event=ACTION.")
     var filters: [String] = []
     @Option(
@@ -41,18 +47,34 @@ struct EventsCommand: AsyncParsableCommand {
                 grouped.append((parts[0], [parts[1]]))
             }
         }
+        let now = Date()
+        let from = try since.map { try EventsCommand.start(parsing: $0, now: now) }
+        let untilDate = try until.map { try TimeText.date(parsing: $0, for: "--until", now: now) }
+        let sinceDate = from?.date
+        // A window that ends in the past replays it; one that ends later stops then.
+        let replay = from != nil || untilDate != nil
         let request = Berth_Agent_V1_WatchEventsRequest.with {
-            $0.fromRevision = since ?? 0
-            $0.liveOnly = since == nil
+            $0.fromRevision = from?.revision ?? 0
+            $0.liveOnly = !replay
+            $0.replayOnly = untilDate.map { $0 <= now } ?? false
             $0.filters = grouped.map { group in .with { $0.key = group.key; $0.values = group.values } }
         }
         var unlimited = CallOptions.defaults
         unlimited.timeout = nil
         let options = unlimited
+        let stopper = untilDate.flatMap { until in
+            until <= now ? nil : Task {
+                try await Task.sleep(for: .seconds(max(0, until.timeIntervalSinceNow)))
+                Processes.exit(0)
+            }
+        }
+        defer { stopper?.cancel() }
         try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Events.Client(wrapping: grpc).watch(request, options: options) { response in
                 for try await message in response.messages {
                     let event = try Event(proto: message.event)
+                    if let sinceDate, event.time < sinceDate { continue }
+                    if let untilDate, event.time > untilDate { return }
                     if format == "json" {
                         Console.print(Self.shape(event).json(escapeHTML: false))
                     } else if let template {
@@ -67,6 +89,15 @@ struct EventsCommand: AsyncParsableCommand {
                 }
             }
         }
+    }
+
+    /// Where `--since` starts: a revision (`r12`, or a bare number below a
+    /// billion, as earlier releases took it), or a time (all events are
+    /// read and those before it skipped).
+    static func start(parsing text: String, now: Date) throws -> (revision: UInt64, date: Date?) {
+        if text.hasPrefix("r"), let revision = UInt64(text.dropFirst()) { return (revision, nil) }
+        if let revision = UInt64(text), revision < 1_000_000_000 { return (revision, nil) }
+        return (0, try TimeText.date(parsing: text, for: "--since", now: now))
     }
 
     /// docker's event message (`events.Message`), and Berth's revision.

@@ -121,11 +121,14 @@ struct ImageList: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Only show image IDs.") var quiet = false
     @Flag(help: "Show digests.") var digests = false
     @Flag(help: "Do not truncate IDs.") var noTrunc = false
+    @Flag(name: .shortAndLong, help: "Show all images (Berth keeps no intermediate images: the same list).") var all = false
+    @Option(name: .shortAndLong, help: "Filter: dangling=true|false, reference=PATTERN (* matches within a part), label=KEY[=VALUE].") var filter: [String] = []
 
     func run() async throws {
+        let filters = try ImageFilter.parse(filter)
         let images = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Images.Client(wrapping: grpc).list(.init()).images.map { try Image(proto: $0) }
-        }
+        }.compactMap { ImageFilter.apply(filters, to: $0) }
         if quiet {
             images.forEach { Console.print(noTrunc ? $0.id : $0.shortID) }
             return
@@ -246,5 +249,72 @@ struct SaveCommand: AsyncParsableCommand {
                 throw BerthError(.internal, "cannot write \(output): \(error)")
             }
         }
+    }
+}
+
+/// `images --filter`, docker's: dangling, reference (a pattern on the
+/// familiar name, `*` within a part), label.
+enum ImageFilter {
+    case dangling(Bool)
+    case reference(String)
+    case label(String, String?)
+
+    /// - Throws: `BerthError.invalidArgument` for a filter images does not take.
+    static func parse(_ items: [String]) throws -> [ImageFilter] {
+        try items.map { item in
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw BerthError.invalid("filter \"\(item)\": expected KEY=VALUE") }
+            switch kv[0] {
+            case "dangling":
+                guard let value = Bool(kv[1]) else { throw BerthError.invalid("filter \"\(item)\": dangling is true or false") }
+                return .dangling(value)
+            case "reference": return .reference(kv[1])
+            case "label":
+                let label = kv[1].split(separator: "=", maxSplits: 1).map(String.init)
+                return .label(label[0], label.count > 1 ? label[1] : nil)
+            default: throw BerthError.invalid("filter \"\(item)\": images takes dangling, reference and label")
+            }
+        }
+    }
+
+    /// The image as the filters leave it: nil when one refuses it; with a
+    /// reference filter, only its names that match (one row each).
+    static func apply(_ filters: [ImageFilter], to image: Image) -> Image? {
+        var image = image
+        for filter in filters {
+            switch filter {
+            case .dangling(let wanted): guard image.names.isEmpty == wanted else { return nil }
+            case .reference(let pattern):
+                image.names = image.names.filter { name in
+                    let familiar = (try? ImageReference(parsing: name))?.familiar ?? name
+                    let repository = familiar.split(separator: ":").first.map(String.init) ?? familiar
+                    return glob(pattern, familiar) || glob(pattern, repository)
+                }
+                guard !image.names.isEmpty else { return nil }
+            case .label(let key, let value): guard image.config.labels[key].map({ value == nil || $0 == value }) ?? false else { return nil }
+            }
+        }
+        return image
+    }
+
+    /// `*` matches any run of characters but `/`; `?` one character.
+    static func glob(_ pattern: String, _ text: String) -> Bool {
+        let p = Array(pattern)
+        let t = Array(text)
+        func match(_ i: Int, _ j: Int) -> Bool {
+            if i == p.count { return j == t.count }
+            switch p[i] {
+            case "*":
+                var k = j
+                while true {
+                    if match(i + 1, k) { return true }
+                    if k == t.count || t[k] == "/" { return false }
+                    k += 1
+                }
+            case "?": return j < t.count && match(i + 1, j + 1)
+            default: return j < t.count && t[j] == p[i] && match(i + 1, j + 1)
+            }
+        }
+        return match(0, 0)
     }
 }

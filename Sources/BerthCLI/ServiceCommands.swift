@@ -375,7 +375,7 @@ struct ServiceLogs: AsyncParsableCommand {
             guard let n = UInt32(t) else { throw BerthError.invalid("--tail \"\(t)\": expected a number or all") }
             return n
         }
-        let sinceDate = try since.map { try LogsCommand.parseTime($0) }
+        let sinceDate = try since.map { try TimeText.date(parsing: $0, for: "--since", now: Date()) }
         let request = Berth_Controller_V1_ServiceLogsRequest.with {
             $0.service = service
             $0.follow = follow

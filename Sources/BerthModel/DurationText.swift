@@ -1,3 +1,5 @@
+import FoundationEssentials
+
 /// Durations as docker and Go spell them on command lines: `10s`, `1m30s`,
 /// `500ms`, `2h`, `1.5s`, `0`.
 public enum DurationText {
@@ -54,5 +56,21 @@ public enum DurationText {
             text += rest - whole < 0.0005 ? "\(Int(whole))s" : "\((rest * 1000).rounded() / 1000)s"
         }
         return text
+    }
+}
+
+/// A point in time as docker's `--since` and `--until` take it: RFC 3339
+/// (`2026-01-02T03:04:05Z`), a date (`2026-01-02`, UTC), Unix seconds
+/// (`1767322800`, `1767322800.5`), or a duration before now (`10m`, `1h30m`).
+public enum TimeText {
+    /// - Parameter flag: the option the text came from, for the message.
+    /// - Throws: `BerthError.invalidArgument` for anything else.
+    public static func date(parsing text: String, for flag: String, now: Date) throws -> Date {
+        if let date = RFC3339.parse(text) { return date }
+        if text.count == 10, let date = RFC3339.parse(text + "T00:00:00Z") { return date }
+        if text.count == 19, let date = RFC3339.parse(text + "Z") { return date }
+        if let seconds = Double(text), text.first?.isNumber == true { return Date(timeIntervalSince1970: seconds) }
+        if let ago = try? DurationText.seconds(parsing: text, for: flag) { return now.addingTimeInterval(-ago) }
+        throw BerthError.invalid("\(flag) \"\(text)\": expected a time (2026-01-02T03:04:05Z, 2026-01-02, Unix seconds) or a duration before now (10m, 1h30m)")
     }
 }

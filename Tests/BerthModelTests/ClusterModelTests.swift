@@ -20,6 +20,19 @@ struct ClusterModelTests {
         #expect(DurationText.format(90) == "1m30s" && DurationText.format(0.25) == "250ms" && DurationText.format(5) == "5s" && DurationText.format(0) == "0s")
     }
 
+    @Test("times as docker's --since and --until take them: RFC 3339, dates, Unix seconds, durations before now")
+    func times() throws {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        #expect(try TimeText.date(parsing: "2026-01-02T03:04:05Z", for: "--since", now: now) == RFC3339.parse("2026-01-02T03:04:05Z"))
+        #expect(try TimeText.date(parsing: "2026-01-02", for: "--since", now: now) == RFC3339.parse("2026-01-02T00:00:00Z"))
+        #expect(try TimeText.date(parsing: "2026-01-02T03:04:05", for: "--since", now: now) == RFC3339.parse("2026-01-02T03:04:05Z"))
+        #expect(try TimeText.date(parsing: "1767322800.5", for: "--since", now: now) == Date(timeIntervalSince1970: 1_767_322_800.5))
+        #expect(try TimeText.date(parsing: "1h30m", for: "--since", now: now) == now.addingTimeInterval(-5400))
+        for bad in ["yesterday", "", "-5m", "2026-13-45"] {
+            #expect(throws: BerthError.self, "\(bad)") { try TimeText.date(parsing: bad, for: "--until", now: now) }
+        }
+    }
+
     @Test("--args is split as a shell splits words")
     func shellWords() throws {
         #expect(try ShellWords.split("sh -c 'sleep 2; exit 1'") == ["sh", "-c", "sleep 2; exit 1"])

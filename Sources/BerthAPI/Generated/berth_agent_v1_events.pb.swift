@@ -118,6 +118,10 @@ public nonisolated struct Berth_Agent_V1_WatchEventsRequest: Sendable {
   /// type=container, container=NAME|ID, action=die, …
   public var filters: [Berth_Agent_V1_Filter] = []
 
+  /// Only the replay: the call ends after the events recorded when it
+  /// began (`berth events --until` a past time).
+  public var replayOnly: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -213,7 +217,7 @@ nonisolated extension Berth_Agent_V1_Event: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Berth_Agent_V1_WatchEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WatchEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}from_revision\0\u{3}live_only\0\u{1}filters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}from_revision\0\u{3}live_only\0\u{1}filters\0\u{3}replay_only\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -224,6 +228,7 @@ nonisolated extension Berth_Agent_V1_WatchEventsRequest: SwiftProtobuf.Message, 
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.fromRevision) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.liveOnly) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.filters) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.replayOnly) }()
       default: break
       }
     }
@@ -239,6 +244,9 @@ nonisolated extension Berth_Agent_V1_WatchEventsRequest: SwiftProtobuf.Message, 
     if !self.filters.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.filters, fieldNumber: 3)
     }
+    if self.replayOnly != false {
+      try visitor.visitSingularBoolField(value: self.replayOnly, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -246,6 +254,7 @@ nonisolated extension Berth_Agent_V1_WatchEventsRequest: SwiftProtobuf.Message, 
     if lhs.fromRevision != rhs.fromRevision {return false}
     if lhs.liveOnly != rhs.liveOnly {return false}
     if lhs.filters != rhs.filters {return false}
+    if lhs.replayOnly != rhs.replayOnly {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
