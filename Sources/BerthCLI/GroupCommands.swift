@@ -12,7 +12,7 @@ struct ContainerCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, RestartCommand.self, KillCommand.self, PauseCommand.self,
             UnpauseCommand.self, RemoveCommand.self, ContainerList.self, PortCommand.self, ContainerInspect.self, WaitCommand.self,
-            UpdateCommand.self, LogsCommand.self, ExecCommand.self, StatsCommand.self,
+            UpdateCommand.self, LogsCommand.self, ExecCommand.self, StatsCommand.self, ContainerPrune.self,
         ])
 }
 

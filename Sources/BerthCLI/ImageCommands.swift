@@ -11,7 +11,7 @@ import SwiftProtobuf
 struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "image", abstract: "Manage images.",
-        subcommands: [ImageImport.self, ImagePull.self, ImageList.self, ImageRemove.self, ImageTag.self, ImageInspect.self, SaveCommand.self, LoadCommand.self])
+        subcommands: [ImageImport.self, ImagePull.self, ImageList.self, ImageRemove.self, ImageTag.self, ImageInspect.self, SaveCommand.self, LoadCommand.self, ImagePrune.self])
 }
 
 struct ImageImport: AsyncParsableCommand {

@@ -12,7 +12,7 @@ struct NetworkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "network", abstract: "Manage networks.",
         subcommands: [
-            NetworkCreate.self, NetworkList.self, NetworkInspect.self, NetworkRemove.self, NetworkConnect.self, NetworkDisconnect.self,
+            NetworkCreate.self, NetworkList.self, NetworkInspect.self, NetworkRemove.self, NetworkConnect.self, NetworkDisconnect.self, NetworkPrune.self,
         ])
 }
 

@@ -111,12 +111,7 @@ struct VolumePrune: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Do not ask for confirmation.") var force = false
 
     func run() async throws {
-        // Asked whatever standard input is (docker reads the answer from a
-        // pipe too); no answer, or anything but yes, removes nothing.
-        if !force {
-            Console.write(Descriptor.standardOutput, Array("WARNING! This will remove anonymous volumes not used by any container.\nAre you sure you want to continue? [y/N] ".utf8))
-            guard let answer = readLine(), ["y", "yes"].contains(answer.filter { !$0.isWhitespace }.lowercased()) else { return }
-        }
+        guard force || Confirmation.ask("This will remove anonymous volumes not used by any container.") else { return }
         let response = try await agent.connection().withClient { grpc in
             try await Berth_Agent_V1_Volumes.Client(wrapping: grpc).prune(.init())
         }

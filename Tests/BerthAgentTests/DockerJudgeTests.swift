@@ -145,5 +145,15 @@ struct DockerJudgeTests {
         try await both.same(["volume", "ls", "--format", "table {{.Name}}\t{{.Driver}}\t{{.Label \"a\"}}"])
         try await both.same(["volume", "rm", "judgevol"])
         try await both.same(["rm", "-f", "judged", "exited", "made"])
+
+        // Prunes: stopped containers and networks without containers go; a "no" keeps them.
+        try await both.same(["create", "--name", "pruned", "--network", "none", "busybox", "true"], id: true)
+        let (dNo, bNo) = try await both.run(["container", "prune"])
+        #expect(dNo.status == bNo.status && bNo.stdout.hasPrefix("WARNING! This will remove all stopped containers."), "\(bNo)")
+        try await both.same(["ps", "-aq", "--filter", "name=pruned"], id: true)
+        let (dPrune, bPrune) = try await both.run(["container", "prune", "-f"])
+        #expect(dPrune.status == 0 && bPrune.status == 0 && bPrune.stdout.hasPrefix("Deleted Containers:\n"), "\(bPrune)")
+        try await both.same(["ps", "-aq", "--filter", "name=pruned"])
+        try await both.same(["images", "-q", "--filter", "dangling=true"])
     }
 }
