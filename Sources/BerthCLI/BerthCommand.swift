@@ -25,7 +25,7 @@ public struct BerthCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, RestartCommand.self, KillCommand.self, PauseCommand.self,
             UnpauseCommand.self, RemoveCommand.self, PsCommand.self, PortCommand.self, InspectCommand.self, WaitCommand.self, UpdateCommand.self,
-            LogsCommand.self, ExecCommand.self, StatsCommand.self, EventsCommand.self, ContainerCommand.self, ImageCommand.self, ImagesAlias.self, TagCommand.self, ImportCommand.self, PullCommand.self, LoadCommand.self, SaveCommand.self, RmiCommand.self, VolumeCommand.self, NetworkCommand.self, NodeCommand.self, ServiceCommand.self, ControllerCommand.self, SystemCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self, InfoCommand.self,
+            LogsCommand.self, ExecCommand.self, StatsCommand.self, EventsCommand.self, ContainerCommand.self, ImageCommand.self, ImagesAlias.self, TagCommand.self, ImportCommand.self, PullCommand.self, LoadCommand.self, SaveCommand.self, RmiCommand.self, VolumeCommand.self, NetworkCommand.self, NodeCommand.self, ServiceCommand.self, ControllerCommand.self, SystemCommand.self, CompletionCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self, InfoCommand.self,
         ])
 
     public init() {}
@@ -36,6 +36,11 @@ public struct BerthCommand: AsyncParsableCommand {
     /// in use) and the container's own status otherwise.
     public static func runAndExit() async -> Never {
         let given = Array(CommandLine.arguments.dropFirst())
+        // A shell asking for completions: ArgumentParser's own (asynchronous) entry answers.
+        if given.first == "---completion" {
+            await main()
+            Processes.exit(0)
+        }
         let run = isRun(given)
         if let unknown = unknownCommand(given) {
             Console.error(unknown)
@@ -44,7 +49,10 @@ public struct BerthCommand: AsyncParsableCommand {
         do {
             if let host = Self.agentHost(given) { AgentConnection.connectEarly(host: host) }
             let arguments = Self.joiningNegativeValues(Self.movingGlobalOptions(given))
-            var command = try Self.parseLeaf(arguments) ?? parseAsRoot(arguments)
+            // Asynchronous parsing: the name completions ask the agent.
+            let leaf = await Self.parseLeaf(arguments)
+            var command: any ParsableCommand
+            if let leaf { command = leaf } else { command = try await asyncParseAsRoot(arguments) }
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -135,7 +143,7 @@ extension BerthCommand {
     }
 
     /// Commands that do not talk to the agent.
-    static let notAgentCommands: Set<String> = ["service", "node", "login", "logout", "help"]
+    static let notAgentCommands: Set<String> = ["service", "node", "login", "logout", "help", "completion"]
 
     /// For a command that talks to the agent: the host given before the
     /// command (`.some(nil)` when none is: the environment's or the
@@ -153,13 +161,20 @@ extension BerthCommand {
     /// `berth run`). Whatever the command does not take — help, a usage
     /// error, a failed validation — is left to the root's parse (nil), which
     /// reports it with the whole command path.
-    static func parseLeaf(_ arguments: [String]) -> (any ParsableCommand)? {
+    static func parseLeaf(_ arguments: [String]) async -> (any ParsableCommand)? {
         guard let name = arguments.first, !name.hasPrefix("-"),
             let leaf = subcommand(named: name, in: configuration.subcommands),
             leaf.configuration.subcommands.isEmpty
         else { return nil }
         // Help comes back as a command of ArgumentParser's own.
-        guard let parsed = try? leaf.parseAsRoot(Array(arguments.dropFirst())), ObjectIdentifier(type(of: parsed)) == ObjectIdentifier(leaf)
+        let rest = Array(arguments.dropFirst())
+        let parsed: (any ParsableCommand)?
+        if let asyncLeaf = leaf as? any AsyncParsableCommand.Type {
+            parsed = try? await asyncLeaf.asyncParseAsRoot(rest)
+        } else {
+            parsed = try? leaf.parseAsRoot(rest)
+        }
+        guard let parsed, ObjectIdentifier(type(of: parsed)) == ObjectIdentifier(leaf)
         else { return nil }
         return parsed
     }

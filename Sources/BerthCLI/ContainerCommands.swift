@@ -19,7 +19,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var agent: AgentOptions
     @OptionGroup var flags: ContainerFlags
     @Flag(name: [.customShort("d"), .long], help: "Run in the background and print the container ID.") var detach = false
-    @Argument(help: "The image.") var image: String
+    @Argument(help: "The image.", completion: NameCompletion.images) var image: String
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String] = []
 
     func run() async throws {
@@ -111,7 +111,7 @@ struct CreateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a new container.")
     @OptionGroup var agent: AgentOptions
     @OptionGroup var flags: ContainerFlags
-    @Argument var image: String
+    @Argument(completion: NameCompletion.images) var image: String
     @Argument(parsing: .captureForPassthrough) var command: [String] = []
 
     func run() async throws {
@@ -160,7 +160,7 @@ struct EachContainer {
 struct StartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "start", abstract: "Start stopped containers.")
     @OptionGroup var agent: AgentOptions
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         try await EachContainer.run(agent, containers) { c, name in
             let r = try await c.start(.with { $0.container = name })
@@ -173,7 +173,7 @@ struct StopCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop running containers (the stop signal, then SIGKILL).")
     @OptionGroup var agent: AgentOptions
     @Option(name: [.customShort("t"), .long], help: "Seconds to wait before killing.") var time: Int32?
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         let time = self.time
         try await EachContainer.run(agent, containers) { c, name in
@@ -189,7 +189,7 @@ struct KillCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "kill", abstract: "Send a signal to containers (SIGKILL by default).")
     @OptionGroup var agent: AgentOptions
     @Option(name: [.customShort("s"), .long], help: "Signal to send.") var signal = "KILL"
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         _ = try Signal(parsing: signal)
         let signal = self.signal
@@ -205,7 +205,7 @@ struct KillCommand: AsyncParsableCommand {
 struct PauseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "pause", abstract: "Freeze every process of containers.")
     @OptionGroup var agent: AgentOptions
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         try await EachContainer.run(agent, containers) { c, name in _ = try await c.pause(.with { $0.container = name }) }
     }
@@ -214,7 +214,7 @@ struct PauseCommand: AsyncParsableCommand {
 struct UnpauseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "unpause", abstract: "Thaw paused containers.")
     @OptionGroup var agent: AgentOptions
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         try await EachContainer.run(agent, containers) { c, name in _ = try await c.resume(.with { $0.container = name }) }
     }
@@ -225,7 +225,7 @@ struct RemoveCommand: AsyncParsableCommand {
     @OptionGroup var agent: AgentOptions
     @Flag(name: .shortAndLong, help: "Kill a running container first.") var force = false
     @Flag(name: .shortAndLong, help: "Remove anonymous volumes too.") var volumes = false
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         let (force, volumes) = (self.force, self.volumes)
         try await EachContainer.run(agent, containers) { c, name in
@@ -241,7 +241,7 @@ struct RemoveCommand: AsyncParsableCommand {
 struct WaitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "wait", abstract: "Block until containers stop, then print their exit codes.")
     @OptionGroup var agent: AgentOptions
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         for name in containers {
             let r = try await agent.connection().withClient { grpc in
@@ -261,7 +261,7 @@ struct InspectCommand: AsyncParsableCommand {
         help: "A Go template ('{{.State.Status}}'), json (one line), or record (Berth's own record of each container, with everything the agent keeps).")
     var format: String?
     @Option(help: "Only objects of this kind: container, image, network or volume.") var type: String?
-    @Argument var names: [String]
+    @Argument(completion: NameCompletion.containers) var names: [String]
 
     func run() async throws {
         let kinds = try Inspected.kinds(type)
@@ -376,7 +376,7 @@ enum Inspected {
 struct PortCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "port", abstract: "List a container's published ports.")
     @OptionGroup var agent: AgentOptions
-    @Argument var container: String
+    @Argument(completion: NameCompletion.containers) var container: String
     @Argument(help: "Only this container port: PORT[/tcp|/udp].") var privatePort: String?
 
     func run() async throws {
@@ -452,7 +452,7 @@ struct UpdateCommand: AsyncParsableCommand {
     @OptionGroup var agent: AgentOptions
     @OptionGroup var limits: ResourceFlags
     @Option var restart: String?
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
 
     func run() async throws {
         let resources = try limits.resources()
@@ -476,7 +476,7 @@ struct LogsCommand: AsyncParsableCommand {
     @Option(name: [.customShort("n"), .long], help: "Number of lines from the end.") var tail: String?
     @Option(help: "Only lines since a time (RFC 3339, a date, Unix seconds, or a duration before now like 10m).") var since: String?
     @Option(help: "Only lines before a time (RFC 3339, a date, Unix seconds, or a duration before now like 10m).") var until: String?
-    @Argument var container: String
+    @Argument(completion: NameCompletion.containers) var container: String
 
     func run() async throws {
         let tailCount: UInt32? = try tail.flatMap { t in

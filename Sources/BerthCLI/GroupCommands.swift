@@ -28,7 +28,7 @@ struct ContainerInspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show containers in detail (docker's JSON).")
     @OptionGroup var agent: AgentOptions
     @Option(name: .shortAndLong, help: "A Go template ('{{.State.Status}}'), json (one line), or record (Berth's own record).") var format: String?
-    @Argument var names: [String]
+    @Argument(completion: NameCompletion.containers) var names: [String]
 
     func run() async throws {
         var inspect = InspectCommand()
@@ -46,7 +46,7 @@ struct RestartCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "restart", abstract: "Restart containers.")
     @OptionGroup var agent: AgentOptions
     @Option(name: [.customShort("t"), .long], help: "Seconds to wait before killing.") var time: Int32?
-    @Argument var containers: [String]
+    @Argument(completion: NameCompletion.containers) var containers: [String]
 
     func run() async throws {
         let time = self.time

@@ -153,7 +153,7 @@ struct RmiCommand: AsyncParsableCommand {
 struct ImageRemoveOptions: ParsableArguments {
     @OptionGroup var agent: AgentOptions
     @Flag(name: .shortAndLong, help: "Remove even if a container uses it.") var force = false
-    @Argument var images: [String]
+    @Argument(completion: NameCompletion.images) var images: [String]
 
     func run() async throws {
         let force = self.force
@@ -173,7 +173,7 @@ struct ImageRemoveOptions: ParsableArguments {
 struct ImageTag: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tag", abstract: "Give an image another name.")
     @OptionGroup var agent: AgentOptions
-    @Argument var source: String
+    @Argument(completion: NameCompletion.images) var source: String
     @Argument var target: String
 
     func run() async throws {
@@ -191,7 +191,7 @@ struct ImageInspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show images in detail (docker's JSON).")
     @OptionGroup var agent: AgentOptions
     @Option(name: .shortAndLong, help: "A Go template ('{{.Id}}'), or json (one line).") var format: String?
-    @Argument var images: [String]
+    @Argument(completion: NameCompletion.images) var images: [String]
 
     func run() async throws {
         try await Inspected.each(images, format: format) { name in
@@ -207,7 +207,7 @@ struct SaveCommand: AsyncParsableCommand {
 
     @OptionGroup var agent: AgentOptions
     @Option(name: .shortAndLong, help: "Write to this file instead of standard output.") var output: String?
-    @Argument(help: "Images, by name or ID.") var images: [String]
+    @Argument(help: "Images, by name or ID.", completion: NameCompletion.images) var images: [String]
 
     func run() async throws {
         if output == nil && Descriptor.standardOutput.isTerminal {

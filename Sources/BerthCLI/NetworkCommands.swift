@@ -158,7 +158,7 @@ struct NetworkInspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show networks in detail (docker's JSON).")
     @OptionGroup var target: NetworkTarget
     @Option(name: .shortAndLong, help: "A Go template ('{{.IPAM.Config}}'), or json (one line).") var format: String?
-    @Argument var networks: [String]
+    @Argument(completion: NameCompletion.networks) var networks: [String]
 
     func run() async throws {
         try await Inspected.each(networks, format: format) { name in
@@ -171,7 +171,7 @@ struct NetworkInspect: AsyncParsableCommand {
 struct NetworkRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove networks and their bridges.", aliases: ["remove"])
     @OptionGroup var target: NetworkTarget
-    @Argument var networks: [String]
+    @Argument(completion: NameCompletion.networks) var networks: [String]
 
     func run() async throws {
         try await EachName.run(networks) { name in
@@ -186,8 +186,8 @@ struct NetworkConnect: AsyncParsableCommand {
     @OptionGroup var agent: AgentOptions
     @Option(help: "Another name for the container on this network.") var alias: [String] = []
     @Option(help: "The container's IPv4 address on the network.") var ip: String?
-    @Argument var network: String
-    @Argument var container: String
+    @Argument(completion: NameCompletion.networks) var network: String
+    @Argument(completion: NameCompletion.containers) var container: String
 
     func run() async throws {
         if let ip { _ = try IPv4Address(parsing: ip) }
@@ -206,8 +206,8 @@ struct NetworkConnect: AsyncParsableCommand {
 struct NetworkDisconnect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "disconnect", abstract: "Take a container off a network (at once if it runs).")
     @OptionGroup var agent: AgentOptions
-    @Argument var network: String
-    @Argument var container: String
+    @Argument(completion: NameCompletion.networks) var network: String
+    @Argument(completion: NameCompletion.containers) var container: String
 
     func run() async throws {
         let request = Berth_Agent_V1_DisconnectNetworkRequest.with {

@@ -22,7 +22,7 @@ struct StatsCommand: AsyncParsableCommand {
     @Option(
         help: "A Go template ('table {{.Name}}\\t{{.CPUPerc}}'), json (Berth's figures in numbers, one object per container and sample), or table (the default)."
     ) var format: String?
-    @Argument var containers: [String] = []
+    @Argument(completion: NameCompletion.containers) var containers: [String] = []
 
     static let interval = 1000
 

@@ -80,7 +80,7 @@ struct VolumeInspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show volumes in detail (docker's JSON).")
     @OptionGroup var agent: AgentOptions
     @Option(name: .shortAndLong, help: "A Go template ('{{.Mountpoint}}'), or json (one line).") var format: String?
-    @Argument var names: [String]
+    @Argument(completion: NameCompletion.volumes) var names: [String]
 
     func run() async throws {
         try await Inspected.each(names, format: format) { name in
@@ -93,7 +93,7 @@ struct VolumeRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove volumes and their data.", aliases: ["remove"])
     @OptionGroup var agent: AgentOptions
     @Flag(name: .shortAndLong, help: "Do not fail for a volume that does not exist.") var force = false
-    @Argument var names: [String]
+    @Argument(completion: NameCompletion.volumes) var names: [String]
 
     func run() async throws {
         try await EachName.run(names, tolerate: { force && $0.code == .notFound }) { name in

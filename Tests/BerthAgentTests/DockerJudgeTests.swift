@@ -49,6 +49,20 @@ struct DockerJudgeTests {
         #expect(none.status == 0 && none.stdout.isEmpty, "\(none)")
         let bad = try await host.berth(["events", "--since", "yesterday"])
         #expect(bad.status == 1 && bad.stderr.contains("expected a time"), "\(bad)")
+
+        // Completion: the scripts parse in their shells, and names come from the agent.
+        let script = try await host.berth(["completion", "bash"])
+        #expect(script.status == 0 && script.stdout.contains("-F _berth berth"), "\(script.stderr)")
+        let file = directory.appendingPathComponent("berth.bash").path
+        try script.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await runCommand(URL(fileURLWithPath: "/bin/bash"), ["-n", file]).status == 0)
+        let containers = try await host.berth(["---completion", "stop", "--", "positional@0", "2", "0", ""])
+        #expect(containers.stdout.split(separator: "\n").contains("marked"), "\(containers)")
+        let images = try await host.berth(["---completion", "run", "--", "positional@0", "2", "0", ""])
+        #expect(images.stdout.split(separator: "\n").contains("busybox:latest"), "\(images)")
+        #expect(try await host.berth(["completion", "zsh"]).stdout.contains("#compdef berth"))
+        #expect(try await host.berth(["completion", "fish"]).stdout.contains("complete -c 'berth'"))
+        #expect(try await host.berth(["completion", "tcsh"]).status == 1)
     }
 
     @Test("run, inspect -f, ps --format, images and volumes answer as docker's do")
