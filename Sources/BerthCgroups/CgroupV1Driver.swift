@@ -63,6 +63,24 @@ public struct CgroupV1Driver: CgroupDriver {
         }
     }
 
+    /// Why the kernel refused a lower memory limit, when it is that the
+    /// container uses more than it (and the kernel could not reclaim it).
+    private func usageAbove(_ memory: ByteSize, swap: Int64?, _ name: String) -> BerthError? {
+        let usage = read("memory", name, "memory.usage_in_bytes").flatMap { Int64($0.trimmingWhitespace()) } ?? 0
+        let total = read("memory", name, "memory.memsw.usage_in_bytes").flatMap { Int64($0.trimmingWhitespace()) } ?? 0
+        if usage > memory.bytes {
+            return BerthError(
+                .failedPrecondition,
+                "memory limit \(memory): the container uses \(ByteSize(bytes: usage).humanReadable) now, more than the new limit, and the kernel could not reclaim enough; free memory in the container or choose a higher limit (nothing was changed)")
+        }
+        if let swap, swap >= 0, total > swap {
+            return BerthError(
+                .failedPrecondition,
+                "memory-swap \(ByteSize(bytes: swap).humanReadable): the container uses \(ByteSize(bytes: total).humanReadable) of memory and swap now, more than the new limit; free memory in the container or choose a higher limit (nothing was changed)")
+        }
+        return nil
+    }
+
     private func read(_ controller: String, _ name: String, _ file: String) -> String? {
         try? FileIO.read("\(path(controller, name))/\(file)")
     }
@@ -163,19 +181,33 @@ public struct CgroupV1Driver: CgroupDriver {
             if let memorySwap = r.memorySwap { swap = memorySwap.bytes } else { swap = memory.bytes * 2 }
             let hasMemsw = testTree || read("memory", name, "memory.memsw.limit_in_bytes") != nil
             if hasMemsw {
+                let before = (read("memory", name, "memory.limit_in_bytes"), read("memory", name, "memory.memsw.limit_in_bytes"))
                 // The kernel keeps limit <= memsw: order the two writes so that holds at every step.
                 do {
                     try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
                     try write(String(swap), "memory", name, "memory.memsw.limit_in_bytes")
                 } catch {
-                    try write(String(swap), "memory", name, "memory.memsw.limit_in_bytes")
-                    try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+                    do {
+                        try write(String(swap), "memory", name, "memory.memsw.limit_in_bytes")
+                        try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+                    } catch {
+                        // Refused: the limits stay as they were (memsw first when it grows back).
+                        if let limit = before.0, let memsw = before.1 {
+                            try? write(memsw.trimmingWhitespace(), "memory", name, "memory.memsw.limit_in_bytes")
+                            try? write(limit.trimmingWhitespace(), "memory", name, "memory.limit_in_bytes")
+                        }
+                        throw usageAbove(memory, swap: swap, name) ?? error
+                    }
                 }
             } else {
                 if let memorySwap = r.memorySwap, memorySwap.bytes != -1, memorySwap != memory {
                     throw BerthError.invalid("memory-swap \(memorySwap): this host has no swap accounting (memory.memsw.* is missing)")
                 }
-                try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+                do {
+                    try write(String(memory.bytes), "memory", name, "memory.limit_in_bytes")
+                } catch {
+                    throw usageAbove(memory, swap: nil, name) ?? error
+                }
             }
         } else if let swap = r.memorySwap, swap.bytes == -1, read("memory", name, "memory.memsw.limit_in_bytes") != nil {
             try write("-1", "memory", name, "memory.memsw.limit_in_bytes")

@@ -187,6 +187,22 @@ struct ContainerLifecycleTests {
         let bad = try await host.berth(["update", "-m", "1k", "u"])
         #expect(bad.status == 1 && bad.stderr.contains("minimum memory limit"))
         #expect(try await host.inspect("u").spec.resources.memory == .mebibytes(128))
+
+        // Below what the container uses now (40 MB in its tmpfs, no swap to
+        // move it to): refused in words that say so, and nothing changes.
+        // (cgroup v1's refusal: v2's kernel takes the limit and OOM-kills.)
+        guard !ContainerHost.unifiedHierarchy else { return }
+        #expect(
+            try await host.berth([
+                "run", "-d", "--name", "full", "-m", "64m", "--memory-swap", "64m", "busybox", "sh", "-c", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=40 && sleep 300",
+            ]).status == 0)
+        let full = try await host.waitFor("full") { $0.status.state == .running }
+        try await Task.sleep(for: .milliseconds(500))
+        let below = try await host.berth(["update", "-m", "20m", "--memory-swap", "20m", "full"])
+        #expect(below.status == 1 && below.stderr.contains("more than the new limit") && below.stderr.contains("nothing was changed"), "\(below)")
+        #expect(try host.memoryLimit(full) == String(64 << 20))
+        #expect(try await host.inspect("full").spec.resources.memory == .mebibytes(64))
+        #expect(try await host.inspect("full").status.state == .running)
     }
 
     @Test("bad input gets a clear error and leaves nothing behind")
