@@ -9,6 +9,12 @@ public protocol AdmissionHost: Sendable {
     func readProfile(_ path: String) throws -> String
     /// Checks that the `--device` paths are devices this host has.
     func checkDevices(_ devices: [DeviceMapping]) throws
+    /// The capabilities the host lets the agent give (its bounding set).
+    var grantableCapabilities: UInt64 { get }
+}
+
+extension AdmissionHost {
+    public var grantableCapabilities: UInt64 { ~0 }
 }
 
 /// The host as it is.
@@ -17,6 +23,15 @@ public struct LiveAdmissionHost: AdmissionHost {
     public func pathExists(_ path: String) -> Bool { FileIO.exists(path) }
     public func readProfile(_ path: String) throws -> String { try SeccompProfile.read(path: path) }
     public func checkDevices(_ devices: [DeviceMapping]) throws { _ = try HostDevices.resolve(devices) }
+    /// The agent's own bounding set (`CapBnd` in /proc/self/status): a
+    /// capability outside it cannot be given to a container.
+    public var grantableCapabilities: UInt64 {
+        let status = (try? FileIO.read("/proc/self/status")) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("CapBnd:") {
+            return UInt64(String(line.dropFirst(7).filter { !$0.isWhitespace }), radix: 16) ?? ~0
+        }
+        return ~0
+    }
 }
 
 /// A container spec as admitted: the spec to record (its name, its network,
@@ -70,7 +85,15 @@ public enum ContainerAdmission {
         for path in image.config.volumes where !targets.contains(path) && path.hasPrefix("/") {
             spec.mounts.append(Mount(kind: .volume, target: path))
         }
-        let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop)
+        let grantable = host.grantableCapabilities
+        // A capability asked for by name that the host does not grant is
+        // refused by name; docker's defaults (and ALL) are what the host grants of them.
+        for name in spec.capAdd where name.uppercased() != "ALL" {
+            if let bit = Capabilities.bit(name), grantable & (1 << UInt64(bit)) == 0 {
+                throw BerthError.invalid("--cap-add \(name): the host does not grant this capability (it is not in the agent's bounding set)")
+            }
+        }
+        let capabilities = try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop) & grantable
         let seccomp = try SecurityOptions.seccomp(spec.securityOpts, readProfile: host.readProfile)
         try host.checkDevices(spec.devices)
         let user = try users.resolve(spec.user ?? image.config.user)
@@ -83,7 +106,7 @@ public enum ContainerAdmission {
         let spec = container.spec
         return AdmittedProcess(
             command: try RuntimePlanner.command(spec: spec, image: image.config), user: try users.resolve(spec.user ?? image.config.user),
-            capabilities: try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop),
+            capabilities: try Capabilities.resolve(add: spec.capAdd, drop: spec.capDrop) & host.grantableCapabilities,
             seccomp: try SecurityOptions.seccomp(spec.securityOpts, readProfile: host.readProfile))
     }
 }

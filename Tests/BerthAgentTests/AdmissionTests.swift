@@ -11,12 +11,14 @@ final class StubHost: AdmissionHost {
     let paths: Set<String>
     let profiles: [String: String]
     let devices: Set<String>
+    let grantableCapabilities: UInt64
     private let reads = Mutex(0)
 
-    init(paths: Set<String> = [], profiles: [String: String] = [:], devices: Set<String> = []) {
+    init(paths: Set<String> = [], profiles: [String: String] = [:], devices: Set<String> = [], grantable: UInt64 = ~0) {
         self.paths = paths
         self.profiles = profiles
         self.devices = devices
+        self.grantableCapabilities = grantable
     }
 
     var profileReads: Int { reads.withLock { $0 } }
@@ -125,6 +127,22 @@ struct AdmissionTests {
         #expect(refusal { $0.securityOpts = ["apparmor=x"] }?.contains("supported are") == true)
         #expect(refusal { $0.devices = [DeviceMapping(hostPath: "/dev/nothing")] } != nil)
         #expect(refusal { $0.devices = [DeviceMapping(hostPath: "/dev/null")] } == nil)
+    }
+
+    @Test("a capability the host does not grant: refused by name when asked for, left out of docker's defaults and ALL")
+    func ungrantedCapabilities() throws {
+        let bit = { (name: String) in UInt64(1) << UInt64(Capabilities.bit(name)!) }
+        let host = StubHost(grantable: ~(bit("SYS_RESOURCE") | bit("CHOWN")))
+        do {
+            _ = try ContainerAdmission.admit(Self.spec { $0.capAdd = ["SYS_RESOURCE"] }, image: Self.image, onNetwork: false, users: Self.users, host: host)
+            Issue.record("admitted")
+        } catch let error as BerthError {
+            #expect(error.message == "--cap-add SYS_RESOURCE: the host does not grant this capability (it is not in the agent's bounding set)")
+        }
+        let defaults = try ContainerAdmission.admit(Self.spec { _ in }, image: Self.image, onNetwork: false, users: Self.users, host: host)
+        #expect(defaults.process.capabilities & bit("CHOWN") == 0 && defaults.process.capabilities & bit("KILL") != 0)
+        let all = try ContainerAdmission.admit(Self.spec { $0.capAdd = ["ALL"] }, image: Self.image, onNetwork: false, users: Self.users, host: host)
+        #expect(all.process.capabilities & (bit("SYS_RESOURCE") | bit("CHOWN")) == 0 && all.process.capabilities & bit("SYS_ADMIN") != 0)
     }
 
     @Test("the record keeps its admission and every start runs it; a record from before is admitted at its start")
