@@ -25,6 +25,28 @@ public struct StatsReader: Sendable {
 
     static let onlineCPUs = SystemInfo.onlineCPUs
 
+    /// The PIDs in a container's cgroup (none once it has exited).
+    public func processes(_ container: Container) -> Set<Int32> {
+        guard container.status.state.isActive else { return [] }
+        return Set((try? cgroups.processes(container.id.rawValue)) ?? [])
+    }
+
+    /// docker's `top`: the host's `ps` with `options` (`-ef` without),
+    /// narrowed to the container's processes.
+    ///
+    /// - Throws: `BerthError.failedPrecondition` for a container that is not
+    ///   running; `BerthError.invalidArgument` when ps refuses the options
+    ///   or leaves out PID.
+    public func top(_ container: Container, options: [String]) async throws -> ProcessTable {
+        guard container.status.state.isActive else { throw BerthError(.failedPrecondition, "container \(container.name) is not running") }
+        let pids = processes(container)
+        let output = try await Processes.run("/bin/ps", options.isEmpty ? ["-ef"] : options, environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"], timeout: .seconds(30))
+        guard output.status == 0 else {
+            throw BerthError.invalid("ps \(options.joined(separator: " ")): \(output.stderr.split(separator: "\n").first ?? "exited \(output.status)")")
+        }
+        return try ProcessTable(psOutput: output.stdout, pids: pids)
+    }
+
     /// The host's total CPU time: the "cpu" line of /proc/stat, in USER_HZ
     /// (100 per second) ticks.
     func hostCPUNanos() -> UInt64 {

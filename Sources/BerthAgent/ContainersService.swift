@@ -179,6 +179,14 @@ public struct ContainersService: Berth_Agent_V1_Containers.SimpleServiceProtocol
         return .with { $0.container = container.proto }
     }
 
+    public func top(request: Berth_Agent_V1_TopContainerRequest, context: ServerContext) async throws -> Berth_Agent_V1_TopContainerResponse {
+        let table = try await stats.top(try await supervisor.inspect(request.container), options: request.psArgs)
+        return .with {
+            $0.titles = table.titles
+            $0.processes = table.processes.map { row in .with { $0.fields = row } }
+        }
+    }
+
     public func exec(
         request: RPCAsyncSequence<Berth_Agent_V1_ExecRequest, any Error>, response: RPCWriter<Berth_Agent_V1_ExecResponse>,
         context: ServerContext

@@ -23,7 +23,7 @@ public struct BerthCommand: AsyncParsableCommand {
         abstract: "Run and manage containers on Berth agents.",
         version: CLIVersion.version,
         subcommands: [
-            RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, RestartCommand.self, KillCommand.self, PauseCommand.self,
+            RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, RestartCommand.self, KillCommand.self, TopCommand.self, PauseCommand.self,
             UnpauseCommand.self, RemoveCommand.self, PsCommand.self, PortCommand.self, InspectCommand.self, WaitCommand.self, UpdateCommand.self,
             LogsCommand.self, ExecCommand.self, StatsCommand.self, EventsCommand.self, ContainerCommand.self, ImageCommand.self, ImagesAlias.self, TagCommand.self, ImportCommand.self, PullCommand.self, LoadCommand.self, SaveCommand.self, RmiCommand.self, VolumeCommand.self, NetworkCommand.self, NodeCommand.self, ServiceCommand.self, ControllerCommand.self, SystemCommand.self, CompletionCommand.self, LoginCommand.self, LogoutCommand.self, VersionCommand.self, InfoCommand.self,
         ])

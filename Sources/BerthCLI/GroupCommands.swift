@@ -1,5 +1,6 @@
 import ArgumentParser
 import BerthAPI
+import BerthLinux
 import BerthModel
 import BerthTemplate
 import SwiftProtobuf
@@ -12,7 +13,7 @@ struct ContainerCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, CreateCommand.self, StartCommand.self, StopCommand.self, RestartCommand.self, KillCommand.self, PauseCommand.self,
             UnpauseCommand.self, RemoveCommand.self, ContainerList.self, PortCommand.self, ContainerInspect.self, WaitCommand.self,
-            UpdateCommand.self, LogsCommand.self, ExecCommand.self, StatsCommand.self, ContainerPrune.self,
+            UpdateCommand.self, LogsCommand.self, ExecCommand.self, StatsCommand.self, TopCommand.self, ContainerPrune.self,
         ])
 }
 
@@ -58,6 +59,28 @@ struct RestartCommand: AsyncParsableCommand {
             let started = try await c.start(.with { $0.container = name })
             started.warnings.forEach { Console.error("WARNING: \($0)") }
         }
+    }
+}
+
+/// `berth top CONTAINER [ps OPTIONS]`: the container's processes as the
+/// agent's host's `ps` shows them (`-ef` by default), docker's columns.
+struct TopCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "top", abstract: "Show the running processes of a container.")
+    @OptionGroup var agent: AgentOptions
+    @Argument(completion: NameCompletion.containers) var container: String
+    @Argument(parsing: .captureForPassthrough, help: "Options for ps (default -ef).") var psOptions: [String] = []
+
+    func run() async throws {
+        let (container, options) = (self.container, psOptions)
+        let table = try await agent.connection().withClient { grpc in
+            try await Berth_Agent_V1_Containers.Client(wrapping: grpc).top(.with {
+                $0.container = container
+                $0.psArgs = options
+            })
+        }
+        let lines = [table.titles.joined(separator: "\t")] + table.processes.map { $0.fields.joined(separator: "\t") }
+        // docker's tabwriter for top: columns 20 wide at least, 3 spaces apart.
+        Console.write(Descriptor.standardOutput, Array(TabWriter.align(lines.joined(separator: "\n") + "\n", minWidth: 20, padding: 3).utf8))
     }
 }
 

@@ -114,6 +114,15 @@ struct DockerJudgeTests {
         try await both.same(["images", "--filter", "reference=busy*", "--format", "{{.Repository}}"])
         try await both.same(["images", "-q", "--filter", "dangling=true"])
 
+        // top: the host's ps, the container's processes (PIDs and times differ; the columns and commands do not).
+        let (dTop, bTop) = try await both.run(["top", "judged"])
+        let shape = { (text: String) in text.split(separator: "\n").map { line in
+            [line.split(separator: " ").first.map(String.init) ?? "", line.split(separator: " ", omittingEmptySubsequences: true).suffix(2).joined(separator: " ")] } }
+        #expect(bTop.status == dTop.status && shape(bTop.stdout) == shape(dTop.stdout), "docker \(dTop.stdout) berth \(bTop.stdout)")
+        #expect(bTop.stdout.split(separator: "\n").first == dTop.stdout.split(separator: "\n").first, "docker \(dTop.stdout) berth \(bTop.stdout)")
+        let (dStopped, bStopped) = try await both.run(["top", "exited"])
+        #expect(dStopped.status != 0 && bStopped.status != 0 && bStopped.stderr.contains("is not running"), "\(bStopped)")
+
         // inspect -f, docker's documented uses among them.
         for template in [
             "{{.State.Status}} {{.State.Running}} {{.State.Paused}} {{.State.OOMKilled}} {{.State.Dead}} {{.State.ExitCode}} {{.State.Error}}",

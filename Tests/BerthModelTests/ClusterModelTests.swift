@@ -79,3 +79,24 @@ struct ClusterModelTests {
         #expect(throws: BerthError.self) { try UpdatePolicy.FailureAction(parsing: "retry") }
     }
 }
+
+@Suite("ps output narrowed to a container's processes (docker's top)")
+struct ProcessTableTests {
+    @Test("the header's titles; the container's rows and their thread lines; the command with its spaces; no PID column is refused")
+    func narrowed() throws {
+        let output = """
+            UID          PID    PPID  C STIME TTY          TIME CMD
+            root           1       0  0 10:00 ?        00:00:01 /sbin/init splash
+            root        4242    4200  0 10:01 ?        00:00:00 sleep 100
+            root           -       -  0 10:01 -        00:00:00 -
+            root        4300    4242  0 10:02 ?        00:00:00 sh -c echo  two  spaces
+
+            """
+        let table = try ProcessTable(psOutput: output, pids: [4242, 4300])
+        #expect(table.titles == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"])
+        #expect(table.processes.map { $0[1] } == ["4242", "-", "4300"])
+        #expect(table.processes[2].last == "sh -c echo two spaces")
+        #expect(throws: BerthError.self) { try ProcessTable(psOutput: "COMMAND\nsleep\n", pids: [1]) }
+        #expect(throws: BerthError.self) { try ProcessTable(psOutput: "PID CMD\nx sleep\n", pids: [1]) }
+    }
+}

@@ -218,6 +218,19 @@ public enum Berth_Agent_V1_Containers: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "Top" metadata.
+        public enum Top: Sendable {
+            /// Request type for "Top".
+            public typealias Input = Berth_Agent_V1_TopContainerRequest
+            /// Response type for "Top".
+            public typealias Output = Berth_Agent_V1_TopContainerResponse
+            /// Descriptor for "Top".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "berth.agent.v1.Containers"),
+                method: "Top",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "berth.agent.v1.Containers" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -234,7 +247,8 @@ public enum Berth_Agent_V1_Containers: Sendable {
             Exec.descriptor,
             Logs.descriptor,
             Stats.descriptor,
-            Run.descriptor
+            Run.descriptor,
+            Top.descriptor
         ]
     }
 }
@@ -527,6 +541,25 @@ extension Berth_Agent_V1_Containers {
             request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_RunContainerRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse>
+
+        /// Handle the "Top" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The processes of a running container, as the host's `ps` shows them
+        /// > (docker's `top`).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Berth_Agent_V1_TopContainerRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Berth_Agent_V1_TopContainerResponse` messages.
+        func top(
+            request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_TopContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_TopContainerResponse>
     }
 
     /// Service protocol for the "berth.agent.v1.Containers" service.
@@ -803,6 +836,25 @@ extension Berth_Agent_V1_Containers {
             request: GRPCCore.ServerRequest<Berth_Agent_V1_RunContainerRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_RunContainerResponse>
+
+        /// Handle the "Top" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The processes of a running container, as the host's `ps` shows them
+        /// > (docker's `top`).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_TopContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Berth_Agent_V1_TopContainerResponse` message.
+        func top(
+            request: GRPCCore.ServerRequest<Berth_Agent_V1_TopContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_TopContainerResponse>
     }
 
     /// Simple service protocol for the "berth.agent.v1.Containers" service.
@@ -1081,6 +1133,25 @@ extension Berth_Agent_V1_Containers {
             response: GRPCCore.RPCWriter<Berth_Agent_V1_RunContainerResponse>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Top" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The processes of a running container, as the host's `ps` shows them
+        /// > (docker's `top`).
+        ///
+        /// - Parameters:
+        ///   - request: A `Berth_Agent_V1_TopContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Berth_Agent_V1_TopContainerResponse` to respond with.
+        func top(
+            request: Berth_Agent_V1_TopContainerRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Berth_Agent_V1_TopContainerResponse
     }
 }
 
@@ -1253,6 +1324,17 @@ extension Berth_Agent_V1_Containers.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Berth_Agent_V1_Containers.Method.Top.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_TopContainerRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_TopContainerResponse>(),
+            handler: { request, context in
+                try await self.top(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1411,6 +1493,17 @@ extension Berth_Agent_V1_Containers.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func top(
+        request: GRPCCore.StreamingServerRequest<Berth_Agent_V1_TopContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Berth_Agent_V1_TopContainerResponse> {
+        let response = try await self.top(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -1625,6 +1718,19 @@ extension Berth_Agent_V1_Containers.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func top(
+        request: GRPCCore.ServerRequest<Berth_Agent_V1_TopContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Berth_Agent_V1_TopContainerResponse> {
+        return GRPCCore.ServerResponse<Berth_Agent_V1_TopContainerResponse>(
+            message: try await self.top(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -1978,6 +2084,30 @@ extension Berth_Agent_V1_Containers {
             deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_RunContainerResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Berth_Agent_V1_RunContainerResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Top" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The processes of a running container, as the host's `ps` shows them
+        /// > (docker's `top`).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_TopContainerRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_TopContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_TopContainerResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func top<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_TopContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_TopContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_TopContainerResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_TopContainerResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2495,6 +2625,41 @@ extension Berth_Agent_V1_Containers {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Top" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The processes of a running container, as the host's `ps` shows them
+        /// > (docker's `top`).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Berth_Agent_V1_TopContainerRequest` message.
+        ///   - serializer: A serializer for `Berth_Agent_V1_TopContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Berth_Agent_V1_TopContainerResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func top<Result>(
+            request: GRPCCore.ClientRequest<Berth_Agent_V1_TopContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Berth_Agent_V1_TopContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Berth_Agent_V1_TopContainerResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_TopContainerResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Berth_Agent_V1_Containers.Method.Top.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2920,6 +3085,36 @@ extension Berth_Agent_V1_Containers.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_RunContainerRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_RunContainerResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Top" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The processes of a running container, as the host's `ps` shows them
+    /// > (docker's `top`).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Berth_Agent_V1_TopContainerRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func top<Result>(
+        request: GRPCCore.ClientRequest<Berth_Agent_V1_TopContainerRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_TopContainerResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.top(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Berth_Agent_V1_TopContainerRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Berth_Agent_V1_TopContainerResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3408,6 +3603,40 @@ extension Berth_Agent_V1_Containers.ClientProtocol {
             metadata: metadata
         )
         return try await self.run(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Top" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The processes of a running container, as the host's `ps` shows them
+    /// > (docker's `top`).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func top<Result>(
+        _ message: Berth_Agent_V1_TopContainerRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Berth_Agent_V1_TopContainerResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Berth_Agent_V1_TopContainerRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.top(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -7,6 +7,141 @@
 #endif
 
 #include "berth/agent/v1/containers.pb-c.h"
+void   berth__agent__v1__top_container_request__init
+                     (Berth__Agent__V1__TopContainerRequest         *message)
+{
+  static const Berth__Agent__V1__TopContainerRequest init_value = BERTH__AGENT__V1__TOP_CONTAINER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__top_container_request__get_packed_size
+                     (const Berth__Agent__V1__TopContainerRequest *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_container_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__top_container_request__pack
+                     (const Berth__Agent__V1__TopContainerRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_container_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__top_container_request__pack_to_buffer
+                     (const Berth__Agent__V1__TopContainerRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_container_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__TopContainerRequest *
+       berth__agent__v1__top_container_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__TopContainerRequest *)
+     protobuf_c_message_unpack (&berth__agent__v1__top_container_request__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__top_container_request__free_unpacked
+                     (Berth__Agent__V1__TopContainerRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__top_container_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   berth__agent__v1__top_container_response__init
+                     (Berth__Agent__V1__TopContainerResponse         *message)
+{
+  static const Berth__Agent__V1__TopContainerResponse init_value = BERTH__AGENT__V1__TOP_CONTAINER_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__top_container_response__get_packed_size
+                     (const Berth__Agent__V1__TopContainerResponse *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_container_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__top_container_response__pack
+                     (const Berth__Agent__V1__TopContainerResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_container_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__top_container_response__pack_to_buffer
+                     (const Berth__Agent__V1__TopContainerResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_container_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__TopContainerResponse *
+       berth__agent__v1__top_container_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__TopContainerResponse *)
+     protobuf_c_message_unpack (&berth__agent__v1__top_container_response__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__top_container_response__free_unpacked
+                     (Berth__Agent__V1__TopContainerResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__top_container_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   berth__agent__v1__top_process__init
+                     (Berth__Agent__V1__TopProcess         *message)
+{
+  static const Berth__Agent__V1__TopProcess init_value = BERTH__AGENT__V1__TOP_PROCESS__INIT;
+  *message = init_value;
+}
+size_t berth__agent__v1__top_process__get_packed_size
+                     (const Berth__Agent__V1__TopProcess *message)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_process__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t berth__agent__v1__top_process__pack
+                     (const Berth__Agent__V1__TopProcess *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_process__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t berth__agent__v1__top_process__pack_to_buffer
+                     (const Berth__Agent__V1__TopProcess *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &berth__agent__v1__top_process__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Berth__Agent__V1__TopProcess *
+       berth__agent__v1__top_process__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Berth__Agent__V1__TopProcess *)
+     protobuf_c_message_unpack (&berth__agent__v1__top_process__descriptor,
+                                allocator, len, data);
+}
+void   berth__agent__v1__top_process__free_unpacked
+                     (Berth__Agent__V1__TopProcess *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &berth__agent__v1__top_process__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   berth__agent__v1__container_spec__labels_entry__init
                      (Berth__Agent__V1__ContainerSpec__LabelsEntry         *message)
 {
@@ -2218,6 +2353,146 @@ void   berth__agent__v1__container_stats_response__free_unpacked
   assert(message->base.descriptor == &berth__agent__v1__container_stats_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+static const ProtobufCFieldDescriptor berth__agent__v1__top_container_request__field_descriptors[2] =
+{
+  {
+    "container",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Berth__Agent__V1__TopContainerRequest, container),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ps_args",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Berth__Agent__V1__TopContainerRequest, n_ps_args),
+    offsetof(Berth__Agent__V1__TopContainerRequest, ps_args),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__top_container_request__field_indices_by_name[] = {
+  0,   /* field[0] = container */
+  1,   /* field[1] = ps_args */
+};
+static const ProtobufCIntRange berth__agent__v1__top_container_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__top_container_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.TopContainerRequest",
+  "TopContainerRequest",
+  "Berth__Agent__V1__TopContainerRequest",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__TopContainerRequest),
+  2,
+  berth__agent__v1__top_container_request__field_descriptors,
+  berth__agent__v1__top_container_request__field_indices_by_name,
+  1,  berth__agent__v1__top_container_request__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__top_container_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__top_container_response__field_descriptors[2] =
+{
+  {
+    "titles",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Berth__Agent__V1__TopContainerResponse, n_titles),
+    offsetof(Berth__Agent__V1__TopContainerResponse, titles),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "processes",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Berth__Agent__V1__TopContainerResponse, n_processes),
+    offsetof(Berth__Agent__V1__TopContainerResponse, processes),
+    &berth__agent__v1__top_process__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__top_container_response__field_indices_by_name[] = {
+  1,   /* field[1] = processes */
+  0,   /* field[0] = titles */
+};
+static const ProtobufCIntRange berth__agent__v1__top_container_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__top_container_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.TopContainerResponse",
+  "TopContainerResponse",
+  "Berth__Agent__V1__TopContainerResponse",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__TopContainerResponse),
+  2,
+  berth__agent__v1__top_container_response__field_descriptors,
+  berth__agent__v1__top_container_response__field_indices_by_name,
+  1,  berth__agent__v1__top_container_response__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__top_container_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor berth__agent__v1__top_process__field_descriptors[1] =
+{
+  {
+    "fields",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Berth__Agent__V1__TopProcess, n_fields),
+    offsetof(Berth__Agent__V1__TopProcess, fields),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned berth__agent__v1__top_process__field_indices_by_name[] = {
+  0,   /* field[0] = fields */
+};
+static const ProtobufCIntRange berth__agent__v1__top_process__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor berth__agent__v1__top_process__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "berth.agent.v1.TopProcess",
+  "TopProcess",
+  "Berth__Agent__V1__TopProcess",
+  "berth.agent.v1",
+  sizeof(Berth__Agent__V1__TopProcess),
+  1,
+  berth__agent__v1__top_process__field_descriptors,
+  berth__agent__v1__top_process__field_indices_by_name,
+  1,  berth__agent__v1__top_process__number_ranges,
+  (ProtobufCMessageInit) berth__agent__v1__top_process__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__labels_entry__field_descriptors[2] =
 {
   {
@@ -5963,7 +6238,7 @@ const ProtobufCEnumDescriptor berth__agent__v1__log_stream__descriptor =
   berth__agent__v1__log_stream__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor berth__agent__v1__containers__method_descriptors[15] =
+static const ProtobufCMethodDescriptor berth__agent__v1__containers__method_descriptors[16] =
 {
   { "Create", &berth__agent__v1__create_container_request__descriptor, &berth__agent__v1__create_container_response__descriptor },
   { "Start", &berth__agent__v1__start_container_request__descriptor, &berth__agent__v1__start_container_response__descriptor },
@@ -5980,6 +6255,7 @@ static const ProtobufCMethodDescriptor berth__agent__v1__containers__method_desc
   { "Logs", &berth__agent__v1__container_logs_request__descriptor, &berth__agent__v1__container_logs_response__descriptor },
   { "Stats", &berth__agent__v1__container_stats_request__descriptor, &berth__agent__v1__container_stats_response__descriptor },
   { "Run", &berth__agent__v1__run_container_request__descriptor, &berth__agent__v1__run_container_response__descriptor },
+  { "Top", &berth__agent__v1__top_container_request__descriptor, &berth__agent__v1__top_container_response__descriptor },
 };
 const unsigned berth__agent__v1__containers__method_indices_by_name[] = {
   0,        /* Create */
@@ -5995,6 +6271,7 @@ const unsigned berth__agent__v1__containers__method_indices_by_name[] = {
   1,        /* Start */
   13,        /* Stats */
   2,        /* Stop */
+  15,        /* Top */
   10,        /* Update */
   7         /* Wait */
 };
@@ -6005,7 +6282,7 @@ const ProtobufCServiceDescriptor berth__agent__v1__containers__descriptor =
   "Containers",
   "Berth__Agent__V1__Containers",
   "berth.agent.v1",
-  15,
+  16,
   berth__agent__v1__containers__method_descriptors,
   berth__agent__v1__containers__method_indices_by_name
 };
@@ -6128,6 +6405,14 @@ void berth__agent__v1__containers__run(ProtobufCService *service,
 {
   assert(service->descriptor == &berth__agent__v1__containers__descriptor);
   service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void berth__agent__v1__containers__top(ProtobufCService *service,
+                                       const Berth__Agent__V1__TopContainerRequest *input,
+                                       Berth__Agent__V1__TopContainerResponse_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &berth__agent__v1__containers__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void berth__agent__v1__containers__init (Berth__Agent__V1__Containers_Service *service,
                                          Berth__Agent__V1__Containers_ServiceDestroy destroy)

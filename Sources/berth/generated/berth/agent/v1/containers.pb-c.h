@@ -17,6 +17,9 @@ PROTOBUF_C__BEGIN_DECLS
 #include "berth/agent/v1/common.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
+typedef struct Berth__Agent__V1__TopContainerRequest Berth__Agent__V1__TopContainerRequest;
+typedef struct Berth__Agent__V1__TopContainerResponse Berth__Agent__V1__TopContainerResponse;
+typedef struct Berth__Agent__V1__TopProcess Berth__Agent__V1__TopProcess;
 typedef struct Berth__Agent__V1__ContainerSpec Berth__Agent__V1__ContainerSpec;
 typedef struct Berth__Agent__V1__ContainerSpec__LabelsEntry Berth__Agent__V1__ContainerSpec__LabelsEntry;
 typedef struct Berth__Agent__V1__NetworkAttachment Berth__Agent__V1__NetworkAttachment;
@@ -88,6 +91,51 @@ typedef enum _Berth__Agent__V1__LogStream {
 } Berth__Agent__V1__LogStream;
 
 /* --- messages --- */
+
+struct  Berth__Agent__V1__TopContainerRequest
+{
+  ProtobufCMessage base;
+  char *container;
+  /*
+   * The options for ps; empty for -ef.
+   */
+  size_t n_ps_args;
+  char **ps_args;
+};
+#define BERTH__AGENT__V1__TOP_CONTAINER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__top_container_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Berth__Agent__V1__TopContainerResponse
+{
+  ProtobufCMessage base;
+  /*
+   * ps's column titles.
+   */
+  size_t n_titles;
+  char **titles;
+  size_t n_processes;
+  Berth__Agent__V1__TopProcess **processes;
+};
+#define BERTH__AGENT__V1__TOP_CONTAINER_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__top_container_response__descriptor) \
+    , 0,NULL, 0,NULL }
+
+
+/*
+ * One row of ps's output: a field per title, the last with its spaces.
+ */
+struct  Berth__Agent__V1__TopProcess
+{
+  ProtobufCMessage base;
+  size_t n_fields;
+  char **fields;
+};
+#define BERTH__AGENT__V1__TOP_PROCESS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&berth__agent__v1__top_process__descriptor) \
+    , 0,NULL }
+
 
 struct  Berth__Agent__V1__ContainerSpec__LabelsEntry
 {
@@ -967,6 +1015,63 @@ struct  Berth__Agent__V1__ContainerStatsResponse
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, NULL, NULL, 0,NULL, NULL }
 
 
+/* Berth__Agent__V1__TopContainerRequest methods */
+void   berth__agent__v1__top_container_request__init
+                     (Berth__Agent__V1__TopContainerRequest         *message);
+size_t berth__agent__v1__top_container_request__get_packed_size
+                     (const Berth__Agent__V1__TopContainerRequest   *message);
+size_t berth__agent__v1__top_container_request__pack
+                     (const Berth__Agent__V1__TopContainerRequest   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__top_container_request__pack_to_buffer
+                     (const Berth__Agent__V1__TopContainerRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__TopContainerRequest *
+       berth__agent__v1__top_container_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__top_container_request__free_unpacked
+                     (Berth__Agent__V1__TopContainerRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__TopContainerResponse methods */
+void   berth__agent__v1__top_container_response__init
+                     (Berth__Agent__V1__TopContainerResponse         *message);
+size_t berth__agent__v1__top_container_response__get_packed_size
+                     (const Berth__Agent__V1__TopContainerResponse   *message);
+size_t berth__agent__v1__top_container_response__pack
+                     (const Berth__Agent__V1__TopContainerResponse   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__top_container_response__pack_to_buffer
+                     (const Berth__Agent__V1__TopContainerResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__TopContainerResponse *
+       berth__agent__v1__top_container_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__top_container_response__free_unpacked
+                     (Berth__Agent__V1__TopContainerResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Berth__Agent__V1__TopProcess methods */
+void   berth__agent__v1__top_process__init
+                     (Berth__Agent__V1__TopProcess         *message);
+size_t berth__agent__v1__top_process__get_packed_size
+                     (const Berth__Agent__V1__TopProcess   *message);
+size_t berth__agent__v1__top_process__pack
+                     (const Berth__Agent__V1__TopProcess   *message,
+                      uint8_t             *out);
+size_t berth__agent__v1__top_process__pack_to_buffer
+                     (const Berth__Agent__V1__TopProcess   *message,
+                      ProtobufCBuffer     *buffer);
+Berth__Agent__V1__TopProcess *
+       berth__agent__v1__top_process__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   berth__agent__v1__top_process__free_unpacked
+                     (Berth__Agent__V1__TopProcess *message,
+                      ProtobufCAllocator *allocator);
 /* Berth__Agent__V1__ContainerSpec__LabelsEntry methods */
 void   berth__agent__v1__container_spec__labels_entry__init
                      (Berth__Agent__V1__ContainerSpec__LabelsEntry         *message);
@@ -1903,6 +2008,15 @@ void   berth__agent__v1__container_stats_response__free_unpacked
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Berth__Agent__V1__TopContainerRequest_Closure)
+                 (const Berth__Agent__V1__TopContainerRequest *message,
+                  void *closure_data);
+typedef void (*Berth__Agent__V1__TopContainerResponse_Closure)
+                 (const Berth__Agent__V1__TopContainerResponse *message,
+                  void *closure_data);
+typedef void (*Berth__Agent__V1__TopProcess_Closure)
+                 (const Berth__Agent__V1__TopProcess *message,
+                  void *closure_data);
 typedef void (*Berth__Agent__V1__ContainerSpec__LabelsEntry_Closure)
                  (const Berth__Agent__V1__ContainerSpec__LabelsEntry *message,
                   void *closure_data);
@@ -2120,6 +2234,10 @@ struct Berth__Agent__V1__Containers_Service
               const Berth__Agent__V1__RunContainerRequest *input,
               Berth__Agent__V1__RunContainerResponse_Closure closure,
               void *closure_data);
+  void (*top)(Berth__Agent__V1__Containers_Service *service,
+              const Berth__Agent__V1__TopContainerRequest *input,
+              Berth__Agent__V1__TopContainerResponse_Closure closure,
+              void *closure_data);
 };
 typedef void (*Berth__Agent__V1__Containers_ServiceDestroy)(Berth__Agent__V1__Containers_Service *);
 void berth__agent__v1__containers__init (Berth__Agent__V1__Containers_Service *service,
@@ -2142,7 +2260,8 @@ void berth__agent__v1__containers__init (Berth__Agent__V1__Containers_Service *s
       function_prefix__ ## exec,\
       function_prefix__ ## logs,\
       function_prefix__ ## stats,\
-      function_prefix__ ## run  }
+      function_prefix__ ## run,\
+      function_prefix__ ## top  }
 void berth__agent__v1__containers__create(ProtobufCService *service,
                                           const Berth__Agent__V1__CreateContainerRequest *input,
                                           Berth__Agent__V1__CreateContainerResponse_Closure closure,
@@ -2203,11 +2322,18 @@ void berth__agent__v1__containers__run(ProtobufCService *service,
                                        const Berth__Agent__V1__RunContainerRequest *input,
                                        Berth__Agent__V1__RunContainerResponse_Closure closure,
                                        void *closure_data);
+void berth__agent__v1__containers__top(ProtobufCService *service,
+                                       const Berth__Agent__V1__TopContainerRequest *input,
+                                       Berth__Agent__V1__TopContainerResponse_Closure closure,
+                                       void *closure_data);
 
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    berth__agent__v1__container_state__descriptor;
 extern const ProtobufCEnumDescriptor    berth__agent__v1__log_stream__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__top_container_request__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__top_container_response__descriptor;
+extern const ProtobufCMessageDescriptor berth__agent__v1__top_process__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry__descriptor;
 extern const ProtobufCMessageDescriptor berth__agent__v1__network_attachment__descriptor;
