@@ -86,6 +86,25 @@ struct CLITests {
         #expect(serverVersion.stdout.hasSuffix(" v1\n") && serverVersion.stdout.count > 4, "\(serverVersion)")
     }
 
+    @Test("every command of berth, berth-agent and berth-controller has its manual page in docs/man (scripts/generate-man)")
+    func manualPages() async throws {
+        for (executable, name) in [("berth-cli", "berth"), ("berth-agent", "berth-agent"), ("berth-controller", "berth-controller")] {
+            let dump = try await runCommand(try BuildProducts.executable(executable), ["--experimental-dump-help"])
+            let root = try #require((try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])?["command"] as? [String: Any])
+            var missing: [String] = []
+            func walk(_ command: [String: Any], _ path: [String]) {
+                let page = BuildProducts.root.appendingPathComponent("docs/man/\(path.joined(separator: ".")).1").path
+                if !FileManager.default.fileExists(atPath: page) { missing.append(page) }
+                for sub in command["subcommands"] as? [[String: Any]] ?? [] {
+                    guard let subName = sub["commandName"] as? String, subName != "help" else { continue }
+                    walk(sub, path + [subName])
+                }
+            }
+            walk(root, [name])
+            #expect(missing.isEmpty, "commands without a page (run scripts/generate-man): \(missing)")
+        }
+    }
+
     @Test("errors are clear and exit non-zero")
     func errors() async throws {
         let missing = try await Self.berth(["-H", "unix:///nonexistent/berth.sock", "info"])
