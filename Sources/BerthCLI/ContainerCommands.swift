@@ -176,12 +176,15 @@ struct StopCommand: AsyncParsableCommand {
     @Argument(completion: NameCompletion.containers) var containers: [String]
     func run() async throws {
         let time = self.time
-        try await EachContainer.run(agent, containers) { c, name in
-            _ = try await c.stop(.with {
-                $0.container = name
-                if let time { $0.timeoutSeconds = time }
-            })
-        }
+        try await EachContainer.run(agent, containers) { c, name in try await Self.stop(c, name, time: time) }
+    }
+
+    /// Stops one container: its stop signal, then SIGKILL after `time` seconds (its own stop timeout without).
+    static func stop(_ c: Berth_Agent_V1_Containers.Client<NGHTTP2ClientTransport>, _ name: String, time: Int32?) async throws {
+        _ = try await c.stop(.with {
+            $0.container = name
+            if let time { $0.timeoutSeconds = time }
+        })
     }
 }
 
@@ -310,12 +313,7 @@ enum Inspected {
                 failed = true
             }
         }
-        let shown: (output: String, errors: [String])
-        do {
-            shown = try DockerFormat.inspect(found, format: format)
-        } catch let error as TemplateError {
-            throw BerthError.invalid(error.message)
-        }
+        let shown = try Templating.checked { try DockerFormat.inspect(found, format: format) }
         Console.write(Descriptor.standardOutput, Array(shown.output.utf8))
         shown.errors.forEach { Console.error("berth: \($0)") }
         if failed || !shown.errors.isEmpty { throw ExitCode(1) }

@@ -16,17 +16,15 @@ struct DockerRows {
     /// - Throws: `BerthError.invalidArgument` for a template that does not
     ///   parse or cannot run on a row.
     func print(_ format: String?) throws {
-        do {
+        let text = try Templating.checked {
             let parsed = try DockerFormat(format, defaultTable: defaultTable)
             let headerObject = TemplateValue.object(
                 TemplateObject(
                     typeName: "formatter.SubHeaderContext", fields: header.map { ($0.0, .string($0.1)) },
                     methods: ["Label": TemplateFunction { args in .string(Self.labelHeader(args)) }]))
-            let text = try parsed.render(rows, header: headerObject)
-            Console.write(Descriptor.standardOutput, Array(text.utf8))
-        } catch let error as TemplateError {
-            throw BerthError.invalid(error.message)
+            return try parsed.render(rows, header: headerObject)
         }
+        Console.write(Descriptor.standardOutput, Array(text.utf8))
     }
 
     /// A `{{.Label "com.example.tier"}}` column's header: the key's last

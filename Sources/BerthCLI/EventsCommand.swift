@@ -29,14 +29,11 @@ struct EventsCommand: AsyncParsableCommand {
     var format: String?
 
     func run() async throws {
-        let template: Template?
-        do {
-            try DockerFormat.validate(format)
-            template = try format.flatMap { $0 == "json" ? nil : try Template(DockerFormat.unescaped($0)) }
-        } catch let error as TemplateError {
-            throw BerthError.invalid(error.message)
-        }
         let format = self.format
+        let template = try Templating.checked {
+            try DockerFormat.validate(format)
+            return try format.flatMap { $0 == "json" ? nil : try Template(DockerFormat.unescaped($0)) }
+        }
         var grouped: [(key: String, values: [String])] = []
         for filter in filters {
             let parts = filter.split(separator: "=", maxSplits: 1).map(String.init)

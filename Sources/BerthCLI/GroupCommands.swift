@@ -52,10 +52,7 @@ struct RestartCommand: AsyncParsableCommand {
     func run() async throws {
         let time = self.time
         try await EachContainer.run(agent, containers) { c, name in
-            _ = try await c.stop(.with {
-                $0.container = name
-                if let time { $0.timeoutSeconds = time }
-            })
+            try await StopCommand.stop(c, name, time: time)
             let started = try await c.start(.with { $0.container = name })
             started.warnings.forEach { Console.error("WARNING: \($0)") }
         }

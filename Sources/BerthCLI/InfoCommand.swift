@@ -14,17 +14,13 @@ struct InfoCommand: AsyncParsableCommand {
     var format: String?
 
     func run() async throws {
-        do { try DockerFormat.validate(format) } catch let error as TemplateError { throw BerthError.invalid(error.message) }
+        try Templating.checked { try DockerFormat.validate(format) }
         let info = try await agent.connection().withClient { grpc in
             let node = Berth_Agent_V1_Node.Client(wrapping: grpc)
             return try NodeInfo(proto: try await node.info(Berth_Agent_V1_GetNodeInfoRequest()).info)
         }
         guard let format, !format.isEmpty else { return Console.print(Self.render(info)) }
-        do {
-            Console.write(Descriptor.standardOutput, Array(try DockerFormat.one(Self.shape(info), format: format).utf8))
-        } catch let error as TemplateError {
-            throw BerthError.invalid(error.message)
-        }
+        Console.write(Descriptor.standardOutput, Array(try Templating.checked { try DockerFormat.one(Self.shape(info), format: format) }.utf8))
     }
 
     /// docker's `info` shape, for what a Berth agent has.

@@ -1,6 +1,7 @@
 import BerthAPI
 import BerthLinux
 import BerthModel
+import BerthTemplate
 import FoundationEssentials
 import SwiftProtobuf
 
@@ -70,6 +71,17 @@ enum KeyValues {
                 $0.key = kv[0]
                 $0.values = [kv[1]]
             }
+        }
+    }
+}
+
+/// A template's error as the command line reports it: an invalid argument.
+enum Templating {
+    static func checked<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as TemplateError {
+            throw BerthError.invalid(error.message)
         }
     }
 }

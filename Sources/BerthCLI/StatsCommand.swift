@@ -27,7 +27,7 @@ struct StatsCommand: AsyncParsableCommand {
     static let interval = 1000
 
     func run() async throws {
-        do { try DockerFormat.validate(format) } catch let error as TemplateError { throw BerthError.invalid(error.message) }
+        try Templating.checked { try DockerFormat.validate(format) }
         let output = format
         let (names, all, noStream, noTrunc) = (containers, all, noStream, noTrunc)
         var unlimited = CallOptions.defaults

@@ -28,7 +28,7 @@ struct VersionCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        do { try DockerFormat.validate(format) } catch let error as TemplateError { throw BerthError.invalid(error.message) }
+        try Templating.checked { try DockerFormat.validate(format) }
         let connection = try agent.connection()
         let client = Report.Client(version: CLIVersion.version, apiVersion: "v1", os: "linux", architecture: Self.architecture)
         var report = Report(client: client)
@@ -41,11 +41,7 @@ struct VersionCommand: AsyncParsableCommand {
             report.serverError = error.description
         }
         if let format, !format.isEmpty {
-            do {
-                Console.write(Descriptor.standardOutput, Array(try DockerFormat.one(Self.shape(report), format: format).utf8))
-            } catch let error as TemplateError {
-                throw BerthError.invalid(error.message)
-            }
+            Console.write(Descriptor.standardOutput, Array(try Templating.checked { try DockerFormat.one(Self.shape(report), format: format) }.utf8))
         } else {
             var lines = [
                 "Client:", " Version:       \(client.version)", " API version:   \(client.apiVersion)",
