@@ -674,15 +674,16 @@ int main(int argc, char **argv) {
                           : strcmp(s.grpc_message, "the server is shutting down") == 0 ? "it is shutting down"
                           : s.grpc_message;
         fprintf(stderr, "berth: the Berth agent at unix://%s went away (%s)\n", path, why);
-        return 1;
+        return 125;
     }
+    /* Berth, not the container, failed: docker's run says so with 125. */
     if (s.grpc_status > 0) {
         fprintf(stderr, "berth: %s\n", s.grpc_message[0] ? s.grpc_message : "the Run call failed");
-        return 1;
+        return 125;
     }
     if (s.broken || !s.exited) {
         fprintf(stderr, "berth: %s\n", s.broken ? s.broken_reason : "the agent ended the Run call without the container's exit");
-        return 1;
+        return 125;
     }
     return s.exit_code;
 }

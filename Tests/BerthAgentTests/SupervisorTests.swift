@@ -284,7 +284,7 @@ struct SupervisorTests {
         #expect(await second.state(running) == .running)
         #expect(second.runtime.released.contains(running), "an attached run's held output goes to the log")
         let gone = try await second.supervisor.inspect("exited")
-        #expect(gone.status.state == .exited && gone.status.exitCode == 7)
+        #expect(gone.status.state == .exited && gone.status.exitCode == 7, "\(gone.status)")
         let lost = try await second.supervisor.inspect("vanished")
         #expect(lost.status.state == .exited && lost.status.exitCode == 255)
         #expect(await second.state(always) == .exited, "stopped by the user: no restart")
