@@ -81,7 +81,8 @@ public final class ExecProcess: Sendable {
         }
         var process = config
         process.args = request.command
-        process.env = Self.merge(config.env, request.env)
+        // docker's: with a terminal, TERM=xterm unless the container's or the exec's environment says otherwise.
+        process.env = Self.merge(Self.merge(request.tty ? ["TERM=xterm"] : [], config.env), request.env)
         process.path = process.env.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? config.path
         if let dir = request.workingDir {
             guard dir.hasPrefix("/") else { throw BerthError.invalid("working directory \"\(dir)\": must be an absolute path") }

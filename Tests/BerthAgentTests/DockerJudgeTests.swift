@@ -114,6 +114,12 @@ struct DockerJudgeTests {
         try await both.same(["images", "--filter", "reference=busy*", "--format", "{{.Repository}}"])
         try await both.same(["images", "-q", "--filter", "dangling=true"])
 
+        // exec: the exit code, the environment with a terminal (TERM=xterm), -e over it.
+        try await both.same(["exec", "judged", "sh", "-c", "exit 5"])
+        try await both.same(["exec", "-t", "judged", "sh", "-c", "echo $TERM"])
+        try await both.same(["exec", "-t", "-e", "TERM=vt100", "judged", "sh", "-c", "echo $TERM"])
+        try await both.same(["exec", "judged", "sh", "-c", "echo [$TERM]"])
+
         // top: the host's ps, the container's processes (PIDs and times differ; the columns and commands do not).
         let (dTop, bTop) = try await both.run(["top", "judged"])
         let shape = { (text: String) in text.split(separator: "\n").map { line in
