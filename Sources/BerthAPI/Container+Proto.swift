@@ -100,6 +100,7 @@ extension ContainerSpec {
         p.network = network
         p.networkAliases = networkAliases
         if let ipv4Address { p.ipv4Address = ipv4Address }
+        p.extraHosts = extraHosts ?? []
         p.additionalNetworks = (additionalNetworks ?? []).map { a in
             .with {
                 $0.network = a.network
@@ -159,6 +160,7 @@ extension ContainerSpec {
             additionalNetworks: p.additionalNetworks.isEmpty
                 ? nil
                 : p.additionalNetworks.map { NetworkAttachment(network: $0.network, ipv4Address: $0.ipv4Address.isEmpty ? nil : $0.ipv4Address, aliases: $0.aliases) },
+            extraHosts: p.extraHosts.isEmpty ? nil : p.extraHosts,
             restartPolicy: try RestartPolicy(parsing: p.restartPolicy),
             stopSignal: p.stopSignal.isEmpty ? nil : try Signal(parsing: p.stopSignal),
             stopTimeout: p.hasStopTimeoutSeconds ? Int(p.stopTimeoutSeconds) : nil,

@@ -391,7 +391,10 @@ public actor ContainerSupervisor {
             prepared = try await runtime.prepare(
                 RuntimeStartRequest(
                     container: container, image: image, process: process, lowerDirs: layers, netnsPath: attachment?.netnsPath,
-                    hostname: hostname, hosts: RuntimePlanner.hostsFile(hostname: hostname, address: attachment?.address.description),
+                    hostname: hostname,
+                    hosts: RuntimePlanner.hostsFile(
+                        hostname: hostname, address: attachment?.address.description, extra: spec.extraHosts ?? [],
+                        gateway: container.endpoints.first?.gateway.description),
                     resolvConf: attachment?.resolvConf ?? RuntimePlanner.resolvConf(host: (try? FileIO.read("/etc/resolv.conf")) ?? ""),
                     attachGate: attaching))
             steps.lap("prepare")

@@ -73,6 +73,7 @@ struct ContainerFlags: ParsableArguments {
     @Option(help: "Network: bridge (the default network), a user-defined network, none (loopback only), or host (the host's own); again for more user-defined networks.")
     var network: [String] = []
     @Option(help: "Another name for the container on its user-defined network.") var networkAlias: [String] = []
+    @Option(help: "Add an /etc/hosts entry, NAME:ADDRESS (host-gateway: the gateway of the container's network).") var addHost: [String] = []
     @Option(help: "The container's IPv4 address on its network (the next free one when left out).") var ip: String?
     @Option(name: [.customShort("p"), .customLong("publish")], help: "Publish a container's port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].") var publish: [String] = []
     @Flag(name: [.customShort("P"), .customLong("publish-all")], help: "Publish every port the image exposes on a free host port.") var publishAll = false
@@ -96,6 +97,7 @@ struct ContainerFlags: ParsableArguments {
         mounts += try mount.map { try Mount(parsingMount: $0) }
         mounts += try tmpfs.map { try Mount(parsingTmpfs: $0) }
         if let ip { _ = try IPv4Address(parsing: ip) }
+        for entry in addHost { _ = try ExtraHost(parsing: entry) }
         let restartPolicy = try RestartPolicy(parsing: restart ?? defaultRestart)
         try ContainerSpec.checkAutoRemove(rm, restartPolicy: restartPolicy)
         return ContainerSpec(
@@ -103,7 +105,8 @@ struct ContainerFlags: ParsableArguments {
             workingDir: workdir, user: user, labels: labels, hostname: hostname, resources: resources, mounts: mounts,
             ports: try publish.map { try PortMapping(parsing: $0) }, publishAll: publishAll,
             network: network.first ?? "bridge", networkAliases: networkAlias, ipv4Address: ip,
-            additionalNetworks: network.count > 1 ? network.dropFirst().map { NetworkAttachment(network: $0) } : nil, restartPolicy: restartPolicy,
+            additionalNetworks: network.count > 1 ? network.dropFirst().map { NetworkAttachment(network: $0) } : nil,
+            extraHosts: addHost.isEmpty ? nil : addHost.map { (try? ExtraHost(parsing: $0))?.description ?? $0 }, restartPolicy: restartPolicy,
             stopSignal: try stopSignal.map { try Signal(parsing: $0) }, stopTimeout: stopTimeout, readOnlyRootfs: readOnly,
             initProcess: `init`, capAdd: capAdd, capDrop: capDrop, securityOpts: securityOpt, autoRemove: rm,
             ulimits: try ulimit.map { try Ulimit(parsing: $0) },

@@ -128,7 +128,7 @@ enum DockerShape {
                 "Dns": .list([]),
                 "DnsOptions": .list([]),
                 "DnsSearch": .list([]),
-                "ExtraHosts": .nilList,
+                "ExtraHosts": stringsOrNull(spec.extraHosts ?? []),
                 "GroupAdd": .nilList,
                 "IpcMode": .string("private"),
                 "Cgroup": .string(""),

@@ -36,6 +36,8 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
     /// More networks, after `network` (`--network` given again; a
     /// service's replica on several overlays); nil for none.
     public var additionalNetworks: [NetworkAttachment]?
+    /// Entries for /etc/hosts, `NAME:ADDRESS` (`--add-host`); nil for none.
+    public var extraHosts: [String]?
     /// What happens when the main process exits (`--restart`).
     public var restartPolicy: RestartPolicy
     /// Sent first by stop (`--stop-signal`); nil takes the image's or SIGTERM.
@@ -88,7 +90,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         network: String = "bridge",
         networkAliases: [String] = [],
         ipv4Address: String? = nil,
-        additionalNetworks: [NetworkAttachment]? = nil,
+        additionalNetworks: [NetworkAttachment]? = nil, extraHosts: [String]? = nil,
         restartPolicy: RestartPolicy = .no,
         stopSignal: Signal? = nil,
         stopTimeout: Int? = nil,
@@ -123,6 +125,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
         self.networkAliases = networkAliases
         self.ipv4Address = ipv4Address
         self.additionalNetworks = additionalNetworks
+        self.extraHosts = extraHosts
         self.restartPolicy = restartPolicy
         self.stopSignal = stopSignal
         self.stopTimeout = stopTimeout
@@ -143,7 +146,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case name, image, entrypoint, command, env, workingDir, user, labels, hostname, resources, mounts, ports, publishAll
-        case network, networkAliases, ipv4Address, additionalNetworks, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
+        case network, networkAliases, ipv4Address, additionalNetworks, extraHosts, restartPolicy, stopSignal, stopTimeout, readOnlyRootfs, initProcess, capAdd, capDrop
         case securityOpts, tty, openStdin, autoRemove, ulimits, log, devices, healthcheck, healthOnFailure
     }
 
@@ -167,6 +170,7 @@ public struct ContainerSpec: Codable, Sendable, Hashable {
             networkAliases: try c.decodeIfPresent([String].self, forKey: .networkAliases) ?? [],
             ipv4Address: try c.decodeIfPresent(String.self, forKey: .ipv4Address),
             additionalNetworks: try c.decodeIfPresent([NetworkAttachment].self, forKey: .additionalNetworks),
+            extraHosts: try c.decodeIfPresent([String].self, forKey: .extraHosts),
             restartPolicy: try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .no,
             stopSignal: try c.decodeIfPresent(Signal.self, forKey: .stopSignal),
             stopTimeout: try c.decodeIfPresent(Int.self, forKey: .stopTimeout),

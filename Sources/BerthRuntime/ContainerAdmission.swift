@@ -73,6 +73,12 @@ public enum ContainerAdmission {
         if !onNetwork && !spec.networkAliases.isEmpty {
             throw BerthError.invalid("--network-alias needs a user-defined network")
         }
+        for entry in spec.extraHosts ?? [] {
+            let host = try ExtraHost(parsing: entry)
+            if host.address == ExtraHost.hostGateway && !onNetwork {
+                throw BerthError.invalid("--add-host \(entry): host-gateway is the gateway of the container's network, and it is on none")
+            }
+        }
         for mount in spec.mounts where mount.kind == .bind {
             guard host.pathExists(mount.source) else {
                 throw BerthError.invalid("bind source path does not exist: \(mount.source)")

@@ -213,17 +213,25 @@ public enum RuntimePlanner {
     /// The container's /etc/hosts.
     /// - Parameter address: the container's address on its network; nil
     ///   gives the hostname 127.0.1.1, as for a container on no network.
-    public static func hostsFile(hostname: String, address: String? = nil) -> String {
-        """
-        127.0.0.1\tlocalhost
-        ::1\tlocalhost ip6-localhost ip6-loopback
-        fe00::0\tip6-localnet
-        ff00::0\tip6-mcastprefix
-        ff02::1\tip6-allnodes
-        ff02::2\tip6-allrouters
-        \(address ?? "127.0.1.1")\t\(hostname)
+    /// - Parameter extra: `--add-host` entries, after the standard ones
+    ///   and before the container's own, as docker writes them; a
+    ///   `host-gateway` address is `gateway`.
+    public static func hostsFile(hostname: String, address: String? = nil, extra: [String] = [], gateway: String? = nil) -> String {
+        var text = """
+            127.0.0.1\tlocalhost
+            ::1\tlocalhost ip6-localhost ip6-loopback
+            fe00::0\tip6-localnet
+            ff00::0\tip6-mcastprefix
+            ff02::1\tip6-allnodes
+            ff02::2\tip6-allrouters
 
-        """
+            """
+        for entry in extra {
+            guard let host = try? ExtraHost(parsing: entry) else { continue }
+            let resolved = host.address == ExtraHost.hostGateway ? gateway : host.address
+            if let resolved { text += "\(resolved)\t\(host.name)\n" }
+        }
+        return text + "\(address ?? "127.0.1.1")\t\(hostname)\n"
     }
 
     /// The container's /etc/resolv.conf: the host's, without loopback

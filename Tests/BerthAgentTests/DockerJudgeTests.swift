@@ -50,6 +50,14 @@ struct DockerJudgeTests {
         let bad = try await host.berth(["events", "--since", "yesterday"])
         #expect(bad.status == 1 && bad.stderr.contains("expected a time"), "\(bad)")
 
+        // --add-host NAME:host-gateway: the gateway of the container's network; refused on none.
+        #expect(try await host.berth(["network", "create", "--subnet", "10.213.57.0/24", "judgenet"]).status == 0)
+        let gateway = try await host.berth(["run", "--rm", "--network", "judgenet", "--add-host", "host.docker.internal:host-gateway", "busybox", "grep", "host.docker.internal", "/etc/hosts"])
+        #expect(gateway.status == 0 && gateway.stdout == "10.213.57.1\thost.docker.internal\n", "\(gateway)")
+        let nowhere = try await host.berth(["run", "--rm", "--network", "none", "--add-host", "h:host-gateway", "busybox", "true"])
+        #expect(nowhere.status == 125 && nowhere.stderr.contains("host-gateway is the gateway of the container's network"), "\(nowhere)")
+        #expect(try await host.berth(["network", "rm", "judgenet"]).status == 0)
+
         // Completion: the scripts parse in their shells, and names come from the agent.
         let script = try await host.berth(["completion", "bash"])
         #expect(script.status == 0 && script.stdout.contains("-F _berth berth"), "\(script.stderr)")
@@ -113,6 +121,13 @@ struct DockerJudgeTests {
         try await both.same(["rm", "unlimited"])
         try await both.same(["images", "--filter", "reference=busy*", "--format", "{{.Repository}}"])
         try await both.same(["images", "-q", "--filter", "dangling=true"])
+
+        // --add-host: the entries in /etc/hosts, and in inspect.
+        try await both.same(["run", "--rm", "--network", "none", "--add-host", "db:10.1.2.3", "--add-host", "v6:::1", "busybox", "grep", "-E", "db|v6", "/etc/hosts"])
+        try await both.same(["run", "--rm", "--network", "none", "--add-host", "db:nohost", "busybox", "true"])
+        try await both.same(["create", "--name", "hosted", "--network", "none", "--add-host", "db:10.1.2.3", "busybox", "true"], id: true)
+        try await both.same(["inspect", "-f", "{{json .HostConfig.ExtraHosts}}", "hosted"])
+        try await both.same(["rm", "hosted"])
 
         // exec: the exit code, the environment with a terminal (TERM=xterm), -e over it.
         try await both.same(["exec", "judged", "sh", "-c", "exit 5"])

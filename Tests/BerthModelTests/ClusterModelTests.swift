@@ -100,3 +100,23 @@ struct ProcessTableTests {
         #expect(throws: BerthError.self) { try ProcessTable(psOutput: "PID CMD\nx sleep\n", pids: [1]) }
     }
 }
+
+@Suite("--add-host entries")
+struct ExtraHostTests {
+    @Test("NAME:ADDRESS and NAME=ADDRESS, IPv4, IPv6 and host-gateway; anything else in docker's words")
+    func parsing() throws {
+        #expect(try ExtraHost(parsing: "db:10.1.2.3").description == "db:10.1.2.3")
+        #expect(try ExtraHost(parsing: "db=10.1.2.3").description == "db:10.1.2.3")
+        #expect(try ExtraHost(parsing: "v6:::1").address == "::1")
+        #expect(try ExtraHost(parsing: "v6:fe80::1:2").address == "fe80::1:2")
+        #expect(try ExtraHost(parsing: "host.docker.internal:host-gateway").address == ExtraHost.hostGateway)
+        for bad in ["db", ":10.1.2.3", "db:", "db:10.1.2", "db:nohost", "db:1::2::3", "a b:10.0.0.1"] {
+            #expect(throws: BerthError.self, "\(bad)") { try ExtraHost(parsing: bad) }
+        }
+        do {
+            _ = try ExtraHost(parsing: "db:nohost")
+        } catch let error as BerthError {
+            #expect(error.message == "invalid argument \"db:nohost\" for \"--add-host\" flag: invalid IP address in add-host: \"nohost\"")
+        }
+    }
+}

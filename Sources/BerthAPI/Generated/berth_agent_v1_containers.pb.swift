@@ -377,6 +377,12 @@ public nonisolated struct Berth_Agent_V1_ContainerSpec: @unchecked Sendable {
     set {_uniqueStorage()._additionalNetworks = newValue}
   }
 
+  /// /etc/hosts entries, NAME:ADDRESS (--add-host; ADDRESS may be host-gateway).
+  public var extraHosts: [String] {
+    get {_storage._extraHosts}
+    set {_uniqueStorage()._extraHosts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1730,7 +1736,7 @@ nonisolated extension Berth_Agent_V1_TopProcess: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContainerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0\u{1}healthcheck\0\u{3}health_on_failure\0\u{3}additional_networks\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}entrypoint\0\u{1}command\0\u{1}env\0\u{3}working_dir\0\u{1}user\0\u{1}labels\0\u{1}hostname\0\u{1}resources\0\u{1}mounts\0\u{1}ports\0\u{3}publish_all\0\u{1}network\0\u{3}network_aliases\0\u{3}restart_policy\0\u{3}stop_signal\0\u{3}stop_timeout_seconds\0\u{3}read_only_rootfs\0\u{1}init\0\u{3}cap_add\0\u{3}cap_drop\0\u{3}security_opts\0\u{1}tty\0\u{3}open_stdin\0\u{3}auto_remove\0\u{1}ulimits\0\u{1}log\0\u{3}ipv4_address\0\u{1}devices\0\u{1}healthcheck\0\u{3}health_on_failure\0\u{3}additional_networks\0\u{3}extra_hosts\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1766,6 +1772,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
     var _healthcheck: Berth_Agent_V1_HealthCheck? = nil
     var _healthOnFailure: String = String()
     var _additionalNetworks: [Berth_Agent_V1_NetworkAttachment] = []
+    var _extraHosts: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1809,6 +1816,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       _healthcheck = source._healthcheck
       _healthOnFailure = source._healthOnFailure
       _additionalNetworks = source._additionalNetworks
+      _extraHosts = source._extraHosts
     }
   }
 
@@ -1860,6 +1868,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         case 31: try { try decoder.decodeSingularMessageField(value: &_storage._healthcheck) }()
         case 32: try { try decoder.decodeSingularStringField(value: &_storage._healthOnFailure) }()
         case 33: try { try decoder.decodeRepeatedMessageField(value: &_storage._additionalNetworks) }()
+        case 34: try { try decoder.decodeRepeatedStringField(value: &_storage._extraHosts) }()
         default: break
         }
       }
@@ -1971,6 +1980,9 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
       if !_storage._additionalNetworks.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._additionalNetworks, fieldNumber: 33)
       }
+      if !_storage._extraHosts.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._extraHosts, fieldNumber: 34)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2013,6 +2025,7 @@ nonisolated extension Berth_Agent_V1_ContainerSpec: SwiftProtobuf.Message, Swift
         if _storage._healthcheck != rhs_storage._healthcheck {return false}
         if _storage._healthOnFailure != rhs_storage._healthOnFailure {return false}
         if _storage._additionalNetworks != rhs_storage._additionalNetworks {return false}
+        if _storage._extraHosts != rhs_storage._extraHosts {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -2544,7 +2544,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__labels_entry_
   (ProtobufCMessageInit) berth__agent__v1__container_spec__labels_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[33] =
+static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_descriptors[34] =
 {
   {
     "name",
@@ -2942,6 +2942,18 @@ static const ProtobufCFieldDescriptor berth__agent__v1__container_spec__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "extra_hosts",
+    34,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Berth__Agent__V1__ContainerSpec, n_extra_hosts),
+    offsetof(Berth__Agent__V1__ContainerSpec, extra_hosts),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] = {
   32,   /* field[32] = additional_networks */
@@ -2952,6 +2964,7 @@ static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] 
   29,   /* field[29] = devices */
   2,   /* field[2] = entrypoint */
   4,   /* field[4] = env */
+  33,   /* field[33] = extra_hosts */
   31,   /* field[31] = health_on_failure */
   30,   /* field[30] = healthcheck */
   8,   /* field[8] = hostname */
@@ -2981,7 +2994,7 @@ static const unsigned berth__agent__v1__container_spec__field_indices_by_name[] 
 static const ProtobufCIntRange berth__agent__v1__container_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 33 }
+  { 0, 34 }
 };
 const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
 {
@@ -2991,7 +3004,7 @@ const ProtobufCMessageDescriptor berth__agent__v1__container_spec__descriptor =
   "Berth__Agent__V1__ContainerSpec",
   "berth.agent.v1",
   sizeof(Berth__Agent__V1__ContainerSpec),
-  33,
+  34,
   berth__agent__v1__container_spec__field_descriptors,
   berth__agent__v1__container_spec__field_indices_by_name,
   1,  berth__agent__v1__container_spec__number_ranges,
