@@ -122,7 +122,11 @@ final class ContainerHost: @unchecked Sendable {
     /// `berth inspect` of one container, decoded.
     func inspect(_ name: String) async throws -> Container {
         let result = try await berth(["inspect", "--format", "record", name])
-        guard result.status == 0 else { throw HarnessError("inspect \(name): \(result.stderr)") }
+        guard result.status == 0 else {
+            // An agent that is gone says why in its log.
+            let gone = agent.process.isRunning ? "" : " (the agent exited with \(agent.process.terminationStatus); its log ends:\n\(agent.log.suffix(3000)))"
+            throw HarnessError("inspect \(name): \(result.stderr)\(gone)")
+        }
         let list = try BerthJSON.decoder().decode([Container].self, from: Data(result.stdout.utf8))
         guard let first = list.first else { throw HarnessError("inspect \(name): empty") }
         return first

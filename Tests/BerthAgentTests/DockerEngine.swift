@@ -92,21 +92,30 @@ final class DockerEngine: @unchecked Sendable {
     /// they mounted under the root, removes their cgroups and run
     /// directories, and the root.
     func cleanUp() {
-        if daemon?.isRunning == true {
+        let crashed = daemon?.isRunning != true
+        if !crashed {
             let ids = (try? Processes.runBlocking(Self.client, ["-H", "unix://\(socket)", "ps", "-aq"], environment: []))?.stdout ?? ""
             let list = ids.split(separator: "\n").map(String.init)
             if !list.isEmpty { _ = try? Processes.runBlocking(Self.client, ["-H", "unix://\(socket)", "rm", "-f"] + list, environment: []) }
         }
         daemon?.terminate(grace: .seconds(10))
-        // Containers left by a daemon that died: their init PIDs and their shims (the inits' parents).
+        // Containers left by a daemon that died: their init PIDs and their
+        // shims (the inits' parents), each killed only once it is seen to
+        // be this engine's (a recorded PID may since belong to anyone).
         let tasks = "\(root)/containerd/state/io.containerd.runtime.v2.task"
-        for pidFile in (FileManager.default.enumerator(atPath: tasks)?.allObjects as? [String] ?? []).filter({ $0.hasSuffix("/init.pid") }) {
-            guard let pid = Int32((try? String(contentsOfFile: "\(tasks)/\(pidFile)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") else { continue }
+        for pidFile in crashed ? (FileManager.default.enumerator(atPath: tasks)?.allObjects as? [String] ?? []).filter({ $0.hasSuffix("/init.pid") }) : [] {
+            guard let pid = Int32((try? String(contentsOfFile: "\(tasks)/\(pidFile)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""),
+                pid > 1, ((try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? "").contains(cgroupParent + "/")
+            else { continue }
             let parent = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)).flatMap { stat in
                 stat.split(separator: ")").last?.split(separator: " ").dropFirst(1).first.flatMap { Int32($0) }
             }
             kill(pid, SIGKILL)
-            if let parent, parent > 1 { kill(parent, SIGKILL) }
+            if let parent, parent > 1,
+                ((try? String(contentsOfFile: "/proc/\(parent)/cmdline", encoding: .utf8)) ?? "").contains("containerd-shim")
+            {
+                kill(parent, SIGKILL)
+            }
         }
         containerd?.terminate(grace: .seconds(10))
         let mounts = ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
