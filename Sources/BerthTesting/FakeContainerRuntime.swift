@@ -276,5 +276,13 @@ public final class FakeContainerRuntime: ContainerRuntime {
     /// Probes run in the container so far.
     public func probes(_ id: ContainerID) -> Int { state.withLock { $0.probes[id] ?? 0 } }
 
-    public func shutdown() {}
+    /// The agent stops: its waits on the shims end (as its connections to
+    /// them close), the processes run on; a later agent waits anew.
+    public func shutdown() {
+        let waiters = state.withLock { s -> [CheckedContinuation<ShimExit, any Error>] in
+            defer { s.waiters = [:] }
+            return s.waiters.values.flatMap { $0.values }
+        }
+        for waiter in waiters { waiter.resume(throwing: CancellationError()) }
+    }
 }
