@@ -89,13 +89,19 @@ enum DockerShape {
 
     static func portKey(_ port: UInt16, _ transport: PortProtocol) -> String { "\(port)/\(transport.rawValue)" }
 
+    /// A port binding added to docker's `{"80/tcp": [bindings]}` map (a
+    /// port exposed without bindings, `null`, gets its first).
+    static func append(_ binding: TemplateValue, to key: String, in map: inout [String: TemplateValue]) {
+        if case .list(let existing)? = map[key] { map[key] = .list(existing + [binding]) } else { map[key] = .list([binding]) }
+    }
+
     static func hostConfig(_ spec: ContainerSpec) -> TemplateValue {
         let r = spec.resources
         var bindings: [String: TemplateValue] = [:]
         for p in spec.ports {
             let key = portKey(p.containerPort, p.transport)
             let binding = TemplateValue.object("nat.PortBinding", ["HostIp": .string(p.hostIP ?? ""), "HostPort": .string(p.hostPort == 0 ? "" : String(p.hostPort))])
-            if case .list(let existing)? = bindings[key] { bindings[key] = .list(existing + [binding]) } else { bindings[key] = .list([binding]) }
+            append(binding, to: key, in: &bindings)
         }
         let binds = spec.mounts.filter { $0.kind == .bind }.map { "\($0.source):\($0.target)" + ($0.readOnly ? ":ro" : "") }
         let tmpfs = spec.mounts.filter { $0.kind == .tmpfs }
@@ -256,7 +262,7 @@ enum DockerShape {
         for p in c.publishedPorts {
             let key = portKey(p.containerPort, p.transport)
             let binding = TemplateValue.object("nat.PortBinding", ["HostIp": .string(p.hostIP?.description ?? "0.0.0.0"), "HostPort": .string(String(p.hostPort))])
-            if case .list(let existing)? = ports[key] { ports[key] = .list(existing + [binding]) } else { ports[key] = .list([binding]) }
+            append(binding, to: key, in: &ports)
         }
         // The top-level address fields are those of the default bridge, as docker's.
         let bridge = c.endpoints.first { $0.networkName == "bridge" }

@@ -257,7 +257,8 @@ struct SaveCommand: AsyncParsableCommand {
 enum ImageFilter {
     case dangling(Bool)
     case reference(String)
-    case label(String, String?)
+    /// `KEY` or `KEY=VALUE`, as the model's label filters take it.
+    case label(String)
 
     /// - Throws: `BerthError.invalidArgument` for a filter images does not take.
     static func parse(_ items: [String]) throws -> [ImageFilter] {
@@ -269,9 +270,7 @@ enum ImageFilter {
                 guard let value = Bool(kv[1]) else { throw BerthError.invalid("filter \"\(item)\": dangling is true or false") }
                 return .dangling(value)
             case "reference": return .reference(kv[1])
-            case "label":
-                let label = kv[1].split(separator: "=", maxSplits: 1).map(String.init)
-                return .label(label[0], label.count > 1 ? label[1] : nil)
+            case "label": return .label(kv[1])
             default: throw BerthError.invalid("filter \"\(item)\": images takes dangling, reference and label")
             }
         }
@@ -291,7 +290,7 @@ enum ImageFilter {
                     return glob(pattern, familiar) || glob(pattern, repository)
                 }
                 guard !image.names.isEmpty else { return nil }
-            case .label(let key, let value): guard image.config.labels[key].map({ value == nil || $0 == value }) ?? false else { return nil }
+            case .label(let filter): guard image.config.labels.matches(labelFilter: filter) else { return nil }
             }
         }
         return image
